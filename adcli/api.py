@@ -1,0 +1,604 @@
+"""The library API: ``load`` a file, then ``jacobian``, ``jvp``, ``vjp``, ``predict``.
+
+    >>> import adcli
+    >>> program = adcli.load("samples/seed_example.ad")
+    >>> result = program.jacobian(mode="reverse")
+    >>> result.jacobian, result.cost.passes
+
+The CLI (adcli.cli) is a thin layer over this module.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from math import ceil, prod
+
+import numpy as np
+
+from .build import DEFAULT_NODE_LIMIT, Builder
+from .errors import AdError, ResourceProblem, SourceLocation, UsageProblem, ValueProblem
+from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
+from .ir import element_labels, format_shape
+from .ops import REGISTRY, Residuals
+
+MODES = ("forward", "reverse")
+DTYPES = {"float64": np.float64, "float32": np.float32}
+TEMPORARY_FACTOR = 2   # room for a rule's temporaries beside the live values
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable on Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def default_memory_limit() -> int:
+    return int(0.5 * available_memory())
+
+
+@dataclass
+class Derivative:
+    """A Jacobian, JVP or VJP with the value of f and the cost of getting it."""
+
+    kind: str                       # "jacobian", "jvp" or "vjp"
+    mode: str                       # the mode that ran
+    mode_requested: str
+    value: dict                     # output name -> host array
+    jacobian: np.ndarray            # 2-D: rows = output elements, columns = wrt elements
+    rows: list
+    columns: list
+    outputs: list
+    wrt: list
+    cost: Cost
+    backend: str
+    device: str
+    dtype: str
+    inputs: dict                    # input name -> host array used
+    blocks: dict = field(default_factory=dict)   # output -> input -> array
+    tangent: dict | None = None     # jvp: output name -> array shaped like the output
+    cotangent: dict | None = None   # vjp: input name -> array shaped like the input
+    note: str = ""                  # how auto mode or the chunk was chosen
+    chunk_note: str = ""
+
+    @property
+    def gradient(self):
+        """For one scalar output: {input: gradient shaped like the input}."""
+        if len(self.outputs) != 1:
+            raise ValueError("gradient needs exactly one output")
+        return self.blocks[self.outputs[0]]
+
+
+class Program:
+    """A parsed, built .ad file, ready to differentiate."""
+
+    def __init__(self, graph, times: dict):
+        self.graph = graph
+        self.times = times
+        self._const_cache = {}
+
+    # -- inputs ---------------------------------------------------------------------
+    @property
+    def input_names(self) -> list:
+        return list(self.graph.inputs)
+
+    @property
+    def output_names(self) -> list:
+        return list(self.graph.outputs)
+
+    def input_shape(self, name):
+        return self.graph.nodes[self.graph.inputs[name]].shape
+
+    def output_shape(self, name):
+        return self.graph.nodes[self.graph.outputs[name]].shape
+
+    def parse_value(self, name: str, text: str) -> np.ndarray:
+        """A constant expression (as in an initial value) for input `name`."""
+        from .parser import parse
+
+        self._check_input(name)
+        shape = self.input_shape(name)
+        builder = self.graph.builder
+        try:
+            statements = parse(f"input __at__ = {text}\n", f"--at {name}")
+        except AdError as exc:
+            raise ValueProblem(f"--at {name}={text} is not a constant expression "
+                               f"({exc.message})") from None
+        ast = statements[0].args[2]
+        saved = builder.filename, builder.lines
+        builder.filename, builder.lines = f"--at {name}", [f"input __at__ = {text}"]
+        try:
+            return builder.constant(ast, shape, name)
+        finally:
+            builder.filename, builder.lines = saved
+
+    def _check_input(self, name):
+        if name not in self.graph.inputs:
+            known = ", ".join(self.graph.inputs) or "none"
+            raise UsageProblem(f"there is no input named '{name}' (inputs: {known})")
+
+    def resolve_inputs(self, at: dict | None = None) -> dict:
+        """Input values: `at` over the file's defaults; each checked against its type."""
+        at = dict(at or {})
+        for name in at:
+            self._check_input(name)
+        values = {}
+        for name in self.graph.inputs:
+            shape = self.input_shape(name)
+            if name in at:
+                raw = at[name]
+                try:
+                    value = np.asarray(raw, dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise ValueProblem(f"the value given for input {name} is not numeric") from None
+                try:
+                    value = np.array(np.broadcast_to(value, shape))
+                except ValueError:
+                    raise ValueProblem(f"the value given for input {name} is {format_shape(value.shape)}, "
+                                       f"but {name} is {format_shape(shape)}") from None
+            else:
+                value = self.graph.input_defaults.get(name)
+                if value is None:
+                    line = self.graph.input_lines.get(name, 0)
+                    lines = self.graph.source.splitlines()
+                    loc = SourceLocation(self.graph.filename, line, 1,
+                                         lines[line - 1] if 0 < line <= len(lines) else "")
+                    raise ValueProblem(f"input {name} has no value; give one with --at {name}=... "
+                                       "or --inputs", loc)
+            values[name] = value
+        return values
+
+    def _wrt(self, wrt) -> list:
+        if wrt is None or wrt == [] or wrt == ():
+            names = list(self.graph.inputs)
+        else:
+            if isinstance(wrt, str):
+                wrt = [wrt]
+            requested = []
+            for item in wrt:
+                requested.extend(part.strip() for part in item.split(",") if part.strip())
+            for name in requested:
+                self._check_input(name)
+            names = [n for n in self.graph.inputs if n in requested]   # declaration order
+        if not names:
+            raise ValueProblem("the file declares no input to differentiate with respect to")
+        return names
+
+    # -- running ----------------------------------------------------------------------
+    def _setup(self, backend, dtype, at):
+        from .backends import get_backend
+
+        if dtype not in DTYPES:
+            raise UsageProblem(f"unknown dtype '{dtype}'; choose float64 or float32")
+        be = backend if not isinstance(backend, str) else get_backend(backend)
+        np_dtype = DTYPES[dtype]
+        host_inputs = self.resolve_inputs(at)
+        xp_dtype = getattr(be.xp, dtype)
+        inputs = {k: be.asarray(v, xp_dtype) for k, v in host_inputs.items()}
+        key = (be.name, dtype)
+        if key not in self._const_cache:
+            self._const_cache[key] = {n.id: be.asarray(n.attrs["value"], xp_dtype)
+                                      for n in self.graph.nodes if n.op == "const"}
+        return be, xp_dtype, host_inputs, inputs, self._const_cache[key], np_dtype
+
+    def evaluate(self, at=None, backend="numpy", dtype="float64") -> dict:
+        be, xp_dtype, _, inputs, consts, _ = self._setup(backend, dtype, at)
+        runner = Runner(self.graph, be.xp, xp_dtype, inputs, consts)
+        analysis = Analysis(self.graph, [], [])
+        values = runner.run_primal(analysis)
+        return {name: be.to_host(values[i]) for name, i in self.graph.outputs.items()}
+
+    def _sizes(self, names, shape_of):
+        return [prod(shape_of(n)) for n in names]
+
+    def predict(self, mode: str, wrt=None, chunk: int | None = None, outputs=None,
+                single: bool = False) -> Cost:
+        """The counts `mode` will report, from shapes alone (no arithmetic)."""
+        wrt = self._wrt(wrt)
+        outputs = list(outputs or self.graph.outputs)
+        if mode == "forward":
+            sizes = [1] if single else self._sizes(wrt, self.input_shape)
+        else:
+            sizes = [1] if single else self._sizes(outputs, self.output_shape)
+        passes = sum(sizes)
+        chunk = passes if chunk is None else max(1, min(chunk, passes))
+        return self._run(mode, wrt, outputs, chunk, sizes, None, single=single)
+
+    def choose_chunk(self, mode, wrt, outputs, memory_limit, itemsize):
+        """The largest chunk whose predicted memory fits the limit, and a note."""
+        sizes = self._sizes(wrt, self.input_shape) if mode == "forward" else \
+            self._sizes(outputs, self.output_shape)
+        passes = sum(sizes)
+        fixed = sum(n.size for n in self.graph.nodes if n.op in ("input", "const"))
+
+        def need(chunk):
+            cost = self._run(mode, wrt, outputs, chunk, sizes, None)
+            return TEMPORARY_FACTOR * (cost.peak_live_values + fixed) * itemsize
+
+        if need(passes) <= memory_limit:
+            return passes, ""
+        if need(1) > memory_limit:
+            raise ResourceProblem(
+                f"{mode} mode needs about {_bytes(need(1))} even one direction at a time, over the "
+                f"memory limit of {_bytes(memory_limit)}",
+                hint="raise --memory-limit, lower a dim with --set, or try the other --mode")
+        lo, hi = 1, passes
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if need(mid) <= memory_limit:
+                lo = mid
+            else:
+                hi = mid
+        return lo, (f"chunk {lo} of {passes} directions per sweep: all at once would need about "
+                    f"{_bytes(need(passes))}, over the memory limit of {_bytes(memory_limit)}")
+
+    def _run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single=False, seeds_single=None):
+        """Run (or, with run_inputs None, predict) one mode. Returns a Cost, and with
+        run_inputs also fills run_inputs['result'] with the derivative arrays."""
+        abstract = run_inputs is None
+        if abstract:
+            runner = Runner(self.graph, None, None)
+        else:
+            runner = Runner(self.graph, run_inputs["xp"], run_inputs["dtype"],
+                            run_inputs["inputs"], run_inputs["consts"])
+        analysis = Analysis(self.graph, wrt, outputs)
+        cost = Cost(passes=sum(sizes), chunk=chunk)
+        block_names = wrt if mode == "forward" else outputs
+        shape_of = self.input_shape if mode == "forward" else self.output_shape
+        if single:
+            sweeps = [(((None, 0, 1),), 1)]
+        elif abstract:
+            groups = layout_groups(sizes, chunk)
+            sweeps = []
+            for index, (key, times) in enumerate(groups):
+                sweeps.append((tuple((b, 0, k) for b, k in key), times))
+        else:
+            sweeps = [(layout, 1) for layout in block_layouts(sizes, chunk)]
+        if mode == "forward":
+            self._forward(runner, analysis, sweeps, block_names, shape_of, cost, run_inputs, seeds_single)
+        else:
+            self._reverse(runner, analysis, sweeps, block_names, shape_of, cost, run_inputs,
+                          seeds_single, outputs, wrt)
+        cost.mults_primal, cost.flops_primal = runner.primal.mults, runner.primal.flops
+        cost.mults_derivative, cost.flops_derivative = runner.derivative.mults, runner.derivative.flops
+        cost.peak_live_values = runner.live.peak
+        return cost
+
+    def _seeds(self, runner, layout, block_names, shape_of, seeds_single):
+        seeds = {}
+        for b, offset, k in layout:
+            if b is None:   # one given direction / cotangent
+                for name, value in seeds_single.items():
+                    seeds.setdefault(name, {})["given"] = value
+                continue
+            name = block_names[b]
+            seeds.setdefault(name, {})[name] = runner.seed(shape_of(name), offset, k)
+        return seeds
+
+    def _forward(self, runner, analysis, sweeps, wrt, shape_of, cost, run, seeds_single):
+        out_ids = self.graph.outputs
+        for layout, times in sweeps:
+            before = (runner.primal.mults, runner.primal.flops, runner.derivative.mults,
+                      runner.derivative.flops)
+            runner.live.now = 0
+            seeds = self._seeds(runner, layout, wrt, shape_of, seeds_single)
+            tangents, values = runner.forward_sweep(analysis, seeds)
+            if run is not None:
+                run["values"] = values
+                for b, offset, k in layout:
+                    block = "given" if b is None else wrt[b]
+                    for out_name, node_id in out_ids.items():
+                        t = tangents.get(node_id, {}).get(block)
+                        run["store"](out_name, block, offset, k, t)
+            if times > 1:   # identical sweeps: count the rest without running them
+                after = (runner.primal.mults, runner.primal.flops, runner.derivative.mults,
+                         runner.derivative.flops)
+                extra = [(a - b) * (times - 1) for a, b in zip(after, before)]
+                runner.primal.add(extra[0], extra[1])
+                runner.derivative.add(extra[2], extra[3])
+            cost.sweeps += times
+            cost.primal_sweeps += times
+
+    def _reverse(self, runner, analysis, sweeps, outputs_blocks, shape_of, cost, run,
+                 seeds_single, outputs, wrt):
+        plan = runner.residual_plan(analysis)
+        values, residuals, refs, cached_values, cached_inputs = runner.reverse_forward_sweep(analysis, plan)
+        cost.primal_sweeps = 1
+        cost.cached_values, cost.cached_inputs = cached_values, cached_inputs
+        if run is not None:
+            run["values"] = values
+        baseline = runner.live.now
+        wrt_ids = {self.graph.inputs[n]: n for n in wrt}
+        # the last sweep frees residuals as it goes; in prediction, run the final
+        # sweep's composition once more as the final one
+        total = sum(times for _, times in sweeps)
+        expanded = []
+        for layout, times in sweeps:
+            expanded.append((layout, times))
+        final_layout = expanded[-1][0]
+        if run is None and expanded[-1][1] > 1:
+            expanded[-1] = (final_layout, expanded[-1][1] - 1)
+            expanded.append((final_layout, 1))
+        done = 0
+        for index, (layout, times) in enumerate(expanded):
+            final = index == len(expanded) - 1
+            before = (runner.derivative.mults, runner.derivative.flops)
+            seeds = {}
+            for name, blocks in self._seeds(runner, layout, outputs_blocks, shape_of, seeds_single).items():
+                node_id = self.graph.outputs[name]
+                seeds.setdefault(node_id, {}).update(blocks)
+            level = runner.live.now
+            results = runner.backward_sweep(analysis, plan, residuals, refs, seeds, set(wrt_ids), final)
+            for blocks in results.values():
+                for t in blocks.values():
+                    runner.live.drop(_live(t))
+            if run is not None:
+                for b, offset, k in layout:
+                    block = "given" if b is None else outputs_blocks[b]
+                    for node_id, name in wrt_ids.items():
+                        run["store"](name, block, offset, k, results.get(node_id, {}).get(block))
+            if times > 1:
+                extra = [(a - b) * (times - 1) for a, b in
+                         zip((runner.derivative.mults, runner.derivative.flops), before)]
+                runner.derivative.add(*extra)
+            done += times
+        cost.sweeps = total
+
+    # -- public entry points ---------------------------------------------------------------
+    def _prepare(self, backend, dtype, at, measure_memory):
+        be, xp_dtype, host_inputs, inputs, consts, np_dtype = self._setup(backend, dtype, at)
+        return be, {"xp": be.xp, "dtype": xp_dtype, "inputs": inputs, "consts": consts}, host_inputs
+
+    def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
+                 backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
+                 measure_memory: bool = True) -> Derivative:
+        """The full Jacobian of all outputs w.r.t. `wrt` (default: all inputs)."""
+        wrt = self._wrt(wrt)
+        outputs = list(self.graph.outputs)
+        mode_requested = mode
+        note = ""
+        if mode not in ("auto",) + MODES:
+            raise UsageProblem(f"unknown mode '{mode}'; choose forward, reverse or auto")
+        if mode == "auto":
+            mode, note = self.pick_mode(wrt, chunk)
+        in_sizes = self._sizes(wrt, self.input_shape)
+        out_sizes = self._sizes(outputs, self.output_shape)
+        sizes = in_sizes if mode == "forward" else out_sizes
+        passes = sum(sizes)
+        itemsize = np.dtype(DTYPES.get(dtype, np.float64)).itemsize
+        limit = default_memory_limit() if memory_limit is None else memory_limit
+        chunk_note = ""
+        if chunk is None:
+            chunk, chunk_note = self.choose_chunk(mode, wrt, outputs, limit, itemsize)
+        elif chunk < 1:
+            raise UsageProblem("--chunk must be at least 1")
+        chunk = min(chunk, passes)
+        be, run, host_inputs = self._prepare(backend, dtype, at, measure_memory)
+        xp = be.xp
+        m, n = sum(out_sizes), sum(in_sizes)
+        jac = xp.zeros((m, n), dtype=run["dtype"])
+        row_of = dict(zip(outputs, np.cumsum([0] + out_sizes)[:-1].tolist()))
+        col_of = dict(zip(wrt, np.cumsum([0] + in_sizes)[:-1].tolist()))
+
+        def store(name, block, offset, k, t):
+            """Put one sweep's derivative block into the Jacobian."""
+            if t is None:
+                return
+            from .tangents import Linear
+            dense = Linear(xp, k, _NullCounter(), run["dtype"]).dense(t).reshape(k, -1)
+            if mode == "forward":   # name = output, block = input: columns
+                r0, c0 = row_of[name], col_of[block] + offset
+                jac[r0:r0 + dense.shape[1], c0:c0 + k] = dense.T
+            else:                   # name = input, block = output: rows
+                r0, c0 = row_of[block] + offset, col_of[name]
+                jac[r0:r0 + k, c0:c0 + dense.shape[1]] = dense
+
+        run["store"] = store
+        with be.measure(measure_memory) as report:
+            cost = self._run(mode, wrt, outputs, chunk, sizes, run)
+        cost.peak_bytes = report["peak_bytes"]
+        cost.time_s = {"parse": self.times["parse"], "build": self.times["build"],
+                       "sweeps": report["seconds"]}
+        jac_host = np.asarray(be.to_host(jac))
+        values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
+        blocks = {}
+        for o in outputs:
+            r0 = row_of[o]
+            oshape = self.output_shape(o)
+            blocks[o] = {}
+            for w in wrt:
+                c0 = col_of[w]
+                ishape = self.input_shape(w)
+                part = jac_host[r0:r0 + prod(oshape), c0:c0 + prod(ishape)]
+                blocks[o][w] = part.reshape(oshape + ishape)
+        return Derivative("jacobian", mode, mode_requested, values, jac_host,
+                          self.row_labels(outputs), self.column_labels(wrt), outputs, wrt, cost,
+                          be.name, be.device, dtype, host_inputs, blocks=blocks, note=note,
+                          chunk_note=chunk_note)
+
+    def pick_mode(self, wrt=None, chunk=None):
+        """Auto mode: predict both, pick fewer derivative mults (then passes, then forward)."""
+        wrt = self._wrt(wrt)
+        fwd = self.predict("forward", wrt, chunk)
+        rev = self.predict("reverse", wrt, chunk)
+        key_f = (fwd.mults_derivative, fwd.passes, 0)
+        key_r = (rev.mults_derivative, rev.passes, 1)
+        mode = "forward" if key_f <= key_r else "reverse"
+        if fwd.mults_derivative != rev.mults_derivative:
+            why = (f"{min(fwd.mults_derivative, rev.mults_derivative):,} derivative mults instead of "
+                   f"{max(fwd.mults_derivative, rev.mults_derivative):,}")
+        elif fwd.passes != rev.passes:
+            why = (f"equal derivative mults ({fwd.mults_derivative:,}); "
+                   f"{min(fwd.passes, rev.passes):,} passes instead of {max(fwd.passes, rev.passes):,}")
+        else:
+            why = (f"a tie at {fwd.mults_derivative:,} derivative mults and {fwd.passes:,} passes; "
+                   "forward keeps nothing for a backward sweep")
+        note = (f"auto picked {mode}: {why} (forward: {fwd.passes:,} passes, "
+                f"reverse: {rev.passes:,})")
+        return mode, note
+
+    def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None):
+        """One JVP (kind 'jvp': given = input directions) or VJP (given = output cotangents)."""
+        mode = "forward" if kind == "jvp" else "reverse"
+        wrt_names = self._wrt(wrt) if kind == "vjp" else None
+        be, run, host_inputs = self._prepare(backend, dtype, at, measure_memory)
+        seeds = {}
+        names = self.graph.inputs if kind == "jvp" else self.graph.outputs
+        shape_of = self.input_shape if kind == "jvp" else self.output_shape
+        what = "input" if kind == "jvp" else "output"
+        for name, raw in given.items():
+            if name not in names:
+                known = ", ".join(names)
+                raise UsageProblem(f"there is no {what} named '{name}' ({what}s: {known})")
+            value = np.asarray(raw, dtype=np.float64)
+            try:
+                value = np.array(np.broadcast_to(value, shape_of(name)))
+            except ValueError:
+                raise ValueProblem(f"the {'direction' if kind == 'jvp' else 'cotangent'} for {name} "
+                                   f"is {format_shape(value.shape)}, but {name} is "
+                                   f"{format_shape(shape_of(name))}") from None
+            seeds[name] = be.asarray(value[None, ...], run["dtype"])
+        if kind == "jvp":
+            wrt_names = [n for n in self.graph.inputs if n in seeds]
+            outputs = list(self.graph.outputs)
+        else:
+            outputs = [n for n in self.graph.outputs if n in seeds]
+        if not seeds:
+            raise UsageProblem(f"give at least one {'--direction' if kind == 'jvp' else '--cotangent'}")
+        collected = {}
+
+        def store(name, block, offset, k, t):
+            if t is not None:
+                collected[name] = t
+
+        run["store"] = store
+        with be.measure(measure_memory) as report:
+            cost = self._run(mode, wrt_names, outputs, 1, [1], run, single=True, seeds_single=seeds)
+        cost.peak_bytes = report["peak_bytes"]
+        cost.time_s = {"parse": self.times["parse"], "build": self.times["build"],
+                       "sweeps": report["seconds"]}
+        values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
+        result_names = list(self.graph.outputs) if kind == "jvp" else wrt_names
+        shapes = {n: (self.output_shape(n) if kind == "jvp" else self.input_shape(n)) for n in result_names}
+        arrays = {}
+        for name in result_names:
+            t = collected.get(name)
+            arrays[name] = (np.zeros(shapes[name]) if t is None
+                            else np.asarray(be.to_host(t)).reshape(shapes[name]))
+        flat = np.concatenate([arrays[n].reshape(-1) for n in result_names]) if result_names else np.zeros(0)
+        if kind == "jvp":
+            jac, rows, cols = flat.reshape(-1, 1), self.row_labels(result_names), ["direction"]
+        else:
+            jac, rows, cols = flat.reshape(1, -1), ["cotangent"], self.column_labels(result_names)
+        result = Derivative(kind, mode, mode, values, jac, rows, cols, outputs,
+                            wrt_names, cost, be.name, be.device, dtype, host_inputs)
+        if kind == "jvp":
+            result.tangent = arrays
+        else:
+            result.cotangent = arrays
+        return result
+
+    def jvp(self, direction: dict, at=None, backend="numpy", dtype="float64",
+            measure_memory=True) -> Derivative:
+        """J·v for a direction {input: array} (inputs left out get no tangent): one forward pass."""
+        return self._single("jvp", direction, at, backend, dtype, measure_memory)
+
+    def vjp(self, cotangent: dict, at=None, wrt=None, backend="numpy", dtype="float64",
+            measure_memory=True) -> Derivative:
+        """uᵀ·J for a cotangent {output: array} (outputs left out get none): one reverse pass."""
+        return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt)
+
+    def row_labels(self, outputs) -> list:
+        return [label for o in outputs for label in element_labels(o, self.output_shape(o))]
+
+    def column_labels(self, wrt) -> list:
+        return [label for w in wrt for label in element_labels(w, self.input_shape(w))]
+
+    def find_nonfinite(self, at=None, dtype="float64"):
+        """The first node whose value or local partial is nan or infinite, described."""
+        host = self.resolve_inputs(at)
+        values = {}
+        with np.errstate(all="ignore"):
+            for node in self.graph.nodes:
+                if node.op == "input":
+                    values[node.id] = np.asarray(host[node.attrs["name"]], dtype=DTYPES[dtype])
+                    continue
+                if node.op == "const":
+                    values[node.id] = np.asarray(node.attrs["value"], dtype=DTYPES[dtype])
+                    continue
+                prim = REGISTRY[node.op]
+                args = [values[i] for i in node.inputs]
+                out = np.asarray(prim.evaluate(np, *args, **node.attrs))
+                values[node.id] = out
+                where = self.describe_node(node)
+                if not np.all(np.isfinite(out)):
+                    return f"{where} produced a non-finite value"
+                r = Residuals(args, out, None, node.attrs, [self.graph.nodes[i].shape for i in node.inputs],
+                              node.shape)
+                for spec in prim.partials:
+                    if spec is not None:
+                        p = np.asarray(spec.compute(np, r))
+                        if not np.all(np.isfinite(p)):
+                            return f"{where} has a non-finite local derivative"
+        return None
+
+    def describe_node(self, node) -> str:
+        place = f"{self.graph.filename}:{node.line}" if node.line else self.graph.filename
+        text = f" ({node.text.strip()})" if node.text else ""
+        return f"v{node.id} = {node.op}{text} at {place}"
+
+
+class _NullCounter:
+    def add(self, m, f):
+        pass
+
+
+def _live(t):
+    from .tangents import live_size
+    return live_size(t)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def loads(text: str, filename: str = "<input>", set: dict | None = None,
+          node_limit: int = DEFAULT_NODE_LIMIT) -> Program:
+    """Build a Program from source text."""
+    from .parser import parse
+
+    t0 = time.perf_counter()
+    statements = parse(text, filename)
+    t1 = time.perf_counter()
+    graph = Builder(text, filename, set, node_limit).build(statements)
+    t2 = time.perf_counter()
+    return Program(graph, {"parse": t1 - t0, "build": t2 - t1})
+
+
+def load(path, set: dict | None = None, node_limit: int = DEFAULT_NODE_LIMIT) -> Program:
+    """Load a .ad file. `set` overrides dims: load("mlp.ad", set={"n": 200})."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise UsageProblem(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise UsageProblem(f"{path} is a directory, not an .ad file") from None
+    except UnicodeDecodeError:
+        raise UsageProblem(f"{path} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise UsageProblem(f"cannot read {path}: {exc.strerror}") from None
+    return loads(text, str(path), set, node_limit)

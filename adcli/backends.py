@@ -1,0 +1,83 @@
+"""Array backends. The only module that imports an array library for the modes.
+
+A ``Backend`` bundles the array module ``xp`` with what differs between
+libraries: moving data to and from the host, synchronising before reading a
+clock, and measuring the peak bytes of array memory.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+
+class Backend:
+    name = "?"
+    device = "?"
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    def asarray(self, host_value, dtype):
+        return self.xp.asarray(host_value, dtype=dtype)
+
+    def to_host(self, value):
+        return value
+
+    def synchronize(self):
+        pass
+
+    @contextmanager
+    def measure(self, enabled: bool = True):
+        """Measure wall time and peak array bytes of the enclosed block."""
+        yield {"seconds": None, "peak_bytes": None}
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+
+    def __init__(self):
+        import numpy
+
+        super().__init__(numpy)
+        import platform
+        self.device = f"CPU ({platform.machine() or 'unknown'})"
+
+    @contextmanager
+    def measure(self, enabled: bool = True):
+        # NumPy reports its array allocations to tracemalloc, so its peak is
+        # the measured peak of array (and Python) memory during the block.
+        import tracemalloc
+
+        report = {"seconds": None, "peak_bytes": None}
+        started_here = enabled and not tracemalloc.is_tracing()
+        if started_here:
+            tracemalloc.start()
+            tracemalloc.reset_peak()
+        start = time.perf_counter()
+        try:
+            yield report
+        finally:
+            report["seconds"] = time.perf_counter() - start
+            if started_here:
+                report["peak_bytes"] = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+
+
+class CupyUnavailable(Exception):
+    pass
+
+
+def get_backend(name: str = "numpy") -> Backend:
+    from .errors import AdError, UsageProblem
+
+    if name in ("numpy", "auto"):
+        return NumpyBackend()
+    if name == "cupy":
+        from .backend_cupy import CupyBackend, cupy_problem
+
+        problem = cupy_problem()
+        if problem:
+            raise AdError("the cupy backend needs CuPy and a CUDA GPU; install adcli[cuda13] on a "
+                          f"machine with an NVIDIA GPU (found: {problem})")
+        return CupyBackend()
+    raise UsageProblem(f"unknown backend '{name}'; choose numpy, cupy or auto")

@@ -1,0 +1,584 @@
+"""AST → graph IR: scopes, dims, constant data, inlining defs, unrolling repeats.
+
+Shapes are checked here, as each node is made, so a shape error points at the
+source expression before anything runs. Constant data (initial values of
+inputs and consts, ``--at`` values) is evaluated on the host with NumPy in
+float64: ``randn(seed=S)`` is ``numpy.random.default_rng(S).standard_normal``.
+"""
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from .errors import NameProblem, ShapeProblem, SourceLocation, SyntaxProblem, ValueProblem
+from .ir import Graph, Node, format_shape
+from .ops import REGISTRY, ShapeError
+from .parser import Ast, parse
+
+DEFAULT_NODE_LIMIT = 200_000
+
+UNARY_FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh",
+                   "sigmoid", "relu", "abs", "square")
+BINARY_FUNCTIONS = ("maximum", "minimum")
+REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
+DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace")
+OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose")
+BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS + OTHER_FUNCTIONS)
+BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
+
+
+class _Def:
+    def __init__(self, ast: Ast, order: int):
+        self.ast = ast
+        self.name, self.params, self.body = ast.args
+        self.order = order
+
+
+class _Scope:
+    """Names visible to expressions: values (node ids) of this scope."""
+
+    def __init__(self, values: dict, in_def: _Def | None = None):
+        self.values = values
+        self.in_def = in_def
+
+
+class Builder:
+    def __init__(self, text: str, filename: str = "<input>", dim_overrides=None,
+                 node_limit: int = DEFAULT_NODE_LIMIT):
+        self.text = text
+        self.filename = filename
+        self.lines = text.splitlines()
+        self.dim_overrides = dict(dim_overrides or {})
+        self.node_limit = node_limit
+        self.nodes: list[Node] = []
+        self.dims: dict[str, int] = {}
+        self.inputs: dict[str, int] = {}
+        self.consts: dict[str, int] = {}
+        self.const_values: dict[str, np.ndarray] = {}
+        self.outputs: dict[str, int] = {}
+        self.defs: dict[str, _Def] = {}
+        self.input_defaults: dict = {}
+        self.input_types: dict = {}
+        self.input_lines: dict = {}
+        self.literals: dict = {}
+        self.global_scope = _Scope({})
+        self.inline_stack: list[str] = []
+
+    # -- locations and errors ----------------------------------------------------
+    def loc(self, ast) -> SourceLocation | None:
+        if ast is None or not getattr(ast, "line", 0):
+            return None
+        line = ast.line
+        source = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        return SourceLocation(self.filename, line, ast.column, source)
+
+    def fail(self, cls, message, ast, hint=None):
+        raise cls(message, self.loc(ast), hint)
+
+    # -- nodes ---------------------------------------------------------------------------
+    def emit(self, op: str, inputs, ast, attrs=None, shape=None) -> int:
+        if len(self.nodes) >= self.node_limit:
+            raise ValueProblem(
+                f"the unrolled program exceeds the node limit of {self.node_limit:,} nodes",
+                self.loc(ast), hint="lower a repeat count or a dim, or raise --node-limit")
+        attrs = dict(attrs or {})
+        if shape is None:
+            in_shapes = [self.nodes[i].shape for i in inputs]
+            try:
+                shape = tuple(REGISTRY[op].shape(in_shapes, attrs))
+            except ShapeError as exc:
+                self.fail(ShapeProblem, str(exc), ast)
+        node = Node(len(self.nodes), op, tuple(inputs), tuple(shape), attrs,
+                    getattr(ast, "line", 0), getattr(ast, "column", 0), getattr(ast, "text", ""))
+        self.nodes.append(node)
+        return node.id
+
+    def literal(self, value: float, ast) -> int:
+        key = float(value)
+        if key not in self.literals:
+            self.literals[key] = self.emit("const", (), ast, {"value": np.float64(key)}, shape=())
+        return self.literals[key]
+
+    # -- statements -------------------------------------------------------------------------
+    def build(self, statements=None) -> Graph:
+        if statements is None:
+            statements = parse(self.text, self.filename)
+        for stmt in statements:
+            self.statement(stmt, self.global_scope)
+        unknown = sorted(set(self.dim_overrides) - set(self.dims))
+        if unknown:
+            from .errors import UsageProblem
+            raise UsageProblem(f"--set names {', '.join(unknown)}, but the file has no such dim"
+                               + (f" (dims: {', '.join(self.dims)})" if self.dims else ""))
+        if not self.outputs:
+            raise ValueProblem("the file declares no output; add a line such as `output f = x * x`",
+                               SourceLocation(self.filename, max(len(self.lines), 1), 1,
+                                              self.lines[-1] if self.lines else ""))
+        return self.finish()
+
+    def statement(self, stmt: Ast, scope: _Scope):
+        handler = getattr(self, "stmt_" + stmt.kind)
+        if scope.in_def is not None and stmt.kind not in ("assign", "repeat", "return"):
+            self.fail(SyntaxProblem, f"'{stmt.kind}' is not allowed inside def {scope.in_def.name}; "
+                      "a def body holds assignments, repeat blocks and a final return", stmt)
+        handler(stmt, scope)
+
+    def declare(self, name: str, stmt: Ast, scope: _Scope):
+        if name in BUILTINS:
+            self.fail(NameProblem, f"'{name}' is a built-in function and cannot be redefined", stmt)
+        if name in self.dims or name in self.inputs or name in self.consts or name in self.defs:
+            self.fail(NameProblem, f"'{name}' is already declared", stmt)
+
+    def stmt_dim(self, stmt, scope):
+        name, expr = stmt.args
+        self.declare(name, stmt, scope)
+        if name in scope.values:
+            self.fail(NameProblem, f"'{name}' is already a value name", stmt)
+        value = self.dim_overrides.get(name)
+        if value is None:
+            value = self.integer(expr, scope, "a dim")
+        if value < 1:
+            self.fail(ValueProblem, f"dim {name} must be a positive integer, got {value}", expr)
+        self.dims[name] = value
+
+    def type_shape(self, type_ast, scope) -> tuple | None:
+        if type_ast is None:
+            return None
+        return tuple(self.integer(e, scope, "a size", positive=True) for e in type_ast.args)
+
+    def stmt_input(self, stmt, scope):
+        name, type_ast, expr = stmt.args
+        self.declare(name, stmt, scope)
+        shape = self.type_shape(type_ast, scope)
+        value = None
+        if expr is not None:
+            value = self.constant(expr, shape, name)
+            if shape is None:
+                shape = value.shape
+        if shape is None:
+            shape = ()
+        node = self.emit("input", (), stmt, {"name": name}, shape=shape)
+        self.inputs[name] = node
+        self.input_defaults[name] = value
+        self.input_types[name] = type_ast
+        self.input_lines[name] = stmt.line
+        scope.values[name] = node
+
+    def stmt_const(self, stmt, scope):
+        name, type_ast, expr = stmt.args
+        self.declare(name, stmt, scope)
+        shape = self.type_shape(type_ast, scope)
+        value = self.constant(expr, shape, name)
+        node = self.emit("const", (), stmt, {"value": value, "name": name}, shape=value.shape)
+        self.consts[name] = node
+        self.const_values[name] = value
+        scope.values[name] = node
+
+    def stmt_assign(self, stmt, scope):
+        name, expr = stmt.args
+        if name in BUILTINS:
+            self.fail(NameProblem, f"'{name}' is a built-in function and cannot be assigned", stmt)
+        if name in self.dims:
+            self.fail(NameProblem, f"'{name}' is a dim and cannot be assigned", stmt)
+        scope.values[name] = self.expr(expr, scope)
+
+    def stmt_output(self, stmt, scope):
+        name, expr = stmt.args
+        if name in self.outputs:
+            self.fail(NameProblem, f"output '{name}' is declared twice", stmt)
+        if expr is None:
+            if name not in scope.values:
+                self.fail(NameProblem, f"output '{name}' names nothing defined above; "
+                          f"write `output {name} = <expression>`", stmt)
+            node = scope.values[name]
+        else:
+            if name in self.dims or name in BUILTINS:
+                self.fail(NameProblem, f"'{name}' cannot name an output", stmt)
+            node = self.expr(expr, scope)
+            scope.values[name] = node
+        self.outputs[name] = node
+
+    def stmt_def(self, stmt, scope):
+        name = stmt.args[0]
+        self.declare(name, stmt, scope)
+        if scope.values.get(name) is not None:
+            self.fail(NameProblem, f"'{name}' is already a value name", stmt)
+        params = stmt.args[1]
+        if len(set(params)) != len(params):
+            self.fail(NameProblem, f"def {name} repeats a parameter name", stmt)
+        body = stmt.args[2]
+        if not body or body[-1].kind != "return":
+            self.fail(SyntaxProblem, f"def {name} must end with `return <expression>`", stmt)
+        for inner in body[:-1]:
+            if inner.kind == "return":
+                self.fail(SyntaxProblem, "return must be the last statement of a def", inner)
+        self.defs[name] = _Def(stmt, len(self.defs))
+
+    def stmt_repeat(self, stmt, scope):
+        count_ast, body = stmt.args
+        count = self.integer(count_ast, scope, "a repeat count")
+        if count < 0:
+            self.fail(ValueProblem, f"a repeat count must not be negative, got {count}", count_ast)
+        for _ in range(count):
+            for inner in body:
+                if inner.kind in ("dim", "input", "const", "def", "output"):
+                    self.fail(SyntaxProblem, f"'{inner.kind}' is not allowed inside repeat; "
+                              "a repeat body holds assignments and nested repeats", inner)
+                self.statement(inner, scope)
+
+    def stmt_return(self, stmt, scope):
+        if scope.in_def is None:
+            self.fail(SyntaxProblem, "return is only allowed at the end of a def", stmt)
+        scope.values["$return"] = self.expr(stmt.args[0], scope)
+
+    # -- integers (dims, sizes, indices, axes) ----------------------------------------------
+    def integer(self, ast, scope, what: str, positive=False) -> int:
+        value = self._integer(ast, scope, what)
+        if positive and value < 1:
+            self.fail(ValueProblem, f"{what} must be positive, got {value}", ast)
+        return value
+
+    def _integer(self, ast, scope, what):
+        kind = ast.kind
+        if kind == "number":
+            value = ast.args[0]
+            if value != int(value):
+                self.fail(ValueProblem, f"{what} must be an integer, got {value:g}", ast)
+            return int(value)
+        if kind == "name":
+            name = ast.args[0]
+            if name in self.dims:
+                return self.dims[name]
+            self.fail(NameProblem, f"'{name}' is not a dim; {what} must be built from numbers and dims", ast)
+        if kind == "neg":
+            return -self._integer(ast.args[0], scope, what)
+        if kind == "binop":
+            op, left, right = ast.args
+            a, b = self._integer(left, scope, what), self._integer(right, scope, what)
+            if op == "+":
+                return a + b
+            if op == "-":
+                return a - b
+            if op == "*":
+                return a * b
+            if op == "/":
+                if b == 0 or a % b:
+                    self.fail(ValueProblem, f"{what}: {a} / {b} is not a whole number", ast)
+                return a // b
+            if op == "^":
+                return a ** b
+        self.fail(ValueProblem, f"{what} must be an integer expression of numbers and dims", ast)
+
+    # -- constant data ------------------------------------------------------------------------------
+    def constant(self, ast, shape, name) -> np.ndarray:
+        value = np.asarray(self._constant(ast, shape), dtype=np.float64)
+        if shape is None:
+            if value.ndim > 2:
+                self.fail(ShapeProblem, f"the value of {name} has {value.ndim} dimensions; at most 2", ast)
+            return value
+        try:
+            return np.array(np.broadcast_to(value, shape))
+        except ValueError:
+            self.fail(ShapeProblem, f"the value of {name} is {format_shape(value.shape)}, "
+                      f"which does not fit its type {format_shape(shape)}", ast)
+
+    def _constant(self, ast, shape):
+        kind = ast.kind
+        if kind == "number":
+            return np.float64(ast.args[0])
+        if kind == "list":
+            items = [self._constant(item, None) for item in ast.args[0]]
+            try:
+                return np.array(items, dtype=np.float64)
+            except ValueError:
+                self.fail(ShapeProblem, "the rows of this list have different lengths", ast)
+        if kind == "name":
+            name = ast.args[0]
+            if name in self.dims:
+                return np.float64(self.dims[name])
+            if name in self.const_values:
+                return self.const_values[name]
+            if name in ("zeros", "ones"):
+                return self._data_call(Ast("call", (name, (), {}), ast.line, ast.column), shape)
+            self.fail(NameProblem, f"'{name}' is not a dim or const; initial values are constant data", ast)
+        if kind == "neg":
+            return -self._constant(ast.args[0], shape)
+        if kind == "binop":
+            op, left, right = ast.args
+            a, b = self._constant(left, shape), self._constant(right, shape)
+            try:
+                with np.errstate(all="ignore"):
+                    return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide,
+                            "^": np.power, "@": np.matmul}[op](a, b)
+            except ValueError:
+                self.fail(ShapeProblem, f"shapes {format_shape(np.shape(a))} and "
+                          f"{format_shape(np.shape(b))} do not fit for '{op}'", ast)
+        if kind == "call":
+            name, args, kwargs = ast.args
+            if name in DATA_FUNCTIONS:
+                return self._data_call(ast, shape)
+            if name in UNARY_FUNCTIONS and len(args) == 1 and not kwargs:
+                x = np.asarray(self._constant(args[0], shape), dtype=np.float64)
+                node_value = REGISTRY[name].evaluate(np, x)
+                return node_value
+            self.fail(NameProblem, f"'{name}(...)' cannot be used in constant data", ast)
+        if kind == "attr" and ast.args[1] == "T":
+            return np.asarray(self._constant(ast.args[0], None)).T
+        self.fail(ValueProblem, "initial values must be constant data (numbers, lists, dims, "
+                  "consts, zeros, ones, full, randn, rand, linspace)", ast)
+
+    def _data_call(self, ast, shape):
+        name, args, kwargs = ast.args
+        if shape is None:
+            self.fail(ShapeProblem, f"{name}(...) needs a declared type to know its shape, "
+                      f"e.g. `input x: vec[3] = {name}(...)`", ast)
+        allowed = {"zeros": ((), ()), "ones": ((), ()), "full": (("value",), ()),
+                   "randn": ((), ("seed",)), "rand": ((), ("seed",)),
+                   "linspace": (("start", "stop"), ())}[name]
+        positional, keywords = allowed
+        names = list(positional)
+        if len(args) > len(names):
+            self.fail(ValueProblem, f"{name} takes {len(names)} positional argument(s), got {len(args)}", ast)
+        values = {}
+        for pname, arg in zip(names, args):
+            values[pname] = self._scalar_constant(arg)
+        for key, arg in kwargs.items():
+            if key not in names and key not in keywords:
+                self.fail(ValueProblem, f"{name} has no argument '{key}'", arg)
+            values[key] = self._scalar_constant(arg)
+        missing = [p for p in names if p not in values]
+        if missing:
+            self.fail(ValueProblem, f"{name} needs {', '.join(missing)}", ast)
+        if name == "zeros":
+            return np.zeros(shape)
+        if name == "ones":
+            return np.ones(shape)
+        if name == "full":
+            return np.full(shape, values["value"])
+        if name == "linspace":
+            return np.linspace(values["start"], values["stop"], prod(shape)).reshape(shape)
+        seed = values.get("seed", 0)
+        if seed != int(seed) or seed < 0:
+            self.fail(ValueProblem, f"seed must be a non-negative integer, got {seed:g}", ast)
+        rng = np.random.default_rng(int(seed))
+        return rng.standard_normal(shape) if name == "randn" else rng.random(shape)
+
+    def _scalar_constant(self, ast) -> float:
+        value = np.asarray(self._constant(ast, None))
+        if value.shape != ():
+            self.fail(ValueProblem, "expected a single number here", ast)
+        return float(value)
+
+    # -- expressions ----------------------------------------------------------------------------------
+    def lookup(self, name: str, ast, scope: _Scope) -> int:
+        if name in scope.values:
+            return scope.values[name]
+        if scope.in_def is not None and name in self.consts:
+            return self.consts[name]
+        if name in self.dims:
+            return self.literal(self.dims[name], ast)
+        if name in BUILTINS or name in self.defs:
+            self.fail(NameProblem, f"'{name}' is a function; call it as {name}(...)", ast)
+        if scope.in_def is not None and name in self.global_scope.values:
+            self.fail(NameProblem, f"'{name}' is not visible inside def {scope.in_def.name}: "
+                      "a def sees its parameters, dims, consts and earlier defs; pass it as a parameter", ast)
+        self.fail(NameProblem, f"name '{name}' is not defined", ast)
+
+    def expr(self, ast: Ast, scope: _Scope) -> int:
+        kind = ast.kind
+        if kind == "number":
+            return self.literal(ast.args[0], ast)
+        if kind == "name":
+            return self.lookup(ast.args[0], ast, scope)
+        if kind == "neg":
+            return self.emit("neg", (self.expr(ast.args[0], scope),), ast)
+        if kind == "binop":
+            op, left, right = ast.args
+            a, b = self.expr(left, scope), self.expr(right, scope)
+            return self.emit(BINARY_OPS[op], (a, b), ast)
+        if kind == "attr":
+            value, attr = ast.args
+            node = self.expr(value, scope)
+            if attr != "T":
+                self.fail(NameProblem, f"unknown attribute .{attr} (only .T, the transpose, exists)", ast)
+            if len(self.nodes[node].shape) < 2:
+                return node   # like NumPy, .T of a scalar or vector is itself
+            return self.emit("transpose", (node,), ast)
+        if kind == "index":
+            return self.index(ast, scope)
+        if kind == "call":
+            return self.call(ast, scope)
+        if kind == "list":
+            items = [self.expr(item, scope) for item in ast.args[0]]
+            if not items:
+                self.fail(ShapeProblem, "an empty list has no shape", ast)
+            return self.emit("stack", tuple(items), ast)
+        self.fail(SyntaxProblem, f"unexpected {kind} in an expression", ast)
+
+    def index(self, ast, scope) -> int:
+        value, subscripts = ast.args
+        node = self.expr(value, scope)
+        shape = self.nodes[node].shape
+        if len(subscripts) > len(shape):
+            self.fail(ShapeProblem, f"{len(subscripts)} indices for a {format_shape(shape)}", ast)
+        key = []
+        for axis, sub in enumerate(subscripts):
+            size = shape[axis]
+            if sub.kind == "slice":
+                lo_ast, hi_ast = sub.args
+                lo = 0 if lo_ast is None else self.integer(lo_ast, scope, "a slice bound")
+                hi = size if hi_ast is None else self.integer(hi_ast, scope, "a slice bound")
+                lo, hi = (lo + size if lo < 0 else lo), (hi + size if hi < 0 else hi)
+                if not 0 <= lo < hi <= size:
+                    self.fail(ShapeProblem, f"slice {lo}:{hi} is empty or out of range for an axis of "
+                              f"length {size} in {format_shape(shape)}", sub)
+                key.append(slice(lo, hi))
+            else:
+                i = self.integer(sub, scope, "an index")
+                if not -size <= i < size:
+                    self.fail(ShapeProblem, f"index {i} is out of range for an axis of length {size} "
+                              f"in {format_shape(shape)}", sub)
+                key.append(i + size if i < 0 else i)
+        key = tuple(key)
+        result_shape = np.empty(shape)[key].shape
+        return self.emit("index", (node,), ast, {"key": key, "result_shape": result_shape})
+
+    def _axis(self, kwargs, name, scope, ast):
+        extra = set(kwargs) - {"axis"}
+        if extra:
+            self.fail(ValueProblem, f"{name} has no argument '{sorted(extra)[0]}'", ast)
+        if "axis" not in kwargs:
+            return None
+        return self.integer(kwargs["axis"], scope, "an axis")
+
+    def _arity(self, name, args, kwargs, count, ast, keywords=()):
+        if len(args) != count:
+            self.fail(ValueProblem, f"{name} takes {count} argument{'s' if count != 1 else ''}, "
+                      f"got {len(args)}", ast)
+        extra = set(kwargs) - set(keywords)
+        if extra:
+            self.fail(ValueProblem, f"{name} has no argument '{sorted(extra)[0]}'", ast)
+
+    def call(self, ast, scope) -> int:
+        name, args, kwargs = ast.args
+        if name in self.defs and name not in BUILTINS:
+            return self.inline(self.defs[name], ast, scope)
+        if name in UNARY_FUNCTIONS:
+            self._arity(name, args, kwargs, 1, ast)
+            return self.emit(name, (self.expr(args[0], scope),), ast)
+        if name in BINARY_FUNCTIONS:
+            self._arity(name, args, kwargs, 2, ast)
+            return self.emit(name, tuple(self.expr(a, scope) for a in args), ast)
+        if name in REDUCTIONS:
+            self._arity(name, args, kwargs, 1, ast, ("axis",))
+            axis = self._axis(kwargs, name, scope, ast)
+            return self.emit(name, (self.expr(args[0], scope),), ast, {"axis": axis})
+        if name == "norm":
+            self._arity(name, args, kwargs, 1, ast)
+            return self.emit("norm", (self.expr(args[0], scope),), ast)
+        if name == "dot":
+            self._arity(name, args, kwargs, 2, ast)
+            a, b = (self.expr(x, scope) for x in args)
+            if len(self.nodes[a].shape) != 1 or len(self.nodes[b].shape) != 1:
+                self.fail(ShapeProblem, "dot takes two vectors, got "
+                          f"{format_shape(self.nodes[a].shape)} and {format_shape(self.nodes[b].shape)}", ast)
+            return self.emit("matmul", (a, b), ast)
+        if name == "outer":
+            self._arity(name, args, kwargs, 2, ast)
+            a, b = (self.expr(x, scope) for x in args)
+            sa, sb = self.nodes[a].shape, self.nodes[b].shape
+            if len(sa) != 1 or len(sb) != 1:
+                self.fail(ShapeProblem, f"outer takes two vectors, got {format_shape(sa)} and {format_shape(sb)}", ast)
+            column = self.emit("reshape", (a,), ast, {"shape": (sa[0], 1)})
+            return self.emit("mul", (column, b), ast)
+        if name in ("concat", "stack"):
+            if not args or kwargs:
+                self.fail(ValueProblem, f"{name} takes one or more values and no keywords", ast)
+            return self.emit(name, tuple(self.expr(a, scope) for a in args), ast)
+        if name == "reshape":
+            if len(args) not in (2, 3) or kwargs:
+                self.fail(ValueProblem, "reshape takes a value and one or two sizes: reshape(x, r, c)", ast)
+            x = self.expr(args[0], scope)
+            shape = tuple(self.integer(a, scope, "a size", positive=True) for a in args[1:])
+            if prod(shape) != self.nodes[x].size:
+                self.fail(ShapeProblem, f"cannot reshape {format_shape(self.nodes[x].shape)} "
+                          f"({self.nodes[x].size} elements) to {format_shape(shape)}", ast)
+            return self.emit("reshape", (x,), ast, {"shape": shape})
+        if name == "transpose":
+            self._arity(name, args, kwargs, 1, ast)
+            x = self.expr(args[0], scope)
+            return self.emit("transpose", (x,), ast) if len(self.nodes[x].shape) == 2 else x
+        if name in DATA_FUNCTIONS:
+            self.fail(ValueProblem, f"{name}(...) makes constant data; use it as the value of an "
+                      "input or const, e.g. `const A: mat[2, 2] = randn(seed=1)`", ast)
+        if scope.in_def is not None and name == scope.in_def.name:
+            self.fail(NameProblem, f"def {name} calls itself; recursion is not supported", ast)
+        self.fail(NameProblem, f"unknown function '{name}'", ast)
+
+    def inline(self, fn: _Def, ast, scope) -> int:
+        name, args, kwargs = ast.args
+        if name in self.inline_stack:
+            self.fail(NameProblem, f"def {name} calls itself; recursion is not supported", ast)
+        if scope.in_def is not None and fn.order >= scope.in_def.order:
+            self.fail(NameProblem, f"def {scope.in_def.name} calls {name}, which is defined after it; "
+                      "a def may only call earlier defs", ast)
+        if kwargs or len(args) != len(fn.params):
+            self.fail(ValueProblem, f"{name} takes {len(fn.params)} argument"
+                      f"{'s' if len(fn.params) != 1 else ''} ({', '.join(fn.params)}), got "
+                      f"{len(args) + len(kwargs)}", ast)
+        values = {p: self.expr(a, scope) for p, a in zip(fn.params, args)}
+        inner = _Scope(values, in_def=fn)
+        self.inline_stack.append(name)
+        try:
+            for stmt in fn.body:
+                self.statement(stmt, inner)
+        finally:
+            self.inline_stack.pop()
+        return inner.values["$return"]
+
+    # -- finishing ------------------------------------------------------------------------------------
+    def finish(self) -> Graph:
+        """Drop nodes no output needs (inputs stay), renumber, compute index maps."""
+        needed = set(self.inputs.values()) | set(self.outputs.values())
+        for node in reversed(self.nodes):
+            if node.id in needed:
+                needed.update(node.inputs)
+        renumber = {}
+        nodes = []
+        for node in self.nodes:
+            if node.id in needed:
+                renumber[node.id] = len(nodes)
+                node.id = len(nodes)
+                node.inputs = tuple(renumber[i] for i in node.inputs)
+                nodes.append(node)
+        for node in nodes:
+            if REGISTRY.get(node.op) is not None and REGISTRY[node.op].movement:
+                node.moves = index_maps(node, [nodes[i].shape for i in node.inputs])
+        graph = Graph(nodes,
+                      inputs={k: renumber[v] for k, v in self.inputs.items()},
+                      consts={k: renumber[v] for k, v in self.consts.items() if v in renumber},
+                      outputs={k: renumber[v] for k, v in self.outputs.items()},
+                      dims=dict(self.dims), filename=self.filename, source=self.text,
+                      input_defaults=self.input_defaults, input_lines=self.input_lines)
+        graph.input_types = self.input_types
+        graph.builder = self
+        return graph
+
+
+def index_maps(node: Node, in_shapes) -> list:
+    """Per input, (out_positions, in_positions): which output elements copy which input elements."""
+    sizes = [prod(s) for s in in_shapes]
+    offsets = np.cumsum([0] + sizes)
+    labelled = [np.arange(offsets[i], offsets[i + 1]).reshape(s) for i, s in enumerate(in_shapes)]
+    prim = REGISTRY[node.op]
+    out = np.asarray(prim.evaluate(np, *labelled, **node.attrs)).reshape(-1)
+    moves = []
+    for i in range(len(in_shapes)):
+        out_pos = np.nonzero((out >= offsets[i]) & (out < offsets[i + 1]))[0]
+        moves.append((out_pos, out[out_pos] - offsets[i]))
+    return moves
+
+
+def build(text: str, filename: str = "<input>", dims=None, node_limit=DEFAULT_NODE_LIMIT) -> Graph:
+    return Builder(text, filename, dims, node_limit).build()

@@ -1,0 +1,96 @@
+"""The graph IR: a flat list of nodes in topological order with static shapes.
+
+Each ``Node`` is one equation ``v<id> = op(inputs...)``. Inputs and consts are
+nodes too (ops ``input`` and ``const``), so interpreters walk a single list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+
+Shape = tuple
+
+
+@dataclass
+class Node:
+    id: int
+    op: str
+    inputs: tuple
+    shape: Shape
+    attrs: dict = field(default_factory=dict)
+    line: int = 0
+    column: int = 0
+    text: str = ""          # the source expression this node came from
+    moves: list | None = field(default=None, repr=False, compare=False)
+    # moves: for data-movement ops, per input (out_positions, in_positions)
+    # index arrays on the host: out.flat[out_pos] = input.flat[in_pos].
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
+
+    def __repr__(self) -> str:
+        args = " ".join(f"v{i}" for i in self.inputs)
+        return f"v{self.id}:{format_shape(self.shape)} = {self.op} {args}".rstrip()
+
+
+@dataclass
+class Graph:
+    nodes: list
+    inputs: dict            # input name -> node id, in declaration order
+    consts: dict            # const name -> node id
+    outputs: dict           # output name -> node id, in declaration order
+    dims: dict              # dim name -> int
+    filename: str = "<input>"
+    source: str = ""
+    input_defaults: dict = field(default_factory=dict)   # name -> host array or None
+    input_lines: dict = field(default_factory=dict)      # name -> line number
+
+    def node(self, node_id: int) -> Node:
+        return self.nodes[node_id]
+
+    def shape_of(self, name: str) -> Shape:
+        if name in self.inputs:
+            return self.nodes[self.inputs[name]].shape
+        return self.nodes[self.outputs[name]].shape
+
+
+def format_shape(shape: Shape) -> str:
+    if len(shape) == 0:
+        return "scalar"
+    if len(shape) == 1:
+        return f"vec[{shape[0]}]"
+    if len(shape) == 2:
+        return f"mat[{shape[0]}, {shape[1]}]"
+    return "array[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def broadcast_shapes(a: Shape, b: Shape) -> Shape | None:
+    """NumPy's broadcasting of two shapes, or None when they do not broadcast."""
+    result = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        da = a[-i] if i <= len(a) else 1
+        db = b[-i] if i <= len(b) else 1
+        if da != db and 1 not in (da, db):
+            return None
+        result.append(max(da, db) if 1 in (da, db) and da != db else da)
+    return tuple(reversed(result))
+
+
+def element_labels(name: str, shape: Shape) -> list[str]:
+    """Row-major labels of a value's elements: x, x[0], W[2,0]."""
+    if len(shape) == 0:
+        return [name]
+    if len(shape) == 1:
+        return [f"{name}[{i}]" for i in range(shape[0])]
+    labels = []
+
+    def walk(prefix, dims):
+        if not dims:
+            labels.append(f"{name}[{','.join(map(str, prefix))}]")
+            return
+        for i in range(dims[0]):
+            walk(prefix + [i], dims[1:])
+
+    walk([], list(shape))
+    return labels

@@ -1,0 +1,445 @@
+"""The op registry: every primitive declared once.
+
+Each ``Primitive`` holds, side by side:
+- ``shape``: the static shape rule (raises ``ShapeError`` with a message);
+- ``evaluate``: the evaluation on an array module ``xp`` (NumPy or CuPy);
+- ``cost``: its primal (mults, flops), from shapes;
+- ``partials``: per input, the local partial derivative its rules need, with
+  its per-element cost (derivative work, computed once per forward sweep);
+- ``jvp`` / ``vjp``: per input, the linear map and its transpose, written
+  with the counted ``Linear`` methods of adcli.tangents;
+- ``uses``: per input, the residuals those rules read (``x0``, ``x1``,
+  ``out``, ``p`` for the partial). Reverse mode keeps exactly these.
+
+Data-movement ops (``movement=True``) need no rules: their derivative is the
+same gather as their value, applied through index maps (adcli.build).
+docs/counting.md tabulates every cost declared here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Callable
+
+from .ir import broadcast_shapes, format_shape
+from .tangents import matmul_shape, reduced_shape
+
+
+class ShapeError(Exception):
+    """A shape rule's complaint; the builder adds the source location."""
+
+
+@dataclass
+class Partial:
+    """A local partial derivative for one input, computed from the residuals."""
+
+    compute: Callable            # (xp, r) -> array
+    mults: int                   # per element of the partial
+    flops: int
+    like: str = "out"            # shape of the partial: "out" or "x0"
+
+
+@dataclass
+class Primitive:
+    name: str
+    shape: Callable              # (in_shapes, attrs) -> out shape
+    evaluate: Callable           # (xp, *args, **attrs) -> array
+    cost: Callable               # (in_shapes, out_shape, attrs) -> (mults, flops)
+    jvp: list = field(default_factory=list)        # per input: (T, r, t) -> tangent
+    vjp: list = field(default_factory=list)        # per input: (T, r, ct) -> cotangent
+    uses: list = field(default_factory=list)       # per input: residual names
+    partials: list = field(default_factory=list)   # per input: Partial or None
+    jvp_all: Callable | None = None                # (T, r, tangents) -> tangent, overrides the sum
+    movement: bool = False
+    arity: int | None = 1
+    doc: str = ""
+
+    def partial_for(self, i: int):
+        return self.partials[i] if i < len(self.partials) else None
+
+
+REGISTRY: dict[str, Primitive] = {}
+
+
+def register(prim: Primitive) -> Primitive:
+    REGISTRY[prim.name] = prim
+    return prim
+
+
+class Residuals:
+    """What a rule may read: primal inputs, the output, its partial, attrs, shapes."""
+
+    __slots__ = ("x", "out", "p", "attrs", "in_shapes", "out_shape")
+
+    def __init__(self, x, out, p, attrs, in_shapes, out_shape):
+        self.x, self.out, self.p = x, out, p
+        self.attrs, self.in_shapes, self.out_shape = attrs, in_shapes, out_shape
+
+    @property
+    def x0(self):
+        return self.x[0]
+
+    @property
+    def x1(self):
+        return self.x[1]
+
+
+def _elementwise_cost(mults: int, flops: int):
+    return lambda in_shapes, out, attrs: (mults * prod(out), flops * prod(out))
+
+
+def _same_shape(in_shapes, attrs):
+    return in_shapes[0]
+
+
+def _broadcast_rule(symbol):
+    def rule(in_shapes, attrs):
+        out = broadcast_shapes(in_shapes[0], in_shapes[1])
+        if out is None:
+            raise ShapeError(f"shapes {format_shape(in_shapes[0])} and {format_shape(in_shapes[1])} "
+                             f"do not broadcast for '{symbol}'")
+        if len(out) > 2:
+            raise ShapeError(f"'{symbol}' would make a {len(out)}-D value; adcli values have at most 2 dimensions")
+        return out
+    return rule
+
+
+# --- elementwise unary -------------------------------------------------------------
+
+def unary(name, fn, partial=None, p_mults=0, p_flops=0, uses_out=False,
+          primal=(0, 1), doc=""):
+    """An elementwise function; its derivative is a scale by one local partial."""
+    if uses_out:   # the partial is the output itself (exp): nothing to compute
+        rule = lambda T, r, t: T.scale(r.out, t)
+        uses, partials = [("out",)], [None]
+    else:
+        rule = lambda T, r, t: T.scale(r.p, t)
+        uses, partials = [("p",)], [Partial(partial, p_mults, p_flops)]
+    return register(Primitive(name, _same_shape, fn, _elementwise_cost(*primal),
+                              jvp=[rule], vjp=[rule], uses=uses, partials=partials, doc=doc))
+
+
+def _where(xp, cond, a, b):
+    return xp.where(cond, a, b)
+
+
+# neg needs no partial: its derivative is a sign flip, one flop per element.
+register(Primitive("neg", _same_shape, lambda xp, x: -x, _elementwise_cost(0, 1),
+                   jvp=[lambda T, r, t: T.neg(t)], vjp=[lambda T, r, t: T.neg(t)],
+                   uses=[()], partials=[None], doc="-1"))
+
+unary("sin", lambda xp, x: xp.sin(x), lambda xp, r: xp.cos(r.x0), 0, 1, doc="cos x")
+unary("cos", lambda xp, x: xp.cos(x), lambda xp, r: -xp.sin(r.x0), 0, 2, doc="-sin x")
+unary("tan", lambda xp, x: xp.tan(x), lambda xp, r: 1 + r.out * r.out, 1, 2, doc="1 + tan² x")
+unary("exp", lambda xp, x: xp.exp(x), uses_out=True, doc="exp x (the output itself)")
+unary("log", lambda xp, x: xp.log(x), lambda xp, r: 1 / r.x0, 1, 1, doc="1 / x")
+unary("log1p", lambda xp, x: xp.log1p(x), lambda xp, r: 1 / (1 + r.x0), 1, 2, doc="1 / (1 + x)")
+unary("sqrt", lambda xp, x: xp.sqrt(x), lambda xp, r: 0.5 / r.out, 1, 1, doc="0.5 / sqrt x")
+unary("tanh", lambda xp, x: xp.tanh(x), lambda xp, r: 1 - r.out * r.out, 1, 2, doc="1 - tanh² x")
+unary("sigmoid", lambda xp, x: 1 / (1 + xp.exp(-x)),
+      lambda xp, r: r.out * (1 - r.out), 1, 2, doc="σ(x)(1 - σ(x))")
+unary("relu", lambda xp, x: xp.maximum(x, 0),
+      lambda xp, r: (r.x0 > 0).astype(r.x0.dtype), 0, 1, doc="1 if x > 0 else 0 (0 at 0)")
+unary("abs", lambda xp, x: xp.abs(x), lambda xp, r: xp.sign(r.x0), 0, 1,
+      doc="sign x (0 at 0)")
+unary("square", lambda xp, x: x * x, lambda xp, r: 2 * r.x0, 1, 1,
+      primal=(1, 1), doc="2x")
+# sigmoid evaluates as one intrinsic per element, like exp.
+
+
+# --- elementwise binary (NumPy broadcasting) ---------------------------------------
+
+def _add_all(T, r, ts):
+    return T.add(T.broadcast(ts[0], r.out_shape), T.broadcast(ts[1], r.out_shape))
+
+
+def _sub_all(T, r, ts):
+    return T.sub(T.broadcast(ts[0], r.out_shape), T.broadcast(ts[1], r.out_shape))
+
+
+def _binary(name, symbol, fn, cost, **rules):
+    return register(Primitive(name, _broadcast_rule(symbol), fn, _elementwise_cost(*cost),
+                              arity=2, **rules))
+
+
+_binary("add", "+", lambda xp, a, b: a + b, (0, 1),
+        jvp=[lambda T, r, t: T.broadcast(t, r.out_shape)] * 2,
+        vjp=[lambda T, r, ct: T.unbroadcast(ct, r.in_shapes[0]),
+             lambda T, r, ct: T.unbroadcast(ct, r.in_shapes[1])],
+        uses=[(), ()], partials=[None, None], jvp_all=_add_all)
+_binary("sub", "-", lambda xp, a, b: a - b, (0, 1),
+        jvp=[lambda T, r, t: T.broadcast(t, r.out_shape),
+             lambda T, r, t: T.neg(T.broadcast(t, r.out_shape))],
+        vjp=[lambda T, r, ct: T.unbroadcast(ct, r.in_shapes[0]),
+             lambda T, r, ct: T.unbroadcast(T.neg(ct), r.in_shapes[1])],
+        uses=[(), ()], partials=[None, None], jvp_all=_sub_all)
+_binary("mul", "*", lambda xp, a, b: a * b, (1, 1),
+        jvp=[lambda T, r, t: T.scale(r.x1, t), lambda T, r, t: T.scale(r.x0, t)],
+        vjp=[lambda T, r, ct: T.unbroadcast(T.scale(r.x1, ct), r.in_shapes[0]),
+             lambda T, r, ct: T.unbroadcast(T.scale(r.x0, ct), r.in_shapes[1])],
+        uses=[("x1",), ("x0",)], partials=[None, None])
+_binary("div", "/", lambda xp, a, b: a / b, (1, 1),
+        jvp=[lambda T, r, t: T.divide(t, r.x1), lambda T, r, t: T.scale(r.p, t)],
+        vjp=[lambda T, r, ct: T.unbroadcast(T.divide(ct, r.x1), r.in_shapes[0]),
+             lambda T, r, ct: T.unbroadcast(T.scale(r.p, ct), r.in_shapes[1])],
+        uses=[("x1",), ("p",)],
+        partials=[None, Partial(lambda xp, r: -r.out / r.x1, 1, 2)])
+
+
+def _pow_partial_base(xp, r):
+    return r.x1 * r.x0 ** (r.x1 - 1)
+
+
+def _pow_partial_exponent(xp, r):
+    # x^y · log x; where x == 0 the product is taken as 0 (as JAX does), not nan.
+    safe = xp.where(r.x0 == 0, 1, r.x0)
+    return xp.where(r.x0 == 0, 0, r.out * xp.log(safe))
+
+
+_binary("pow", "^", lambda xp, a, b: a ** b, (0, 1),
+        jvp=[lambda T, r, t: T.scale(r.p, t)] * 2,
+        vjp=[lambda T, r, ct: T.unbroadcast(T.scale(r.p, ct), r.in_shapes[0]),
+             lambda T, r, ct: T.unbroadcast(T.scale(r.p, ct), r.in_shapes[1])],
+        uses=[("p",), ("p",)],
+        partials=[Partial(_pow_partial_base, 1, 3), Partial(_pow_partial_exponent, 1, 2)])
+
+
+def _extreme_pair_share(pick, first: bool):
+    """∂max(a,b)/∂a: 1 where a wins, 0 where it loses, 1/2 on ties (JAX's convention)."""
+    def compute(xp, r):
+        a, b = (r.x0, r.x1) if first else (r.x1, r.x0)
+        share = xp.where(pick(a, b), 1.0, xp.where(a == b, 0.5, 0.0))
+        return xp.broadcast_to(share, r.out_shape).astype(r.out.dtype)
+    return compute
+
+
+for _name, _pick in (("maximum", lambda a, b: a > b), ("minimum", lambda a, b: a < b)):
+    _binary(_name, _name, (lambda xp, a, b, _n=_name, **attrs: getattr(xp, _n)(a, b)), (0, 1),
+            jvp=[lambda T, r, t: T.scale(r.p, t)] * 2,
+            vjp=[lambda T, r, ct: T.unbroadcast(T.scale(r.p, ct), r.in_shapes[0]),
+                 lambda T, r, ct: T.unbroadcast(T.scale(r.p, ct), r.in_shapes[1])],
+            uses=[("p",), ("p",)],
+            partials=[Partial(_extreme_pair_share(_pick, True), 0, 1),
+                      Partial(_extreme_pair_share(_pick, False), 0, 1)])
+
+
+# --- matmul -------------------------------------------------------------------------
+
+def _matmul_shape(in_shapes, attrs):
+    a, b = in_shapes
+    if not a or not b:
+        raise ShapeError(f"'@' needs vectors or matrices, got {format_shape(a)} @ {format_shape(b)}; "
+                         "use '*' to scale")
+    out = matmul_shape(a, b)
+    if out is None:
+        raise ShapeError(f"inner dimensions differ in {format_shape(a)} @ {format_shape(b)} "
+                         f"({a[-1]} vs {b[0]})")
+    return out
+
+
+def _matmul_cost(in_shapes, out, attrs):
+    mults = prod(out) * in_shapes[0][-1]
+    return mults, 2 * mults
+
+
+def _matmul_vjp_left(T, r, ct):
+    b = r.x1
+    if b.ndim == 2:
+        return T.matmul_right(ct, b.T)          # ct @ Bᵀ
+    return T.outer(ct, b)                       # ct ⊗ b
+
+
+def _matmul_vjp_right(T, r, ct):
+    a = r.x0
+    if a.ndim == 2:
+        return T.matmul_left(a.T, ct)           # Aᵀ @ ct
+    return T.outer(ct, a, t_first=False)        # a ⊗ ct
+
+
+register(Primitive(
+    "matmul", _matmul_shape, lambda xp, a, b: a @ b, _matmul_cost, arity=2,
+    jvp=[lambda T, r, t: T.matmul_right(t, r.x1), lambda T, r, t: T.matmul_left(r.x0, t)],
+    vjp=[_matmul_vjp_left, _matmul_vjp_right],
+    uses=[("x1",), ("x0",)], partials=[None, None],
+    doc="a matmul (a×b)(b×c) is a·b·c mults and 2·a·b·c flops"))
+
+
+# --- reductions -----------------------------------------------------------------------
+
+def _reduce_shape(in_shapes, attrs):
+    axis = attrs.get("axis")
+    shape = in_shapes[0]
+    if axis is not None and not -len(shape) <= axis < len(shape):
+        raise ShapeError(f"axis={axis} is out of range for {format_shape(shape)}")
+    if axis is not None and axis < 0:
+        attrs["axis"] = axis + len(shape)
+    return reduced_shape(shape, attrs.get("axis"))
+
+
+def _reduction(name, fn, cost, jvp, vjp, uses, partials=(None,)):
+    return register(Primitive(name, _reduce_shape, fn, cost, jvp=[jvp], vjp=[vjp],
+                              uses=[uses], partials=list(partials)))
+
+
+def _sum_cost(in_shapes, out, attrs):
+    return 0, prod(in_shapes[0])
+
+
+def _weighted_sum_jvp(T, r, t):
+    return T.sum(T.scale(r.p, t), r.attrs.get("axis"))
+
+
+def _weighted_sum_vjp(T, r, ct):
+    return T.scale(r.p, T.expand(ct, r.in_shapes[0], r.attrs.get("axis")))
+
+
+_reduction("sum", lambda xp, x, axis=None: xp.sum(x, axis=axis), _sum_cost,
+           lambda T, r, t: T.sum(t, r.attrs.get("axis")),
+           lambda T, r, ct: T.expand(ct, r.in_shapes[0], r.attrs.get("axis")), ())
+
+
+def _count(r):
+    n_in, n_out = prod(r.in_shapes[0]), prod(r.out_shape)
+    return n_in // max(n_out, 1)
+
+
+_reduction("mean", lambda xp, x, axis=None: xp.mean(x, axis=axis),
+           lambda s, out, a: (prod(out), prod(s[0]) + prod(out)),
+           lambda T, r, t: T.scale(1.0 / _count(r), T.sum(t, r.attrs.get("axis"))),
+           lambda T, r, ct: T.expand(T.scale(1.0 / _count(r), ct), r.in_shapes[0], r.attrs.get("axis")),
+           ())
+
+
+def _keep(xp, value, r):
+    """A reduced value reshaped to broadcast against the input."""
+    axis = r.attrs.get("axis")
+    shape = tuple(1 if axis is None or i == axis else d for i, d in enumerate(r.in_shapes[0]))
+    return value.reshape(shape)
+
+
+def _extreme_share(xp, r):
+    """Where the max (min) is attained, split equally among ties."""
+    hit = (r.x0 == _keep(xp, r.out, r)).astype(r.x0.dtype)
+    return hit / _keep(xp, xp.sum(hit, axis=r.attrs.get("axis")), r)
+
+
+for _name in ("max", "min"):
+    _reduction(_name, (lambda xp, x, axis=None, _n=_name: getattr(xp, _n)(x, axis=axis)),
+               _sum_cost, _weighted_sum_jvp, _weighted_sum_vjp, ("p",),
+               [Partial(_extreme_share, 1, 3, like="x0")])
+
+
+def _prod_others(xp, r):
+    """∏ of the other elements, by exclusive cumulative products (exact with zeros)."""
+    x = r.x0
+    axis = r.attrs.get("axis")
+    flat = axis is None
+    if flat:
+        x = x.reshape(-1)
+        axis = 0
+    moved = xp.moveaxis(x, axis, -1)
+    ones = xp.ones(moved.shape[:-1] + (1,), dtype=x.dtype)
+    left = xp.cumprod(xp.concatenate([ones, moved[..., :-1]], axis=-1), axis=-1)
+    right = xp.flip(xp.cumprod(xp.concatenate([ones, xp.flip(moved, -1)[..., :-1]], axis=-1), axis=-1), -1)
+    result = xp.moveaxis(left * right, -1, axis)
+    return result.reshape(r.in_shapes[0]) if flat else result
+
+
+_reduction("prod", lambda xp, x, axis=None: xp.prod(x, axis=axis),
+           lambda s, out, a: (prod(s[0]), prod(s[0])),
+           _weighted_sum_jvp, _weighted_sum_vjp, ("p",),
+           [Partial(_prod_others, 3, 3, like="x0")])
+
+
+def _norm_shape(in_shapes, attrs):
+    return ()
+
+
+register(Primitive(
+    "norm", _norm_shape, lambda xp, x: xp.sqrt(xp.sum(x * x)),
+    lambda s, out, a: (prod(s[0]), 2 * prod(s[0]) + 1),
+    jvp=[lambda T, r, t: T.sum(T.scale(r.p, t))],
+    vjp=[lambda T, r, ct: T.scale(r.p, T.expand(ct, r.in_shapes[0]))],
+    uses=[("p",)],
+    # x / ‖x‖, and 0 at x = 0 (a subgradient) rather than nan
+    partials=[Partial(lambda xp, r: r.x0 / xp.where(r.out == 0, 1, r.out), 1, 1, like="x0")]))
+
+
+def _logsumexp(xp, x, axis=None):
+    top = xp.max(x, axis=axis, keepdims=True)
+    top = xp.where(xp.isfinite(top), top, 0)
+    total = xp.sum(xp.exp(x - top), axis=axis, keepdims=True)
+    out = xp.log(total) + top
+    return out.reshape(()) if axis is None else xp.squeeze(out, axis=axis)
+
+
+_reduction("logsumexp", _logsumexp,
+           lambda s, out, a: (0, 4 * prod(s[0]) + 2 * prod(out)),
+           _weighted_sum_jvp, _weighted_sum_vjp, ("p",),
+           [Partial(lambda xp, r: xp.exp(r.x0 - _keep(xp, r.out, r)), 0, 2, like="x0")])
+
+
+def _softmax(xp, x, axis=None):
+    top = xp.max(x, axis=axis, keepdims=True)
+    e = xp.exp(x - top)
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def _softmax_linear(T, r, t):
+    # J = diag(s) - s sᵀ along the axis: symmetric, so the JVP and VJP are the same map.
+    axis = r.attrs.get("axis")
+    u = T.scale(r.out, t)
+    return T.sub(u, T.scale(r.out, T.expand(T.sum(u, axis), r.in_shapes[0], axis)))
+
+
+register(Primitive(
+    "softmax", lambda s, a: (_reduce_shape(s, a), s[0])[1], _softmax,
+    lambda s, out, a: (prod(s[0]), 5 * prod(s[0])),
+    jvp=[_softmax_linear], vjp=[_softmax_linear], uses=[("out",)], partials=[None]))
+
+
+# --- data movement ------------------------------------------------------------------------
+# Their derivatives are the same gather as their values: adcli.build computes an
+# index map per input once, and the interpreters apply it with Linear.move.
+
+def _movement(name, shape, fn, arity=1):
+    return register(Primitive(name, shape, fn, lambda s, out, a: (0, 0),
+                              movement=True, arity=arity))
+
+
+def _index_shape(in_shapes, attrs):
+    return attrs["result_shape"]
+
+
+_movement("index", _index_shape, lambda xp, x, key=None, result_shape=None: x[key])
+_movement("transpose", lambda s, a: tuple(reversed(s[0])), lambda xp, x: x.T)
+_movement("reshape", lambda s, a: tuple(a["shape"]),
+          lambda xp, x, shape=None: x.reshape(shape))
+
+
+def _concat_shape(in_shapes, attrs):
+    first = in_shapes[0]
+    if not first:
+        raise ShapeError("concat joins vectors or matrices; use stack for scalars")
+    for s in in_shapes[1:]:
+        if len(s) != len(first) or s[1:] != first[1:]:
+            raise ShapeError(f"concat needs matching shapes apart from the first axis, got "
+                             + ", ".join(format_shape(x) for x in in_shapes))
+    return (sum(s[0] for s in in_shapes),) + tuple(first[1:])
+
+
+def _stack_shape(in_shapes, attrs):
+    first = in_shapes[0]
+    if any(s != first for s in in_shapes):
+        raise ShapeError("stack needs equal shapes, got " + ", ".join(format_shape(x) for x in in_shapes))
+    if len(first) >= 2:
+        raise ShapeError("stack of matrices would make a 3-D value; adcli values have at most 2 dimensions")
+    return (len(in_shapes),) + tuple(first)
+
+
+_movement("concat", _concat_shape, lambda xp, *xs: xp.concatenate(xs, axis=0), arity=None)
+_movement("stack", _stack_shape, lambda xp, *xs: xp.stack(xs, axis=0), arity=None)
+
+
+def primal_cost(node, in_shapes) -> tuple[int, int]:
+    return REGISTRY[node.op].cost(in_shapes, node.shape, node.attrs)

@@ -1,0 +1,285 @@
+"""Text → AST: the Lark grammar in grammars/adl.lark and a Transformer.
+
+The AST is deliberately small (``Ast`` records with a kind, children and a
+source span); adcli.build turns it into the typed graph IR.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import SourceLocation, SyntaxProblem
+
+GRAMMAR_NAME = "adl.lark"
+
+
+def grammar_path() -> Path:
+    """The grammar shipped inside the package, else the checkout's grammars/."""
+    packaged = Path(__file__).parent / "grammars" / GRAMMAR_NAME
+    if packaged.exists():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "grammars" / GRAMMAR_NAME
+
+
+@dataclass
+class Ast:
+    kind: str
+    args: tuple
+    line: int = 0
+    column: int = 0
+    text: str = field(default="", compare=False)
+
+    def __repr__(self) -> str:  # compact, for debugging and tests
+        return f"{self.kind}{self.args!r}"
+
+
+class _BracketNewlines:
+    """Post-lexer: newlines inside ( ) or [ ] do not end a statement."""
+
+    always_accept = ("_NL",)  # the contextual lexer must still hand us newlines
+
+    def process(self, stream):
+        depth = 0
+        for token in stream:
+            if token.type in ("LPAR", "LSQB"):
+                depth += 1
+            elif token.type in ("RPAR", "RSQB"):
+                depth = max(depth - 1, 0)
+            elif token.type == "_NL" and depth:
+                continue
+            yield token
+
+
+@lru_cache(maxsize=1)
+def _lark():
+    from lark import Lark  # imported lazily: only parsing needs it
+
+    path = grammar_path()
+    # cache=True stores the built LALR tables in the temp dir, keyed by a hash
+    # of the grammar, so later processes skip building them.
+    try:
+        return Lark(path.read_text(), parser="lalr", propagate_positions=True,
+                    postlex=_BracketNewlines(), maybe_placeholders=True, cache=True)
+    except OSError:
+        return Lark(path.read_text(), parser="lalr", propagate_positions=True,
+                    postlex=_BracketNewlines(), maybe_placeholders=True)
+
+
+_SYMBOLS = {
+    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
+    "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'",
+    "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "CIRCUMFLEX": "'^'",
+    "DOT": "'.'", "NAME": "a name", "NUMBER": "a number", "_NL": "end of line",
+    "$END": "end of file",
+}
+
+
+def _describe_expected(names) -> str:
+    described = []
+    for name in sorted(names):
+        if name in _SYMBOLS:
+            described.append(_SYMBOLS[name])
+        elif name.isupper():  # keyword terminals are named after their text
+            described.append(f"'{name.lower()}'")
+        else:
+            described.append(name)
+    described = sorted(set(described))
+    if len(described) > 8:
+        described = described[:8] + ["…"]
+    return ", ".join(described)
+
+
+def _token_text(token) -> str:
+    if token.type == "_NL":
+        return "end of line"
+    if token.type == "$END":
+        return "end of file"
+    return repr(str(token))
+
+
+def parse(text: str, filename: str = "<input>") -> list[Ast]:
+    """Parse .ad source into a list of statement ASTs, or raise SyntaxProblem."""
+    from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF,
+                                 UnexpectedInput, UnexpectedToken, VisitError)
+
+    if not text.endswith("\n"):
+        text += "\n"
+    lines = text.splitlines()
+
+    def location(line: int, column: int) -> SourceLocation:
+        source = lines[line - 1] if 0 < line <= len(lines) else ""
+        return SourceLocation(filename, line, column, source)
+
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedCharacters as exc:
+        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
+        raise SyntaxProblem(f"unexpected character {char!r}",
+                            location(exc.line, exc.column)) from None
+    except UnexpectedEOF as exc:
+        last = len(lines)
+        raise SyntaxProblem(
+            f"unexpected end of file; expected {_describe_expected(exc.expected)}"
+            " (an unclosed bracket or block?)",
+            location(last, len(lines[-1]) + 1 if lines else 1)) from None
+    except UnexpectedToken as exc:
+        token = exc.token
+        if token.type == "$END":
+            line = len(lines)
+            column = len(lines[-1]) + 1 if lines else 1
+            problem = "unexpected end of file (an unclosed bracket or block?)"
+        else:
+            line, column = token.line, token.column
+            problem = f"unexpected {_token_text(token)}"
+        raise SyntaxProblem(
+            f"{problem}; expected {_describe_expected(exc.accepts or exc.expected)}",
+            location(line, column)) from None
+    except UnexpectedInput as exc:  # any other lark parse failure
+        raise SyntaxProblem("could not parse this", location(exc.line, exc.column)) from None
+    try:
+        return _ToAst(text).transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, SyntaxProblem):
+            problem = exc.orig_exc
+            if problem.location is not None:
+                problem.location = location(problem.location.line, problem.location.column)
+                problem.location.file = filename
+            raise problem from None
+        raise
+
+
+def _make_transformer():
+    from lark import Transformer, v_args
+
+    @v_args(meta=True)
+    class ToAst(Transformer):
+        def __init__(self, text: str):
+            super().__init__()
+            self._text = text
+
+        def _ast(self, kind, meta, *args):
+            if getattr(meta, "empty", True):
+                return Ast(kind, args)
+            return Ast(kind, args, meta.line, meta.column,
+                       self._text[meta.start_pos:meta.end_pos])
+
+        # statements
+        def start(self, meta, children):
+            return list(children)
+
+        def block(self, meta, children):
+            return list(children)
+
+        def params(self, meta, children):
+            return [str(c) for c in children]
+
+        def dim_stmt(self, meta, c):
+            return self._ast("dim", meta, str(c[0]), c[1])
+
+        def input_stmt(self, meta, c):
+            return self._ast("input", meta, str(c[0]), c[1], c[2])
+
+        def const_stmt(self, meta, c):
+            return self._ast("const", meta, str(c[0]), c[1], c[2])
+
+        def output_stmt(self, meta, c):
+            return self._ast("output", meta, str(c[0]), c[1])
+
+        def assign_stmt(self, meta, c):
+            return self._ast("assign", meta, str(c[0]), c[1])
+
+        def def_expr(self, meta, c):
+            return self._ast("def", meta, str(c[0]), c[1] or [],
+                             [Ast("return", (c[2],), c[2].line, c[2].column, c[2].text)])
+
+        def def_block(self, meta, c):
+            return self._ast("def", meta, str(c[0]), c[1] or [], c[2])
+
+        def repeat_stmt(self, meta, c):
+            return self._ast("repeat", meta, c[0], c[1])
+
+        def return_stmt(self, meta, c):
+            return self._ast("return", meta, c[0])
+
+        def scalar_type(self, meta, c):
+            return self._ast("type", meta)
+
+        def vec_type(self, meta, c):
+            return self._ast("type", meta, c[0])
+
+        def mat_type(self, meta, c):
+            return self._ast("type", meta, c[0], c[1])
+
+        # expressions
+        def number(self, meta, c):
+            return self._ast("number", meta, float(c[0]))
+
+        def name(self, meta, c):
+            return self._ast("name", meta, str(c[0]))
+
+        def _binary(op):
+            def rule(self, meta, c):
+                return self._ast("binop", meta, op, c[0], c[1])
+            return rule
+
+        add = _binary("+")
+        sub = _binary("-")
+        mul = _binary("*")
+        div = _binary("/")
+        matmul = _binary("@")
+        pow = _binary("^")
+
+        def neg(self, meta, c):
+            return self._ast("neg", meta, c[0])
+
+        def index(self, meta, c):
+            return self._ast("index", meta, c[0], c[1])
+
+        def subscripts(self, meta, c):
+            return list(c)
+
+        def slice(self, meta, c):
+            return self._ast("slice", meta, c[0], c[1])
+
+        def attribute(self, meta, c):
+            return self._ast("attr", meta, c[0], str(c[1]))
+
+        def list(self, meta, c):
+            return self._ast("list", meta, tuple(x for x in c if x is not None))
+
+        def call(self, meta, c):
+            positional, keywords = [], {}
+            for arg in c[1] or []:
+                if isinstance(arg, tuple):
+                    if arg[0] in keywords:
+                        raise SyntaxProblem(f"keyword argument {arg[0]!r} given twice",
+                                            SourceLocation("", arg[1].line, arg[1].column))
+                    keywords[arg[0]] = arg[1]
+                else:
+                    if keywords:
+                        raise SyntaxProblem("a positional argument follows a keyword argument",
+                                            SourceLocation("", arg.line, arg.column))
+                    positional.append(arg)
+            return self._ast("call", meta, str(c[0]), tuple(positional), keywords)
+
+        def args(self, meta, c):
+            return [x for x in c if x is not None]
+
+        def kwarg(self, meta, c):
+            return (str(c[0]), c[1])
+
+    return ToAst
+
+
+class _LazyToAst:
+    _cls = None
+
+    def __call__(self, text):
+        if _LazyToAst._cls is None:
+            _LazyToAst._cls = _make_transformer()
+        return _LazyToAst._cls(text)
+
+
+_ToAst = _LazyToAst()

@@ -1,0 +1,342 @@
+"""Tangents and cotangents, and the counted linear algebra the rules use.
+
+A derivative value for one node and one block of directions is one of
+- ``None``: a symbolic zero; never materialised, never counted;
+- ``Seed``: a selection of the identity (each element is direction ``src[i]``
+  or nothing, each direction at most one element). Applying a linear map to
+  a Seed only selects entries of the map, so it is free; data movement keeps
+  a Seed a Seed;
+- a dense array with the directions on a leading axis: shape ``(k,) + shape``.
+
+Every JVP and VJP rule in adcli.ops is written with the methods of
+``Linear``, which do the work on the array module ``xp`` and count the scalar
+multiplications and flops as they go. With ``xp=None`` the same methods
+only compute shapes and counts (``Abstract`` stand-ins), which is how the
+static prediction gets exactly the figures a real run counts.
+"""
+from __future__ import annotations
+
+from math import prod
+
+from .ir import broadcast_shapes
+
+
+class Abstract:
+    """A shape-only stand-in for an array, used by the predictor."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
+
+    @property
+    def T(self) -> "Abstract":
+        return Abstract(self.shape[::-1])
+
+    def __repr__(self):
+        return f"Abstract{self.shape}"
+
+
+class Seed:
+    """Directions selected from the identity: element i is direction src[i] (-1: none)."""
+
+    __slots__ = ("src", "k", "node_shape")
+
+    def __init__(self, src, k: int, node_shape):
+        self.src = src              # integer array of node_shape, or None when abstract
+        self.k = k
+        self.node_shape = tuple(node_shape)
+
+    @property
+    def shape(self):
+        return (self.k,) + self.node_shape
+
+
+class Counter:
+    """Running totals of derivative work."""
+
+    __slots__ = ("mults", "flops")
+
+    def __init__(self):
+        self.mults = 0
+        self.flops = 0
+
+    def add(self, mults: int, flops: int):
+        self.mults += mults
+        self.flops += flops
+
+
+def shape_of(value) -> tuple:
+    if isinstance(value, (int, float)):
+        return ()
+    return tuple(value.shape)
+
+
+def live_size(value) -> int:
+    """Scalars a derivative value occupies: Seeds and zeros occupy none."""
+    if value is None or isinstance(value, Seed):
+        return 0
+    return prod(value.shape)
+
+
+class Linear:
+    """Counted linear algebra on derivative values with k directions."""
+
+    def __init__(self, xp, k: int, counter: Counter, dtype=None):
+        self.xp = xp            # None: abstract (shapes and counts only)
+        self.k = k
+        self.counter = counter
+        self.dtype = dtype
+
+    # -- helpers -------------------------------------------------------------
+    def node_shape(self, t) -> tuple:
+        return t.node_shape if isinstance(t, Seed) else tuple(t.shape[1:])
+
+    def dense(self, t):
+        """Materialise a Seed as a 0/1 array (bookkeeping: not counted)."""
+        if not isinstance(t, Seed):
+            return t
+        if self.xp is None:
+            return Abstract(t.shape)
+        xp = self.xp
+        directions = xp.arange(t.k).reshape((t.k,) + (1,) * len(t.node_shape))
+        return (t.src[None, ...] == directions).astype(self.dtype)
+
+    def _count(self, mults: int, flops: int):
+        self.counter.add(mults, flops)
+
+    def _lift(self, t, shape):
+        """Give a dense tangent of a smaller node shape leading unit axes."""
+        extra = len(shape) - (t.ndim - 1)
+        if extra <= 0:
+            return t
+        return t.reshape((t.shape[0],) + (1,) * extra + tuple(t.shape[1:]))
+
+    # -- elementwise ------------------------------------------------------------
+    def scale(self, p, t):
+        """p * t, p a residual (array or number) broadcasting with t's node shape."""
+        if t is None:
+            return None
+        out = broadcast_shapes(shape_of(p), self.node_shape(t))
+        if not isinstance(t, Seed):
+            self._count(self.k * prod(out), self.k * prod(out))
+        if self.xp is None:
+            return Abstract((self.k,) + out)
+        return p * self._lift(self.dense(t), out)
+
+    def divide(self, t, q):
+        """t / q, q a residual; a division counts as a multiplication."""
+        if t is None:
+            return None
+        out = broadcast_shapes(shape_of(q), self.node_shape(t))
+        if not isinstance(t, Seed):
+            self._count(self.k * prod(out), self.k * prod(out))
+        if self.xp is None:
+            return Abstract((self.k,) + out)
+        return self._lift(self.dense(t), out) / q
+
+    def add(self, a, b):
+        if a is None:
+            return b
+        if b is None:
+            return a
+        shape = self.node_shape(a)
+        self._count(0, self.k * prod(shape))
+        if self.xp is None:
+            return Abstract((self.k,) + shape)
+        return self.dense(a) + self.dense(b)
+
+    def sub(self, a, b):
+        if b is None:
+            return a
+        if a is None:
+            return self.neg(b)
+        shape = self.node_shape(a)
+        self._count(0, self.k * prod(shape))
+        if self.xp is None:
+            return Abstract((self.k,) + shape)
+        return self.dense(a) - self.dense(b)
+
+    def neg(self, t):
+        if t is None:
+            return None
+        shape = self.node_shape(t)
+        self._count(0, self.k * prod(shape))
+        if self.xp is None:
+            return Abstract((self.k,) + shape)
+        return -self.dense(t)
+
+    # -- broadcasting and reductions ---------------------------------------------
+    def broadcast(self, t, shape):
+        """NumPy broadcasting of t's node shape to `shape` (copies: not counted)."""
+        shape = tuple(shape)
+        if t is None or self.node_shape(t) == shape:
+            return t
+        if isinstance(t, Seed) and prod(t.node_shape) == prod(shape):
+            src = None if self.xp is None else t.src.reshape(shape)
+            return Seed(src, t.k, shape)
+        if self.xp is None:
+            return Abstract((self.k,) + shape)
+        return self.xp.broadcast_to(self._lift(self.dense(t), shape), (self.k,) + shape)
+
+    def unbroadcast(self, t, shape):
+        """The transpose of broadcast: sum over the broadcast axes."""
+        shape = tuple(shape)
+        if t is None or self.node_shape(t) == shape:
+            return t
+        node_shape = self.node_shape(t)
+        if isinstance(t, Seed) and prod(node_shape) == prod(shape):
+            src = None if self.xp is None else t.src.reshape(shape)
+            return Seed(src, t.k, shape)
+        self._count(0, self.k * prod(node_shape))
+        if self.xp is None:
+            return Abstract((self.k,) + shape)
+        t = self.dense(t)
+        lead = len(node_shape) - len(shape)
+        if lead:
+            t = t.sum(axis=tuple(range(1, 1 + lead)))
+        axes = tuple(1 + i for i, d in enumerate(shape) if d == 1 and t.shape[1 + i] != 1)
+        if axes:
+            t = t.sum(axis=axes, keepdims=True)
+        return t
+
+    def sum(self, t, axis=None):
+        """Sum over `axis` of the node (None: all); n values summed is n flops."""
+        if t is None:
+            return None
+        node_shape = self.node_shape(t)
+        self._count(0, self.k * prod(node_shape))
+        out = reduced_shape(node_shape, axis)
+        if self.xp is None:
+            return Abstract((self.k,) + out)
+        t = self.dense(t)
+        axes = tuple(range(1, t.ndim)) if axis is None else axis + 1
+        return t.sum(axis=axes)
+
+    def expand(self, t, shape, axis=None):
+        """The transpose of sum: broadcast a reduced value back to `shape`."""
+        if t is None:
+            return None
+        shape = tuple(shape)
+        kept = tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape))
+        return self.broadcast(self.reshape(t, kept), shape)
+
+    # -- data movement ---------------------------------------------------------------
+    def reshape(self, t, shape):
+        shape = tuple(shape)
+        if t is None or self.node_shape(t) == shape:
+            return t
+        if isinstance(t, Seed):
+            return Seed(None if self.xp is None else t.src.reshape(shape), t.k, shape)
+        if self.xp is None:
+            return Abstract((self.k,) + shape)
+        return t.reshape((t.shape[0],) + shape)
+
+    def move(self, tangents, moves, out_shape):
+        """Forward through a data-movement op: out[out_pos] = in_i[in_pos] for each input i."""
+        present = [(t, m) for t, m in zip(tangents, moves) if t is not None]
+        if not present:
+            return None
+        out_shape = tuple(out_shape)
+        size = prod(out_shape)
+        if all(isinstance(t, Seed) for t, _ in present):
+            if self.xp is None:
+                return Seed(None, self.k, out_shape)
+            src = self.xp.full(size, -1, dtype=present[0][0].src.dtype)
+            for t, (out_pos, in_pos) in present:
+                src[out_pos] = t.src.reshape(-1)[in_pos]
+            return Seed(src.reshape(out_shape), self.k, out_shape)
+        if self.xp is None:
+            return Abstract((self.k,) + out_shape)
+        if len(present) == 1 and len(tangents) == 1:
+            t, (out_pos, in_pos) = present[0]
+            flat = self.dense(t).reshape(self.k, -1)[:, in_pos]
+            return flat.reshape((self.k,) + out_shape)
+        out = self.xp.zeros((self.k, size), dtype=self.dtype)
+        for t, (out_pos, in_pos) in present:
+            out[:, out_pos] = self.dense(t).reshape(self.k, -1)[:, in_pos]
+        return out.reshape((self.k,) + out_shape)
+
+    def move_back(self, ct, move, in_shape):
+        """Transpose of `move` for one input: in[in_pos] = ct[out_pos], zero elsewhere."""
+        if ct is None:
+            return None
+        in_shape = tuple(in_shape)
+        out_pos, in_pos = move
+        if isinstance(ct, Seed):
+            if self.xp is None:
+                return Seed(None, self.k, in_shape)
+            src = self.xp.full(prod(in_shape), -1, dtype=ct.src.dtype)
+            src[in_pos] = ct.src.reshape(-1)[out_pos]
+            return Seed(src.reshape(in_shape), self.k, in_shape)
+        if self.xp is None:
+            return Abstract((self.k,) + in_shape)
+        out = self.xp.zeros((self.k, prod(in_shape)), dtype=ct.dtype)
+        out[:, in_pos] = ct.reshape(self.k, -1)[:, out_pos]
+        return out.reshape((self.k,) + in_shape)
+
+    # -- products with a residual ------------------------------------------------------
+    def _product(self, t, result_node_shape, contraction: int, compute):
+        if t is None:
+            return None
+        if not isinstance(t, Seed):
+            mults = self.k * prod(result_node_shape) * contraction
+            self._count(mults, 2 * mults if contraction > 1 else mults)
+        if self.xp is None:
+            return Abstract((self.k,) + tuple(result_node_shape))
+        return compute(self.dense(t))
+
+    def matmul_left(self, a, t):
+        """a @ t for a residual a (vec or mat) and a tangent t of the right operand."""
+        if t is None:
+            return None
+        t_shape = self.node_shape(t)
+        out = matmul_shape(shape_of(a), t_shape)
+        contraction = a.shape[-1]
+        if len(t_shape) == 1:   # a @ vector: batch the directions as rows
+            return self._product(t, out, contraction,
+                                 lambda d: d @ (a.T if a.ndim == 2 else a))
+        return self._product(t, out, contraction, lambda d: a @ d)
+
+    def matmul_right(self, t, b):
+        """t @ b for a tangent t of the left operand and a residual b."""
+        if t is None:
+            return None
+        out = matmul_shape(self.node_shape(t), shape_of(b))
+        return self._product(t, out, b.shape[0], lambda d: d @ b)
+
+    def outer(self, t, b, t_first: bool = True):
+        """t ⊗ b (or b ⊗ t): every element of one times every element of the other."""
+        if t is None:
+            return None
+        t_shape, b_shape = self.node_shape(t), shape_of(b)
+        out = t_shape + b_shape if t_first else b_shape + t_shape
+        k = self.k
+
+        def compute(d):
+            if t_first:
+                return d.reshape((k,) + t_shape + (1,) * len(b_shape)) * b
+            return b.reshape(b_shape + (1,) * len(t_shape)) * d.reshape((k,) + (1,) * len(b_shape) + t_shape)
+
+        return self._product(t, out, 1, compute)
+
+
+def reduced_shape(shape, axis) -> tuple:
+    if axis is None:
+        return ()
+    return tuple(d for i, d in enumerate(shape) if i != axis)
+
+
+def matmul_shape(a, b) -> tuple | None:
+    """Result shape of a @ b for vec/mat operands, or None when they do not fit."""
+    if not a or not b or len(a) > 2 or len(b) > 2 or a[-1] != b[0]:
+        return None
+    return tuple(a[:-1]) + tuple(b[1:])

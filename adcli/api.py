@@ -103,21 +103,34 @@ class Program:
 
     def parse_value(self, name: str, text: str) -> np.ndarray:
         """A constant expression (as in an initial value) for input `name`."""
+        self._check_input(name)
+        return self._constant_for(name, text, self.input_shape(name), "--at")
+
+    def parse_any_value(self, name: str, text: str) -> np.ndarray:
+        """A constant expression shaped like input or output `name` (--direction, --cotangent)."""
+        if name in self.graph.inputs:
+            return self._constant_for(name, text, self.input_shape(name), "--direction")
+        if name in self.graph.outputs:
+            return self._constant_for(name, text, self.output_shape(name), "--cotangent")
+        raise UsageProblem(f"'{name}' is neither an input nor an output "
+                           f"(inputs: {', '.join(self.graph.inputs)}; outputs: {', '.join(self.graph.outputs)})")
+
+    def _constant_for(self, name, text, shape, option):
         from .parser import parse
 
-        self._check_input(name)
-        shape = self.input_shape(name)
-        builder = self.graph.builder
+        line = f"input __value__ = {text}"
         try:
-            statements = parse(f"input __at__ = {text}\n", f"--at {name}")
+            statements = parse(line + "\n", f"{option} {name}")
         except AdError as exc:
-            raise ValueProblem(f"--at {name}={text} is not a constant expression "
+            raise ValueProblem(f"{option} {name}={text} is not a constant expression "
                                f"({exc.message})") from None
-        ast = statements[0].args[2]
+        if len(statements) != 1:
+            raise ValueProblem(f"{option} {name}={text} is not a constant expression")
+        builder = self.graph.builder
         saved = builder.filename, builder.lines
-        builder.filename, builder.lines = f"--at {name}", [f"input __at__ = {text}"]
+        builder.filename, builder.lines = f"{option} {name}", [line]
         try:
-            return builder.constant(ast, shape, name)
+            return builder.constant(statements[0].args[2], shape, name)
         finally:
             builder.filename, builder.lines = saved
 

@@ -1,0 +1,149 @@
+"""Rich rendering of results for a terminal (imported only when printing text)."""
+from __future__ import annotations
+
+import numpy as np
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .ir import format_shape
+
+MAX_ROWS, MAX_COLUMNS = 12, 8
+
+
+def console() -> Console:
+    # Rich honours NO_COLOR and turns colour off when stdout is not a terminal.
+    return Console(highlight=False, soft_wrap=False)
+
+
+def number(value: float) -> str:
+    if not np.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    if abs(value) >= 1e6 or abs(value) < 1e-4:
+        return f"{value:.6e}"
+    return f"{value:.10g}"
+
+
+def count(value) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def human_bytes(n) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,} B" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def _pick(total: int, limit: int, full: bool) -> list:
+    """Indices to show, with None marking an elided run."""
+    if full or total <= limit:
+        return list(range(total))
+    head = (limit + 1) // 2
+    tail = limit - head
+    return list(range(head)) + [None] + list(range(total - tail, total))
+
+
+def jacobian_table(result, full: bool) -> tuple[Table, str]:
+    jac = result.jacobian
+    m, n = jac.shape
+    rows = _pick(m, MAX_ROWS, full)
+    cols = _pick(n, MAX_COLUMNS, full)
+    title = {"jacobian": "Jacobian", "jvp": "JVP  J·v", "vjp": "VJP  uᵀ·J"}[result.kind]
+    table = Table(title=f"{title}  ({m}×{n})", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("", style="bold cyan", no_wrap=True)
+    for j in cols:
+        table.add_column("…" if j is None else result.columns[j], justify="right", no_wrap=True)
+    for i in rows:
+        if i is None:
+            table.add_row("⋮", *["⋱" if j is None else "⋮" for j in cols])
+            continue
+        table.add_row(result.rows[i], *["…" if j is None else number(jac[i, j]) for j in cols])
+    note = ""
+    if len(rows) < m or len(cols) < n:
+        note = (f"showing {sum(r is not None for r in rows)} of {m} rows and "
+                f"{sum(c is not None for c in cols)} of {n} columns; --full shows all")
+    return table, note
+
+
+def cost_table(cost, mode: str) -> Table:
+    table = Table(box=box.SIMPLE, show_header=True, header_style="bold")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("meaning", style="dim")
+    direction = "input" if mode == "forward" else "output"
+    times = cost.time_s or {}
+    rows = [
+        ("passes", count(cost.passes), f"seed directions propagated (one per {direction} scalar)"),
+        ("sweeps", count(cost.sweeps), f"derivative sweeps run, {count(cost.chunk)} directions each at most"),
+        ("primal sweeps", count(cost.primal_sweeps), "evaluations of f"),
+        ("mults: derivative", count(cost.mults_derivative), "scalar multiplications and divisions building derivatives"),
+        ("mults: primal", count(cost.mults_primal), "the same, evaluating f"),
+        ("flops: derivative", count(cost.flops_derivative), "all scalar arithmetic building derivatives"),
+        ("flops: primal", count(cost.flops_primal), "all scalar arithmetic evaluating f"),
+        ("cached values", count(cost.cached_values), "scalars kept for the backward sweep (intermediates, partials)"),
+        ("cached inputs", count(cost.cached_inputs), "input and const scalars the backward sweep reads"),
+        ("peak live values", count(cost.peak_live_values), "most scalars alive at once"),
+        ("peak bytes", human_bytes(cost.peak_bytes), "measured peak of memory during the sweeps"),
+        ("time", f"{times.get('sweeps') or 0:.4f} s",
+         f"sweeps; parse {times.get('parse', 0):.4f} s, build {times.get('build', 0):.4f} s"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def value_table(program, result) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, title="Value", title_justify="left")
+    table.add_column("output", style="bold cyan")
+    table.add_column("shape")
+    table.add_column("value", justify="right")
+    for name, value in result.value.items():
+        value = np.asarray(value)
+        if value.size <= 6:
+            text = ", ".join(number(v) for v in value.reshape(-1))
+            text = text if value.ndim == 0 else f"[{text}]"
+        else:
+            flat = value.reshape(-1)
+            text = "[" + ", ".join(number(v) for v in flat[:3]) + ", …, " + number(flat[-1]) + "]"
+        table.add_row(name, format_shape(value.shape), text)
+    return table
+
+
+def render_derivative(program, result, full=False, summary=False, saved=None):
+    out = console()
+    graph = program.graph
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    header.add_row("file", graph.filename)
+    mode = result.mode + (f"  ({result.note})" if result.note else "")
+    header.add_row("mode", mode)
+    header.add_row("backend", f"{result.backend} on {result.device}, {result.dtype}")
+    header.add_row("inputs", ", ".join(f"{w}: {format_shape(program.input_shape(w))}" for w in result.wrt))
+    header.add_row("outputs", ", ".join(f"{o}: {format_shape(program.output_shape(o))}"
+                                        for o in program.output_names))
+    if result.chunk_note:
+        header.add_row("chunk", result.chunk_note)
+    out.print(Panel(header, title=f"adcli grad ({result.kind})", title_align="left", expand=False))
+    out.print(value_table(program, result))
+    if summary:
+        m, n = result.jacobian.shape
+        out.print(Text(f"{'Jacobian' if result.kind == 'jacobian' else result.kind.upper()}: {m}×{n} "
+                       "(not printed: --summary)"))
+    else:
+        table, note = jacobian_table(result, full)
+        out.print(table)
+        if note:
+            out.print(Text(note, style="dim"))
+    if saved:
+        out.print(Text(f"saved the {result.jacobian.shape[0]}×{result.jacobian.shape[1]} Jacobian to {saved}"))
+    out.print(Panel(cost_table(result.cost, result.mode), title=f"cost ({result.mode} mode)",
+                    title_align="left", expand=False))

@@ -81,19 +81,19 @@ def cost_table(cost, mode: str) -> Table:
     direction = "input" if mode == "forward" else "output"
     times = cost.time_s or {}
     rows = [
-        ("passes", count(cost.passes), f"seed directions propagated (one per {direction} scalar)"),
-        ("sweeps", count(cost.sweeps), f"derivative sweeps run, {count(cost.chunk)} directions each at most"),
+        ("passes", count(cost.passes), f"one per {direction} scalar"),
+        ("sweeps", count(cost.sweeps), f"≤ {count(cost.chunk)} directions each"),
         ("primal sweeps", count(cost.primal_sweeps), "evaluations of f"),
-        ("mults: derivative", count(cost.mults_derivative), "scalar multiplications and divisions building derivatives"),
-        ("mults: primal", count(cost.mults_primal), "the same, evaluating f"),
-        ("flops: derivative", count(cost.flops_derivative), "all scalar arithmetic building derivatives"),
-        ("flops: primal", count(cost.flops_primal), "all scalar arithmetic evaluating f"),
-        ("cached values", count(cost.cached_values), "scalars kept for the backward sweep (intermediates, partials)"),
-        ("cached inputs", count(cost.cached_inputs), "input and const scalars the backward sweep reads"),
+        ("mults: derivative", count(cost.mults_derivative), "× and ÷ building derivatives"),
+        ("mults: primal", count(cost.mults_primal), "× and ÷ evaluating f"),
+        ("flops: derivative", count(cost.flops_derivative), "all arithmetic, derivatives"),
+        ("flops: primal", count(cost.flops_primal), "all arithmetic, evaluating f"),
+        ("cached values", count(cost.cached_values), "kept for the backward sweep"),
+        ("cached inputs", count(cost.cached_inputs), "inputs/consts it reads"),
         ("peak live values", count(cost.peak_live_values), "most scalars alive at once"),
-        ("peak bytes", human_bytes(cost.peak_bytes), "measured peak of memory during the sweeps"),
-        ("time", f"{times.get('sweeps') or 0:.4f} s",
-         f"sweeps; parse {times.get('parse', 0):.4f} s, build {times.get('build', 0):.4f} s"),
+        ("peak bytes", human_bytes(cost.peak_bytes), "measured, during the sweeps"),
+        ("time: sweeps", f"{times.get('sweeps') or 0:.4f} s", "wall clock"),
+        ("time: parse, build", f"{times.get('parse', 0):.4f} s, {times.get('build', 0):.4f} s", ""),
     ]
     for row in rows:
         table.add_row(*row)

@@ -9,6 +9,7 @@ The CLI (adcli.cli) is a thin layer over this module.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -55,8 +56,8 @@ class Derivative:
     mode_requested: str
     value: dict                     # output name -> host array
     jacobian: np.ndarray            # 2-D: rows = output elements, columns = wrt elements
-    rows: list
-    columns: list
+    row_spec: list                  # [(name, shape)] whose elements label the rows
+    column_spec: list               # the same for the columns
     outputs: list
     wrt: list
     cost: Cost
@@ -69,6 +70,15 @@ class Derivative:
     cotangent: dict | None = None   # vjp: input name -> array shaped like the input
     note: str = ""                  # how auto mode or the chunk was chosen
     chunk_note: str = ""
+
+    @functools.cached_property
+    def rows(self) -> list:
+        """Row labels (made on first use: a million-parameter gradient has a million)."""
+        return _labels(self.row_spec)
+
+    @functools.cached_property
+    def columns(self) -> list:
+        return _labels(self.column_spec)
 
     @property
     def gradient(self):
@@ -434,7 +444,8 @@ class Program:
                 part = jac_host[r0:r0 + prod(oshape), c0:c0 + prod(ishape)]
                 blocks[o][w] = part.reshape(oshape + ishape)
         return Derivative("jacobian", mode, mode_requested, values, jac_host,
-                          self.row_labels(outputs), self.column_labels(wrt), outputs, wrt, cost,
+                          self._spec(outputs, self.output_shape), self._spec(wrt, self.input_shape),
+                          outputs, wrt, cost,
                           be.name, be.device, dtype, host_inputs, blocks=blocks, note=note,
                           chunk_note=chunk_note)
 
@@ -509,9 +520,9 @@ class Program:
                             else np.asarray(be.to_host(t)).reshape(shapes[name]))
         flat = np.concatenate([arrays[n].reshape(-1) for n in result_names]) if result_names else np.zeros(0)
         if kind == "jvp":
-            jac, rows, cols = flat.reshape(-1, 1), self.row_labels(result_names), ["direction"]
+            jac, rows, cols = flat.reshape(-1, 1), self._spec(result_names, self.output_shape), [("direction", None)]
         else:
-            jac, rows, cols = flat.reshape(1, -1), ["cotangent"], self.column_labels(result_names)
+            jac, rows, cols = flat.reshape(1, -1), [("cotangent", None)], self._spec(result_names, self.input_shape)
         result = Derivative(kind, mode, mode, values, jac, rows, cols, outputs,
                             wrt_names, cost, be.name, be.device, dtype, host_inputs)
         if kind == "jvp":
@@ -530,11 +541,9 @@ class Program:
         """uᵀ·J for a cotangent {output: array} (outputs left out get none): one reverse pass."""
         return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt)
 
-    def row_labels(self, outputs) -> list:
-        return [label for o in outputs for label in element_labels(o, self.output_shape(o))]
-
-    def column_labels(self, wrt) -> list:
-        return [label for w in wrt for label in element_labels(w, self.input_shape(w))]
+    @staticmethod
+    def _spec(names, shape_of) -> list:
+        return [(name, shape_of(name)) for name in names]
 
     def find_nonfinite(self, at=None, dtype="float64"):
         """The first node whose value or local partial is nan or infinite, described."""
@@ -568,6 +577,11 @@ class Program:
         place = f"{self.graph.filename}:{node.line}" if node.line else self.graph.filename
         text = f" ({node.text.strip()})" if node.text else ""
         return f"v{node.id} = {node.op}{text} at {place}"
+
+
+def _labels(spec) -> list:
+    return [label for name, shape in spec
+            for label in ([name] if shape is None else element_labels(name, shape))]
 
 
 class _NullCounter:

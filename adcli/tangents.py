@@ -304,14 +304,33 @@ class Linear:
         if len(t_shape) == 1:   # a @ vector: batch the directions as rows
             return self._product(t, out, contraction,
                                  lambda d: d @ (a.T if a.ndim == 2 else a))
-        return self._product(t, out, contraction, lambda d: a @ d)
+
+        def compute(d):
+            # One 2-D GEMM with the directions folded into the columns: NumPy's
+            # broadcasting matmul over a leading batch axis is several times slower.
+            k, rows, cols = d.shape
+            folded = d.transpose(1, 0, 2).reshape(rows, k * cols)
+            product = a @ folded
+            if a.ndim == 1:
+                return product.reshape(k, cols)
+            return product.reshape(a.shape[0], k, cols).transpose(1, 0, 2)
+
+        return self._product(t, out, contraction, compute)
 
     def matmul_right(self, t, b):
         """t @ b for a tangent t of the left operand and a residual b."""
         if t is None:
             return None
-        out = matmul_shape(self.node_shape(t), shape_of(b))
-        return self._product(t, out, b.shape[0], lambda d: d @ b)
+        t_shape = self.node_shape(t)
+        out = matmul_shape(t_shape, shape_of(b))
+
+        def compute(d):
+            if d.ndim == 2:
+                return d @ b
+            k, rows, inner = d.shape   # fold the directions into the rows: one GEMM
+            return (d.reshape(k * rows, inner) @ b).reshape((k, rows) + tuple(b.shape[1:]))
+
+        return self._product(t, out, b.shape[0], compute)
 
     def outer(self, t, b, t_first: bool = True):
         """t ⊗ b (or b ⊗ t): every element of one times every element of the other."""

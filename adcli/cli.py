@@ -303,6 +303,92 @@ def _save_jacobian(result, path):
         raise UsageProblem(f"--output: cannot write {path} ({exc.strerror})") from None
 
 
+@cli.command()
+@program_options
+@value_options
+@click.option("--wrt", multiple=True, metavar="NAMES",
+              help="Differentiate with respect to these inputs (repeat or comma-separate; default all).")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Runs per method; times are the median.")
+@click.option("--scale", "scale_spec", default=None, metavar="DIM=v1,v2,...",
+              help="Rerun the comparison for each value of a dim (a size or a repeat count) and fit "
+                   "log-log slopes.")
+@click.option("--plot", "plot_path", default=None, metavar="FILE.png|FILE.svg",
+              help="With --scale: also draw the sweep as an image (needs matplotlib).")
+@click.option("--fd-max-inputs", type=click.IntRange(min=0), default=5000, show_default=True,
+              help="Skip central differences beyond this many input scalars.")
+@run_options
+def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, plot_path,
+            fd_max_inputs, backend, dtype, memory_limit, as_json, debug):
+    """Forward vs reverse vs central differences, side by side, with a recommendation."""
+    from . import compare as comparing
+
+    limit = parse_bytes(memory_limit) if memory_limit else None
+    if plot_path and not scale_spec:
+        raise UsageProblem("--plot draws a scaling sweep; give --scale NAME=v1,v2,... too")
+    if plot_path and not plot_path.lower().endswith((".png", ".svg")):
+        raise UsageProblem(f"--plot {plot_path}: the file name must end in .png or .svg")
+    options = dict(wrt=list(wrt) or None, repeat=repeat, backend=backend, dtype=dtype,
+                   fd_max_inputs=fd_max_inputs)
+    if scale_spec:
+        name, values = comparing.parse_scale(scale_spec)
+        base_dims = {}
+        for item in sets:
+            key, value = split_assignment("--set", item)
+            if key == name:
+                raise UsageProblem(f"--set {key} conflicts with --scale {name}")
+            base_dims[key] = value
+
+        def load_at(dims):
+            program = load_program(file, [f"{k}={v}" for k, v in dims.items()], node_limit)
+            options["at"] = read_input_values(program, ats, inputs_file)
+            return program
+
+        if plot_path:   # fail before the sweep, not after it
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise AdError("--plot needs matplotlib, which is not installed; install it with "
+                              "pip install 'adcli[plot]'") from None
+        sweep = comparing.scale(load_at, name, values, base_dims, memory_limit=limit, **options)
+        if plot_path:
+            comparing.plot_image(sweep, plot_path)
+        if as_json:
+            data = sweep.to_json()
+            data["file"] = file
+            data["plot"] = plot_path
+            click.echo(json.dumps(_finite(data), allow_nan=False))
+        else:
+            from .render_compare import render_sweep
+
+            render_sweep(sweep)
+            if plot_path:
+                click.echo(f"wrote {plot_path}")
+        return
+    program = load_program(file, sets, node_limit)
+    at = read_input_values(program, ats, inputs_file)
+    comparison = comparing.compare(program, at=at, memory_limit=limit, **options)
+    if as_json:
+        click.echo(json.dumps(_finite(comparison.to_json()), allow_nan=False))
+    else:
+        from .render_compare import render_comparison
+
+        render_comparison(comparison)
+
+
+def _finite(value):
+    """JSON-safe: nan and infinities become null."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def main(argv=None):
     """The console-script entry point."""
     cli.main(args=argv, prog_name="adcli")

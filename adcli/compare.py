@@ -1,0 +1,402 @@
+"""Forward vs reverse vs central differences on one function, a recommendation
+that names its numbers, and scaling sweeps over a dim.
+
+The library side of `adcli compare`: `compare(program, ...)` runs every
+method and returns a `Comparison`; `scale(path, name, values, ...)` reruns it
+per value of a dim and fits log-log slopes. Rendering lives in
+adcli.render_compare; JSON in `Comparison.to_json` / `Sweep.to_json`.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from math import log, prod
+
+import numpy as np
+
+from .errors import AdError, ResourceProblem, UsageProblem
+
+METHODS = ("forward", "reverse", "central differences")
+FIGURES = ("passes", "derivative mults", "cached values", "peak live values", "peak bytes", "time")
+
+
+@dataclass
+class MethodRun:
+    name: str
+    result: object = None            # a Derivative, or None when skipped
+    times: list = field(default_factory=list)
+    predicted_bytes: int | None = None
+    skipped: str | None = None
+    accuracy: dict = field(default_factory=dict)   # reference name -> {max_abs, max_rel}
+
+    @property
+    def cost(self):
+        return None if self.result is None else self.result.cost
+
+    @property
+    def time(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+    def figure(self, name):
+        cost = self.cost
+        if cost is None:
+            return None
+        return {"passes": cost.passes, "sweeps": cost.sweeps, "derivative mults": cost.mults_derivative,
+                "derivative flops": cost.flops_derivative, "primal flops": cost.flops_primal,
+                "cached values": cost.cached_values, "peak live values": cost.peak_live_values,
+                "peak bytes": cost.peak_bytes, "time": self.time}[name]
+
+
+def difference(a: np.ndarray, reference: np.ndarray) -> dict:
+    """Largest absolute difference, and that over the largest |reference| entry."""
+    if a.size == 0:
+        return {"max_abs": 0.0, "max_rel": 0.0}
+    diff = float(np.max(np.abs(a - reference)))
+    scale = float(np.max(np.abs(reference)))
+    return {"max_abs": diff, "max_rel": diff / scale if scale > 0 else diff}
+
+
+@dataclass
+class Comparison:
+    file: str
+    wrt: list
+    outputs: list
+    n: int
+    m: int
+    runs: dict
+    backend: str
+    device: str
+    dtype: str
+    repeat: int
+    memory_limit: int
+    recommendation: dict = field(default_factory=dict)
+    theory: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        methods = {}
+        for name, run in self.runs.items():
+            methods[name] = {
+                "skipped": run.skipped,
+                "cost": None if run.cost is None else run.cost.to_json(),
+                "time_s_median": run.time,
+                "times_s": run.times,
+                "predicted_bytes": run.predicted_bytes,
+                "accuracy": run.accuracy,
+            }
+        return {"kind": "compare", "file": self.file, "wrt": self.wrt, "outputs": self.outputs,
+                "n": self.n, "m": self.m, "backend": self.backend, "device": self.device,
+                "dtype": self.dtype, "repeat": self.repeat, "memory_limit": self.memory_limit,
+                "methods": methods, "recommendation": self.recommendation, "theory": self.theory}
+
+
+def predicted_bytes(program, mode, wrt, itemsize) -> int:
+    """What the memory check predicts a mode needs with all directions in one sweep."""
+    from .api import TEMPORARY_FACTOR
+
+    if mode == "central differences":
+        fixed = sum(nd.size for nd in program.graph.nodes if nd.op in ("input", "const"))
+        evaluation = program.predict("forward", wrt, chunk=1)
+        return TEMPORARY_FACTOR * (evaluation.peak_live_values + fixed) * itemsize
+    cost = program.predict(mode, wrt, chunk=1)
+    fixed = sum(nd.size for nd in program.graph.nodes if nd.op in ("input", "const"))
+    return TEMPORARY_FACTOR * (cost.peak_live_values + fixed) * itemsize
+
+
+def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype="float64",
+            memory_limit: int | None = None, fd_max_inputs: int = 5000,
+            methods=METHODS) -> Comparison:
+    from .api import DTYPES, default_memory_limit
+    from .fd import finite_differences
+
+    if repeat < 1:
+        raise UsageProblem("--repeat must be at least 1")
+    wrt = program._wrt(wrt)
+    outputs = program.output_names
+    n = sum(prod(program.input_shape(w)) for w in wrt)
+    m = sum(prod(program.output_shape(o)) for o in outputs)
+    limit = default_memory_limit() if memory_limit is None else memory_limit
+    itemsize = np.dtype(DTYPES[dtype]).itemsize
+    runs = {}
+    be_name = device = None
+    for name in methods:
+        run = MethodRun(name)
+        runs[name] = run
+        run.predicted_bytes = predicted_bytes(program, name, wrt, itemsize)
+        if name == "central differences" and n > fd_max_inputs:
+            run.skipped = (f"skipped: {n:,} inputs would take {2 * n:,} evaluations "
+                           f"(more than --fd-max-inputs {fd_max_inputs:,})")
+            continue
+        if run.predicted_bytes > limit:
+            run.skipped = (f"skipped: predicted to need {_bytes(run.predicted_bytes)} even one direction "
+                           f"at a time, over the memory limit of {_bytes(limit)}")
+            continue
+        try:
+            for _ in range(repeat):
+                if name == "central differences":
+                    result = finite_differences(program, wrt, at, backend, dtype)
+                else:
+                    result = program.jacobian(mode=name, wrt=wrt, at=at, backend=backend, dtype=dtype,
+                                              memory_limit=limit)
+                run.result = result
+                run.times.append(result.cost.time_s["sweeps"])
+        except ResourceProblem as exc:
+            run.result, run.times = None, []
+            run.skipped = f"skipped: {exc.message}"
+            continue
+        be_name, device = run.result.backend, run.result.device
+    _accuracy(runs)
+    comparison = Comparison(program.graph.filename, wrt, outputs, n, m, runs, be_name or str(backend),
+                            device or "?", dtype, repeat, limit)
+    comparison.recommendation = recommend(runs, limit)
+    comparison.theory = theory(runs, n, m)
+    return comparison
+
+
+def _accuracy(runs):
+    """Forward and finite differences against reverse, reverse against forward
+    (finite differences against forward when reverse did not run)."""
+    jac = {k: r.result.jacobian for k, r in runs.items() if r.result is not None}
+    fd = "central differences"
+    for name, reference in (("forward", "reverse"), (fd, "reverse"), ("reverse", "forward")):
+        if name in jac and reference in jac:
+            runs[name].accuracy[reference] = difference(jac[name], jac[reference])
+    if fd in jac and "reverse" not in jac and "forward" in jac:
+        runs[fd].accuracy["forward"] = difference(jac[fd], jac["forward"])
+
+
+def _plural(count, word):
+    return f"{count:,} {word}" + ("" if count == 1 else ("es" if word.endswith("ss") else "s"))
+
+
+def _ratio(a, b) -> str:
+    if b == 0:
+        return "∞"
+    r = a / b
+    return f"{r:,.0f}" if r >= 10 else f"{r:,.1f}"
+
+
+def recommend(runs, limit) -> dict:
+    """Pick forward or reverse: fewer derivative mults (then passes, then forward),
+    among the modes whose measured or predicted memory fits the limit."""
+    notes = []
+    usable = {}
+    for name in ("forward", "reverse"):
+        run = runs.get(name)
+        if run is None:
+            continue
+        if run.skipped:
+            notes.append(f"{name} is not recommended: {run.skipped.removeprefix('skipped: ')}")
+            continue
+        measured = run.cost.peak_bytes
+        if measured is not None and measured > limit:
+            notes.append(f"{name} is not recommended: it measured a peak of {_bytes(measured)}, over the "
+                         f"memory limit of {_bytes(limit)}")
+            continue
+        usable[name] = run
+    if not usable:
+        return {"mode": None, "reason": "neither mode fits the memory limit. " + " ".join(notes),
+                "disagreement": None}
+    key = lambda name: (usable[name].cost.mults_derivative, usable[name].cost.passes, name != "forward")
+    best = min(usable, key=key)
+    b = usable[best].cost
+    other_name = next((x for x in usable if x != best), None)
+    parts = []
+    if other_name is None:
+        parts.append(f"{best}: the only mode within the memory limit "
+                     f"({_plural(b.passes, 'pass')}, {b.mults_derivative:,} derivative mults)")
+    else:
+        o = usable[other_name].cost
+        if b.mults_derivative == o.mults_derivative and b.passes == o.passes:
+            parts.append(f"{best}: a tie, both take {_plural(b.passes, 'pass')} and "
+                         f"{b.mults_derivative:,} derivative mults; forward wins the tie because it "
+                         "keeps nothing for a backward sweep")
+        elif b.mults_derivative == o.mults_derivative:
+            parts.append(f"{best}: equal derivative mults ({b.mults_derivative:,}), and "
+                         f"{_plural(b.passes, 'pass')} instead of {o.passes:,}")
+        else:
+            parts.append(f"{best}: {_plural(b.passes, 'pass')} instead of {o.passes:,} and "
+                         f"{_ratio(o.mults_derivative, b.mults_derivative)}× fewer derivative mults "
+                         f"({b.mults_derivative:,} vs {o.mults_derivative:,})")
+    run = usable[best]
+    itemsize = 8 if run.result.dtype == "float64" else 4
+    if best == "reverse":
+        cached_bytes = run.cost.cached_values * itemsize
+        share = cached_bytes / limit if limit else 1
+        room = "well within" if share < 0.1 else "within"
+        parts.append(f"it keeps {_plural(run.cost.cached_values, 'cached value')} ({_bytes(cached_bytes)}), "
+                     f"{room} the memory limit of {_bytes(limit)}")
+    else:
+        parts.append(f"it keeps nothing for a backward sweep (at most {run.cost.peak_live_values:,} "
+                     "values alive at once)")
+    reason = "; ".join(parts) + "."
+    if notes:
+        reason += " " + " ".join(n[:1].upper() + n[1:] + "." for n in notes)
+    disagreement = None
+    if other_name is not None:
+        t_best, t_other = usable[best].time, usable[other_name].time
+        o = usable[other_name].cost
+        if (t_best and t_other and t_other * 1.2 < t_best
+                and o.mults_derivative > usable[best].cost.mults_derivative):
+            disagreement = (f"the timings disagree with the counts: {other_name} does "
+                            f"{_ratio(o.mults_derivative, usable[best].cost.mults_derivative)}× more "
+                            f"derivative mults but ran {_ratio(t_best, t_other)}× faster "
+                            f"({t_other * 1e3:.2f} ms vs {t_best * 1e3:.2f} ms): its {_plural(o.sweeps, 'sweep')} "
+                            "batch the work into fewer, larger array operations, and at this size "
+                            "interpreter overhead, not arithmetic, sets the time")
+            reason += " Note: " + disagreement + "."
+    return {"mode": best, "reason": reason, "disagreement": disagreement}
+
+
+def theory(runs, n, m) -> dict:
+    """The rule of thumb next to the measurement (ratios forward / reverse)."""
+    f, r = runs.get("forward"), runs.get("reverse")
+    data = {"rule": "forward mode needs n passes (one per input scalar), reverse mode m (one per output "
+                    "scalar); reverse mode's cached values grow with the length of the program, "
+                    "forward mode keeps none",
+            "n": n, "m": m, "predicted_pass_ratio": n / m if m else None,
+            "measured_pass_ratio": None, "measured_mult_ratio": None, "measured_time_ratio": None}
+    if f and r and f.cost and r.cost:
+        data["measured_pass_ratio"] = f.cost.passes / r.cost.passes if r.cost.passes else None
+        data["measured_mult_ratio"] = (f.cost.mults_derivative / r.cost.mults_derivative
+                                       if r.cost.mults_derivative else None)
+        data["measured_time_ratio"] = f.time / r.time if f.time and r.time else None
+    return data
+
+
+# -- scaling sweeps -----------------------------------------------------------------------
+
+def parse_scale(text: str) -> tuple[str, list]:
+    name, sep, values = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise UsageProblem(f"--scale expects NAME=v1,v2,..., got {text!r}")
+    try:
+        numbers = [int(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise UsageProblem(f"--scale {name}: values must be whole numbers, got {values!r}") from None
+    if len(numbers) < 2 or any(v < 1 for v in numbers):
+        raise UsageProblem(f"--scale {name}: give two or more positive whole numbers, got {values!r}")
+    return name, sorted(set(numbers))
+
+
+def fit_slope(xs, ys) -> float | None:
+    """The least-squares slope of log y on log x; a constant series (zeros too) has slope 0."""
+    pairs = [(x, y) for x, y in zip(xs, ys) if y is not None]
+    if len(pairs) < 2:
+        return None
+    values = [y for _, y in pairs]
+    if all(v == values[0] for v in values):
+        return 0.0
+    pairs = [(log(x), log(y)) for x, y in pairs if y > 0 and x > 0]
+    if len(pairs) < 2:
+        return None
+    mx = sum(x for x, _ in pairs) / len(pairs)
+    my = sum(y for _, y in pairs) / len(pairs)
+    sxx = sum((x - mx) ** 2 for x, _ in pairs)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in pairs) / sxx
+
+
+@dataclass
+class Sweep:
+    name: str
+    values: list
+    points: list          # [(value, Comparison or None, note)]
+    slopes: dict          # method -> figure -> slope
+    notes: list
+
+    def series(self, method, figure):
+        xs, ys = [], []
+        for value, comparison, _ in self.points:
+            if comparison is None or method not in comparison.runs:
+                continue
+            y = comparison.runs[method].figure(figure)
+            if y is not None:
+                xs.append(value)
+                ys.append(y)
+        return xs, ys
+
+    def to_json(self) -> dict:
+        points = []
+        for value, comparison, note in self.points:
+            entry = {"value": value, "note": note}
+            if comparison is not None:
+                data = comparison.to_json()
+                entry["methods"] = data["methods"]
+                entry["recommendation"] = data["recommendation"]
+            points.append(entry)
+        return {"kind": "compare-scale", "scale": {"name": self.name, "values": self.values},
+                "points": points, "slopes": self.slopes, "notes": self.notes}
+
+
+def scale(load, name: str, values: list, dims: dict, memory_limit=None, **options) -> Sweep:
+    """Rerun `compare` for each value of dim `name`. `load(dims)` builds the program."""
+    from .api import DTYPES, default_memory_limit
+
+    limit = default_memory_limit() if memory_limit is None else memory_limit
+    itemsize = np.dtype(DTYPES[options.get("dtype", "float64")]).itemsize
+    points, notes = [], []
+    for value in values:
+        program = load({**dims, name: value})
+        if name not in program.graph.dims:
+            known = ", ".join(program.graph.dims) or "none"
+            raise UsageProblem(f"--scale {name}: the file has no dim named '{name}' (dims: {known})")
+        over = [m for m in METHODS if predicted_bytes(program, m, options.get("wrt"), itemsize) > limit]
+        if len(over) == len(METHODS):
+            note = (f"{name}={value} skipped: every method is predicted to exceed the memory limit of "
+                    f"{_bytes(limit)}")
+            notes.append(note)
+            points.append((value, None, note))
+            continue
+        comparison = compare(program, memory_limit=limit, **options)
+        note = "; ".join(f"{m} {r.skipped}" for m, r in comparison.runs.items() if r.skipped) or None
+        if note:
+            notes.append(f"{name}={value}: {note}")
+        points.append((value, comparison, note))
+    sweep = Sweep(name, values, points, {}, notes)
+    for method in METHODS:
+        sweep.slopes[method] = {fig: fit_slope(*sweep.series(method, fig)) for fig in FIGURES}
+    return sweep
+
+
+def _bytes(n) -> str:
+    from .api import _bytes as fmt
+    return fmt(n)
+
+
+def plot_image(sweep: Sweep, path: str):
+    """A log-log chart per figure, one line per method, written by matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise AdError("--plot needs matplotlib, which is not installed; install it with "
+                      "pip install 'adcli[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = [f for f in FIGURES]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    for ax, figure in zip(axes.flat, figures):
+        for method, marker in zip(METHODS, "o^s"):
+            xs, ys = sweep.series(method, figure)
+            pts = [(x, y) for x, y in zip(xs, ys) if y and y > 0]
+            if not pts:
+                continue
+            slope = sweep.slopes[method][figure]
+            label = method + ("" if slope is None else f" (slope {slope:.2f})")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(sweep.name)
+        ax.set_title(figure + (" (s)" if figure == "time" else ""))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"adcli compare: scaling with {sweep.name}")
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except (OSError, ValueError) as exc:
+        raise UsageProblem(f"--plot: cannot write {path} ({exc})") from None
+    finally:
+        plt.close(fig)

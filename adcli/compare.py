@@ -337,11 +337,12 @@ def scale(load, name: str, values: list, dims: dict, memory_limit=None, **option
     limit = default_memory_limit() if memory_limit is None else memory_limit
     itemsize = np.dtype(DTYPES[options.get("dtype", "float64")]).itemsize
     points, notes = [], []
+    known = load(dims).graph.dims
+    if name not in known:
+        raise UsageProblem(f"--scale {name}: the file has no dim named '{name}' "
+                           f"(dims: {', '.join(known) or 'none'})")
     for value in values:
         program = load({**dims, name: value})
-        if name not in program.graph.dims:
-            known = ", ".join(program.graph.dims) or "none"
-            raise UsageProblem(f"--scale {name}: the file has no dim named '{name}' (dims: {known})")
         over = [m for m in METHODS if predicted_bytes(program, m, options.get("wrt"), itemsize) > limit]
         if len(over) == len(METHODS):
             note = (f"{name}={value} skipped: every method is predicted to exceed the memory limit of "
@@ -378,6 +379,7 @@ def plot_image(sweep: Sweep, path: str):
     figures = [f for f in FIGURES]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
     for ax, figure in zip(axes.flat, figures):
+        drawn = False
         for method, marker in zip(METHODS, "o^s"):
             xs, ys = sweep.series(method, figure)
             pts = [(x, y) for x, y in zip(xs, ys) if y and y > 0]
@@ -386,12 +388,16 @@ def plot_image(sweep: Sweep, path: str):
             slope = sweep.slopes[method][figure]
             label = method + ("" if slope is None else f" (slope {slope:.2f})")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
+            drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "0 for every method", ha="center", va="center", transform=ax.transAxes)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(sweep.name)
         ax.set_title(figure + (" (s)" if figure == "time" else ""))
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if drawn:
+            ax.legend(fontsize=7)
     fig.suptitle(f"adcli compare: scaling with {sweep.name}")
     fig.tight_layout()
     try:

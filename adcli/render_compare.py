@@ -24,6 +24,7 @@ COST_ROWS = [
     ("peak bytes (measured)", "peak bytes", human_bytes),
     ("time (median)", "time", lambda t: "—" if t is None else f"{t * 1e3:,.3f} ms"),
 ]
+HEADERS = {"central differences": "central diff."}
 SHORT = {"forward": "F", "reverse": "R", "central differences": "D"}
 COLOURS = {"forward": "cyan", "reverse": "magenta", "central differences": "yellow"}
 
@@ -32,9 +33,9 @@ def method_table(comparison) -> Table:
     runs = comparison.runs
     table = Table(box=box.SIMPLE_HEAD, title=f"{comparison.file}: f: R^{comparison.n} → R^{comparison.m}",
                   title_justify="left")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for name in runs:
-        table.add_column(name, justify="right")
+        table.add_column(HEADERS.get(name, name), justify="right", no_wrap=True)
     for label, figure, fmt in COST_ROWS:
         values = {name: run.figure(figure) for name, run in runs.items()}
         present = [v for v in values.values() if v is not None]
@@ -50,16 +51,11 @@ def method_table(comparison) -> Table:
                 cells.append(Text(fmt(value)))
         table.add_row(label, *cells)
     for reference in ("reverse", "forward"):
-        cells, any_cell = [], False
-        for name, run in runs.items():
-            acc = run.accuracy.get(reference)
-            if acc is None:
-                cells.append(Text("—", style="dim"))
-            else:
-                any_cell = True
-                cells.append(Text(f"{acc['max_abs']:.1e} / {acc['max_rel']:.1e}"))
-        if any_cell:
-            table.add_row(f"vs {reference}: max abs / rel diff", *cells)
+        for key, label in (("max_abs", "abs"), ("max_rel", "rel")):
+            cells = [Text("—", style="dim") if reference not in run.accuracy
+                     else Text(f"{run.accuracy[reference][key]:.1e}") for run in runs.values()]
+            if any(reference in run.accuracy for run in runs.values()):
+                table.add_row(f"max {label} diff vs {reference}", *cells)
     return table
 
 

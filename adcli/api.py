@@ -264,7 +264,8 @@ class Program:
         return lo, (f"chunk {lo} of {passes} directions per sweep: all at once would need about "
                     f"{_bytes(need(passes))}, over the memory limit of {_bytes(memory_limit)}")
 
-    def _run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single=False, seeds_single=None):
+    def _run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single=False, seeds_single=None,
+             observer=None):
         """Run (or, with run_inputs None, predict) one mode. Returns a Cost, and with
         run_inputs also fills run_inputs['result'] with the derivative arrays."""
         abstract = run_inputs is None
@@ -273,6 +274,7 @@ class Program:
         else:
             runner = Runner(self.graph, run_inputs["xp"], run_inputs["dtype"],
                             run_inputs["inputs"], run_inputs["consts"])
+        runner.observer = observer
         analysis = Analysis(self.graph, wrt, outputs)
         cost = Cost(passes=sum(sizes), chunk=chunk)
         block_names = wrt if mode == "forward" else outputs
@@ -470,7 +472,7 @@ class Program:
                 f"reverse: {rev.passes:,})")
         return mode, note
 
-    def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None):
+    def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None):
         """One JVP (kind 'jvp': given = input directions) or VJP (given = output cotangents)."""
         mode = "forward" if kind == "jvp" else "reverse"
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
@@ -506,7 +508,8 @@ class Program:
 
         run["store"] = store
         with be.measure(measure_memory) as report:
-            cost = self._run(mode, wrt_names, outputs, 1, [1], run, single=True, seeds_single=seeds)
+            cost = self._run(mode, wrt_names, outputs, 1, [1], run, single=True, seeds_single=seeds,
+                             observer=observer)
         cost.peak_bytes = report["peak_bytes"]
         cost.time_s = {"parse": self.times["parse"], "build": self.times["build"],
                        "sweeps": report["seconds"]}
@@ -532,14 +535,15 @@ class Program:
         return result
 
     def jvp(self, direction: dict, at=None, backend="numpy", dtype="float64",
-            measure_memory=True) -> Derivative:
-        """J·v for a direction {input: array} (inputs left out get no tangent): one forward pass."""
-        return self._single("jvp", direction, at, backend, dtype, measure_memory)
+            measure_memory=True, observer=None) -> Derivative:
+        """J·v for a direction {input: array} (inputs left out get no tangent): one forward pass.
+        `observer(runner, event, node, value, derivative)` sees every node as the sweep runs."""
+        return self._single("jvp", direction, at, backend, dtype, measure_memory, observer=observer)
 
     def vjp(self, cotangent: dict, at=None, wrt=None, backend="numpy", dtype="float64",
-            measure_memory=True) -> Derivative:
+            measure_memory=True, observer=None) -> Derivative:
         """uᵀ·J for a cotangent {output: array} (outputs left out get none): one reverse pass."""
-        return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt)
+        return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt, observer)
 
     @staticmethod
     def _spec(names, shape_of) -> list:
@@ -576,7 +580,7 @@ class Program:
     def describe_node(self, node) -> str:
         place = f"{self.graph.filename}:{node.line}" if node.line else self.graph.filename
         text = f" ({node.text.strip()})" if node.text else ""
-        return f"v{node.id} = {node.op}{text} at {place}"
+        return f"{node.var} = {node.op}{text} at {place}"
 
 
 def _labels(spec) -> list:

@@ -64,6 +64,8 @@ class Builder:
         self.literals: dict = {}
         self.global_scope = _Scope({})
         self.inline_stack: list[str] = []
+        self.repeat_stack: list[list] = []   # [repeat id, iteration, count, line, position]
+        self.repeats_seen = 0
 
     # -- locations and errors ----------------------------------------------------
     def loc(self, ast) -> SourceLocation | None:
@@ -91,6 +93,10 @@ class Builder:
                 self.fail(ShapeProblem, str(exc), ast)
         node = Node(len(self.nodes), op, tuple(inputs), tuple(shape), attrs,
                     getattr(ast, "line", 0), getattr(ast, "column", 0), getattr(ast, "text", ""))
+        if self.repeat_stack:
+            outer = self.repeat_stack[0]
+            node.repeat = tuple(outer)
+            outer[4] += 1
         self.nodes.append(node)
         return node.id
 
@@ -220,12 +226,22 @@ class Builder:
         count = self.integer(count_ast, scope, "a repeat count")
         if count < 0:
             self.fail(ValueProblem, f"a repeat count must not be negative, got {count}", count_ast)
-        for _ in range(count):
-            for inner in body:
-                if inner.kind in ("dim", "input", "const", "def", "output"):
-                    self.fail(SyntaxProblem, f"'{inner.kind}' is not allowed inside repeat; "
-                              "a repeat body holds assignments and nested repeats", inner)
-                self.statement(inner, scope)
+        self.repeats_seen += 1
+        marker = [self.repeats_seen, 0, count, stmt.line, 0]
+        self.repeat_stack.append(marker)
+        try:
+            for iteration in range(count):
+                marker[1], marker[4] = iteration, 0
+                self._repeat_body(body, scope)
+        finally:
+            self.repeat_stack.pop()
+
+    def _repeat_body(self, body, scope):
+        for inner in body:
+            if inner.kind in ("dim", "input", "const", "def", "output"):
+                self.fail(SyntaxProblem, f"'{inner.kind}' is not allowed inside repeat; "
+                          "a repeat body holds assignments and nested repeats", inner)
+            self.statement(inner, scope)
 
     def stmt_return(self, stmt, scope):
         if scope.in_def is None:

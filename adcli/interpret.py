@@ -166,6 +166,7 @@ class Runner:
         self.derivative = Counter()
         self.live = _Live()
         self._moves = {}
+        self.observer = None   # adcli.trace: called per node as the sweeps run
 
     # -- shared pieces ---------------------------------------------------------------
     def leaf_value(self, node):
@@ -257,6 +258,8 @@ class Runner:
                     tangents[node.id] = dict(seeds[node.attrs["name"]])
                     for t in tangents[node.id].values():
                         live.add(live_size(t))
+                if self.observer:
+                    self.observer(self, "forward", node, values[node.id], tangents.get(node.id))
                 continue
             args = [values[i] for i in node.inputs]
             out = self.evaluate(node, args)
@@ -267,6 +270,8 @@ class Runner:
                 result = self.jvp(node, args, out, in_tangents)
                 if result:
                     tangents[node.id] = result
+            if self.observer:
+                self.observer(self, "forward", node, out, tangents.get(node.id))
             self._free_inputs(node, analysis, values, tangents, None)
         return tangents, values
 
@@ -367,6 +372,8 @@ class Runner:
                             cached_values += live_size(p)
                             live.add(live_size(p))
                 self._free_inputs(node, analysis, values, None, refs)
+            if self.observer:
+                self.observer(self, "reverse-forward", node, values.get(node.id), None)
             if refs.get(node.id):
                 residuals[node.id] = values[node.id]
         return values, residuals, refs, cached_values, cached_inputs
@@ -385,6 +392,8 @@ class Runner:
         results = {}
         for node in reversed(graph.nodes):
             node_cts = cts.pop(node.id, None)
+            if self.observer:
+                self.observer(self, "backward", node, None, node_cts)
             if node.id in wrt_ids:
                 if node_cts:
                     results[node.id] = node_cts
@@ -424,6 +433,8 @@ class Runner:
                                     continue   # results stay alive
                                 live.drop(live_size(value) if isinstance(key, tuple)
                                           else graph.nodes[key].size)
+        if self.observer:
+            self.observer(self, "backward-end", None, None, None)
         return results
 
     def _accumulate(self, T, target: dict, block, value):

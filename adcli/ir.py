@@ -22,6 +22,9 @@ class Node:
     column: int = 0
     text: str = ""          # the source expression this node came from
     moves: list | None = field(default=None, repr=False, compare=False)
+    # repeat: (repeat id, iteration, count, line, position in the iteration) of the
+    # outermost `repeat` this node was unrolled from, or None. Used to draw collapsed graphs.
+    repeat: tuple | None = field(default=None, repr=False, compare=False)
     # moves: for data-movement ops, per input (out_positions, in_positions)
     # index arrays on the host: out.flat[out_pos] = input.flat[in_pos].
 
@@ -29,9 +32,14 @@ class Node:
     def size(self) -> int:
         return prod(self.shape)
 
+    @property
+    def var(self) -> str:
+        """The name users see: v1, v2, … (1-based, as in evaluation traces)."""
+        return f"v{self.id + 1}"
+
     def __repr__(self) -> str:
-        args = " ".join(f"v{i}" for i in self.inputs)
-        return f"v{self.id}:{format_shape(self.shape)} = {self.op} {args}".rstrip()
+        args = " ".join(f"v{i + 1}" for i in self.inputs)
+        return f"{self.var}:{format_shape(self.shape)} = {self.op} {args}".rstrip()
 
 
 @dataclass

@@ -53,6 +53,7 @@ class Primitive:
     movement: bool = False
     arity: int | None = 1
     doc: str = ""
+    partial_text: list = field(default_factory=list)  # per input, for traces: "cos({x0})"
 
     def partial_for(self, i: int):
         return self.partials[i] if i < len(self.partials) else None
@@ -443,3 +444,23 @@ _movement("stack", _stack_shape, lambda xp, *xs: xp.stack(xs, axis=0), arity=Non
 
 def primal_cost(node, in_shapes) -> tuple[int, int]:
     return REGISTRY[node.op].cost(in_shapes, node.shape, node.attrs)
+
+
+# How each op's local partial derivative with respect to each input is written
+# in evaluation traces (adcli trace); {x0}, {x1}, {out} become node names.
+PARTIAL_TEXT = {
+    "neg": ["-1"], "add": ["1", "1"], "sub": ["1", "-1"], "mul": ["{x1}", "{x0}"],
+    "div": ["1/{x1}", "-{out}/{x1}"], "pow": ["{x1}·{x0}^({x1}-1)", "{out}·log({x0})"],
+    "sin": ["cos({x0})"], "cos": ["-sin({x0})"], "tan": ["1+{out}²"], "exp": ["{out}"],
+    "log": ["1/{x0}"], "log1p": ["1/(1+{x0})"], "sqrt": ["0.5/{out}"], "tanh": ["1-{out}²"],
+    "sigmoid": ["{out}·(1-{out})"], "relu": ["[{x0}>0]"], "abs": ["sign({x0})"], "square": ["2·{x0}"],
+    "maximum": ["[{x0}>{x1}] (½ on ties)", "[{x1}>{x0}] (½ on ties)"],
+    "minimum": ["[{x0}<{x1}] (½ on ties)", "[{x1}<{x0}] (½ on ties)"],
+    "matmul": ["{x1}ᵀ", "{x0}ᵀ"], "sum": ["1"], "mean": ["1/count"],
+    "max": ["[{x0}={out}]/ties"], "min": ["[{x0}={out}]/ties"], "prod": ["∏ other elements"],
+    "norm": ["{x0}/{out}"], "logsumexp": ["softmax({x0})"], "softmax": ["diag({out})-{out}{out}ᵀ"],
+    "index": ["select"], "transpose": ["transpose"], "reshape": ["reshape"],
+    "concat": ["select"], "stack": ["select"],
+}
+for _name, _texts in PARTIAL_TEXT.items():
+    REGISTRY[_name].partial_text = _texts

@@ -55,7 +55,6 @@ class Derivative:
     mode: str                       # the mode that ran
     mode_requested: str
     value: dict                     # output name -> host array
-    jacobian: np.ndarray            # 2-D: rows = output elements, columns = wrt elements
     row_spec: list                  # [(name, shape)] whose elements label the rows
     column_spec: list               # the same for the columns
     outputs: list
@@ -66,10 +65,25 @@ class Derivative:
     dtype: str
     inputs: dict                    # input name -> host array used
     blocks: dict = field(default_factory=dict)   # output -> input -> array
+    matrix: np.ndarray | None = None             # the 2-D Jacobian, when made directly
     tangent: dict | None = None     # jvp: output name -> array shaped like the output
     cotangent: dict | None = None   # vjp: input name -> array shaped like the input
     note: str = ""                  # how auto mode or the chunk was chosen
     chunk_note: str = ""
+
+    @functools.cached_property
+    def jacobian(self) -> np.ndarray:
+        """2-D: rows = output elements, columns = wrt elements (assembled from the
+        blocks on first use, so a gradient never pays for a copy it does not need)."""
+        if self.matrix is not None:
+            return self.matrix
+        out_shapes = dict(self.row_spec)
+        rows = []
+        for o in self.outputs:
+            size = prod(out_shapes[o])
+            parts = [self.blocks[o][w].reshape(size, -1) for w in self.wrt]
+            rows.append(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
+        return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
 
     @functools.cached_property
     def rows(self) -> list:
@@ -164,7 +178,8 @@ class Program:
                 except (TypeError, ValueError):
                     raise ValueProblem(f"the value given for input {name} is not numeric") from None
                 try:
-                    value = np.array(np.broadcast_to(value, shape))
+                    if value.shape != shape:   # a scalar for a vector, say: broadcast (a copy)
+                        value = np.array(np.broadcast_to(value, shape))
                 except ValueError:
                     raise ValueProblem(f"the value given for input {name} is {format_shape(value.shape)}, "
                                        f"but {name} is {format_shape(shape)}") from None
@@ -409,23 +424,16 @@ class Program:
         chunk = min(chunk, passes)
         be, run, host_inputs = self._prepare(backend, dtype, at, measure_memory)
         xp = be.xp
-        m, n = sum(out_sizes), sum(in_sizes)
-        jac = xp.zeros((m, n), dtype=run["dtype"])
-        row_of = dict(zip(outputs, np.cumsum([0] + out_sizes)[:-1].tolist()))
-        col_of = dict(zip(wrt, np.cumsum([0] + in_sizes)[:-1].tolist()))
+        pieces = {}   # (output, input) -> [(offset, dense (k,) + node shape)]
 
         def store(name, block, offset, k, t):
-            """Put one sweep's derivative block into the Jacobian."""
+            """Keep one sweep's derivative block (a Seed is made dense here)."""
             if t is None:
                 return
             from .tangents import Linear
-            dense = Linear(xp, k, _NullCounter(), run["dtype"]).dense(t).reshape(k, -1)
-            if mode == "forward":   # name = output, block = input: columns
-                r0, c0 = row_of[name], col_of[block] + offset
-                jac[r0:r0 + dense.shape[1], c0:c0 + k] = dense.T
-            else:                   # name = input, block = output: rows
-                r0, c0 = row_of[block] + offset, col_of[name]
-                jac[r0:r0 + k, c0:c0 + dense.shape[1]] = dense
+            dense = Linear(xp, k, _NullCounter(), run["dtype"]).dense(t)
+            key = (name, block) if mode == "forward" else (block, name)
+            pieces.setdefault(key, []).append((offset, dense))
 
         run["store"] = store
         with be.measure(measure_memory) as report:
@@ -433,19 +441,25 @@ class Program:
         cost.peak_bytes = report["peak_bytes"]
         cost.time_s = {"parse": self.times["parse"], "build": self.times["build"],
                        "sweeps": report["seconds"]}
-        jac_host = np.asarray(be.to_host(jac))
         values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
+        host_dtype = DTYPES[dtype]
         blocks = {}
         for o in outputs:
-            r0 = row_of[o]
             oshape = self.output_shape(o)
             blocks[o] = {}
             for w in wrt:
-                c0 = col_of[w]
                 ishape = self.input_shape(w)
-                part = jac_host[r0:r0 + prod(oshape), c0:c0 + prod(ishape)]
-                blocks[o][w] = part.reshape(oshape + ishape)
-        return Derivative("jacobian", mode, mode_requested, values, jac_host,
+                parts = [p for _, p in sorted(pieces.get((o, w), []), key=lambda item: item[0])]
+                if not parts:
+                    blocks[o][w] = np.zeros(oshape + ishape, dtype=host_dtype)
+                    continue
+                stacked = np.asarray(be.to_host(parts[0] if len(parts) == 1 else xp.concatenate(parts)))
+                if mode == "forward":   # directions are the input's elements
+                    block = stacked.reshape(prod(ishape), prod(oshape)).T.reshape(oshape + ishape)
+                else:                   # directions are the output's elements
+                    block = stacked.reshape(oshape + ishape)
+                blocks[o][w] = block
+        return Derivative("jacobian", mode, mode_requested, values,
                           self._spec(outputs, self.output_shape), self._spec(wrt, self.input_shape),
                           outputs, wrt, cost,
                           be.name, be.device, dtype, host_inputs, blocks=blocks, note=note,
@@ -526,8 +540,8 @@ class Program:
             jac, rows, cols = flat.reshape(-1, 1), self._spec(result_names, self.output_shape), [("direction", None)]
         else:
             jac, rows, cols = flat.reshape(1, -1), [("cotangent", None)], self._spec(result_names, self.input_shape)
-        result = Derivative(kind, mode, mode, values, jac, rows, cols, outputs,
-                            wrt_names, cost, be.name, be.device, dtype, host_inputs)
+        result = Derivative(kind, mode, mode, values, rows, cols, outputs,
+                            wrt_names, cost, be.name, be.device, dtype, host_inputs, matrix=jac)
         if kind == "jvp":
             result.tangent = arrays
         else:

@@ -92,6 +92,6 @@ def finite_differences(program, wrt=None, at=None, backend="numpy", dtype="float
             part = jac[row:row + prod(oshape), col_of[w]:col_of[w] + prod(ishape)]
             blocks[o][w] = part.reshape(oshape + ishape)
         row += prod(oshape)
-    return Derivative("jacobian", "central differences", "central differences", values, jac,
+    return Derivative("jacobian", "central differences", "central differences", values,
                       program._spec(outputs, program.output_shape), program._spec(wrt, program.input_shape),
-                      outputs, wrt, cost, be.name, be.device, dtype, host_inputs, blocks=blocks)
+                      outputs, wrt, cost, be.name, be.device, dtype, host_inputs, blocks=blocks, matrix=jac)

@@ -356,27 +356,20 @@ class Program:
         cost.cached_values, cost.cached_inputs = cached_values, cached_inputs
         if run is not None:
             run["values"] = values
-        baseline = runner.live.now
         wrt_ids = {self.graph.inputs[n]: n for n in wrt}
-        # the last sweep frees residuals as it goes; in prediction, run the final
-        # sweep's composition once more as the final one
         total = sum(times for _, times in sweeps)
-        expanded = []
-        for layout, times in sweeps:
-            expanded.append((layout, times))
-        final_layout = expanded[-1][0]
-        if run is None and expanded[-1][1] > 1:
-            expanded[-1] = (final_layout, expanded[-1][1] - 1)
-            expanded.append((final_layout, 1))
-        done = 0
-        for index, (layout, times) in enumerate(expanded):
-            final = index == len(expanded) - 1
+        # The last sweep frees residuals as it goes, so its peak differs: when
+        # predicting, split the final composition's last sweep off to run on its own.
+        sweeps = list(sweeps)
+        if run is None and sweeps[-1][1] > 1:
+            layout, times = sweeps[-1]
+            sweeps[-1:] = [(layout, times - 1), (layout, 1)]
+        for index, (layout, times) in enumerate(sweeps):
+            final = index == len(sweeps) - 1
             before = (runner.derivative.mults, runner.derivative.flops)
             seeds = {}
             for name, blocks in self._seeds(runner, layout, outputs_blocks, shape_of, seeds_single).items():
-                node_id = self.graph.outputs[name]
-                seeds.setdefault(node_id, {}).update(blocks)
-            level = runner.live.now
+                seeds.setdefault(self.graph.outputs[name], {}).update(blocks)
             results = runner.backward_sweep(analysis, plan, residuals, refs, seeds, set(wrt_ids), final)
             for blocks in results.values():
                 for t in blocks.values():
@@ -386,16 +379,15 @@ class Program:
                     block = "given" if b is None else outputs_blocks[b]
                     for node_id, name in wrt_ids.items():
                         run["store"](name, block, offset, k, results.get(node_id, {}).get(block))
-            if times > 1:
+            if times > 1:   # identical sweeps: count the rest without running them
                 extra = [(a - b) * (times - 1) for a, b in
                          zip((runner.derivative.mults, runner.derivative.flops), before)]
                 runner.derivative.add(*extra)
-            done += times
         cost.sweeps = total
 
     # -- public entry points ---------------------------------------------------------------
-    def _prepare(self, backend, dtype, at, measure_memory):
-        be, xp_dtype, host_inputs, inputs, consts, np_dtype = self._setup(backend, dtype, at)
+    def _prepare(self, backend, dtype, at):
+        be, xp_dtype, host_inputs, inputs, consts, _ = self._setup(backend, dtype, at)
         return be, {"xp": be.xp, "dtype": xp_dtype, "inputs": inputs, "consts": consts}, host_inputs
 
     def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
@@ -422,7 +414,7 @@ class Program:
         elif chunk < 1:
             raise UsageProblem("--chunk must be at least 1")
         chunk = min(chunk, passes)
-        be, run, host_inputs = self._prepare(backend, dtype, at, measure_memory)
+        be, run, host_inputs = self._prepare(backend, dtype, at)
         xp = be.xp
         pieces = {}   # (output, input) -> [(offset, dense (k,) + node shape)]
 
@@ -490,7 +482,7 @@ class Program:
         """One JVP (kind 'jvp': given = input directions) or VJP (given = output cotangents)."""
         mode = "forward" if kind == "jvp" else "reverse"
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
-        be, run, host_inputs = self._prepare(backend, dtype, at, measure_memory)
+        be, run, host_inputs = self._prepare(backend, dtype, at)
         seeds = {}
         names = self.graph.inputs if kind == "jvp" else self.graph.outputs
         shape_of = self.input_shape if kind == "jvp" else self.output_shape

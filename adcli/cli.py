@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import traceback
 
 import click
 
@@ -80,6 +79,8 @@ class AdcliGroup(click.Group):
             code = 130
         except Exception as exc:  # an adcli bug: one sentence, or the traceback with --debug
             if debug:
+                import traceback
+
                 traceback.print_exc()
             problem = AdError(f"internal error: {type(exc).__name__}: {exc}",
                               hint=None if debug else "this is a bug in adcli; rerun with --debug "

@@ -43,8 +43,10 @@ def available_memory() -> int:
         return 8 * 2**30
 
 
-def default_memory_limit() -> int:
-    return int(0.5 * available_memory())
+def default_memory_limit(backend=None) -> int:
+    """Half of the memory available to the backend's arrays (host memory for NumPy)."""
+    device = backend.available_memory() if backend is not None else None
+    return int(0.5 * (available_memory() if device is None else device))
 
 
 @dataclass
@@ -142,19 +144,37 @@ class Program:
     def _constant_for(self, name, text, shape, option):
         from .parser import parse
 
-        line = f"input __value__ = {text}"
+        prefix = "input __value__ = "   # parsed as an input's initial value
+        line = prefix + text
+        where, shown = f"{option} {name}", f"{option} {name}={text}"
+
+        def place(exc):
+            """The caret under the option as typed, not under the line adcli parsed."""
+            loc = exc.location
+            if loc is None or loc.line != 1 or "\n" in text:
+                return None
+            return SourceLocation(where, 1, max(loc.column - len(prefix), 1) + len(shown) - len(text),
+                                  shown)
+
         try:
-            statements = parse(line + "\n", f"{option} {name}")
+            statements = parse(line + "\n", where)
         except AdError as exc:
-            raise ValueProblem(f"{option} {name}={text} is not a constant expression "
-                               f"({exc.message})") from None
+            message = exc.message.replace(" (an unclosed bracket or block?)", "")
+            message = message.replace("end of file", "end of the value").replace("end of line",
+                                                                                 "end of the value")
+            raise ValueProblem(f"{shown} is not a constant expression: {message}", place(exc)) from None
         if len(statements) != 1:
-            raise ValueProblem(f"{option} {name}={text} is not a constant expression")
+            raise ValueProblem(f"{shown} is not a constant expression")
         builder = self.graph.builder
         saved = builder.filename, builder.lines
-        builder.filename, builder.lines = f"{option} {name}", [line]
+        builder.filename, builder.lines = where, [line]
         try:
             return builder.constant(statements[0].args[2], shape, name)
+        except AdError as exc:
+            exc.location = place(exc)
+            raise
+        except RecursionError:
+            raise ValueProblem(f"{where}: the value nests too deeply") from None
         finally:
             builder.filename, builder.lines = saved
 
@@ -207,6 +227,8 @@ class Program:
             for name in requested:
                 self._check_input(name)
             names = [n for n in self.graph.inputs if n in requested]   # declaration order
+        if not names and self.graph.inputs:
+            raise UsageProblem(f"--wrt names no input (inputs: {', '.join(self.graph.inputs)})")
         if not names:
             raise ValueProblem("the file declares no input to differentiate with respect to")
         return names
@@ -392,8 +414,10 @@ class Program:
 
     def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
                  backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
-                 measure_memory: bool = True) -> Derivative:
-        """The full Jacobian of all outputs w.r.t. `wrt` (default: all inputs)."""
+                 measure_memory: bool = True, warmup: bool | None = None) -> Derivative:
+        """The full Jacobian of all outputs w.r.t. `wrt` (default: all inputs).
+        `warmup` (default: the backend's choice, on for CuPy) runs the sweeps once
+        before the measured run and reports that run's time as cost.time_s["warmup"]."""
         wrt = self._wrt(wrt)
         outputs = list(self.graph.outputs)
         mode_requested = mode
@@ -407,13 +431,22 @@ class Program:
         sizes = in_sizes if mode == "forward" else out_sizes
         passes = sum(sizes)
         itemsize = np.dtype(DTYPES.get(dtype, np.float64)).itemsize
-        limit = default_memory_limit() if memory_limit is None else memory_limit
+        if isinstance(backend, str):
+            from .backends import get_backend
+            backend = get_backend(backend)
+        limit = default_memory_limit(backend) if memory_limit is None else memory_limit
         chunk_note = ""
         if chunk is None:
             chunk, chunk_note = self.choose_chunk(mode, wrt, outputs, limit, itemsize)
         elif chunk < 1:
             raise UsageProblem("--chunk must be at least 1")
         chunk = min(chunk, passes)
+        m, n = sum(out_sizes), sum(in_sizes)
+        if m * n * itemsize > limit:   # its blocks are all kept, whatever the chunk
+            raise ResourceProblem(
+                f"the {m:,}×{n:,} Jacobian alone needs {_bytes(m * n * itemsize)}, over the memory "
+                f"limit of {_bytes(limit)}", hint="differentiate fewer inputs with --wrt, or compute "
+                "one JVP or VJP with --direction or --cotangent")
         be, run, host_inputs = self._prepare(backend, dtype, at)
         xp = be.xp
         pieces = {}   # (output, input) -> [(offset, dense (k,) + node shape)]
@@ -428,11 +461,8 @@ class Program:
             pieces.setdefault(key, []).append((offset, dense))
 
         run["store"] = store
-        with be.measure(measure_memory) as report:
-            cost = self._run(mode, wrt, outputs, chunk, sizes, run)
-        cost.peak_bytes = report["peak_bytes"]
-        cost.time_s = {"parse": self.times["parse"], "build": self.times["build"],
-                       "sweeps": report["seconds"]}
+        cost = self._measured(be, measure_memory, warmup,
+                              lambda r, observer: self._run(mode, wrt, outputs, chunk, sizes, r), run)
         values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
         host_dtype = DTYPES[dtype]
         blocks = {}
@@ -470,15 +500,30 @@ class Program:
                    f"{max(fwd.mults_derivative, rev.mults_derivative):,}")
         elif fwd.passes != rev.passes:
             why = (f"equal derivative mults ({fwd.mults_derivative:,}); "
-                   f"{min(fwd.passes, rev.passes):,} passes instead of {max(fwd.passes, rev.passes):,}")
+                   f"{_count(min(fwd.passes, rev.passes), 'pass')} instead of {max(fwd.passes, rev.passes):,}")
         else:
-            why = (f"a tie at {fwd.mults_derivative:,} derivative mults and {fwd.passes:,} passes; "
-                   "forward keeps nothing for a backward sweep")
-        note = (f"auto picked {mode}: {why} (forward: {fwd.passes:,} passes, "
-                f"reverse: {rev.passes:,})")
+            why = (f"a tie at {_count(fwd.mults_derivative, 'derivative mult')} and "
+                   f"{_count(fwd.passes, 'pass')}; forward keeps nothing for a backward sweep")
+        note = (f"auto picked {mode}: {why} (forward: {_count(fwd.passes, 'pass')}, "
+                f"reverse: {_count(rev.passes, 'pass')})")
         return mode, note
 
-    def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None):
+    def _measured(self, be, measure_memory, warmup, go, run, observer=None):
+        """go(run, observer) under be.measure; with a warm-up (default: be.warmup),
+        once before with results discarded, its time kept as time_s["warmup"]."""
+        times = {"parse": self.times["parse"], "build": self.times["build"]}
+        if be.warmup if warmup is None else warmup:
+            with be.measure(False) as report:
+                go(dict(run, store=lambda *args: None), None)
+            times["warmup"] = report["seconds"]
+        with be.measure(measure_memory) as report:
+            cost = go(run, observer)
+        cost.peak_bytes = report["peak_bytes"]
+        cost.time_s = {**times, "sweeps": report["seconds"]}
+        return cost
+
+    def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None,
+                warmup=None):
         """One JVP (kind 'jvp': given = input directions) or VJP (given = output cotangents)."""
         mode = "forward" if kind == "jvp" else "reverse"
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
@@ -513,12 +558,10 @@ class Program:
                 collected[name] = t
 
         run["store"] = store
-        with be.measure(measure_memory) as report:
-            cost = self._run(mode, wrt_names, outputs, 1, [1], run, single=True, seeds_single=seeds,
-                             observer=observer)
-        cost.peak_bytes = report["peak_bytes"]
-        cost.time_s = {"parse": self.times["parse"], "build": self.times["build"],
-                       "sweeps": report["seconds"]}
+        cost = self._measured(be, measure_memory, warmup,
+                              lambda r, obs: self._run(mode, wrt_names, outputs, 1, [1], r, single=True,
+                                                       seeds_single=seeds, observer=obs),
+                              run, observer)
         values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
         result_names = list(self.graph.outputs) if kind == "jvp" else wrt_names
         shapes = {n: (self.output_shape(n) if kind == "jvp" else self.input_shape(n)) for n in result_names}
@@ -541,15 +584,18 @@ class Program:
         return result
 
     def jvp(self, direction: dict, at=None, backend="numpy", dtype="float64",
-            measure_memory=True, observer=None) -> Derivative:
+            measure_memory=True, observer=None, warmup: bool | None = None) -> Derivative:
         """J·v for a direction {input: array} (inputs left out get no tangent): one forward pass.
-        `observer(runner, event, node, value, derivative)` sees every node as the sweep runs."""
-        return self._single("jvp", direction, at, backend, dtype, measure_memory, observer=observer)
+        `observer(runner, event, node, value, derivative)` sees every node as the sweep runs
+        (not the warm-up run: see jacobian's `warmup`)."""
+        return self._single("jvp", direction, at, backend, dtype, measure_memory, observer=observer,
+                            warmup=warmup)
 
     def vjp(self, cotangent: dict, at=None, wrt=None, backend="numpy", dtype="float64",
-            measure_memory=True, observer=None) -> Derivative:
+            measure_memory=True, observer=None, warmup: bool | None = None) -> Derivative:
         """uᵀ·J for a cotangent {output: array} (outputs left out get none): one reverse pass."""
-        return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt, observer)
+        return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt, observer,
+                            warmup=warmup)
 
     @staticmethod
     def _spec(names, shape_of) -> list:
@@ -561,11 +607,13 @@ class Program:
         values = {}
         with np.errstate(all="ignore"):
             for node in self.graph.nodes:
-                if node.op == "input":
-                    values[node.id] = np.asarray(host[node.attrs["name"]], dtype=DTYPES[dtype])
-                    continue
-                if node.op == "const":
-                    values[node.id] = np.asarray(node.attrs["value"], dtype=DTYPES[dtype])
+                if node.op in ("input", "const"):
+                    value = host[node.attrs["name"]] if node.op == "input" else node.attrs["value"]
+                    values[node.id] = np.asarray(value, dtype=DTYPES[dtype])
+                    if not np.all(np.isfinite(values[node.id])):   # e.g. --at x=1e400
+                        name = node.attrs.get("name")
+                        return (f"{node.op} {name} holds a non-finite value" if name
+                                else f"{self.describe_node(node)} holds a non-finite value")
                     continue
                 prim = REGISTRY[node.op]
                 args = [values[i] for i in node.inputs]
@@ -602,6 +650,11 @@ class _NullCounter:
 def _live(t):
     from .tangents import live_size
     return live_size(t)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 pass', '2 passes', '1,000 derivative mults'."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}{'es' if noun.endswith('s') else 's'}"
 
 
 def _bytes(n: float) -> str:

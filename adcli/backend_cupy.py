@@ -1,4 +1,20 @@
-"""The CuPy backend (NVIDIA GPUs): data movement, synchronisation, memory peak."""
+"""The CuPy backend (NVIDIA GPUs): data movement, synchronisation, memory peak.
+
+Every op of adcli.ops runs on CuPy through the same ``xp`` calls as on NumPy;
+what differs between the two libraries is handled here and nowhere else:
+
+- Data is made on the host (``randn``/``rand`` draw from NumPy's generator in
+  adcli.build, initial values, ``--at`` values) and moved to the device once,
+  by ``asarray``; consts and input values become 0-d or n-d device arrays, so
+  no NumPy scalar (``np.float64``) meets a CuPy array in a rule.
+- Results come back with ``to_host`` (``cupy.asnumpy``); no rule turns a
+  device array into a Python number (each would wait for the device).
+- Time: the device is synchronised before the clock is read at both ends,
+  and the first run (kernel compilation, cuBLAS handles) is a warm-up whose
+  time adcli.api reports apart, as ``time_s["warmup"]``.
+- Memory: CuPy's pool keeps no peak, so a memory hook sums the bytes the pool
+  hands out and takes back during the block and keeps the maximum.
+"""
 from __future__ import annotations
 
 import time
@@ -11,25 +27,60 @@ def cupy_problem() -> str | None:
     """Why CuPy cannot be used here, or None when it can."""
     try:
         import cupy
-    except Exception as exc:  # ImportError, or a broken CUDA install
-        return f"CuPy is not installed ({type(exc).__name__})"
+    except ImportError:
+        return "CuPy is not installed"
+    except Exception as exc:   # a broken CUDA install can fail the import in other ways
+        return f"CuPy failed to load ({type(exc).__name__}: {exc})"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception:
+    except Exception:   # cudaErrorNoDevice, cudaErrorInsufficientDriver, no driver at all
         return "no CUDA device"
     return None if count > 0 else "no CUDA device"
 
 
+def _peak_hook_class():
+    from cupy.cuda import memory_hook
+
+    class PeakHook(memory_hook.MemoryHook):
+        """Bytes the memory pool handed out minus those it took back, and their maximum.
+
+        The hook sees every allocation and free of every CuPy pool on this thread
+        (the pool rounds sizes up: mem_size is what the device actually holds);
+        an array allocated before the block and freed inside it lowers the figure,
+        so the peak is the measured peak above the bytes in use when it began.
+        """
+
+        name = "adcli-peak"
+
+        def __init__(self):
+            self.now = 0
+            self.peak = 0
+
+        def malloc_postprocess(self, **kwargs):
+            if kwargs.get("mem_ptr"):   # 0 when the allocation failed
+                self.now += kwargs["mem_size"]
+                if self.now > self.peak:
+                    self.peak = self.now
+
+        def free_postprocess(self, **kwargs):
+            self.now -= kwargs["mem_size"]
+
+    return PeakHook
+
+
 class CupyBackend(Backend):
     name = "cupy"
+    warmup = True
 
     def __init__(self):
         import cupy
 
         super().__init__(cupy)
-        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        device = cupy.cuda.Device()
+        props = cupy.cuda.runtime.getDeviceProperties(device.id)
         name = props["name"]
         self.device = name.decode() if isinstance(name, bytes) else str(name)
+        self._hook_class = None
 
     def asarray(self, host_value, dtype):
         return self.xp.asarray(host_value, dtype=dtype)
@@ -38,33 +89,24 @@ class CupyBackend(Backend):
         return self.xp.asnumpy(value)
 
     def synchronize(self):
-        self.xp.cuda.get_current_stream().synchronize()
+        self.xp.cuda.Device().synchronize()
+
+    def available_memory(self) -> int:
+        free, _total = self.xp.cuda.runtime.memGetInfo()
+        return int(free + self.xp.get_default_memory_pool().free_bytes())
 
     @contextmanager
     def measure(self, enabled: bool = True):
-        # CuPy's pool has no peak figure: track used bytes through the pool's
-        # malloc/free hooks and keep the maximum.
-        from cupy.cuda import memory_hook
-
         report = {"seconds": None, "peak_bytes": None}
-
-        class PeakHook(memory_hook.MemoryHook):
-            name = "adcli-peak"
-
-            def __init__(self, pool):
-                self.pool = pool
-                self.base = pool.used_bytes()
-                self.peak = 0
-
-            def malloc_postprocess(self, **kwargs):
-                self.peak = max(self.peak, self.pool.used_bytes() - self.base)
-
-        pool = self.xp.get_default_memory_pool()
-        hook = PeakHook(pool)
-        self.synchronize()
+        hook = None
+        if enabled:
+            if self._hook_class is None:
+                self._hook_class = _peak_hook_class()
+            hook = self._hook_class()
+        self.synchronize()   # work queued before the block is not the block's
         start = time.perf_counter()
         try:
-            if enabled:
+            if hook is not None:
                 with hook:
                     yield report
             else:
@@ -72,5 +114,5 @@ class CupyBackend(Backend):
         finally:
             self.synchronize()
             report["seconds"] = time.perf_counter() - start
-            if enabled:
-                report["peak_bytes"] = hook.peak
+            if hook is not None:
+                report["peak_bytes"] = int(hook.peak)

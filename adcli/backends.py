@@ -13,9 +13,14 @@ from contextlib import contextmanager
 class Backend:
     name = "?"
     device = "?"
+    warmup = False   # run once untimed-in-total before the measured run (time_s["warmup"])
 
     def __init__(self, xp):
         self.xp = xp
+
+    def available_memory(self) -> int | None:
+        """Bytes free for arrays on the device; None: host memory (adcli.api decides)."""
+        return None
 
     def asarray(self, host_value, dtype):
         return self.xp.asarray(host_value, dtype=dtype)
@@ -70,7 +75,7 @@ class CupyUnavailable(Exception):
 def get_backend(name: str = "numpy") -> Backend:
     from .errors import AdError, UsageProblem
 
-    if name in ("numpy", "auto"):
+    if name in ("numpy", "auto"):   # auto: NumPy, also where a GPU is present
         return NumpyBackend()
     if name == "cupy":
         from .backend_cupy import CupyBackend, cupy_problem

@@ -7,16 +7,22 @@ float64: ``randn(seed=S)`` is ``numpy.random.default_rng(S).standard_normal``.
 """
 from __future__ import annotations
 
+import math
+import sys
 from math import prod
 
 import numpy as np
 
-from .errors import NameProblem, ShapeProblem, SourceLocation, SyntaxProblem, ValueProblem
+from .errors import NameProblem, ResourceProblem, ShapeProblem, SourceLocation, SyntaxProblem, ValueProblem
 from .ir import Graph, Node, format_shape
 from .ops import REGISTRY, ShapeError
 from .parser import Ast, parse
 
 DEFAULT_NODE_LIMIT = 200_000
+STEPS_PER_NODE = 10      # unrolled statements allowed per node of the node limit
+LARGE_BYTES = 2**26   # data smaller than this is never checked against the memory available
+RECURSION_LIMIT = 10_000  # Python frames while building: about 5,000 levels of nesting
+MAX_INTEGER = 2**53     # dims, sizes, counts, indices: beyond this they are surely a mistake
 
 UNARY_FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh",
                    "sigmoid", "relu", "abs", "square")
@@ -66,6 +72,10 @@ class Builder:
         self.inline_stack: list[str] = []
         self.repeat_stack: list[list] = []   # [repeat id, iteration, count, line, position]
         self.repeats_seen = 0
+        self.rebinds = 0      # assignments that changed what a name refers to
+        self.steps = 0        # statements run by unrolled repeats
+        self.data_bytes = 0   # declared input and const data, float64 on the host
+        self.memory_cap = None
 
     # -- locations and errors ----------------------------------------------------
     def loc(self, ast) -> SourceLocation | None:
@@ -91,6 +101,7 @@ class Builder:
                 shape = tuple(REGISTRY[op].shape(in_shapes, attrs))
             except ShapeError as exc:
                 self.fail(ShapeProblem, str(exc), ast)
+        self.check_size(shape, "this value", ast)
         node = Node(len(self.nodes), op, tuple(inputs), tuple(shape), attrs,
                     getattr(ast, "line", 0), getattr(ast, "column", 0), getattr(ast, "text", ""))
         if self.repeat_stack:
@@ -110,8 +121,16 @@ class Builder:
     def build(self, statements=None) -> Graph:
         if statements is None:
             statements = parse(self.text, self.filename)
-        for stmt in statements:
-            self.statement(stmt, self.global_scope)
+        depth = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(depth, RECURSION_LIMIT))   # expressions are built recursively
+        try:
+            for stmt in statements:
+                self.statement(stmt, self.global_scope)
+        except RecursionError:
+            raise ValueProblem("this statement nests expressions more deeply than adcli can follow",
+                               self.loc(stmt), hint="split it into several assignments") from None
+        finally:
+            sys.setrecursionlimit(depth)
         unknown = sorted(set(self.dim_overrides) - set(self.dims))
         if unknown:
             from .errors import UsageProblem
@@ -148,15 +167,34 @@ class Builder:
             self.fail(ValueProblem, f"dim {name} must be a positive integer, got {value}", expr)
         self.dims[name] = value
 
-    def type_shape(self, type_ast, scope) -> tuple | None:
+    def type_shape(self, type_ast, scope, name=None) -> tuple | None:
         if type_ast is None:
             return None
-        return tuple(self.integer(e, scope, "a size", positive=True) for e in type_ast.args)
+        shape = tuple(self.integer(e, scope, "a size", positive=True) for e in type_ast.args)
+        if name is not None:   # an input's or const's data, held on the host: all of it must fit
+            self.data_bytes += 8 * prod(shape)
+            self.check_size(shape, name, type_ast, total=self.data_bytes)
+        return shape
+
+    def check_size(self, shape, what, ast, total=0):
+        """Refuse data over half of the available memory before NumPy tries to allocate it."""
+        size = prod(shape)
+        if max(8 * size, total) < LARGE_BYTES:
+            return
+        from .api import _bytes, default_memory_limit
+
+        if self.memory_cap is None:
+            self.memory_cap = default_memory_limit()
+        if max(8 * size, total) > self.memory_cap:
+            together = f", and the file's data {_bytes(total)} in all" if total > 8 * size else ""
+            self.fail(ResourceProblem, f"{what} is {format_shape(shape)}: {size:,} numbers "
+                      f"({_bytes(8 * size)}){together}, over half of the available memory "
+                      f"({_bytes(self.memory_cap)})", ast, hint="lower a dim with --set")
 
     def stmt_input(self, stmt, scope):
         name, type_ast, expr = stmt.args
         self.declare(name, stmt, scope)
-        shape = self.type_shape(type_ast, scope)
+        shape = self.type_shape(type_ast, scope, f"input {name}")
         value = None
         if expr is not None:
             value = self.constant(expr, shape, name)
@@ -174,7 +212,7 @@ class Builder:
     def stmt_const(self, stmt, scope):
         name, type_ast, expr = stmt.args
         self.declare(name, stmt, scope)
-        shape = self.type_shape(type_ast, scope)
+        shape = self.type_shape(type_ast, scope, f"const {name}")
         value = self.constant(expr, shape, name)
         node = self.emit("const", (), stmt, {"value": value, "name": name}, shape=value.shape)
         self.consts[name] = node
@@ -187,7 +225,10 @@ class Builder:
             self.fail(NameProblem, f"'{name}' is a built-in function and cannot be assigned", stmt)
         if name in self.dims:
             self.fail(NameProblem, f"'{name}' is a dim and cannot be assigned", stmt)
-        scope.values[name] = self.expr(expr, scope)
+        node = self.expr(expr, scope)
+        if scope.values.get(name) != node:
+            self.rebinds += 1
+        scope.values[name] = node
 
     def stmt_output(self, stmt, scope):
         name, expr = stmt.args
@@ -226,13 +267,25 @@ class Builder:
         count = self.integer(count_ast, scope, "a repeat count")
         if count < 0:
             self.fail(ValueProblem, f"a repeat count must not be negative, got {count}", count_ast)
+        for inner in body:   # checked once, even for a count of 0
+            if inner.kind in ("dim", "input", "const", "def", "output", "return"):
+                self.fail(SyntaxProblem, f"'{inner.kind}' is not allowed inside repeat; "
+                          "a repeat body holds assignments and nested repeats", inner)
         self.repeats_seen += 1
         marker = [self.repeats_seen, 0, count, stmt.line, 0]
         self.repeat_stack.append(marker)
+        step_limit = STEPS_PER_NODE * self.node_limit
         try:
             for iteration in range(count):
                 marker[1], marker[4] = iteration, 0
+                nodes, rebinds = len(self.nodes), self.rebinds
                 self._repeat_body(body, scope)
+                if len(self.nodes) == nodes and self.rebinds == rebinds:
+                    break   # nothing changed, so no later iteration can change anything
+                self.steps += len(body) + 1
+                if self.steps > step_limit:   # iterations that only shuffle names, e.g. a = b
+                    self.fail(ValueProblem, f"the unrolled repeats run more than {step_limit:,} "
+                              "statements", stmt, hint="lower the repeat count, or raise --node-limit")
         finally:
             self.repeat_stack.pop()
 
@@ -259,9 +312,9 @@ class Builder:
         kind = ast.kind
         if kind == "number":
             value = ast.args[0]
-            if value != int(value):
+            if not math.isfinite(value) or value != int(value):
                 self.fail(ValueProblem, f"{what} must be an integer, got {value:g}", ast)
-            return int(value)
+            return self._small(int(value), what, ast)
         if kind == "name":
             name = ast.args[0]
             if name in self.dims:
@@ -273,18 +326,29 @@ class Builder:
             op, left, right = ast.args
             a, b = self._integer(left, scope, what), self._integer(right, scope, what)
             if op == "+":
-                return a + b
+                return self._small(a + b, what, ast)
             if op == "-":
-                return a - b
+                return self._small(a - b, what, ast)
             if op == "*":
-                return a * b
+                return self._small(a * b, what, ast)
             if op == "/":
                 if b == 0 or a % b:
                     self.fail(ValueProblem, f"{what}: {a} / {b} is not a whole number", ast)
                 return a // b
             if op == "^":
-                return a ** b
+                if b < 0 and a not in (1, -1):
+                    self.fail(ValueProblem, f"{what}: {a} ^ {b} is not a whole number", ast)
+                if b < 0:
+                    return a if b % 2 else 1
+                if abs(a) > 1 and b > MAX_INTEGER.bit_length():   # checked before Python computes it
+                    self.fail(ValueProblem, f"{what}: {a} ^ {b} is too large (the most is 2^53)", ast)
+                return self._small(a ** b, what, ast)
         self.fail(ValueProblem, f"{what} must be an integer expression of numbers and dims", ast)
+
+    def _small(self, value: int, what, ast) -> int:
+        if abs(value) > MAX_INTEGER:
+            self.fail(ValueProblem, f"{what} is too large: {value:,} is over 2^53", ast)
+        return value
 
     # -- constant data ------------------------------------------------------------------------------
     def constant(self, ast, shape, name) -> np.ndarray:
@@ -304,6 +368,8 @@ class Builder:
         if kind == "number":
             return np.float64(ast.args[0])
         if kind == "list":
+            if not ast.args[0]:
+                self.fail(ShapeProblem, "an empty list has no shape", ast)
             items = [self._constant(item, None) for item in ast.args[0]]
             try:
                 return np.array(items, dtype=np.float64)
@@ -355,7 +421,9 @@ class Builder:
         positional, keywords = allowed
         names = list(positional)
         if len(args) > len(names):
-            self.fail(ValueProblem, f"{name} takes {len(names)} positional argument(s), got {len(args)}", ast)
+            takes = (f"{len(names)} positional argument{'s' if len(names) != 1 else ''} ({', '.join(names)})"
+                     if names else "no positional arguments")
+            self.fail(ValueProblem, f"{name} takes {takes}, got {len(args)}", ast)
         values = {}
         for pname, arg in zip(names, args):
             values[pname] = self._scalar_constant(arg)
@@ -375,7 +443,7 @@ class Builder:
         if name == "linspace":
             return np.linspace(values["start"], values["stop"], prod(shape)).reshape(shape)
         seed = values.get("seed", 0)
-        if seed != int(seed) or seed < 0:
+        if not math.isfinite(seed) or seed != int(seed) or seed < 0:
             self.fail(ValueProblem, f"seed must be a non-negative integer, got {seed:g}", ast)
         rng = np.random.default_rng(int(seed))
         return rng.standard_normal(shape) if name == "randn" else rng.random(shape)
@@ -399,7 +467,8 @@ class Builder:
         if scope.in_def is not None and name in self.global_scope.values:
             self.fail(NameProblem, f"'{name}' is not visible inside def {scope.in_def.name}: "
                       "a def sees its parameters, dims, consts and earlier defs; pass it as a parameter", ast)
-        self.fail(NameProblem, f"name '{name}' is not defined", ast)
+        known = set(scope.values) | set(self.dims) | (set(self.consts) if scope.in_def is not None else set())
+        self.fail(NameProblem, f"name '{name}' is not defined{_did_you_mean(name, known)}", ast)
 
     def expr(self, ast: Ast, scope: _Scope) -> int:
         kind = ast.kind
@@ -437,7 +506,10 @@ class Builder:
         node = self.expr(value, scope)
         shape = self.nodes[node].shape
         if len(subscripts) > len(shape):
-            self.fail(ShapeProblem, f"{len(subscripts)} indices for a {format_shape(shape)}", ast)
+            if not shape:
+                self.fail(ShapeProblem, "a scalar cannot be indexed", ast)
+            self.fail(ShapeProblem, f"{len(subscripts)} indices for a {format_shape(shape)}, which has "
+                      f"{len(shape)} ax{'is' if len(shape) == 1 else 'es'}", ast)
         key = []
         for axis, sub in enumerate(subscripts):
             size = shape[axis]
@@ -530,7 +602,7 @@ class Builder:
                       "input or const, e.g. `const A: mat[2, 2] = randn(seed=1)`", ast)
         if scope.in_def is not None and name == scope.in_def.name:
             self.fail(NameProblem, f"def {name} calls itself; recursion is not supported", ast)
-        self.fail(NameProblem, f"unknown function '{name}'", ast)
+        self.fail(NameProblem, f"unknown function '{name}'{_did_you_mean(name, BUILTINS | set(self.defs))}", ast)
 
     def inline(self, fn: _Def, ast, scope) -> int:
         name, args, kwargs = ast.args
@@ -580,6 +652,13 @@ class Builder:
         graph.input_types = self.input_types
         graph.builder = self
         return graph
+
+
+def _did_you_mean(name: str, known) -> str:
+    from difflib import get_close_matches
+
+    close = get_close_matches(name, sorted(k for k in known if not k.startswith("$")), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def index_maps(node: Node, in_shapes) -> list:

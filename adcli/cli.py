@@ -13,7 +13,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import EXIT_INTERNAL, EXIT_USAGE, AdError, UsageProblem
+from .errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_USAGE, AdError, ResourceProblem, UsageProblem
 
 SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 10**3, "m": 10**6, "g": 10**9}
@@ -26,7 +26,10 @@ def parse_bytes(text: str) -> int:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
     if not match or match.group(2).lower() not in SIZE_UNITS:
         raise UsageProblem(f"--memory-limit {text!r} is not a size such as 200MB or 2GiB")
-    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+    size = float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    if not size < 2**63:
+        raise UsageProblem(f"--memory-limit {text!r} is too large to be a size")
+    return int(size)
 
 
 def split_assignment(option: str, text: str) -> tuple[str, str]:
@@ -42,6 +45,9 @@ def emit_error(error: AdError, as_json: bool):
         click.echo(json.dumps({"error": error.to_json()}), err=True)
     else:
         click.echo(error.render(), err=True)
+
+
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())   # click >= 8.2
 
 
 class AdcliGroup(click.Group):
@@ -62,6 +68,9 @@ class AdcliGroup(click.Group):
         except click.exceptions.Abort:
             click.echo("aborted", err=True)
             code = 1
+        except _NO_ARGS_IS_HELP as exc:   # a bare `adcli`: the help, not an error message
+            exc.show()
+            code = EXIT_USAGE
         except click.ClickException as exc:
             message = exc.format_message()
             problem = UsageProblem(message[:1].lower() + message[1:] if message else "bad usage")
@@ -72,6 +81,10 @@ class AdcliGroup(click.Group):
         except AdError as exc:
             emit_error(exc, as_json)
             code = exc.exit_code
+        except MemoryError:   # a last resort: the limits should refuse such work first
+            emit_error(ResourceProblem("ran out of memory", hint="lower a dim with --set, or give a "
+                                       "smaller --memory-limit or --chunk"), as_json)
+            code = EXIT_INPUT
         except BrokenPipeError:
             code = 0
         except KeyboardInterrupt:
@@ -168,7 +181,7 @@ def read_input_values(program, ats, inputs_file) -> dict:
         from .errors import ValueProblem
 
         if inputs_file == "-":
-            text = click.get_text_stream("stdin").read()
+            text = sys.stdin.read()
             where = "standard input"
         else:
             try:
@@ -182,6 +195,8 @@ def read_input_values(program, ats, inputs_file) -> dict:
         except json.JSONDecodeError as exc:
             raise ValueProblem(f"--inputs: {where} is not valid JSON ({exc.msg} at line {exc.lineno}, "
                                f"column {exc.colno})") from None
+        except RecursionError:
+            raise ValueProblem(f"--inputs: {where} nests its lists too deeply") from None
         if not isinstance(data, dict):
             raise ValueProblem(f"--inputs: {where} must hold a JSON object of input values")
         for name, value in data.items():
@@ -197,9 +212,16 @@ def _json_array(name, value):
     import numpy as np
     from .errors import ValueProblem
 
+    def numeric(v):
+        if isinstance(v, list):
+            return all(numeric(item) for item in v)
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     try:
+        if not numeric(value):
+            raise ValueError
         array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise ValueProblem(f"--inputs: the value of {name} is not a number or a (nested) list of "
                            "numbers of equal lengths") from None
     return array
@@ -272,7 +294,8 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
 
         render_derivative(program, result, full=full, summary=summary, saved=output_path)
     if nonfinite:
-        click.echo(f"warning: {nonfinite}; non-finite numbers are shown as null in JSON", err=True)
+        click.echo(f"warning: {nonfinite}" + ("; non-finite numbers are shown as null in JSON"
+                                              if as_json else ""), err=True)
 
 
 def _check_finite(program, result, at, dtype):
@@ -393,6 +416,9 @@ def _finite(value):
 def main(argv=None):
     """The console-script entry point."""
     cli.main(args=argv, prog_name="adcli")
+
+
+from . import cli_inspect  # noqa: E402,F401  registers trace, graph and show
 
 
 if __name__ == "__main__":

@@ -151,10 +151,11 @@ def parse(text: str, filename: str = "<input>") -> list[Ast]:
 
 
 def _make_transformer():
-    from lark import Transformer, v_args
+    from lark import v_args
+    from lark.visitors import Transformer_NonRecursive
 
     @v_args(meta=True)
-    class ToAst(Transformer):
+    class ToAst(Transformer_NonRecursive):   # a sum of 5,000 terms is a tree 5,000 deep
         def __init__(self, text: str):
             super().__init__()
             self._text = text

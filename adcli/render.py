@@ -1,6 +1,8 @@
 """Rich rendering of results for a terminal (imported only when printing text)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from rich import box
 from rich.console import Console, Group
@@ -14,7 +16,11 @@ MAX_ROWS, MAX_COLUMNS = 12, 8
 
 
 def console() -> Console:
-    # Rich honours NO_COLOR and turns colour off when stdout is not a terminal.
+    # Rich turns styles off when stdout is not a terminal. Rich's own NO_COLOR
+    # handling drops colours but keeps bold and dim; NO_COLOR here means no
+    # escape codes at all.
+    if os.environ.get("NO_COLOR", ""):
+        return Console(highlight=False, soft_wrap=False, color_system=None)
     return Console(highlight=False, soft_wrap=False)
 
 

@@ -1,0 +1,186 @@
+"""`adcli trace`, `adcli graph` and `adcli show`: seeing how the derivative is made.
+
+Registered on adcli.cli.cli when adcli.cli is imported. Only click is imported
+here at start-up; NumPy, Rich and the engine are imported inside the commands.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import click
+
+from .cli import (cli, load_program, parse_bytes, program_options, read_input_values, run_options,
+                  split_assignment, value_options)
+from .errors import AdError, UsageProblem
+
+GRAPHVIZ_FORMATS = ("svg", "png", "pdf")
+
+
+def _emit_json(data: dict):
+    from .cli import _finite
+
+    click.echo(json.dumps(_finite(data), allow_nan=False, ensure_ascii=False))
+
+
+@cli.command()
+@program_options
+@value_options
+@click.option("--mode", type=click.Choice(["forward", "reverse"]), default=None,
+              help="forward: tangents from the inputs to the outputs (default); reverse: adjoints "
+                   "from the outputs back, rows in the order the backward sweep fills them.")
+@click.option("--seed", "seeds", multiple=True, metavar="NAME|NAME[i]",
+              help="Forward mode's direction: 1 on every element of input NAME, or on one element "
+                   "(x[2], W[1,0]). Repeat for several directions. Default: the first input.")
+@click.option("--direction", "directions", multiple=True, metavar="INPUT=EXPR",
+              help="A direction as in adcli grad (repeat to give several inputs; one direction).")
+@click.option("--cotangent", "cotangents", multiple=True, metavar="OUTPUT=EXPR",
+              help="Reverse mode's cotangent as in adcli grad. Default: 1 on every element of every "
+                   "output (the gradient of their sum).")
+@click.option("--wrt", multiple=True, metavar="NAMES",
+              help="Reverse mode: the inputs to differentiate (default all).")
+@click.option("--dual", is_flag=True, help="Show forward mode as dual numbers a + bε, one ε per seed.")
+@click.option("--full", is_flag=True, help="Show vectors and matrices in full, not elided.")
+@click.option("--node", "node_var", default=None, metavar="VAR",
+              help="Show one node (v7) in full.")
+@run_options
+def trace(file, sets, node_limit, ats, inputs_file, mode, seeds, directions, cotangents, wrt, dual,
+          full, node_var, backend, dtype, memory_limit, as_json, debug):
+    """The evaluation trace: every intermediate value with its tangent or adjoint, and its cost."""
+    if mode is None:
+        mode = "reverse" if cotangents or wrt else "forward"
+    if mode == "reverse":
+        for given, option in ((seeds, "--seed"), (directions, "--direction")):
+            if given:
+                raise UsageProblem(f"{option} chooses forward mode's direction; it conflicts with "
+                                   "--mode reverse (use --cotangent)")
+        if dual:
+            raise UsageProblem("--dual shows forward mode as dual numbers; it conflicts with --mode reverse")
+    else:
+        if cotangents:
+            raise UsageProblem("--cotangent is reverse mode's seed; it conflicts with --mode forward "
+                               "(use --seed or --direction)")
+        if wrt:
+            raise UsageProblem("--wrt applies to --mode reverse; in forward mode --seed picks the inputs")
+    if node_var is not None and not re.fullmatch(r"v[1-9][0-9]*", node_var.strip()):
+        raise UsageProblem(f"--node {node_var!r} is not a node name such as v7")
+    if memory_limit:
+        parse_bytes(memory_limit)   # checked as in grad; one pass needs no chunking
+    from .trace import forward_trace, parse_seed, reverse_trace
+
+    program = load_program(file, sets, node_limit)
+    at = read_input_values(program, ats, inputs_file)
+    if mode == "forward":
+        chosen = [parse_seed(program, s) for s in seeds]
+        if directions:
+            given, labels = {}, []
+            for item in directions:
+                name, text = split_assignment("--direction", item)
+                if name not in program.graph.inputs:
+                    known = ", ".join(program.graph.inputs) or "none"
+                    raise UsageProblem(f"--direction {name}: there is no input named '{name}' "
+                                       f"(inputs: {known})")
+                given[name] = program.parse_any_value(name, text)
+                labels.append(f"{name}={text}")
+            chosen.append((", ".join(labels), given))
+        if not chosen:
+            if not program.graph.inputs:
+                from .errors import ValueProblem
+
+                raise ValueProblem("the file declares no input to seed a forward trace with")
+            chosen.append(parse_seed(program, next(iter(program.graph.inputs))))
+        result = forward_trace(program, chosen, at=at, backend=backend, dtype=dtype, dual=dual)
+    else:
+        cotangent = None
+        if cotangents:
+            cotangent = {}
+            for item in cotangents:
+                name, text = split_assignment("--cotangent", item)
+                if name not in program.graph.outputs:
+                    known = ", ".join(program.graph.outputs) or "none"
+                    raise UsageProblem(f"--cotangent {name}: there is no output named '{name}' "
+                                       f"(outputs: {known})")
+                cotangent[name] = program.parse_any_value(name, text)
+        result = reverse_trace(program, cotangent, at=at, wrt=list(wrt) or None, backend=backend,
+                               dtype=dtype)
+    if node_var is not None:
+        node_var = node_var.strip()
+        result.row(node_var)   # unknown: one sentence, exit 2
+    if as_json:
+        _emit_json(result.to_json(node_var))
+        return
+    from .render_trace import render_node, render_trace
+
+    if node_var is not None:
+        render_node(result, node_var)
+    else:
+        render_trace(result, full=full)
+
+
+@cli.command()
+@program_options
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "text"]), default=None,
+              help="Graphviz DOT, Mermaid, or a plain text tree (default: text; dot with --output).")
+@click.option("--mode", type=click.Choice(["forward", "reverse"]), default="forward", show_default=True,
+              help="reverse: also mark what the backward sweep keeps, and draw the adjoint flow.")
+@click.option("--expand", is_flag=True, help="Show every node of unrolled repeats, not one iteration.")
+@click.option("--output", "output_path", default=None, metavar="FILE.svg|FILE.png|FILE.pdf",
+              help="Render through Graphviz's dot program into this file.")
+@click.option("--json", "as_json", is_flag=True, help="The graph's nodes and edges as one JSON object.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
+def graph(file, sets, node_limit, fmt, mode, expand, output_path, as_json, debug):
+    """The computational graph as DOT, Mermaid or a text tree; repeats collapsed unless --expand."""
+    dot_program = None
+    if output_path is not None:
+        ext = output_path.rsplit(".", 1)[-1].lower() if "." in output_path else ""
+        if ext not in GRAPHVIZ_FORMATS:
+            raise UsageProblem(f"--output {output_path}: the file name must end in .svg, .png or .pdf")
+        if fmt not in (None, "dot"):
+            raise UsageProblem(f"--output renders through Graphviz, from the DOT graph; it conflicts "
+                               f"with --format {fmt}")
+        import shutil
+
+        dot_program = shutil.which("dot")
+        if dot_program is None:
+            raise AdError("--output needs Graphviz's dot program, which is not on PATH; install "
+                          "Graphviz (apt-get install graphviz, brew install graphviz) or write "
+                          "--format dot to a file and render it elsewhere")
+        fmt = "dot"
+    fmt = fmt or "text"
+    from .show import build_view, to_dot, to_mermaid, to_text, view_json
+
+    program = load_program(file, sets, node_limit)
+    view = build_view(program.graph, mode=mode, expand=expand)
+    if output_path is not None:
+        import subprocess
+
+        done = subprocess.run([dot_program, f"-T{ext}", "-o", output_path], input=to_dot(view).encode(),
+                              capture_output=True)
+        if done.returncode != 0:
+            detail = done.stderr.decode(errors="replace").strip().splitlines()
+            raise AdError(f"dot could not render {output_path}" + (f": {detail[0]}" if detail else ""))
+    if as_json:
+        data = view_json(view)
+        data["output"] = output_path
+        _emit_json(data)
+        return
+    if output_path is not None:
+        click.echo(f"wrote {output_path}")
+        return
+    text = {"dot": to_dot, "mermaid": to_mermaid, "text": to_text}[fmt](view)
+    click.echo(text, nl=False)
+
+
+@cli.command()
+@program_options
+@click.option("--json", "as_json", is_flag=True, help="The IR as one JSON object.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
+def show(file, sets, node_limit, as_json, debug):
+    """The IR after inlining and unrolling: one equation per node, with shapes."""
+    from .show import ir_json, ir_lines
+
+    program = load_program(file, sets, node_limit)
+    if as_json:
+        _emit_json(ir_json(program.graph))
+        return
+    click.echo("\n".join(ir_lines(program.graph)))

@@ -1,0 +1,552 @@
+"""The IR as text (`adcli show`) and as a picture (`adcli graph`: DOT, Mermaid, a text tree).
+
+Everything here works on shapes alone: nothing is evaluated. The helpers that
+write a node as an expression (``v1 * v2``, ``sin(v1)``) and a local partial
+as text (``cos(v1)``) are shared with adcli.trace.
+
+Collapsed repeats: a node unrolled from a ``repeat`` carries its provenance
+(``Node.repeat`` = repeat id, iteration, count, line, position). By default a
+graph shows the first iteration's nodes once, inside a cluster labelled
+``repeat ×16 (line 11)``; later iterations' nodes are mapped onto the first
+iteration's by their position among the iteration's operations, and an edge
+from one iteration into the next becomes a "next iteration" edge.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from math import prod
+
+from .ops import REGISTRY
+
+SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "^"}
+BINARY_FUNCTIONS = ("maximum", "minimum")
+
+
+# -- numbers, shapes, names -----------------------------------------------------------------
+
+def fmt_number(x) -> str:
+    """A float as Python writes it (repr-exact), whole numbers without '.0': 6, 2.5838531634528574."""
+    x = float(x)
+    if x != x:
+        return "nan"
+    if x in (float("inf"), float("-inf")):
+        return "inf" if x > 0 else "-inf"
+    if x == int(x) and abs(x) < 1e16:
+        return str(int(x))
+    return repr(x)
+
+
+def typed_shape(shape, dtype: str = "f64") -> str:
+    """jaxpr style: f64[] for a scalar, f64[8,16] for a matrix."""
+    return f"{dtype}[{','.join(str(d) for d in shape)}]"
+
+
+def literal_value(node):
+    """The number of an unnamed scalar const (a literal such as 2), else None."""
+    if node.op == "const" and "name" not in node.attrs and node.shape == ():
+        return float(node.attrs["value"])
+    return None
+
+
+def _key_text(key) -> str:
+    parts = []
+    for k in key:
+        if isinstance(k, slice):
+            parts.append(f"{'' if k.start in (None, 0) else k.start}:{'' if k.stop is None else k.stop}")
+        else:
+            parts.append(str(k))
+    return ", ".join(parts)
+
+
+def expression(graph, node, name=None) -> str:
+    """The node as an expression of earlier nodes: 'v1 * v2', 'sin(v1)', 'v2 @ v1', 'sum(v8)',
+    'input x1', 'const W' or a literal '2'. `name(i)` names input node i (default v<i+1>)."""
+    name = name or (lambda i: graph.nodes[i].var)
+    op = node.op
+    args = [name(i) for i in node.inputs]
+    if op == "input":
+        return f"input {node.attrs['name']}"
+    if op == "const":
+        value = literal_value(node)
+        if value is not None:
+            return fmt_number(value)
+        return f"const {node.attrs.get('name', '')}".rstrip()
+    if op in SYMBOLS and len(args) == 2:
+        return f"{args[0]} {SYMBOLS[op]} {args[1]}"
+    if op == "matmul":
+        return f"{args[0]} @ {args[1]}"
+    if op == "neg":
+        return f"-{args[0]}"
+    if op == "index":
+        return f"{args[0]}[{_key_text(node.attrs.get('key', ()))}]"
+    if op == "transpose":
+        return f"{args[0]}.T"
+    if op == "reshape":
+        return f"reshape({args[0]}, {', '.join(str(d) for d in node.attrs.get('shape', node.shape))})"
+    extra = []
+    if node.attrs.get("axis") is not None:
+        extra.append(f"axis={node.attrs['axis']}")
+    return f"{op}({', '.join(args + extra)})"
+
+
+def partial_text(graph, node, i, name=None) -> str:
+    """How ∂node/∂(input i) is written: 'cos(v1)', 'v2', '1', '1/8' (from the op's partial_text)."""
+    name = name or (lambda j: graph.nodes[j].var)
+    prim = REGISTRY.get(node.op)
+    texts = list(getattr(prim, "partial_text", None) or [])
+    src = graph.nodes[node.inputs[i]]
+    if not texts:
+        return f"∂{node.var}/∂{name(src.id)}"
+    text = texts[min(i, len(texts) - 1)]
+
+    def substitute(match):
+        key = match.group(1)
+        if key == "out":
+            return name(node.id)
+        j = int(key[1:])
+        return name(node.inputs[j]) if j < len(node.inputs) else match.group(0)
+
+    text = re.sub(r"\{(x\d+|out)\}", substitute, text)
+    if "count" in text and node.op == "mean":
+        text = text.replace("count", str(prod(src.shape) // max(prod(node.shape), 1)))
+    return text
+
+
+def place(graph, node) -> str:
+    base = os.path.basename(graph.filename)
+    return f"{base}:{node.line}" if node.line else base
+
+
+def equation(graph, node, dtype: str = "f64") -> str:
+    """One IR equation, jaxpr-like: 'v7:f64[8,16] = matmul v1 v3  # mlp.ad:15'."""
+    head = f"{node.var}:{typed_shape(node.shape, dtype)}"
+    if node.op == "input":
+        body = f"input {node.attrs['name']}"
+    elif node.op == "const":
+        value = literal_value(node)
+        body = f"const {fmt_number(value)}" if value is not None else f"const {node.attrs.get('name', '')}"
+    else:
+        body = " ".join([node.op] + [graph.nodes[i].var for i in node.inputs])
+        attrs = []
+        for key, value in node.attrs.items():
+            if key in ("value", "name", "result_shape") or value is None:
+                continue
+            if key == "key":
+                value = f"[{_key_text(value)}]"
+            elif isinstance(value, tuple):
+                value = "(" + ",".join(str(v) for v in value) + ")"
+            attrs.append(f"{key}={value}")
+        if attrs:
+            body += " " + " ".join(attrs)
+    return f"{head} = {body}  # {place(graph, node)}"
+
+
+# -- adcli show --------------------------------------------------------------------------------
+
+def op_counts(graph) -> dict:
+    counts: dict = {}
+    for node in graph.nodes:
+        counts[node.op] = counts.get(node.op, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def ir_lines(graph, dtype: str = "f64") -> list[str]:
+    """The listing `adcli show` prints: inputs, consts and outputs first, then one equation per
+    node that is neither, then the counts of nodes by op."""
+    nodes = graph.nodes
+    lines = [f"# {graph.filename}: {len(nodes)} nodes after inlining and unrolling"]
+
+    def aligned(pairs):
+        """'text  # place' lines with the comments in one column."""
+        width = max((len(text) for text, _ in pairs), default=0)
+        return [f"  {text.ljust(width)}  # {where}" for text, where in pairs]
+
+    def decl(node, label):
+        return f"{node.var}:{typed_shape(node.shape, dtype)} {label}", place(graph, node)
+
+    lines.append(f"inputs ({len(graph.inputs)})")
+    lines.extend(aligned([decl(nodes[i], name) for name, i in graph.inputs.items()]))
+    consts = [n for n in nodes if n.op == "const"]
+    lines.append(f"consts ({len(consts)})")
+    lines.extend(aligned([decl(n, fmt_number(literal_value(n)) if literal_value(n) is not None
+                               else n.attrs.get("name", "")) for n in consts]))
+    lines.append(f"outputs ({len(graph.outputs)})")
+    for name, i in graph.outputs.items():
+        node = nodes[i]
+        lines.append(f"  {name} = {node.var}:{typed_shape(node.shape, dtype)}")
+    body = [n for n in nodes if n.op not in ("input", "const")]
+    lines.append(f"equations ({len(body)})")
+    lines.extend(aligned([tuple(equation(graph, n, dtype).rsplit("  # ", 1)) for n in body]))
+    counts = op_counts(graph)
+    lines.append(f"nodes by op ({len(nodes)}): " + ", ".join(f"{op} {n}" for op, n in counts.items()))
+    return lines
+
+
+def ir_json(graph, dtype: str = "f64") -> dict:
+    nodes = graph.nodes
+    return {
+        "kind": "ir",
+        "file": graph.filename,
+        "inputs": {name: {"var": nodes[i].var, "shape": list(nodes[i].shape)} for name, i in graph.inputs.items()},
+        "consts": {n.var: {"name": n.attrs.get("name"), "shape": list(n.shape),
+                           "literal": literal_value(n)} for n in nodes if n.op == "const"},
+        "outputs": {name: {"var": nodes[i].var, "shape": list(nodes[i].shape)} for name, i in graph.outputs.items()},
+        "nodes": [{"var": n.var, "op": n.op, "inputs": [nodes[i].var for i in n.inputs],
+                   "shape": list(n.shape), "line": n.line, "text": n.text,
+                   "expression": expression(graph, n), "equation": equation(graph, n, dtype),
+                   "repeat": None if n.repeat is None else
+                   dict(zip(("id", "iteration", "count", "line", "position"), n.repeat))}
+                  for n in nodes],
+        "counts": op_counts(graph),
+    }
+
+
+# -- what reverse mode keeps -----------------------------------------------------------------
+
+def cache_plan(graph, wrt: list, outputs: list) -> dict:
+    """What reverse mode's forward sweep keeps for the backward sweep, per node:
+    {node id: {"value": "intermediate" | "input" | None, "partials": [(input index, text, size)]}},
+    from Runner.residual_plan. Intermediate values and partials add up to Cost.cached_values,
+    inputs/consts the backward sweep reads to Cost.cached_inputs."""
+    from .interpret import Analysis, Runner, is_leaf
+
+    plan = Runner(graph, None, None).residual_plan(Analysis(graph, wrt, outputs))
+    info = {n.id: {"value": None, "partials": []} for n in graph.nodes}
+    seen = set()
+    for node_id, entries in plan.items():
+        node = graph.nodes[node_id]
+        for i, keys in entries:
+            for key in keys:
+                if key in seen:
+                    continue
+                seen.add(key)
+                if isinstance(key, tuple):
+                    spec = REGISTRY[node.op].partial_for(i)
+                    shape = node.shape if spec is None or spec.like == "out" else \
+                        graph.nodes[node.inputs[0]].shape
+                    info[node_id]["partials"].append((i, partial_text(graph, node, i), prod(shape)))
+                else:
+                    info[key]["value"] = "input" if is_leaf(graph.nodes[key]) else "intermediate"
+    return {"plan": plan, "nodes": info}
+
+
+def cached_totals(graph, info: dict) -> tuple[int, int]:
+    """(cached values, cached inputs) as the cost panel counts them."""
+    values = inputs = 0
+    for node_id, entry in info.items():
+        size = graph.nodes[node_id].size
+        if entry["value"] == "intermediate":
+            values += size
+        elif entry["value"] == "input":
+            inputs += size
+        values += sum(p[2] for p in entry["partials"])
+    return values, inputs
+
+
+# -- the graph view --------------------------------------------------------------------------------
+
+@dataclass
+class ViewNode:
+    key: str                     # the representative's var, e.g. "v3"
+    node: object                 # the representative IR node
+    members: list = field(default_factory=list)   # IR node ids it stands for
+    cluster: int | None = None   # repeat id when collapsed into a cluster
+    kept: str = ""               # reverse mode: what the backward sweep keeps or reads
+
+
+@dataclass
+class GraphView:
+    graph: object
+    mode: str
+    expanded: bool
+    nodes: dict                  # key -> ViewNode, in topological order of representatives
+    edges: list                  # (src key, dst key, kind): "data", "next" (iteration), "adjoint"
+    clusters: dict               # repeat id -> label
+    notes: list = field(default_factory=list)
+
+    def node_label_lines(self, view_node) -> list[str]:
+        node = view_node.node
+        members = view_node.members
+        head = node.var if len(members) == 1 else \
+            f"{node.var} … {self.graph.nodes[members[-1]].var} ({len(members)} nodes)"
+        if node.op in ("input", "const"):
+            what = expression(self.graph, node)
+            if node.op == "const" and literal_value(node) is not None:
+                what = f"const {what}"
+        else:
+            what = node.op
+        shapes = {self.graph.nodes[m].shape for m in members}
+        shape = typed_shape(node.shape) + (" (shape varies)" if len(shapes) > 1 else "")
+        lines = [f"{head}: {what}", shape]
+        outputs = [name for name, i in self.graph.outputs.items() if i in members]
+        if outputs:
+            lines.append("output " + ", ".join(outputs))
+        if view_node.kept:
+            lines.append(view_node.kept)
+        return lines
+
+
+def _collapsible(graph) -> tuple[dict, dict, list]:
+    """Map later iterations' nodes onto the first iteration's: (rep, clusters, notes)."""
+    groups: dict = {}
+    meta: dict = {}
+    for node in graph.nodes:
+        if node.repeat is None or node.op in ("input", "const"):
+            continue
+        rid, iteration, count, line, _ = node.repeat
+        groups.setdefault(rid, {}).setdefault(iteration, []).append(node.id)
+        meta[rid] = (count, line)
+    rep, clusters, notes = {}, {}, []
+    for rid, iterations in groups.items():
+        first = iterations.get(min(iterations))
+        ok = True
+        mapping = {}
+        for it, ids in iterations.items():
+            if len(ids) > len(first):
+                ok = False
+                break
+            for pos, node_id in enumerate(ids):
+                if graph.nodes[node_id].op != graph.nodes[first[pos]].op:
+                    ok = False
+                    break
+                mapping[node_id] = first[pos]
+            if not ok:
+                break
+        count, line = meta[rid]
+        if not ok:
+            notes.append(f"repeat at line {line} is shown expanded: its iterations differ")
+            continue
+        rep.update(mapping)
+        clusters[rid] = f"repeat ×{count} (line {line})"
+    return rep, clusters, notes
+
+
+def build_view(graph, mode: str = "forward", expand: bool = False) -> GraphView:
+    """The graph to draw: collapsed repeats unless `expand`; with mode 'reverse', what the
+    backward sweep keeps (w.r.t. all inputs, for all outputs) and adjoint-flow edges."""
+    rep, clusters, notes = ({}, {}, []) if expand else _collapsible(graph)
+    if expand:   # clusters still group every iteration's nodes, one per repeat
+        for node in graph.nodes:
+            if node.repeat is not None and node.op not in ("input", "const"):
+                rid, _, count, line, _ = node.repeat
+                clusters[rid] = f"repeat ×{count} (line {line})"
+    nodes: dict = {}
+    for node in graph.nodes:
+        target = graph.nodes[rep.get(node.id, node.id)]
+        view_node = nodes.get(target.var)
+        if view_node is None:
+            cluster = target.repeat[0] if target.repeat is not None and target.repeat[0] in clusters \
+                and target.op not in ("input", "const") else None
+            view_node = nodes[target.var] = ViewNode(target.var, target, [], cluster)
+        view_node.members.append(node.id)
+    edges: list = []
+    seen = set()
+
+    def add(src, dst, kind):
+        if (src, dst, kind) not in seen:
+            seen.add((src, dst, kind))
+            edges.append((src, dst, kind))
+
+    def key_of(node_id):
+        return graph.nodes[rep.get(node_id, node_id)].var
+
+    for node in graph.nodes:
+        for i in node.inputs:
+            src = graph.nodes[i]
+            carried = (not expand and node.id in rep and i in rep and src.repeat is not None
+                       and node.repeat is not None and src.repeat[0] == node.repeat[0]
+                       and src.repeat[1] < node.repeat[1])
+            add(key_of(i), key_of(node.id), "next" if carried else "data")
+    if mode == "reverse":
+        cache = cache_plan(graph, list(graph.inputs), list(graph.outputs))
+        for node_id, entries in cache["plan"].items():
+            for i, _ in entries:
+                add(key_of(node_id), key_of(graph.nodes[node_id].inputs[i]), "adjoint")
+        for view_node in nodes.values():
+            entry = cache["nodes"][view_node.node.id]
+            parts = []
+            if entry["value"] == "intermediate":
+                parts.append("kept: value")
+            elif entry["value"] == "input":
+                parts.append("read by the backward sweep")
+            parts.extend(f"kept: {text}" for _, text, _ in entry["partials"])
+            view_node.kept = "; ".join(parts)
+    return GraphView(graph, mode, expand, nodes, edges, clusters, notes)
+
+
+# -- DOT -----------------------------------------------------------------------------------------------
+
+def _dot_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(view: GraphView) -> str:
+    g = view.graph
+    out = ["digraph adcli {",
+           f"  label={_dot_quote(_title(view))};",
+           '  labelloc="t";',
+           "  rankdir=TB;",
+           '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];',
+           '  edge [fontname="Helvetica", fontsize=9];']
+
+    def node_line(vn, indent="  "):
+        label = "\\n".join(line.replace("\\", "\\\\").replace('"', '\\"')
+                           for line in view.node_label_lines(vn))
+        attrs = [f'label="{label}"']
+        if vn.node.op == "input":
+            attrs += ["shape=ellipse"]
+        elif vn.node.op == "const":
+            attrs += ["shape=ellipse", 'style="dashed"']
+        if set(vn.members) & set(g.outputs.values()):
+            attrs += ["peripheries=2"]
+        if vn.kept.startswith("kept"):
+            attrs += ['style="rounded,filled"', 'fillcolor="#fde9c9"']
+        elif vn.kept:
+            attrs += ['color="#b9770e"']
+        return f"{indent}{vn.key} [{', '.join(attrs)}];"
+
+    for rid, label in view.clusters.items():
+        members = [vn for vn in view.nodes.values() if vn.cluster == rid]
+        if not members:
+            continue
+        out.append(f"  subgraph cluster_repeat{rid} {{")
+        out.append(f"    label={_dot_quote(label)};")
+        out.append('    style="dashed"; color="#7f8c8d";')
+        out.extend(node_line(vn, "    ") for vn in members)
+        out.append("  }")
+    out.extend(node_line(vn) for vn in view.nodes.values() if vn.cluster is None)
+    for src, dst, kind in view.edges:
+        if kind == "data":
+            out.append(f"  {src} -> {dst};")
+        elif kind == "next":
+            out.append(f'  {src} -> {dst} [style=bold, color="#2e86c1", label="next iteration", '
+                       "constraint=false];")
+        else:
+            out.append(f'  {src} -> {dst} [style=dashed, color="#c0392b", fontcolor="#c0392b", '
+                       f'label="adjoint", constraint=false];')
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def _title(view: GraphView) -> str:
+    g = view.graph
+    how = "expanded" if view.expanded else "repeats collapsed"
+    extra = ("; dashed red: adjoint flow of the backward sweep; filled: kept for it"
+             if view.mode == "reverse" else "")
+    return f"{os.path.basename(g.filename)}: {len(g.nodes)} nodes ({how}){extra}"
+
+
+# -- Mermaid -----------------------------------------------------------------------------------------
+
+def _mermaid_label(lines: list) -> str:
+    text = "<br/>".join(lines)
+    return text.replace('"', "#quot;")
+
+
+def to_mermaid(view: GraphView) -> str:
+    g = view.graph
+    out = ["flowchart TB", f"  %% {_title(view)}"]
+
+    def node_line(vn, indent="  "):
+        label = _mermaid_label(view.node_label_lines(vn))
+        if vn.node.op in ("input", "const"):
+            return f'{indent}{vn.key}(["{label}"])'
+        return f'{indent}{vn.key}["{label}"]'
+
+    for rid, label in view.clusters.items():
+        members = [vn for vn in view.nodes.values() if vn.cluster == rid]
+        if not members:
+            continue
+        out.append(f'  subgraph repeat{rid}["{_mermaid_label([label])}"]')
+        out.extend(node_line(vn, "    ") for vn in members)
+        out.append("  end")
+    out.extend(node_line(vn) for vn in view.nodes.values() if vn.cluster is None)
+    links = 0
+    adjoint_links = []
+    for src, dst, kind in view.edges:
+        if kind == "data":
+            out.append(f"  {src} --> {dst}")
+        elif kind == "next":
+            out.append(f"  {src} ==>|next iteration| {dst}")
+        else:
+            out.append(f"  {src} -.->|adjoint| {dst}")
+            adjoint_links.append(links)
+        links += 1
+    if adjoint_links:
+        out.append(f"  linkStyle {','.join(map(str, adjoint_links))} stroke:#c0392b,color:#c0392b")
+    kept = [vn.key for vn in view.nodes.values() if vn.kept.startswith("kept")]
+    if kept:
+        out.append("  classDef kept fill:#fde9c9,stroke:#b9770e")
+        out.append(f"  class {','.join(kept)} kept")
+    return "\n".join(out) + "\n"
+
+
+# -- a text tree ---------------------------------------------------------------------------------------
+
+def to_text(view: GraphView) -> str:
+    """Each output as a tree of what it is computed from; shared nodes are shown once
+    ('shown above'), values carried from the previous iteration of a repeat are marked ↻."""
+    g = view.graph
+    incoming: dict = {}
+    for src, dst, kind in view.edges:
+        if kind in ("data", "next"):
+            incoming.setdefault(dst, []).append((src, kind))
+    lines = [_title(view)]
+    shown = set()
+
+    def label(vn) -> str:
+        node = vn.node
+        body = expression(g, node) if node.op in ("input", "const") else \
+            " ".join([node.op] + [g.nodes[i].var for i in node.inputs])
+        text = f"{vn.key} = {body} : {typed_shape(node.shape)}"
+        if len(vn.members) > 1:
+            text += f"  [{view.clusters.get(vn.cluster, 'repeat')}: stands for {len(vn.members)} nodes]"
+        if vn.kept:
+            text += f"  ({vn.kept})"
+        return text
+
+    def walk(key, prefix, last, kind):
+        branch = "└─ " if last else "├─ "
+        vn = view.nodes[key]
+        if kind == "next":
+            lines.append(f"{prefix}{branch}↻ {key} (from the previous iteration)")
+            return
+        if key in shown and incoming.get(key):
+            lines.append(f"{prefix}{branch}{key} (shown above)")
+            return
+        shown.add(key)
+        lines.append(f"{prefix}{branch}{label(vn)}")
+        children = incoming.get(key, [])
+        for n, (src, k) in enumerate(children):
+            walk(src, prefix + ("   " if last else "│  "), n == len(children) - 1, k)
+
+    for name, i in g.outputs.items():
+        lines.append(f"output {name}")
+        walk(g.nodes[i].var, "", True, "data")
+    if view.mode == "reverse":
+        lines.append("adjoints flow up each branch (from a node to the nodes it is computed from), "
+                     "in the backward sweep")
+    lines.extend(view.notes)
+    return "\n".join(lines) + "\n"
+
+
+def view_json(view: GraphView) -> dict:
+    return {
+        "kind": "graph",
+        "file": view.graph.filename,
+        "mode": view.mode,
+        "expanded": view.expanded,
+        "nodes": [{"key": vn.key, "op": vn.node.op, "shape": list(vn.node.shape),
+                   "members": [view.graph.nodes[m].var for m in vn.members],
+                   "cluster": view.clusters.get(vn.cluster), "kept": vn.kept or None}
+                  for vn in view.nodes.values()],
+        "edges": [{"from": s, "to": d, "kind": k} for s, d, k in view.edges],
+        "clusters": [{"id": rid, "label": label} for rid, label in view.clusters.items()],
+        "notes": view.notes,
+    }

@@ -20,7 +20,7 @@ GRAPHVIZ_FORMATS = ("svg", "png", "pdf")
 def _emit_json(data: dict):
     from .cli import _finite
 
-    click.echo(json.dumps(_finite(data), allow_nan=False, ensure_ascii=False))
+    click.echo(json.dumps(_finite(data), allow_nan=False))
 
 
 @cli.command()

@@ -14,6 +14,7 @@ from .show import fmt_number
 from .trace import bar_var, dot_var, epsilon
 
 PREVIEW_ITEMS = 3
+MAX_TABLE_ROWS = 300   # longer traces show their first and last rows unless --full
 KEPT, READ = "●", "○"
 
 
@@ -86,10 +87,17 @@ def shape_text(row) -> str:
     return format_shape(tuple(row["shape"]))
 
 
-def source_text(row) -> str:
-    if not row["source"]:
+SOURCE_WIDTH = 40
+
+
+def source_text(row, full: bool = True) -> str:
+    """'5: x1 * x2'; long source lines are cut to SOURCE_WIDTH characters unless full."""
+    source = row["source"]
+    if not source:
         return ""
-    return f"{row['line']}: {row['source']}" if row["line"] else row["source"]
+    if not full and len(source) > SOURCE_WIDTH:
+        source = source[:SOURCE_WIDTH - 1] + "…"
+    return f"{row['line']}: {source}" if row["line"] else source
 
 
 # -- the header ---------------------------------------------------------------------------------------
@@ -178,8 +186,11 @@ def forward_table(trace, full: bool) -> Table:
                              justify="right")
     table.add_column("mults f + ∂", justify="right", no_wrap=True)
     table.add_column("flops f + ∂", justify="right", no_wrap=True)
-    for row in trace.rows:
-        cells = [row["var"], row["expression"], source_text(row)]
+    for row in shown_rows(trace, full):
+        if row is None:
+            _elided(table, trace, len(table.columns))
+            continue
+        cells = [row["var"], row["expression"], source_text(row, full)]
         if trace.dual:
             cells.append(preview(np.asarray(row["dual"], dtype=object), full)
                          if isinstance(row["dual"], list) else row["dual"])
@@ -190,6 +201,20 @@ def forward_table(trace, full: bool) -> Table:
         cells += [work(row, "mults"), work(row, "flops")]
         _add(table, *cells)
     return table
+
+
+def shown_rows(trace, full: bool) -> list:
+    """The rows to draw; None marks the elided middle of a long trace."""
+    rows = trace.rows
+    if full or len(rows) <= MAX_TABLE_ROWS:
+        return list(rows)
+    half = MAX_TABLE_ROWS // 2
+    return rows[:half] + [None] + rows[-half:]
+
+
+def _elided(table, trace, columns: int):
+    hidden = len(trace.rows) - MAX_TABLE_ROWS
+    _add(table, "⋮", f"{hidden:,} more rows", *[""] * (columns - 2))
 
 
 def _tangent_from(row) -> str:
@@ -209,10 +234,13 @@ def reverse_table(trace, full: bool) -> Table:
     table.add_column("computed as")
     table.add_column("mults f + ∂", justify="right", no_wrap=True)
     table.add_column("flops f + ∂", justify="right", no_wrap=True)
-    for row in trace.rows:
+    for row in shown_rows(trace, full):
+        if row is None:
+            _elided(table, trace, len(table.columns))
+            continue
         adjoint = preview(row["adjoint"], full) if row["needed"] else "—"
         text = f"{bar_var(row['var'])} = {row['adjoint_text']}" if row["adjoint_text"] else ""
-        _add(table, row["var"], row["expression"], source_text(row), shape_text(row),
+        _add(table, row["var"], row["expression"], source_text(row, full), shape_text(row),
                       preview(row["value"], full), kept_text(row), adjoint, text,
                       work(row, "mults"), work(row, "flops"))
     return table
@@ -256,8 +284,14 @@ def _footer(trace) -> list:
                      "a row's ∂ work is its forward-sweep partials plus sending its adjoint on")
         for name, g in trace.results.items():
             lines.append(f"uᵀ·J    {name} = {preview(g)}")
-    if any(np.asarray(r["value"]).ndim > 0 for r in trace.rows if r["value"] is not None):
-        lines.append("vectors and matrices are shown elided; --full shows all, --node v7 one node in full")
+    if len(trace.rows) > MAX_TABLE_ROWS:
+        lines.append(f"{len(trace.rows):,} rows: the first and last {MAX_TABLE_ROWS // 2} are shown; "
+                     "--full shows all, --json gives all as data")
+    arrays = [r["var"] for r in trace.rows if len(r["shape"]) > 0]
+    if arrays:
+        example = max(arrays, key=lambda var: int(var[1:]))
+        lines.append(f"vectors and matrices are shown elided; --full shows all, --node {example} one "
+                     "node in full")
     return [Text(line) for line in lines]
 
 

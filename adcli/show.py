@@ -50,11 +50,13 @@ def literal_value(node):
     return None
 
 
-def _key_text(key) -> str:
+def _key_text(key, shape=()) -> str:
     parts = []
-    for k in key:
+    for axis, k in enumerate(key):
         if isinstance(k, slice):
-            parts.append(f"{'' if k.start in (None, 0) else k.start}:{'' if k.stop is None else k.stop}")
+            size = shape[axis] if axis < len(shape) else None
+            stop = "" if k.stop is None or k.stop == size else k.stop
+            parts.append(f"{'' if k.start in (None, 0) else k.start}:{stop}")
         else:
             parts.append(str(k))
     return ", ".join(parts)
@@ -80,7 +82,7 @@ def expression(graph, node, name=None) -> str:
     if op == "neg":
         return f"-{args[0]}"
     if op == "index":
-        return f"{args[0]}[{_key_text(node.attrs.get('key', ()))}]"
+        return f"{args[0]}[{_key_text(node.attrs.get('key', ()), graph.nodes[node.inputs[0]].shape)}]"
     if op == "transpose":
         return f"{args[0]}.T"
     if op == "reshape":
@@ -134,7 +136,7 @@ def equation(graph, node, dtype: str = "f64") -> str:
             if key in ("value", "name", "result_shape") or value is None:
                 continue
             if key == "key":
-                value = f"[{_key_text(value)}]"
+                value = f"[{_key_text(value, graph.nodes[node.inputs[0]].shape)}]"
             elif isinstance(value, tuple):
                 value = "(" + ",".join(str(v) for v in value) + ")"
             attrs.append(f"{key}={value}")
@@ -430,10 +432,6 @@ def to_dot(view: GraphView) -> str:
     return "\n".join(out) + "\n"
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"\W", "_", name)
-
-
 def _title(view: GraphView) -> str:
     g = view.graph
     how = "expanded" if view.expanded else "repeats collapsed"
@@ -450,7 +448,6 @@ def _mermaid_label(lines: list) -> str:
 
 
 def to_mermaid(view: GraphView) -> str:
-    g = view.graph
     out = ["flowchart TB", f"  %% {_title(view)}"]
 
     def node_line(vn, indent="  "):
@@ -489,6 +486,9 @@ def to_mermaid(view: GraphView) -> str:
 
 # -- a text tree ---------------------------------------------------------------------------------------
 
+MAX_DEPTH_SHOWN = 40   # the text tree's indentation restarts beyond this depth
+
+
 def to_text(view: GraphView) -> str:
     """Each output as a tree of what it is computed from; shared nodes are shown once
     ('shown above'), values carried from the previous iteration of a repeat are marked ↻."""
@@ -511,24 +511,31 @@ def to_text(view: GraphView) -> str:
             text += f"  ({vn.kept})"
         return text
 
-    def walk(key, prefix, last, kind):
-        branch = "└─ " if last else "├─ "
-        vn = view.nodes[key]
-        if kind == "next":
-            lines.append(f"{prefix}{branch}↻ {key} (from the previous iteration)")
-            return
-        if key in shown and incoming.get(key):
-            lines.append(f"{prefix}{branch}{key} (shown above)")
-            return
-        shown.add(key)
-        lines.append(f"{prefix}{branch}{label(vn)}")
-        children = incoming.get(key, [])
-        for n, (src, k) in enumerate(children):
-            walk(src, prefix + ("   " if last else "│  "), n == len(children) - 1, k)
+    def walk(root):
+        """Depth first with an explicit stack: long chains must not hit Python's recursion limit."""
+        stack = [(root, "", True, "data")]
+        while stack:
+            key, prefix, last, kind = stack.pop()
+            branch = "└─ " if last else "├─ "
+            if kind == "next":
+                lines.append(f"{prefix}{branch}↻ {key} (from the previous iteration)")
+                continue
+            if key in shown and incoming.get(key):
+                lines.append(f"{prefix}{branch}{key} (shown above)")
+                continue
+            shown.add(key)
+            lines.append(f"{prefix}{branch}{label(view.nodes[key])}")
+            children = incoming.get(key, [])
+            inner = prefix + ("   " if last else "│  ")
+            if len(inner) > 3 * MAX_DEPTH_SHOWN:   # very deep: start again at the left margin
+                inner = "⋯  "
+            for n in reversed(range(len(children))):
+                src, k = children[n]
+                stack.append((src, inner, n == len(children) - 1, k))
 
     for name, i in g.outputs.items():
         lines.append(f"output {name}")
-        walk(g.nodes[i].var, "", True, "data")
+        walk(g.nodes[i].var)
     if view.mode == "reverse":
         lines.append("adjoints flow up each branch (from a node to the nodes it is computed from), "
                      "in the backward sweep")

@@ -258,9 +258,24 @@ class _ReverseRecorder:
 
 # -- row text --------------------------------------------------------------------------------------------
 
+def _enclosed(text: str) -> bool:
+    """'(1+v3)' is one parenthesised group; '(a)+(b)' is not."""
+    if not (text.startswith("(") and text.endswith(")")):
+        return False
+    depth = 0
+    for n, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and n < len(text) - 1:
+            return False
+    return True
+
+
 def _wrap(text: str) -> str:
-    """Parenthesise a factor that is more than one term or ends in an exponent."""
-    return f"({text})" if re.search(r"[\s+\-]", text[1:]) or " " in text else text
+    """Parenthesise a factor that is more than one term (a sum, a difference, words)."""
+    if _enclosed(text) or not re.search(r"[\s+\-]", text[1:]):
+        return text
+    return f"({text})"
 
 
 def _join(terms: list) -> str:
@@ -307,6 +322,8 @@ def tangent_text(graph, node, active: list) -> str:
                 terms.append(d)
             elif p == "-1":
                 terms.append("-" + d)
+            elif p.startswith("1/"):
+                terms.append(f"{d}/{_wrap(p[2:])}")
             elif p.startswith("-"):
                 terms.append(f"-{_wrap(p[1:])}·{d}")
             else:
@@ -322,7 +339,7 @@ def adjoint_term(graph, consumer, i) -> str:
     prim = REGISTRY.get(op)
     if prim is not None and prim.movement:
         if op == "index":
-            return f"scatter({b}, [{expression(graph, consumer).split('[', 1)[1]}"
+            return f"scatter({b}, [{expression(graph, consumer).split('[', 1)[1]})"
         if op == "transpose":
             return f"{b}ᵀ"
         if op == "reshape":

@@ -339,6 +339,9 @@ class Program:
         seeds = {}
         for b, offset, k in layout:
             if b is None:   # one given direction / cotangent
+                if seeds_single is None:   # predicting: a dense direction on every block
+                    from .tangents import Abstract
+                    seeds_single = {n: Abstract((1,) + tuple(shape_of(n))) for n in block_names}
                 for name, value in seeds_single.items():
                     seeds.setdefault(name, {})["given"] = value
                 continue
@@ -351,7 +354,7 @@ class Program:
         for layout, times in sweeps:
             before = (runner.primal.mults, runner.primal.flops, runner.derivative.mults,
                       runner.derivative.flops)
-            runner.live.now = 0
+            runner.live.reset()
             seeds = self._seeds(runner, layout, wrt, shape_of, seeds_single)
             tangents, values = runner.forward_sweep(analysis, seeds)
             if run is not None:
@@ -395,7 +398,7 @@ class Program:
             results = runner.backward_sweep(analysis, plan, residuals, refs, seeds, set(wrt_ids), final)
             for blocks in results.values():
                 for t in blocks.values():
-                    runner.live.drop(_live(t))
+                    runner.live.release(t)
             if run is not None:
                 for b, offset, k in layout:
                     block = "given" if b is None else outputs_blocks[b]
@@ -645,11 +648,6 @@ def _labels(spec) -> list:
 class _NullCounter:
     def add(self, m, f):
         pass
-
-
-def _live(t):
-    from .tangents import live_size
-    return live_size(t)
 
 
 def _count(n: int, noun: str) -> str:

@@ -143,9 +143,22 @@ def value_options(f):
     return wrapper
 
 
-def run_options(f):
-    @click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), default="auto",
-                  show_default=True, help="Array backend.")
+BACKENDS = ("auto", "numpy", "cupy")
+
+
+def run_options(f=None, *, many_backends=False):
+    """--backend, --dtype, --memory-limit, --json, --debug. With many_backends,
+    --backend takes a comma-separated list (compare puts them side by side)."""
+    if f is None:
+        return functools.partial(run_options, many_backends=many_backends)
+    if many_backends:
+        backend = click.option("--backend", default="auto", show_default=True, metavar="NAME[,NAME...]",
+                               help="Array backends, comma-separated: auto, numpy, cupy.")
+    else:
+        backend = click.option("--backend", type=click.Choice(BACKENDS), default="auto",
+                               show_default=True, help="Array backend.")
+
+    @backend
     @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
                   show_default=True)
     @click.option("--memory-limit", default=None, metavar="SIZE",
@@ -341,7 +354,7 @@ def _save_jacobian(result, path):
               help="With --scale: also draw the sweep as an image (needs matplotlib).")
 @click.option("--fd-max-inputs", type=click.IntRange(min=0), default=5000, show_default=True,
               help="Skip central differences beyond this many input scalars.")
-@run_options
+@run_options(many_backends=True)
 def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, plot_path,
             fd_max_inputs, backend, dtype, memory_limit, as_json, debug):
     """Forward vs reverse vs central differences, side by side, with a recommendation."""
@@ -352,7 +365,13 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
         raise UsageProblem("--plot draws a scaling sweep; give --scale NAME=v1,v2,... too")
     if plot_path and not plot_path.lower().endswith((".png", ".svg")):
         raise UsageProblem(f"--plot {plot_path}: the file name must end in .png or .svg")
-    options = dict(wrt=list(wrt) or None, repeat=repeat, backend=backend, dtype=dtype,
+    backends = [b.strip() for b in backend.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise UsageProblem(f"--backend {backend}: choose from {', '.join(BACKENDS)}, comma-separated")
+    backends = list(dict.fromkeys("numpy" if b == "auto" else b for b in backends))
+    options = dict(wrt=list(wrt) or None, repeat=repeat,
+                   backend=backends[0] if len(backends) == 1 else backends, dtype=dtype,
                    fd_max_inputs=fd_max_inputs)
     if scale_spec:
         name, values = comparing.parse_scale(scale_spec)

@@ -105,19 +105,43 @@ def predicted_bytes(program, mode, wrt, itemsize) -> int:
 def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype="float64",
             memory_limit: int | None = None, fd_max_inputs: int = 5000,
             methods=METHODS) -> Comparison:
+    """Run every method (on every backend, when `backend` is a list) and compare."""
     from .api import DTYPES, default_memory_limit
-    from .fd import finite_differences
 
     if repeat < 1:
         raise UsageProblem("--repeat must be at least 1")
+    backends = [backend] if isinstance(backend, str) else list(dict.fromkeys(backend))
     wrt = program._wrt(wrt)
     outputs = program.output_names
     n = sum(prod(program.input_shape(w)) for w in wrt)
     m = sum(prod(program.output_shape(o)) for o in outputs)
     limit = default_memory_limit() if memory_limit is None else memory_limit
     itemsize = np.dtype(DTYPES[dtype]).itemsize
+    runs, groups, devices = {}, [], []
+    for be in backends:
+        group = _run_methods(program, wrt, at, repeat, be, dtype, limit, itemsize, n,
+                             fd_max_inputs, methods)
+        _accuracy(group)
+        groups.append(group)
+        done = next((r.result for r in group.values() if r.result is not None), None)
+        label = done.backend if done is not None else str(be)
+        devices.append((label, done.device if done is not None else "?"))
+        for name, run in group.items():
+            runs[name if len(backends) == 1 else f"{name} ({label})"] = run
+    comparison = Comparison(program.graph.filename, wrt, outputs, n, m, runs,
+                            ", ".join(b for b, _ in devices), ", ".join(d for _, d in devices),
+                            dtype, repeat, limit)
+    # The counts are the same on every backend; the first one's runs explain the choice.
+    comparison.recommendation = recommend(groups[0], limit)
+    comparison.theory = theory(groups[0], n, m)
+    return comparison
+
+
+def _run_methods(program, wrt, at, repeat, backend, dtype, limit, itemsize, n, fd_max_inputs,
+                 methods) -> dict:
+    from .fd import finite_differences
+
     runs = {}
-    be_name = device = None
     for name in methods:
         run = MethodRun(name)
         runs[name] = run
@@ -131,25 +155,18 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
                            f"at a time, over the memory limit of {_bytes(limit)}")
             continue
         try:
-            for _ in range(repeat):
+            for attempt in range(repeat):
                 if name == "central differences":
                     result = finite_differences(program, wrt, at, backend, dtype)
-                else:
+                else:   # warm up (where the backend wants it) before the first run only
                     result = program.jacobian(mode=name, wrt=wrt, at=at, backend=backend, dtype=dtype,
-                                              memory_limit=limit)
+                                              memory_limit=limit, warmup=None if attempt == 0 else False)
                 run.result = result
                 run.times.append(result.cost.time_s["sweeps"])
         except ResourceProblem as exc:
             run.result, run.times = None, []
             run.skipped = f"skipped: {exc.message}"
-            continue
-        be_name, device = run.result.backend, run.result.device
-    _accuracy(runs)
-    comparison = Comparison(program.graph.filename, wrt, outputs, n, m, runs, be_name or str(backend),
-                            device or "?", dtype, repeat, limit)
-    comparison.recommendation = recommend(runs, limit)
-    comparison.theory = theory(runs, n, m)
-    return comparison
+    return runs
 
 
 def _accuracy(runs):

@@ -55,13 +55,42 @@ class Cost:
 
 
 class _Live:
-    """Live-scalar bookkeeping with a running peak."""
+    """Live-scalar bookkeeping with a running peak.
 
-    __slots__ = ("now", "peak")
+    Derivative arrays are counted by identity: an add that passes one side's
+    tangent through, or an add's VJP handing the same cotangent to both inputs,
+    shares one array, which is alive once, however many env slots refer to it."""
+
+    __slots__ = ("now", "peak", "_refs")
 
     def __init__(self):
         self.now = 0
         self.peak = 0
+        self._refs = {}   # id -> [array, references]; the array is kept so its id stays unique
+
+    def hold(self, t):
+        if t is None or isinstance(t, Seed):
+            return
+        entry = self._refs.get(id(t))
+        if entry is None:
+            self._refs[id(t)] = [t, 1]
+            self.add(live_size(t))
+        else:
+            entry[1] += 1
+
+    def release(self, t):
+        if t is None or isinstance(t, Seed):
+            return
+        entry = self._refs[id(t)]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._refs[id(t)]
+            self.drop(live_size(t))
+
+    def reset(self):
+        """A new forward sweep: nothing of the last one is alive."""
+        self.now = 0
+        self._refs.clear()
 
     def add(self, n: int):
         self.now += n
@@ -246,7 +275,7 @@ class Runner:
                     del values[i]
                 if tangents is not None and i in tangents:
                     for t in tangents.pop(i).values():
-                        self.live.drop(live_size(t))
+                        self.live.release(t)
 
     # -- forward mode ------------------------------------------------------------------------
     def forward_sweep(self, analysis, seeds: dict):
@@ -260,7 +289,7 @@ class Runner:
                 if node.op == "input" and node.attrs["name"] in seeds:
                     tangents[node.id] = dict(seeds[node.attrs["name"]])
                     for t in tangents[node.id].values():
-                        live.add(live_size(t))
+                        live.hold(t)
                 if self.observer:
                     self.observer(self, "forward", node, values[node.id], tangents.get(node.id))
                 continue
@@ -313,7 +342,7 @@ class Runner:
                     result[b] = t_out
             self.live.drop(partial_size)
         for t in result.values():
-            self.live.add(live_size(t))
+            self.live.hold(t)
         return result
 
     # -- reverse mode -------------------------------------------------------------------------
@@ -391,7 +420,7 @@ class Runner:
         for node_id, blocks in seeds.items():
             cts[node_id] = dict(blocks)
             for t in blocks.values():
-                live.add(live_size(t))
+                live.hold(t)
         results = {}
         for node in reversed(graph.nodes):
             node_cts = cts.pop(node.id, None)
@@ -403,7 +432,7 @@ class Runner:
                 continue
             if not node_cts or node.id not in plan:
                 for t in (node_cts or {}).values():
-                    live.drop(live_size(t))
+                    live.release(t)
                 continue
             prim = REGISTRY[node.op]
             shapes = self.in_shapes(node)
@@ -424,7 +453,7 @@ class Runner:
                     T = Linear(self.xp, ct.shape[0], self.derivative, self.dtype)
                     self._accumulate(T, target, b, prim.vjp[i](T, r, ct))
             for t in node_cts.values():
-                live.drop(live_size(t))
+                live.release(t)
             if final:
                 for _, keys in plan[node.id]:
                     for key in keys:
@@ -445,6 +474,6 @@ class Runner:
             return
         old = target.get(block)
         new = T.add(old, value)
-        self.live.drop(live_size(old))
-        self.live.add(live_size(new))
+        self.live.release(old)
+        self.live.hold(new)
         target[block] = new

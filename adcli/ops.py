@@ -188,7 +188,9 @@ _binary("div", "/", lambda xp, a, b: a / b, (1, 1),
 
 
 def _pow_partial_base(xp, r):
-    return r.x1 * r.x0 ** (r.x1 - 1)
+    # y · x^(y-1); where y == 0 the exponent is taken as 1 so that x^0 (a constant)
+    # gets 0 even at x = 0, not 0 · 0^-1 = nan.
+    return r.x1 * r.x0 ** xp.where(r.x1 == 0, 1, r.x1 - 1)
 
 
 def _pow_partial_exponent(xp, r):

@@ -24,7 +24,6 @@ COST_ROWS = [
     ("peak bytes (measured)", "peak bytes", human_bytes),
     ("time (median)", "time", lambda t: "—" if t is None else f"{t * 1e3:,.3f} ms"),
 ]
-HEADERS = {"central differences": "central diff."}
 SHORT = {"forward": "F", "reverse": "R", "central differences": "D"}
 COLOURS = {"forward": "cyan", "reverse": "magenta", "central differences": "yellow"}
 
@@ -35,7 +34,8 @@ def method_table(comparison) -> Table:
                   title_justify="left")
     table.add_column("", no_wrap=True)
     for name in runs:
-        table.add_column(HEADERS.get(name, name), justify="right", no_wrap=True)
+        table.add_column(name.replace("central differences", "central diff."), justify="right",
+                         no_wrap=True)
     for label, figure, fmt in COST_ROWS:
         values = {name: run.figure(figure) for name, run in runs.items()}
         present = [v for v in values.values() if v is not None]

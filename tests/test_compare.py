@@ -206,3 +206,23 @@ def test_plot_without_scale_is_a_usage_error():
     result = run("compare", "samples/chain.ad", "--plot", "x.png")
     assert result.exit_code == 2
     assert "--scale" in result.stderr
+
+
+def test_several_backends_share_one_table():
+    from adcli.backends import NumpyBackend
+
+    class SecondNumpy(NumpyBackend):
+        name = "numpy-copy"   # a stand-in second backend: CI has no GPU
+
+    result = compare(adcli.load("samples/chain.ad"), repeat=1, backend=["numpy", SecondNumpy()])
+    assert set(result.runs) == {f"{m} ({b})" for m in ("forward", "reverse", "central differences")
+                                for b in ("numpy", "numpy-copy")}
+    assert result.runs["reverse (numpy)"].cost.counts() == result.runs["reverse (numpy-copy)"].cost.counts()
+    assert result.recommendation["mode"] == "reverse"
+    assert result.backend == "numpy, numpy-copy"
+
+
+def test_compare_rejects_unknown_backend():
+    result = run("compare", "samples/chain.ad", "--backend", "numpy,gpu", "--json")
+    assert result.exit_code == 2
+    assert "--backend" in json.loads(result.stderr)["error"]["message"]

@@ -1,0 +1,446 @@
+"""Exact cost counts: the chain formulas, passes and sweeps, hand-worked
+examples, and static prediction = what a real run counts.
+
+The formulas and reference numbers come from ../shared/docs/background.md and
+docs/counting.md; every other expected figure is worked out by hand in a
+comment next to it.
+"""
+from math import ceil
+
+import numpy as np
+import pytest
+
+import adcli
+
+from conftest import SAMPLE, SAMPLES, jacobians
+from test_ops import CASES
+
+MODES = ("forward", "reverse")
+
+
+def run(program, mode, **kwargs):
+    return program.jacobian(mode=mode, measure_memory=False, **kwargs)
+
+
+def chain_program(x, a, b, y):
+    return adcli.loads(f"""\
+dim nx = {x}
+dim na = {a}
+dim nb = {b}
+dim ny = {y}
+input x: vec[nx] = randn(seed=4)
+const A: mat[na, nx] = randn(seed=1)
+const B: mat[nb, na] = randn(seed=2)
+const C: mat[ny, nb] = randn(seed=3)
+a = A @ x
+b = B @ a
+output y = C @ b
+""")
+
+
+# -- the chain y = C·(B·(A·x)) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("x, a, b, y", [
+    (3, 4, 5, 2), (1, 1, 1, 1), (10, 2, 7, 3), (2, 9, 3, 8), (6, 6, 6, 6), (1, 5, 4, 12),
+])
+def test_chain_derivative_mults(x, a, b, y):
+    program = chain_program(x, a, b, y)
+    fwd, rev = jacobians(program)
+    assert fwd.cost.mults_derivative == x * b * (a + y)
+    assert rev.cost.mults_derivative == y * a * (b + x)
+    assert (fwd.cost.passes, rev.cost.passes) == (x, y)
+    # the primal is three matrix-vector products either way
+    assert fwd.cost.mults_primal == rev.cost.mults_primal == a * x + b * a + y * b
+    # a linear chain keeps no intermediate values; reverse reads C, B and A
+    assert fwd.cost.cached_values == rev.cost.cached_values == 0
+    assert fwd.cost.cached_inputs == 0
+    assert rev.cost.cached_inputs == a * x + b * a + y * b
+
+
+def test_chain_sample_reference_numbers():
+    """docs/counting.md: samples/chain.ad (3, 4, 5, 2) costs 90 forward, 64 reverse."""
+    program = adcli.load(SAMPLE["chain.ad"])
+    fwd, rev = jacobians(program)
+    assert (fwd.cost.mults_derivative, rev.cost.mults_derivative) == (90, 64)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 10])
+def test_chain_chunk_changes_sweeps_only(chunk):
+    program = chain_program(10, 2, 7, 3)
+    for mode, passes in (("forward", 10), ("reverse", 3)):
+        whole, chunked = run(program, mode), run(program, mode, chunk=chunk)
+        assert chunked.cost.passes == whole.cost.passes == passes
+        assert chunked.cost.sweeps == ceil(passes / chunk)
+        assert chunked.cost.mults_derivative == whole.cost.mults_derivative
+
+
+# -- passes and sweeps: f: R^100 → R^10 --------------------------------------------------------
+
+WIDE = """\
+dim n = 100
+dim m = 10
+input x: vec[n] = randn(seed=1)
+const A: mat[m, n] = randn(seed=2)
+output y = sin(A @ x)
+"""
+
+
+@pytest.fixture(scope="module")
+def wide():
+    return adcli.loads(WIDE)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 7, 10, 64, 100])
+def test_passes_sweeps_and_primal_sweeps(wide, chunk):
+    fwd, rev = run(wide, "forward", chunk=chunk), run(wide, "reverse", chunk=chunk)
+    assert (fwd.cost.passes, rev.cost.passes) == (100, 10)
+    fwd_chunk = 100 if chunk is None else chunk
+    rev_chunk = 10 if chunk is None else min(chunk, 10)
+    assert fwd.cost.sweeps == ceil(100 / fwd_chunk)
+    assert rev.cost.sweeps == ceil(10 / rev_chunk)
+    assert (fwd.cost.chunk, rev.cost.chunk) == (fwd_chunk, rev_chunk)
+    # forward mode keeps nothing, so each sweep evaluates f again; reverse runs f once
+    assert fwd.cost.primal_sweeps == fwd.cost.sweeps
+    assert rev.cost.primal_sweeps == 1
+    assert fwd.cost.mults_primal == fwd.cost.sweeps * 10 * 100
+    assert rev.cost.mults_primal == 10 * 100
+    assert fwd.cost.cached_values == 0 and fwd.cost.cached_inputs == 0
+    # The derivative mults do not depend on the chunk (sin's partial cos costs no mults):
+    # forward: A·ẋ on a Seed is free, cos(a)·ȧ is 100 directions × 10 = 1,000;
+    # reverse: cos(a)·ȳ on a Seed is free, Aᵀ·ā is 10 directions × 100 × 10 = 10,000.
+    assert fwd.cost.mults_derivative == 1_000
+    assert rev.cost.mults_derivative == 10_000
+    # and the Jacobian itself does not change either
+    assert fwd.jacobian == pytest.approx(rev.jacobian, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 25, 100])
+def test_forward_recomputes_partials_each_sweep(chunk):
+    """tanh's partial 1 − h² (1 mult per element) is computed once per forward sweep,
+    so unlike propagation its mults grow with the sweeps; reverse computes it once."""
+    program = adcli.loads(WIDE.replace("sin(", "tanh("))
+    fwd, rev = run(program, "forward", chunk=chunk), run(program, "reverse", chunk=chunk)
+    sweeps = ceil(100 / chunk)
+    # forward: 10 partial mults per sweep + 100 directions × 10 (the scale)
+    assert fwd.cost.mults_derivative == 10 * sweeps + 100 * 10
+    # reverse: 10 partial mults once + 10 directions × 100 × 10 (Aᵀ·ā); the scale hits a Seed
+    assert rev.cost.mults_derivative == 10 + 10 * 100 * 10
+
+
+# -- the seed example (docs/counting.md, worked example) -------------------------------------------
+
+def test_seed_example_counts():
+    program = adcli.load(SAMPLE["seed_example.ad"])
+    fwd, rev = jacobians(program)
+    for result in (fwd, rev):
+        # primal: x1·x2 (1 mult, 1 flop), sin (1 flop), + (1 flop)
+        assert (result.cost.mults_primal, result.cost.flops_primal) == (1, 3)
+        # derivative: cos x1 (1 flop); every scale hits a Seed; one add of two
+        # contributions of 1 element in 1 direction (1 flop)
+        assert (result.cost.mults_derivative, result.cost.flops_derivative) == (0, 2)
+    assert (fwd.cost.passes, rev.cost.passes) == (2, 1)
+    # reverse keeps cos x1 and reads x1, x2 (held by the caller anyway)
+    assert (rev.cost.cached_values, rev.cost.cached_inputs) == (1, 2)
+    assert (fwd.cost.cached_values, fwd.cost.cached_inputs) == (0, 0)
+
+
+# -- hand-worked counts ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 6, 50])
+def test_elementwise_sin_costs_only_its_partial(n):
+    program = adcli.loads(f"dim n = {n}\ninput x: vec[n] = randn(seed=1)\noutput y = sin(x)")
+    fwd, rev = jacobians(program)
+    for result in (fwd, rev):
+        # n directions (forward: the n inputs; reverse: the n outputs); the partial
+        # cos x is n flops, 0 mults; cos(x)·Seed only selects entries of the diagonal: free
+        assert result.cost.passes == n and result.cost.sweeps == 1
+        assert (result.cost.mults_derivative, result.cost.flops_derivative) == (0, n)
+        assert (result.cost.mults_primal, result.cost.flops_primal) == (0, n)
+    # reverse keeps the n partials, and needs no input
+    assert (rev.cost.cached_values, rev.cost.cached_inputs) == (n, 0)
+
+
+def test_sin_with_one_direction_per_sweep():
+    """With chunk 1 every forward sweep recomputes sin and its partial: n sweeps × n flops each."""
+    n = 6
+    program = adcli.loads(f"dim n = {n}\ninput x: vec[n] = randn(seed=1)\noutput y = sin(x)")
+    cost = run(program, "forward", chunk=1).cost
+    assert (cost.sweeps, cost.primal_sweeps) == (n, n)
+    assert (cost.mults_derivative, cost.flops_derivative, cost.flops_primal) == (0, n * n, n * n)
+
+
+MLP = """\
+dim n = {n}
+dim h = {h}
+dim batch = {batch}
+const X: mat[batch, n] = randn(seed=1)
+input W: mat[n, h] = 0.1 * randn(seed=2)
+input v: vec[h] = randn(seed=3)
+z = X @ W
+a = tanh(z)
+p = a @ v
+output loss = sum(p * p)
+"""
+
+
+@pytest.mark.parametrize("n, h, batch", [(5, 4, 3), (20, 16, 8), (1, 7, 2)])
+def test_mlp_reverse_counts_by_hand(n, h, batch):
+    program = adcli.loads(MLP.format(n=n, h=h, batch=batch))
+    cost = run(program, "reverse").cost
+    # One output: one pass. Backward, the loss's cotangent is a Seed:
+    #   sum:        expanding it to batch elements is a copy (dense from here on)  0
+    #   p * p:      p̄ = p·q̄ + p·q̄: two scales of batch elements                   2·batch
+    #   a @ v:      ā = p̄ ⊗ v (outer product)                                      batch·h
+    #               v̄ = aᵀ·p̄ (contraction over the batch)                           batch·h
+    #   tanh:       z̄ = (1 − a²)·ā                                                  batch·h
+    #   X @ W:      W̄ = Xᵀ·z̄ (X is a const: no X̄)                                   batch·n·h
+    # plus tanh's partial 1 − a², computed once in the forward sweep             batch·h
+    assert cost.mults_derivative == 2 * batch + 4 * batch * h + batch * n * h
+    assert (cost.passes, cost.sweeps, cost.primal_sweeps) == (1, 1, 1)
+    # kept: the partial (batch·h), a for v̄ (batch·h), p for the square (batch);
+    # read from the caller: X for W̄ (batch·n) and v for ā (h)
+    assert cost.cached_values == 2 * batch * h + batch
+    assert cost.cached_inputs == batch * n + h
+    # primal: X@W (batch·n·h), a@v (batch·h), p*p (batch)
+    assert cost.mults_primal == batch * n * h + batch * h + batch
+
+
+def test_mlp_forward_counts_by_hand():
+    n, h, batch = 5, 4, 3
+    program = adcli.loads(MLP.format(n=n, h=h, batch=batch))
+    cost = run(program, "forward").cost
+    # One sweep of 24 directions: block W (k = 20) and block v (k = 4).
+    #   partial 1 − a² once:                                 batch·h            = 12
+    #   block W: X·Ẇ on a Seed is free; (1 − a²)·ż:           20·batch·h         = 240
+    #            ȧ·v:                                         20·batch·h         = 240
+    #            ṗ·p + p·ṗ:                                   2·20·batch         = 120
+    #   block v: a·v̇ on a Seed is free; ṗ·p + p·ṗ:            2·4·batch          = 24
+    assert cost.mults_derivative == 12 + 240 + 240 + 120 + 24
+    assert (cost.passes, cost.sweeps, cost.cached_values) == (n * h + h, 1, 0)
+
+
+@pytest.mark.parametrize("n", [2, 3, 8])
+def test_tanh_layer_residuals(n):
+    program = adcli.loads(f"dim n = {n}\nconst W: mat[n, n] = randn(seed=1)\n"
+                          f"input x: vec[n] = randn(seed=2)\nh = tanh(W @ x)\noutput s = sum(h)")
+    fwd, rev = jacobians(program)
+    # reverse keeps tanh's partial 1 − h² (n values) and reads W (n² const scalars)
+    assert (rev.cost.cached_values, rev.cost.cached_inputs) == (n, n * n)
+    # reverse: partial n, (1 − h²)·h̄ n (h̄ is a dense broadcast of the Seed), Wᵀ·z̄ n²
+    assert rev.cost.mults_derivative == n * n + 2 * n
+    # forward, n directions: W·ẋ on a Seed is free, partial n, (1 − h²)·ż n·n
+    assert fwd.cost.mults_derivative == n * n + n
+    assert fwd.cost.cached_values == 0
+
+
+def test_tanh_layer_of_one_element():
+    """With n = 1 the sum is an identity: s̄ expanded to vec[1] stays a Seed, so
+    (1 − h²)·h̄ is free: only the partial (1) and Wᵀ·z̄ (1) are counted."""
+    program = adcli.loads("const W: mat[1, 1] = [[2]]\ninput x: vec[1] = [0.5]\n"
+                          "output s = sum(tanh(W @ x))")
+    assert run(program, "reverse").cost.mults_derivative == 2
+
+
+def test_deep_sample_cached_values_grow_with_depth():
+    """samples/deep.ad: each of the depth layers keeps tanh's partial (n values);
+    the first W @ x reads only W, later ones read W and nothing kept (W is a const)."""
+    path = SAMPLE["deep.ad"]
+    for depth in (1, 4, 16):
+        program = adcli.load(path, set={"depth": depth, "n": 8})
+        rev = run(program, "reverse")
+        assert rev.cost.cached_values == depth * 8
+        assert rev.cost.cached_inputs == 64
+        assert run(program, "forward").cost.cached_values == 0
+
+
+def test_inputs_outside_wrt_cost_nothing():
+    """y = A·x + B·z with wrt = x: z gets no tangent, so B·ż is never formed."""
+    program = adcli.loads("dim n = 4\ndim m = 3\ninput x: vec[n] = ones\ninput z: vec[n] = ones\n"
+                          "const A: mat[m, n] = randn(seed=1)\nconst B: mat[m, n] = randn(seed=2)\n"
+                          "output y = sin(A @ x + B @ z)")
+    fwd = run(program, "forward", wrt=["x"])
+    rev = run(program, "reverse", wrt=["x"])
+    # forward: A·ẋ free (Seed), the add passes the one tangent on, cos·ṫ: n·m = 12
+    assert (fwd.cost.passes, fwd.cost.mults_derivative) == (4, 12)
+    # reverse: cos·ȳ free (Seed), the add passes it on to A@x only: Aᵀ·ū is m·m·n = 36
+    assert (rev.cost.passes, rev.cost.mults_derivative) == (3, 36)
+    assert rev.cost.cached_inputs == 12   # A, and not B
+
+
+# -- static prediction equals the counted run ---------------------------------------------------
+
+def sample_wrt_subsets():
+    cases = []
+    for path in SAMPLES:
+        names = adcli.load(path).input_names
+        cases.append((path, None))
+        if len(names) > 1:
+            cases.append((path, [names[-1]]))
+            cases.append((path, names[:2] if len(names) > 2 else [names[0]]))
+    return cases
+
+
+@pytest.mark.parametrize("path, wrt", sample_wrt_subsets(),
+                         ids=lambda v: v.name if hasattr(v, "name") else str(v))
+@pytest.mark.parametrize("mode", MODES)
+def test_prediction_equals_count(path, wrt, mode):
+    program = adcli.load(path)
+    for chunk in (None, 1, 2, 3, 7, 16):
+        predicted = program.predict(mode, wrt=wrt, chunk=chunk).counts()
+        counted = run(program, mode, wrt=wrt, chunk=chunk).cost.counts()
+        assert predicted == counted, f"chunk={chunk}"
+        assert counted["sweeps"] == ceil(counted["passes"] / counted["chunk"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_prediction_equals_count_on_every_op(case):
+    """The op cases of test_ops (every primitive, every shape combination), at a
+    point inside every op's domain."""
+    program = adcli.loads(case.text)
+    at = {name: np.full(program.input_shape(name), 0.7) for name in program.input_names}
+    for mode in MODES:
+        for chunk in (None, 1, 2):
+            predicted = program.predict(mode, chunk=chunk).counts()
+            counted = run(program, mode, at=at, chunk=chunk).cost.counts()
+            assert predicted == counted, f"{mode}, chunk={chunk}"
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_prediction_equals_count_for_jvp_and_vjp(path):
+    program = adcli.load(path)
+    first_input, first_output = program.input_names[0], program.output_names[0]
+    jvp = program.jvp({first_input: 1.0}, measure_memory=False)
+    assert jvp.cost.counts() == program.predict("forward", wrt=[first_input], single=True).counts()
+    vjp = program.vjp({first_output: 1.0}, measure_memory=False)
+    assert vjp.cost.counts() == program.predict("reverse", outputs=[first_output], single=True).counts()
+
+
+# -- the op table of docs/counting.md, on dense tangents and cotangents ----------------------------
+# Each op sits between two scales by a const (c·x before, d·v after) so that it
+# sees dense tangents in forward mode and dense cotangents in reverse mode
+# (a Seed would make its propagation free). Per direction and element, a scale
+# is 1 mult and 1 flop.
+
+UNARY_PARTIALS = {   # docs/counting.md: local partial (mults, flops) per element
+    "sin": (0, 1), "cos": (0, 2), "tan": (1, 2), "exp": (0, 0), "log": (1, 1), "log1p": (1, 2),
+    "sqrt": (1, 1), "tanh": (1, 2), "sigmoid": (1, 2), "relu": (0, 1), "abs": (0, 1),
+    "square": (1, 1),
+}
+
+
+@pytest.mark.parametrize("op", sorted(UNARY_PARTIALS) + ["neg"])
+def test_unary_op_table(op):
+    s = 4
+    body = "-u" if op == "neg" else f"{op}(u + 1)"   # + a const: no derivative work
+    program = adcli.loads(f"dim s = {s}\ninput x: vec[s] = rand(seed=1)\nconst c: vec[s] = full(0.5)\n"
+                          f"u = c * x\nv = {body}\noutput y = c * v")
+    pm, pf = UNARY_PARTIALS.get(op, (0, 0))
+    for result in jacobians(program):
+        # k = s directions either way. Forward: c·ẋ is free (a Seed), the op's
+        # propagation is k·s, c·v̇ is k·s. Reverse: c·ȳ is free, the op's k·s, c·ū k·s.
+        # Partials: s elements once (one forward sweep). neg propagates with flops only.
+        op_mults = 0 if op == "neg" else s * s
+        assert result.cost.mults_derivative == pm * s + op_mults + s * s
+        assert result.cost.flops_derivative == pf * s + s * s + s * s
+        assert result.cost.mults_primal == s * (2 + (op == "square"))
+        assert result.cost.flops_primal == s * (3 + (op != "neg"))
+
+
+@pytest.mark.parametrize("expr, partial_mults, propagates", [
+    ("u + w", 0, False), ("u - w", 0, False), ("u * w", 0, True),
+    ("u / w", 1, True),            # ∂/∂w = −out/w: 1 mult per element; ∂/∂u is a division
+    ("u ^ w", 2, True),            # b·a^(b−1) and out·log a: 1 mult each
+    ("maximum(u, w)", 0, True), ("minimum(u, w)", 0, True),
+])
+def test_binary_op_table(expr, partial_mults, propagates):
+    s = 3
+    program = adcli.loads(f"dim s = {s}\ninput a: vec[s] = rand(seed=1)\ninput b: vec[s] = rand(seed=2)\n"
+                          f"const c: vec[s] = full(0.5)\nu = c * a + 1\nw = c * b + 2\n"
+                          f"v = {expr}\noutput y = c * v")
+    for result in jacobians(program):
+        # Forward: blocks a and b, s directions each; reverse: s directions.
+        # Either way each side of the op propagates s directions × s elements (k·s
+        # mults per side, none for + and −), and the two const scales around it cost
+        # 2·s·s (forward: c·v̇ in both blocks; reverse: c·ū and c·w̄). Partials: once.
+        side = s * s if propagates else 0
+        assert result.cost.mults_derivative == partial_mults * s + 2 * side + 2 * s * s
+
+
+REDUCTION_PARTIAL_MULTS = {"sum": 0, "mean": 0, "max": 1, "min": 1, "prod": 3, "logsumexp": 0,
+                           "softmax": 0, "norm": 1}
+
+
+@pytest.mark.parametrize("op, axis", [(op, axis) for op in sorted(REDUCTION_PARTIAL_MULTS)
+                                       for axis in ((None,) if op == "norm" else (None, 0, 1))])
+def test_reduction_op_table(op, axis):
+    n = 6                                           # x: mat[2, 3]
+    s = n if op == "softmax" else {None: 1, 0: 3, 1: 2}[axis]
+    out_type = {1: "scalar", 2: "vec[2]", 3: "vec[3]", 6: "mat[2, 3]"}[s]
+    call = f"{op}(u)" if axis is None else f"{op}(u, axis={axis})"
+    program = adcli.loads(f"input x: mat[2, 3] = rand(seed=1)\nconst c: mat[2, 3] = full(0.5)\n"
+                          f"const d: {out_type} = full(2)\nu = c * x + 1\nv = {call}\noutput y = d * v")
+
+    def propagation(k):
+        # docs/counting.md: sum none; mean k·s (the ÷count); softmax two scales of
+        # k·n (s·t and s·Σ); max, min, prod, logsumexp, norm one weighting of k·n
+        return {"sum": 0, "mean": k * s, "softmax": 2 * k * n}.get(op, k * n)
+
+    fwd, rev = jacobians(program)
+    partials = REDUCTION_PARTIAL_MULTS[op] * n      # per input element, once
+    # forward: k = n directions; c·ẋ is free, d·v̇ is n·s
+    assert fwd.cost.mults_derivative == partials + propagation(n) + n * s
+    # reverse: k = s directions; d·ȳ is free, c·ū is s·n
+    assert rev.cost.mults_derivative == partials + propagation(s) + s * n
+
+
+@pytest.mark.parametrize("a_type, b_type", [
+    ("mat[2, 3]", "mat[3, 4]"), ("mat[2, 3]", "vec[3]"), ("vec[3]", "mat[3, 4]"), ("vec[3]", "vec[3]"),
+])
+def test_matmul_op_table(a_type, b_type):
+    program = adcli.loads(f"input A: {a_type} = rand(seed=1)\ninput B: {b_type} = rand(seed=2)\n"
+                          f"const cA: {a_type} = full(0.5)\nconst cB: {b_type} = full(0.5)\n"
+                          f"v = (cA * A) @ (cB * B)\noutput y = 2 * v")
+    size_a, size_b = (int(np.prod(program.input_shape(n))) for n in ("A", "B"))
+    size_v = int(np.prod(program.output_shape("y")))
+    inner = 3                               # the contraction length in every combination
+    fwd, rev = jacobians(program)
+    # A matmul costs |v|·inner mults per direction per side (a·b·c for mat @ mat).
+    # forward: block A (|A| directions) through side 0, block B through side 1,
+    #          then 2·v̇ in both blocks; cA·Ȧ and cB·Ḃ hit Seeds (free)
+    assert fwd.cost.mults_derivative == (size_a + size_b) * (size_v * inner + size_v)
+    # reverse: |v| directions through both sides, then cA·Ā and cB·B̄; 2·ȳ is free
+    assert rev.cost.mults_derivative == size_v * (2 * size_v * inner + size_a + size_b)
+
+
+@pytest.mark.parametrize("wrt", [["a"], ["b"]])
+def test_partials_only_for_inputs_that_carry_derivatives(wrt):
+    """u ^ w has a partial per side (1 mult per element each); with one side in
+    --wrt, only that side's partial is computed, in either mode."""
+    s = 3
+    program = adcli.loads(f"dim s = {s}\ninput a: vec[s] = rand(seed=1)\ninput b: vec[s] = rand(seed=2)\n"
+                          f"const c: vec[s] = full(0.5)\nu = c * a + 1\nw = c * b + 2\n"
+                          f"output y = c * (u ^ w)")
+    for mode in MODES:
+        # one partial (s), one side of the pow (s directions × s), one const scale (s × s)
+        assert run(program, mode, wrt=wrt).cost.mults_derivative == s + 2 * s * s
+    # forward, one direction per sweep: each of the 2s sweeps computes the partial of
+    # the one side whose block it carries (s mults), then s + s for the pow and the scale
+    cost = run(program, "forward", chunk=1).cost
+    assert cost.sweeps == 2 * s
+    assert cost.mults_derivative == 2 * s * (3 * s)
+    # chunk 2 splits 6 directions as (a, a), (a, b), (b, b): the middle sweep computes
+    # both partials, so 4 partials of s, plus 6 directions × (s + s)
+    assert run(program, "forward", chunk=2).cost.mults_derivative == 4 * s + 6 * 2 * s
+
+
+def test_seed_survives_a_broadcast_that_only_adds_unit_axes():
+    """vec[3] + mat[1, 3] is a mat[1, 3] with the same 3 elements: x's Seed is just
+    reshaped, so sin's cos(y)·ẏ still only selects entries (free)."""
+    program = adcli.loads("input x: vec[3] = [0.1, 0.2, 0.3]\nconst B: mat[1, 3] = [[1, 2, 3]]\n"
+                          "output y = sin(x + B)")
+    for result in jacobians(program):
+        assert result.cost.mults_derivative == 0
+    # a real broadcast (to two rows) makes the tangent dense: cos(y)·ẏ is 3 directions × 6
+    program = adcli.loads("input x: vec[3] = [0.1, 0.2, 0.3]\nconst B: mat[2, 3] = randn(seed=1)\n"
+                          "output y = sin(x + B)")
+    assert run(program, "forward").cost.mults_derivative == 3 * 6

@@ -294,6 +294,19 @@ class Linear:
             return Abstract((self.k,) + tuple(result_node_shape))
         return compute(self.dense(t))
 
+    def _seed_entries(self, t):
+        """Where a Seed's ones are: flat positions in the node, and their directions."""
+        flat = t.src.reshape(-1)
+        positions = self.xp.nonzero(flat >= 0)[0]
+        return positions, flat[positions]
+
+    def _seed_product(self, out_shape, fill):
+        """A product with a Seed, made by copying entries of the residual into place
+        (A·I selects columns of A): no k×|node| identity is ever materialised."""
+        out = self.xp.zeros((self.k,) + tuple(out_shape), dtype=self.dtype)
+        fill(out)
+        return out
+
     def matmul_left(self, a, t):
         """a @ t for a residual a (vec or mat) and a tangent t of the right operand."""
         if t is None:
@@ -301,6 +314,20 @@ class Linear:
         t_shape = self.node_shape(t)
         out = matmul_shape(shape_of(a), t_shape)
         contraction = a.shape[-1]
+        if isinstance(t, Seed) and self.xp is not None:
+            positions, dirs = self._seed_entries(t)
+
+            def fill(result):
+                if len(t_shape) == 1:               # a @ e_i: column i of a (or a[i])
+                    result[dirs] = a[:, positions].T if a.ndim == 2 else a[positions]
+                else:                               # a @ E_ij: column i of a in column j
+                    rows, cols = divmod(positions, t_shape[1])
+                    if a.ndim == 2:
+                        result[dirs, :, cols] = a[:, rows].T
+                    else:
+                        result[dirs, cols] = a[rows]
+
+            return self._seed_product(out, fill)
         if len(t_shape) == 1:   # a @ vector: batch the directions as rows
             return self._product(t, out, contraction,
                                  lambda d: d @ (a.T if a.ndim == 2 else a))
@@ -323,6 +350,17 @@ class Linear:
             return None
         t_shape = self.node_shape(t)
         out = matmul_shape(t_shape, shape_of(b))
+        if isinstance(t, Seed) and self.xp is not None:
+            positions, dirs = self._seed_entries(t)
+
+            def fill(result):
+                if len(t_shape) == 1:               # e_i @ b: row i of b (or b[i])
+                    result[dirs] = b[positions]
+                else:                               # E_ij @ b: row j of b in row i
+                    rows, cols = divmod(positions, t_shape[1])
+                    result[dirs, rows] = b[cols]
+
+            return self._seed_product(out, fill)
 
         def compute(d):
             if d.ndim == 2:

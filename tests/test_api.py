@@ -219,3 +219,17 @@ def test_auto_mode_picks_fewer_derivative_mults(programs, name):
     # the reference cases: a gradient goes reverse, few inputs and many outputs go forward
     expected = {"sensitivity.ad": "forward"}.get(name, "reverse")
     assert result.mode == expected
+
+
+def test_seed_through_matmul_is_not_materialised():
+    # X @ W with W's own Seed selects columns of X: the k×|W| identity (4,096 ×
+    # 4,096 float64 = 134 MB) must never be built; the real work is k×|X@W|.
+    program = adcli.loads("const X: mat[4, 64] = randn(seed=1)\n"
+                          "input W: mat[64, 64] = randn(seed=2)\n"
+                          "output s = sum(tanh(X @ W))\n")
+    result = program.jacobian(mode="forward")
+    assert result.cost.passes == 64 * 64
+    live_bytes = 8 * result.cost.peak_live_values
+    assert result.cost.peak_bytes < 4 * live_bytes + 2_000_000
+    reverse = program.jacobian(mode="reverse")
+    np.testing.assert_allclose(result.jacobian, reverse.jacobian, rtol=1e-12, atol=1e-14)

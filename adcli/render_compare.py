@@ -13,6 +13,22 @@ from rich.text import Text
 from .compare import FIGURES, METHODS
 from .render import console, count, human_bytes
 
+def compact(value) -> str:
+    """17,371,136 → 17.4M: for tables with a column per method and backend."""
+    if value is None:
+        return "—"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e4)):
+        if abs(value) >= size:
+            return f"{value / (1e3 if unit == 'k' else size):.3g}{unit}"
+    return f"{value:,}"
+
+
+def seconds(t) -> str:
+    if t is None:
+        return "—"
+    return f"{t:,.2f} s" if t >= 1 else f"{t * 1e3:,.3f} ms"
+
+
 COST_ROWS = [
     ("passes", "passes", count),
     ("sweeps", "sweeps", count),
@@ -22,21 +38,26 @@ COST_ROWS = [
     ("cached values", "cached values", count),
     ("peak live values", "peak live values", count),
     ("peak bytes (measured)", "peak bytes", human_bytes),
-    ("time (median)", "time", lambda t: "—" if t is None else f"{t * 1e3:,.3f} ms"),
+    ("time (median)", "time", seconds),
 ]
 SHORT = {"forward": "F", "reverse": "R", "central differences": "D"}
 COLOURS = {"forward": "cyan", "reverse": "magenta", "central differences": "yellow"}
 
 
 def method_table(comparison) -> Table:
-    runs = comparison.runs
+    # a method skipped everywhere gets no column (the note below the table says why)
+    ran = {run.name for run in comparison.runs.values() if not run.skipped}
+    runs = {label: run for label, run in comparison.runs.items() if run.name in ran or not ran}
     table = Table(box=box.SIMPLE_HEAD, title=f"{comparison.file}: f: R^{comparison.n} → R^{comparison.m}",
                   title_justify="left")
     table.add_column("", no_wrap=True)
+    wide = len(runs) > 3   # several backends: shorter numbers, backend on a second header line
     for name in runs:
-        table.add_column(name.replace("central differences", "central diff."), justify="right",
-                         no_wrap=True)
+        header = name.replace("central differences", "central diff.").replace(" (", "\n(")
+        table.add_column(header, justify="right", no_wrap=True)
     for label, figure, fmt in COST_ROWS:
+        if wide and fmt is count:
+            fmt = compact
         values = {name: run.figure(figure) for name, run in runs.items()}
         present = [v for v in values.values() if v is not None]
         best = min(present) if present else None
@@ -77,7 +98,10 @@ def theory_table(theory) -> Table:
 
 def render_comparison(comparison):
     out = console()
-    out.print(Panel(Text(f"{comparison.backend} on {comparison.device}, {comparison.dtype}; "
+    where = (f"{comparison.backend} on {comparison.device}" if "," not in comparison.backend else
+             "; ".join(f"{b} on {d}" for b, d in zip(comparison.backend.split(", "),
+                                                     comparison.device.split(", "))))
+    out.print(Panel(Text(f"{where}, {comparison.dtype}; "
                          f"wrt {', '.join(comparison.wrt)}; times are the median of {comparison.repeat} "
                          "run(s); the cheapest entry of each row is in bold green"),
                     title="adcli compare", title_align="left", expand=False))

@@ -13,7 +13,7 @@ import functools
 import os
 import time
 from dataclasses import dataclass, field
-from math import ceil, prod
+from math import prod
 
 import numpy as np
 

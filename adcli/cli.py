@@ -221,6 +221,19 @@ def read_input_values(program, ats, inputs_file) -> dict:
     return values
 
 
+def parse_given(program, option, items, kind) -> dict:
+    """--direction INPUT=EXPR... or --cotangent OUTPUT=EXPR... as {name: array}."""
+    names = program.graph.inputs if kind == "input" else program.graph.outputs
+    given = {}
+    for item in items:
+        name, text = split_assignment(option, item)
+        if name not in names:
+            raise UsageProblem(f"{option} {name}: there is no {kind} named '{name}' "
+                               f"({kind}s: {', '.join(names) or 'none'})")
+        given[name] = program.parse_any_value(name, text)
+    return given
+
+
 def _json_array(name, value):
     import numpy as np
     from .errors import ValueProblem
@@ -282,10 +295,8 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
     program = load_program(file, sets, node_limit)
     at = read_input_values(program, ats, inputs_file)
     if directions or cotangents:
-        given = {}
-        for item in directions or cotangents:
-            name, text = split_assignment("--direction" if directions else "--cotangent", item)
-            given[name] = program.parse_any_value(name, text)
+        given = (parse_given(program, "--direction", directions, "input") if directions else
+                 parse_given(program, "--cotangent", cotangents, "output"))
         if wrt and directions:
             raise UsageProblem("--wrt does not apply to --direction; the direction names its inputs")
         if directions:

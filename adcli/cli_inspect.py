@@ -10,7 +10,7 @@ import re
 
 import click
 
-from .cli import (cli, load_program, parse_bytes, program_options, read_input_values, run_options,
+from .cli import (cli, load_program, parse_given, parse_bytes, program_options, read_input_values, run_options,
                   split_assignment, value_options)
 from .errors import AdError, UsageProblem
 
@@ -73,15 +73,8 @@ def trace(file, sets, node_limit, ats, inputs_file, mode, seeds, directions, cot
     if mode == "forward":
         chosen = [parse_seed(program, s) for s in seeds]
         if directions:
-            given, labels = {}, []
-            for item in directions:
-                name, text = split_assignment("--direction", item)
-                if name not in program.graph.inputs:
-                    known = ", ".join(program.graph.inputs) or "none"
-                    raise UsageProblem(f"--direction {name}: there is no input named '{name}' "
-                                       f"(inputs: {known})")
-                given[name] = program.parse_any_value(name, text)
-                labels.append(f"{name}={text}")
+            given = parse_given(program, "--direction", directions, "input")
+            labels = ["=".join(split_assignment("--direction", item)) for item in directions]
             chosen.append((", ".join(labels), given))
         if not chosen:
             if not program.graph.inputs:
@@ -91,16 +84,7 @@ def trace(file, sets, node_limit, ats, inputs_file, mode, seeds, directions, cot
             chosen.append(parse_seed(program, next(iter(program.graph.inputs))))
         result = forward_trace(program, chosen, at=at, backend=backend, dtype=dtype, dual=dual)
     else:
-        cotangent = None
-        if cotangents:
-            cotangent = {}
-            for item in cotangents:
-                name, text = split_assignment("--cotangent", item)
-                if name not in program.graph.outputs:
-                    known = ", ".join(program.graph.outputs) or "none"
-                    raise UsageProblem(f"--cotangent {name}: there is no output named '{name}' "
-                                       f"(outputs: {known})")
-                cotangent[name] = program.parse_any_value(name, text)
+        cotangent = parse_given(program, "--cotangent", cotangents, "output") if cotangents else None
         result = reverse_trace(program, cotangent, at=at, wrt=list(wrt) or None, backend=backend,
                                dtype=dtype)
     if node_var is not None:

@@ -426,7 +426,7 @@ def _concat_shape(in_shapes, attrs):
         raise ShapeError("concat joins vectors or matrices; use stack for scalars")
     for s in in_shapes[1:]:
         if len(s) != len(first) or s[1:] != first[1:]:
-            raise ShapeError(f"concat needs matching shapes apart from the first axis, got "
+            raise ShapeError("concat needs matching shapes apart from the first axis, got "
                              + ", ".join(format_shape(x) for x in in_shapes))
     return (sum(s[0] for s in in_shapes),) + tuple(first[1:])
 

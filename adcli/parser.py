@@ -5,7 +5,6 @@ source span); adcli.build turns it into the typed graph IR.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path

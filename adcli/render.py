@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text

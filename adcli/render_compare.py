@@ -5,7 +5,6 @@ from __future__ import annotations
 from math import log10
 
 from rich import box
-from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text

@@ -1,7 +1,6 @@
 """adcli compare: recommendations, accuracy, scaling slopes, plots, JSON, errors."""
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

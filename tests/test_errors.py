@@ -397,7 +397,7 @@ def test_direction_with_wrt():
 
 
 @pytest.mark.parametrize("option, pattern", [
-    (["--direction", "zz=1"], r"'zz' is neither an input nor an output"),
+    (["--direction", "zz=1"], r"--direction zz: there is no input named 'zz' \(inputs: x1, x2\)"),
     (["--direction", "f=1"], r"no input named 'f'"),
     (["--cotangent", "x1=1"], r"no output named 'x1'"),
 ])

@@ -111,6 +111,14 @@ class Program:
         self.graph = graph
         self.times = times
         self._const_cache = {}
+        self._peak_cache = {}       # predicted peak live values per (mode, wrt, outputs, chunk)
+        self._analyses = {}         # static facts per (wrt, outputs)
+
+    def _analysis(self, wrt, outputs) -> Analysis:
+        key = (tuple(wrt or ()), tuple(outputs or ()))
+        if key not in self._analyses:
+            self._analyses[key] = Analysis(self.graph, list(key[0]), list(key[1]))
+        return self._analyses[key]
 
     # -- inputs ---------------------------------------------------------------------
     @property
@@ -253,8 +261,7 @@ class Program:
     def evaluate(self, at=None, backend="numpy", dtype="float64") -> dict:
         be, xp_dtype, _, inputs, consts, _ = self._setup(backend, dtype, at)
         runner = Runner(self.graph, be.xp, xp_dtype, inputs, consts)
-        analysis = Analysis(self.graph, [], [])
-        values = runner.run_primal(analysis)
+        values = runner.run_primal(self._analysis([], []))
         return {name: be.to_host(values[i]) for name, i in self.graph.outputs.items()}
 
     def _sizes(self, names, shape_of):
@@ -281,8 +288,11 @@ class Program:
         fixed = sum(n.size for n in self.graph.nodes if n.op in ("input", "const"))
 
         def need(chunk):
-            cost = self._run(mode, wrt, outputs, chunk, sizes, None)
-            return TEMPORARY_FACTOR * (cost.peak_live_values + fixed) * itemsize
+            # the prediction depends on the graph alone: made once per program and layout
+            key = (mode, tuple(wrt), tuple(outputs), chunk)
+            if key not in self._peak_cache:
+                self._peak_cache[key] = self._run(mode, wrt, outputs, chunk, sizes, None).peak_live_values
+            return TEMPORARY_FACTOR * (self._peak_cache[key] + fixed) * itemsize
 
         if need(passes) <= memory_limit:
             return passes, ""
@@ -312,7 +322,7 @@ class Program:
             runner = Runner(self.graph, run_inputs["xp"], run_inputs["dtype"],
                             run_inputs["inputs"], run_inputs["consts"])
         runner.observer = observer
-        analysis = Analysis(self.graph, wrt, outputs)
+        analysis = self._analysis(wrt, outputs)
         cost = Cost(passes=sum(sizes), chunk=chunk)
         block_names = wrt if mode == "forward" else outputs
         shape_of = self.input_shape if mode == "forward" else self.output_shape

@@ -130,6 +130,7 @@ class Analysis:
         for i in graph.outputs.values():
             self.last_use[i] = FOREVER   # results are kept
         self.active = [self.depends[n.id] and self.reaches[n.id] for n in nodes]
+        self.plan = None   # Runner.residual_plan, made on first use
 
 
 def block_layouts(sizes: list, chunk: int):
@@ -348,8 +349,11 @@ class Runner:
     # -- reverse mode -------------------------------------------------------------------------
     def residual_plan(self, analysis):
         """Which values each VJP reads: {node: [(input index, [residual keys])]},
-        where a key is a node id (a value) or ('p', node, i) (a partial)."""
-        plan = {}
+        where a key is a node id (a value) or ('p', node, i) (a partial).
+        Static, so kept on the analysis."""
+        if analysis.plan is not None:
+            return analysis.plan
+        plan = analysis.plan = {}
         for node in self.graph.nodes:
             if is_leaf(node) or not analysis.active[node.id]:
                 continue

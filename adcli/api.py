@@ -137,7 +137,7 @@ class Program:
 
     def parse_value(self, name: str, text: str) -> np.ndarray:
         """A constant expression (as in an initial value) for input `name`."""
-        self._check_input(name)
+        self._check_input(name, "--at")
         return self._constant_for(name, text, self.input_shape(name), "--at")
 
     def parse_any_value(self, name: str, text: str) -> np.ndarray:
@@ -186,10 +186,11 @@ class Program:
         finally:
             builder.filename, builder.lines = saved
 
-    def _check_input(self, name):
+    def _check_input(self, name, option: str | None = None):
         if name not in self.graph.inputs:
             known = ", ".join(self.graph.inputs) or "none"
-            raise UsageProblem(f"there is no input named '{name}' (inputs: {known})")
+            where = f"{option} {name}: " if option else ""
+            raise UsageProblem(f"{where}there is no input named '{name}' (inputs: {known})")
 
     def resolve_inputs(self, at: dict | None = None) -> dict:
         """Input values: `at` over the file's defaults; each checked against its type."""
@@ -233,7 +234,7 @@ class Program:
             for item in wrt:
                 requested.extend(part.strip() for part in item.split(",") if part.strip())
             for name in requested:
-                self._check_input(name)
+                self._check_input(name, "--wrt")
             names = [n for n in self.graph.inputs if n in requested]   # declaration order
         if not names and self.graph.inputs:
             raise UsageProblem(f"--wrt names no input (inputs: {', '.join(self.graph.inputs)})")
@@ -517,8 +518,8 @@ class Program:
         else:
             why = (f"a tie at {_count(fwd.mults_derivative, 'derivative mult')} and "
                    f"{_count(fwd.passes, 'pass')}; forward keeps nothing for a backward sweep")
-        note = (f"auto picked {mode}: {why} (forward: {_count(fwd.passes, 'pass')}, "
-                f"reverse: {_count(rev.passes, 'pass')})")
+        note = (f"auto picked {mode}: {why}; forward takes {_count(fwd.passes, 'pass')}, "
+                f"reverse {_count(rev.passes, 'pass')}")
         return mode, note
 
     def _measured(self, be, measure_memory, warmup, go, run, observer=None):

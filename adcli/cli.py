@@ -213,7 +213,7 @@ def read_input_values(program, ats, inputs_file) -> dict:
         if not isinstance(data, dict):
             raise ValueProblem(f"--inputs: {where} must hold a JSON object of input values")
         for name, value in data.items():
-            program._check_input(name)
+            program._check_input(name, "--inputs")
             values[name] = _json_array(name, value)
     for item in ats:
         name, text = split_assignment("--at", item)
@@ -289,6 +289,8 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
         raise UsageProblem("--direction computes a JVP in forward mode; it conflicts with --mode reverse")
     if cotangents and mode == "forward":
         raise UsageProblem("--cotangent computes a VJP in reverse mode; it conflicts with --mode forward")
+    if summary and full:
+        raise UsageProblem("--summary (do not print the Jacobian) and --full (print all of it) conflict")
     if output_path and not output_path.endswith((".npy", ".csv")):
         raise UsageProblem(f"--output {output_path}: the file name must end in .npy or .csv")
     limit = parse_bytes(memory_limit) if memory_limit else None
@@ -403,7 +405,7 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
                 import matplotlib  # noqa: F401
             except ImportError:
                 raise AdError("--plot needs matplotlib, which is not installed; install it with "
-                              "pip install 'adcli[plot]'") from None
+                              "pip install 'adcli[plot]' (from a clone: pip install '.[plot]')") from None
         sweep = comparing.scale(load_at, name, values, base_dims, memory_limit=limit, **options)
         if plot_path:
             comparing.plot_image(sweep, plot_path)
@@ -422,12 +424,19 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
     program = load_program(file, sets, node_limit)
     at = read_input_values(program, ats, inputs_file)
     comparison = comparing.compare(program, at=at, memory_limit=limit, **options)
+    nonfinite = None
+    for run in comparison.runs.values():
+        if run.result is not None and nonfinite is None:
+            nonfinite = _check_finite(program, run.result, at, dtype)
     if as_json:
         click.echo(json.dumps(_finite(comparison.to_json()), allow_nan=False))
     else:
         from .render_compare import render_comparison
 
         render_comparison(comparison)
+    if nonfinite:
+        click.echo(f"warning: {nonfinite}; the accuracy rows and the recommendation cannot be "
+                   "trusted at this point", err=True)
 
 
 def _finite(value):

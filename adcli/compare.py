@@ -225,8 +225,7 @@ def recommend(runs, limit) -> dict:
         o = usable[other_name].cost
         if b.mults_derivative == o.mults_derivative and b.passes == o.passes:
             parts.append(f"{best}: a tie, both take {_plural(b.passes, 'pass')} and "
-                         f"{b.mults_derivative:,} derivative mults; forward wins the tie because it "
-                         "keeps nothing for a backward sweep")
+                         f"{b.mults_derivative:,} derivative mults, and forward wins ties")
         elif b.mults_derivative == o.mults_derivative:
             parts.append(f"{best}: equal derivative mults ({b.mults_derivative:,}), and "
                          f"{_plural(b.passes, 'pass')} instead of {o.passes:,}")
@@ -389,7 +388,7 @@ def plot_image(sweep: Sweep, path: str):
         import matplotlib
     except ImportError:
         raise AdError("--plot needs matplotlib, which is not installed; install it with "
-                      "pip install 'adcli[plot]'") from None
+                      "pip install 'adcli[plot]' (from a clone: pip install '.[plot]')") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -57,13 +57,28 @@ def _pick(total: int, limit: int, full: bool) -> list:
     return list(range(head)) + [None] + list(range(total - tail, total))
 
 
-def jacobian_table(result, full: bool) -> tuple[Table, str]:
+def jacobian_table(result, full: bool, width: int = 80) -> tuple[Table, str]:
+    """The Jacobian, elided to fit `width` columns of text. A single row (a gradient,
+    a VJP) is printed as a column, so every label stays readable."""
     jac = result.jacobian
     m, n = jac.shape
-    rows = _pick(m, MAX_ROWS, full)
-    cols = _pick(n, MAX_COLUMNS, full)
     title = {"jacobian": "Jacobian", "jvp": "JVP  J·v", "vjp": "VJP  uᵀ·J"}[result.kind]
     table = Table(title=f"{title}  ({m}×{n})", box=box.SIMPLE_HEAD, title_justify="left")
+    if m == 1 and n > 1:   # one row: show it vertically, one element per line
+        rows = _pick(n, MAX_ROWS, full)
+        table.add_column("", style="bold cyan", no_wrap=True)
+        table.add_column(result.rows[0], justify="right", no_wrap=True)
+        for j in rows:
+            if j is None:
+                table.add_row("⋮", "⋮")
+            else:
+                table.add_row(result.columns[j], number(jac[0, j]))
+        note = "" if len(rows) == n else f"showing {len(rows) - 1} of {n} entries; --full shows all"
+        return table, note
+    label_width = max((len(result.rows[i]) for i in range(min(m, 50))), default=1)
+    fitting = max(2, (width - label_width - 4) // 16)   # a number takes up to ~15 characters
+    rows = _pick(m, MAX_ROWS, full)
+    cols = _pick(n, min(MAX_COLUMNS, fitting), full)
     table.add_column("", style="bold cyan", no_wrap=True)
     for j in cols:
         table.add_column("…" if j is None else result.columns[j], justify="right", no_wrap=True)
@@ -79,7 +94,7 @@ def jacobian_table(result, full: bool) -> tuple[Table, str]:
     return table, note
 
 
-def cost_table(cost, mode: str) -> Table:
+def cost_table(cost, mode: str, kind: str = "jacobian") -> Table:
     table = Table(box=box.SIMPLE, show_header=True, header_style="bold")
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -87,8 +102,9 @@ def cost_table(cost, mode: str) -> Table:
     direction = "input" if mode == "forward" else "output"
     times = cost.time_s or {}
     rows = [
-        ("passes", count(cost.passes), f"one per {direction} scalar"),
-        ("sweeps", count(cost.sweeps), f"≤ {count(cost.chunk)} directions each"),
+        ("passes", count(cost.passes), f"one per {direction} scalar" if kind == "jacobian" else
+         f"the one given {'direction' if kind == 'jvp' else 'cotangent'}"),
+        ("sweeps", count(cost.sweeps), f"≤ {count(cost.chunk)} direction{'s' if cost.chunk != 1 else ''} each"),
         ("primal sweeps", count(cost.primal_sweeps), "evaluations of f"),
         ("mults: derivative", count(cost.mults_derivative), "× and ÷ building derivatives"),
         ("mults: primal", count(cost.mults_primal), "× and ÷ evaluating f"),
@@ -145,11 +161,11 @@ def render_derivative(program, result, full=False, summary=False, saved=None):
         out.print(Text(f"{'Jacobian' if result.kind == 'jacobian' else result.kind.upper()}: {m}×{n} "
                        "(not printed: --summary)"))
     else:
-        table, note = jacobian_table(result, full)
+        table, note = jacobian_table(result, full, out.width)
         out.print(table)
         if note:
             out.print(Text(note, style="dim"))
     if saved:
         out.print(Text(f"saved the {result.jacobian.shape[0]}×{result.jacobian.shape[1]} Jacobian to {saved}"))
-    out.print(Panel(cost_table(result.cost, result.mode), title=f"cost ({result.mode} mode)",
+    out.print(Panel(cost_table(result.cost, result.mode, result.kind), title=f"cost ({result.mode} mode)",
                     title_align="left", expand=False))

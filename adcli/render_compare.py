@@ -66,7 +66,7 @@ def method_table(comparison) -> Table:
             if run.skipped:
                 cells.append(Text("skipped", style="dim"))
             elif value is not None and value == best and len(present) > 1:
-                cells.append(Text(fmt(value), style="bold green"))
+                cells.append(Text(fmt(value) + " ◂", style="bold green"))
             else:
                 cells.append(Text(fmt(value)))
         table.add_row(label, *cells)
@@ -102,7 +102,7 @@ def render_comparison(comparison):
                                                      comparison.device.split(", "))))
     out.print(Panel(Text(f"{where}, {comparison.dtype}; "
                          f"wrt {', '.join(comparison.wrt)}; times are the median of {comparison.repeat} "
-                         "run(s); the cheapest entry of each row is in bold green"),
+                         "run(s); the cheapest entry of each row is marked ◂"),
                     title="adcli compare", title_align="left", expand=False))
     out.print(method_table(comparison))
     for name, run in comparison.runs.items():

@@ -285,7 +285,7 @@ def test_at_without_name_and_value_is_usage(option):
 
 
 def test_at_unknown_input_is_usage():
-    both(["grad", sample("seed_example.ad"), "--at", "zz=1"], 2, r"no input named 'zz' \(inputs: x1, x2\)")
+    both(["grad", sample("seed_example.ad"), "--at", "zz=1"], 2, r"--at zz: there is no input named 'zz' \(inputs: x1, x2\)")
 
 
 @pytest.mark.parametrize("text, pattern", [
@@ -311,14 +311,19 @@ def test_malformed_inputs_file(tmp_path):
 
 
 def test_inputs_unknown_name_and_missing_file(tmp_path):
-    both(["grad", sample("chain.ad"), "--inputs", "-"], 2, r"no input named 'z'", input='{"z": 1}')
+    both(["grad", sample("chain.ad"), "--inputs", "-"], 2, r"--inputs z: there is no input named 'z'", input='{"z": 1}')
     both(["grad", sample("chain.ad"), "--inputs", tmp_path / "nope.json"], 2, r"--inputs: cannot read")
 
 
 # -- options -------------------------------------------------------------------------------------
 
 def test_unknown_wrt():
-    both(["grad", sample("seed_example.ad"), "--wrt", "zz"], 2, r"no input named 'zz' \(inputs: x1, x2\)", "usage")
+    both(["grad", sample("seed_example.ad"), "--wrt", "zz"], 2, r"--wrt zz: there is no input named 'zz' \(inputs: x1, x2\)", "usage")
+
+
+def test_summary_and_full_conflict():
+    both(["grad", sample("seed_example.ad"), "--summary", "--full"], 2, r"--summary .* --full .* conflict",
+         "usage")
 
 
 def test_empty_wrt():

@@ -184,12 +184,7 @@ def forward_table(trace, full: bool) -> Table:
         for k, seed in enumerate(trace.seeds):
             table.add_column(f"v̇  ({seed['label']})" if len(trace.seeds) > 1 else "tangent v̇",
                              justify="right")
-    table.add_column("mults f + ∂", justify="right", no_wrap=True)
-    table.add_column("flops f + ∂", justify="right", no_wrap=True)
-    for row in shown_rows(trace, full):
-        if row is None:
-            _elided(table, trace, len(table.columns))
-            continue
+    for row in _rows_with_costs(table, trace, full):
         cells = [row["var"], row["expression"], source_text(row, full)]
         if trace.dual:
             cells.append(preview(np.asarray(row["dual"], dtype=object), full)
@@ -212,6 +207,17 @@ def shown_rows(trace, full: bool) -> list:
     return rows[:half] + [None] + rows[-half:]
 
 
+def _rows_with_costs(table, trace, full):
+    """Add the cost columns, then yield the rows to show (elided runs drawn here)."""
+    table.add_column("mults f + ∂", justify="right", no_wrap=True)
+    table.add_column("flops f + ∂", justify="right", no_wrap=True)
+    for row in shown_rows(trace, full):
+        if row is None:
+            _elided(table, trace, len(table.columns))
+        else:
+            yield row
+
+
 def _elided(table, trace, columns: int):
     hidden = len(trace.rows) - MAX_TABLE_ROWS
     _add(table, "⋮", f"{hidden:,} more rows", *[""] * (columns - 2))
@@ -232,12 +238,7 @@ def reverse_table(trace, full: bool) -> Table:
     table.add_column("kept for the backward sweep")
     table.add_column("adjoint v̄", justify="right")
     table.add_column("computed as")
-    table.add_column("mults f + ∂", justify="right", no_wrap=True)
-    table.add_column("flops f + ∂", justify="right", no_wrap=True)
-    for row in shown_rows(trace, full):
-        if row is None:
-            _elided(table, trace, len(table.columns))
-            continue
+    for row in _rows_with_costs(table, trace, full):
         adjoint = preview(row["adjoint"], full) if row["needed"] else "—"
         text = f"{bar_var(row['var'])} = {row['adjoint_text']}" if row["adjoint_text"] else ""
         _add(table, row["var"], row["expression"], source_text(row, full), shape_text(row),

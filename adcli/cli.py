@@ -372,6 +372,7 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
             fd_max_inputs, backend, dtype, memory_limit, as_json, debug):
     """Forward vs reverse vs central differences, side by side, with a recommendation."""
     from . import compare as comparing
+    from .report import finite
 
     limit = parse_bytes(memory_limit) if memory_limit else None
     if plot_path and not scale_spec:
@@ -413,7 +414,7 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
             data = sweep.to_json()
             data["file"] = file
             data["plot"] = plot_path
-            click.echo(json.dumps(_finite(data), allow_nan=False))
+            click.echo(json.dumps(finite(data), allow_nan=False))
         else:
             from .render_compare import render_sweep
 
@@ -429,7 +430,7 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
         if run.result is not None and nonfinite is None:
             nonfinite = _check_finite(program, run.result, at, dtype)
     if as_json:
-        click.echo(json.dumps(_finite(comparison.to_json()), allow_nan=False))
+        click.echo(json.dumps(finite(comparison.to_json()), allow_nan=False))
     else:
         from .render_compare import render_comparison
 
@@ -437,19 +438,6 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
     if nonfinite:
         click.echo(f"warning: {nonfinite}; the accuracy rows and the recommendation cannot be "
                    "trusted at this point", err=True)
-
-
-def _finite(value):
-    """JSON-safe: nan and infinities become null."""
-    import math
-
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def main(argv=None):

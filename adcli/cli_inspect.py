@@ -18,9 +18,9 @@ GRAPHVIZ_FORMATS = ("svg", "png", "pdf")
 
 
 def _emit_json(data: dict):
-    from .cli import _finite
+    from .report import finite
 
-    click.echo(json.dumps(_finite(data), allow_nan=False))
+    click.echo(json.dumps(finite(data), allow_nan=False))
 
 
 @cli.command()

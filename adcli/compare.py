@@ -14,6 +14,7 @@ from math import log, prod
 
 import numpy as np
 
+from .api import _bytes
 from .errors import AdError, ResourceProblem, UsageProblem
 
 METHODS = ("forward", "reverse", "central differences")
@@ -375,11 +376,6 @@ def scale(load, name: str, values: list, dims: dict, memory_limit=None, **option
     for method in METHODS:
         sweep.slopes[method] = {fig: fit_slope(*sweep.series(method, fig)) for fig in FIGURES}
     return sweep
-
-
-def _bytes(n) -> str:
-    from .api import _bytes as fmt
-    return fmt(n)
 
 
 def plot_image(sweep: Sweep, path: str):

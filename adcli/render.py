@@ -39,13 +39,9 @@ def count(value) -> str:
 
 
 def human_bytes(n) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,} B" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
+    from .api import _bytes
+
+    return "—" if n is None else _bytes(n)
 
 
 def _pick(total: int, limit: int, full: bool) -> list:

@@ -11,13 +11,18 @@ def jsonable(array):
     array = np.asarray(array, dtype=np.float64)
     if np.all(np.isfinite(array)):
         return array.tolist()
-    return _replace_nonfinite(array.tolist())
+    return finite(array.tolist())
 
 
-def _replace_nonfinite(value):
-    if isinstance(value, list):
-        return [_replace_nonfinite(v) for v in value]
-    return value if math.isfinite(value) else None
+def finite(value):
+    """JSON-safe data: nan and infinities anywhere in dicts and lists become None."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def derivative_json(program, result) -> dict:

@@ -22,6 +22,7 @@ from .errors import AdError, ResourceProblem, SourceLocation, UsageProblem, Valu
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
+from .tangents import Abstract, Linear
 
 MODES = ("forward", "reverse")
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -351,7 +352,6 @@ class Program:
         for b, offset, k in layout:
             if b is None:   # one given direction / cotangent
                 if seeds_single is None:   # predicting: a dense direction on every block
-                    from .tangents import Abstract
                     seeds_single = {n: Abstract((1,) + tuple(shape_of(n))) for n in block_names}
                 for name, value in seeds_single.items():
                     seeds.setdefault(name, {})["given"] = value
@@ -405,7 +405,12 @@ class Program:
             before = (runner.derivative.mults, runner.derivative.flops)
             seeds = {}
             for name, blocks in self._seeds(runner, layout, outputs_blocks, shape_of, seeds_single).items():
-                seeds.setdefault(self.graph.outputs[name], {}).update(blocks)
+                target = seeds.setdefault(self.graph.outputs[name], {})
+                for block, ct in blocks.items():
+                    if block in target:   # two outputs are one node: their cotangents add
+                        T = Linear(runner.xp, ct.shape[0], runner.derivative, runner.dtype)
+                        ct = T.add(target[block], ct)
+                    target[block] = ct
             results = runner.backward_sweep(analysis, plan, residuals, refs, seeds, set(wrt_ids), final)
             for blocks in results.values():
                 for t in blocks.values():
@@ -469,7 +474,6 @@ class Program:
             """Keep one sweep's derivative block (a Seed is made dense here)."""
             if t is None:
                 return
-            from .tangents import Linear
             dense = Linear(xp, k, _NullCounter(), run["dtype"]).dense(t)
             key = (name, block) if mode == "forward" else (block, name)
             pieces.setdefault(key, []).append((offset, dense))

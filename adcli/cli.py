@@ -438,6 +438,8 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
     if nonfinite:
         click.echo(f"warning: {nonfinite}; the accuracy rows and the recommendation cannot be "
                    "trusted at this point", err=True)
+    elif comparison.agreement.get("message"):
+        click.echo(f"warning: {comparison.agreement['message']}", err=True)
 
 
 def main(argv=None):

@@ -49,12 +49,73 @@ class MethodRun:
 
 
 def difference(a: np.ndarray, reference: np.ndarray) -> dict:
-    """Largest absolute difference, and that over the largest |reference| entry."""
+    """Largest absolute difference, and that over the largest finite |reference| entry.
+    Entries that are equal, or nan in both, differ by 0 (a non-finite point is
+    reported on its own); any other nan or inf makes the difference nan."""
     if a.size == 0:
         return {"max_abs": 0.0, "max_rel": 0.0}
-    diff = float(np.max(np.abs(a - reference)))
-    scale = float(np.max(np.abs(reference)))
+    with np.errstate(invalid="ignore"):
+        gap = np.abs(a - reference)
+    gap[(a == reference) | (np.isnan(a) & np.isnan(reference))] = 0.0
+    if not np.all(np.isfinite(gap)):
+        return {"max_abs": float("nan"), "max_rel": float("nan")}
+    diff = float(np.max(gap))
+    finite = np.abs(reference[np.isfinite(reference)])
+    scale = float(np.max(finite)) if finite.size else 0.0
     return {"max_abs": diff, "max_rel": diff / scale if scale > 0 else diff}
+
+
+FD = "central differences"
+
+
+def agreement(runs, dtype: str) -> dict:
+    """Every pair of methods that ran, against the documented tolerance (adcli.fd.TOLERANCE,
+    norm-wise relative), and which methods disagree with the others.
+
+    Forward and reverse mode must agree to round-off; when they do not, central
+    differences decide which one is wrong (the one FD backs is trusted); when FD
+    backs neither or did not run, neither is. FD alone disagreeing with two modes
+    that agree points at FD (a kink, or an ill-conditioned function), not at AD."""
+    from .fd import TOLERANCE
+
+    tolerance = TOLERANCE[dtype]
+    jac = {k: r.result.jacobian for k, r in runs.items() if r.result is not None}
+    pairs = {}
+    for a, b in (("forward", "reverse"), (FD, "reverse"), (FD, "forward")):
+        if a in jac and b in jac:
+            d = difference(jac[a], jac[b])
+            pairs[(a, b)] = {"methods": [a, b], **d,
+                             "within_tolerance": bool(d["max_rel"] <= tolerance)}   # nan: False
+
+    def agrees(a, b):
+        entry = pairs.get((a, b)) or pairs.get((b, a))
+        return None if entry is None else entry["within_tolerance"]
+
+    disagreeing, message = [], None
+    if agrees("forward", "reverse") is False:
+        backed = [m for m in ("forward", "reverse") if agrees(FD, m)]
+        disagreeing = ["reverse" if backed == ["forward"] else "forward"] if len(backed) == 1 \
+            else ["forward", "reverse"]
+        d = pairs[("forward", "reverse")]
+        message = (f"forward and reverse mode disagree beyond the tolerance of {tolerance:g} "
+                   f"(max rel diff {d['max_rel']:.1e}, max abs diff {d['max_abs']:.1e}); ")
+        message += (f"central differences agree with {backed[0]}, so {disagreeing[0]} mode is wrong here"
+                    if len(backed) == 1 else
+                    "central differences cannot tell which is right") 
+        message += ": this is a bug in adcli, please report it with this file"
+    elif any(agrees(FD, m) is False for m in ("forward", "reverse")):
+        disagreeing = [FD]
+        worst = max((pairs[p] for p in pairs if p[0] == FD), key=lambda e: _nan_high(e["max_rel"]))
+        message = (f"central differences disagree with {worst['methods'][1]} mode beyond the tolerance "
+                   f"of {tolerance:g} (max rel diff {worst['max_rel']:.1e}, max abs diff "
+                   f"{worst['max_abs']:.1e}), while the AD modes agree: the function may have a kink "
+                   "or be ill-conditioned at this point, where a finite-difference step is unreliable")
+    return {"tolerance": tolerance, "pairs": list(pairs.values()), "disagreeing": disagreeing,
+            "message": message}
+
+
+def _nan_high(x: float) -> float:
+    return float("inf") if x != x else x
 
 
 @dataclass
@@ -72,6 +133,7 @@ class Comparison:
     memory_limit: int
     recommendation: dict = field(default_factory=dict)
     theory: dict = field(default_factory=dict)
+    agreement: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         methods = {}
@@ -87,7 +149,8 @@ class Comparison:
         return {"kind": "compare", "file": self.file, "wrt": self.wrt, "outputs": self.outputs,
                 "n": self.n, "m": self.m, "backend": self.backend, "device": self.device,
                 "dtype": self.dtype, "repeat": self.repeat, "memory_limit": self.memory_limit,
-                "methods": methods, "recommendation": self.recommendation, "theory": self.theory}
+                "methods": methods, "agreement": self.agreement, "recommendation": self.recommendation,
+                "theory": self.theory}
 
 
 def predicted_bytes(program, mode, wrt, itemsize) -> int:
@@ -122,7 +185,7 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
     for be in backends:
         group = _run_methods(program, wrt, at, repeat, be, dtype, limit, itemsize, n,
                              fd_max_inputs, methods)
-        _accuracy(group)
+        _accuracy(group, dtype)
         groups.append(group)
         done = next((r.result for r in group.values() if r.result is not None), None)
         label = done.backend if done is not None else str(be)
@@ -133,7 +196,12 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
                             ", ".join(b for b, _ in devices), ", ".join(d for _, d in devices),
                             dtype, repeat, limit)
     # The counts are the same on every backend; the first one's runs explain the choice.
-    comparison.recommendation = recommend(groups[0], limit)
+    comparison.agreement = agreement(groups[0], dtype)
+    for group in groups[1:]:   # a backend whose methods disagree is reported too
+        other = agreement(group, dtype)
+        if other["message"] and not comparison.agreement["message"]:
+            comparison.agreement = other
+    comparison.recommendation = recommend(groups[0], limit, comparison.agreement)
     comparison.theory = theory(groups[0], n, m)
     return comparison
 
@@ -170,16 +238,21 @@ def _run_methods(program, wrt, at, repeat, backend, dtype, limit, itemsize, n, f
     return runs
 
 
-def _accuracy(runs):
+def _accuracy(runs, dtype="float64"):
     """Forward and finite differences against reverse, reverse against forward
-    (finite differences against forward when reverse did not run)."""
+    (finite differences against forward when reverse did not run), each with
+    whether it is within the documented tolerance."""
+    from .fd import TOLERANCE
+
     jac = {k: r.result.jacobian for k, r in runs.items() if r.result is not None}
-    fd = "central differences"
-    for name, reference in (("forward", "reverse"), (fd, "reverse"), ("reverse", "forward")):
+    pairs = [("forward", "reverse"), (FD, "reverse"), ("reverse", "forward")]
+    if "reverse" not in jac:
+        pairs.append((FD, "forward"))
+    for name, reference in pairs:
         if name in jac and reference in jac:
-            runs[name].accuracy[reference] = difference(jac[name], jac[reference])
-    if fd in jac and "reverse" not in jac and "forward" in jac:
-        runs[fd].accuracy["forward"] = difference(jac[fd], jac["forward"])
+            d = difference(jac[name], jac[reference])
+            d["within_tolerance"] = bool(d["max_rel"] <= TOLERANCE[dtype])
+            runs[name].accuracy[reference] = d
 
 
 def _plural(count, word):
@@ -193,17 +266,23 @@ def _ratio(a, b) -> str:
     return f"{r:,.0f}" if r >= 10 else f"{r:,.1f}"
 
 
-def recommend(runs, limit) -> dict:
+def recommend(runs, limit, agreed: dict | None = None) -> dict:
     """Pick forward or reverse: fewer derivative mults (then passes, then forward),
-    among the modes whose measured or predicted memory fits the limit."""
+    among the modes whose measured or predicted memory fits the limit and whose
+    Jacobian agrees with the other methods (`agreed`, from `agreement`)."""
     notes = []
     usable = {}
+    wrong = set((agreed or {}).get("disagreeing", ()))
+    mismatch = (agreed or {}).get("message") if wrong & {"forward", "reverse"} else None
     for name in ("forward", "reverse"):
         run = runs.get(name)
         if run is None:
             continue
         if run.skipped:
             notes.append(f"{name} is not recommended: {run.skipped.removeprefix('skipped: ')}")
+            continue
+        if name in wrong:
+            notes.append(f"{name} is not recommended: its Jacobian disagrees with the other methods")
             continue
         measured = run.cost.peak_bytes
         if measured is not None and measured > limit:
@@ -212,15 +291,17 @@ def recommend(runs, limit) -> dict:
             continue
         usable[name] = run
     if not usable:
-        return {"mode": None, "reason": "neither mode fits the memory limit. " + " ".join(notes),
-                "disagreement": None}
+        why = ("neither mode can be trusted here: " + mismatch + "." if mismatch and len(wrong) == 2
+               else "neither mode fits the memory limit. " + " ".join(notes))
+        return {"mode": None, "reason": why, "disagreement": None, "mismatch": mismatch}
     key = lambda name: (usable[name].cost.mults_derivative, usable[name].cost.passes, name != "forward")
     best = min(usable, key=key)
     b = usable[best].cost
     other_name = next((x for x in usable if x != best), None)
     parts = []
     if other_name is None:
-        parts.append(f"{best}: the only mode within the memory limit "
+        why = "agreeing with the other methods" if mismatch else "within the memory limit"
+        parts.append(f"{best}: the only mode {why} "
                      f"({_plural(b.passes, 'pass')}, {b.mults_derivative:,} derivative mults)")
     else:
         o = usable[other_name].cost
@@ -261,7 +342,9 @@ def recommend(runs, limit) -> dict:
                             "batch the work into fewer, larger array operations, and at this size "
                             "interpreter overhead, not arithmetic, sets the time")
             reason += " Note: " + disagreement + "."
-    return {"mode": best, "reason": reason, "disagreement": disagreement}
+    if mismatch:
+        reason += " Warning: " + mismatch + "."
+    return {"mode": best, "reason": reason, "disagreement": disagreement, "mismatch": mismatch}
 
 
 def theory(runs, n, m) -> dict:

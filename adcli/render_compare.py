@@ -73,10 +73,17 @@ def method_table(comparison) -> Table:
     for reference in ("reverse", "forward"):
         for key, label in (("max_abs", "abs"), ("max_rel", "rel")):
             cells = [Text("—", style="dim") if reference not in run.accuracy
-                     else Text(f"{run.accuracy[reference][key]:.1e}") for run in runs.values()]
+                     else _accuracy_cell(run.accuracy[reference], key) for run in runs.values()]
             if any(reference in run.accuracy for run in runs.values()):
                 table.add_row(f"max {label} diff vs {reference}", *cells)
     return table
+
+
+def _accuracy_cell(entry, key) -> Text:
+    """A difference, marked ✗ (visible without colour) beyond the documented tolerance."""
+    if entry.get("within_tolerance", True):
+        return Text(f"{entry[key]:.1e}")
+    return Text(f"{entry[key]:.1e} ✗", style="bold red")
 
 
 def theory_table(theory) -> Table:
@@ -108,6 +115,9 @@ def render_comparison(comparison):
     for name, run in comparison.runs.items():
         if run.skipped:
             out.print(Text(f"{name}: {run.skipped}", style="dim"))
+    message = comparison.agreement.get("message")
+    if message:
+        out.print(Text(f"✗ {message}", style="bold red"))
     rec = comparison.recommendation
     title = f"recommendation: {rec['mode']}" if rec["mode"] else "recommendation: none"
     out.print(Panel(Text(rec["reason"]), title=title, title_align="left"))

@@ -2,10 +2,12 @@
 
 A derivative value for one node and one block of directions is one of
 - ``None``: a symbolic zero; never materialised, never counted;
-- ``Seed``: a selection of the identity (each element is direction ``src[i]``
-  or nothing, each direction at most one element). Applying a linear map to
-  a Seed only selects entries of the map, so it is free; data movement keeps
-  a Seed a Seed;
+- ``Seed``: a selection of the identity: each element is direction ``src[i]``
+  or nothing. A direction may be selected by several elements (a gather that
+  repeats an element, ``[x, x]``, copies it), and then a linear map applied to
+  the Seed sums the entries it selects for that direction. Applying a linear map
+  to a Seed only selects (and, for repeats, adds) entries of the map, so it is
+  not counted; data movement keeps a Seed a Seed;
 - a dense array with the directions on a leading axis: shape ``(k,) + shape``.
 
 Every JVP and VJP rule in adcli.ops is written with the methods of
@@ -307,6 +309,28 @@ class Linear:
         fill(out)
         return out
 
+    def _place(self, out, index, values, key):
+        """out[index] += values, where `key` (one integer per entry) says which entries
+        land in the same place: a direction selected by several elements of a Seed.
+        Plain assignment would keep only the last of them (d/dx of [x, x] @ c is
+        c0 + c1, not c1), so repeated keys are added in rounds, each round a plain
+        assignment over distinct places (the same on NumPy and CuPy)."""
+        xp = self.xp
+        if key.size < 2:
+            out[index] += values
+            return
+        order = xp.argsort(key)   # any order: ranks come from searchsorted
+        ordered = key[order]
+        if not bool((ordered[1:] == ordered[:-1]).any()):
+            out[index] = values
+            return
+        rank = xp.empty_like(order)
+        rank[order] = xp.arange(key.size) - xp.searchsorted(ordered, ordered, side="left")
+        for level in range(int(rank.max()) + 1):
+            take = xp.nonzero(rank == level)[0]
+            sub = tuple(i if isinstance(i, slice) else i[take] for i in index)
+            out[sub] += values[take]
+
     def matmul_left(self, a, t):
         """a @ t for a residual a (vec or mat) and a tangent t of the right operand."""
         if t is None:
@@ -319,13 +343,15 @@ class Linear:
 
             def fill(result):
                 if len(t_shape) == 1:               # a @ e_i: column i of a (or a[i])
-                    result[dirs] = a[:, positions].T if a.ndim == 2 else a[positions]
+                    self._place(result, (dirs,), a[:, positions].T if a.ndim == 2 else a[positions],
+                                dirs)
                 else:                               # a @ E_ij: column i of a in column j
                     rows, cols = divmod(positions, t_shape[1])
+                    key = dirs * t_shape[1] + cols
                     if a.ndim == 2:
-                        result[dirs, :, cols] = a[:, rows].T
+                        self._place(result, (dirs, slice(None), cols), a[:, rows].T, key)
                     else:
-                        result[dirs, cols] = a[rows]
+                        self._place(result, (dirs, cols), a[rows], key)
 
             return self._seed_product(out, fill)
         if len(t_shape) == 1:   # a @ vector: batch the directions as rows
@@ -355,10 +381,10 @@ class Linear:
 
             def fill(result):
                 if len(t_shape) == 1:               # e_i @ b: row i of b (or b[i])
-                    result[dirs] = b[positions]
+                    self._place(result, (dirs,), b[positions], dirs)
                 else:                               # E_ij @ b: row j of b in row i
                     rows, cols = divmod(positions, t_shape[1])
-                    result[dirs, rows] = b[cols]
+                    self._place(result, (dirs, rows), b[cols], dirs * t_shape[0] + rows)
 
             return self._seed_product(out, fill)
 

@@ -134,7 +134,10 @@ def test_compare_json_keys():
     assert set(data["methods"]) == {"forward", "reverse", "central differences"}
     for method in data["methods"].values():
         assert {"cost", "accuracy", "time_s_median", "times_s", "predicted_bytes", "skipped"} <= set(method)
-    assert set(data["recommendation"]) == {"mode", "reason", "disagreement"}
+    assert set(data["recommendation"]) == {"mode", "reason", "disagreement", "mismatch"}
+    assert data["recommendation"]["mismatch"] is None
+    assert data["agreement"]["disagreeing"] == [] and data["agreement"]["tolerance"] == 1e-6
+    assert all(pair["within_tolerance"] for pair in data["agreement"]["pairs"])
     assert data["recommendation"]["mode"] == "reverse"
     assert data["theory"]["predicted_pass_ratio"] == 353
 

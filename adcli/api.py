@@ -22,7 +22,7 @@ from .errors import AdError, ResourceProblem, SourceLocation, UsageProblem, Valu
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
-from .tangents import Abstract, Linear
+from .tangents import Abstract, Linear, Seed
 
 MODES = ("forward", "reverse")
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -73,6 +73,7 @@ class Derivative:
     cotangent: dict | None = None   # vjp: input name -> array shaped like the input
     note: str = ""                  # how auto mode or the chunk was chosen
     chunk_note: str = ""
+    given: dict | None = None       # jvp/vjp: the direction or cotangent given, as host arrays
 
     @functools.cached_property
     def jacobian(self) -> np.ndarray:
@@ -594,7 +595,8 @@ class Program:
         else:
             jac, rows, cols = flat.reshape(1, -1), [("cotangent", None)], self._spec(result_names, self.input_shape)
         result = Derivative(kind, mode, mode, values, rows, cols, outputs,
-                            wrt_names, cost, be.name, be.device, dtype, host_inputs, matrix=jac)
+                            wrt_names, cost, be.name, be.device, dtype, host_inputs, matrix=jac,
+                            given={name: np.asarray(be.to_host(v[0])) for name, v in seeds.items()})
         if kind == "jvp":
             result.tangent = arrays
         else:
@@ -619,8 +621,15 @@ class Program:
     def _spec(names, shape_of) -> list:
         return [(name, shape_of(name)) for name in names]
 
-    def find_nonfinite(self, at=None, dtype="float64"):
-        """The first node whose value or local partial is nan or infinite, described."""
+    def find_nonfinite(self, at=None, dtype="float64", result: Derivative | None = None):
+        """Why a result holds nan or infinity, described: the first node whose value,
+        or whose local partial with respect to a differentiated operand, is not finite;
+        failing that (every local factor finite, their product not: an overflow along
+        the chain), the first node whose derivative is not finite as `result`'s sweeps
+        reach it. None when nothing is found."""
+        wrt = result.wrt if result is not None else list(self.graph.inputs)
+        outputs = result.outputs if result is not None else list(self.graph.outputs)
+        analysis = self._analysis(wrt, outputs)
         host = self.resolve_inputs(at)
         values = {}
         with np.errstate(all="ignore"):
@@ -640,13 +649,53 @@ class Program:
                 where = self.describe_node(node)
                 if not np.all(np.isfinite(out)):
                     return f"{where} produced a non-finite value"
+                if not analysis.active[node.id]:
+                    continue
                 r = Residuals(args, out, None, node.attrs, [self.graph.nodes[i].shape for i in node.inputs],
                               node.shape)
-                for spec in prim.partials:
-                    if spec is not None:
+                for i, spec in enumerate(prim.partials):
+                    # a partial the sweeps never use (x^3: ∂/∂3) cannot spoil the result
+                    if spec is not None and analysis.depends[node.inputs[i]]:
                         p = np.asarray(spec.compute(np, r))
                         if not np.all(np.isfinite(p)):
                             return f"{where} has a non-finite local derivative"
+            if result is not None:
+                node = self._first_nonfinite_derivative(result, at, dtype)
+                if node is not None:
+                    what, sweep = (("tangent", "forward") if result.mode == "forward"
+                                   else ("adjoint", "backward"))
+                    return (f"the {what} of {self.describe_node(node)} is not finite, although every "
+                            f"local derivative is: their product overflows along the {sweep} sweep")
+        return None
+
+    def _first_nonfinite_derivative(self, result: Derivative, at, dtype):
+        """Rerun `result`'s sweeps with an observer; the first node (in sweep order)
+        whose tangent or adjoint holds nan or infinity."""
+        class Found(Exception):
+            pass
+
+        def observer(runner, event, node, value, derivative):
+            if event not in ("forward", "backward") or not derivative:
+                return
+            for t in derivative.values():
+                if t is not None and not isinstance(t, Seed) and not bool(runner.xp.isfinite(t).all()):
+                    raise Found(node)
+
+        try:
+            if result.kind == "jvp":
+                self.jvp(result.given, at=at, dtype=dtype, measure_memory=False, observer=observer)
+            elif result.kind == "vjp":
+                self.vjp(result.given, at=at, wrt=result.wrt, dtype=dtype, measure_memory=False,
+                         observer=observer)
+            else:
+                _, run, _ = self._prepare("numpy", dtype, at)
+                run["store"] = lambda *args: None
+                shape_of = self.input_shape if result.mode == "forward" else self.output_shape
+                sizes = self._sizes(result.wrt if result.mode == "forward" else result.outputs, shape_of)
+                self._run(result.mode, result.wrt, result.outputs, result.cost.chunk or sum(sizes), sizes,
+                          run, observer=observer)
+        except Found as found:
+            return found.args[0]
         return None
 
     def describe_node(self, node) -> str:

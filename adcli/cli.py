@@ -330,7 +330,7 @@ def _check_finite(program, result, at, dtype):
     arrays = [result.jacobian] + list(result.value.values())
     if all(np.all(np.isfinite(a)) for a in arrays):
         return None
-    culprit = program.find_nonfinite(at, dtype)
+    culprit = program.find_nonfinite(at, dtype, result)
     return (f"the result holds nan or infinity: {culprit}" if culprit
             else "the result holds nan or infinity")
 

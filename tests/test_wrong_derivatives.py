@@ -168,3 +168,29 @@ def test_difference_handles_non_finite_entries():
     one_nan = difference(np.array([[np.nan, 1.0]]), np.array([[1.0, 1.0]]))
     assert np.isnan(one_nan["max_rel"])
     assert difference(np.array([[np.inf, 2.0]]), np.array([[np.inf, 1.0]]))["max_rel"] == 1.0
+
+
+# The non-finite warning named an earlier x^3 (whose ∂/∂3 is never used) for x^y at
+# x = -2, and nothing for an overflow of a product of finite local derivatives.
+
+def test_nonfinite_names_the_node_whose_partial_is_used(tmp_path):
+    path = tmp_path / "pow.ad"
+    path.write_text("input x = -2\ninput y = 2\na = x^3\noutput f = a + x^y\n")
+    for mode in ("forward", "reverse"):
+        result = _cli("grad", str(path), "--mode", mode, "--summary")
+        assert result.exit_code == 0, result.output
+        assert "(x^y)" in result.stderr and "pow.ad:4" in result.stderr, result.stderr
+        assert "(x^3)" not in result.stderr
+
+
+def test_nonfinite_names_where_a_product_of_finite_partials_overflows(tmp_path):
+    path = tmp_path / "overflow.ad"
+    path.write_text("input x = 1e-30\noutput f = sqrt(x) * 1e300\n")
+    forward = _cli("grad", str(path), "--mode", "forward", "--summary")
+    assert "tangent of v4 = mul (sqrt(x) * 1e300)" in forward.stderr, forward.stderr
+    assert "overflow.ad:2" in forward.stderr
+    reverse = _cli("grad", str(path), "--mode", "reverse", "--json")
+    assert "adjoint of v1 = input" in reverse.stderr, reverse.stderr
+    assert json.loads(reverse.stdout)["jacobian"] == [[None]]
+    jvp = _cli("grad", str(path), "--direction", "x=1", "--summary")
+    assert "tangent of v4" in jvp.stderr

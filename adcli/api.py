@@ -22,7 +22,7 @@ from .errors import AdError, ResourceProblem, SourceLocation, UsageProblem, Valu
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
-from .tangents import Abstract, Linear, Seed
+from .tangents import Abstract, Counter, Linear, Seed
 
 MODES = ("forward", "reverse")
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -345,6 +345,9 @@ class Program:
                           seeds_single, outputs, wrt)
         cost.mults_primal, cost.flops_primal = runner.primal.mults, runner.primal.flops
         cost.mults_derivative, cost.flops_derivative = runner.derivative.mults, runner.derivative.flops
+        cost.ops = runner.primal.ops + runner.derivative.ops
+        cost.values_moved = runner.primal.moved + runner.derivative.moved
+        cost.gemm_flops = runner.primal.gemm + runner.derivative.gemm
         cost.peak_live_values = runner.live.peak
         return cost
 
@@ -364,8 +367,7 @@ class Program:
     def _forward(self, runner, analysis, sweeps, wrt, shape_of, cost, run, seeds_single):
         out_ids = self.graph.outputs
         for layout, times in sweeps:
-            before = (runner.primal.mults, runner.primal.flops, runner.derivative.mults,
-                      runner.derivative.flops)
+            before = runner.primal.snapshot(), runner.derivative.snapshot()
             runner.live.reset()
             seeds = self._seeds(runner, layout, wrt, shape_of, seeds_single)
             tangents, values = runner.forward_sweep(analysis, seeds)
@@ -377,11 +379,8 @@ class Program:
                         t = tangents.get(node_id, {}).get(block)
                         run["store"](out_name, block, offset, k, t)
             if times > 1:   # identical sweeps: count the rest without running them
-                after = (runner.primal.mults, runner.primal.flops, runner.derivative.mults,
-                         runner.derivative.flops)
-                extra = [(a - b) * (times - 1) for a, b in zip(after, before)]
-                runner.primal.add(extra[0], extra[1])
-                runner.derivative.add(extra[2], extra[3])
+                runner.primal.repeat(before[0], times - 1)
+                runner.derivative.repeat(before[1], times - 1)
             cost.sweeps += times
             cost.primal_sweeps += times
 
@@ -403,7 +402,7 @@ class Program:
             sweeps[-1:] = [(layout, times - 1), (layout, 1)]
         for index, (layout, times) in enumerate(sweeps):
             final = index == len(sweeps) - 1
-            before = (runner.derivative.mults, runner.derivative.flops)
+            before = runner.derivative.snapshot()
             seeds = {}
             for name, blocks in self._seeds(runner, layout, outputs_blocks, shape_of, seeds_single).items():
                 target = seeds.setdefault(self.graph.outputs[name], {})
@@ -422,9 +421,7 @@ class Program:
                     for node_id, name in wrt_ids.items():
                         run["store"](name, block, offset, k, results.get(node_id, {}).get(block))
             if times > 1:   # identical sweeps: count the rest without running them
-                extra = [(a - b) * (times - 1) for a, b in
-                         zip((runner.derivative.mults, runner.derivative.flops), before)]
-                runner.derivative.add(*extra)
+                runner.derivative.repeat(before, times - 1)
         cost.sweeps = total
 
     # -- public entry points ---------------------------------------------------------------
@@ -475,7 +472,7 @@ class Program:
             """Keep one sweep's derivative block (a Seed is made dense here)."""
             if t is None:
                 return
-            dense = Linear(xp, k, _NullCounter(), run["dtype"]).dense(t)
+            dense = Linear(xp, k, Counter(), run["dtype"]).dense(t)   # not the run's work
             key = (name, block) if mode == "forward" else (block, name)
             pieces.setdefault(key, []).append((offset, dense))
 
@@ -707,11 +704,6 @@ class Program:
 def _labels(spec) -> list:
     return [label for name, shape in spec
             for label in ([name] if shape is None else element_labels(name, shape))]
-
-
-class _NullCounter:
-    def add(self, m, f):
-        pass
 
 
 def _count(n: int, noun: str) -> str:

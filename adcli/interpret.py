@@ -35,8 +35,12 @@ class Cost:
     cached_values: int = 0
     cached_inputs: int = 0
     peak_live_values: int = 0
+    ops: int = 0                    # array operations executed (primal and derivative)
+    values_moved: int = 0           # scalars those operations read and wrote
+    gemm_flops: int = 0             # the flops of matmul-like work among them
     peak_bytes: int | None = None
     time_s: dict = field(default_factory=dict)
+    predicted: dict = field(default_factory=dict)   # {"time_s", "peak_bytes"}, from the graph
 
     def counts(self) -> dict:
         """The exact, device-independent figures (what prediction must match)."""
@@ -45,12 +49,14 @@ class Cost:
                 "mults": {"primal": self.mults_primal, "derivative": self.mults_derivative},
                 "flops": {"primal": self.flops_primal, "derivative": self.flops_derivative},
                 "cached_values": self.cached_values, "cached_inputs": self.cached_inputs,
-                "peak_live_values": self.peak_live_values}
+                "peak_live_values": self.peak_live_values, "ops": self.ops,
+                "values_moved": self.values_moved, "gemm_flops": self.gemm_flops}
 
     def to_json(self) -> dict:
         data = self.counts()
         data["peak_bytes"] = self.peak_bytes
         data["time_s"] = dict(self.time_s)
+        data["predicted"] = dict(self.predicted)
         return data
 
 
@@ -208,9 +214,11 @@ class Runner:
 
     def evaluate(self, node, args):
         prim = REGISTRY[node.op]
-        m, f = prim.cost([a.shape for a in args] if self.xp is None else
-                         [self.graph.nodes[i].shape for i in node.inputs], node.shape, node.attrs)
+        shapes = self.in_shapes(node)
+        m, f = prim.cost(shapes, node.shape, node.attrs)
         self.primal.add(m, f)
+        self.primal.traffic(1, (2 * node.size if prim.movement else sum(map(prod, shapes)) + node.size),
+                            f if prim.contraction else 0)
         if self.xp is None:
             return Abstract(node.shape)
         return prim.evaluate(self.xp, *args, **node.attrs)
@@ -223,6 +231,8 @@ class Runner:
         shape = node.shape if spec.like == "out" else self.graph.nodes[node.inputs[0]].shape
         n = prod(shape)
         self.derivative.add(spec.mults * n, spec.flops * n)
+        kernels = max(1, spec.flops)   # about one array operation per flop per element
+        self.derivative.traffic(kernels, 2 * n * kernels)
         if self.xp is None:
             return Abstract(shape)
         r = Residuals(args, out, None, node.attrs, self.in_shapes(node), node.shape)

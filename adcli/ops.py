@@ -51,6 +51,7 @@ class Primitive:
     partials: list = field(default_factory=list)   # per input: Partial or None
     jvp_all: Callable | None = None                # (T, r, tangents) -> tangent, overrides the sum
     movement: bool = False
+    contraction: bool = False     # matmul-like: its flops run at the machine's GEMM rate
     arity: int | None = 1
     doc: str = ""
     partial_text: list = field(default_factory=list)  # per input, for traces: "cos({x0})"
@@ -260,7 +261,7 @@ def _matmul_vjp_right(T, r, ct):
 
 
 register(Primitive(
-    "matmul", _matmul_shape, lambda xp, a, b: a @ b, _matmul_cost, arity=2,
+    "matmul", _matmul_shape, lambda xp, a, b: a @ b, _matmul_cost, arity=2, contraction=True,
     jvp=[lambda T, r, t: T.matmul_right(t, r.x1), lambda T, r, t: T.matmul_left(r.x0, t)],
     vjp=[_matmul_vjp_left, _matmul_vjp_right],
     uses=[("x1",), ("x0",)], partials=[None, None],

@@ -63,17 +63,32 @@ class Seed:
 
 
 class Counter:
-    """Running totals of derivative work."""
+    """Running totals of work: the chain-product figures (mults, flops) and what the
+    time model (adcli.machine) needs besides: array operations executed (`ops`),
+    scalars read and written by them (`moved`), and the flops of contractions
+    (`gemm`, matmul-like work, also included in `flops`)."""
 
-    __slots__ = ("mults", "flops")
+    __slots__ = ("mults", "flops", "ops", "moved", "gemm")
 
     def __init__(self):
-        self.mults = 0
-        self.flops = 0
+        self.mults = self.flops = self.ops = self.moved = self.gemm = 0
 
     def add(self, mults: int, flops: int):
         self.mults += mults
         self.flops += flops
+
+    def traffic(self, ops: int, moved: int, gemm: int = 0):
+        self.ops += ops
+        self.moved += moved
+        self.gemm += gemm
+
+    def snapshot(self) -> tuple:
+        return (self.mults, self.flops, self.ops, self.moved, self.gemm)
+
+    def repeat(self, before: tuple, times: int):
+        """Count the work done since `before` `times` more times (identical sweeps)."""
+        for name, old in zip(self.__slots__, before):
+            setattr(self, name, getattr(self, name) + (getattr(self, name) - old) * times)
 
 
 def shape_of(value) -> tuple:
@@ -115,12 +130,28 @@ class Linear:
     def _count(self, mults: int, flops: int):
         self.counter.add(mults, flops)
 
+    def _traffic(self, ops: int, moved: int, gemm: int = 0):
+        self.counter.traffic(ops, moved, gemm)
+
+    def _materialized(self, *ts):
+        """Count making Seeds dense (a k × |node| array written) for the methods that
+        will call dense(): counted before they branch on abstract or real, so a
+        prediction counts exactly what a run does."""
+        for t in ts:
+            if isinstance(t, Seed):
+                self._traffic(1, prod(t.shape))
+
     def _lift(self, t, shape):
         """Give a dense tangent of a smaller node shape leading unit axes."""
         extra = len(shape) - (t.ndim - 1)
         if extra <= 0:
             return t
         return t.reshape((t.shape[0],) + (1,) * extra + tuple(t.shape[1:]))
+
+    def _elementwise(self, t, out_shape, residual_size: int):
+        """One elementwise kernel on a derivative value t and a residual: reads both,
+        writes k × out (a Seed is made dense first: dense() counts that)."""
+        self._traffic(1, prod(self.node_shape(t)) * self.k + residual_size + self.k * prod(out_shape))
 
     # -- elementwise ------------------------------------------------------------
     def scale(self, p, t):
@@ -130,6 +161,8 @@ class Linear:
         out = broadcast_shapes(shape_of(p), self.node_shape(t))
         if not isinstance(t, Seed):
             self._count(self.k * prod(out), self.k * prod(out))
+        self._elementwise(t, out, prod(shape_of(p)))
+        self._materialized(t)
         if self.xp is None:
             return Abstract((self.k,) + out)
         return p * self._lift(self.dense(t), out)
@@ -141,6 +174,8 @@ class Linear:
         out = broadcast_shapes(shape_of(q), self.node_shape(t))
         if not isinstance(t, Seed):
             self._count(self.k * prod(out), self.k * prod(out))
+        self._elementwise(t, out, prod(shape_of(q)))
+        self._materialized(t)
         if self.xp is None:
             return Abstract((self.k,) + out)
         return self._lift(self.dense(t), out) / q
@@ -152,6 +187,8 @@ class Linear:
             return a
         shape = self.node_shape(a)
         self._count(0, self.k * prod(shape))
+        self._traffic(1, 3 * self.k * prod(shape))
+        self._materialized(a, b)
         if self.xp is None:
             return Abstract((self.k,) + shape)
         return self.dense(a) + self.dense(b)
@@ -163,6 +200,8 @@ class Linear:
             return self.neg(b)
         shape = self.node_shape(a)
         self._count(0, self.k * prod(shape))
+        self._traffic(1, 3 * self.k * prod(shape))
+        self._materialized(a, b)
         if self.xp is None:
             return Abstract((self.k,) + shape)
         return self.dense(a) - self.dense(b)
@@ -172,6 +211,8 @@ class Linear:
             return None
         shape = self.node_shape(t)
         self._count(0, self.k * prod(shape))
+        self._traffic(1, 2 * self.k * prod(shape))
+        self._materialized(t)
         if self.xp is None:
             return Abstract((self.k,) + shape)
         return -self.dense(t)
@@ -185,6 +226,7 @@ class Linear:
         if isinstance(t, Seed) and prod(t.node_shape) == prod(shape):
             src = None if self.xp is None else t.src.reshape(shape)
             return Seed(src, t.k, shape)
+        self._materialized(t)
         if self.xp is None:
             return Abstract((self.k,) + shape)
         return self.xp.broadcast_to(self._lift(self.dense(t), shape), (self.k,) + shape)
@@ -199,6 +241,8 @@ class Linear:
             src = None if self.xp is None else t.src.reshape(shape)
             return Seed(src, t.k, shape)
         self._count(0, self.k * prod(node_shape))
+        self._traffic(1, self.k * (prod(node_shape) + prod(shape)))
+        self._materialized(t)
         if self.xp is None:
             return Abstract((self.k,) + shape)
         t = self.dense(t)
@@ -217,6 +261,8 @@ class Linear:
         node_shape = self.node_shape(t)
         self._count(0, self.k * prod(node_shape))
         out = reduced_shape(node_shape, axis)
+        self._traffic(1, self.k * (prod(node_shape) + prod(out)))
+        self._materialized(t)
         if self.xp is None:
             return Abstract((self.k,) + out)
         t = self.dense(t)
@@ -250,15 +296,19 @@ class Linear:
         out_shape = tuple(out_shape)
         size = prod(out_shape)
         if all(isinstance(t, Seed) for t, _ in present):
+            self._traffic(1 + len(present), 3 * size)   # integer selections, not values
             if self.xp is None:
                 return Seed(None, self.k, out_shape)
             src = self.xp.full(size, -1, dtype=present[0][0].src.dtype)
             for t, (out_pos, in_pos) in present:
                 src[out_pos] = t.src.reshape(-1)[in_pos]
             return Seed(src.reshape(out_shape), self.k, out_shape)
+        single = len(present) == 1 and len(tangents) == 1
+        self._traffic(1 if single else 1 + len(present), (2 if single else 3) * self.k * size)
+        self._materialized(*(t for t, _ in present))
         if self.xp is None:
             return Abstract((self.k,) + out_shape)
-        if len(present) == 1 and len(tangents) == 1:
+        if single:
             t, (out_pos, in_pos) = present[0]
             flat = self.dense(t).reshape(self.k, -1)[:, in_pos]
             return flat.reshape((self.k,) + out_shape)
@@ -274,11 +324,13 @@ class Linear:
         in_shape = tuple(in_shape)
         out_pos, in_pos = move
         if isinstance(ct, Seed):
+            self._traffic(2, 2 * prod(in_shape) + len(out_pos))   # integer selections
             if self.xp is None:
                 return Seed(None, self.k, in_shape)
             src = self.xp.full(prod(in_shape), -1, dtype=ct.src.dtype)
             src[in_pos] = ct.src.reshape(-1)[out_pos]
             return Seed(src.reshape(in_shape), self.k, in_shape)
+        self._traffic(2, self.k * (prod(in_shape) + 2 * len(out_pos)))
         if self.xp is None:
             return Abstract((self.k,) + in_shape)
         out = self.xp.zeros((self.k, prod(in_shape)), dtype=ct.dtype)
@@ -286,12 +338,16 @@ class Linear:
         return out.reshape((self.k,) + in_shape)
 
     # -- products with a residual ------------------------------------------------------
-    def _product(self, t, result_node_shape, contraction: int, compute):
+    def _product(self, t, result_node_shape, contraction: int, compute, residual_size: int):
         if t is None:
             return None
         if not isinstance(t, Seed):
             mults = self.k * prod(result_node_shape) * contraction
             self._count(mults, 2 * mults if contraction > 1 else mults)
+        out = self.k * prod(result_node_shape)
+        self._traffic(1, self.k * prod(self.node_shape(t)) + residual_size + out,
+                      2 * out * contraction if contraction > 1 else 0)
+        self._materialized(t)
         if self.xp is None:
             return Abstract((self.k,) + tuple(result_node_shape))
         return compute(self.dense(t))
@@ -338,7 +394,10 @@ class Linear:
         t_shape = self.node_shape(t)
         out = matmul_shape(shape_of(a), t_shape)
         contraction = a.shape[-1]
-        if isinstance(t, Seed) and self.xp is not None:
+        if isinstance(t, Seed):
+            self._traffic(2, 2 * self.k * prod(out))   # zeros, then entries of a copied in
+            if self.xp is None:
+                return Abstract((self.k,) + tuple(out))
             positions, dirs = self._seed_entries(t)
 
             def fill(result):
@@ -356,7 +415,7 @@ class Linear:
             return self._seed_product(out, fill)
         if len(t_shape) == 1:   # a @ vector: batch the directions as rows
             return self._product(t, out, contraction,
-                                 lambda d: d @ (a.T if a.ndim == 2 else a))
+                                 lambda d: d @ (a.T if a.ndim == 2 else a), prod(a.shape))
 
         def compute(d):
             # One 2-D GEMM with the directions folded into the columns: NumPy's
@@ -368,7 +427,7 @@ class Linear:
                 return product.reshape(k, cols)
             return product.reshape(a.shape[0], k, cols).transpose(1, 0, 2)
 
-        return self._product(t, out, contraction, compute)
+        return self._product(t, out, contraction, compute, prod(a.shape))
 
     def matmul_right(self, t, b):
         """t @ b for a tangent t of the left operand and a residual b."""
@@ -376,7 +435,10 @@ class Linear:
             return None
         t_shape = self.node_shape(t)
         out = matmul_shape(t_shape, shape_of(b))
-        if isinstance(t, Seed) and self.xp is not None:
+        if isinstance(t, Seed):
+            self._traffic(2, 2 * self.k * prod(out))   # zeros, then entries of b copied in
+            if self.xp is None:
+                return Abstract((self.k,) + tuple(out))
             positions, dirs = self._seed_entries(t)
 
             def fill(result):
@@ -394,7 +456,7 @@ class Linear:
             k, rows, inner = d.shape   # fold the directions into the rows: one GEMM
             return (d.reshape(k * rows, inner) @ b).reshape((k, rows) + tuple(b.shape[1:]))
 
-        return self._product(t, out, b.shape[0], compute)
+        return self._product(t, out, b.shape[0], compute, prod(b.shape))
 
     def outer(self, t, b, t_first: bool = True):
         """t ⊗ b (or b ⊗ t): every element of one times every element of the other."""
@@ -409,7 +471,7 @@ class Linear:
                 return d.reshape((k,) + t_shape + (1,) * len(b_shape)) * b
             return b.reshape(b_shape + (1,) * len(t_shape)) * d.reshape((k,) + (1,) * len(b_shape) + t_shape)
 
-        return self._product(t, out, 1, compute)
+        return self._product(t, out, 1, compute, prod(b_shape))
 
 
 def reduced_shape(shape, axis) -> tuple:

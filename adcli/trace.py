@@ -188,16 +188,11 @@ def _first(runner, blocks):
     t = blocks.get("given")
     if t is None:
         return None
-    from .tangents import Linear, Seed
+    from .tangents import Counter, Linear, Seed
 
-    if isinstance(t, Seed):
-        t = Linear(runner.xp, t.k, _NullCounter(), runner.dtype).dense(t)
+    if isinstance(t, Seed):   # made dense for display: a scratch counter, not the run's
+        t = Linear(runner.xp, t.k, Counter(), runner.dtype).dense(t)
     return _host(runner, t)[0]
-
-
-class _NullCounter:
-    def add(self, m, f):
-        pass
 
 
 def _counters(runner):
@@ -379,7 +374,7 @@ def _scalar_partial(graph, node, i, values):
     src = graph.nodes[node.inputs[i]]
     if prim is None or prim.movement or i >= len(prim.jvp) or node.shape != () or src.shape != ():
         return None
-    from .tangents import Linear
+    from .tangents import Counter, Linear
 
     args = [np.asarray(values[j], dtype=np.float64) for j in node.inputs]
     out = np.asarray(values[node.id], dtype=np.float64)
@@ -389,7 +384,7 @@ def _scalar_partial(graph, node, i, values):
     if spec is not None:
         r.p = spec.compute(np, r)
     with np.errstate(all="ignore"):
-        result = prim.jvp[i](Linear(np, 1, _NullCounter(), np.float64), r, np.ones((1,)))
+        result = prim.jvp[i](Linear(np, 1, Counter(), np.float64), r, np.ones((1,)))
     return float(np.asarray(result).reshape(-1)[0])
 
 

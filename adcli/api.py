@@ -283,19 +283,27 @@ class Program:
         chunk = passes if chunk is None else max(1, min(chunk, passes))
         return self._run(mode, wrt, outputs, chunk, sizes, None, single=single)
 
+    def _pass_sizes(self, mode, wrt, outputs) -> list:
+        return self._sizes(wrt, self.input_shape) if mode == "forward" else \
+            self._sizes(outputs, self.output_shape)
+
+    def predicted_peak_bytes(self, mode, wrt, outputs, chunk, itemsize) -> int:
+        """The bytes a run of `mode` with `chunk` directions per sweep is predicted to
+        need at its peak: what the chunk choice, the refusal and --mode auto use."""
+        # the prediction depends on the graph alone: made once per program and layout
+        key = (mode, tuple(wrt), tuple(outputs), chunk)
+        if key not in self._peak_cache:
+            sizes = self._pass_sizes(mode, wrt, outputs)
+            self._peak_cache[key] = self._run(mode, wrt, outputs, chunk, sizes, None).peak_live_values
+        fixed = sum(n.size for n in self.graph.nodes if n.op in ("input", "const"))
+        return TEMPORARY_FACTOR * (self._peak_cache[key] + fixed) * itemsize
+
     def choose_chunk(self, mode, wrt, outputs, memory_limit, itemsize):
         """The largest chunk whose predicted memory fits the limit, and a note."""
-        sizes = self._sizes(wrt, self.input_shape) if mode == "forward" else \
-            self._sizes(outputs, self.output_shape)
-        passes = sum(sizes)
-        fixed = sum(n.size for n in self.graph.nodes if n.op in ("input", "const"))
+        passes = sum(self._pass_sizes(mode, wrt, outputs))
 
         def need(chunk):
-            # the prediction depends on the graph alone: made once per program and layout
-            key = (mode, tuple(wrt), tuple(outputs), chunk)
-            if key not in self._peak_cache:
-                self._peak_cache[key] = self._run(mode, wrt, outputs, chunk, sizes, None).peak_live_values
-            return TEMPORARY_FACTOR * (self._peak_cache[key] + fixed) * itemsize
+            return self.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize)
 
         if need(passes) <= memory_limit:
             return passes, ""

@@ -27,6 +27,7 @@ from .tangents import Abstract, Counter, Linear, Seed
 MODES = ("forward", "reverse")
 DTYPES = {"float64": np.float64, "float32": np.float32}
 TEMPORARY_FACTOR = 2   # room for a rule's temporaries beside the live values
+RETIME_BELOW_S = 0.5   # a traced run faster than this is timed again without tracing
 
 
 def available_memory() -> int:
@@ -115,6 +116,8 @@ class Program:
         self._const_cache = {}
         self._peak_cache = {}       # predicted peak live values per (mode, wrt, outputs, chunk)
         self._analyses = {}         # static facts per (wrt, outputs)
+        self._decisions = {}        # adcli.decide: the mode choice per (wrt, chunk, limit, backend, ...)
+        self._default_limits = {}   # backend name -> default memory limit, read once per program
 
     def _analysis(self, wrt, outputs) -> Analysis:
         key = (tuple(wrt or ()), tuple(outputs or ()))
@@ -287,14 +290,16 @@ class Program:
         return self._sizes(wrt, self.input_shape) if mode == "forward" else \
             self._sizes(outputs, self.output_shape)
 
-    def predicted_peak_bytes(self, mode, wrt, outputs, chunk, itemsize) -> int:
-        """The bytes a run of `mode` with `chunk` directions per sweep is predicted to
-        need at its peak: what the chunk choice, the refusal and --mode auto use."""
+    def predicted_peak_bytes(self, mode, wrt, outputs, chunk, itemsize, single=False) -> int:
+        """The bytes a run of `mode` with `chunk` directions per sweep (`single`: one
+        given JVP or VJP) is predicted to need at its peak: what the chunk choice, the
+        refusal and --mode auto use."""
         # the prediction depends on the graph alone: made once per program and layout
-        key = (mode, tuple(wrt), tuple(outputs), chunk)
+        key = (mode, tuple(wrt), tuple(outputs), chunk, single)
         if key not in self._peak_cache:
-            sizes = self._pass_sizes(mode, wrt, outputs)
-            self._peak_cache[key] = self._run(mode, wrt, outputs, chunk, sizes, None).peak_live_values
+            sizes = [1] if single else self._pass_sizes(mode, wrt, outputs)
+            self._peak_cache[key] = self._run(mode, wrt, outputs, chunk, sizes, None,
+                                              single=single).peak_live_values
         fixed = sum(n.size for n in self.graph.nodes if n.op in ("input", "const"))
         return TEMPORARY_FACTOR * (self._peak_cache[key] + fixed) * itemsize
 
@@ -449,22 +454,26 @@ class Program:
         note = ""
         if mode not in ("auto",) + MODES:
             raise UsageProblem(f"unknown mode '{mode}'; choose forward, reverse or auto")
-        if mode == "auto":
-            mode, note = self.pick_mode(wrt, chunk)
-        in_sizes = self._sizes(wrt, self.input_shape)
-        out_sizes = self._sizes(outputs, self.output_shape)
-        sizes = in_sizes if mode == "forward" else out_sizes
-        passes = sum(sizes)
+        if chunk is not None and chunk < 1:
+            raise UsageProblem("--chunk must be at least 1")
         itemsize = np.dtype(DTYPES.get(dtype, np.float64)).itemsize
         if isinstance(backend, str):
             from .backends import get_backend
             backend = get_backend(backend)
-        limit = default_memory_limit(backend) if memory_limit is None else memory_limit
+        limit = self.default_limit(backend) if memory_limit is None else memory_limit
+        if mode == "auto":
+            decision = self.decide(wrt, chunk, limit, backend, dtype)
+            if decision.mode is None:
+                raise ResourceProblem(decision.reason, hint="raise --memory-limit, lower a dim with "
+                                      "--set, or differentiate fewer inputs with --wrt")
+            mode, note = decision.mode, "auto picked " + decision.reason
+        in_sizes = self._sizes(wrt, self.input_shape)
+        out_sizes = self._sizes(outputs, self.output_shape)
+        sizes = in_sizes if mode == "forward" else out_sizes
+        passes = sum(sizes)
         chunk_note = ""
         if chunk is None:
             chunk, chunk_note = self.choose_chunk(mode, wrt, outputs, limit, itemsize)
-        elif chunk < 1:
-            raise UsageProblem("--chunk must be at least 1")
         chunk = min(chunk, passes)
         m, n = sum(out_sizes), sum(in_sizes)
         if m * n * itemsize > limit:   # its blocks are all kept, whatever the chunk
@@ -487,6 +496,7 @@ class Program:
         run["store"] = store
         cost = self._measured(be, measure_memory, warmup,
                               lambda r, observer: self._run(mode, wrt, outputs, chunk, sizes, r), run)
+        self._predicted(cost, be, mode, wrt, outputs, chunk, itemsize)
         values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
         host_dtype = DTYPES[dtype]
         blocks = {}
@@ -511,26 +521,36 @@ class Program:
                           be.name, be.device, dtype, host_inputs, blocks=blocks, note=note,
                           chunk_note=chunk_note)
 
-    def pick_mode(self, wrt=None, chunk=None):
-        """Auto mode: predict both, pick fewer derivative mults (then passes, then forward)."""
-        wrt = self._wrt(wrt)
-        fwd = self.predict("forward", wrt, chunk)
-        rev = self.predict("reverse", wrt, chunk)
-        key_f = (fwd.mults_derivative, fwd.passes, 0)
-        key_r = (rev.mults_derivative, rev.passes, 1)
-        mode = "forward" if key_f <= key_r else "reverse"
-        if fwd.mults_derivative != rev.mults_derivative:
-            why = (f"{min(fwd.mults_derivative, rev.mults_derivative):,} derivative mults instead of "
-                   f"{max(fwd.mults_derivative, rev.mults_derivative):,}")
-        elif fwd.passes != rev.passes:
-            why = (f"equal derivative mults ({fwd.mults_derivative:,}); "
-                   f"{_count(min(fwd.passes, rev.passes), 'pass')} instead of {max(fwd.passes, rev.passes):,}")
-        else:
-            why = (f"a tie at {_count(fwd.mults_derivative, 'derivative mult')} and "
-                   f"{_count(fwd.passes, 'pass')}; forward keeps nothing for a backward sweep")
-        note = (f"auto picked {mode}: {why}; forward takes {_count(fwd.passes, 'pass')}, "
-                f"reverse {_count(rev.passes, 'pass')}")
-        return mode, note
+    def default_limit(self, backend) -> int:
+        """The default memory limit (adcli.api.default_memory_limit), read once per program
+        and backend: it reads the system's figures, and a decision cached per limit must
+        not be remade because free memory moved by a page."""
+        name = backend if isinstance(backend, str) else backend.name
+        if name not in self._default_limits:
+            self._default_limits[name] = default_memory_limit(None if isinstance(backend, str) else backend)
+        return self._default_limits[name]
+
+    def decide(self, wrt=None, chunk=None, memory_limit=None, backend="numpy", dtype="float64",
+               exclude=()):
+        """The mode --mode auto runs, and why (adcli.decide): the least predicted time
+        among the modes predicted to fit the memory limit."""
+        from .decide import decide
+
+        return decide(self, wrt, chunk, memory_limit, backend, dtype, exclude=exclude)
+
+    def pick_mode(self, wrt=None, chunk=None, memory_limit=None, backend="numpy", dtype="float64"):
+        """(mode, note) of the decision --mode auto makes."""
+        decision = self.decide(wrt, chunk, memory_limit, backend, dtype)
+        return decision.mode, "auto picked " + decision.reason
+
+    def _predicted(self, cost, be, mode, wrt, outputs, chunk, itemsize, single=False):
+        """cost.predicted: the time the machine model predicts for these very counts
+        (prediction = count, so they are the predicted counts) and the predicted peak."""
+        from .machine import model_for
+
+        cost.predicted = {"time_s": model_for(be.name).time(cost, itemsize),
+                          "peak_bytes": self.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize,
+                                                                  single=single)}
 
     def _measured(self, be, measure_memory, warmup, go, run, observer=None):
         """go(run, observer) under be.measure; with a warm-up (default: be.warmup),
@@ -543,7 +563,15 @@ class Program:
         with be.measure(measure_memory) as report:
             cost = go(run, observer)
         cost.peak_bytes = report["peak_bytes"]
-        cost.time_s = {**times, "sweeps": report["seconds"]}
+        sweeps = report["seconds"]
+        if report["peak_bytes"] is not None and sweeps < RETIME_BELOW_S:
+            # Tracing allocations (for peak_bytes) slows small runs 5-10×: time them
+            # again untraced, so time_s.sweeps is the time the sweeps really take.
+            times["traced"] = sweeps
+            with be.measure(False) as again:
+                go(dict(run, store=lambda *args: None), None)
+            sweeps = again["seconds"]
+        cost.time_s = {**times, "sweeps": sweeps}
         return cost
 
     def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None,
@@ -586,6 +614,8 @@ class Program:
                               lambda r, obs: self._run(mode, wrt_names, outputs, 1, [1], r, single=True,
                                                        seeds_single=seeds, observer=obs),
                               run, observer)
+        itemsize = np.dtype(DTYPES[dtype]).itemsize
+        self._predicted(cost, be, mode, wrt_names, outputs, 1, itemsize, single=True)
         values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
         result_names = list(self.graph.outputs) if kind == "jvp" else wrt_names
         shapes = {n: (self.output_shape(n) if kind == "jvp" else self.input_shape(n)) for n in result_names}

@@ -201,7 +201,8 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
         other = agreement(group, dtype)
         if other["message"] and not comparison.agreement["message"]:
             comparison.agreement = other
-    comparison.recommendation = recommend(groups[0], limit, comparison.agreement)
+    comparison.recommendation = recommend(program, groups[0], limit, comparison.agreement, wrt,
+                                          backends[0], dtype)
     comparison.theory = theory(groups[0], n, m)
     return comparison
 
@@ -224,14 +225,21 @@ def _run_methods(program, wrt, at, repeat, backend, dtype, limit, itemsize, n, f
                            f"at a time, over the memory limit of {_bytes(limit)}")
             continue
         try:
-            for attempt in range(repeat):
-                if name == "central differences":
-                    result = finite_differences(program, wrt, at, backend, dtype)
+            # The first run traces allocations for peak_bytes; the others are timed
+            # without tracing, which slows small runs 5-10× (an AD run's first time
+            # is already re-timed untraced by Program.jacobian).
+            for attempt in range(repeat if name != FD or repeat == 1 else repeat + 1):
+                traced = attempt == 0
+                if name == FD:
+                    result = finite_differences(program, wrt, at, backend, dtype, measure_memory=traced)
                 else:   # warm up (where the backend wants it) before the first run only
                     result = program.jacobian(mode=name, wrt=wrt, at=at, backend=backend, dtype=dtype,
-                                              memory_limit=limit, warmup=None if attempt == 0 else False)
-                run.result = result
-                run.times.append(result.cost.time_s["sweeps"])
+                                              memory_limit=limit, warmup=None if traced else False,
+                                              measure_memory=traced)
+                if traced:
+                    run.result = result
+                if not (traced and name == FD and repeat > 1):
+                    run.times.append(result.cost.time_s["sweeps"])
         except ResourceProblem as exc:
             run.result, run.times = None, []
             run.skipped = f"skipped: {exc.message}"
@@ -266,85 +274,60 @@ def _ratio(a, b) -> str:
     return f"{r:,.0f}" if r >= 10 else f"{r:,.1f}"
 
 
-def recommend(runs, limit, agreed: dict | None = None) -> dict:
-    """Pick forward or reverse: fewer derivative mults (then passes, then forward),
-    among the modes whose measured or predicted memory fits the limit and whose
-    Jacobian agrees with the other methods (`agreed`, from `agreement`)."""
-    notes = []
-    usable = {}
+def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backend="numpy",
+              dtype="float64") -> dict:
+    """The mode to recommend: the decision --mode auto makes (adcli.decide: least
+    predicted time among the modes predicted to fit the limit), leaving out a mode
+    whose Jacobian disagrees with the other methods (`agreed`, from `agreement`) or
+    whose measured peak exceeded the limit. Then the measured times set beside the
+    prediction: where they contradict it, the recommendation says so and by how much."""
     wrong = set((agreed or {}).get("disagreeing", ()))
     mismatch = (agreed or {}).get("message") if wrong & {"forward", "reverse"} else None
+    exclude = {}
     for name in ("forward", "reverse"):
         run = runs.get(name)
-        if run is None:
-            continue
-        if run.skipped:
-            notes.append(f"{name} is not recommended: {run.skipped.removeprefix('skipped: ')}")
-            continue
         if name in wrong:
-            notes.append(f"{name} is not recommended: its Jacobian disagrees with the other methods")
-            continue
-        measured = run.cost.peak_bytes
-        if measured is not None and measured > limit:
-            notes.append(f"{name} is not recommended: it measured a peak of {_bytes(measured)}, over the "
-                         f"memory limit of {_bytes(limit)}")
-            continue
-        usable[name] = run
-    if not usable:
-        why = ("neither mode can be trusted here: " + mismatch + "." if mismatch and len(wrong) == 2
-               else "neither mode fits the memory limit. " + " ".join(notes))
-        return {"mode": None, "reason": why, "disagreement": None, "mismatch": mismatch}
-    key = lambda name: (usable[name].cost.mults_derivative, usable[name].cost.passes, name != "forward")
-    best = min(usable, key=key)
-    b = usable[best].cost
-    other_name = next((x for x in usable if x != best), None)
-    parts = []
-    if other_name is None:
-        why = "agreeing with the other methods" if mismatch else "within the memory limit"
-        parts.append(f"{best}: the only mode {why} "
-                     f"({_plural(b.passes, 'pass')}, {b.mults_derivative:,} derivative mults)")
+            exclude[name] = "its Jacobian disagrees with the other methods"
+        elif run is not None and run.cost is not None and run.cost.peak_bytes is not None \
+                and run.cost.peak_bytes > limit:
+            exclude[name] = (f"it measured a peak of {_bytes(run.cost.peak_bytes)}, over the memory "
+                             f"limit of {_bytes(limit)}")
+    be = backend if isinstance(backend, str) else backend[0]
+    decision = program.decide(wrt, None, limit, be, dtype, exclude=exclude)
+    if decision.mode is None and mismatch and len(wrong & {"forward", "reverse"}) == 2:
+        reason = "neither mode can be trusted here: " + mismatch + "."
     else:
-        o = usable[other_name].cost
-        if b.mults_derivative == o.mults_derivative and b.passes == o.passes:
-            parts.append(f"{best}: a tie, both take {_plural(b.passes, 'pass')} and "
-                         f"{b.mults_derivative:,} derivative mults, and forward wins ties")
-        elif b.mults_derivative == o.mults_derivative:
-            parts.append(f"{best}: equal derivative mults ({b.mults_derivative:,}), and "
-                         f"{_plural(b.passes, 'pass')} instead of {o.passes:,}")
-        else:
-            parts.append(f"{best}: {_plural(b.passes, 'pass')} instead of {o.passes:,} and "
-                         f"{_ratio(o.mults_derivative, b.mults_derivative)}× fewer derivative mults "
-                         f"({b.mults_derivative:,} vs {o.mults_derivative:,})")
-    run = usable[best]
-    itemsize = 8 if run.result.dtype == "float64" else 4
-    if best == "reverse":
-        cached_bytes = run.cost.cached_values * itemsize
-        share = cached_bytes / limit if limit else 1
-        room = "well within" if share < 0.1 else "within"
-        parts.append(f"it keeps {_plural(run.cost.cached_values, 'cached value')} ({_bytes(cached_bytes)}), "
-                     f"{room} the memory limit of {_bytes(limit)}")
-    else:
-        parts.append(f"it keeps nothing for a backward sweep (at most {run.cost.peak_live_values:,} "
-                     "values alive at once)")
-    reason = "; ".join(parts) + "."
-    if notes:
-        reason += " " + " ".join(n[:1].upper() + n[1:] + "." for n in notes)
-    disagreement = None
-    if other_name is not None:
-        t_best, t_other = usable[best].time, usable[other_name].time
-        o = usable[other_name].cost
-        if (t_best and t_other and t_other * 1.2 < t_best
-                and o.mults_derivative > usable[best].cost.mults_derivative):
-            disagreement = (f"the timings disagree with the counts: {other_name} does "
-                            f"{_ratio(o.mults_derivative, usable[best].cost.mults_derivative)}× more "
-                            f"derivative mults but ran {_ratio(t_best, t_other)}× faster "
-                            f"({t_other * 1e3:.2f} ms vs {t_best * 1e3:.2f} ms): its {_plural(o.sweeps, 'sweep')} "
-                            "batch the work into fewer, larger array operations, and at this size "
-                            "interpreter overhead, not arithmetic, sets the time")
-            reason += " Note: " + disagreement + "."
-    if mismatch:
+        reason = decision.reason[:1].upper() + decision.reason[1:] + "."
+    disagreement = _timing_contradiction(runs, decision)
+    if disagreement:
+        reason += " Note: " + disagreement + "."
+    if mismatch and decision.mode is not None:
         reason += " Warning: " + mismatch + "."
-    return {"mode": best, "reason": reason, "disagreement": disagreement, "mismatch": mismatch}
+    return {"mode": decision.mode, "reason": reason, "disagreement": disagreement, "mismatch": mismatch,
+            "predicted": decision.to_json()}
+
+
+def _timing_contradiction(runs, decision) -> str | None:
+    """A sentence when the measured times order the modes against the prediction by
+    more than the near-tie margin, with both ratios; None when they agree."""
+    from .decide import NEAR_TIE, seconds
+
+    f, r = runs.get("forward"), runs.get("reverse")
+    plans = decision.plans
+    if not (f and r and f.time and r.time and plans["forward"].fits and plans["reverse"].fits
+            and plans["forward"].time_s and plans["reverse"].time_s):
+        return None
+    predicted = plans["forward"].time_s / plans["reverse"].time_s
+    measured = f.time / r.time
+    if (predicted < 1) == (measured < 1) or abs(log(measured)) <= log(1 + NEAR_TIE) \
+            or abs(log(predicted)) <= log(1 + NEAR_TIE):
+        return None
+    fast_p, slow_p = ("forward", "reverse") if predicted < 1 else ("reverse", "forward")
+    factor_p = max(predicted, 1 / predicted)
+    factor_m = max(measured, 1 / measured)
+    return (f"the measured times contradict the prediction: {fast_p} was predicted {factor_p:,.2g}× "
+            f"faster than {slow_p} but measured {factor_m:,.2g}× slower "
+            f"({seconds(runs[fast_p].time)} vs {seconds(runs[slow_p].time)})")
 
 
 def theory(runs, n, m) -> dict:

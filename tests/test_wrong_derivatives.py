@@ -125,7 +125,7 @@ def test_compare_never_recommends_a_mode_that_disagrees(monkeypatch):
     rec = comparison.recommendation
     assert rec["mode"] == "reverse"
     assert rec["mismatch"] == comparison.agreement["message"]
-    assert "Forward is not recommended: its Jacobian disagrees" in rec["reason"]
+    assert "forward is out: its Jacobian disagrees" in rec["reason"]
     assert comparison.runs["forward"].accuracy["reverse"]["within_tolerance"] is False
 
 

@@ -1,0 +1,163 @@
+"""Which mode to run: one decision for `--mode auto`, `adcli compare` and the API.
+
+For each mode, from the graph alone: the chunk the memory limit forces (the
+largest number of directions per sweep whose predicted peak fits), the counts at
+that chunk, the predicted time under the machine model (adcli.machine) and the
+predicted peak bytes. Among the modes that fit, the least predicted time wins;
+times within NEAR_TIE of each other go to the mode that needs less memory (then
+to forward, which keeps nothing for a backward sweep). The reason names the
+figures that decided and nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import ResourceProblem
+
+MODES = ("forward", "reverse")
+NEAR_TIE = 0.10   # predicted times within 10% of each other count as a tie
+
+
+@dataclass
+class ModePlan:
+    """One mode, predicted: what it would cost under the memory limit."""
+
+    mode: str
+    fits: bool
+    chunk: int | None = None
+    cost: object = None              # adcli.interpret.Cost from predict()
+    time_s: float | None = None
+    peak_bytes: int | None = None
+    refusal: str | None = None       # why it does not fit
+
+    def to_json(self) -> dict:
+        return {"fits": self.fits, "chunk": self.chunk, "time_s": self.time_s,
+                "peak_bytes": self.peak_bytes, "refusal": self.refusal,
+                "passes": None if self.cost is None else self.cost.passes,
+                "sweeps": None if self.cost is None else self.cost.sweeps,
+                "mults_derivative": None if self.cost is None else self.cost.mults_derivative,
+                "values_moved": None if self.cost is None else self.cost.values_moved,
+                "ops": None if self.cost is None else self.cost.ops}
+
+
+@dataclass
+class Decision:
+    mode: str | None
+    reason: str
+    plans: dict = field(default_factory=dict)     # mode -> ModePlan
+    model: object = None                          # the MachineModel used
+    memory_limit: int | None = None
+
+    def to_json(self) -> dict:
+        return {"mode": self.mode, "reason": self.reason, "near_tie": NEAR_TIE,
+                "memory_limit": self.memory_limit,
+                "machine_model": None if self.model is None else self.model.to_json(),
+                "modes": {m: p.to_json() for m, p in self.plans.items()}}
+
+
+def plan_mode(program, mode, wrt, outputs, memory_limit, itemsize, model, chunk=None) -> ModePlan:
+    """Predict one mode under the memory limit (chunk None: the largest that fits)."""
+    try:
+        if chunk is None:
+            chunk, _ = program.choose_chunk(mode, wrt, outputs, memory_limit, itemsize)
+        else:
+            chunk = max(1, min(chunk, sum(program._pass_sizes(mode, wrt, outputs))))
+            need = program.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize)
+            if need > memory_limit:
+                from .api import _bytes
+                raise ResourceProblem(f"{mode} mode with --chunk {chunk} needs about {_bytes(need)}, "
+                                      f"over the memory limit of {_bytes(memory_limit)}")
+    except ResourceProblem as exc:
+        return ModePlan(mode, False, refusal=exc.message)
+    cost = program.predict(mode, wrt, chunk=chunk, outputs=outputs)
+    return ModePlan(mode, True, chunk, cost, model.time(cost, itemsize),
+                    program.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize))
+
+
+def decide(program, wrt=None, chunk=None, memory_limit=None, backend="numpy", dtype="float64",
+           model=None, exclude=()) -> Decision:
+    """The mode to run, and why. `exclude`: modes not to recommend (e.g. ones whose
+    results disagreed with the others), each with its reason: {mode: reason}."""
+    from .api import DTYPES
+    from .machine import model_for
+
+    import numpy
+
+    wrt = program._wrt(wrt)
+    outputs = list(program.output_names)
+    be_name = backend if isinstance(backend, str) else backend.name
+    be_name = "numpy" if be_name == "auto" else be_name
+    model = model or model_for(be_name)
+    limit = program.default_limit(backend) if memory_limit is None else memory_limit
+    itemsize = numpy.dtype(DTYPES[dtype]).itemsize
+    key = ("decision", tuple(wrt), chunk, limit, be_name, dtype, model, tuple(sorted(dict(exclude))))
+    cached = program._decisions.get(key)
+    if cached is not None:
+        return cached
+    plans = {m: plan_mode(program, m, wrt, outputs, limit, itemsize, model, chunk) for m in MODES}
+    exclude = dict(exclude)
+    usable = [m for m in MODES if plans[m].fits and m not in exclude]
+    notes = [f"{m} is out: {exclude[m]}" for m in MODES if m in exclude]
+    notes += [f"{m} does not fit: {plans[m].refusal}" for m in MODES
+              if not plans[m].fits and m not in exclude]
+    if not usable:
+        decision = Decision(None, "no mode can run: " + "; ".join(notes), plans, model, limit)
+    else:
+        mode, why = _choose(plans, usable)
+        reason = why + ("" if not notes else "; " + "; ".join(notes))
+        decision = Decision(mode, reason, plans, model, limit)
+    program._decisions[key] = decision
+    return decision
+
+
+def _choose(plans, usable) -> tuple[str, str]:
+    from .api import _bytes
+
+    if len(usable) == 1:
+        p = plans[usable[0]]
+        return p.mode, (f"{p.mode}, the only mode that can run: predicted {seconds(p.time_s)}, "
+                        f"peak {_bytes(p.peak_bytes)}")
+    f, r = plans["forward"], plans["reverse"]
+    fast, slow = (f, r) if f.time_s <= r.time_s else (r, f)
+    if slow.time_s - fast.time_s > NEAR_TIE * slow.time_s:
+        return fast.mode, (f"{fast.mode}: predicted {seconds(fast.time_s)} against {seconds(slow.time_s)} "
+                           f"for {slow.mode} ({_ratio(slow.time_s, fast.time_s)}× faster: "
+                           f"{_why_faster(fast, slow)})")
+    small, large = (f, r) if f.peak_bytes <= r.peak_bytes else (r, f)
+    if small.peak_bytes < large.peak_bytes:
+        return small.mode, (f"{small.mode}: predicted times within {NEAR_TIE:.0%} "
+                            f"({seconds(small.time_s)} vs {seconds(large.time_s)} for {large.mode}), "
+                            f"and it needs less memory ({_bytes(small.peak_bytes)} vs "
+                            f"{_bytes(large.peak_bytes)})")
+    return "forward", (f"forward: a tie (predicted {seconds(f.time_s)} vs {seconds(r.time_s)}, "
+                       f"peak {_bytes(f.peak_bytes)} each); forward keeps nothing for a backward sweep")
+
+
+def _why_faster(fast: ModePlan, slow: ModePlan) -> str:
+    """The figures behind a predicted time gap, the largest terms first."""
+    from .api import _count
+
+    a, b = fast.cost, slow.cost
+    parts = [f"{_count(a.passes, 'pass')} instead of {b.passes:,}"]
+    if a.sweeps != b.sweeps:
+        parts.append(f"{_count(a.sweeps, 'sweep')} instead of {b.sweeps:,}")
+    if a.values_moved != b.values_moved:
+        parts.append(f"{a.values_moved:,} values moved instead of {b.values_moved:,}")
+    if a.mults_derivative != b.mults_derivative:
+        parts.append(f"{a.mults_derivative:,} derivative mults instead of {b.mults_derivative:,}")
+    if a.ops != b.ops:
+        parts.append(f"{a.ops:,} array operations instead of {b.ops:,}")
+    return ", ".join(parts)
+
+
+def _ratio(a, b) -> str:
+    r = a / b if b else float("inf")
+    return f"{r:,.0f}" if r >= 10 else f"{r:,.1f}"
+
+
+def seconds(t: float) -> str:
+    if t >= 1:
+        return f"{t:,.2f} s"
+    if t >= 1e-3:
+        return f"{t * 1e3:.3g} ms"
+    return f"{t * 1e6:.3g} µs"

@@ -1,0 +1,193 @@
+"""A small machine model: the predicted time of a run from its counts.
+
+    time = ops × op_s  +  values_moved × itemsize / bandwidth  +  gemm_flops / gemm_rate
+
+- ``op_s``: the fixed cost of one array operation: the interpreter's own work
+  around it and the library's dispatch (or a kernel launch on a GPU);
+- ``bandwidth``: bytes per second that elementwise work and reductions stream;
+- ``gemm_rate``: flops per second of matmul-like work (contractions).
+
+The counts (``Cost.ops``, ``values_moved``, ``gemm_flops``) are exact and come
+from the graph before anything runs (docs/counting.md); only the three
+constants depend on the machine. ``adcli calibrate`` measures them in a few
+seconds by timing adcli's own runs on three small programs, and caches them per
+machine and backend in the user's cache directory (``$ADCLI_CACHE_DIR``, else
+``$XDG_CACHE_HOME/adcli``, else ``~/.cache/adcli``). Until then the documented
+defaults below apply.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CACHE_NAME = "machine.json"
+
+
+@dataclass(frozen=True)
+class MachineModel:
+    backend: str
+    op_s: float          # seconds per array operation
+    bandwidth: float     # bytes per second, elementwise work and reductions
+    gemm_rate: float     # flops per second, matmul-like work
+    source: str = "default"
+
+    def time(self, cost, itemsize: int) -> float:
+        """Predicted seconds of the sweeps whose counts are `cost`."""
+        return (cost.ops * self.op_s + cost.values_moved * itemsize / self.bandwidth
+                + cost.gemm_flops / self.gemm_rate)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# Measured with `adcli calibrate` on the project's reference machine (a 2-core
+# x86_64 VM, NumPy 2.4, one thread; benchmarks/README.md). CuPy's are set from the
+# H100 profile in benchmarks/README.md (≈ 40 µs of host work per array operation,
+# device bandwidth and float64 GEMM rate) until a GPU run calibrates them.
+DEFAULTS = {
+    "numpy": MachineModel("numpy", op_s=6e-6, bandwidth=4e9, gemm_rate=2e10),
+    "cupy": MachineModel("cupy", op_s=4e-5, bandwidth=2e12, gemm_rate=5e13),
+}
+
+
+def cache_dir() -> Path:
+    if os.environ.get("ADCLI_CACHE_DIR"):
+        return Path(os.environ["ADCLI_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "adcli"
+
+
+def machine_key(backend: str) -> str:
+    """What a calibration is valid for: this kind of machine, this backend."""
+    import numpy
+
+    return (f"{backend}|{platform.node()}|{platform.machine()}|{os.cpu_count()}|"
+            f"numpy {numpy.__version__}")
+
+
+_loaded: dict = {}
+
+
+def model_for(backend: str) -> MachineModel:
+    """The calibrated model for `backend` on this machine, else the default."""
+    if backend in _loaded:
+        return _loaded[backend]
+    model = DEFAULTS.get(backend, DEFAULTS["numpy"])
+    try:
+        data = json.loads((cache_dir() / CACHE_NAME).read_text())
+        entry = data.get(machine_key(backend))
+        if entry:
+            model = MachineModel(**entry)
+    except (OSError, ValueError, TypeError):
+        pass   # no cache, or one we cannot read: the defaults are documented
+    _loaded[backend] = model
+    return model
+
+
+def save(model: MachineModel) -> Path:
+    """Write `model` into the cache atomically (a temporary file renamed into place)."""
+    directory = cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CACHE_NAME
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            data = {}
+    except (OSError, ValueError):
+        data = {}
+    data[machine_key(model.backend)] = model.to_json()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(data, indent=1))
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    _loaded[model.backend] = model
+    return path
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+# Three programs, each dominated by one term: a long chain of scalar operations
+# (per-operation cost), wide elementwise work (bandwidth), and matrix products
+# (GEMM rate). Each is differentiated by adcli itself, so the constants include
+# exactly the overheads a real run has.
+OVERHEAD_PROGRAM = """
+input x = 0.3
+h = x
+repeat 150 {
+    h = sin(h) * 0.9 + 0.05
+}
+output y = h
+"""
+BANDWIDTH_PROGRAM = """
+dim n = {n}
+input x: vec[n] = rand(seed=1)
+output y = sum(tanh(x) * x + sin(x))
+"""
+GEMM_PROGRAM = """
+dim n = {n}
+input A: mat[n, n] = rand(seed=1)
+const B: mat[n, n] = rand(seed=2)
+output y = sum((A @ B) @ B)
+"""
+
+
+def _best_time(program, mode, repeats: int, backend) -> tuple[float, object]:
+    """The fastest of `repeats` runs (min: this machine is noisy), and the run's cost."""
+    times, cost = [], None
+    for _ in range(repeats):
+        result = program.jacobian(mode=mode, backend=backend, measure_memory=False, warmup=False)
+        times.append(result.cost.time_s["sweeps"])
+        cost = result.cost
+    return min(times), cost
+
+
+def calibrate(backend: str = "numpy", budget_s: float = 4.0, dtype: str = "float64") -> dict:
+    """Measure the three constants on this machine; returns the model and the runs
+    it was fitted from (each with its predicted and measured time)."""
+    from .api import DTYPES, loads
+    from .backends import get_backend
+
+    import numpy
+
+    be = get_backend(backend)
+    itemsize = numpy.dtype(DTYPES[dtype]).itemsize
+    repeats = max(3, int(budget_s / 0.4))
+    started = time.perf_counter()
+    runs = []
+
+    # 1. per-operation cost: both modes on a chain of tiny scalar operations
+    chain = loads(OVERHEAD_PROGRAM, "<calibrate: overhead>")
+    per_op = []
+    for mode in ("forward", "reverse"):
+        seconds, cost = _best_time(chain, mode, repeats, be)
+        per_op.append(seconds / cost.ops)
+        runs.append(("overhead", mode, cost, seconds))
+    op_s = statistics.median(per_op)
+
+    # 2. bandwidth: wide elementwise work, reverse mode (one pass)
+    wide = loads(BANDWIDTH_PROGRAM.replace("{n}", str(1_000_000)), "<calibrate: bandwidth>")
+    seconds, cost = _best_time(wide, "reverse", max(3, repeats // 2), be)
+    streaming = max(seconds - cost.ops * op_s, seconds * 0.1)
+    bandwidth = cost.values_moved * itemsize / streaming
+    runs.append(("bandwidth", "reverse", cost, seconds))
+
+    # 3. GEMM rate: chained matrix products, reverse mode
+    gemm = loads(GEMM_PROGRAM.replace("{n}", "384"), "<calibrate: gemm>")
+    seconds, cost = _best_time(gemm, "reverse", max(3, repeats // 2), be)
+    computing = max(seconds - cost.ops * op_s - cost.values_moved * itemsize / bandwidth, seconds * 0.1)
+    gemm_rate = cost.gemm_flops / computing
+    runs.append(("gemm", "reverse", cost, seconds))
+
+    model = MachineModel(be.name, op_s=op_s, bandwidth=bandwidth, gemm_rate=gemm_rate,
+                         source=f"calibrated {time.strftime('%Y-%m-%d')}")
+    checks = [{"program": name, "mode": mode, "measured_s": seconds,
+               "predicted_s": model.time(cost, itemsize)} for name, mode, cost, seconds in runs]
+    return {"model": model, "checks": checks, "seconds": time.perf_counter() - started}

@@ -17,7 +17,8 @@ from math import prod
 
 import numpy as np
 
-from .build import DEFAULT_NODE_LIMIT, Builder
+from .build import DEFAULT_NODE_LIMIT, Builder, Data
+from .parser import MAX_SOURCE_BYTES
 from .errors import AdError, ResourceProblem, SourceLocation, UsageProblem, ValueProblem
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
@@ -26,18 +27,45 @@ from .tangents import Abstract, Counter, Linear, Seed
 
 MODES = ("forward", "reverse")
 DTYPES = {"float64": np.float64, "float32": np.float32}
-TEMPORARY_FACTOR = 2   # room for a rule's temporaries beside the live values
+# The memory model (docs/counting.md, "Predicted memory"): the sweeps' peak bytes are
+#   TEMPORARY_FACTOR × (peak live values, with the temporaries rules are known to hold) × itemsize
+#   + the Jacobian's m·n values when several sweeps fill it (one sweep's result is a live value)
+#   + SEED_INDEX_BYTES per element of the largest seeded block
+#   + PER_NODE_BYTES per node + ARRAY_HEADER_BYTES per array kept for the backward sweep
+#   + BASE_BYTES (+ INDEXING_SCRATCH_BYTES when a rule indexes),
+# fitted so that on every sample and chunk the prediction is at least the peak tracemalloc
+# measures and at most twice it (tests/test_memory_prediction.py).
+TEMPORARY_FACTOR = 1.5        # intermediates inside NumPy expressions beyond those counted
+SEED_INDEX_BYTES = 28         # a Seed's int64 index arrays (three at most at once) and boolean masks
+PER_NODE_BYTES = 50           # an environment entry per node
+ARRAY_HEADER_BYTES = 112      # NumPy's array object, per array reverse mode keeps
+BASE_BYTES = 7 * 1024         # the run's own dictionaries and objects
+INDEXING_SCRATCH_BYTES = 5 * 1024   # NumPy's fancy indexing allocates this much, whatever the size
+# Writing a result as JSON (docs/counting.md, "Predicted memory"): per number written,
+# a Python float in a list (32 B) and its text (up to 25 characters) held about twice;
+# per row or column label, a str object and its text. report.derivative_json_pieces
+# holds one chunk of report.JSON_CHUNK numbers or labels at a time; json.dumps all.
+JSON_BYTES_PER_NUMBER = 100
+JSON_BYTES_PER_LABEL = 200
 RETIME_BELOW_S = 0.5   # a traced run faster than this is timed again without tracing
 
 
 def available_memory() -> int:
-    """Bytes of memory available now (MemAvailable on Linux)."""
+    """Bytes of memory this process can still use: the least of the machine's free
+    memory (MemAvailable on Linux), what its own limits leave (RLIMIT_AS, `ulimit -v`,
+    less the address space in use; RLIMIT_DATA likewise) and what its memory cgroup
+    leaves (v2 memory.max − memory.current, v1 memory.limit_in_bytes − memory.usage_in_bytes)."""
+    return min(x for x in (_system_available(), rlimit_available(), cgroup_available())
+               if x is not None)
+
+
+def _system_available() -> int:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -45,8 +73,81 @@ def available_memory() -> int:
         return 8 * 2**30
 
 
+def _status_bytes(field: str) -> int | None:
+    """A 'VmSize:   1234 kB' figure of /proc/self/status, in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rlimit_available() -> int | None:
+    """What the process's soft RLIMIT_AS (and RLIMIT_DATA) leave: the limit less the
+    address space (data segment) already in use. None when unlimited."""
+    try:
+        import resource
+    except ImportError:   # not on this platform
+        return None
+    left = []
+    for limit, field in (("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData")):
+        try:
+            soft, _ = resource.getrlimit(getattr(resource, limit))
+        except (AttributeError, OSError, ValueError):
+            continue
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            continue
+        used = _status_bytes(field) or 0
+        left.append(max(soft - used, 0))
+    return min(left) if left else None
+
+
+def cgroup_available(root: str = "/sys/fs/cgroup", own: str = "/proc/self/cgroup") -> int | None:
+    """What the memory cgroup leaves (limit − usage), the least over the process's own
+    cgroup and its ancestors, for cgroup v2 (ROOT/…/memory.max, memory.current) and v1
+    (ROOT/memory/…/memory.limit_in_bytes, memory.usage_in_bytes). None when unlimited."""
+    paths = {"v2": "/", "v1": "/"}
+    try:
+        with open(own) as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":", 2)
+                if len(parts) != 3:
+                    continue
+                if parts[0] == "0" and parts[1] == "":
+                    paths["v2"] = parts[2]
+                elif "memory" in parts[1].split(","):
+                    paths["v1"] = parts[2]
+    except OSError:
+        pass
+    left = []
+    for base, path, limit_file, usage_file in (
+            (root, paths["v2"], "memory.max", "memory.current"),
+            (os.path.join(root, "memory"), paths["v1"], "memory.limit_in_bytes", "memory.usage_in_bytes")):
+        parts = [p for p in path.split("/") if p and p != ".."]
+        for depth in range(len(parts), -1, -1):   # own cgroup first, then its ancestors
+            folder = os.path.join(base, *parts[:depth])
+            limit = _read_number(os.path.join(folder, limit_file))
+            if limit is None or limit >= 2**60:   # "max", or v1's "unlimited" (2^63 − a page)
+                continue
+            used = _read_number(os.path.join(folder, usage_file)) or 0
+            left.append(max(limit - used, 0))
+    return min(left) if left else None
+
+
+def _read_number(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):   # missing, unreadable, or "max"
+        return None
+
+
 def default_memory_limit(backend=None) -> int:
-    """Half of the memory available to the backend's arrays (host memory for NumPy)."""
+    """Half of the memory available to the backend's arrays (host memory for NumPy:
+    available_memory, which heeds ulimit -v and cgroup limits)."""
     device = backend.available_memory() if backend is not None else None
     return int(0.5 * (available_memory() if device is None else device))
 
@@ -219,6 +320,8 @@ class Program:
                                        f"but {name} is {format_shape(shape)}") from None
             else:
                 value = self.graph.input_defaults.get(name)
+                if isinstance(value, Data):   # the file's recipe, made now
+                    value = value.value
                 if value is None:
                     line = self.graph.input_lines.get(name, 0)
                     lines = self.graph.source.splitlines()
@@ -248,20 +351,35 @@ class Program:
         return names
 
     # -- running ----------------------------------------------------------------------
-    def _setup(self, backend, dtype, at):
+    def _setup(self, backend, dtype, at, memory_limit: int | None = None, moves: bool = False):
+        """The run's data: input values (`at` over the file's defaults) and consts on the
+        backend, made from their recipes only now, after a check that they fit the memory
+        limit (default: the default limit); with `moves`, the index maps too."""
         from .backends import get_backend
 
         if dtype not in DTYPES:
             raise UsageProblem(f"unknown dtype '{dtype}'; choose float64 or float32")
         be = backend if not isinstance(backend, str) else get_backend(backend)
         np_dtype = DTYPES[dtype]
+        itemsize = np.dtype(np_dtype).itemsize
+        limit = self.default_limit(be) if memory_limit is None else memory_limit
+        need = self.resident_bytes(itemsize) if moves else self.resident_bytes(itemsize) - self.index_bytes()
+        if need > limit:
+            raise ResourceProblem(
+                f"the file's data (inputs, consts{' and index maps' if moves else ''}) needs about "
+                f"{_bytes(need)}, over the memory limit of {_bytes(limit)}",
+                hint="lower a dim with --set, or raise --memory-limit")
         host_inputs = self.resolve_inputs(at)
         xp_dtype = getattr(be.xp, dtype)
         inputs = {k: be.asarray(v, xp_dtype) for k, v in host_inputs.items()}
         key = (be.name, dtype)
         if key not in self._const_cache:
-            self._const_cache[key] = {n.id: be.asarray(n.attrs["value"], xp_dtype)
+            self._const_cache[key] = {n.id: be.asarray(np.asarray(n.attrs["value"]), xp_dtype)
                                       for n in self.graph.nodes if n.op == "const"}
+        if moves:   # made here, not inside the timed sweeps
+            for node in self.graph.nodes:
+                if REGISTRY.get(node.op) is not None and REGISTRY[node.op].movement:
+                    node.moves
         return be, xp_dtype, host_inputs, inputs, self._const_cache[key], np_dtype
 
     def evaluate(self, at=None, backend="numpy", dtype="float64") -> dict:
@@ -298,17 +416,41 @@ class Program:
         key = (mode, tuple(wrt), tuple(outputs), chunk, single)
         if key not in self._peak_cache:
             sizes = [1] if single else self._pass_sizes(mode, wrt, outputs)
-            self._peak_cache[key] = self._run(mode, wrt, outputs, chunk, sizes, None,
-                                              single=single).peak_live_values
-        fixed = sum(n.size for n in self.graph.nodes if n.op in ("input", "const"))
-        return TEMPORARY_FACTOR * (self._peak_cache[key] + fixed) * itemsize
+            cost = self._run(mode, wrt, outputs, chunk, sizes, None, single=single)
+            n = sum(self._sizes(wrt, self.input_shape))
+            m = sum(self._sizes(outputs, self.output_shape))
+            result = 0 if single or cost.sweeps == 1 else m * n
+            seeded = 0 if single else max(sizes, default=0)
+            self._peak_cache[key] = (cost.peak_values_with_temporaries, result, seeded, cost.indexed,
+                                     cost.cached_arrays)
+        values, result, seeded, indexed, kept = self._peak_cache[key]
+        return int(TEMPORARY_FACTOR * values * itemsize + result * itemsize + SEED_INDEX_BYTES * seeded
+                   + PER_NODE_BYTES * len(self.graph.nodes) + ARRAY_HEADER_BYTES * kept + BASE_BYTES
+                   + (INDEXING_SCRATCH_BYTES if indexed else 0))
+
+    def resident_bytes(self, itemsize) -> int:
+        """In memory before the sweeps start, and through them: inputs and consts (made
+        on the host in float64, and copied to the run's dtype unless that is float64) and
+        the index maps of data-movement nodes."""
+        data = sum(n.size for n in self.graph.nodes if n.op in ("input", "const"))
+        return data * itemsize + (8 * data if itemsize != 8 else 0) + self.index_bytes()
+
+    def index_bytes(self) -> int:
+        """Bytes of the index maps of data-movement nodes (made before a run's sweeps)."""
+        return sum(n.index_bytes() for n in self.graph.nodes
+                   if REGISTRY.get(n.op) is not None and REGISTRY[n.op].movement)
+
+    def required_bytes(self, mode, wrt, outputs, chunk, itemsize) -> int:
+        """What the memory limit is checked against: the sweeps' predicted peak and the
+        inputs and consts they read."""
+        return self.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize) + self.resident_bytes(itemsize)
 
     def choose_chunk(self, mode, wrt, outputs, memory_limit, itemsize):
         """The largest chunk whose predicted memory fits the limit, and a note."""
         passes = sum(self._pass_sizes(mode, wrt, outputs))
 
         def need(chunk):
-            return self.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize)
+            return self.required_bytes(mode, wrt, outputs, chunk, itemsize)
 
         if need(passes) <= memory_limit:
             return passes, ""
@@ -334,6 +476,7 @@ class Program:
         abstract = run_inputs is None
         if abstract:
             runner = Runner(self.graph, None, None)
+            runner.moves = lambda node: node.abstract_moves()   # counts only: no index maps made
         else:
             runner = Runner(self.graph, run_inputs["xp"], run_inputs["dtype"],
                             run_inputs["inputs"], run_inputs["consts"])
@@ -349,8 +492,8 @@ class Program:
             sweeps = []
             for index, (key, times) in enumerate(groups):
                 sweeps.append((tuple((b, 0, k) for b, k in key), times))
-        else:
-            sweeps = [(layout, 1) for layout in block_layouts(sizes, chunk)]
+        else:   # lazily: a million sweeps are not a million tuples kept at once
+            sweeps = ((layout, 1) for layout in block_layouts(sizes, chunk))
         if mode == "forward":
             self._forward(runner, analysis, sweeps, block_names, shape_of, cost, run_inputs, seeds_single)
         else:
@@ -362,6 +505,8 @@ class Program:
         cost.values_moved = runner.primal.moved + runner.derivative.moved
         cost.gemm_flops = runner.primal.gemm + runner.derivative.gemm
         cost.peak_live_values = runner.live.peak
+        cost.peak_values_with_temporaries = runner.live.peak_with_temporaries
+        cost.indexed = runner.derivative.indexed
         return cost
 
     def _seeds(self, runner, layout, block_names, shape_of, seeds_single):
@@ -399,22 +544,26 @@ class Program:
 
     def _reverse(self, runner, analysis, sweeps, outputs_blocks, shape_of, cost, run,
                  seeds_single, outputs, wrt):
-        plan = runner.residual_plan(analysis)
+        # one backward sweep (a gradient, a VJP): partials of the output are remade from it
+        plan = runner.residual_plan(analysis, recompute=cost.chunk >= cost.passes)
         values, residuals, refs, cached_values, cached_inputs = runner.reverse_forward_sweep(analysis, plan)
+        cost.cached_arrays = sum(1 for key in refs if isinstance(key, tuple)
+                                 or not self.graph.nodes[key].op in ("input", "const"))
         cost.primal_sweeps = 1
         cost.cached_values, cost.cached_inputs = cached_values, cached_inputs
         if run is not None:
             run["values"] = values
         wrt_ids = {self.graph.inputs[n]: n for n in wrt}
-        total = sum(times for _, times in sweeps)
         # The last sweep frees residuals as it goes, so its peak differs: when
         # predicting, split the final composition's last sweep off to run on its own.
-        sweeps = list(sweeps)
-        if run is None and sweeps[-1][1] > 1:
-            layout, times = sweeps[-1]
-            sweeps[-1:] = [(layout, times - 1), (layout, 1)]
-        for index, (layout, times) in enumerate(sweeps):
-            final = index == len(sweeps) - 1
+        if run is None:
+            sweeps = list(sweeps)
+            if sweeps[-1][1] > 1:
+                layout, times = sweeps[-1]
+                sweeps[-1:] = [(layout, times - 1), (layout, 1)]
+        total = 0
+        for (layout, times), final in _with_last(sweeps):
+            total += times
             before = runner.derivative.snapshot()
             seeds = {}
             for name, blocks in self._seeds(runner, layout, outputs_blocks, shape_of, seeds_single).items():
@@ -438,16 +587,56 @@ class Program:
         cost.sweeps = total
 
     # -- public entry points ---------------------------------------------------------------
-    def _prepare(self, backend, dtype, at):
-        be, xp_dtype, host_inputs, inputs, consts, _ = self._setup(backend, dtype, at)
+    def _prepare(self, backend, dtype, at, memory_limit: int | None = None):
+        be, xp_dtype, host_inputs, inputs, consts, _ = self._setup(backend, dtype, at, memory_limit,
+                                                                   moves=True)
         return be, {"xp": be.xp, "dtype": xp_dtype, "inputs": inputs, "consts": consts}, host_inputs
+
+    def json_values(self, kind: str = "jacobian", wrt=None, outputs=None) -> tuple:
+        """(numbers, labels) that writing a `kind` result as JSON writes: the value of every
+        output, every input's value, the Jacobian (and its blocks), the JVP's tangent or
+        the VJP's cotangent, and a label per row and column."""
+        wrt = self._wrt(wrt)
+        outputs = list(outputs or self.graph.outputs)
+        m = sum(self._sizes(outputs, self.output_shape))
+        n = sum(self._sizes(wrt, self.input_shape))
+        numbers = (sum(self._sizes(self.graph.outputs, self.output_shape))
+                   + sum(self._sizes(self.graph.inputs, self.input_shape)))
+        if kind == "jacobian":
+            return numbers + 2 * m * n, m + n
+        if kind == "jvp":
+            return numbers + 2 * m, m + 1
+        return numbers + 2 * n, n + 1
+
+    def json_bytes(self, kind: str = "jacobian", wrt=None, outputs=None, streamed: bool = True) -> int:
+        """The bytes writing a `kind` result ("jacobian", "jvp", "vjp") as JSON needs
+        besides the result itself: JSON_BYTES_PER_NUMBER per number written and
+        JSON_BYTES_PER_LABEL per label, all of them at once for json.dumps(derivative_json(…))
+        (streamed=False), one chunk at a time for report.derivative_json_pieces (the CLI)."""
+        from .report import JSON_CHUNK
+
+        numbers, labels = self.json_values(kind, wrt, outputs)
+        if streamed:
+            numbers, labels = min(numbers, JSON_CHUNK), min(labels, JSON_CHUNK)
+        return JSON_BYTES_PER_NUMBER * numbers + JSON_BYTES_PER_LABEL * labels
+
+    def _after_json(self, limit: int, kind, wrt, outputs) -> int:
+        """The memory limit left for the run once writing the result as JSON is set aside."""
+        need = self.json_bytes(kind, wrt, outputs)
+        if need > limit:
+            raise ResourceProblem(f"writing the result as JSON needs about {_bytes(need)}, over the "
+                                  f"memory limit of {_bytes(limit)}", hint="raise --memory-limit")
+        return limit - need
 
     def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
                  backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
-                 measure_memory: bool = True, warmup: bool | None = None) -> Derivative:
+                 measure_memory: bool = True, warmup: bool | None = None,
+                 json: bool = False) -> Derivative:
         """The full Jacobian of all outputs w.r.t. `wrt` (default: all inputs).
         `warmup` (default: the backend's choice, on for CuPy) runs the sweeps once
-        before the measured run and reports that run's time as cost.time_s["warmup"]."""
+        before the measured run and reports that run's time as cost.time_s["warmup"].
+        `json`: the result will be written as JSON (report.derivative_json_pieces), and
+        the memory that takes (json_bytes) is set aside from the memory limit."""
         wrt = self._wrt(wrt)
         outputs = list(self.graph.outputs)
         mode_requested = mode
@@ -461,37 +650,55 @@ class Program:
             from .backends import get_backend
             backend = get_backend(backend)
         limit = self.default_limit(backend) if memory_limit is None else memory_limit
+        if json:
+            limit = self._after_json(limit, "jacobian", wrt, outputs)
+        in_sizes = self._sizes(wrt, self.input_shape)
+        out_sizes = self._sizes(outputs, self.output_shape)
+        m, n = sum(out_sizes), sum(in_sizes)
+        if m * n * itemsize > limit:   # its blocks are all kept, whatever the mode and chunk
+            raise ResourceProblem(
+                f"the {m:,}×{n:,} Jacobian alone needs {_bytes(m * n * itemsize)}, over the memory "
+                f"limit of {_bytes(limit)}", hint="differentiate fewer inputs with --wrt, or compute "
+                "one JVP or VJP with --direction or --cotangent")
         if mode == "auto":
             decision = self.decide(wrt, chunk, limit, backend, dtype)
             if decision.mode is None:
                 raise ResourceProblem(decision.reason, hint="raise --memory-limit, lower a dim with "
                                       "--set, or differentiate fewer inputs with --wrt")
             mode, note = decision.mode, "auto picked " + decision.reason
-        in_sizes = self._sizes(wrt, self.input_shape)
-        out_sizes = self._sizes(outputs, self.output_shape)
         sizes = in_sizes if mode == "forward" else out_sizes
         passes = sum(sizes)
         chunk_note = ""
         if chunk is None:
             chunk, chunk_note = self.choose_chunk(mode, wrt, outputs, limit, itemsize)
+        else:   # a chunk given: checked too, never run past the limit
+            need = self.required_bytes(mode, wrt, outputs, min(chunk, passes), itemsize)
+            if need > limit:
+                raise ResourceProblem(f"{mode} mode with --chunk {chunk} needs about {_bytes(need)}, over "
+                                      f"the memory limit of {_bytes(limit)}",
+                                      hint="lower --chunk (or leave it out to fit the limit)")
         chunk = min(chunk, passes)
-        m, n = sum(out_sizes), sum(in_sizes)
-        if m * n * itemsize > limit:   # its blocks are all kept, whatever the chunk
-            raise ResourceProblem(
-                f"the {m:,}×{n:,} Jacobian alone needs {_bytes(m * n * itemsize)}, over the memory "
-                f"limit of {_bytes(limit)}", hint="differentiate fewer inputs with --wrt, or compute "
-                "one JVP or VJP with --direction or --cotangent")
-        be, run, host_inputs = self._prepare(backend, dtype, at)
+        be, run, host_inputs = self._prepare(backend, dtype, at, limit)
         xp = be.xp
-        pieces = {}   # (output, input) -> [(offset, dense (k,) + node shape)]
+        stacked = {}   # (output, input) -> derivatives of all directions: (directions,) + node shape
+        block_shape = self.input_shape if mode == "forward" else self.output_shape
 
         def store(name, block, offset, k, t):
-            """Keep one sweep's derivative block (a Seed is made dense here)."""
+            """Write one sweep's derivatives into place (a Seed is made dense here). A
+            block made in one sweep is kept as it is (a gradient is the cotangent, no
+            copy); sweeps of a chunked block fill one array allocated on first use, so
+            the Jacobian costs its m·n values and nothing per sweep."""
             if t is None:
                 return
             dense = Linear(xp, k, Counter(), run["dtype"]).dense(t)   # not the run's work
             key = (name, block) if mode == "forward" else (block, name)
-            pieces.setdefault(key, []).append((offset, dense))
+            total = prod(block_shape(block))
+            if offset == 0 and k == total:
+                stacked[key] = dense
+                return
+            if key not in stacked:
+                stacked[key] = xp.zeros((total,) + tuple(dense.shape[1:]), dtype=dense.dtype)
+            stacked[key][offset:offset + k] = dense
 
         run["store"] = store
         cost = self._measured(be, measure_memory, warmup,
@@ -505,15 +712,14 @@ class Program:
             blocks[o] = {}
             for w in wrt:
                 ishape = self.input_shape(w)
-                parts = [p for _, p in sorted(pieces.get((o, w), []), key=lambda item: item[0])]
-                if not parts:
+                if (o, w) not in stacked:
                     blocks[o][w] = np.zeros(oshape + ishape, dtype=host_dtype)
                     continue
-                stacked = np.asarray(be.to_host(parts[0] if len(parts) == 1 else xp.concatenate(parts)))
+                host = np.asarray(be.to_host(stacked.pop((o, w))))
                 if mode == "forward":   # directions are the input's elements
-                    block = stacked.reshape(prod(ishape), prod(oshape)).T.reshape(oshape + ishape)
+                    block = host.reshape(prod(ishape), prod(oshape)).T.reshape(oshape + ishape)
                 else:                   # directions are the output's elements
-                    block = stacked.reshape(oshape + ishape)
+                    block = host.reshape(oshape + ishape)
                 blocks[o][w] = block
         return Derivative("jacobian", mode, mode_requested, values,
                           self._spec(outputs, self.output_shape), self._spec(wrt, self.input_shape),
@@ -574,12 +780,33 @@ class Program:
         cost.time_s = {**times, "sweeps": sweeps}
         return cost
 
+    def _single_limit(self, kind, given, wrt_names, backend, dtype, memory_limit, json) -> int:
+        """The memory limit of one JVP or VJP, checked against its prediction (and, with
+        `json`, what writing it as JSON takes) before any data is made."""
+        limit = self.default_limit(backend) if memory_limit is None else memory_limit
+        names = [n for n in (self.graph.inputs if kind == "jvp" else self.graph.outputs) if n in given]
+        if not names:   # the usual errors follow
+            return limit
+        wrt = names if kind == "jvp" else wrt_names
+        outputs = list(self.graph.outputs) if kind == "jvp" else names
+        if json:
+            limit = self._after_json(limit, kind, wrt, outputs)
+        itemsize = np.dtype(DTYPES.get(dtype, np.float64)).itemsize
+        mode = "forward" if kind == "jvp" else "reverse"
+        need = (self.predicted_peak_bytes(mode, wrt, outputs, 1, itemsize, single=True)
+                + self.resident_bytes(itemsize))
+        if need > limit:
+            raise ResourceProblem(f"one {kind.upper()} needs about {_bytes(need)}, over the memory limit "
+                                  f"of {_bytes(limit)}", hint="lower a dim with --set, or raise --memory-limit")
+        return limit
+
     def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None,
-                warmup=None):
+                warmup=None, memory_limit=None, json=False):
         """One JVP (kind 'jvp': given = input directions) or VJP (given = output cotangents)."""
         mode = "forward" if kind == "jvp" else "reverse"
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
-        be, run, host_inputs = self._prepare(backend, dtype, at)
+        limit = self._single_limit(kind, given, wrt_names, backend, dtype, memory_limit, json)
+        be, run, host_inputs = self._prepare(backend, dtype, at, limit)
         seeds = {}
         names = self.graph.inputs if kind == "jvp" else self.graph.outputs
         shape_of = self.input_shape if kind == "jvp" else self.output_shape
@@ -639,18 +866,21 @@ class Program:
         return result
 
     def jvp(self, direction: dict, at=None, backend="numpy", dtype="float64",
-            measure_memory=True, observer=None, warmup: bool | None = None) -> Derivative:
+            measure_memory=True, observer=None, warmup: bool | None = None,
+            memory_limit: int | None = None, json: bool = False) -> Derivative:
         """J·v for a direction {input: array} (inputs left out get no tangent): one forward pass.
         `observer(runner, event, node, value, derivative)` sees every node as the sweep runs
-        (not the warm-up run: see jacobian's `warmup`)."""
+        (not the warm-up run: see jacobian's `warmup`). Refused when predicted to exceed
+        `memory_limit`; `json` as in jacobian."""
         return self._single("jvp", direction, at, backend, dtype, measure_memory, observer=observer,
-                            warmup=warmup)
+                            warmup=warmup, memory_limit=memory_limit, json=json)
 
     def vjp(self, cotangent: dict, at=None, wrt=None, backend="numpy", dtype="float64",
-            measure_memory=True, observer=None, warmup: bool | None = None) -> Derivative:
+            measure_memory=True, observer=None, warmup: bool | None = None,
+            memory_limit: int | None = None, json: bool = False) -> Derivative:
         """uᵀ·J for a cotangent {output: array} (outputs left out get none): one reverse pass."""
         return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt, observer,
-                            warmup=warmup)
+                            warmup=warmup, memory_limit=memory_limit, json=json)
 
     @staticmethod
     def _spec(names, shape_of) -> list:
@@ -739,6 +969,19 @@ class Program:
         return f"{node.var} = {node.op}{text} at {place}"
 
 
+def _with_last(items):
+    """(item, is_last) for each item of an iterable, looking one ahead."""
+    iterator = iter(items)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield current, False
+        current = following
+    yield current, True
+
+
 def _labels(spec) -> list:
     return [label for name, shape in spec
             for label in ([name] if shape is None else element_labels(name, shape))]
@@ -758,23 +1001,43 @@ def _bytes(n: float) -> str:
 
 
 def loads(text: str, filename: str = "<input>", set: dict | None = None,
-          node_limit: int = DEFAULT_NODE_LIMIT) -> Program:
-    """Build a Program from source text."""
-    from .parser import parse
+          node_limit: int = DEFAULT_NODE_LIMIT, max_source_bytes: int | None = MAX_SOURCE_BYTES) -> Program:
+    """Build a Program from source text. Text over `max_source_bytes` characters (None:
+    no limit), or of more statements than `node_limit`, is refused before it is parsed."""
+    from .parser import parse, strip_bom
 
+    text = strip_bom(text)
+    if max_source_bytes is not None and len(text) > max_source_bytes:
+        _too_large(filename, len(text), max_source_bytes)
     t0 = time.perf_counter()
-    statements = parse(text, filename)
+    statements = parse(text, filename, max_statements=node_limit)
     t1 = time.perf_counter()
     graph = Builder(text, filename, set, node_limit).build(statements)
     t2 = time.perf_counter()
     return Program(graph, {"parse": t1 - t0, "build": t2 - t1})
 
 
-def load(path, set: dict | None = None, node_limit: int = DEFAULT_NODE_LIMIT) -> Program:
-    """Load a .ad file. `set` overrides dims: load("mlp.ad", set={"n": 200})."""
+def _too_large(filename, size: int, limit: int, more: bool = False):
+    raise ResourceProblem(f"{filename} is {'more than ' if more else ''}{_bytes(size)} of source, "
+                          f"over the limit of {_bytes(limit)}",
+                          hint="raise --max-source-bytes if the file really is that large")
+
+
+def load(path, set: dict | None = None, node_limit: int = DEFAULT_NODE_LIMIT,
+         max_source_bytes: int | None = MAX_SOURCE_BYTES) -> Program:
+    """Load a .ad file. `set` overrides dims: load("mlp.ad", set={"n": 200}). A file over
+    `max_source_bytes` (default 10 MB; None: no limit) is refused before it is read."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            if max_source_bytes is not None:
+                size = os.fstat(f.fileno()).st_size
+                if size > max_source_bytes:
+                    _too_large(path, size, max_source_bytes)
+                text = f.read(max_source_bytes + 1)   # a file that grows while read, or a pipe
+                if len(text) > max_source_bytes:
+                    _too_large(path, max_source_bytes, max_source_bytes, more=True)
+            else:
+                text = f.read()
     except FileNotFoundError:
         raise UsageProblem(f"no such file: {path}") from None
     except IsADirectoryError:
@@ -783,4 +1046,4 @@ def load(path, set: dict | None = None, node_limit: int = DEFAULT_NODE_LIMIT) ->
         raise UsageProblem(f"{path} is not a UTF-8 text file") from None
     except OSError as exc:
         raise UsageProblem(f"cannot read {path}: {exc.strerror}") from None
-    return loads(text, str(path), set, node_limit)
+    return loads(text, str(path), set, node_limit, max_source_bytes)

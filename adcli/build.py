@@ -2,24 +2,30 @@
 
 Shapes are checked here, as each node is made, so a shape error points at the
 source expression before anything runs. Constant data (initial values of
-inputs and consts, ``--at`` values) is evaluated on the host with NumPy in
-float64: ``randn(seed=S)`` is ``numpy.random.default_rng(S).standard_normal``.
+inputs and consts) is checked here too, shapes and arguments, but made only
+when a run needs it (``Data``, a recipe), after the run's memory check: then it
+is evaluated on the host with NumPy in float64 (``randn(seed=S)`` is
+``numpy.random.default_rng(S).standard_normal``). ``--at`` values are made at once.
 """
 from __future__ import annotations
 
 import math
 import sys
+from contextlib import contextmanager
 from math import prod
 
 import numpy as np
 
 from .errors import NameProblem, ResourceProblem, ShapeProblem, SourceLocation, SyntaxProblem, ValueProblem
-from .ir import Graph, Node, format_shape
+from .ir import Graph, Node, broadcast_shapes, format_shape
 from .ops import REGISTRY, ShapeError
-from .parser import Ast, parse
+from .parser import Ast, parse, strip_bom
 
 DEFAULT_NODE_LIMIT = 200_000
 STEPS_PER_NODE = 10      # unrolled statements allowed per node of the node limit
+# Inlining emits no node for a def that only passes values on (def f(a) = a), so the
+# node limit alone does not bound it: at most node_limit def calls are inlined, and
+# at most STEPS_PER_NODE * node_limit expressions visited in all.
 LARGE_BYTES = 2**26   # data smaller than this is never checked against the memory available
 RECURSION_LIMIT = 10_000  # Python frames while building: about 5,000 levels of nesting
 MAX_INTEGER = 2**53     # dims, sizes, counts, indices: beyond this they are surely a mistake
@@ -32,6 +38,79 @@ DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace")
 OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose")
 BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS + OTHER_FUNCTIONS)
 BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
+
+
+@contextmanager
+def _deep_recursion():
+    """Room for expressions nested up to parser.MAX_NESTING (built recursively)."""
+    depth = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(depth, RECURSION_LIMIT))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(depth)
+
+
+class _Shape:
+    """The shape of constant data not made yet (the static check of a recipe)."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+
+def _shape_of(value) -> tuple:
+    return value.shape if isinstance(value, _Shape) else np.shape(value)
+
+
+def _matmul_shape(a: tuple, b: tuple) -> tuple:
+    """numpy.matmul's result shape for 1-D and 2-D operands, or ValueError."""
+    if not a or not b or len(a) > 2 or len(b) > 2:
+        raise ValueError
+    inner_a, inner_b = a[-1], (b[0] if len(b) == 1 else b[-2])
+    if inner_a != inner_b:
+        raise ValueError
+    return a[:-1] + b[1:] if len(b) == 2 else a[:-1]
+
+
+class Data:
+    """Constant data as a recipe: the value of an input or const, checked (shape and
+    arguments) when the file is built, made on the host in float64 only when a run
+    reads `value` (after its memory check), then kept. `show` and `graph` never make it.
+    numpy.asarray(data) makes it too."""
+
+    __slots__ = ("builder", "ast", "shape", "hint", "declared", "name", "filename", "lines", "_value")
+
+    def __init__(self, builder, ast, shape, hint, declared, name):
+        self.builder, self.ast, self.shape, self.hint = builder, ast, tuple(shape), hint
+        self.declared, self.name = declared, name
+        self.filename, self.lines = builder.filename, builder.lines
+        self._value = None
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return 8 * self.size
+
+    @property
+    def made(self) -> bool:
+        return self._value is not None
+
+    @property
+    def value(self) -> np.ndarray:
+        if self._value is None:
+            self._value = self.builder.make_data(self)
+        return self._value
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.value, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"Data({self.name}: {format_shape(self.shape)}{', made' if self.made else ''})"
 
 
 class _Def:
@@ -52,6 +131,7 @@ class _Scope:
 class Builder:
     def __init__(self, text: str, filename: str = "<input>", dim_overrides=None,
                  node_limit: int = DEFAULT_NODE_LIMIT):
+        text = strip_bom(text)
         self.text = text
         self.filename = filename
         self.lines = text.splitlines()
@@ -61,7 +141,7 @@ class Builder:
         self.dims: dict[str, int] = {}
         self.inputs: dict[str, int] = {}
         self.consts: dict[str, int] = {}
-        self.const_values: dict[str, np.ndarray] = {}
+        self.const_values: dict[str, Data] = {}   # recipes, made when a run needs them
         self.outputs: dict[str, int] = {}
         self.defs: dict[str, _Def] = {}
         self.input_defaults: dict = {}
@@ -74,6 +154,9 @@ class Builder:
         self.repeats_seen = 0
         self.rebinds = 0      # assignments that changed what a name refers to
         self.steps = 0        # statements run by unrolled repeats
+        self.inlined = 0      # def calls inlined
+        self.outer_call = None
+        self.visits = 0       # expressions visited (inlining visits a def's body once per call)
         self.data_bytes = 0   # declared input and const data, float64 on the host
         self.memory_cap = None
 
@@ -103,7 +186,8 @@ class Builder:
                 self.fail(ShapeProblem, str(exc), ast)
         self.check_size(shape, "this value", ast)
         node = Node(len(self.nodes), op, tuple(inputs), tuple(shape), attrs,
-                    getattr(ast, "line", 0), getattr(ast, "column", 0), getattr(ast, "text", ""))
+                    getattr(ast, "line", 0), getattr(ast, "column", 0), getattr(ast, "start", 0),
+                    getattr(ast, "end", 0), getattr(ast, "source", ""))
         if self.repeat_stack:
             outer = self.repeat_stack[0]
             node.repeat = tuple(outer)
@@ -120,17 +204,15 @@ class Builder:
     # -- statements -------------------------------------------------------------------------
     def build(self, statements=None) -> Graph:
         if statements is None:
-            statements = parse(self.text, self.filename)
-        depth = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(depth, RECURSION_LIMIT))   # expressions are built recursively
+            statements = parse(self.text, self.filename, max_statements=self.node_limit)
+        stmt = None
         try:
-            for stmt in statements:
-                self.statement(stmt, self.global_scope)
+            with _deep_recursion():   # expressions are built recursively
+                for stmt in statements:
+                    self.statement(stmt, self.global_scope)
         except RecursionError:
             raise ValueProblem("this statement nests expressions more deeply than adcli can follow",
                                self.loc(stmt), hint="split it into several assignments") from None
-        finally:
-            sys.setrecursionlimit(depth)
         unknown = sorted(set(self.dim_overrides) - set(self.dims))
         if unknown:
             from .errors import UsageProblem
@@ -197,9 +279,11 @@ class Builder:
         shape = self.type_shape(type_ast, scope, f"input {name}")
         value = None
         if expr is not None:
-            value = self.constant(expr, shape, name)
-            if shape is None:
-                shape = value.shape
+            value = self.data(expr, shape, name)
+            if type_ast is None:   # its shape came from the value: that data must fit too
+                self.data_bytes += value.nbytes
+                self.check_size(value.shape, f"input {name}", stmt, total=self.data_bytes)
+            shape = value.shape
         if shape is None:
             shape = ()
         node = self.emit("input", (), stmt, {"name": name}, shape=shape)
@@ -213,7 +297,10 @@ class Builder:
         name, type_ast, expr = stmt.args
         self.declare(name, stmt, scope)
         shape = self.type_shape(type_ast, scope, f"const {name}")
-        value = self.constant(expr, shape, name)
+        value = self.data(expr, shape, name)
+        if type_ast is None:   # its shape came from the value: that data must fit too
+            self.data_bytes += value.nbytes
+            self.check_size(value.shape, f"const {name}", stmt, total=self.data_bytes)
         node = self.emit("const", (), stmt, {"value": value, "name": name}, shape=value.shape)
         self.consts[name] = node
         self.const_values[name] = value
@@ -351,26 +438,63 @@ class Builder:
         return value
 
     # -- constant data ------------------------------------------------------------------------------
-    def constant(self, ast, shape, name) -> np.ndarray:
-        value = np.asarray(self._constant(ast, shape), dtype=np.float64)
-        if shape is None:
-            if value.ndim > 2:
-                self.fail(ShapeProblem, f"the value of {name} has {value.ndim} dimensions; at most 2", ast)
-            return value
-        try:
-            return np.array(np.broadcast_to(value, shape))
-        except ValueError:
-            self.fail(ShapeProblem, f"the value of {name} is {format_shape(value.shape)}, "
-                      f"which does not fit its type {format_shape(shape)}", ast)
+    def data(self, ast, shape, name) -> Data:
+        """The recipe for an input's or const's value: checked now (names, arguments,
+        shapes), made later. Without a declared type, data functions (randn, zeros, …)
+        make a scalar and the value's own shape is the type (a list's, a const's)."""
+        hint = () if shape is None else shape
+        value = self._constant(ast, hint, abstract=True)
+        return Data(self, ast, self._fit(value, shape, name, ast), hint, shape, name)
 
-    def _constant(self, ast, shape):
+    def make_data(self, data: Data) -> np.ndarray:
+        """Evaluate a recipe (in the file's context: its errors point into the file)."""
+        saved = self.filename, self.lines
+        self.filename, self.lines = data.filename, data.lines
+        try:
+            with _deep_recursion():
+                value = np.asarray(self._constant(data.ast, data.hint), dtype=np.float64)
+        except RecursionError:
+            raise ValueProblem(f"the value of {data.name} nests too deeply", self.loc(data.ast)) from None
+        finally:
+            self.filename, self.lines = saved
+        if data.declared is None:
+            return value
+        return np.array(np.broadcast_to(value, data.declared))
+
+    def constant(self, ast, shape, name) -> np.ndarray:
+        """A constant expression's value, made now (--at, --direction, --cotangent)."""
+        hint = () if shape is None else shape
+        shape = self._fit(self._constant(ast, hint, abstract=True), shape, name, ast)
+        value = np.asarray(self._constant(ast, hint), dtype=np.float64)
+        return value if value.shape == shape else np.array(np.broadcast_to(value, shape))
+
+    def _fit(self, value, shape, name, ast) -> tuple:
+        """The shape the value takes: the declared type, which it must broadcast to."""
+        own = _shape_of(value)
+        if shape is None:
+            if len(own) > 2:
+                self.fail(ShapeProblem, f"the value of {name} has {len(own)} dimensions; at most 2", ast)
+            return tuple(own)
+        if broadcast_shapes(own, shape) != tuple(shape) or len(own) > len(shape):
+            self.fail(ShapeProblem, f"the value of {name} is {format_shape(own)}, "
+                      f"which does not fit its type {format_shape(shape)}", ast)
+        return tuple(shape)
+
+    def _constant(self, ast, shape, abstract=False):
+        """A constant expression's value; with `abstract`, checked without making
+        data: data functions and consts give their _Shape, numbers and dims stay numbers."""
         kind = ast.kind
         if kind == "number":
             return np.float64(ast.args[0])
         if kind == "list":
             if not ast.args[0]:
                 self.fail(ShapeProblem, "an empty list has no shape", ast)
-            items = [self._constant(item, None) for item in ast.args[0]]
+            items = [self._constant(item, None, abstract) for item in ast.args[0]]
+            if any(isinstance(item, _Shape) for item in items):
+                shapes = {_shape_of(item) for item in items}
+                if len(shapes) != 1:
+                    self.fail(ShapeProblem, "the rows of this list have different lengths", ast)
+                return _Shape((len(items),) + shapes.pop())
             try:
                 return np.array(items, dtype=np.float64)
             except ValueError:
@@ -380,37 +504,51 @@ class Builder:
             if name in self.dims:
                 return np.float64(self.dims[name])
             if name in self.const_values:
-                return self.const_values[name]
+                data = self.const_values[name]
+                return _Shape(data.shape) if abstract else data.value
             if name in ("zeros", "ones"):
-                return self._data_call(Ast("call", (name, (), {}), ast.line, ast.column), shape)
+                return self._data_call(Ast("call", (name, (), {}), ast.line, ast.column), shape, abstract)
             self.fail(NameProblem, f"'{name}' is not a dim or const; initial values are constant data", ast)
         if kind == "neg":
-            return -self._constant(ast.args[0], shape)
+            value = self._constant(ast.args[0], shape, abstract)
+            return value if isinstance(value, _Shape) else -value
         if kind == "binop":
             op, left, right = ast.args
-            a, b = self._constant(left, shape), self._constant(right, shape)
+            a, b = self._constant(left, shape, abstract), self._constant(right, shape, abstract)
             try:
+                if isinstance(a, _Shape) or isinstance(b, _Shape):
+                    sa, sb = _shape_of(a), _shape_of(b)
+                    if op == "@":
+                        return _Shape(_matmul_shape(sa, sb))
+                    out = broadcast_shapes(sa, sb)
+                    if out is None:
+                        raise ValueError
+                    return _Shape(out)
                 with np.errstate(all="ignore"):
                     return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide,
                             "^": np.power, "@": np.matmul}[op](a, b)
             except ValueError:
-                self.fail(ShapeProblem, f"shapes {format_shape(np.shape(a))} and "
-                          f"{format_shape(np.shape(b))} do not fit for '{op}'", ast)
+                self.fail(ShapeProblem, f"shapes {format_shape(_shape_of(a))} and "
+                          f"{format_shape(_shape_of(b))} do not fit for '{op}'", ast)
         if kind == "call":
             name, args, kwargs = ast.args
             if name in DATA_FUNCTIONS:
-                return self._data_call(ast, shape)
+                return self._data_call(ast, shape, abstract)
             if name in UNARY_FUNCTIONS and len(args) == 1 and not kwargs:
-                x = np.asarray(self._constant(args[0], shape), dtype=np.float64)
-                node_value = REGISTRY[name].evaluate(np, x)
-                return node_value
+                value = self._constant(args[0], shape, abstract)
+                if isinstance(value, _Shape):
+                    return value
+                return REGISTRY[name].evaluate(np, np.asarray(value, dtype=np.float64))
             self.fail(NameProblem, f"'{name}(...)' cannot be used in constant data", ast)
         if kind == "attr" and ast.args[1] == "T":
-            return np.asarray(self._constant(ast.args[0], None)).T
+            value = self._constant(ast.args[0], None, abstract)
+            if isinstance(value, _Shape):
+                return _Shape(tuple(reversed(value.shape)))
+            return np.asarray(value).T
         self.fail(ValueProblem, "initial values must be constant data (numbers, lists, dims, "
                   "consts, zeros, ones, full, randn, rand, linspace)", ast)
 
-    def _data_call(self, ast, shape):
+    def _data_call(self, ast, shape, abstract=False):
         name, args, kwargs = ast.args
         if shape is None:
             self.fail(ShapeProblem, f"{name}(...) needs a declared type to know its shape, "
@@ -426,14 +564,19 @@ class Builder:
             self.fail(ValueProblem, f"{name} takes {takes}, got {len(args)}", ast)
         values = {}
         for pname, arg in zip(names, args):
-            values[pname] = self._scalar_constant(arg)
+            values[pname] = self._scalar_constant(arg, abstract)
         for key, arg in kwargs.items():
             if key not in names and key not in keywords:
                 self.fail(ValueProblem, f"{name} has no argument '{key}'", arg)
-            values[key] = self._scalar_constant(arg)
+            values[key] = self._scalar_constant(arg, abstract)
         missing = [p for p in names if p not in values]
         if missing:
             self.fail(ValueProblem, f"{name} needs {', '.join(missing)}", ast)
+        seed = values.get("seed", 0)
+        if seed is not None and (not math.isfinite(seed) or seed != int(seed) or seed < 0):
+            self.fail(ValueProblem, f"seed must be a non-negative integer, got {seed:g}", ast)
+        if abstract:   # checked; a seed computed from consts is checked when the data is made
+            return _Shape(shape)
         if name == "zeros":
             return np.zeros(shape)
         if name == "ones":
@@ -442,17 +585,15 @@ class Builder:
             return np.full(shape, values["value"])
         if name == "linspace":
             return np.linspace(values["start"], values["stop"], prod(shape)).reshape(shape)
-        seed = values.get("seed", 0)
-        if not math.isfinite(seed) or seed != int(seed) or seed < 0:
-            self.fail(ValueProblem, f"seed must be a non-negative integer, got {seed:g}", ast)
         rng = np.random.default_rng(int(seed))
         return rng.standard_normal(shape) if name == "randn" else rng.random(shape)
 
-    def _scalar_constant(self, ast) -> float:
-        value = np.asarray(self._constant(ast, None))
-        if value.shape != ():
+    def _scalar_constant(self, ast, abstract=False) -> float | None:
+        """A single number; None when, checking only, it depends on data not made yet."""
+        value = self._constant(ast, None, abstract)
+        if _shape_of(value) != ():
             self.fail(ValueProblem, "expected a single number here", ast)
-        return float(value)
+        return None if isinstance(value, _Shape) else float(value)
 
     # -- expressions ----------------------------------------------------------------------------------
     def lookup(self, name: str, ast, scope: _Scope) -> int:
@@ -471,6 +612,10 @@ class Builder:
         self.fail(NameProblem, f"name '{name}' is not defined{_did_you_mean(name, known)}", ast)
 
     def expr(self, ast: Ast, scope: _Scope) -> int:
+        self.visits += 1
+        if self.visits > STEPS_PER_NODE * self.node_limit:
+            self._too_much_inlining(ast, f"visits more than {STEPS_PER_NODE * self.node_limit:,} "
+                                         "expressions")
         kind = ast.kind
         if kind == "number":
             return self.literal(ast.args[0], ast)
@@ -615,6 +760,11 @@ class Builder:
             self.fail(ValueProblem, f"{name} takes {len(fn.params)} argument"
                       f"{'s' if len(fn.params) != 1 else ''} ({', '.join(fn.params)}), got "
                       f"{len(args) + len(kwargs)}", ast)
+        if not self.inline_stack:
+            self.outer_call = ast   # where an inlining refusal points: the call the file makes
+        self.inlined += 1
+        if self.inlined > self.node_limit:
+            self._too_much_inlining(ast, f"inlines more than {self.node_limit:,} def calls")
         values = {p: self.expr(a, scope) for p, a in zip(fn.params, args)}
         inner = _Scope(values, in_def=fn)
         self.inline_stack.append(name)
@@ -624,6 +774,19 @@ class Builder:
         finally:
             self.inline_stack.pop()
         return inner.values["$return"]
+
+    def _too_much_inlining(self, ast, what):
+        """Refuse unbounded inlining (def f1(a) = f0(f0(a)), f2 = f1(f1(a)), …, which
+        doubles at each level and emits no node), pointing at the call in the file's
+        statements that set it off."""
+        if self.inline_stack and self.outer_call is not None:
+            ast = self.outer_call
+            what = f"this call of {ast.args[0]} {what}"
+        else:
+            what = f"building this program {what}"
+        self.fail(ResourceProblem, f"{what} (the limit follows --node-limit, {self.node_limit:,})", ast,
+                  hint="defs that call each other more than once grow exponentially with "
+                       "their nesting; lower it, or raise --node-limit")
 
     # -- finishing ------------------------------------------------------------------------------------
     def finish(self) -> Graph:
@@ -642,7 +805,12 @@ class Builder:
                 nodes.append(node)
         for node in nodes:
             if REGISTRY.get(node.op) is not None and REGISTRY[node.op].movement:
-                node.moves = index_maps(node, [nodes[i].shape for i in node.inputs])
+                in_shapes = [nodes[i].shape for i in node.inputs]
+                sizes = [prod(shape) for shape in in_shapes]
+                node._move_counts = (node.size,) if len(sizes) == 1 else tuple(sizes)
+                node._index_itemsize = np.dtype(_index_dtype(sizes + [node.size])).itemsize
+                # made when a run first needs them (api.Program._setup), not here
+                node.moves = _MovesRecipe(node, in_shapes)
         graph = Graph(nodes,
                       inputs={k: renumber[v] for k, v in self.inputs.items()},
                       consts={k: renumber[v] for k, v in self.consts.items() if v in renumber},
@@ -661,17 +829,40 @@ def _did_you_mean(name: str, known) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def _index_dtype(sizes):
+    return np.int32 if max(sizes, default=0) < 2**31 else np.int64
+
+
+class _MovesRecipe:
+    """Makes a node's index maps when called (Node.moves calls it on first use)."""
+
+    __slots__ = ("node", "in_shapes")
+
+    def __init__(self, node, in_shapes):
+        self.node, self.in_shapes = node, in_shapes
+
+    def __call__(self) -> list:
+        return index_maps(self.node, self.in_shapes)
+
+
 def index_maps(node: Node, in_shapes) -> list:
-    """Per input, (out_positions, in_positions): which output elements copy which input elements."""
+    """Per input, (out_positions, in_positions): which output elements copy which input
+    elements. int32 where every position fits (half the memory of int64)."""
     sizes = [prod(s) for s in in_shapes]
-    offsets = np.cumsum([0] + sizes)
-    labelled = [np.arange(offsets[i], offsets[i + 1]).reshape(s) for i, s in enumerate(in_shapes)]
+    dtype = _index_dtype(sizes + [prod(node.shape)])
     prim = REGISTRY[node.op]
+    if len(in_shapes) == 1:   # every output element comes from the one input
+        labelled = np.arange(sizes[0], dtype=dtype).reshape(in_shapes[0])
+        in_pos = np.array(prim.evaluate(np, labelled, **node.attrs), dtype=dtype).reshape(-1)
+        return [(np.arange(in_pos.size, dtype=dtype), in_pos)]
+    offsets = np.cumsum([0] + sizes)
+    labelled = [np.arange(offsets[i], offsets[i + 1], dtype=dtype).reshape(s)
+                for i, s in enumerate(in_shapes)]
     out = np.asarray(prim.evaluate(np, *labelled, **node.attrs)).reshape(-1)
     moves = []
     for i in range(len(in_shapes)):
-        out_pos = np.nonzero((out >= offsets[i]) & (out < offsets[i + 1]))[0]
-        moves.append((out_pos, out[out_pos] - offsets[i]))
+        out_pos = np.nonzero((out >= offsets[i]) & (out < offsets[i + 1]))[0].astype(dtype)
+        moves.append((out_pos, (out[out_pos] - offsets[i]).astype(dtype)))
     return moves
 
 

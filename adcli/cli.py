@@ -2,18 +2,97 @@
 
 Diagnostics go to stderr; with --json, stdout holds exactly one JSON object
 and errors are JSON objects on stderr. Exit codes: 0 ok, 1 a problem in the
-file or its values, 2 usage, 3 an internal error (rerun with --debug).
+file or its values, 2 usage, 3 an internal error (rerun with --debug), 4 the
+environment (a full disk, a permission), 130 Ctrl-C, 143 SIGTERM, 141 a closed
+standard output (`adcli ... | head`, as cat).
 """
 from __future__ import annotations
 
-import functools
-import json
+import errno
+import os
+import signal
 import sys
 
-import click
 
-from . import __version__
-from .errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_USAGE, AdError, ResourceProblem, UsageProblem
+# -- signals: set up before anything heavy is imported -------------------------------------------
+
+class _Signalled(BaseException):
+    """Raised by adcli's SIGINT/SIGTERM handler once main() runs. A BaseException: no `except
+    Exception` on the way swallows it, click does not turn it into Abort, and every `finally`
+    on the way runs (a half-written --output file is removed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _launched_as_adcli() -> bool:
+    """True when this process is the `adcli` command (not a program or test importing adcli)."""
+    if __name__ == "__main__":
+        return True
+    scripts = (getattr(sys.modules.get("__main__"), "__file__", None) or "", (sys.argv or [""])[0] or "")
+    return any(os.path.basename(script).split(".")[0] in ("adcli", "adcli-script") for script in scripts)
+
+
+def _signal_line(code: int, as_json: bool) -> str:
+    """What a signal prints on stderr: 'interrupted' (Ctrl-C, exit 130) or 'terminated'
+    (SIGTERM, 143), or with --json the error object {"kind": "interrupted", ...}. Written out
+    by hand: at start-up it may be needed while json itself is being imported."""
+    message = "interrupted" if code == 128 + signal.SIGINT else "terminated"
+    if as_json:
+        return f'{{"error": {{"kind": "interrupted", "message": "{message}", "exit_code": {code}}}}}\n'
+    return message + "\n"
+
+
+def _exit_during_start_up(signum, frame):
+    """Ctrl-C or SIGTERM while adcli is still importing: nothing has been written, so end at
+    once with the one line (or JSON object) a command would print."""
+    code = 128 + signum
+    try:
+        os.write(2, _signal_line(code, "--json" in sys.argv[1:]).encode())
+    finally:
+        os._exit(code)
+
+
+_RECEIVED: list = []   # the signal main()'s handler raised, if any
+
+
+def _raise_signalled(signum, frame):
+    """Unwind (cleaning up) once; a second signal while unwinding is ignored."""
+    if not _RECEIVED:
+        _RECEIVED.append(signum)
+        raise _Signalled(signum)
+
+
+def _unraisable_hook(default):
+    """A signal that lands in a callback Python cannot raise from (a weakref callback in the
+    import machinery) is not printed as 'Exception ignored'; AdcliGroup.main reports it when
+    the command returns."""
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, _Signalled):
+            default(unraisable)
+    return hook
+
+
+def _handle_signals(handler) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(signum, handler)
+        except (ValueError, OSError):   # not the main thread, or not settable here
+            pass
+
+
+if _launched_as_adcli():   # before click and the rest are imported: no traceback at start-up
+    _handle_signals(_exit_during_start_up)
+
+import functools  # noqa: E402
+import json  # noqa: E402
+
+import click  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .errors import (EXIT_BROKEN_PIPE, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE,  # noqa: E402
+                     AdError, ResourceProblem, UsageProblem, os_problem, shown)
 
 SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 10**3, "m": 10**6, "g": 10**9}
@@ -40,6 +119,16 @@ def split_assignment(option: str, text: str) -> tuple[str, str]:
     return name, value.strip()
 
 
+def echo_out(text: str, nl: bool = True):
+    """Write a result to standard output in pieces of 64 KiB, each flushed: a reader that goes
+    away early (`adcli ... | head`) then shows as a closed pipe (exit 141) however large the
+    result, where one large write would lose the rest silently and exit 0."""
+    text += "\n" if nl else ""
+    step = 1 << 16
+    for start in range(0, len(text), step):
+        click.echo(text[start:start + step], nl=False)
+
+
 def emit_error(error: AdError, as_json: bool):
     if as_json:
         click.echo(json.dumps({"error": error.to_json()}), err=True)
@@ -50,8 +139,56 @@ def emit_error(error: AdError, as_json: bool):
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())   # click >= 8.2
 
 
+class _PipeClosed(BaseException):
+    """Standard output's reader went away (`adcli ... | head`). Raised instead of
+    BrokenPipeError, which click would turn into a silent exit 1."""
+
+
+def _silence_stdout():
+    """Point standard output at /dev/null, so that Python's last flush at exit neither fails
+    nor prints 'Exception ignored ... BrokenPipeError'."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):   # no real file descriptor (a test's stdout)
+        pass
+
+
+def _environment_problem(error: AdError) -> AdError:
+    """A usage error raised while handling a permission or disk error (the library's 'cannot
+    read FILE (Permission denied)') is the environment's: exit 4, not 2."""
+    cause = error.__cause__ or error.__context__
+    if error.exit_code == EXIT_USAGE and isinstance(cause, OSError):
+        problem = os_problem(cause, error.message)
+        if problem.exit_code != EXIT_USAGE:
+            problem.message, problem.location, problem.hint = error.message, error.location, error.hint
+            return problem
+    return error
+
+
 class AdcliGroup(click.Group):
     """Runs a command and turns every failure into one sentence and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            value = super().invoke(ctx)
+            try:
+                sys.stdout.flush()   # a closed pipe or a full disk shows here, not at exit
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    raise
+                _silence_stdout()
+                raise os_problem(exc, "cannot write standard output") from None
+            return value
+        except BrokenPipeError:
+            raise _PipeClosed() from None
+        except KeyboardInterrupt:   # Python's own handler (adcli used in-process): not click's Abort
+            raise _Signalled(signal.SIGINT) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if args is None:
@@ -62,12 +199,18 @@ class AdcliGroup(click.Group):
         try:
             with _quiet_floating_point():
                 code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            if _RECEIVED:   # a signal whose exception was swallowed on the way
+                raise _Signalled(_RECEIVED[0])
             code = code if isinstance(code, int) else 0
         except click.exceptions.Exit as exc:
             code = exc.exit_code
-        except click.exceptions.Abort:
-            click.echo("aborted", err=True)
-            code = 1
+        except (_Signalled, KeyboardInterrupt, click.exceptions.Abort) as exc:
+            # Ctrl-C or SIGTERM wherever it lands (click turns a KeyboardInterrupt into Abort)
+            code = 128 + exc.signum if isinstance(exc, _Signalled) else EXIT_INTERRUPTED
+            click.echo(_signal_line(code, as_json), err=True, nl=False)
+        except (_PipeClosed, BrokenPipeError):   # quietly, with the status cat gets from SIGPIPE
+            _silence_stdout()
+            code = EXIT_BROKEN_PIPE
         except _NO_ARGS_IS_HELP as exc:   # a bare `adcli`: the help, not an error message
             exc.show()
             code = EXIT_USAGE
@@ -79,17 +222,21 @@ class AdcliGroup(click.Group):
                 click.echo(f"Try '{exc.ctx.command_path} --help' for help.", err=True)
             code = EXIT_USAGE
         except AdError as exc:
+            exc = _environment_problem(exc)
             emit_error(exc, as_json)
             code = exc.exit_code
         except MemoryError:   # a last resort: the limits should refuse such work first
             emit_error(ResourceProblem("ran out of memory", hint="lower a dim with --set, or give a "
                                        "smaller --memory-limit or --chunk"), as_json)
             code = EXIT_INPUT
-        except BrokenPipeError:
-            code = 0
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            code = 130
+        except OSError as exc:   # the environment (a full disk, a permission) on a file not named yet
+            problem = os_problem(exc, f"cannot use {shown(exc.filename)}" if exc.filename else
+                                 "cannot write the output" if exc.errno in (errno.ENOSPC, errno.EDQUOT,
+                                                                            errno.EFBIG)
+                                 else "reading or writing failed")
+            _silence_stdout()
+            emit_error(problem, as_json)
+            code = problem.exit_code
         except Exception as exc:  # an adcli bug: one sentence, or the traceback with --debug
             if debug:
                 import traceback
@@ -126,8 +273,12 @@ def program_options(f):
     @click.option("--set", "sets", multiple=True, metavar="DIM=N", help="Override a dim: --set n=1000.")
     @click.option("--node-limit", type=click.IntRange(min=1), default=None,
                   help="Refuse graphs with more nodes than this after unrolling (default 200,000).")
+    @click.option("--max-source-bytes", default=None, metavar="SIZE",
+                  help="Refuse .ad files larger than this before reading them (default 10MB).")
     @functools.wraps(f)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, max_source_bytes=None, **kwargs):
+        # kept aside for load_program, so that commands need no parameter for it
+        click.get_current_context().meta["adcli.max_source_bytes"] = max_source_bytes
         return f(*args, **kwargs)
     return wrapper
 
@@ -174,6 +325,16 @@ def run_options(f=None, *, many_backends=False):
 def load_program(file, sets, node_limit):
     from .api import load
     from .build import DEFAULT_NODE_LIMIT
+    from .parser import MAX_SOURCE_BYTES
+
+    ctx = click.get_current_context(silent=True)
+    text = ctx.meta.get("adcli.max_source_bytes") if ctx is not None else None
+    max_source = MAX_SOURCE_BYTES
+    if text is not None:
+        try:
+            max_source = parse_bytes(text)
+        except UsageProblem as exc:   # its message names --memory-limit
+            raise UsageProblem(exc.message.replace("--memory-limit", "--max-source-bytes")) from None
 
     dims = {}
     for item in sets:
@@ -184,37 +345,82 @@ def load_program(file, sets, node_limit):
             raise UsageProblem(f"--set {name}={value}: a dim must be a whole number") from None
         if dims[name] < 1:
             raise UsageProblem(f"--set {name}={value}: a dim must be positive")
-    return load(file, set=dims, node_limit=node_limit or DEFAULT_NODE_LIMIT)
+    return load(file, set=dims, node_limit=node_limit or DEFAULT_NODE_LIMIT, max_source_bytes=max_source)
 
 
-def read_input_values(program, ats, inputs_file) -> dict:
-    """--at over --inputs (over the file's defaults, applied by the API)."""
-    values = {}
-    if inputs_file is not None:
-        from .errors import ValueProblem
+MAX_DIM = 2**63 - 1   # a size or a repeat count; beyond it a dim is no longer a machine integer
 
-        if inputs_file == "-":
-            text = sys.stdin.read()
-            where = "standard input"
+
+def check_dims(items, option: str = "--set") -> None:
+    """--set NAME=N values checked before the file is built, each failure one sentence with the
+    value shown escaped and shortened: whole (not '3\\n4'), positive, and at most MAX_DIM (a
+    400-digit dim would overflow the floats that sizes and values are computed in)."""
+    import re
+
+    for item in items:
+        name, value = split_assignment(option, item)
+        digits = re.fullmatch(r"([+-]?)0*([0-9][0-9_]*)", value)
+        if digits and len(digits.group(2).replace("_", "")) > 19:   # before int(), which refuses 4,301 digits
+            number = -1 if digits.group(1) == "-" else MAX_DIM + 1
         else:
             try:
-                with open(inputs_file, encoding="utf-8") as f:
-                    text = f.read()
-            except OSError:
-                raise UsageProblem(f"--inputs: cannot read {inputs_file}") from None
-            where = inputs_file
+                number = int(value)
+            except ValueError:
+                raise UsageProblem(f"{option} {shown(name, 40)}={shown(value, 24)}: a dim must be a whole "
+                                   "number") from None
+        if number < 1:
+            raise UsageProblem(f"{option} {shown(name, 40)}={shown(value, 24)}: a dim must be positive")
+        if number > MAX_DIM:
+            raise UsageProblem(f"{option} {shown(name, 40)}={shown(value, 24)}: a dim must be at most "
+                               f"{MAX_DIM:,} (2^63 - 1)")
+
+
+def read_inputs_file(inputs_file: str) -> dict:
+    """The JSON object of --inputs FILE|- as {name: array}. Read once: a --scale sweep uses it
+    at every size, and standard input can be read only once."""
+    from .errors import ValueProblem
+
+    if inputs_file == "-":
+        where = "standard input"
+        if sys.stdin is None:
+            raise UsageProblem("--inputs -: there is no standard input to read")
+        stream = getattr(sys.stdin, "buffer", sys.stdin)
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueProblem(f"--inputs: {where} is not valid JSON ({exc.msg} at line {exc.lineno}, "
-                               f"column {exc.colno})") from None
-        except RecursionError:
-            raise ValueProblem(f"--inputs: {where} nests its lists too deeply") from None
-        if not isinstance(data, dict):
-            raise ValueProblem(f"--inputs: {where} must hold a JSON object of input values")
-        for name, value in data.items():
+            raw = stream.read()
+        except OSError as exc:
+            raise os_problem(exc, "--inputs: cannot read standard input") from None
+    else:
+        where = shown(inputs_file)
+        try:
+            with open(inputs_file, "rb") as f:
+                raw = f.read()
+        except OSError as exc:
+            raise os_problem(exc, f"--inputs: cannot read {where}") from None
+    try:
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise ValueProblem(f"--inputs: {where} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                           f"offset {exc.start:,}), as JSON must be") from None
+    try:
+        data = json.loads(text, parse_int=_json_number, parse_float=_json_number)
+    except json.JSONDecodeError as exc:
+        raise ValueProblem(f"--inputs: {where} is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                           f"column {exc.colno})") from None
+    except RecursionError:
+        raise ValueProblem(f"--inputs: {where} nests its lists too deeply") from None
+    if not isinstance(data, dict):
+        raise ValueProblem(f"--inputs: {where} must hold a JSON object of input values")
+    return {name: _json_array(name, value) for name, value in data.items()}
+
+
+def read_input_values(program, ats, inputs_file, from_file: dict | None = None) -> dict:
+    """--at over --inputs (over the file's defaults, applied by the API). `from_file`: the
+    --inputs values already read by read_inputs_file."""
+    values = {}
+    if inputs_file is not None:
+        for name, value in (read_inputs_file(inputs_file) if from_file is None else from_file).items():
             program._check_input(name, "--inputs")
-            values[name] = _json_array(name, value)
+            values[name] = value
     for item in ats:
         name, text = split_assignment("--at", item)
         values[name] = program.parse_value(name, text)
@@ -228,10 +434,21 @@ def parse_given(program, option, items, kind) -> dict:
     for item in items:
         name, text = split_assignment(option, item)
         if name not in names:
-            raise UsageProblem(f"{option} {name}: there is no {kind} named '{name}' "
+            raise UsageProblem(f"{option} {shown(name, 40)}: there is no {kind} named "
+                               f"{shown(name, 40, True)} "
                                f"({kind}s: {', '.join(names) or 'none'})")
         given[name] = program.parse_any_value(name, text)
     return given
+
+
+class _HugeNumber(str):
+    """A JSON number beyond float64's range (1e400, or 5,000 digits, which int() refuses), kept
+    as its text until the input that holds it is known."""
+
+
+def _json_number(text: str):
+    value = float(text)   # no digit limit, unlike int(); beyond 1.8e308 it is inf
+    return _HugeNumber(text) if value in (float("inf"), float("-inf")) else value
 
 
 def _json_array(name, value):
@@ -241,6 +458,9 @@ def _json_array(name, value):
     def numeric(v):
         if isinstance(v, list):
             return all(numeric(item) for item in v)
+        if isinstance(v, _HugeNumber):
+            raise ValueProblem(f"--inputs: the value of {shown(name, 40)} holds {shown(v, 24)}, a number too "
+                               "large for a float64 (at most about 1.8e308)")
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
     try:
@@ -248,7 +468,7 @@ def _json_array(name, value):
             raise ValueError
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError, RecursionError):
-        raise ValueProblem(f"--inputs: the value of {name} is not a number or a (nested) list of "
+        raise ValueProblem(f"--inputs: the value of {shown(name, 40)} is not a number or a (nested) list of "
                            "numbers of equal lengths") from None
     return array
 
@@ -292,8 +512,9 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
     if summary and full:
         raise UsageProblem("--summary (do not print the Jacobian) and --full (print all of it) conflict")
     if output_path and not output_path.endswith((".npy", ".csv")):
-        raise UsageProblem(f"--output {output_path}: the file name must end in .npy or .csv")
+        raise UsageProblem(f"--output {shown(output_path)}: the file name must end in .npy or .csv")
     limit = parse_bytes(memory_limit) if memory_limit else None
+    check_dims(sets)
     program = load_program(file, sets, node_limit)
     at = read_input_values(program, ats, inputs_file)
     if directions or cotangents:
@@ -302,19 +523,22 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
         if wrt and directions:
             raise UsageProblem("--wrt does not apply to --direction; the direction names its inputs")
         if directions:
-            result = program.jvp(given, at=at, backend=backend, dtype=dtype)
+            result = program.jvp(given, at=at, backend=backend, dtype=dtype, memory_limit=limit, json=as_json)
         else:
-            result = program.vjp(given, at=at, wrt=list(wrt) or None, backend=backend, dtype=dtype)
+            result = program.vjp(given, at=at, wrt=list(wrt) or None, backend=backend, dtype=dtype,
+                                 memory_limit=limit, json=as_json)
     else:
         result = program.jacobian(mode=mode or "auto", wrt=list(wrt) or None, at=at, chunk=chunk,
-                                  backend=backend, dtype=dtype, memory_limit=limit)
+                                  backend=backend, dtype=dtype, memory_limit=limit, json=as_json)
     nonfinite = _check_finite(program, result, at, dtype)
     if output_path:
         _save_jacobian(result, output_path)
     if as_json:
-        from .report import derivative_json
+        from .report import derivative_json_pieces
 
-        click.echo(json.dumps(derivative_json(program, result), allow_nan=False))
+        for piece in derivative_json_pieces(program, result):   # streamed: api.Program.json_bytes
+            echo_out(piece, nl=False)
+        echo_out("")
     else:
         from .render import render_derivative
 
@@ -336,21 +560,57 @@ def _check_finite(program, result, at, dtype):
 
 
 def _save_jacobian(result, path):
+    """Write J to a temporary file beside `path` and rename it into place: a full disk, an
+    error or a signal never leaves a truncated file (nor the temporary) behind."""
     import numpy as np
 
-    try:
+    def write(f):
         if path.endswith(".npy"):
-            np.save(path, result.jacobian)
+            np.save(f, result.jacobian)
         else:
             import csv
+            import io
 
-            with open(path, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow([""] + list(result.columns))
-                for label, row in zip(result.rows, result.jacobian):
-                    writer.writerow([label] + [repr(float(v)) for v in row])
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            writer = csv.writer(text)
+            writer.writerow([""] + list(result.columns))
+            for label, row in zip(result.rows, result.jacobian):
+                writer.writerow([label] + [repr(float(v)) for v in row])
+            text.flush()
+            text.detach()
+
+    write_atomically(path, write, "--output")
+
+
+def write_atomically(path: str, write, option: str):
+    """Call write(binary file) on a temporary file in path's directory, then os.replace it onto
+    path; on any failure (OSError, a signal, a bug) remove the temporary. An OSError becomes
+    one sentence: exit 2 for a missing directory, 4 for a full disk or a permission."""
+    import tempfile
+
+    what = f"{option}: cannot write {shown(path)}"
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
     except OSError as exc:
-        raise UsageProblem(f"--output: cannot write {path} ({exc.strerror})") from None
+        raise os_problem(exc, what) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())   # a full disk can show only here
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)   # mkstemp's 0600 -> what open() would have made
+        os.replace(temporary, path)
+    except BaseException as exc:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise os_problem(exc, what) from None
+        raise
 
 
 @cli.command()
@@ -378,27 +638,36 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
     if plot_path and not scale_spec:
         raise UsageProblem("--plot draws a scaling sweep; give --scale NAME=v1,v2,... too")
     if plot_path and not plot_path.lower().endswith((".png", ".svg")):
-        raise UsageProblem(f"--plot {plot_path}: the file name must end in .png or .svg")
+        raise UsageProblem(f"--plot {shown(plot_path)}: the file name must end in .png or .svg")
     backends = [b.strip() for b in backend.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
-        raise UsageProblem(f"--backend {backend}: choose from {', '.join(BACKENDS)}, comma-separated")
+        raise UsageProblem(f"--backend {shown(backend, 40)}: choose from {', '.join(BACKENDS)}, "
+                           "comma-separated")
     backends = list(dict.fromkeys("numpy" if b == "auto" else b for b in backends))
     options = dict(wrt=list(wrt) or None, repeat=repeat,
                    backend=backends[0] if len(backends) == 1 else backends, dtype=dtype,
                    fd_max_inputs=fd_max_inputs)
     if scale_spec:
         name, values = comparing.parse_scale(scale_spec)
+        check_dims(sets)
+        check_dims([f"{name}={v}" for v in values], "--scale")
         base_dims = {}
         for item in sets:
             key, value = split_assignment("--set", item)
             if key == name:
-                raise UsageProblem(f"--set {key} conflicts with --scale {name}")
+                raise UsageProblem(f"--set {shown(key, 40)} conflicts with --scale {shown(name, 40)}")
             base_dims[key] = value
+        from_file = read_inputs_file(inputs_file) if inputs_file is not None else None
 
         def load_at(dims):
+            """The program at these dims, with the --at/--inputs values (checked against this
+            size's shapes, --at evaluated at it) as its inputs' defaults: the sweep runs every
+            size at its defaults."""
             program = load_program(file, [f"{k}={v}" for k, v in dims.items()], node_limit)
-            options["at"] = read_input_values(program, ats, inputs_file)
+            at = read_input_values(program, ats, inputs_file, from_file)
+            if at:
+                program.graph.input_defaults.update(program.resolve_inputs(at))
             return program
 
         if plot_path:   # fail before the sweep, not after it
@@ -414,7 +683,7 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
             data = sweep.to_json()
             data["file"] = file
             data["plot"] = plot_path
-            click.echo(json.dumps(finite(data), allow_nan=False))
+            echo_out(json.dumps(finite(data), allow_nan=False))
         else:
             from .render_compare import render_sweep
 
@@ -422,6 +691,7 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
             if plot_path:
                 click.echo(f"wrote {plot_path}")
         return
+    check_dims(sets)
     program = load_program(file, sets, node_limit)
     at = read_input_values(program, ats, inputs_file)
     comparison = comparing.compare(program, at=at, memory_limit=limit, **options)
@@ -430,7 +700,7 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
         if run.result is not None and nonfinite is None:
             nonfinite = _check_finite(program, run.result, at, dtype)
     if as_json:
-        click.echo(json.dumps(finite(comparison.to_json()), allow_nan=False))
+        echo_out(json.dumps(finite(comparison.to_json()), allow_nan=False))
     else:
         from .render_compare import render_comparison
 
@@ -443,11 +713,20 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
 
 
 def main(argv=None):
-    """The console-script entry point."""
-    cli.main(args=argv, prog_name="adcli")
+    """The console-script entry point. From here on Ctrl-C and SIGTERM unwind (removing a
+    half-written file) and end with one line and exit 130 or 143; the handlers installed while
+    importing (which end at once) are replaced."""
+    sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
+    _handle_signals(_raise_signalled)
+    try:
+        cli.main(args=argv, prog_name="adcli")
+    except _Signalled as exc:   # it landed while a result or an error was being reported
+        code = 128 + exc.signum
+        os.write(2, _signal_line(code, "--json" in (sys.argv[1:] if argv is None else argv)).encode())
+        sys.exit(code)
 
 
-from . import cli_inspect  # noqa: E402,F401  registers trace, graph and show
+from . import cli_calibrate, cli_inspect  # noqa: E402,F401  register calibrate, trace, graph and show
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ import re
 
 import click
 
-from .cli import (cli, load_program, parse_given, parse_bytes, program_options, read_input_values, run_options,
-                  split_assignment, value_options)
-from .errors import AdError, UsageProblem
+from .cli import (check_dims, cli, echo_out, load_program, parse_given, parse_bytes, program_options,
+                  read_input_values, run_options, split_assignment, value_options, write_atomically)
+from .errors import AdError, UsageProblem, shown
 
 GRAPHVIZ_FORMATS = ("svg", "png", "pdf")
 
@@ -20,7 +20,7 @@ GRAPHVIZ_FORMATS = ("svg", "png", "pdf")
 def _emit_json(data: dict):
     from .report import finite
 
-    click.echo(json.dumps(finite(data), allow_nan=False))
+    echo_out(json.dumps(finite(data), allow_nan=False))
 
 
 @cli.command()
@@ -68,6 +68,7 @@ def trace(file, sets, node_limit, ats, inputs_file, mode, seeds, directions, cot
         parse_bytes(memory_limit)   # checked as in grad; one pass needs no chunking
     from .trace import forward_trace, parse_seed, reverse_trace
 
+    check_dims(sets)
     program = load_program(file, sets, node_limit)
     at = read_input_values(program, ats, inputs_file)
     if mode == "forward":
@@ -90,15 +91,19 @@ def trace(file, sets, node_limit, ats, inputs_file, mode, seeds, directions, cot
     if node_var is not None:
         node_var = node_var.strip()
         result.row(node_var)   # unknown: one sentence, exit 2
+    nonfinite = result.nonfinite()
     if as_json:
         _emit_json(result.to_json(node_var))
-        return
-    from .render_trace import render_node, render_trace
-
-    if node_var is not None:
-        render_node(result, node_var)
     else:
-        render_trace(result, full=full)
+        from .render_trace import render_node, render_trace
+
+        if node_var is not None:
+            render_node(result, node_var)
+        else:
+            render_trace(result, full=full)
+    if nonfinite:   # as adcli grad warns
+        click.echo(f"warning: the trace holds nan or infinity: {nonfinite}"
+                   + ("; non-finite numbers are shown as null in JSON" if as_json else ""), err=True)
 
 
 @cli.command()
@@ -118,7 +123,7 @@ def graph(file, sets, node_limit, fmt, mode, expand, output_path, as_json, debug
     if output_path is not None:
         ext = output_path.rsplit(".", 1)[-1].lower() if "." in output_path else ""
         if ext not in GRAPHVIZ_FORMATS:
-            raise UsageProblem(f"--output {output_path}: the file name must end in .svg, .png or .pdf")
+            raise UsageProblem(f"--output {shown(output_path)}: the file name must end in .svg, .png or .pdf")
         if fmt not in (None, "dot"):
             raise UsageProblem(f"--output renders through Graphviz, from the DOT graph; it conflicts "
                                f"with --format {fmt}")
@@ -133,16 +138,17 @@ def graph(file, sets, node_limit, fmt, mode, expand, output_path, as_json, debug
     fmt = fmt or "text"
     from .show import build_view, to_dot, to_mermaid, to_text, view_json
 
+    check_dims(sets)
     program = load_program(file, sets, node_limit)
     view = build_view(program.graph, mode=mode, expand=expand)
     if output_path is not None:
         import subprocess
 
-        done = subprocess.run([dot_program, f"-T{ext}", "-o", output_path], input=to_dot(view).encode(),
-                              capture_output=True)
+        done = subprocess.run([dot_program, f"-T{ext}"], input=to_dot(view).encode(), capture_output=True)
         if done.returncode != 0:
             detail = done.stderr.decode(errors="replace").strip().splitlines()
-            raise AdError(f"dot could not render {output_path}" + (f": {detail[0]}" if detail else ""))
+            raise AdError(f"dot could not render {shown(output_path)}" + (f": {detail[0]}" if detail else ""))
+        write_atomically(output_path, lambda f: f.write(done.stdout), "--output")
     if as_json:
         data = view_json(view)
         data["output"] = output_path
@@ -152,7 +158,7 @@ def graph(file, sets, node_limit, fmt, mode, expand, output_path, as_json, debug
         click.echo(f"wrote {output_path}")
         return
     text = {"dot": to_dot, "mermaid": to_mermaid, "text": to_text}[fmt](view)
-    click.echo(text, nl=False)
+    echo_out(text, nl=False)
 
 
 @cli.command()
@@ -163,8 +169,9 @@ def show(file, sets, node_limit, as_json, debug):
     """The IR after inlining and unrolling: one equation per node, with shapes."""
     from .show import ir_json, ir_lines
 
+    check_dims(sets)
     program = load_program(file, sets, node_limit)
     if as_json:
         _emit_json(ir_json(program.graph))
         return
-    click.echo("\n".join(ir_lines(program.graph)))
+    echo_out("\n".join(ir_lines(program.graph)))

@@ -154,16 +154,12 @@ class Comparison:
 
 
 def predicted_bytes(program, mode, wrt, itemsize) -> int:
-    """What the memory check predicts a mode needs with all directions in one sweep."""
-    from .api import TEMPORARY_FACTOR
-
-    if mode == "central differences":
-        fixed = sum(nd.size for nd in program.graph.nodes if nd.op in ("input", "const"))
-        evaluation = program.predict("forward", wrt, chunk=1)
-        return TEMPORARY_FACTOR * (evaluation.peak_live_values + fixed) * itemsize
-    cost = program.predict(mode, wrt, chunk=1)
-    fixed = sum(nd.size for nd in program.graph.nodes if nd.op in ("input", "const"))
-    return TEMPORARY_FACTOR * (cost.peak_live_values + fixed) * itemsize
+    """What the memory check predicts a method needs at the least (one direction per
+    sweep), inputs and consts included. Central differences evaluate f 2n times and
+    keep the Jacobian: forward mode with one direction per sweep bounds that."""
+    outputs = program.output_names
+    return program.required_bytes("forward" if mode == FD else mode, program._wrt(wrt), outputs, 1,
+                                  itemsize)
 
 
 def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype="float64",

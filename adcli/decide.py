@@ -62,7 +62,7 @@ def plan_mode(program, mode, wrt, outputs, memory_limit, itemsize, model, chunk=
             chunk, _ = program.choose_chunk(mode, wrt, outputs, memory_limit, itemsize)
         else:
             chunk = max(1, min(chunk, sum(program._pass_sizes(mode, wrt, outputs))))
-            need = program.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize)
+            need = program.required_bytes(mode, wrt, outputs, chunk, itemsize)
             if need > memory_limit:
                 from .api import _bytes
                 raise ResourceProblem(f"{mode} mode with --chunk {chunk} needs about {_bytes(need)}, "

@@ -3,7 +3,8 @@
 Every problem the tool reports is an ``AdError``: one sentence, an exit code,
 and where the problem has a place in a file, that place (file, line, column,
 the source line and a caret). The CLI turns these into text or JSON; the
-library raises them.
+library raises them. Messages stay one line: option values they quote go through
+``shown`` and every message through ``one_line``.
 """
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from dataclasses import dataclass
 
 EXIT_OK = 0
 EXIT_INPUT = 1      # the expression file's contents or its input values
-EXIT_USAGE = 2      # bad options, a missing file
+EXIT_USAGE = 2      # bad options, a file that does not exist
 EXIT_INTERNAL = 3   # a bug in adcli
+EXIT_ENVIRONMENT = 4   # the machine, not the user: a full disk, a permission, an I/O error
+EXIT_INTERRUPTED = 130   # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143    # SIGTERM (128 + 15)
+EXIT_BROKEN_PIPE = 141   # the reader of standard output went away (128 + SIGPIPE), as cat does
 
 
 @dataclass
@@ -47,24 +52,24 @@ class AdError(Exception):
         self.hint = hint
 
     def to_json(self) -> dict:
-        data: dict = {"kind": self.kind, "message": self.message,
+        data: dict = {"kind": self.kind, "message": one_line(self.message),
                       "exit_code": self.exit_code}
         if self.location is not None:
             data["file"] = self.location.file
             data["line"] = self.location.line
             data["column"] = self.location.column
         if self.hint:
-            data["hint"] = self.hint
+            data["hint"] = one_line(self.hint)
         return data
 
     def render(self) -> str:
         """Text for a terminal: 'file:line:col: error: message' and a caret."""
         head = f"{self.location}: " if self.location else ""
-        lines = [f"{head}error: {self.message}"]
+        lines = [f"{head}error: {one_line(self.message)}"]
         if self.location is not None and self.location.source_line:
             lines.append(self.location.caret())
         if self.hint:
-            lines.append(f"hint: {self.hint}")
+            lines.append(f"hint: {one_line(self.hint)}")
         return "\n".join(lines)
 
 
@@ -91,3 +96,41 @@ class ResourceProblem(AdError):
 class UsageProblem(AdError):
     kind = "usage"
     exit_code = EXIT_USAGE
+
+
+class EnvironmentProblem(AdError):
+    """The machine refused: a full disk, a permission, an I/O error (exit 4)."""
+    kind = "environment"
+    exit_code = EXIT_ENVIRONMENT
+
+
+# -- option values in messages -----------------------------------------------------------------
+
+def one_line(text: str) -> str:
+    """A message kept on one line: control characters (a newline in an option value that a
+    message echoes) are written as escapes, \\n, \\t, \\x1b."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def shown(value: str, limit: int = 200, quote: bool = False) -> str:
+    """An option value as a message quotes it: as typed when it is short and printable (quoted
+    with `quote`), else repr-like (quoted, escaped: '3\\n4') and shortened in the middle:
+    '999…999' (400 characters). The message stays one line and short."""
+    value = str(value)
+    if len(value) > limit:
+        half = (limit - 1) // 2
+        return repr(value[:half] + "…" + value[-half:]) + f" ({len(value):,} characters)"
+    return repr(value) if quote or not value.isprintable() else value
+
+
+def os_problem(exc: OSError, what: str) -> AdError:
+    """An OSError as one sentence: a path that does not exist (or is a directory) is a usage
+    mistake, exit 2; anything else (permissions, a full disk, I/O) is the environment's, exit 4."""
+    import errno
+
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG):
+        return UsageProblem(f"{what} ({reason})")
+    return EnvironmentProblem(f"{what} ({reason})")

@@ -38,6 +38,9 @@ class Cost:
     ops: int = 0                    # array operations executed (primal and derivative)
     values_moved: int = 0           # scalars those operations read and wrote
     gemm_flops: int = 0             # the flops of matmul-like work among them
+    peak_values_with_temporaries: int = 0   # the memory prediction's inputs (not documented counts):
+    indexed: bool = False                   # whether a rule gathers or scatters by index arrays
+    cached_arrays: int = 0                  # arrays (values and partials) kept for the backward sweep
     peak_bytes: int | None = None
     time_s: dict = field(default_factory=dict)
     predicted: dict = field(default_factory=dict)   # {"time_s", "peak_bytes"}, from the graph
@@ -67,11 +70,15 @@ class _Live:
     tangent through, or an add's VJP handing the same cotangent to both inputs,
     shares one array, which is alive once, however many env slots refer to it."""
 
-    __slots__ = ("now", "peak", "_refs")
+    __slots__ = ("now", "peak", "peak_with_temporaries", "_refs")
 
     def __init__(self):
         self.now = 0
         self.peak = 0
+        # the peak also counting what a rule holds only while it runs (a Seed made
+        # dense, a partial's intermediate): not a documented count, an input to the
+        # memory prediction (adcli.api.Program.predicted_peak_bytes)
+        self.peak_with_temporaries = 0
         self._refs = {}   # id -> [array, references]; the array is kept so its id stays unique
 
     def hold(self, t):
@@ -102,6 +109,12 @@ class _Live:
         self.now += n
         if self.now > self.peak:
             self.peak = self.now
+            if self.now > self.peak_with_temporaries:
+                self.peak_with_temporaries = self.now
+
+    def temporary(self, n: int):
+        if self.now + n > self.peak_with_temporaries:
+            self.peak_with_temporaries = self.now + n
 
     def drop(self, n: int):
         self.now -= n
@@ -136,7 +149,7 @@ class Analysis:
         for i in graph.outputs.values():
             self.last_use[i] = FOREVER   # results are kept
         self.active = [self.depends[n.id] and self.reaches[n.id] for n in nodes]
-        self.plan = None   # Runner.residual_plan, made on first use
+        self.plans = {}    # Runner.residual_plan per choice of recomputing, made on first use
 
 
 def block_layouts(sizes: list, chunk: int):
@@ -198,9 +211,9 @@ class Runner:
         self.dtype = dtype
         self.input_values = input_values or {}
         self.const_values = const_values or {}
-        self.primal = Counter()
-        self.derivative = Counter()
         self.live = _Live()
+        self.primal = Counter()
+        self.derivative = Counter(self.live.temporary)
         self._moves = {}
         self.observer = None   # adcli.trace: called per node as the sweeps run
 
@@ -233,6 +246,7 @@ class Runner:
         self.derivative.add(spec.mults * n, spec.flops * n)
         kernels = max(1, spec.flops)   # about one array operation per flop per element
         self.derivative.traffic(kernels, 2 * n * kernels)
+        self.live.temporary(n * min(kernels, 2))   # the result, and an intermediate beside it
         if self.xp is None:
             return Abstract(shape)
         r = Residuals(args, out, None, node.attrs, self.in_shapes(node), node.shape)
@@ -316,6 +330,7 @@ class Runner:
             if self.observer:
                 self.observer(self, "forward", node, out, tangents.get(node.id))
             self._free_inputs(node, analysis, values, tangents, None)
+            args = in_tangents = result = None   # what was freed is gone now, not a node later
         return tangents, values
 
     def jvp(self, node, args, out, in_tangents):
@@ -357,13 +372,16 @@ class Runner:
         return result
 
     # -- reverse mode -------------------------------------------------------------------------
-    def residual_plan(self, analysis):
+    def residual_plan(self, analysis, recompute: bool = True):
         """Which values each VJP reads: {node: [(input index, [residual keys])]},
-        where a key is a node id (a value) or ('p', node, i) (a partial).
+        where a key is a node id (a value) or ('p', node, i) (a partial). With
+        `recompute` (one backward sweep), a partial that is a function of the output
+        alone is remade from the output in the backward sweep instead of being kept;
+        with several backward sweeps it is kept, so it is still computed once.
         Static, so kept on the analysis."""
-        if analysis.plan is not None:
-            return analysis.plan
-        plan = analysis.plan = {}
+        if recompute in analysis.plans:
+            return analysis.plans[recompute]
+        plan = analysis.plans[recompute] = {}
         for node in self.graph.nodes:
             if is_leaf(node) or not analysis.active[node.id]:
                 continue
@@ -375,8 +393,9 @@ class Runner:
                 keys = []
                 if not prim.movement:
                     for name in prim.uses[i]:
-                        if name == "out":
-                            keys.append(node.id)
+                        spec = prim.partial_for(i)
+                        if name == "out" or (name == "p" and spec.from_out and recompute):
+                            keys.append(node.id)   # from_out: the partial is remade from it
                         elif name == "p":
                             keys.append(("p", node.id, i))
                         else:
@@ -461,11 +480,19 @@ class Runner:
                         self._accumulate(T, target, b, T.move_back(ct, move, shapes[i]))
                     continue
                 x = [residuals.get(j) for j in node.inputs]
-                r = Residuals(x, residuals.get(node.id), residuals.get(("p", node.id, i)),
-                              node.attrs, shapes, node.shape)
+                out = residuals.get(node.id)
+                p = residuals.get(("p", node.id, i))
+                spec = prim.partial_for(i)
+                remade = p is None and spec is not None and spec.from_out
+                if remade:   # from the kept output (residual_plan), counted as it is made
+                    p = self.partial(node, i, x, out)
+                    live.add(live_size(p))
+                r = Residuals(x, out, p, node.attrs, shapes, node.shape)
                 for b, ct in node_cts.items():
                     T = Linear(self.xp, ct.shape[0], self.derivative, self.dtype)
                     self._accumulate(T, target, b, prim.vjp[i](T, r, ct))
+                if remade:
+                    live.drop(live_size(p))
             for t in node_cts.values():
                 live.release(t)
             if final:
@@ -479,6 +506,9 @@ class Runner:
                                     continue   # results stay alive
                                 live.drop(live_size(value) if isinstance(key, tuple)
                                           else graph.nodes[key].size)
+            # Drop this node's references now, so the arrays counted as freed are freed
+            # (a loop variable would keep the last cotangent alive into the next node).
+            node_cts = ct = t = value = x = r = p = out = None
         if self.observer:
             self.observer(self, "backward-end", None, None, None)
         return results
@@ -488,6 +518,8 @@ class Runner:
             return
         old = target.get(block)
         new = T.add(old, value)
+        if old is not None:   # the rule's result and the sum are alive beside the old sum
+            self.live.temporary(live_size(value) + live_size(new))
         self.live.release(old)
         self.live.hold(new)
         target[block] = new

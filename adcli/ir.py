@@ -20,13 +20,50 @@ class Node:
     attrs: dict = field(default_factory=dict)
     line: int = 0
     column: int = 0
-    text: str = ""          # the source expression this node came from
-    moves: list | None = field(default=None, repr=False, compare=False)
+    # the source expression this node came from: offsets into `source`, the file's
+    # text (shared, never copied), sliced on demand by `text`
+    start: int = field(default=0, repr=False, compare=False)
+    end: int = field(default=0, repr=False, compare=False)
+    source: str = field(default="", repr=False, compare=False)
+    # for data-movement ops: per input (out_positions, in_positions) index arrays on
+    # the host, out.flat[out_pos] = input.flat[in_pos]; or a recipe (a callable) that
+    # makes them when a run first reads `moves` (adcli.build.index_maps)
+    _moves: object = field(default=None, repr=False, compare=False)
+    _move_counts: tuple = field(default=(), repr=False, compare=False)   # set with the recipe
+    _index_itemsize: int = field(default=8, repr=False, compare=False)   # int32 or int64 maps
     # repeat: (repeat id, iteration, count, line, position in the iteration) of the
     # outermost `repeat` this node was unrolled from, or None. Used to draw collapsed graphs.
     repeat: tuple | None = field(default=None, repr=False, compare=False)
-    # moves: for data-movement ops, per input (out_positions, in_positions)
-    # index arrays on the host: out.flat[out_pos] = input.flat[in_pos].
+
+    @property
+    def text(self) -> str:
+        return self.source[self.start:self.end]
+
+    @property
+    def moves(self) -> list | None:
+        """The index maps, made from their recipe on first use and then kept."""
+        if callable(self._moves):
+            self._moves = self._moves()
+        return self._moves
+
+    @moves.setter
+    def moves(self, value):
+        self._moves = value
+
+    def abstract_moves(self) -> list:
+        """Stand-ins for `moves` when only counting (no arrays are made): per input a
+        pair of Positions whose len() is the number of elements that input moves."""
+        return [(Positions(c), Positions(c)) for c in self.move_counts]
+
+    @property
+    def move_counts(self) -> tuple:
+        """Elements each input moves: every output element comes from exactly one input
+        element (index, transpose, reshape: one input; concat, stack: all of each)."""
+        return self._move_counts or (self.size,)
+
+    def index_bytes(self) -> int:
+        """Host bytes of the index maps (out_pos and in_pos per input)."""
+        return 2 * self._index_itemsize * sum(self.move_counts)
 
     @property
     def size(self) -> int:
@@ -61,6 +98,18 @@ class Graph:
         if name in self.inputs:
             return self.nodes[self.inputs[name]].shape
         return self.nodes[self.outputs[name]].shape
+
+
+class Positions:
+    """The length of an index array that is not made (predictions only count)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def format_shape(shape: Shape) -> str:

@@ -37,6 +37,10 @@ class Partial:
     mults: int                   # per element of the partial
     flops: int
     like: str = "out"            # shape of the partial: "out" or "x0"
+    # A cheap function of the output alone (tanh: 1 - out²): reverse mode keeps the
+    # output, which the next op usually needs anyway, and recomputes the partial in the
+    # backward sweep, as hand-written backprop does, instead of caching a second array.
+    from_out: bool = False
 
 
 @dataclass
@@ -109,14 +113,14 @@ def _broadcast_rule(symbol):
 # --- elementwise unary -------------------------------------------------------------
 
 def unary(name, fn, partial=None, p_mults=0, p_flops=0, uses_out=False,
-          primal=(0, 1), doc=""):
+          primal=(0, 1), doc="", from_out=False):
     """An elementwise function; its derivative is a scale by one local partial."""
     if uses_out:   # the partial is the output itself (exp): nothing to compute
         rule = lambda T, r, t: T.scale(r.out, t)
         uses, partials = [("out",)], [None]
     else:
         rule = lambda T, r, t: T.scale(r.p, t)
-        uses, partials = [("p",)], [Partial(partial, p_mults, p_flops)]
+        uses, partials = [("p",)], [Partial(partial, p_mults, p_flops, from_out=from_out)]
     return register(Primitive(name, _same_shape, fn, _elementwise_cost(*primal),
                               jvp=[rule], vjp=[rule], uses=uses, partials=partials, doc=doc))
 
@@ -132,14 +136,17 @@ register(Primitive("neg", _same_shape, lambda xp, x: -x, _elementwise_cost(0, 1)
 
 unary("sin", lambda xp, x: xp.sin(x), lambda xp, r: xp.cos(r.x0), 0, 1, doc="cos x")
 unary("cos", lambda xp, x: xp.cos(x), lambda xp, r: -xp.sin(r.x0), 0, 2, doc="-sin x")
-unary("tan", lambda xp, x: xp.tan(x), lambda xp, r: 1 + r.out * r.out, 1, 2, doc="1 + tan² x")
+unary("tan", lambda xp, x: xp.tan(x), lambda xp, r: 1 + r.out * r.out, 1, 2, doc="1 + tan² x",
+      from_out=True)
 unary("exp", lambda xp, x: xp.exp(x), uses_out=True, doc="exp x (the output itself)")
 unary("log", lambda xp, x: xp.log(x), lambda xp, r: 1 / r.x0, 1, 1, doc="1 / x")
 unary("log1p", lambda xp, x: xp.log1p(x), lambda xp, r: 1 / (1 + r.x0), 1, 2, doc="1 / (1 + x)")
-unary("sqrt", lambda xp, x: xp.sqrt(x), lambda xp, r: 0.5 / r.out, 1, 1, doc="0.5 / sqrt x")
-unary("tanh", lambda xp, x: xp.tanh(x), lambda xp, r: 1 - r.out * r.out, 1, 2, doc="1 - tanh² x")
+unary("sqrt", lambda xp, x: xp.sqrt(x), lambda xp, r: 0.5 / r.out, 1, 1, doc="0.5 / sqrt x",
+      from_out=True)
+unary("tanh", lambda xp, x: xp.tanh(x), lambda xp, r: 1 - r.out * r.out, 1, 2, doc="1 - tanh² x",
+      from_out=True)
 unary("sigmoid", lambda xp, x: 1 / (1 + xp.exp(-x)),
-      lambda xp, r: r.out * (1 - r.out), 1, 2, doc="σ(x)(1 - σ(x))")
+      lambda xp, r: r.out * (1 - r.out), 1, 2, doc="σ(x)(1 - σ(x))", from_out=True)
 unary("relu", lambda xp, x: xp.maximum(x, 0),
       lambda xp, r: (r.x0 > 0).astype(r.x0.dtype), 0, 1, doc="1 if x > 0 else 0 (0 at 0)")
 unary("abs", lambda xp, x: xp.abs(x), lambda xp, r: xp.sign(r.x0), 0, 1,

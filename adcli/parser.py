@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import SourceLocation, SyntaxProblem
+from .errors import AdError, ResourceProblem, SourceLocation, SyntaxProblem
 
 GRAMMAR_NAME = "adl.lark"
+MAX_SOURCE_BYTES = 10_000_000   # source text read by default (--max-source-bytes raises it)
+MAX_NESTING = 4_000             # levels of nested expressions: -(-(-x)), sin(sin(x)), x+x+…+x
+BOM = "\ufeff"                  # a UTF-8 byte-order mark some editors write first
 
 
 def grammar_path() -> Path:
@@ -22,13 +25,25 @@ def grammar_path() -> Path:
     return Path(__file__).resolve().parent.parent / "grammars" / GRAMMAR_NAME
 
 
-@dataclass
+@dataclass(slots=True)
 class Ast:
+    """One statement or expression. Its source text is not copied: `start`/`end`
+    are offsets into `source` (the whole file's text, shared by every node), and
+    `text` slices it on demand, so a long expression costs memory linear in its
+    length, not quadratic."""
+
     kind: str
     args: tuple
     line: int = 0
     column: int = 0
-    text: str = field(default="", compare=False)
+    start: int = field(default=0, compare=False)
+    end: int = field(default=0, compare=False)
+    source: str = field(default="", compare=False, repr=False)
+    depth: int = field(default=1, compare=False, repr=False)   # nesting levels below, this one included
+
+    @property
+    def text(self) -> str:
+        return self.source[self.start:self.end]
 
     def __repr__(self) -> str:  # compact, for debugging and tests
         return f"{self.kind}{self.args!r}"
@@ -98,11 +113,42 @@ def _token_text(token) -> str:
     return repr(str(token))
 
 
-def parse(text: str, filename: str = "<input>") -> list[Ast]:
-    """Parse .ad source into a list of statement ASTs, or raise SyntaxProblem."""
+def strip_bom(text: str) -> str:
+    """The text without a leading UTF-8 byte-order mark (editors hide it; columns ignore it)."""
+    return text[1:] if text.startswith(BOM) else text
+
+
+def check_statement_count(text: str, limit: int, filename: str = "<input>") -> None:
+    """Refuse a file of more than `limit` statements before parsing it (Lark takes
+    minutes and gigabytes over a million lines). Counted cheaply: lines with content
+    outside brackets and not continued with a backslash; stops at the first one over."""
+    if text.count("\n") < limit:
+        return
+    count = depth = 0
+    continued = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        code = raw.split("#", 1)[0]
+        starts = not continued and depth == 0 and code.strip() != ""
+        depth = max(depth + code.count("(") + code.count("[") - code.count(")") - code.count("]"), 0)
+        continued = code.rstrip().endswith("\\")
+        if starts:
+            count += 1
+            if count > limit:
+                raise ResourceProblem(
+                    f"the file has more than {limit:,} statements (the node limit)",
+                    SourceLocation(filename, number, 1, raw),
+                    hint="split the program, or raise --node-limit")
+
+
+def parse(text: str, filename: str = "<input>", max_statements: int | None = None) -> list[Ast]:
+    """Parse .ad source into a list of statement ASTs, or raise SyntaxProblem.
+    With `max_statements`, a file of more statements is refused before parsing."""
     from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF,
                                  UnexpectedInput, UnexpectedToken, VisitError)
 
+    text = strip_bom(text)
+    if max_statements is not None:
+        check_statement_count(text, max_statements, filename)
     if not text.endswith("\n"):
         text += "\n"
     lines = text.splitlines()
@@ -140,12 +186,15 @@ def parse(text: str, filename: str = "<input>") -> list[Ast]:
     try:
         return _ToAst(text).transform(tree)
     except VisitError as exc:
-        if isinstance(exc.orig_exc, SyntaxProblem):
+        if isinstance(exc.orig_exc, AdError):
             problem = exc.orig_exc
             if problem.location is not None:
                 problem.location = location(problem.location.line, problem.location.column)
                 problem.location.file = filename
             raise problem from None
+        if isinstance(exc.orig_exc, RecursionError):
+            raise ResourceProblem(f"this file nests expressions more deeply than adcli can follow "
+                                  f"(at most {MAX_NESTING:,} levels)") from None
         raise
 
 
@@ -160,10 +209,16 @@ def _make_transformer():
             self._text = text
 
         def _ast(self, kind, meta, *args):
+            depth = 1 + max((_depth(a) for a in args), default=0)
             if getattr(meta, "empty", True):
-                return Ast(kind, args)
-            return Ast(kind, args, meta.line, meta.column,
-                       self._text[meta.start_pos:meta.end_pos])
+                return Ast(kind, args, depth=depth)
+            if depth > MAX_NESTING:   # refused here, with a caret, not by a RecursionError later
+                raise ResourceProblem(
+                    "this statement nests expressions more deeply than adcli can follow "
+                    f"({depth:,} levels here; at most {MAX_NESTING:,})",
+                    SourceLocation("", meta.line, meta.column), hint="split it into several assignments")
+            return Ast(kind, args, meta.line, meta.column, meta.start_pos, meta.end_pos,
+                       self._text, depth)
 
         # statements
         def start(self, meta, children):
@@ -191,8 +246,10 @@ def _make_transformer():
             return self._ast("assign", meta, str(c[0]), c[1])
 
         def def_expr(self, meta, c):
+            body = c[2]
             return self._ast("def", meta, str(c[0]), c[1] or [],
-                             [Ast("return", (c[2],), c[2].line, c[2].column, c[2].text)])
+                             [Ast("return", (body,), body.line, body.column, body.start, body.end,
+                                  body.source, body.depth + 1)])
 
         def def_block(self, meta, c):
             return self._ast("def", meta, str(c[0]), c[1] or [], c[2])
@@ -271,6 +328,17 @@ def _make_transformer():
             return (str(c[0]), c[1])
 
     return ToAst
+
+
+def _depth(arg) -> int:
+    """Nesting depth of a transformer child: an Ast, or a list, tuple or dict of them."""
+    if isinstance(arg, Ast):
+        return arg.depth
+    if isinstance(arg, (list, tuple)):
+        return max((_depth(a) for a in arg), default=0)
+    if isinstance(arg, dict):
+        return max((_depth(a) for a in arg.values()), default=0)
+    return 0
 
 
 class _LazyToAst:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 from rich import box
@@ -15,13 +16,37 @@ from .ir import format_shape
 MAX_ROWS, MAX_COLUMNS = 12, 8
 
 
+class _Stdout:
+    """sys.stdout (whichever it is when written), written in pieces of 64 KiB, each flushed: one
+    large write into a pipe whose reader left (`| head`) loses the rest silently, the next
+    write fails, and adcli ends with status 141 as cat does."""
+
+    def write(self, text: str) -> int:
+        step = 1 << 16
+        for start in range(0, len(text), step):
+            sys.stdout.write(text[start:start + step])
+            sys.stdout.flush()
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(sys.stdout, name)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """A closed pipe (`adcli ... | head`) goes back to adcli.cli, which ends quietly with
+        status 141 as cat does; Rich's own handling would exit 1."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def console() -> Console:
     # Rich turns styles off when stdout is not a terminal. Rich's own NO_COLOR
     # handling drops colours but keeps bold and dim; NO_COLOR here means no
     # escape codes at all.
     if os.environ.get("NO_COLOR", ""):
-        return Console(highlight=False, soft_wrap=False, color_system=None)
-    return Console(highlight=False, soft_wrap=False)
+        return _Console(highlight=False, soft_wrap=False, color_system=None, file=_Stdout())
+    return _Console(highlight=False, soft_wrap=False, file=_Stdout())
 
 
 def number(value: float) -> str:

@@ -533,9 +533,12 @@ def to_text(view: GraphView) -> str:
                 src, k = children[n]
                 stack.append((src, inner, n == len(children) - 1, k))
 
+    key_of = {member: vn.key for vn in view.nodes.values() for member in vn.members}
     for name, i in g.outputs.items():
-        lines.append(f"output {name}")
-        walk(g.nodes[i].var)
+        key = key_of[i]   # a node of a later iteration is drawn as the first iteration's
+        lines.append(f"output {name}" + ("" if key == g.nodes[i].var else
+                                          f" = {g.nodes[i].var}, the repeat's last iteration"))
+        walk(key)
     if view.mode == "reverse":
         lines.append("adjoints flow up each branch (from a node to the nodes it is computed from), "
                      "in the backward sweep")

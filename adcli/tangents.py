@@ -68,10 +68,13 @@ class Counter:
     scalars read and written by them (`moved`), and the flops of contractions
     (`gemm`, matmul-like work, also included in `flops`)."""
 
-    __slots__ = ("mults", "flops", "ops", "moved", "gemm")
+    __slots__ = ("mults", "flops", "ops", "moved", "gemm", "on_temporary", "indexed")
+    COUNTS = ("mults", "flops", "ops", "moved", "gemm")
 
-    def __init__(self):
+    def __init__(self, on_temporary=None):
         self.mults = self.flops = self.ops = self.moved = self.gemm = 0
+        self.on_temporary = on_temporary   # told the scalars a rule holds only briefly
+        self.indexed = False   # some rule indexed with integer arrays (NumPy allocates scratch)
 
     def add(self, mults: int, flops: int):
         self.mults += mults
@@ -82,12 +85,16 @@ class Counter:
         self.moved += moved
         self.gemm += gemm
 
+    def temporary(self, values: int):
+        if self.on_temporary is not None:
+            self.on_temporary(values)
+
     def snapshot(self) -> tuple:
         return (self.mults, self.flops, self.ops, self.moved, self.gemm)
 
     def repeat(self, before: tuple, times: int):
         """Count the work done since `before` `times` more times (identical sweeps)."""
-        for name, old in zip(self.__slots__, before):
+        for name, old in zip(self.COUNTS, before):
             setattr(self, name, getattr(self, name) + (getattr(self, name) - old) * times)
 
 
@@ -133,13 +140,18 @@ class Linear:
     def _traffic(self, ops: int, moved: int, gemm: int = 0):
         self.counter.traffic(ops, moved, gemm)
 
-    def _materialized(self, *ts):
+    def _materialized(self, *ts, result: int = 0):
         """Count making Seeds dense (a k × |node| array written) for the methods that
         will call dense(): counted before they branch on abstract or real, so a
-        prediction counts exactly what a run does."""
+        prediction counts exactly what a run does. The dense copies live only while
+        the method runs, beside its `result` (scalars): a temporary peak."""
+        dense = 0
         for t in ts:
             if isinstance(t, Seed):
                 self._traffic(1, prod(t.shape))
+                dense += prod(t.shape)
+        if dense:
+            self.counter.temporary(dense + result)
 
     def _lift(self, t, shape):
         """Give a dense tangent of a smaller node shape leading unit axes."""
@@ -162,7 +174,7 @@ class Linear:
         if not isinstance(t, Seed):
             self._count(self.k * prod(out), self.k * prod(out))
         self._elementwise(t, out, prod(shape_of(p)))
-        self._materialized(t)
+        self._materialized(t, result=self.k * prod(out))
         if self.xp is None:
             return Abstract((self.k,) + out)
         return p * self._lift(self.dense(t), out)
@@ -175,7 +187,7 @@ class Linear:
         if not isinstance(t, Seed):
             self._count(self.k * prod(out), self.k * prod(out))
         self._elementwise(t, out, prod(shape_of(q)))
-        self._materialized(t)
+        self._materialized(t, result=self.k * prod(out))
         if self.xp is None:
             return Abstract((self.k,) + out)
         return self._lift(self.dense(t), out) / q
@@ -188,7 +200,7 @@ class Linear:
         shape = self.node_shape(a)
         self._count(0, self.k * prod(shape))
         self._traffic(1, 3 * self.k * prod(shape))
-        self._materialized(a, b)
+        self._materialized(a, b, result=self.k * prod(shape))
         if self.xp is None:
             return Abstract((self.k,) + shape)
         return self.dense(a) + self.dense(b)
@@ -201,7 +213,7 @@ class Linear:
         shape = self.node_shape(a)
         self._count(0, self.k * prod(shape))
         self._traffic(1, 3 * self.k * prod(shape))
-        self._materialized(a, b)
+        self._materialized(a, b, result=self.k * prod(shape))
         if self.xp is None:
             return Abstract((self.k,) + shape)
         return self.dense(a) - self.dense(b)
@@ -212,7 +224,7 @@ class Linear:
         shape = self.node_shape(t)
         self._count(0, self.k * prod(shape))
         self._traffic(1, 2 * self.k * prod(shape))
-        self._materialized(t)
+        self._materialized(t, result=self.k * prod(shape))
         if self.xp is None:
             return Abstract((self.k,) + shape)
         return -self.dense(t)
@@ -242,7 +254,7 @@ class Linear:
             return Seed(src, t.k, shape)
         self._count(0, self.k * prod(node_shape))
         self._traffic(1, self.k * (prod(node_shape) + prod(shape)))
-        self._materialized(t)
+        self._materialized(t, result=self.k * prod(shape))
         if self.xp is None:
             return Abstract((self.k,) + shape)
         t = self.dense(t)
@@ -262,7 +274,7 @@ class Linear:
         self._count(0, self.k * prod(node_shape))
         out = reduced_shape(node_shape, axis)
         self._traffic(1, self.k * (prod(node_shape) + prod(out)))
-        self._materialized(t)
+        self._materialized(t, result=self.k * prod(out))
         if self.xp is None:
             return Abstract((self.k,) + out)
         t = self.dense(t)
@@ -295,6 +307,7 @@ class Linear:
             return None
         out_shape = tuple(out_shape)
         size = prod(out_shape)
+        self._indexes()
         if all(isinstance(t, Seed) for t, _ in present):
             self._traffic(1 + len(present), 3 * size)   # integer selections, not values
             if self.xp is None:
@@ -305,7 +318,7 @@ class Linear:
             return Seed(src.reshape(out_shape), self.k, out_shape)
         single = len(present) == 1 and len(tangents) == 1
         self._traffic(1 if single else 1 + len(present), (2 if single else 3) * self.k * size)
-        self._materialized(*(t for t, _ in present))
+        self._materialized(*(t for t, _ in present), result=self.k * size)
         if self.xp is None:
             return Abstract((self.k,) + out_shape)
         if single:
@@ -323,6 +336,7 @@ class Linear:
             return None
         in_shape = tuple(in_shape)
         out_pos, in_pos = move
+        self._indexes()
         if isinstance(ct, Seed):
             self._traffic(2, 2 * prod(in_shape) + len(out_pos))   # integer selections
             if self.xp is None:
@@ -347,10 +361,14 @@ class Linear:
         out = self.k * prod(result_node_shape)
         self._traffic(1, self.k * prod(self.node_shape(t)) + residual_size + out,
                       2 * out * contraction if contraction > 1 else 0)
-        self._materialized(t)
+        self._materialized(t, result=out)
         if self.xp is None:
             return Abstract((self.k,) + tuple(result_node_shape))
         return compute(self.dense(t))
+
+    def _indexes(self):
+        """This rule gathers or scatters with integer index arrays."""
+        self.counter.indexed = True
 
     def _seed_entries(self, t):
         """Where a Seed's ones are: flat positions in the node, and their directions."""
@@ -372,16 +390,16 @@ class Linear:
         c0 + c1, not c1), so repeated keys are added in rounds, each round a plain
         assignment over distinct places (the same on NumPy and CuPy)."""
         xp = self.xp
-        if key.size < 2:
-            out[index] += values
+        entries = xp.arange(key.size)
+        last = xp.zeros(int(key.max()) + 1 if key.size else 0, dtype=entries.dtype)
+        last[key] = entries           # with repeated keys, one entry's write wins
+        if bool((last[key] == entries).all()):   # every key once: a plain assignment
+            out[index] = values
             return
         order = xp.argsort(key)   # any order: ranks come from searchsorted
         ordered = key[order]
-        if not bool((ordered[1:] == ordered[:-1]).any()):
-            out[index] = values
-            return
         rank = xp.empty_like(order)
-        rank[order] = xp.arange(key.size) - xp.searchsorted(ordered, ordered, side="left")
+        rank[order] = entries - xp.searchsorted(ordered, ordered, side="left")
         for level in range(int(rank.max()) + 1):
             take = xp.nonzero(rank == level)[0]
             sub = tuple(i if isinstance(i, slice) else i[take] for i in index)
@@ -396,6 +414,7 @@ class Linear:
         contraction = a.shape[-1]
         if isinstance(t, Seed):
             self._traffic(2, 2 * self.k * prod(out))   # zeros, then entries of a copied in
+            self._indexes()
             if self.xp is None:
                 return Abstract((self.k,) + tuple(out))
             positions, dirs = self._seed_entries(t)
@@ -437,6 +456,7 @@ class Linear:
         out = matmul_shape(t_shape, shape_of(b))
         if isinstance(t, Seed):
             self._traffic(2, 2 * self.k * prod(out))   # zeros, then entries of b copied in
+            self._indexes()
             if self.xp is None:
                 return Abstract((self.k,) + tuple(out))
             positions, dirs = self._seed_entries(t)

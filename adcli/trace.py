@@ -128,6 +128,39 @@ class Trace:
             values += sum(p["size"] for p in cached["partials"])
         return values, inputs
 
+    def nonfinite(self) -> str | None:
+        """Where the first nan or infinity of the trace is ('v3 = log (log(x)) at f.ad:2 produced
+        a non-finite value'): values, local derivatives and tangents in evaluation order, then
+        adjoints in the backward sweep's; None when every number is finite."""
+        def bad(value) -> bool:
+            if value is None or isinstance(value, str):
+                return False
+            try:
+                return not bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
+            except (TypeError, ValueError):
+                return False
+
+        def where(row, what):
+            source = f" ({row['source']})" if row.get("source") else ""
+            place = f"{self.file}:{row['line']}" if row.get("line") else self.file
+            return f"{row['var']} = {row['op']}{source} at {place} {what}"
+
+        in_evaluation_order = sorted(self.rows, key=lambda row: int(row["var"][1:]))
+        for row in in_evaluation_order:
+            if bad(row.get("value")):
+                return where(row, "produced a non-finite value")
+            if any(bad(p.get("value")) for p in row.get("partials") or ()):
+                return where(row, "has a non-finite local derivative")
+            if any(bad(t) for t in row.get("tangents") or ()):
+                return where(row, "has a non-finite tangent")
+        for row in self.rows:   # reverse mode: in the order the backward sweep fills them
+            if bad(row.get("adjoint")):
+                return where(row, "has a non-finite adjoint")
+        given = [v for s in self.seeds for v in s["direction"].values()] + list((self.cotangent or {}).values())
+        if any(bad(v) for v in given):
+            return "the given direction or cotangent holds a non-finite value"
+        return None
+
     def to_json(self, node: str | None = None) -> dict:
         from .report import jsonable
 

@@ -217,8 +217,13 @@ def test_auto_mode_runs_the_decision(programs, name):
     assert result.cost.counts() == decision.plans[result.mode].cost.counts()
     assert result.cost.predicted["time_s"] == pytest.approx(decision.plans[result.mode].time_s)
     # the reference cases: a gradient goes reverse, few inputs and many outputs go
-    # forward; deep.ad (8 inputs, 1 output, tiny) is a near tie either way
-    expected = {"sensitivity.ad": "forward", "deep.ad": result.mode}.get(name, "reverse")
+    # forward; the tiny seed_example (2 inputs) and deep (8) are near ties, which go
+    # to the mode predicted to need less memory
+    f, r = decision.plans["forward"], decision.plans["reverse"]
+    if name in ("seed_example.ad", "deep.ad") and "within 10%" in decision.reason:
+        expected = "forward" if f.peak_bytes <= r.peak_bytes else "reverse"
+    else:
+        expected = {"sensitivity.ad": "forward"}.get(name, "reverse")
     assert result.mode == expected
 
 

@@ -194,12 +194,13 @@ def test_mlp_reverse_counts_by_hand(n, h, batch):
     #               v̄ = aᵀ·p̄ (contraction over the batch)                           batch·h
     #   tanh:       z̄ = (1 − a²)·ā                                                  batch·h
     #   X @ W:      W̄ = Xᵀ·z̄ (X is a const: no X̄)                                   batch·n·h
-    # plus tanh's partial 1 − a², computed once in the forward sweep             batch·h
+    # plus tanh's partial 1 − a², computed once (from a, in the backward sweep)  batch·h
     assert cost.mults_derivative == 2 * batch + 4 * batch * h + batch * n * h
     assert (cost.passes, cost.sweeps, cost.primal_sweeps) == (1, 1, 1)
-    # kept: the partial (batch·h), a for v̄ (batch·h), p for the square (batch);
+    # kept: a (batch·h), for v̄ and to remake tanh's partial from, as hand-written
+    # backprop does; p for the square (batch);
     # read from the caller: X for W̄ (batch·n) and v for ā (h)
-    assert cost.cached_values == 2 * batch * h + batch
+    assert cost.cached_values == batch * h + batch
     assert cost.cached_inputs == batch * n + h
     # primal: X@W (batch·n·h), a@v (batch·h), p*p (batch)
     assert cost.mults_primal == batch * n * h + batch * h + batch

@@ -16,7 +16,7 @@ from adcli.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
-KINDS = {"syntax", "shape", "name", "value", "resource", "usage", "input"}
+KINDS = {"syntax", "shape", "name", "value", "resource", "usage", "input", "environment"}
 
 
 def sample(name: str) -> str:
@@ -204,7 +204,8 @@ def test_close_names_are_suggested(ad, source, pattern):
     ("input x: vec[2] = full(1, 2)\noutput y = x\n", r"^full takes 1 positional argument \(value\), got 2$"),
     ("input x: vec[2] = linspace(0)\noutput y = x\n", r"^linspace needs stop$"),
     ("input x: vec[2] = randn(sead=1)\noutput y = x\n", r"^randn has no argument 'sead'$"),
-    ("input x = randn(seed=1)\noutput y = x * 2\n", r"randn\(\.\.\.\) needs a declared type to know its shape"),
+    # without a type randn(...) is a scalar (tests/test_resources.py); inside a list it has no shape
+    ("input x = [randn(seed=1), 2]\noutput y = x * 2\n", r"randn\(\.\.\.\) needs a declared type to know its shape"),
     ("input x = 1.0\noutput y = x * randn(seed=1)\n", r"randn\(\.\.\.\) makes constant data"),
     ("input x = 1.0\noutput y = x\nrepeat -1 {\n}\n", r"a repeat count must not be negative, got -1"),
     ("dim n = 0\ninput x = 1.0\noutput y = x\n", r"dim n must be a positive integer, got 0"),
@@ -366,7 +367,7 @@ def test_unreadable_file(tmp_path):
     path.write_text("input x = 1.0\noutput y = x\n")
     path.chmod(0)
     try:
-        both(["grad", path], 2, r"cannot read .*secret\.ad", "usage")
+        both(["grad", path], 4, r"cannot read .*secret\.ad", "environment")   # exit 4: the environment
     finally:
         path.chmod(0o600)
 
@@ -460,13 +461,14 @@ def test_backend_that_is_not_available():
 # -- limits -----------------------------------------------------------------------------------
 
 def test_memory_limit_too_small_for_one_direction():
-    error = both(["grad", sample("mlp.ad"), "--memory-limit", "1KB"], 1,
-                 r"needs about .* even one direction at a time, over the memory limit of 1\.0 KB", "resource")
+    # 4 KB holds the 1×353 Jacobian (2.8 KB) but not a sweep's own bookkeeping
+    error = both(["grad", sample("mlp.ad"), "--memory-limit", "4KB"], 1,
+                 r"needs about .* even one direction at a time, over the memory limit of 4\.0 KB", "resource")
     assert "--memory-limit" in error["hint"]
 
 
 def test_memory_limit_too_small_in_forward_mode():
-    both(["grad", sample("mlp.ad"), "--memory-limit", "1KB", "--mode", "forward"], 1,
+    both(["grad", sample("mlp.ad"), "--memory-limit", "4KB", "--mode", "forward"], 1,
          r"forward mode needs about", "resource")
 
 

@@ -1,0 +1,1675 @@
+"""Random .ad programs for the differential test (tests/test_differential.py).
+
+Each program is generated as a small syntax tree in Python (the classes ``E``,
+``Decl``, ``Def``, ``GenProgram`` below), rendered to .ad source text, and
+evaluated by the NumPy interpreter in this file. That interpreter is written
+from docs/language.md and shares no code with adcli: it is the independent
+oracle. ``GenProgram.evaluate`` gives the values (and, with perturbed inputs,
+central differences); ``GenProgram.jacobian`` gives the oracle's own Jacobian by
+forward-mode dual numbers, with the documented conventions at kinks.
+
+Generation is *value-aware*: the inputs' values are fixed first, every
+candidate subexpression is evaluated as it is made, and a candidate that
+leaves the safe region is rewritten or dropped. The safe region:
+
+* every value is finite and at most ``VALUE_LIMIT`` in magnitude (a larger one
+  is scaled down by a literal);
+* log's argument ≥ 0.2, log1p's ≥ -0.8, sqrt's ≥ 0.1, a divisor's magnitude ≥ 0.25,
+  |cos| ≥ 0.3 under tan, exp's argument ≤ 4, a norm ≥ 0.2 (or exactly 0), a
+  negative power's base ≥ 0.3 in magnitude, a non-integer or non-constant
+  power's base ≥ 0.2 (or exactly 0 with an exponent ≥ 1.5) with an exponent of
+  magnitude ≤ 3. Where an op would leave its domain the generator uses a safe
+  form instead: log(1 + a*a), sqrt(1 + a*a), a / (1 + b*b), tan(0.5 * tanh(a)),
+  exp(tanh(a)), (1 + a*a) ^ e, ...
+
+so derivatives stay modest and central differences are meaningful. Kinks
+(relu, abs, maximum, minimum, max, min, norm at 0, a base of 0) are *not*
+avoided, and some are hit on purpose (``Generator.at_kink``: x - c with a const
+c equal to the input x in some elements, then relu, abs, maximum, max, norm,
+^ of it), so that the conventions decide the derivative. The interpreter
+records a signature of every kink it passes (the sign of relu's and abs's
+argument, of a - b in maximum/minimum, the arg-max mask of max/min, whether a
+norm or a power's base is 0), and the test uses a central difference only
+where the signature at the perturbed points equals the one at x (so the
+function is smooth along that column there); the dual numbers check every
+column. Exact ties that come from repeated elements ([x, x], maximum(a, a))
+keep their signature under any perturbation, so they meet differences too.
+
+Choices go through a ``Chooser``: ``DrawChooser`` draws from Hypothesis (so
+failing programs shrink), ``RandomChooser`` from ``random.Random`` (for the
+coverage test and for ``python tests/test_differential.py``).
+"""
+from __future__ import annotations
+
+import random
+from math import prod
+
+import numpy as np
+
+VALUE_LIMIT = 30.0
+MAX_INPUT_SCALARS = 16     # keeps the unit JVPs and the central differences cheap
+MAX_OUTPUT_SCALARS = 16
+
+UNARY = ("sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh", "sigmoid", "relu", "abs", "square")
+REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
+
+
+# -- choices ------------------------------------------------------------------------------------
+
+class RandomChooser:
+    def __init__(self, seed):
+        self.rng = random.Random(seed)
+
+    def integer(self, lo, hi):
+        return self.rng.randint(lo, hi)
+
+    def choice(self, seq):
+        return seq[self.rng.randrange(len(seq))]
+
+    def chance(self, p):
+        return self.rng.random() < p
+
+    def weighted(self, pairs):
+        items, weights = zip(*pairs)
+        return self.rng.choices(items, weights)[0]
+
+
+class DrawChooser:
+    """Hypothesis draws. Everything shrinks towards 0: the first item of a choice,
+    False for a chance (so the simpler alternative must be the False one)."""
+
+    def __init__(self, draw):
+        from hypothesis import strategies as st
+        self.draw, self.st = draw, st
+
+    def integer(self, lo, hi):
+        return self.draw(self.st.integers(lo, hi))
+
+    def choice(self, seq):
+        return seq[self.integer(0, len(seq) - 1)]
+
+    def chance(self, p):
+        return self.integer(0, 99) >= round(100 * (1 - p))
+
+    def weighted(self, pairs):
+        total = sum(w for _, w in pairs)
+        r = self.integer(0, total - 1)
+        for item, w in pairs:
+            if r < w:
+                return item
+            r -= w
+        return pairs[-1][0]
+
+
+# -- the syntax tree ---------------------------------------------------------------------------
+
+class I:
+    """An integer as written in the source (a number or a dim expression) and its value."""
+    __slots__ = ("text", "value")
+
+    def __init__(self, text, value):
+        self.text, self.value = str(text), int(value)
+
+    def __repr__(self):
+        return f"I({self.text!r}, {self.value})"
+
+
+class E:
+    """An expression. op is one of: var num neg fn bin call reduce norm T transpose reshape
+    concat stack list index defcall."""
+    __slots__ = ("op", "kids", "p")
+
+    def __init__(self, op, kids=(), **p):
+        self.op, self.kids, self.p = op, tuple(kids), p
+
+    def __repr__(self):
+        return render(self)
+
+
+def var(name):
+    return E("var", name=name)
+
+
+def num(value):
+    return E("num", value=float(value))
+
+
+def fn(name, x):
+    return E("fn", (x,), name=name)
+
+
+def bin_(sym, a, b, signed=False):
+    return E("bin", (a, b), sym=sym, signed=signed)
+
+
+def call(name, *args):
+    return E("call", args, name=name)
+
+
+def reduce_(name, x, axis=None):
+    return E("reduce", (x,), name=name, axis=axis)
+
+
+class Decl:
+    """An input or const: its name, shape, value and how both are written."""
+
+    def __init__(self, name, shape, value, type_text=None, value_text=None):
+        self.name, self.shape = name, tuple(shape)
+        self.value = np.asarray(value, dtype=np.float64).reshape(self.shape)
+        self.type_text = type_text
+        self.value_text = value_text if value_text is not None else fmt_array(self.value)
+
+
+class Def:
+    """def NAME(params) = ret, or the block form with body statements."""
+
+    def __init__(self, name, params, body, ret, block):
+        self.name, self.params, self.body, self.ret, self.block = name, list(params), list(body), ret, block
+
+
+# statements: ("assign", name, E), ("repeat", I, [statements]), ("output", name, E or None)
+
+class GenProgram:
+    """A generated program: source text plus everything the oracle needs."""
+
+    def __init__(self, dims=(), consts=(), inputs=(), defs=(), stmts=()):
+        self.dims = list(dims)            # [(name, value)]
+        self.consts = list(consts)
+        self.inputs = list(inputs)
+        self.defs = list(defs)
+        self.stmts = list(stmts)
+        self.source = render_program(self)
+        self.output_names = [s[1] for s in _walk(self.stmts) if s[0] == "output"]
+
+    def __repr__(self):
+        return "\n" + self.source
+
+    @property
+    def features(self) -> set:
+        """What this program exercises: ops and forms met while evaluating it, and its
+        declarations and outputs."""
+        _, trace = self.evaluate(collect=True)
+        tags = set(trace.features)
+        tags |= {f"input:{len(d.shape)}d" for d in self.inputs}
+        tags |= {"def-block" if f.block else "def-expr" for f in self.defs}
+        outputs = [s for s in self.stmts if s[0] == "output"]
+        if len(outputs) > 1:
+            tags.add("several-outputs")
+        targets = [s[1] if s[2] is None else s[2].p["name"] for s in outputs if s[2] is None or s[2].op == "var"]
+        if len(set(targets)) < len(targets):
+            tags.add("output-alias")
+        if any(s[2] is None for s in outputs):
+            tags.add("output-bare")
+        if any(s[2] is not None and s[2].op == "var" and s[2].p["name"] in self.input_values for s in outputs):
+            tags.add("output-input")
+        return tags
+
+    @property
+    def input_values(self):
+        return {d.name: d.value for d in self.inputs}
+
+    def evaluate(self, inputs=None, collect=False):
+        """Outputs (dict, declaration order) and the Trace (problems, kink signature, and
+        with collect=True the features met)."""
+        ctx = Ctx(self, Trace())
+        ctx.collect = collect
+        scope = Scope({})
+        for d in self.consts:
+            scope.values[d.name] = d.value
+        for d in self.inputs:
+            value = d.value if inputs is None or d.name not in inputs else inputs[d.name]
+            scope.values[d.name] = np.asarray(value, dtype=np.float64).reshape(d.shape)
+        outputs = {}
+        run_statements(self.stmts, scope, ctx, outputs)
+        return outputs, ctx.trace
+
+    def jacobian(self, inputs=None):
+        """The oracle's own Jacobian (rows: outputs' elements in declaration order; columns:
+        inputs' elements), by forward-mode dual numbers carrying every unit direction at once,
+        with the conventions of docs/language.md at non-differentiable points."""
+        ctx = Ctx(self, Trace())
+        values = {d.name: d.value for d in self.consts}
+        tangents = {}
+        sizes = [d.value.size for d in self.inputs]
+        total, offset = sum(sizes), 0
+        for d, size in zip(self.inputs, sizes):
+            value = d.value if inputs is None or d.name not in inputs else inputs[d.name]
+            values[d.name] = np.asarray(value, dtype=np.float64).reshape(d.shape)
+            t = np.zeros((total, size))
+            t[offset:offset + size] = np.eye(size)
+            tangents[d.name] = t.reshape((total,) + d.shape)
+            offset += size
+        scope = Scope(values)
+        scope.tangents = tangents
+        outputs = {}
+        with np.errstate(all="ignore"):
+            run_dual(self.stmts, scope, ctx, outputs, total)
+        rows = []
+        for name, (v, t) in outputs.items():
+            rows.append(np.zeros((v.size, total)) if t is None else t.reshape(total, -1).T)
+        return np.concatenate(rows, axis=0)
+
+
+def _walk(stmts):
+    for s in stmts:
+        yield s
+        if s[0] == "repeat":
+            yield from _walk(s[2])
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+def fmt(v):
+    v = float(v)
+    if v == int(v) and abs(v) < 1e6:
+        return str(int(v))
+    return repr(v)
+
+
+def fmt_array(a):
+    a = np.asarray(a)
+    if a.ndim == 0:
+        return fmt(a)
+    return "[" + ", ".join(fmt_array(x) for x in a) + "]"
+
+
+ATOMIC = {"var", "fn", "call", "reduce", "norm", "transpose", "reshape", "concat", "stack", "list",
+          "defcall", "index", "T"}
+
+
+def wrap(e):
+    s = render(e)
+    if e.op in ATOMIC or (e.op == "num" and e.p["value"] >= 0):
+        return s
+    return f"({s})"
+
+
+def render(e) -> str:
+    op, k, p = e.op, e.kids, e.p
+    if op == "var":
+        return p["name"]
+    if op == "num":
+        return fmt(p["value"])
+    if op == "neg":
+        return "-" + wrap(k[0])
+    if op == "fn":
+        return f"{p['name']}({render(k[0])})"
+    if op == "bin":
+        if p["sym"] == "^" and p.get("signed") and k[1].op == "num":
+            return f"{wrap(k[0])} ^ {fmt(k[1].p['value'])}"    # the signed exponent: x ^ -1
+        return f"{wrap(k[0])} {p['sym']} {wrap(k[1])}"
+    if op == "call":
+        return f"{p['name']}({', '.join(render(x) for x in k)})"
+    if op == "reduce":
+        axis = "" if p["axis"] is None else f", axis={p['axis']}"
+        return f"{p['name']}({render(k[0])}{axis})"
+    if op == "norm":
+        return f"norm({render(k[0])})"
+    if op == "T":
+        return f"{wrap(k[0])}.T"
+    if op == "transpose":
+        return f"transpose({render(k[0])})"
+    if op == "reshape":
+        return f"reshape({render(k[0])}, {', '.join(s.text for s in p['sizes'])})"
+    if op in ("concat", "stack"):
+        return f"{op}({', '.join(render(x) for x in k)})"
+    if op == "list":
+        return "[" + ", ".join(render(x) for x in k) + "]"
+    if op == "index":
+        subs = []
+        for sub in p["subs"]:
+            if sub[0] == "at":
+                subs.append(sub[1].text)
+            else:
+                lo, hi = sub[1], sub[2]
+                subs.append(f"{'' if lo is None else lo.text}:{'' if hi is None else hi.text}")
+        return f"{wrap(k[0])}[{', '.join(subs)}]"
+    if op == "defcall":
+        return f"{p['name']}({', '.join(render(x) for x in k)})"
+    raise ValueError(op)
+
+
+def type_text(shape, dims):
+    if not shape:
+        return "scalar"
+    if len(shape) == 1:
+        return f"vec[{size_text(shape[0], dims)}]"
+    return f"mat[{size_text(shape[0], dims)}, {size_text(shape[1], dims)}]"
+
+
+def size_text(v, dims):
+    for name, d in dims:
+        if d == v:
+            return name
+    for name, d in dims:
+        if d + 1 == v:
+            return f"{name} + 1"
+        if 2 * d == v:
+            return f"2 * {name}"
+    return str(v)
+
+
+def render_statements(stmts, indent):
+    lines = []
+    pad = "    " * indent
+    for s in stmts:
+        if s[0] == "assign":
+            lines.append(f"{pad}{s[1]} = {render(s[2])}")
+        elif s[0] == "repeat":
+            lines.append(f"{pad}repeat {s[1].text} {{")
+            lines += render_statements(s[2], indent + 1)
+            lines.append(f"{pad}}}")
+        elif s[0] == "output":
+            lines.append(f"{pad}output {s[1]}" + ("" if s[2] is None else f" = {render(s[2])}"))
+    return lines
+
+
+def render_program(prog: GenProgram) -> str:
+    lines = [f"dim {name} = {value}" for name, value in prog.dims]
+    for kind, decls in (("const", prog.consts), ("input", prog.inputs)):
+        for d in decls:
+            typed = f": {d.type_text}" if d.type_text else ""
+            lines.append(f"{kind} {d.name}{typed} = {d.value_text}")
+    for f in prog.defs:
+        head = f"def {f.name}({', '.join(f.params)})"
+        if f.block:
+            lines.append(head + " {")
+            lines += render_statements(f.body, 1)
+            lines.append(f"    return {render(f.ret)}")
+            lines.append("}")
+        else:
+            lines.append(f"{head} = {render(f.ret)}")
+    lines += render_statements(prog.stmts, 0)
+    return "\n".join(lines) + "\n"
+
+
+# -- the oracle: a NumPy interpreter of the tree ----------------------------------------------------
+
+class Trace:
+    def __init__(self):
+        self.problems = []    # domain or magnitude violations (the generator avoids them)
+        self.kinks = []       # int8 arrays: which side of each kink the evaluation went
+        self.features = set() # what the evaluation went through (for the coverage test)
+        self.def_calls = {}
+
+    def signature_equal(self, other) -> bool:
+        return len(self.kinks) == len(other.kinks) and all(
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(self.kinks, other.kinks))
+
+
+class Scope:
+    def __init__(self, values, in_def=False):
+        self.values, self.in_def = values, in_def
+
+
+class Ctx:
+    def __init__(self, prog, trace, dims=None, consts=None, defs=None):
+        self.dims = dict(prog.dims if prog is not None else dims)
+        self.consts = {d.name: d.value for d in (prog.consts if prog is not None else consts)}
+        self.defs = {f.name: f for f in (prog.defs if prog is not None else defs)}
+        self.trace = trace
+        self.collect = False
+
+    def lookup(self, name, scope):
+        if name in scope.values:
+            return scope.values[name]
+        if name in self.consts:      # consts are visible everywhere, defs included
+            return self.consts[name]
+        if name in self.dims:
+            return np.float64(self.dims[name])
+        raise KeyError(f"oracle: name {name} is not defined")
+
+    def problem(self, what):
+        self.trace.problems.append(what)
+
+    def kink(self, arr):
+        self.trace.kinks.append(np.asarray(arr, dtype=np.int8).copy())
+
+    def feature(self, tag):
+        if self.collect:
+            self.trace.features.add(tag)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+UNARY_EVAL = {
+    "sin": np.sin, "cos": np.cos, "tan": np.tan, "exp": np.exp, "log": np.log, "log1p": np.log1p,
+    "sqrt": np.sqrt, "tanh": np.tanh, "sigmoid": _sigmoid, "relu": lambda x: np.maximum(x, 0.0),
+    "abs": np.abs, "square": lambda x: x * x,
+}
+
+
+def _keep(value, shape, axis):
+    return np.reshape(value, tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape)))
+
+
+def _reduce(name, x, axis):
+    if axis is not None and axis < 0:
+        axis += x.ndim
+    if name == "logsumexp":
+        top = np.max(x, axis=axis, keepdims=True)
+        out = np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True)) + top
+        return out.reshape(()) if axis is None else np.squeeze(out, axis=axis)
+    if name == "softmax":
+        top = np.max(x, axis=axis, keepdims=True)
+        ex = np.exp(x - top)
+        return ex / np.sum(ex, axis=axis, keepdims=True)
+    return getattr(np, name)(x, axis=axis)
+
+
+def _int_power(e):
+    return e.op == "num" and float(e.p["value"]).is_integer()
+
+
+def ev(e, scope, ctx):
+    with np.errstate(all="ignore"):
+        out = np.asarray(_ev(e, scope, ctx), dtype=np.float64)
+    if not np.all(np.isfinite(out)):
+        ctx.problem(f"non-finite value at {render(e)[:60]}")
+    elif out.size and np.max(np.abs(out)) > VALUE_LIMIT:
+        ctx.problem(f"magnitude {np.max(np.abs(out)):.3g} at {render(e)[:60]}")
+    return out
+
+
+def _ev(e, scope, ctx):
+    op, k, p = e.op, e.kids, e.p
+    if op == "var":
+        if p["name"] in ctx.dims and p["name"] not in scope.values:
+            ctx.feature("dim-as-value")
+        return ctx.lookup(p["name"], scope)
+    if op == "num":
+        return np.float64(p["value"])
+    if op == "neg":
+        ctx.feature("neg")
+        return -ev(k[0], scope, ctx)
+    if op == "fn":
+        name = p["name"]
+        ctx.feature(f"fn:{name}")
+        x = ev(k[0], scope, ctx)
+        if name == "log" and x.size and np.min(x) < 0.2:
+            ctx.problem("log near or below 0")
+        if name == "log1p" and x.size and np.min(x) < -0.8:
+            ctx.problem("log1p near or below -1")
+        if name == "sqrt" and x.size and np.min(x) < 0.1:
+            ctx.problem("sqrt near or below 0")
+        if name == "tan" and np.min(np.abs(np.cos(x))) < 0.3:
+            ctx.problem("tan near a pole")
+        if name == "exp" and np.max(x) > 4:
+            ctx.problem("exp of a large value")
+        if name in ("relu", "abs"):
+            ctx.kink(np.sign(x))
+        return UNARY_EVAL[name](x)
+    if op == "bin":
+        sym = p["sym"]
+        a, b = ev(k[0], scope, ctx), ev(k[1], scope, ctx)
+        if ctx.collect:
+            _binary_features(ctx, e, a, b)
+        if sym == "+":
+            return a + b
+        if sym == "-":
+            return a - b
+        if sym == "*":
+            return a * b
+        if sym == "/":
+            if np.min(np.abs(b)) < 0.25:
+                ctx.problem("division by a value near 0")
+            return a / b
+        if sym == "@":
+            return np.matmul(a, b)
+        if sym == "^":
+            if _int_power(k[1]):
+                if p_value(k[1]) < 0 and np.min(np.abs(a)) < 0.3:
+                    ctx.problem("negative power of a value near 0")
+            else:
+                # a base of exactly 0 is allowed with an exponent ≥ 1.5 (0^b: both partials 0 by
+                # the documented conventions); anywhere else keep the base away from 0
+                ab = np.broadcast_arrays(a, b)
+                if not np.all((ab[0] >= 0.2) | ((ab[0] == 0) & (ab[1] >= 1.5))) or np.max(np.abs(b)) > 3:
+                    ctx.problem("real power of a value near or below 0")
+                ctx.kink(ab[0] == 0)
+            return np.power(a, b)
+    if op == "call":
+        name = p["name"]
+        a, b = (ev(x, scope, ctx) for x in k)
+        if ctx.collect:
+            _binary_features(ctx, e, a, b)
+        if name in ("maximum", "minimum"):
+            ctx.kink(np.sign(a - b) * np.ones(np.broadcast_shapes(a.shape, b.shape)))
+            return getattr(np, name)(a, b)
+        if name == "dot":
+            return np.dot(a, b)
+        if name == "outer":
+            return np.outer(a, b)
+    if op == "reduce":
+        x = ev(k[0], scope, ctx)
+        ctx.feature("softmax" if p["name"] == "softmax" else
+                    f"reduce:{p['name']}" + ("" if p["axis"] is None else ":axis"))
+        out = _reduce(p["name"], x, p["axis"])
+        if p["name"] in ("max", "min"):
+            axis = p["axis"]
+            if axis is not None and axis < 0:
+                axis += x.ndim
+            ctx.kink(x == _keep(out, x.shape, axis))
+        return out
+    if op == "norm":
+        ctx.feature("norm")
+        x = ev(k[0], scope, ctx)
+        out = np.sqrt(np.sum(x * x))
+        # exactly 0 is allowed (norm(a - a)): the documented subgradient there is 0, and so is
+        # the central difference while the argument stays 0; anywhere else keep away from 0
+        if 0 < out < 0.2:
+            ctx.problem("norm near 0")
+        ctx.kink(out > 0)
+        return out
+    if op in ("T", "transpose"):
+        x = ev(k[0], scope, ctx)
+        ctx.feature("transpose" if x.ndim == 2 else "transpose-vec")
+        return x.T
+    if op == "reshape":
+        x = ev(k[0], scope, ctx)
+        out = np.reshape(x, tuple(s.value for s in p["sizes"]))
+        ctx.feature("reshape:mat->vec" if out.ndim == 1 else "reshape:vec->mat" if x.ndim == 1 else "reshape:->mat")
+        return out
+    repeated = ctx.collect and len({render(x) for x in k}) < len(k)
+    if op == "concat":
+        xs = [ev(x, scope, ctx) for x in k]
+        ctx.feature("concat" if xs[0].ndim == 1 else "concat-mat")
+        if repeated:
+            ctx.feature("concat-repeated")
+        return np.concatenate(xs, axis=0)
+    if op in ("stack", "list"):
+        xs = [ev(x, scope, ctx) for x in k]
+        ctx.feature("gather" if xs[0].ndim == 0 else "stack-vectors")
+        if repeated and xs[0].ndim == 0:
+            ctx.feature("gather-repeated")
+        return np.stack(xs, axis=0)
+    if op == "index":
+        x = ev(k[0], scope, ctx)
+        kinds = tuple("at" if sub[0] == "at" else "all" if sub[1] is None and sub[2] is None else "slice"
+                      for sub in p["subs"])
+        ctx.feature({("at",): "index:1d-element" if x.ndim == 1 else "index:row-only",
+                     ("at", "at"): "index:2d-element", ("at", "all"): "index:row",
+                     ("all", "at"): "index:column"}.get(kinds, "slice" if x.ndim == 1 else "slice-mat"))
+        key = []
+        for axis, sub in enumerate(p["subs"]):
+            n = x.shape[axis]
+            if sub[0] == "at":
+                key.append(sub[1].value % n)
+            else:
+                lo = 0 if sub[1] is None else sub[1].value % n if sub[1].value < 0 else sub[1].value
+                hi = n if sub[2] is None else sub[2].value + n if sub[2].value < 0 else sub[2].value
+                key.append(slice(lo, hi))
+        return x[tuple(key)]
+    if op == "defcall":
+        f = ctx.defs[p["name"]]
+        calls = ctx.trace.def_calls[f.name] = ctx.trace.def_calls.get(f.name, 0) + 1
+        ctx.feature("defcall" if calls == 1 else "defcall-again")
+        if len(k) > 1 and repeated:
+            ctx.feature("defcall-same-args")
+        args = [ev(x, scope, ctx) for x in k]
+        inner = Scope(dict(zip(f.params, args)), in_def=True)
+        run_statements(f.body, inner, ctx, None)
+        return ev(f.ret, inner, ctx)
+    raise ValueError(f"oracle: unknown op {op}")
+
+
+def _binary_features(ctx, e, a, b):
+    k = e.kids
+    if render(k[0]) == render(k[1]):
+        ctx.feature("same-operand")
+    elementwise = e.p.get("sym") not in ("@", None) or e.p.get("name") in ("maximum", "minimum")
+    if elementwise and a.ndim >= 1 and b.ndim >= 1 and a.shape != b.shape:
+        out = np.broadcast_shapes(a.shape, b.shape)
+        ctx.feature("broadcast-both" if out != a.shape and out != b.shape else "broadcast-row")
+    if e.op == "call":
+        ctx.feature(e.p["name"])
+    elif e.p["sym"] == "@":
+        ctx.feature(f"matmul:{a.ndim}{b.ndim}")
+    elif e.p["sym"] == "^":
+        if k[0].op == "num":
+            ctx.feature("pow:base")
+        elif k[1].op != "num":
+            ctx.feature("pow:var")
+        elif not float(k[1].p["value"]).is_integer():
+            ctx.feature("pow:real")
+        else:
+            ctx.feature("pow:signed" if k[1].p["value"] < 0 else "pow:int")
+    else:
+        ctx.feature(f"bin:{e.p['sym']}")
+
+
+def p_value(e):
+    return float(e.p["value"])
+
+
+def run_statements(stmts, scope, ctx, outputs, in_repeat=False):
+    for s in stmts:
+        if s[0] == "assign":
+            if s[1] in scope.values and not in_repeat:
+                ctx.feature("rebind")
+            scope.values[s[1]] = ev(s[2], scope, ctx)
+        elif s[0] == "repeat":
+            ctx.feature("repeat-in-def" if scope.in_def else "repeat")
+            if in_repeat:
+                ctx.feature("repeat-nested")
+            if not s[1].text.lstrip("-").isdigit():
+                ctx.feature("repeat-dim-count")
+            for _ in range(s[1].value):
+                run_statements(s[2], scope, ctx, outputs, True)
+        elif s[0] == "output":
+            value = scope.values[s[1]] if s[2] is None else ev(s[2], scope, ctx)
+            scope.values[s[1]] = value
+            outputs[s[1]] = value
+
+
+# -- the derivative oracle: forward mode with dual numbers ----------------------------------------------
+# A tangent is None (a symbolic zero: nothing depends on an input; a nan partial times it
+# stays out) or an array (K,) + shape of the value, K the number of input scalars: every
+# unit direction at once. Written from docs/language.md, conventions included: relu'(0) =
+# abs'(0) = 0, max/min ties share equally, maximum/minimum ties give each side 1/2, norm's
+# gradient at 0 is 0, ∂(a^b)/∂b is 0 where a = 0 and ∂(a^0)/∂a is 0.
+
+def _lift(t, ndim):
+    """t's value axes right-aligned against a value of ndim dimensions (NumPy broadcasting)."""
+    extra = ndim - (t.ndim - 1)
+    return t.reshape((t.shape[0],) + (1,) * extra + t.shape[1:]) if extra > 0 else t
+
+
+def _scale(p, t, shape):
+    """p * t broadcast to the value shape `shape`."""
+    if t is None:
+        return None
+    return np.broadcast_to(np.asarray(p) * _lift(t, len(shape)), (t.shape[0],) + tuple(shape))
+
+
+def _plus(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def _sum_axes(t, axis):
+    """Sum a tangent over value axis `axis` (None: all value axes)."""
+    return t.sum(axis=tuple(range(1, t.ndim)) if axis is None else axis + 1)
+
+
+def _norm_axis(axis, ndim):
+    return axis + ndim if axis is not None and axis < 0 else axis
+
+
+def _others_product(x, axis):
+    """∏ of the other elements along axis (None: all), exact with zeros, by brute force."""
+    x = np.array(x, dtype=np.float64)
+    out = np.empty_like(x)
+    for index in np.ndindex(x.shape):
+        y = x.copy()
+        y[index] = 1.0
+        if axis is None:
+            out[index] = np.prod(y)
+        else:
+            line = list(index)
+            line[axis] = slice(None)
+            out[index] = np.prod(y[tuple(line)])
+    return out
+
+
+_CONTRACT = {(1, 1): ("Ki,i->K", "i,Ki->K"), (2, 1): ("Kij,j->Ki", "ij,Kj->Ki"),
+             (1, 2): ("Ki,ij->Kj", "i,Kij->Kj"), (2, 2): ("Kij,jl->Kil", "ij,Kjl->Kil")}
+
+
+def dual(e, scope, ctx, K):
+    """(value, tangent) of an expression."""
+    op, k, p = e.op, e.kids, e.p
+    if op == "var":
+        name = p["name"]
+        if name in scope.values:
+            return scope.values[name], scope.tangents.get(name)
+        return np.asarray(ctx.lookup(name, scope), dtype=np.float64), None
+    if op == "num":
+        return np.float64(p["value"]), None
+    if op == "neg":
+        v, t = dual(k[0], scope, ctx, K)
+        return -v, None if t is None else -t
+    if op == "fn":
+        x, t = dual(k[0], scope, ctx, K)
+        out = UNARY_EVAL[p["name"]](x)
+        partial = {
+            "sin": lambda: np.cos(x), "cos": lambda: -np.sin(x), "tan": lambda: 1 + out * out,
+            "exp": lambda: out, "log": lambda: 1 / x, "log1p": lambda: 1 / (1 + x),
+            "sqrt": lambda: 0.5 / out, "tanh": lambda: 1 - out * out, "sigmoid": lambda: out * (1 - out),
+            "relu": lambda: (x > 0).astype(float), "abs": lambda: np.sign(x), "square": lambda: 2 * x,
+        }[p["name"]]
+        return out, None if t is None else _scale(partial(), t, np.shape(out))
+    if op == "bin":
+        sym = p["sym"]
+        (a, ta), (b, tb) = dual(k[0], scope, ctx, K), dual(k[1], scope, ctx, K)
+        if sym == "@":
+            out = np.matmul(a, b)
+            left, right = _CONTRACT[(np.ndim(a), np.ndim(b))]
+            return out, _plus(None if ta is None else np.einsum(left, ta, b),
+                              None if tb is None else np.einsum(right, a, tb))
+        out = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "^": np.power}[sym](a, b)
+        shape = np.shape(out)
+        if sym == "+":
+            return out, _plus(_scale(1.0, ta, shape), _scale(1.0, tb, shape))
+        if sym == "-":
+            return out, _plus(_scale(1.0, ta, shape), _scale(-1.0, tb, shape))
+        if sym == "*":
+            return out, _plus(_scale(b, ta, shape), _scale(a, tb, shape))
+        if sym == "/":
+            return out, _plus(_scale(1 / b, ta, shape), _scale(-out / b, tb, shape))
+        da = None if ta is None else np.where(b == 0, 0.0, b * np.power(a, b - 1))
+        db = None if tb is None else np.where(a == 0, 0.0, out * np.log(np.where(a == 0, 1.0, a)))
+        return out, _plus(_scale(da, ta, shape), _scale(db, tb, shape))
+    if op == "call":
+        name = p["name"]
+        (a, ta), (b, tb) = dual(k[0], scope, ctx, K), dual(k[1], scope, ctx, K)
+        if name in ("maximum", "minimum"):
+            out = getattr(np, name)(a, b)
+            wins = (a > b) if name == "maximum" else (a < b)
+            loses = (a < b) if name == "maximum" else (a > b)
+            sa = np.where(wins, 1.0, np.where(a == b, 0.5, 0.0))
+            sb = np.where(loses, 1.0, np.where(a == b, 0.5, 0.0))
+            shape = np.shape(out)
+            return out, _plus(_scale(sa, ta, shape), _scale(sb, tb, shape))
+        if name == "dot":
+            return np.dot(a, b), _plus(None if ta is None else np.einsum("Ki,i->K", ta, b),
+                                       None if tb is None else np.einsum("i,Ki->K", a, tb))
+        if name == "outer":
+            return np.outer(a, b), _plus(None if ta is None else np.einsum("Ki,j->Kij", ta, b),
+                                         None if tb is None else np.einsum("i,Kj->Kij", a, tb))
+    if op == "reduce":
+        x, t = dual(k[0], scope, ctx, K)
+        name, axis = p["name"], _norm_axis(p["axis"], np.ndim(x))
+        out = _reduce(name, x, axis)
+        if t is None:
+            return out, None
+        if name == "sum":
+            return out, _sum_axes(t, axis)
+        if name == "mean":
+            return out, _sum_axes(t, axis) / (x.size // max(np.size(out), 1))
+        if name in ("max", "min"):
+            hit = (x == _keep(out, x.shape, axis)).astype(float)
+            share = hit / _keep(np.sum(hit, axis=axis), x.shape, axis)
+            return out, _sum_axes(share * t, axis)
+        if name == "prod":
+            return out, _sum_axes(_others_product(x, axis) * t, axis)
+        if name == "logsumexp":
+            w = np.exp(x - _keep(out, x.shape, axis))
+            return out, _sum_axes(w * t, axis)
+        if name == "softmax":
+            u = out * t
+            total = _sum_axes(u, axis)
+            total = total.reshape((K,) + tuple(1 if axis is None or i == axis else d
+                                               for i, d in enumerate(x.shape)))
+            return out, u - out * total
+    if op == "norm":
+        x, t = dual(k[0], scope, ctx, K)
+        out = np.sqrt(np.sum(x * x))
+        if t is None:
+            return out, None
+        return out, _sum_axes((x / out if out > 0 else np.zeros_like(x)) * t, None)
+    if op in ("T", "transpose"):
+        x, t = dual(k[0], scope, ctx, K)
+        return x.T, t if t is None or np.ndim(x) < 2 else np.swapaxes(t, 1, 2)
+    if op == "reshape":
+        x, t = dual(k[0], scope, ctx, K)
+        shape = tuple(s.value for s in p["sizes"])
+        return np.reshape(x, shape), None if t is None else t.reshape((K,) + shape)
+    if op in ("concat", "stack", "list"):
+        pairs = [dual(x, scope, ctx, K) for x in k]
+        if op == "concat":
+            out = np.concatenate([v for v, _ in pairs], axis=0)
+        else:
+            out = np.stack([v for v, _ in pairs], axis=0)
+        if all(t is None for _, t in pairs):
+            return out, None
+        ts = [np.zeros((K,) + np.shape(v)) if t is None else t for v, t in pairs]
+        return out, np.concatenate(ts, axis=1) if op == "concat" else np.stack(ts, axis=1)
+    if op == "index":
+        x, t = dual(k[0], scope, ctx, K)
+        key = []
+        for axis, sub in enumerate(p["subs"]):
+            n = x.shape[axis]
+            if sub[0] == "at":
+                key.append(sub[1].value % n)
+            else:
+                lo = 0 if sub[1] is None else sub[1].value % n if sub[1].value < 0 else sub[1].value
+                hi = n if sub[2] is None else sub[2].value + n if sub[2].value < 0 else sub[2].value
+                key.append(slice(lo, hi))
+        key = tuple(key)
+        return x[key], None if t is None else t[(slice(None),) + key]
+    if op == "defcall":
+        f = ctx.defs[p["name"]]
+        pairs = [dual(x, scope, ctx, K) for x in k]
+        inner = Scope({name: v for name, (v, _) in zip(f.params, pairs)}, in_def=True)
+        inner.tangents = {name: t for name, (_, t) in zip(f.params, pairs) if t is not None}
+        run_dual(f.body, inner, ctx, None, K)
+        return dual(f.ret, inner, ctx, K)
+    raise ValueError(f"derivative oracle: unknown op {op}")
+
+
+def run_dual(stmts, scope, ctx, outputs, K):
+    for s in stmts:
+        if s[0] == "assign":
+            v, t = dual(s[2], scope, ctx, K)
+            scope.values[s[1]] = np.asarray(v, dtype=np.float64)
+            scope.tangents[s[1]] = t
+        elif s[0] == "repeat":
+            for _ in range(s[1].value):
+                run_dual(s[2], scope, ctx, outputs, K)
+        elif s[0] == "output":
+            if s[2] is None:
+                v, t = scope.values[s[1]], scope.tangents.get(s[1])
+            else:
+                v, t = dual(s[2], scope, ctx, K)
+            scope.values[s[1]] = np.asarray(v, dtype=np.float64)
+            scope.tangents[s[1]] = t
+            outputs[s[1]] = (np.asarray(v, dtype=np.float64), t)
+
+
+# -- the generator ---------------------------------------------------------------------------------
+
+class Env:
+    """Names visible where an expression is being generated, with their current values."""
+
+    def __init__(self, values, in_def=False, live=()):
+        self.values = values          # name -> value (what the oracle's scope will hold)
+        self.in_def = in_def
+        self.live = set(live)         # the names that depend on an input (in a def: its parameters)
+
+    def assign(self, name, e, value):
+        self.values[name] = value
+        if names_in(e) & self.live:
+            self.live.add(name)
+        else:
+            self.live.discard(name)
+
+
+class Term:
+    __slots__ = ("e", "v")
+
+    def __init__(self, e, v):
+        self.e, self.v = e, np.asarray(v)
+
+    @property
+    def shape(self):
+        return self.v.shape
+
+
+class Generator:
+    def __init__(self, chooser):
+        self.c = chooser
+        self.dims = []
+        self.consts = []
+        self.inputs = []
+        self.defs = []
+        self.counter = {}
+
+    # -- names, integers, data -------------------------------------------------------------
+    def fresh(self, prefix):
+        self.counter[prefix] = self.counter.get(prefix, 0) + 1
+        return f"{prefix}{self.counter[prefix]}"
+
+    def size(self):
+        """A size: a dim (mostly) or a small literal."""
+        if self.dims and self.c.chance(0.7):
+            return self.c.choice(self.dims)[1]
+        return self.c.integer(1, 4)
+
+    def int_text(self, v, length=None):
+        """v written as a number or, sometimes, with a dim (n - 1, -1, ...)."""
+        if self.dims and self.c.chance(0.3):
+            for name, d in self.dims:
+                if d == v:
+                    return I(name, v)
+                if d - 1 == v:
+                    return I(f"{name} - 1", v)
+        if length is not None and v >= 0 and self.c.chance(0.2):
+            return I(str(v - length), v - length)      # a negative index
+        return I(str(v), v)
+
+    def slice_sub(self, lo, hi, n):
+        """lo:hi on an axis of length n, written with open ends, dims or negative bounds."""
+        c = self.c
+        lo_i = None if lo == 0 and c.chance(0.5) else self.int_text(lo, n)
+        if hi == n and c.chance(0.5):
+            hi_i = None
+        else:
+            hi_i = self.int_text(hi, n) if hi < n else self.int_text(hi)
+        return ("slice", lo_i, hi_i)
+
+    def number(self, lo=-1.5, hi=1.5):
+        if self.c.chance(0.1):      # ties and zeros: kinks at the point (relu(0), max ties)
+            return self.c.choice([0.5, 0.0, -0.5, 1.0])
+        return round(self.c.integer(int(lo * 100), int(hi * 100)) / 100, 2)
+
+    def data(self, name, shape, as_input):
+        """A Decl with a value written as a list, a broadcast number, randn, linspace, ..."""
+        size = prod(shape)
+        kind = self.c.weighted([("list", 6), ("randn", 3), ("linspace", 1), ("number", 1), ("rand", 1),
+                                ("full", 1), ("ones", 1)])
+        if not shape:
+            kind = "list"
+        if kind == "randn":
+            seed = self.c.integer(0, 99)
+            value = 0.5 * np.random.default_rng(seed).standard_normal(shape)
+            text = f"0.5 * randn(seed={seed})"
+        elif kind == "rand":
+            seed = self.c.integer(0, 99)
+            value = 2 * np.random.default_rng(seed).random(shape) - 1
+            text = f"2 * rand(seed={seed}) - 1"
+        elif kind == "full":
+            v = self.number()
+            value, text = np.full(shape, v), f"full({fmt(v)})"
+        elif kind == "ones":
+            value, text = np.ones(shape), self.c.choice(["ones", "ones()"])
+        elif kind == "linspace" and size > 1:
+            lo, hi = self.number(), self.number()
+            if lo == hi:
+                hi = lo + 1
+            value = np.linspace(lo, hi, size).reshape(shape)
+            text = f"linspace({fmt(lo)}, {fmt(hi)})"
+        elif kind == "number" and shape:
+            v = self.number()
+            value, text = np.full(shape, v), fmt(v)
+        else:
+            value = np.array([self.number() for _ in range(size)]).reshape(shape)
+            text = None
+        typed = type_text(shape, self.dims)
+        if text is None and self.c.chance(0.3):
+            typed = None if shape or self.c.chance(0.5) else "scalar"   # the type from the value
+        elif not shape and text is not None and self.c.chance(0.5):
+            typed = None
+        decl = Decl(name, shape, value, typed, text)
+        return decl
+
+    def new_const(self, shape):
+        d = self.data(self.fresh("c"), shape, as_input=False)
+        self.consts.append(d)
+        return Term(var(d.name), d.value)
+
+    # -- evaluation of candidates -------------------------------------------------------------
+    def ctx(self):
+        return Ctx(None, Trace(), dims=self.dims, consts=self.consts, defs=self.defs)
+
+    def value(self, e, env):
+        """The candidate's value, or None where it leaves the safe region."""
+        ctx = self.ctx()
+        try:
+            out = ev(e, Scope(dict(env.values), env.in_def), ctx)
+        except (ValueError, IndexError) as exc:   # a generator bug: shapes that do not fit
+            raise AssertionError(f"progen made an ill-shaped expression {render(e)}: {exc}") from exc
+        return None if ctx.trace.problems else out
+
+    def safe(self, e, env):
+        """e as a Term, rewritten where it leaves the safe region (None if nothing helps)."""
+        v = self.value(e, env)
+        if v is not None:
+            return Term(e, v)
+        for fixed in self.fixes(e):
+            v = self.value(fixed, env)
+            if v is not None:
+                return Term(fixed, v)
+        return None
+
+    def fixes(self, e):
+        """Safe forms of an expression whose top op left its domain."""
+        k = e.kids
+        one = num(1)
+        if e.op == "fn":
+            a, name = k[0], e.p["name"]
+            sq = bin_("*", a, a) if self.c.chance(0.5) else fn("square", a)
+            forms = {
+                "log": [fn("log", bin_("+", one, sq)), fn("log", bin_("+", num(2), fn("sin", a)))],
+                "log1p": [fn("log1p", sq), fn("log1p", fn("sigmoid", a))],
+                "sqrt": [fn("sqrt", bin_("+", one, sq)), fn("sqrt", bin_("+", fn("exp", fn("tanh", a)), num(0.5)))],
+                "tan": [fn("tan", bin_("*", num(0.5), fn("tanh", a)))],
+                "exp": [fn("exp", fn("tanh", a)), fn("exp", E("neg", (sq,)))],
+            }.get(name, [])
+            yield from forms
+        elif e.op == "bin" and e.p["sym"] == "/":
+            a, b = k
+            yield bin_("/", a, bin_("+", one, bin_("*", b, b)))
+            yield bin_("/", a, bin_("+", num(2), fn("sin", b)))
+        elif e.op == "bin" and e.p["sym"] == "^":
+            a, b = k
+            yield bin_("^", bin_("+", one, bin_("*", a, a)), b, e.p.get("signed"))
+            yield bin_("^", bin_("+", num(1.5), fn("sin", a)), fn("tanh", b))
+        elif e.op == "norm":
+            yield bin_("+", num(0.5), E("norm", k))
+        # whatever the op: a scaled or squashed version (magnitude problems)
+        yield bin_("*", e, num(0.125))
+        yield bin_("*", e, num(1 / 64))
+        yield fn("tanh", e)
+
+    # -- leaves and shaped terms ------------------------------------------------------------------
+    def pool(self, env, ndim=None, shape=None):
+        """Named values visible here: the consts (visible everywhere), then env's names."""
+        values = {d.name: d.value for d in self.consts}
+        values.update(env.values)
+        terms = [Term(var(n), v) for n, v in values.items()]
+        if ndim is not None:
+            terms = [t for t in terms if t.v.ndim in ndim]
+        if shape is not None:
+            terms = [t for t in terms if t.shape == shape]
+        return terms
+
+    def pick(self, env, terms):
+        """One of terms (names), mostly one that depends on an input, often a recent one."""
+        live = [t for t in terms if t.e.p["name"] in env.live]
+        if live and not self.c.chance(0.15):
+            terms = live
+        if self.c.chance(0.5):
+            terms = terms[-3:]      # recent names: what the program has been building
+        return self.c.choice(terms)
+
+    def leaf(self, env, ndim=None):
+        terms = self.pool(env, ndim)
+        return self.pick(env, terms) if terms else None
+
+    def scalar_literal(self):
+        if self.dims and self.c.chance(0.2):
+            name, d = self.c.choice(self.dims)
+            return Term(var(name), np.float64(d))
+        v = self.c.choice([0.5, 2, -1, 1.5, 0.3, 3, -0.7])
+        return Term(num(v), np.float64(v))
+
+    def element(self, env):
+        """A scalar picked out of what is there: a scalar name or an element x[i], A[i, j]."""
+        terms = self.pool(env, (0, 1, 2))
+        t = self.pick(env, terms) if terms else None
+        if t is None:
+            return self.scalar_literal()
+        if t.v.ndim == 0:
+            return t
+        subs = tuple(("at", self.int_text(self.c.integer(0, n - 1), n)) for n in t.shape)
+        e = E("index", (t.e,), subs=subs)
+        return Term(e, t.v[tuple(s[1].value % n for s, n in zip(subs, t.shape))])
+
+    def shaped(self, env, shape, depth=1):
+        """Some term of exactly this shape: a name, a gather with repeated elements,
+        a concat, a slice, a row or column, a reshape, a transpose, an outer product,
+        a stack, a new const, or (with depth) any expression that happens to fit."""
+        for _ in range(4):
+            e = self._shaped(env, tuple(shape), depth)
+            if e is not None:
+                t = self.safe(e, env)
+                if t is not None and t.shape == tuple(shape):
+                    return t
+        return self.new_const(shape)
+
+    def _shaped(self, env, shape, depth):
+        c = self.c
+        same = self.pool(env, shape=shape)
+        if not shape:
+            kind = c.weighted([("name", 3), ("element", 3), ("reduce", 1), ("dot", 1), ("const", 1),
+                               ("literal", 1)])
+            if kind == "name" and same:
+                return self.pick(env, same).e
+            if kind == "element":
+                return self.element(env).e
+            if kind == "reduce":
+                t = self.leaf(env, (1, 2))
+                if t is not None:
+                    return reduce_(c.choice(["sum", "mean", "max", "min"]), t.e)
+            if kind == "dot":
+                t = self.leaf(env, (1,))
+                if t is not None:
+                    other = self.shaped(env, t.shape, 0)
+                    return call("dot", t.e, other.e)
+            if kind == "literal":
+                return self.scalar_literal().e
+            return self.new_const(shape).e
+        if len(shape) == 1:
+            return self._shaped_vec(env, shape[0], depth)
+        return self._shaped_mat(env, shape, depth)
+
+    def _shaped_vec(self, env, k, depth):
+        c = self.c
+        vecs = self.pool(env, (1,))
+        kind = c.weighted([("name", 3), ("gather", 4), ("concat", 2), ("slice", 2), ("row", 2),
+                           ("reshape", 1), ("const", 2), ("expr", 2 if depth > 0 else 0)])
+        same = [t for t in vecs if t.shape == (k,)]
+        if kind == "name" and same:
+            return self.pick(env, same).e
+        if kind == "gather":
+            # k scalars from one or two sources: repeated elements are likely ([x, x], [v[0], v[0], v[2]])
+            sources = [self.element(env) for _ in range(c.integer(1, 2))]
+            items = [c.choice(sources).e for _ in range(k)]
+            return E("list" if c.chance(0.6) else "stack", items)
+        if kind == "concat":
+            pieces, left = [], k
+            while left > 0 and len(pieces) < 4:
+                fits = [t for t in vecs if t.shape[0] <= left]
+                if fits and c.chance(0.8):
+                    t = c.choice(fits)
+                    if pieces and c.chance(0.4) and pieces[-1].shape[0] <= left:
+                        t = pieces[-1]             # concat(a, a)
+                else:
+                    t = self.shaped(env, (c.integer(1, left),), 0)
+                pieces.append(t)
+                left -= t.shape[0]
+            if left == 0 and len(pieces) >= 2:
+                return E("concat", [t.e for t in pieces])
+            return None
+        if kind == "slice":
+            longer = [t for t in vecs if t.shape[0] > k]
+            if longer:
+                t = c.choice(longer)
+                n = t.shape[0]
+                lo = c.integer(0, n - k)
+                return E("index", (t.e,), subs=(self.slice_sub(lo, lo + k, n),))
+        if kind == "row":
+            mats = [t for t in self.pool(env, (2,)) if k in t.shape]
+            if mats:
+                t = c.choice(mats)
+                r, cols = t.shape
+                if cols == k and (r != k or c.chance(0.5)):
+                    i = self.int_text(c.integer(0, r - 1), r)
+                    subs = (("at", i),) if c.chance(0.3) else (("at", i), ("slice", None, None))
+                else:
+                    j = self.int_text(c.integer(0, cols - 1), cols)
+                    subs = (("slice", None, None), ("at", j))
+                return E("index", (t.e,), subs=subs)
+        if kind == "reshape":
+            mats = [t for t in self.pool(env, (2,)) if t.v.size == k]
+            if mats:
+                return E("reshape", (c.choice(mats).e,), sizes=(self.int_text(k),))
+        if kind == "expr":
+            t = self.expr(env, depth - 1)
+            if t is not None and t.shape == (k,):
+                return t.e
+            return None
+        return self.new_const((k,)).e
+
+    def _shaped_mat(self, env, shape, depth):
+        c = self.c
+        r, k = shape
+        mats = self.pool(env, (2,))
+        kind = c.weighted([("name", 3), ("transpose", 2), ("stack", 3), ("concat", 2), ("reshape", 2),
+                           ("outer", 2), ("slice", 2), ("const", 2), ("expr", 2 if depth > 0 else 0)])
+        same = [t for t in mats if t.shape == shape]
+        if kind == "name" and same:
+            return self.pick(env, same).e
+        if kind == "transpose":
+            flipped = [t for t in mats if t.shape == (k, r)]
+            if flipped:
+                t = c.choice(flipped)
+                return E("T", (t.e,)) if c.chance(0.5) else E("transpose", (t.e,))
+        if kind == "stack":
+            rows = [self.shaped(env, (k,), 0) for _ in range(c.integer(1, 2))]
+            items = [c.choice(rows).e for _ in range(r)]
+            return E("list" if c.chance(0.5) else "stack", items)
+        if kind == "concat" and r >= 2:
+            top = c.integer(1, r - 1)
+            a = self.shaped(env, (top, k), 0)
+            b = a if top * 2 == r and c.chance(0.5) else self.shaped(env, (r - top, k), 0)
+            return E("concat", (a.e, b.e))
+        if kind == "reshape":
+            sources = [t for t in self.pool(env, (1, 2)) if t.v.size == r * k and t.shape != shape]
+            src = c.choice(sources) if sources else self.shaped(env, (r * k,), 0)
+            return E("reshape", (src.e,), sizes=(self.int_text(r), self.int_text(k)))
+        if kind == "outer":
+            a, b = self.shaped(env, (r,), 0), self.shaped(env, (k,), 0)
+            return call("outer", a.e, b.e)
+        if kind == "slice":
+            big = [t for t in mats if t.shape[0] >= r and t.shape[1] >= k and t.shape != shape]
+            if big:
+                t = c.choice(big)
+                a = c.integer(0, t.shape[0] - r)
+                b = c.integer(0, t.shape[1] - k)
+                rows = self.slice_sub(a, a + r, t.shape[0])
+                cols = self.slice_sub(b, b + k, t.shape[1])
+                return E("index", (t.e,), subs=(rows, cols))
+        if kind == "expr":
+            t = self.expr(env, depth - 1)
+            if t is not None and t.shape == shape:
+                return t.e
+            return None
+        return self.new_const(shape).e
+
+    # -- expressions ---------------------------------------------------------------------------------
+    def expr(self, env, depth):
+        """A random expression over env (None only if env has nothing to offer)."""
+        if depth <= 0 or self.c.chance(0.15):
+            return self.leaf(env) or self.scalar_literal()
+        for _ in range(3):
+            e = self._expr(env, depth)
+            if e is not None:
+                t = self.safe(e, env)
+                if t is not None:
+                    return t
+        return self.leaf(env) or self.scalar_literal()
+
+    def operand(self, env, depth, ndim=None):
+        t = self.expr(env, depth - 1) if self.c.chance(0.6) else self.leaf(env, ndim)
+        if t is None or (ndim is not None and t.v.ndim not in ndim):
+            t = self.leaf(env, ndim)
+        return t
+
+    def _expr(self, env, depth):
+        c = self.c
+        kind = c.weighted([("unary", 5), ("neg", 1), ("binary", 6), ("pow", 2), ("extreme", 2),
+                           ("matmul", 4), ("reduce", 3), ("softmax", 1), ("norm", 1), ("movement", 4),
+                           ("defcall", 2 if not env.in_def else 1), ("kink", 2)])
+        if kind == "unary":
+            name = c.choice(UNARY)
+            return fn(name, self.operand(env, depth).e)
+        if kind == "neg":
+            return E("neg", (self.operand(env, depth).e,))
+        if kind in ("binary", "extreme"):
+            a = self.operand(env, depth)
+            if a.v.ndim == 1 and c.chance(0.15):     # vec[c] with mat[r, 1]: both broadcast to mat[r, c]
+                b = self.shaped(env, (self.size(), 1), depth)
+            else:
+                b = self.partner(env, a, depth)
+            if kind == "binary":
+                sym = c.choice(["+", "-", "*", "/"])
+                if c.chance(0.5):
+                    a, b = b, a
+                return bin_(sym, a.e, b.e)
+            name = c.choice(["maximum", "minimum"])
+            return call(name, a.e, b.e)
+        if kind == "pow":
+            a = self.operand(env, depth)
+            form = c.choice(["int", "signed", "real", "var", "base"])
+            if form == "int":
+                return bin_("^", a.e, num(c.choice([2, 3, 0, 1])))
+            if form == "signed":
+                return bin_("^", a.e, num(c.choice([-1, -2])), signed=c.chance(0.5))
+            if form == "real":
+                return bin_("^", a.e, num(c.choice([0.5, 1.5, -0.5])))
+            if form == "base":
+                return bin_("^", num(c.choice([2, 0.5, 1.5])), a.e)
+            b = self.partner(env, a, depth)
+            return bin_("^", a.e, b.e)
+        if kind == "matmul":
+            return self.matmul(env, depth)
+        if kind == "reduce":
+            t = self.operand(env, depth, (1, 2)) or self.operand(env, depth)
+            name = c.choice(REDUCTIONS[:-1])
+            axis = None
+            if t.v.ndim >= 1 and c.chance(0.5):
+                axis = c.choice([0, -1] if t.v.ndim == 1 else [0, 1, -1, -2])
+            return reduce_(name, t.e, axis)
+        if kind == "softmax":
+            t = self.operand(env, depth, (1, 2))
+            if t is None:
+                return None
+            axis = c.choice([None, 0, -1] if t.v.ndim == 1 else [None, 0, 1, -1])
+            return reduce_("softmax", t.e, axis)
+        if kind == "norm":
+            return E("norm", (self.operand(env, depth).e,))
+        if kind == "movement":
+            return self.movement(env, depth)
+        if kind == "defcall":
+            return self.defcall(env, depth)
+        if kind == "kink" and not env.in_def:
+            return self.at_kink(env, depth)
+        return None
+
+    def at_kink(self, env, depth):
+        """An op exactly at its kink, with a nonzero derivative through it, so that the
+        conventions of docs/language.md decide the derivative: a = x - c, where the const c
+        equals the input x in some elements (exactly: both are parsed from the same text),
+        then relu(a), abs(a), maximum(a, 0), max(a), norm(a), a ^ y, ..."""
+        c = self.c
+        d = c.choice(self.inputs)
+        same = d.value.copy()
+        flat = same.reshape(-1)
+        if flat.size > 1 and c.chance(0.6):        # some elements off the kink
+            for i in range(flat.size):
+                if c.chance(0.5):
+                    flat[i] = self.number()
+        if d.shape:
+            const = Decl(self.fresh("c"), d.shape, same, type_text(d.shape, self.dims), fmt_array(same))
+            self.consts.append(const)
+            anchor = bin_("-", var(d.name), var(const.name))
+        else:
+            anchor = bin_("-", var(d.name), num(float(same)))
+        form = c.choice(["relu", "abs", "maximum", "minimum", "max", "min", "norm", "pow", "pair"])
+        if form in ("relu", "abs"):
+            return fn(form, anchor)
+        if form in ("maximum", "minimum"):
+            pair = (anchor, num(0)) if c.chance(0.5) else (num(0), anchor)
+            return call(form, *pair)
+        if form in ("max", "min"):
+            return reduce_(form, anchor if d.shape else E("list", [anchor, num(0)]))
+        if form == "norm":
+            return E("norm", (anchor,))
+        if form == "pow":
+            a = Term(anchor, self.value(anchor, env))
+            return bin_("^", anchor, bin_("+", num(2), fn("sin", self.partner(env, a, depth).e)))
+        name = c.choice(["maximum", "minimum"])           # maximum(x, c): a tie at the equal elements
+        other = var(const.name) if d.shape else num(float(same))
+        return call(name, var(d.name), other)
+
+    def partner(self, env, a, depth):
+        """A second operand for an elementwise op with a: broadcast-compatible."""
+        c = self.c
+        kind = c.weighted([("literal", 3), ("same", 2), ("shaped", 3), ("scalar", 2), ("row", 1),
+                           ("any", 2)])
+        if kind == "literal":
+            return self.scalar_literal()
+        if kind == "same":
+            return a
+        if kind == "scalar":
+            return self.shaped(env, (), depth)
+        if kind == "row" and a.v.ndim == 2:   # vec[c] with mat[r, c], row-wise; or a column mat[r, 1]
+            if c.chance(0.7):
+                return self.shaped(env, (a.shape[1],), depth)
+            return self.shaped(env, (a.shape[0], 1), depth)
+        if kind == "any":
+            t = self.expr(env, depth - 1)
+            if t is not None and _broadcasts(a.shape, t.shape):
+                return t
+        return self.shaped(env, a.shape, depth)
+
+    def matmul(self, env, depth):
+        c = self.c
+        a = self.operand(env, depth, (1, 2))
+        if a is None or c.chance(0.3):
+            a = self.shaped(env, c.choice([(self.size(),), (self.size(), self.size())]), depth)
+        inner = a.shape[-1]
+        form = c.weighted([("vec", 3), ("mat", 2), ("dot", 1)])
+        if form == "dot" and a.v.ndim == 1:
+            b = self.shaped(env, (inner,), depth)
+            return call("dot", a.e, b.e) if c.chance(0.5) else call("dot", b.e, a.e)
+        b = self.shaped(env, (inner,) if form == "vec" else (inner, self.size()), depth)
+        if a.v.ndim == 1 and b.v.ndim == 2 and c.chance(0.3):
+            return bin_("@", E("T", (b.e,)) if c.chance(0.5) else E("transpose", (b.e,)), a.e)
+        return bin_("@", a.e, b.e)
+
+    def movement(self, env, depth):
+        c = self.c
+        t = self.operand(env, depth, (1, 2))
+        if t is None:
+            return E("list", [self.element(env).e for _ in range(c.integer(1, 3))])
+        kind = c.choice(["index", "slice", "transpose", "reshape", "concat", "stack"])
+        if t.v.ndim == 1:
+            n = t.shape[0]
+            if kind == "index":
+                return E("index", (t.e,), subs=(("at", self.int_text(c.integer(0, n - 1), n)),))
+            if kind == "slice":
+                lo = c.integer(0, n - 1)
+                hi = c.integer(lo + 1, n)
+                return E("index", (t.e,), subs=(self.slice_sub(lo, hi, n),))
+            if kind == "transpose":
+                return E("T", (t.e,)) if c.chance(0.5) else E("transpose", (t.e,))
+            if kind == "reshape":
+                divisors = [d for d in range(1, n + 1) if n % d == 0]
+                r = c.choice(divisors)
+                return E("reshape", (t.e,), sizes=(self.int_text(r), self.int_text(n // r)))
+            if kind == "concat":
+                other = t if c.chance(0.4) else self.shaped(env, (self.size(),), 0)
+                return E("concat", (t.e, other.e))
+            other = t if c.chance(0.4) else self.shaped(env, t.shape, 0)
+            return E("list" if c.chance(0.5) else "stack", (t.e, other.e, t.e)[:c.integer(1, 3)])
+        r, k = t.shape
+        if kind == "index":
+            i, j = self.int_text(c.integer(0, r - 1), r), self.int_text(c.integer(0, k - 1), k)
+            form = c.choice(["element", "row", "column", "row-only"])
+            subs = {"element": (("at", i), ("at", j)), "row": (("at", i), ("slice", None, None)),
+                    "column": (("slice", None, None), ("at", j)), "row-only": (("at", i),)}[form]
+            return E("index", (t.e,), subs=subs)
+        if kind == "slice":
+            a = c.integer(0, r - 1)
+            b = c.integer(a + 1, r)
+            if c.chance(0.5):
+                return E("index", (t.e,), subs=(self.slice_sub(a, b, r),))        # A[a:b]
+            jl = c.integer(0, k - 1)
+            jh = c.integer(jl + 1, k)
+            if c.chance(0.3):
+                return E("index", (t.e,), subs=(("at", self.int_text(a, r)), self.slice_sub(jl, jh, k)))
+            return E("index", (t.e,), subs=(self.slice_sub(a, b, r), self.slice_sub(jl, jh, k)))
+        if kind == "transpose":
+            return E("T", (t.e,)) if c.chance(0.5) else E("transpose", (t.e,))
+        if kind == "reshape":
+            n = r * k
+            if c.chance(0.5):
+                return E("reshape", (t.e,), sizes=(self.int_text(n),))
+            divisors = [d for d in range(1, n + 1) if n % d == 0]
+            a = c.choice(divisors)
+            return E("reshape", (t.e,), sizes=(self.int_text(a), self.int_text(n // a)))
+        if kind == "concat":
+            other = t if c.chance(0.5) else self.shaped(env, (self.size(), k), 0)
+            return E("concat", (t.e, other.e))
+        # stack of rows of a matrix, with repeats
+        rows = [E("index", (t.e,), subs=(("at", self.int_text(c.integer(0, r - 1), r)),))
+                for _ in range(c.integer(1, 3))]
+        return E("list" if c.chance(0.5) else "stack", rows)
+
+    # -- defs ------------------------------------------------------------------------------------------
+    def defcall(self, env, depth):
+        c = self.c
+        usable = []
+        for f in self.defs:       # (while a def's body is made, it is not in self.defs yet)
+            args = []
+            for shape in f.shapes:
+                fits = self.pool(env, shape=shape)
+                if not fits:
+                    break
+                args.append(c.choice(fits))
+            else:
+                usable.append((f, args))
+        if usable and c.chance(0.6):
+            f, args = c.choice(usable)
+            return E("defcall", [a.e for a in args], name=f.name)
+        if env.in_def or len(self.defs) >= 3:
+            return None
+        # a new def, made for these arguments: its body sees its parameters, dims and consts
+        n_params = c.integer(1, 2)
+        args = [self.operand(env, depth) for _ in range(n_params)]
+        if n_params == 2 and c.chance(0.3):
+            args[1] = args[0]              # f(x, x)
+        names = ["a", "b"] if c.chance(0.7) else ["x", "h"]
+        params = dict(zip(names, (a.v for a in args)))
+        inner = Env(dict(params), in_def=True, live=params)
+        name = self.fresh("f")
+        f = Def(name, names[:n_params], [], None, block=c.chance(0.5))
+        f.shapes = [a.shape for a in args]
+        if f.block:
+            for _ in range(c.integer(1, 2)):
+                local = self.fresh("s")
+                t = self.expr(inner, 2)
+                f.body.append(("assign", local, t.e))
+                inner.assign(local, t.e, t.v)
+            if c.chance(0.3):
+                self.repeat(inner, f.body)
+        f.ret = self.expr(inner, 2).e
+        self.defs.append(f)
+        return E("defcall", [a.e for a in args], name=f.name)
+
+    # -- statements ------------------------------------------------------------------------------------
+    def repeat(self, env, stmts):
+        """h = <term>; repeat K { h = squash(... h ...) }: a value carried through iterations."""
+        c = self.c
+        start = self.leaf(env, (0, 1, 2))
+        if start is None:
+            return
+        h = self.fresh("h")
+        trial_env = Env(dict(env.values), env.in_def, env.live)
+        trial_env.assign(h, start.e, start.v)
+        body = []
+        carried = [h]
+        for _ in range(c.integer(1, 2)):
+            target = c.choice(carried)
+            current = Term(var(target), trial_env.values[target])
+            e = self.partner(trial_env, current, 2)
+            op = c.choice(["*", "+", "-"])
+            inner = bin_(op, current.e, e.e) if c.chance(0.7) else (
+                E("bin", (e.e, current.e), sym=op, signed=False))
+            squash = c.choice(["tanh", "sin", "sigmoid", "scaled"])
+            update = bin_("*", num(0.5), inner) if squash == "scaled" else fn(squash, inner)
+            t = self.value(update, trial_env)
+            if t is None or t.shape != current.shape:
+                continue
+            body.append(("assign", target, update))
+            trial_env.assign(target, update, t)
+        if not body:
+            return
+        count = self.int_text(c.weighted([(1, 3), (2, 3), (3, 2), (0, 1)]))
+        block = ("repeat", count, body)
+        if c.chance(0.2):
+            block = ("repeat", self.int_text(c.integer(1, 2)), [block])
+        trial = [("assign", h, start.e), block]
+        # check the whole loop: every iteration must stay in the safe region
+        ctx = self.ctx()
+        scope = Scope(dict(env.values), env.in_def)
+        run_statements(trial, scope, ctx, None)
+        if ctx.trace.problems:
+            return
+        stmts.extend(trial)
+        for name in carried:
+            env.values[name] = scope.values[name]
+            if name in trial_env.live:
+                env.live.add(name)
+
+    def program(self) -> GenProgram:
+        c = self.c
+        for name in ["n", "m", "k"][:c.integer(0, 3)]:
+            self.dims.append((name, c.weighted([(2, 3), (3, 3), (1, 1), (4, 1)])))
+        env = Env({})
+        # inputs of every shape, within MAX_INPUT_SCALARS
+        total = 0
+        for name in ["x", "y", "z"][:c.integer(1, 3)]:
+            shape = c.weighted([((), 3), ("vec", 3), ("mat", 2)])
+            if shape == "vec":
+                shape = (self.size(),)
+            elif shape == "mat":
+                shape = (self.size(), self.size())
+            if total + prod(shape) > MAX_INPUT_SCALARS:
+                shape = ()
+            total += prod(shape)
+            d = self.data(name, shape, as_input=True)
+            self.inputs.append(d)
+        for _ in range(c.integer(0, 2)):
+            shape = c.choice([(), (self.size(),), (self.size(), self.size())])
+            self.new_const(shape)
+        for d in self.inputs:
+            env.assign(d.name, var(d.name), d.value)
+            env.live.add(d.name)
+        stmts = []
+        for _ in range(c.integer(1, 7)):
+            action = c.weighted([("assign", 6), ("repeat", 2), ("rebind", 1)])
+            if action == "repeat":
+                self.repeat(env, stmts)
+                continue
+            if action == "rebind":
+                names = [n for n in env.values if n.startswith("t")]
+                if names:
+                    name = c.choice(names)
+                    t = self.expr(env, c.integer(1, 2))
+                    stmts.append(("assign", name, t.e))
+                    env.assign(name, t.e, t.v)
+                    continue
+            name = self.fresh("t")
+            t = self.expr(env, c.integer(1, 3))
+            stmts.append(("assign", name, t.e))
+            env.assign(name, t.e, t.v)
+        self.outputs(env, stmts)
+        return GenProgram(self.dims, self.consts, self.inputs, self.defs, stmts)
+
+    def outputs(self, env, stmts):
+        c = self.c
+        total = 0
+        declared = set()
+
+        def add(name, e, v):
+            nonlocal total
+            if total + v.size > MAX_OUTPUT_SCALARS:
+                if e is None:
+                    return
+                e, v = reduce_("mean", e), np.mean(v)     # keep the Jacobian small
+            total += v.size
+            stmts.append(("output", name, e))
+            declared.add(name)
+            env.values[name] = v
+
+        for _ in range(c.integer(1, 3)):
+            kind = c.weighted([("expr", 4), ("bare", 2), ("alias", 2), ("input", 1), ("same-as-bare", 1),
+                               ("movement", 2)])
+            intermediates = [n for n in env.values if n[0] in "th" and n not in declared]
+            if kind == "expr" or not intermediates and kind != "input":
+                t = self.expr(env, c.integer(1, 2))
+                add(self.fresh("o"), t.e, t.v)
+            elif kind == "bare":
+                n = c.choice(intermediates[-3:])
+                add(n, None, env.values[n])
+            elif kind == "alias":                       # output a1 = t; output b1 = t
+                n = c.choice(intermediates[-3:])
+                i = self.fresh("a")[1:]
+                add(f"a{i}", var(n), env.values[n])
+                add(f"b{i}", var(n), env.values[n])
+            elif kind == "movement":                    # output o = [t, t], concat(t, t), t[1:], ...
+                t = self.safe(self.movement(env, 1), env)
+                if t is not None:
+                    add(self.fresh("o"), t.e, t.v)
+            elif kind == "input":                       # output o = x
+                d = c.choice(self.inputs)
+                add(self.fresh("o"), var(d.name), d.value)
+            else:                                       # output t; output o = t
+                n = c.choice(intermediates[-3:])
+                add(n, None, env.values[n])
+                add(self.fresh("o"), var(n), env.values[n])
+        # most programs also fold what no output uses into one more output, so that most of
+        # what was generated is differentiated
+        used = set()
+        for s in _walk(stmts):
+            if s[0] in ("assign", "output") and s[2] is not None:
+                used |= names_in(s[2])
+        for f in self.defs:
+            used |= {n for s in _walk(f.body) if s[0] == "assign" for n in names_in(s[2])} | names_in(f.ret)
+        unused = [n for n in env.values if n[0] in "th" and n not in used and n not in declared]
+        if unused and c.chance(0.8):
+            terms = []
+            for n in unused[-4:]:
+                v = env.values[n]
+                if v.size == 1 and c.chance(0.5):
+                    terms.append(var(n))
+                else:
+                    terms.append(reduce_(c.choice(["sum", "mean", "max", "min", "logsumexp"]), var(n)))
+            e = terms[0]
+            for t in terms[1:]:
+                e = bin_(c.choice(["+", "-", "*"]), e, t)
+            t = self.safe(e, env)
+            if t is not None:
+                add(self.fresh("o"), t.e, t.v)
+
+
+def names_in(e):
+    """The names an expression reads."""
+    if e.op == "var":
+        return {e.p["name"]}
+    out = set()
+    for kid in e.kids:
+        out |= names_in(kid)
+    return out
+
+
+def _broadcasts(a, b):
+    try:
+        out = np.broadcast_shapes(a, b)
+    except ValueError:
+        return False
+    return out == a and len(out) <= 2
+
+
+def generate(chooser) -> GenProgram:
+    return Generator(chooser).program()
+
+
+def programs():
+    """The Hypothesis strategy: a GenProgram (its repr is the source text)."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def strategy(draw):
+        return generate(DrawChooser(draw))
+
+    return strategy()

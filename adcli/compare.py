@@ -45,7 +45,9 @@ class MethodRun:
         return {"passes": cost.passes, "sweeps": cost.sweeps, "derivative mults": cost.mults_derivative,
                 "derivative flops": cost.flops_derivative, "primal flops": cost.flops_primal,
                 "cached values": cost.cached_values, "peak live values": cost.peak_live_values,
-                "peak bytes": cost.peak_bytes, "time": self.time}[name]
+                "peak bytes": cost.peak_bytes, "time": self.time,
+                "predicted peak bytes": cost.predicted.get("peak_bytes"),
+                "predicted time": cost.predicted.get("time_s")}[name]
 
 
 def difference(a: np.ndarray, reference: np.ndarray) -> dict:

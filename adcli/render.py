@@ -63,6 +63,12 @@ def count(value) -> str:
     return "—" if value is None else f"{value:,}"
 
 
+def _seconds(t: float) -> str:
+    from .decide import seconds
+
+    return seconds(t)
+
+
 def human_bytes(n) -> str:
     from .api import _bytes
 
@@ -122,6 +128,7 @@ def cost_table(cost, mode: str, kind: str = "jacobian") -> Table:
     table.add_column("meaning", style="dim")
     direction = "input" if mode == "forward" else "output"
     times = cost.time_s or {}
+    predicted = cost.predicted or {}
     rows = [
         ("passes", count(cost.passes), f"one per {direction} scalar" if kind == "jacobian" else
          f"the one given {'direction' if kind == 'jvp' else 'cotangent'}"),
@@ -134,8 +141,13 @@ def cost_table(cost, mode: str, kind: str = "jacobian") -> Table:
         ("cached values", count(cost.cached_values), "kept for the backward sweep"),
         ("cached inputs", count(cost.cached_inputs), "inputs/consts it reads"),
         ("peak live values", count(cost.peak_live_values), "most scalars alive at once"),
+        ("array operations", count(cost.ops), "primal and derivative"),
+        ("values moved", count(cost.values_moved), "scalars they read and wrote"),
         ("peak bytes", human_bytes(cost.peak_bytes), "measured, during the sweeps"),
-        ("time: sweeps", f"{times.get('sweeps') or 0:.4f} s", "wall clock"),
+        ("  predicted", human_bytes(predicted.get("peak_bytes")), "from the graph, before running"),
+        ("time: sweeps", _seconds(times.get("sweeps") or 0), "wall clock"),
+        ("  predicted", "—" if predicted.get("time_s") is None else _seconds(predicted["time_s"]),
+         "machine model"),
         ("time: parse, build", f"{times.get('parse', 0):.4f} s, {times.get('build', 0):.4f} s", ""),
     ]
     for row in rows:

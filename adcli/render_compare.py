@@ -37,7 +37,9 @@ COST_ROWS = [
     ("cached values", "cached values", count),
     ("peak live values", "peak live values", count),
     ("peak bytes (measured)", "peak bytes", human_bytes),
+    ("  predicted", "predicted peak bytes", human_bytes),
     ("time (median)", "time", seconds),
+    ("  predicted", "predicted time", seconds),
 ]
 SHORT = {"forward": "F", "reverse": "R", "central differences": "D"}
 COLOURS = {"forward": "cyan", "reverse": "magenta", "central differences": "yellow"}

@@ -364,6 +364,7 @@ class Program:
         itemsize = np.dtype(np_dtype).itemsize
         limit = self.default_limit(be) if memory_limit is None else memory_limit
         need = self.resident_bytes(itemsize) if moves else self.resident_bytes(itemsize) - self.index_bytes()
+        need += self.making_bytes()
         if need > limit:
             raise ResourceProblem(
                 f"the file's data (inputs, consts{' and index maps' if moves else ''}) needs about "
@@ -434,6 +435,14 @@ class Program:
         the index maps of data-movement nodes."""
         data = sum(n.size for n in self.graph.nodes if n.op in ("input", "const"))
         return data * itemsize + (8 * data if itemsize != 8 else 0) + self.index_bytes()
+
+    def making_bytes(self) -> int:
+        """Room to make the data not made yet: an input's or const's recipe may hold one
+        more array of its size while it is evaluated (0.1 * randn(seed=3): the draw and
+        the product)."""
+        recipes = [n.attrs.get("value") for n in self.graph.nodes if n.op == "const"]
+        recipes += list(self.graph.input_defaults.values())
+        return max((d.nbytes for d in recipes if isinstance(d, Data) and not d.made), default=0)
 
     def index_bytes(self) -> int:
         """Bytes of the index maps of data-movement nodes (made before a run's sweeps)."""
@@ -620,13 +629,28 @@ class Program:
             numbers, labels = min(numbers, JSON_CHUNK), min(labels, JSON_CHUNK)
         return JSON_BYTES_PER_NUMBER * numbers + JSON_BYTES_PER_LABEL * labels
 
-    def _after_json(self, limit: int, kind, wrt, outputs) -> int:
-        """The memory limit left for the run once writing the result as JSON is set aside."""
-        need = self.json_bytes(kind, wrt, outputs)
+    def check_json(self, limit: int, kind, wrt, outputs, itemsize: int = 8):
+        """Refuse a run whose result could not then be written as JSON within `limit`.
+        The JSON is written after the sweeps, whose working memory is gone by then: what
+        is alive is the data (resident_bytes), the result on the host in float64 (the
+        blocks and, with several, the Jacobian assembled from them; the values) and
+        what writing takes (json_bytes)."""
+        wrt = self._wrt(wrt)
+        outputs = list(outputs or self.graph.outputs)
+        m = sum(self._sizes(outputs, self.output_shape))
+        n = sum(self._sizes(wrt, self.input_shape))
+        values = sum(self._sizes(self.graph.outputs, self.output_shape))
+        if kind == "jacobian":
+            result = m * n * (2 if len(outputs) * len(wrt) > 1 else 1)
+        else:
+            result = 2 * (m if kind == "jvp" else n)
+        writing = self.json_bytes(kind, wrt, outputs)
+        need = self.resident_bytes(itemsize) + 8 * (result + values) + writing
         if need > limit:
-            raise ResourceProblem(f"writing the result as JSON needs about {_bytes(need)}, over the "
-                                  f"memory limit of {_bytes(limit)}", hint="raise --memory-limit")
-        return limit - need
+            raise ResourceProblem(f"keeping the result and writing it as JSON needs about {_bytes(need)} "
+                                  f"with the file's data, over the memory limit of {_bytes(limit)}",
+                                  hint="differentiate fewer inputs with --wrt, lower a dim with --set, "
+                                       "or raise --memory-limit")
 
     def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
                  backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
@@ -635,8 +659,8 @@ class Program:
         """The full Jacobian of all outputs w.r.t. `wrt` (default: all inputs).
         `warmup` (default: the backend's choice, on for CuPy) runs the sweeps once
         before the measured run and reports that run's time as cost.time_s["warmup"].
-        `json`: the result will be written as JSON (report.derivative_json_pieces), and
-        the memory that takes (json_bytes) is set aside from the memory limit."""
+        `json`: the result will be written as JSON (report.derivative_json_pieces): refused
+        when that would not fit the memory limit (check_json)."""
         wrt = self._wrt(wrt)
         outputs = list(self.graph.outputs)
         mode_requested = mode
@@ -650,8 +674,6 @@ class Program:
             from .backends import get_backend
             backend = get_backend(backend)
         limit = self.default_limit(backend) if memory_limit is None else memory_limit
-        if json:
-            limit = self._after_json(limit, "jacobian", wrt, outputs)
         in_sizes = self._sizes(wrt, self.input_shape)
         out_sizes = self._sizes(outputs, self.output_shape)
         m, n = sum(out_sizes), sum(in_sizes)
@@ -678,6 +700,8 @@ class Program:
                                       f"the memory limit of {_bytes(limit)}",
                                       hint="lower --chunk (or leave it out to fit the limit)")
         chunk = min(chunk, passes)
+        if json:
+            self.check_json(limit, "jacobian", wrt, outputs, itemsize)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)
         xp = be.xp
         stacked = {}   # (output, input) -> derivatives of all directions: (directions,) + node shape
@@ -789,8 +813,6 @@ class Program:
             return limit
         wrt = names if kind == "jvp" else wrt_names
         outputs = list(self.graph.outputs) if kind == "jvp" else names
-        if json:
-            limit = self._after_json(limit, kind, wrt, outputs)
         itemsize = np.dtype(DTYPES.get(dtype, np.float64)).itemsize
         mode = "forward" if kind == "jvp" else "reverse"
         need = (self.predicted_peak_bytes(mode, wrt, outputs, 1, itemsize, single=True)
@@ -798,6 +820,8 @@ class Program:
         if need > limit:
             raise ResourceProblem(f"one {kind.upper()} needs about {_bytes(need)}, over the memory limit "
                                   f"of {_bytes(limit)}", hint="lower a dim with --set, or raise --memory-limit")
+        if json:
+            self.check_json(limit, kind, wrt, outputs, itemsize)
         return limit
 
     def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None,

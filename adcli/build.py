@@ -457,15 +457,18 @@ class Builder:
             raise ValueProblem(f"the value of {data.name} nests too deeply", self.loc(data.ast)) from None
         finally:
             self.filename, self.lines = saved
-        if data.declared is None:
+        if data.ast.kind in ("name", "attr") or not value.flags.owndata:
+            value = np.array(value)   # not another const's array (or a view of it)
+        if data.declared is None or value.shape == tuple(data.declared):
             return value
         return np.array(np.broadcast_to(value, data.declared))
 
     def constant(self, ast, shape, name) -> np.ndarray:
         """A constant expression's value, made now (--at, --direction, --cotangent)."""
         hint = () if shape is None else shape
-        shape = self._fit(self._constant(ast, hint, abstract=True), shape, name, ast)
-        value = np.asarray(self._constant(ast, hint), dtype=np.float64)
+        with _deep_recursion():
+            shape = self._fit(self._constant(ast, hint, abstract=True), shape, name, ast)
+            value = np.asarray(self._constant(ast, hint), dtype=np.float64)
         return value if value.shape == shape else np.array(np.broadcast_to(value, shape))
 
     def _fit(self, value, shape, name, ast) -> tuple:

@@ -304,7 +304,9 @@ def run_options(f=None, *, many_backends=False):
         return functools.partial(run_options, many_backends=many_backends)
     if many_backends:
         backend = click.option("--backend", default="auto", show_default=True, metavar="NAME[,NAME...]",
-                               help="Array backends, comma-separated: auto, numpy, cupy.")
+                               help="Array backends, comma-separated: auto, numpy, cupy. With "
+                                    "several, cupy where it cannot run (no CuPy or no GPU) is left "
+                                    "out with a note.")
     else:
         backend = click.option("--backend", type=click.Choice(BACKENDS), default="auto",
                                show_default=True, help="Array backend.")
@@ -645,6 +647,14 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
         raise UsageProblem(f"--backend {shown(backend, 40)}: choose from {', '.join(BACKENDS)}, "
                            "comma-separated")
     backends = list(dict.fromkeys("numpy" if b == "auto" else b for b in backends))
+    if "cupy" in backends and len(backends) > 1:   # side by side: run what can run, and say so
+        from .backend_cupy import cupy_problem
+
+        problem = cupy_problem()
+        if problem:
+            backends.remove("cupy")
+            click.echo(f"note: --backend {shown(backend, 40)}: cupy cannot run here "
+                       f"({problem}); comparing on {', '.join(backends)} only", err=True)
     options = dict(wrt=list(wrt) or None, repeat=repeat,
                    backend=backends[0] if len(backends) == 1 else backends, dtype=dtype,
                    fd_max_inputs=fd_max_inputs)

@@ -17,18 +17,32 @@ import numpy as np
 from .api import _bytes
 from .errors import AdError, ResourceProblem, UsageProblem
 
-METHODS = ("forward", "reverse", "central differences")
-FIGURES = ("passes", "derivative mults", "cached values", "peak live values", "peak bytes", "time")
+# Methods and figures by their keys: snake_case, as every JSON document spells them
+# (`jq .slopes.reverse.cached_values`); LABELS are what tables and charts print.
+METHODS = ("forward", "reverse", "central_differences")
+FIGURES = ("passes", "derivative_mults", "cached_values", "peak_live_values", "peak_bytes", "time_s")
+LABELS = {"forward": "forward", "reverse": "reverse", "central_differences": "central differences",
+          "passes": "passes", "sweeps": "sweeps", "derivative_mults": "derivative mults",
+          "derivative_flops": "derivative flops", "primal_flops": "primal flops",
+          "cached_values": "cached values", "peak_live_values": "peak live values",
+          "peak_bytes": "peak bytes", "time_s": "time", "predicted_peak_bytes": "predicted peak bytes",
+          "predicted_time_s": "predicted time"}
+
+
+def label(key: str) -> str:
+    """The printed name of a method or figure key ('central_differences' -> 'central differences')."""
+    return LABELS.get(key, key.replace("_", " "))
 
 
 @dataclass
 class MethodRun:
-    name: str
+    name: str                        # a METHODS key
     result: object = None            # a Derivative, or None when skipped
     times: list = field(default_factory=list)
     predicted_bytes: int | None = None
     skipped: str | None = None
     accuracy: dict = field(default_factory=dict)   # reference name -> {max_abs, max_rel}
+    backend: str | None = None       # the backend it ran on (its key names it with several)
 
     @property
     def cost(self):
@@ -42,12 +56,12 @@ class MethodRun:
         cost = self.cost
         if cost is None:
             return None
-        return {"passes": cost.passes, "sweeps": cost.sweeps, "derivative mults": cost.mults_derivative,
-                "derivative flops": cost.flops_derivative, "primal flops": cost.flops_primal,
-                "cached values": cost.cached_values, "peak live values": cost.peak_live_values,
-                "peak bytes": cost.peak_bytes, "time": self.time,
-                "predicted peak bytes": cost.predicted.get("peak_bytes"),
-                "predicted time": cost.predicted.get("time_s")}[name]
+        return {"passes": cost.passes, "sweeps": cost.sweeps, "derivative_mults": cost.mults_derivative,
+                "derivative_flops": cost.flops_derivative, "primal_flops": cost.flops_primal,
+                "cached_values": cost.cached_values, "peak_live_values": cost.peak_live_values,
+                "peak_bytes": cost.peak_bytes, "time_s": self.time,
+                "predicted_peak_bytes": cost.predicted.get("peak_bytes"),
+                "predicted_time_s": cost.predicted.get("time_s")}[name]
 
 
 def difference(a: np.ndarray, reference: np.ndarray) -> dict:
@@ -67,7 +81,7 @@ def difference(a: np.ndarray, reference: np.ndarray) -> dict:
     return {"max_abs": diff, "max_rel": diff / scale if scale > 0 else diff}
 
 
-FD = "central differences"
+FD = "central_differences"
 
 
 def agreement(runs, dtype: str) -> dict:
@@ -116,6 +130,13 @@ def agreement(runs, dtype: str) -> dict:
             "message": message}
 
 
+def _key(text: str) -> str:
+    """A snake_case key: 'numpy-copy' -> 'numpy_copy'."""
+    import re
+
+    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")
+
+
 def _nan_high(x: float) -> float:
     return float("inf") if x != x else x
 
@@ -137,10 +158,16 @@ class Comparison:
     theory: dict = field(default_factory=dict)
     agreement: dict = field(default_factory=dict)
 
+    def run_of(self, method: str):
+        """The run of a METHODS key (on the first backend, with several), or None."""
+        return self.runs.get(method) or next((r for r in self.runs.values() if r.name == method), None)
+
     def to_json(self) -> dict:
         methods = {}
         for name, run in self.runs.items():
             methods[name] = {
+                "method": run.name,
+                "backend": run.backend,
                 "skipped": run.skipped,
                 "cost": None if run.cost is None else run.cost.to_json(),
                 "time_s_median": run.time,
@@ -186,10 +213,11 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
         _accuracy(group, dtype)
         groups.append(group)
         done = next((r.result for r in group.values() if r.result is not None), None)
-        label = done.backend if done is not None else str(be)
-        devices.append((label, done.device if done is not None else "?"))
+        be_name = done.backend if done is not None else str(getattr(be, "name", be))
+        devices.append((be_name, done.device if done is not None else "?"))
         for name, run in group.items():
-            runs[name if len(backends) == 1 else f"{name} ({label})"] = run
+            run.backend = be_name
+            runs[name if len(backends) == 1 else f"{name}_{_key(be_name)}"] = run
     comparison = Comparison(program.graph.filename, wrt, outputs, n, m, runs,
                             ", ".join(b for b, _ in devices), ", ".join(d for _, d in devices),
                             dtype, repeat, limit)
@@ -214,7 +242,7 @@ def _run_methods(program, wrt, at, repeat, backend, dtype, limit, itemsize, n, f
         run = MethodRun(name)
         runs[name] = run
         run.predicted_bytes = predicted_bytes(program, name, wrt, itemsize)
-        if name == "central differences" and n > fd_max_inputs:
+        if name == FD and n > fd_max_inputs:
             run.skipped = (f"skipped: {n:,} inputs would take {2 * n:,} evaluations "
                            f"(more than --fd-max-inputs {fd_max_inputs:,})")
             continue
@@ -390,13 +418,26 @@ class Sweep:
     def series(self, method, figure):
         xs, ys = [], []
         for value, comparison, _ in self.points:
-            if comparison is None or method not in comparison.runs:
+            run = None if comparison is None else comparison.run_of(method)
+            if run is None:
                 continue
-            y = comparison.runs[method].figure(figure)
+            y = run.figure(figure)
             if y is not None:
                 xs.append(value)
                 ys.append(y)
         return xs, ys
+
+    def recommended(self) -> list:
+        """[(value, mode or None)] for the values that ran."""
+        return [(value, comparison.recommendation.get("mode")) for value, comparison, _ in self.points
+                if comparison is not None]
+
+    def crossovers(self) -> list:
+        """Where the recommended mode changes between two neighbouring values that ran:
+        [{"between": [a, b], "from": mode at a, "to": mode at b}]."""
+        done = self.recommended()
+        return [{"between": [a, b], "from": ma, "to": mb}
+                for (a, ma), (b, mb) in zip(done, done[1:]) if ma != mb]
 
     def to_json(self) -> dict:
         points = []
@@ -408,7 +449,8 @@ class Sweep:
                 entry["recommendation"] = data["recommendation"]
             points.append(entry)
         return {"kind": "compare-scale", "scale": {"name": self.name, "values": self.values},
-                "points": points, "slopes": self.slopes, "notes": self.notes}
+                "points": points, "slopes": self.slopes, "crossovers": self.crossovers(),
+                "notes": self.notes}
 
 
 def scale(load, name: str, values: list, dims: dict, memory_limit=None, **options) -> Sweep:
@@ -432,7 +474,7 @@ def scale(load, name: str, values: list, dims: dict, memory_limit=None, **option
             points.append((value, None, note))
             continue
         comparison = compare(program, memory_limit=limit, **options)
-        note = "; ".join(f"{m} {r.skipped}" for m, r in comparison.runs.items() if r.skipped) or None
+        note = "; ".join(f"{label(r.name)} {r.skipped}" for r in comparison.runs.values() if r.skipped) or None
         if note:
             notes.append(f"{name}={value}: {note}")
         points.append((value, comparison, note))
@@ -462,15 +504,15 @@ def plot_image(sweep: Sweep, path: str):
             if not pts:
                 continue
             slope = sweep.slopes[method][figure]
-            label = method + ("" if slope is None else f" (slope {slope:.2f})")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
+            name = label(method) + ("" if slope is None else f" (slope {slope:.2f})")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=name)
             drawn = True
         if not drawn:
             ax.text(0.5, 0.5, "0 for every method", ha="center", va="center", transform=ax.transAxes)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(sweep.name)
-        ax.set_title(figure + (" (s)" if figure == "time" else ""))
+        ax.set_title(label(figure) + (" (s)" if figure == "time_s" else ""))
         ax.grid(True, which="both", alpha=0.3)
         if drawn:
             ax.legend(fontsize=7)

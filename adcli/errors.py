@@ -19,6 +19,8 @@ EXIT_INTERRUPTED = 130   # Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143    # SIGTERM (128 + 15)
 EXIT_BROKEN_PIPE = 141   # the reader of standard output went away (128 + SIGPIPE), as cat does
 
+CARET_WINDOW = 100   # the most characters of a source line an error echoes (a window around the caret)
+
 
 @dataclass
 class SourceLocation:
@@ -31,11 +33,20 @@ class SourceLocation:
         return f"{self.file}:{self.line}:{self.column}"
 
     def caret(self) -> str:
-        """The source line with a caret under the column."""
+        """The source line with a caret under the column; a line longer than CARET_WINDOW
+        characters is shown as a window of that many around the column, its cut ends
+        marked …, so that a 200 KB line is not echoed whole."""
         if not self.source_line:
             return ""
         text = self.source_line.rstrip("\n").expandtabs(1)
-        return f"  {text}\n  {' ' * max(self.column - 1, 0)}^"
+        column = max(self.column - 1, 0)
+        if len(text) > CARET_WINDOW:
+            start = max(0, min(column - CARET_WINDOW // 2, len(text) - CARET_WINDOW))
+            end = start + CARET_WINDOW
+            head = "…" if start > 0 else ""
+            text = head + text[start:end] + ("…" if end < len(text) else "")
+            column = column - start + len(head)
+        return f"  {text}\n  {' ' * column}^"
 
 
 class AdError(Exception):

@@ -209,7 +209,8 @@ def _make_transformer():
             self._text = text
 
         def _ast(self, kind, meta, *args):
-            depth = 1 + max((_depth(a) for a in args), default=0)
+            # expressions nest; a statement only holds its expressions (or a block's statements)
+            depth = (kind not in _STATEMENTS) + max((_depth(a) for a in args), default=0)
             if getattr(meta, "empty", True):
                 return Ast(kind, args, depth=depth)
             if depth > MAX_NESTING:   # refused here, with a caret, not by a RecursionError later
@@ -249,7 +250,7 @@ def _make_transformer():
             body = c[2]
             return self._ast("def", meta, str(c[0]), c[1] or [],
                              [Ast("return", (body,), body.line, body.column, body.start, body.end,
-                                  body.source, body.depth + 1)])
+                                  body.source, body.depth)])
 
         def def_block(self, meta, c):
             return self._ast("def", meta, str(c[0]), c[1] or [], c[2])
@@ -328,6 +329,9 @@ def _make_transformer():
             return (str(c[0]), c[1])
 
     return ToAst
+
+
+_STATEMENTS = frozenset(("dim", "input", "const", "output", "assign", "def", "repeat", "return", "type"))
 
 
 def _depth(arg) -> int:

@@ -84,29 +84,57 @@ def _pick(total: int, limit: int, full: bool) -> list:
     return list(range(head)) + [None] + list(range(total - tail, total))
 
 
-def jacobian_table(result, full: bool, width: int = 80) -> tuple[Table, str]:
-    """The Jacobian, elided to fit `width` columns of text. A single row (a gradient,
-    a VJP) is printed as a column, so every label stays readable."""
+def _cell_width(texts) -> int:
+    from rich.cells import cell_len
+
+    return max((cell_len(t) for t in texts), default=0)
+
+
+def jacobian_table(result, full: bool, width: int = 80):
+    """The Jacobian, elided to fit `width` columns of text, under a title line of its own
+    (a table's title would wrap to the table's width). One row (a gradient, a VJP) is
+    printed as that 1×n row where all of it fits, else as a column whose heading says it
+    is the gradient (the row, turned): the orientation is never left to guess.
+    Returns (renderable, note)."""
+    from rich.console import Group
+
     jac = result.jacobian
     m, n = jac.shape
-    title = {"jacobian": "Jacobian", "jvp": "JVP  J·v", "vjp": "VJP  uᵀ·J"}[result.kind]
-    table = Table(title=f"{title}  ({m}×{n})", box=box.SIMPLE_HEAD, title_justify="left")
-    if m == 1 and n > 1:   # one row: show it vertically, one element per line
+    name = {"jacobian": "Jacobian", "jvp": "JVP  J·v", "vjp": "VJP  uᵀ·J"}[result.kind]
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("", style="bold cyan", no_wrap=True)
+    if m == 1 and n > 1:
+        labels = [result.columns[j] for j in range(min(n, MAX_COLUMNS + 1))]
+        cells = [number(jac[0, j]) for j in range(len(labels))]
+        row_width = (_cell_width([result.rows[0]]) + 2
+                     + sum(max(_cell_width([a]), _cell_width([b])) + 3 for a, b in zip(labels, cells)))
+        if n <= MAX_COLUMNS and row_width <= width:   # the whole row fits: print it as it is
+            title = f"{name}  (1×{n})" + (f": one row, the gradient of {result.rows[0]}"
+                                           if result.kind == "jacobian" else "")
+            for label in labels:
+                table.add_column(label, justify="right", no_wrap=True)
+            table.add_row(result.rows[0], *cells)
+            return Group(Text(title), table), ""
         rows = _pick(n, MAX_ROWS, full)
-        table.add_column("", style="bold cyan", no_wrap=True)
-        table.add_column(result.rows[0], justify="right", no_wrap=True)
+        if result.kind == "jacobian":
+            title = (f"Gradient of {result.rows[0]}: the 1×{n} Jacobian's one row, printed as a "
+                     "column")
+            heading = "gradient"
+        else:
+            title = f"{name}  (1×{n}): its one row, printed as a column"
+            heading = "uᵀ·J"
+        table.add_column(heading, justify="right", no_wrap=True)
         for j in rows:
             if j is None:
                 table.add_row("⋮", "⋮")
             else:
                 table.add_row(result.columns[j], number(jac[0, j]))
         note = "" if len(rows) == n else f"showing {len(rows) - 1} of {n} entries; --full shows all"
-        return table, note
+        return Group(Text(title), table), note
     label_width = max((len(result.rows[i]) for i in range(min(m, 50))), default=1)
     fitting = max(2, (width - label_width - 4) // 16)   # a number takes up to ~15 characters
     rows = _pick(m, MAX_ROWS, full)
     cols = _pick(n, min(MAX_COLUMNS, fitting), full)
-    table.add_column("", style="bold cyan", no_wrap=True)
     for j in cols:
         table.add_column("…" if j is None else result.columns[j], justify="right", no_wrap=True)
     for i in rows:
@@ -118,7 +146,7 @@ def jacobian_table(result, full: bool, width: int = 80) -> tuple[Table, str]:
     if len(rows) < m or len(cols) < n:
         note = (f"showing {sum(r is not None for r in rows)} of {m} rows and "
                 f"{sum(c is not None for c in cols)} of {n} columns; --full shows all")
-    return table, note
+    return Group(Text(f"{name}  ({m}×{n})"), table), note
 
 
 def cost_table(cost, mode: str, kind: str = "jacobian") -> Table:

@@ -432,11 +432,18 @@ def to_dot(view: GraphView) -> str:
     return "\n".join(out) + "\n"
 
 
-def _title(view: GraphView) -> str:
+def _title(view: GraphView, text: bool = False) -> str:
+    """The first line of every format; the reverse-mode legend names what that format draws
+    (a text tree has no colours, dashes or fills: its marks are words in parentheses)."""
     g = view.graph
     how = "expanded" if view.expanded else "repeats collapsed"
-    extra = ("; dashed red: adjoint flow of the backward sweep; filled: kept for it"
-             if view.mode == "reverse" else "")
+    if view.mode != "reverse":
+        extra = ""
+    elif text:
+        extra = ("; (kept: …) is what the backward sweep keeps, (read by the backward sweep) an input "
+                 "or const it reads")
+    else:
+        extra = "; dashed red: adjoint flow of the backward sweep; filled: kept for it"
     return f"{os.path.basename(g.filename)}: {len(g.nodes)} nodes ({how}){extra}"
 
 
@@ -497,7 +504,7 @@ def to_text(view: GraphView) -> str:
     for src, dst, kind in view.edges:
         if kind in ("data", "next"):
             incoming.setdefault(dst, []).append((src, kind))
-    lines = [_title(view)]
+    lines = [_title(view, text=True)]
     shown = set()
 
     def label(vn) -> str:

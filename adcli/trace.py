@@ -94,6 +94,8 @@ class Trace:
     results: dict = field(default_factory=dict)      # forward: output -> [J·v per seed]; reverse: input -> uᵀJ
     wrt: list = field(default_factory=list)
     extra: dict = field(default_factory=lambda: {"mults": [0, 0], "flops": [0, 0]})
+    # forward: what `adcli grad --mode forward --wrt <the seeded inputs>` counts (identity seeds)
+    jacobian_cost: dict | None = None
 
     def row(self, var: str) -> dict:
         for row in self.rows:
@@ -149,7 +151,7 @@ class Trace:
         for row in in_evaluation_order:
             if bad(row.get("value")):
                 return where(row, "produced a non-finite value")
-            if any(bad(p.get("value")) for p in row.get("partials") or ()):
+            if any(bad(p.get("value")) for p in row.get("partials") or () if p.get("used", True)):
                 return where(row, "has a non-finite local derivative")
             if any(bad(t) for t in row.get("tangents") or ()):
                 return where(row, "has a non-finite tangent")
@@ -197,6 +199,8 @@ class Trace:
             data["wrt"] = list(self.wrt)
             data["gradient"] = {name: conv(v) for name, v in self.results.items()}
         data["inputs"] = {k: jsonable(v) for k, v in self.inputs.items()}
+        if self.mode == "forward":
+            data["jacobian_cost"] = self.jacobian_cost
         data["rows"] = out_rows
         data["totals"] = self.totals()
         data["cost"] = self.cost.to_json()
@@ -216,6 +220,12 @@ def _host(runner, value):
 
 def _first(runner, blocks):
     """The one direction's derivative of a node, dense on the host, or None (a zero)."""
+    every = _directions(runner, blocks)
+    return None if every is None else every[0]
+
+
+def _directions(runner, blocks):
+    """Every direction's derivative of a node, dense on the host ((k,) + shape), or None."""
     if not blocks:
         return None
     t = blocks.get("given")
@@ -225,7 +235,7 @@ def _first(runner, blocks):
 
     if isinstance(t, Seed):   # made dense for display: a scratch counter, not the run's
         t = Linear(runner.xp, t.k, Counter(), runner.dtype).dense(t)
-    return _host(runner, t)[0]
+    return _host(runner, t)
 
 
 def _counters(runner):
@@ -248,7 +258,7 @@ class _ForwardRecorder:
         self.work[node.id] = _delta(now, self.last)
         self.last = now
         self.values[node.id] = _host(runner, value)
-        self.tangents[node.id] = _first(runner, derivative)
+        self.tangents[node.id] = _directions(runner, derivative)
 
 
 class _ReverseRecorder:
@@ -450,64 +460,126 @@ def _work(fwd, bwd=(0, 0, 0, 0)) -> dict:
             "flops": {"primal": fwd[1] + bwd[1], "derivative": fwd[3] + bwd[3]}}
 
 
-def _sum_costs(costs: list) -> Cost:
-    total = Cost()
-    for c in costs:
-        for name in ("passes", "sweeps", "primal_sweeps", "mults_primal", "mults_derivative",
-                     "flops_primal", "flops_derivative", "cached_values", "cached_inputs"):
-            setattr(total, name, getattr(total, name) + getattr(c, name))
-        total.chunk = max(total.chunk, c.chunk)
-        total.peak_live_values = max(total.peak_live_values, c.peak_live_values)
-        for key, seconds in (c.time_s or {}).items():
-            if seconds is not None:
-                total.time_s[key] = seconds if key in ("parse", "build") else \
-                    total.time_s.get(key, 0) + seconds
-    return total
+def vector_jvp(program, directions: list, at=None, backend="numpy", dtype="float64", observer=None):
+    """J·v for every direction in one forward sweep (vector forward mode): f is evaluated
+    once and every tangent carries k = len(directions) components. One direction is
+    exactly `Program.jvp` (the counts of `adcli grad --direction`). Several: each input
+    named by some direction gets one dense (k,) + shape block (zero where a direction
+    does not name it), so its zero entries are multiplied too, as a dense vector-mode
+    implementation does; an input no direction names carries no tangent at all.
+    Returns (cost, {output: [J·v per direction]}, inputs used)."""
+    from .errors import ValueProblem
+    from .ir import format_shape
+
+    graph = program.graph
+    if len(directions) == 1:
+        result = program.jvp(directions[0], at=at, backend=backend, dtype=dtype, measure_memory=False,
+                             observer=observer)
+        return result.cost, {name: [result.tangent[name]] for name in graph.outputs}, result.inputs
+    k = len(directions)
+    names = [n for n in graph.inputs if any(n in d for d in directions)]
+    blocks = {}
+    for name in names:
+        shape = program.input_shape(name)
+        rows = []
+        for d in directions:
+            value = np.asarray(d.get(name, 0.0), dtype=np.float64)
+            try:
+                rows.append(np.broadcast_to(value, shape))
+            except ValueError:
+                raise ValueProblem(f"the direction for {name} is {format_shape(value.shape)}, but {name} "
+                                   f"is {format_shape(shape)}") from None
+        blocks[name] = np.stack(rows)
+    be, run, host_inputs = program._prepare(backend, dtype, at)
+    seeds = {name: be.asarray(block, run["dtype"]) for name, block in blocks.items()}
+    collected = {}
+
+    def store(name, block, offset, count, t):
+        if t is not None:
+            collected[name] = t
+
+    run["store"] = store
+    outputs = list(graph.outputs)
+    cost = program._measured(be, False, False,
+                             lambda r, obs: program._run("forward", names, outputs, k, [k], r, single=True,
+                                                         seeds_single=seeds, observer=obs),
+                             run, observer)
+    tangents = {}
+    for name in outputs:
+        shape = program.output_shape(name)
+        t = collected.get(name)
+        host = np.zeros((k,) + tuple(shape)) if t is None else np.asarray(be.to_host(t)).reshape((k,) + tuple(shape))
+        tangents[name] = [host[i] for i in range(k)]
+    return cost, tangents, host_inputs
+
+
+def _varying(graph) -> list:
+    """Per node: whether it depends on an input (its partials can matter; a const's never do)."""
+    varying = [False] * len(graph.nodes)
+    for node in graph.nodes:
+        varying[node.id] = node.op == "input" or any(varying[i] for i in node.inputs)
+    return varying
 
 
 # -- building traces -----------------------------------------------------------------------------------
 
 def forward_trace(program, seeds: list, at=None, backend="numpy", dtype="float64",
                   dual: bool = False) -> Trace:
-    """One forward pass per seed: seeds = [(label, {input: direction array})]."""
+    """Forward mode with seeds = [(label, {input: direction array})]: one forward sweep
+    carrying every direction (vector forward mode: f evaluated once)."""
     graph = program.graph
-    recorders, results = [], []
-    for _, direction in seeds:
-        recorder = _ForwardRecorder()
-        results.append(program.jvp(direction, at=at, backend=backend, dtype=dtype,
-                                   measure_memory=False, observer=recorder))
-        recorders.append(recorder)
-    values = recorders[0].values
+    recorder = _ForwardRecorder()
+    cost, outputs, inputs = vector_jvp(program, [d for _, d in seeds], at=at, backend=backend,
+                                       dtype=dtype, observer=recorder)
+    k = len(seeds)
+    values = recorder.values
+    varying = _varying(graph)
+
+    def tangents_of(node_id):
+        t = recorder.tangents.get(node_id)
+        return [None] * k if t is None else [t[i] for i in range(k)]
+
     rows = []
     for node in graph.nodes:
         row = _base_row(graph, node, values[node.id])
-        tangents = [rec.tangents.get(node.id) for rec in recorders]
+        tangents = tangents_of(node.id)
         row["tangents"] = tangents
-        active = [i for i, j in enumerate(node.inputs)
-                  if any(rec.tangents.get(j) is not None for rec in recorders)]
+        carrying = [i for i, j in enumerate(node.inputs) if recorder.tangents.get(j) is not None]
         partials = []
-        for i in active:
+        for i, j in enumerate(node.inputs):
+            if not varying[j]:
+                continue   # a const's partial is never needed
             text = partial_text(graph, node, i)
             value = _scalar_partial(graph, node, i, values)
             if value is None and node.size > 0:
                 value = _array_partial(graph, node, i, values, text)
-            partials.append({"wrt": graph.nodes[node.inputs[i]].var, "text": text, "value": value})
+            partials.append({"wrt": graph.nodes[j].var, "text": text, "value": value,
+                             "used": i in carrying})
         row["partials"] = partials
         if node.op == "input":
             row["tangent_text"] = "seed" if any(t is not None for t in tangents) else ""
         else:
-            row["tangent_text"] = tangent_text(graph, node, active) if active else ""
-        work = [0, 0, 0, 0]
-        for rec in recorders:
-            work = [a + b for a, b in zip(work, rec.work.get(node.id, (0, 0, 0, 0)))]
-        row.update(_work(work))
+            row["tangent_text"] = tangent_text(graph, node, carrying) if carrying else ""
+        row.update(_work(recorder.work.get(node.id, (0, 0, 0, 0))))
         if dual:
             row["dual"] = dual_text(row["value"], tangents)
         rows.append(row)
-    outputs = {name: [res.tangent[name] for res in results] for name in graph.outputs}
-    return Trace("forward", graph.filename, rows, _sum_costs([r.cost for r in results]),
-                 results[0].inputs, seeds=[{"label": label, "direction": d} for label, d in seeds],
-                 dual=dual, results=outputs, wrt=[])
+    trace = Trace("forward", graph.filename, rows, cost, inputs,
+                  seeds=[{"label": label, "direction": d} for label, d in seeds],
+                  dual=dual, results=outputs, wrt=[])
+    trace.jacobian_cost = jacobian_cost(program, [d for _, d in seeds])
+    return trace
+
+
+def jacobian_cost(program, directions: list) -> dict:
+    """The counts of `adcli grad --mode forward --wrt <the inputs the directions name>`, from
+    the graph: its Jacobian seeds identity columns (Seeds), whose products are free, where a
+    traced direction is a dense array multiplied like any tangent."""
+    wrt = [n for n in program.graph.inputs if any(n in d for d in directions)]
+    cost = program.predict("forward", wrt)
+    return {"wrt": wrt, "passes": cost.passes,
+            "mults": {"primal": cost.mults_primal, "derivative": cost.mults_derivative},
+            "flops": {"primal": cost.flops_primal, "derivative": cost.flops_derivative}}
 
 
 def reverse_trace(program, cotangent: dict | None = None, at=None, wrt=None, backend="numpy",

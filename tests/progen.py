@@ -200,6 +200,8 @@ class GenProgram:
             tags.add("output-alias")
         if any(s[2] is None for s in outputs):
             tags.add("output-bare")
+        if any(s[0] == "assign" and s[1] in self.input_values for s in self.stmts):
+            tags.add("rebind-input")
         if any(s[2] is not None and s[2].op == "var" and s[2].p["name"] in self.input_values for s in outputs):
             tags.add("output-input")
         return tags
@@ -909,6 +911,7 @@ class Generator:
         self.inputs = []
         self.defs = []
         self.counter = {}
+        self.rebound = set()      # input names an assignment has rebound
 
     # -- names, integers, data -------------------------------------------------------------
     def fresh(self, prefix):
@@ -952,7 +955,7 @@ class Generator:
         """A Decl with a value written as a list, a broadcast number, randn, linspace, ..."""
         size = prod(shape)
         kind = self.c.weighted([("list", 6), ("randn", 3), ("linspace", 1), ("number", 1), ("rand", 1),
-                                ("full", 1), ("ones", 1)])
+                                ("full", 1), ("ones", 1), ("zeros", 1)])
         if not shape:
             kind = "list"
         if kind == "randn":
@@ -968,6 +971,8 @@ class Generator:
             value, text = np.full(shape, v), f"full({fmt(v)})"
         elif kind == "ones":
             value, text = np.ones(shape), self.c.choice(["ones", "ones()"])
+        elif kind == "zeros":
+            value, text = np.zeros(shape), self.c.choice(["zeros", "zeros()"])
         elif kind == "linspace" and size > 1:
             lo, hi = self.number(), self.number()
             if lo == hi:
@@ -1319,7 +1324,10 @@ class Generator:
         equals the input x in some elements (exactly: both are parsed from the same text),
         then relu(a), abs(a), maximum(a, 0), max(a), norm(a), a ^ y, ..."""
         c = self.c
-        d = c.choice(self.inputs)
+        fresh = [d for d in self.inputs if d.name not in self.rebound]
+        if not fresh:
+            return None
+        d = c.choice(fresh)
         same = d.value.copy()
         flat = same.reshape(-1)
         if flat.size > 1 and c.chance(0.6):        # some elements off the kink
@@ -1533,7 +1541,7 @@ class Generator:
     def program(self) -> GenProgram:
         c = self.c
         for name in ["n", "m", "k"][:c.integer(0, 3)]:
-            self.dims.append((name, c.weighted([(2, 3), (3, 3), (1, 1), (4, 1)])))
+            self.dims.append((name, c.weighted([(2, 3), (3, 3), (1, 1), (4, 1), (5, 1), (6, 1)])))
         env = Env({})
         # inputs of every shape, within MAX_INPUT_SCALARS
         total = 0
@@ -1562,9 +1570,15 @@ class Generator:
                 continue
             if action == "rebind":
                 names = [n for n in env.values if n.startswith("t")]
+                if c.chance(0.3):            # x = <expr of x's shape>: the input's name, rebound
+                    names = [d.name for d in self.inputs]
                 if names:
                     name = c.choice(names)
                     t = self.expr(env, c.integer(1, 2))
+                    if name in {d.name for d in self.inputs}:
+                        if t.shape != env.values[name].shape:
+                            t = self.shaped(env, env.values[name].shape, 1)
+                        self.rebound.add(name)
                     stmts.append(("assign", name, t.e))
                     env.assign(name, t.e, t.v)
                     continue
@@ -1611,7 +1625,7 @@ class Generator:
                 if t is not None:
                     add(self.fresh("o"), t.e, t.v)
             elif kind == "input":                       # output o = x
-                d = c.choice(self.inputs)
+                d = c.choice([d for d in self.inputs if d.name not in self.rebound] or self.inputs)
                 add(self.fresh("o"), var(d.name), d.value)
             else:                                       # output t; output o = t
                 n = c.choice(intermediates[-3:])

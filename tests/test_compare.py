@@ -67,7 +67,7 @@ def test_square_chain_reason_names_the_figures_that_decided():
 def test_finite_differences_agree_with_reverse(name):
     program = adcli.load(f"samples/{name}.ad")
     result = compare(program, repeat=1)
-    acc = result.runs["central differences"].accuracy["reverse"]
+    acc = result.runs["central_differences"].accuracy["reverse"]
     assert acc["max_rel"] <= TOLERANCE["float64"]
     assert result.runs["forward"].accuracy["reverse"]["max_rel"] <= 1e-12
     assert result.runs["reverse"].accuracy["forward"]["max_rel"] <= 1e-12
@@ -78,14 +78,14 @@ def test_accuracy_rows_are_real_differences():
     # the reported difference must reflect that, not a constant.
     linear = compare(adcli.loads("input x: vec[3] = [1, 2, 3]\noutput y = 2 * x"), repeat=1)
     steep = compare(adcli.loads("input x: vec[3] = [1, 2, 3]\noutput y = exp(3 * x)"), repeat=1)
-    small = linear.runs["central differences"].accuracy["reverse"]["max_rel"]
-    large = steep.runs["central differences"].accuracy["reverse"]["max_rel"]
+    small = linear.runs["central_differences"].accuracy["reverse"]["max_rel"]
+    large = steep.runs["central_differences"].accuracy["reverse"]["max_rel"]
     assert large > small
     assert large > 0
     # and float32 differences are larger than float64 ones
     f32 = compare(adcli.loads("input x: vec[3] = [1, 2, 3]\noutput y = exp(3 * x)"), repeat=1,
                   dtype="float32")
-    assert f32.runs["central differences"].accuracy["reverse"]["max_rel"] > large
+    assert f32.runs["central_differences"].accuracy["reverse"]["max_rel"] > large
 
 
 def test_finite_difference_counts():
@@ -115,8 +115,8 @@ def test_depth_sweep_slopes(tmp_path):
     path = tmp_path / "deep.ad"
     path.write_text(DEEP)
     sweep = scale(lambda dims: adcli.load(path, set=dims), "depth", [1, 2, 4, 8, 16, 32], {}, repeat=1)
-    assert abs(sweep.slopes["reverse"]["cached values"] - 1.0) <= 0.05
-    assert sweep.slopes["forward"]["cached values"] == 0.0
+    assert abs(sweep.slopes["reverse"]["cached_values"] - 1.0) <= 0.05
+    assert sweep.slopes["forward"]["cached_values"] == 0.0
     assert sweep.slopes["forward"]["passes"] == 0.0
 
 
@@ -140,9 +140,11 @@ def test_compare_json_keys():
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["kind"] == "compare"
-    assert set(data["methods"]) == {"forward", "reverse", "central differences"}
-    for method in data["methods"].values():
-        assert {"cost", "accuracy", "time_s_median", "times_s", "predicted_bytes", "skipped"} <= set(method)
+    assert set(data["methods"]) == {"forward", "reverse", "central_differences"}
+    for key, method in data["methods"].items():
+        assert {"method", "backend", "cost", "accuracy", "time_s_median", "times_s", "predicted_bytes",
+                "skipped"} <= set(method)
+        assert method["method"] == key and method["backend"] == "numpy"
     assert set(data["recommendation"]) == {"mode", "reason", "disagreement", "mismatch", "predicted"}
     assert set(data["recommendation"]["predicted"]["modes"]) == {"forward", "reverse"}
     assert data["recommendation"]["mismatch"] is None
@@ -157,8 +159,10 @@ def test_scale_json_has_points_and_slopes():
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [p["value"] for p in data["points"]] == [1, 2, 4]
-    assert set(data["slopes"]) == {"forward", "reverse", "central differences"}
-    assert "cached values" in data["slopes"]["reverse"]
+    assert set(data["slopes"]) == {"forward", "reverse", "central_differences"}
+    assert set(data["slopes"]["reverse"]) == {"passes", "derivative_mults", "cached_values",
+                                              "peak_live_values", "peak_bytes", "time_s"}
+    assert data["crossovers"] == []
 
 
 def test_rich_output_mentions_recommendation():
@@ -227,9 +231,12 @@ def test_several_backends_share_one_table():
         name = "numpy-copy"   # a stand-in second backend: CI has no GPU
 
     result = compare(adcli.load("samples/chain.ad"), repeat=1, backend=["numpy", SecondNumpy()])
-    assert set(result.runs) == {f"{m} ({b})" for m in ("forward", "reverse", "central differences")
-                                for b in ("numpy", "numpy-copy")}
-    assert result.runs["reverse (numpy)"].cost.counts() == result.runs["reverse (numpy-copy)"].cost.counts()
+    assert set(result.runs) == {f"{m}_{b}" for m in ("forward", "reverse", "central_differences")
+                                for b in ("numpy", "numpy_copy")}
+    assert result.runs["reverse_numpy"].cost.counts() == result.runs["reverse_numpy_copy"].cost.counts()
+    assert result.runs["reverse_numpy_copy"].backend == "numpy-copy"
+    data = result.to_json()
+    assert data["methods"]["central_differences_numpy_copy"]["method"] == "central_differences"
     assert result.recommendation["mode"] == "reverse"
     assert result.backend == "numpy, numpy-copy"
 

@@ -78,8 +78,11 @@ def test_forward_trace_of_the_seed_example_matches_the_background_notes():
     assert rows["v5"]["tangents"] == [2.5838531634528574]
     assert rows["v3"]["tangent_text"] == "v̇1·v2"
     assert rows["v4"]["tangent_text"] == "cos(v1)·v̇1"
-    assert rows["v4"]["partials"] == [{"wrt": "v1", "text": "cos(v1)", "value": -0.4161468365471424}]
-    assert rows["v3"]["partials"] == [{"wrt": "v1", "text": "v2", "value": 3.0}]
+    assert rows["v4"]["partials"] == [{"wrt": "v1", "text": "cos(v1)", "value": -0.4161468365471424,
+                                       "used": True}]
+    # every input's partial is listed; v2 carries no tangent, so ∂/∂v2 is not used (nor counted)
+    assert rows["v3"]["partials"] == [{"wrt": "v1", "text": "v2", "value": 3.0, "used": True},
+                                      {"wrt": "v2", "text": "v1", "value": 2.0, "used": False}]
     assert rows["v3"]["source"] == "x1 * x2" and rows["v3"]["line"] == 5
     assert data["tangent"] == {"f": [2.5838531634528574]}
     # the second pass of the notes: seed x2 gives ∂f/∂x2 = 2
@@ -87,7 +90,7 @@ def test_forward_trace_of_the_seed_example_matches_the_background_notes():
 
 
 def test_forward_trace_text_shows_the_exact_digits():
-    result = run("trace", SEED, "--mode", "forward", "--seed", "x1", env={"NO_COLOR": "1"})
+    result = run("trace", SEED, "--mode", "forward", "--seed", "x1", env={"NO_COLOR": "1", "COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "\x1b[" not in out
@@ -114,7 +117,7 @@ def test_reverse_trace_of_the_seed_example_matches_the_background_notes():
     assert rows["v3"]["cached"] == {"value": None, "partials": []}
     assert data["gradient"] == {"x1": 2.5838531634528574, "x2": 2.0}
     assert data["cotangent"] == {"f": 1.0}
-    text = run("trace", SEED, "--mode", "reverse", env={"NO_COLOR": "1"}).stdout
+    text = run("trace", SEED, "--mode", "reverse", env={"NO_COLOR": "1", "COLUMNS": "200"}).stdout
     assert "v̄1 = v̄3·v2 + v̄4·cos(v1)" in text and "2.5838531634528574" in text
     assert "● cos(v1)" in text and "○ read" in text
     assert "gradient of the output" in text
@@ -127,7 +130,7 @@ def test_dual_numbers(tmp_path):
     assert data["dual"] is True
     assert rows_by_var(data)["v3"]["dual"] == "8 + 12ε"
     assert rows_by_var(data)["v1"]["dual"] == "2 + ε"
-    text = run("trace", cube, "--dual", env={"NO_COLOR": "1"}).stdout
+    text = run("trace", cube, "--dual", env={"NO_COLOR": "1", "COLUMNS": "80"}).stdout
     assert "8 + 12ε" in text
     two = rows_by_var(ok_json("trace", SEED, "--dual", "--seed", "x1", "--seed", "x2"))
     assert two["v3"]["dual"] == "6 + 3ε₁ + 2ε₂"
@@ -140,7 +143,13 @@ def test_several_seeds_are_several_directions():
     assert [s["label"] for s in data["seeds"]] == ["x1", "x2"]
     assert data["tangent"] == {"f": [2.5838531634528574, 2.0]}
     assert rows_by_var(data)["v3"]["tangents"] == [3.0, 2.0]
-    assert data["cost"]["passes"] == 2
+    # vector forward mode: one sweep carries both directions, so f is evaluated (and counted) once
+    assert data["cost"]["passes"] == 2 and data["cost"]["sweeps"] == 1
+    assert data["cost"]["primal_sweeps"] == 1
+    one = ok_json("trace", SEED, "--seed", "x1")
+    assert data["totals"]["mults"]["primal"] == one["totals"]["mults"]["primal"] == 1
+    assert data["totals"]["flops"]["primal"] == one["totals"]["flops"]["primal"] == 3
+    assert data["totals"] == _counts(data["cost"])
 
 
 def test_seed_elements_and_direction_option():
@@ -220,7 +229,7 @@ def test_library_rows_sum_to_the_cost():
 
 def test_elided_preview_full_and_one_node():
     mlp = str(ROOT / "samples" / "mlp.ad")
-    env = {"NO_COLOR": "1"}
+    env = {"NO_COLOR": "1", "COLUMNS": "200"}
     short = run("trace", mlp, env=env).stdout
     assert "…" in short and "--full shows all" in short
     full = run("trace", mlp, "--full", env=env).stdout
@@ -235,7 +244,7 @@ def test_elided_preview_full_and_one_node():
 
 
 def test_source_is_not_rich_markup():
-    text = run("trace", str(ROOT / "samples" / "chain.ad"), env={"NO_COLOR": "1"}).stdout
+    text = run("trace", str(ROOT / "samples" / "chain.ad"), env={"NO_COLOR": "1", "COLUMNS": "200"}).stdout
     assert "input x: vec[n] = ones" in text
 
 
@@ -287,7 +296,7 @@ def test_docs_examples_are_current(monkeypatch):
     blocks = re.findall(r"```console\n\$ adcli (.*?)\n(.*?)```", doc, re.S)
     assert len(blocks) >= 8
     for command, expected in blocks:
-        result = run(*shlex.split(command), env={"NO_COLOR": "1"})
+        result = run(*shlex.split(command), env={"NO_COLOR": "1", "COLUMNS": "80"})
         got = [line.rstrip() for line in (result.stdout + result.stderr).splitlines()]
         want = [line.rstrip() for line in expected.splitlines()]
         assert got == want, command
@@ -295,6 +304,7 @@ def test_docs_examples_are_current(monkeypatch):
 
 def test_long_traces_show_their_ends_unless_full():
     deep = str(ROOT / "samples" / "deep.ad")
-    text = run("trace", deep, "--set", "depth=200", "--mode", "reverse", env={"NO_COLOR": "1"}).stdout
+    text = run("trace", deep, "--set", "depth=200", "--mode", "reverse",
+               env={"NO_COLOR": "1", "COLUMNS": "200"}).stdout
     assert "103 more rows" in text and "403 rows: the first and last 150 are shown" in text
     assert len(ok_json("trace", deep, "--set", "depth=200", "--mode", "reverse")["rows"]) == 403

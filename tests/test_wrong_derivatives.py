@@ -156,9 +156,9 @@ def test_fd_alone_disagreeing_points_at_fd():
         def __init__(self, jac):
             self.result = type("R", (), {"jacobian": np.asarray(jac, dtype=float)})()
     runs = {"forward": Run([[1.0, 2.0]]), "reverse": Run([[1.0, 2.0]]),
-            "central differences": Run([[1.0, 2.5]])}
+            "central_differences": Run([[1.0, 2.5]])}
     verdict = agreement(runs, "float64")
-    assert verdict["disagreeing"] == ["central differences"]
+    assert verdict["disagreeing"] == ["central_differences"]
     assert "kink" in verdict["message"]
 
 

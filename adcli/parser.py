@@ -121,14 +121,15 @@ def strip_bom(text: str) -> str:
 def check_statement_count(text: str, limit: int, filename: str = "<input>") -> None:
     """Refuse a file of more than `limit` statements before parsing it (Lark takes
     minutes and gigabytes over a million lines). Counted cheaply: lines with content
-    outside brackets and not continued with a backslash; stops at the first one over."""
+    (other than a block's closing brace) outside brackets and not continued with a
+    backslash; stops at the first one over."""
     if text.count("\n") < limit:
         return
     count = depth = 0
     continued = False
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(_lines(text), 1):
         code = raw.split("#", 1)[0]
-        starts = not continued and depth == 0 and code.strip() != ""
+        starts = not continued and depth == 0 and code.strip() not in ("", "}")   # "}" ends a block
         depth = max(depth + code.count("(") + code.count("[") - code.count(")") - code.count("]"), 0)
         continued = code.rstrip().endswith("\\")
         if starts:
@@ -138,6 +139,17 @@ def check_statement_count(text: str, limit: int, filename: str = "<input>") -> N
                     f"the file has more than {limit:,} statements (the node limit)",
                     SourceLocation(filename, number, 1, raw),
                     hint="split the program, or raise --node-limit")
+
+
+def _lines(text: str):
+    """The lines of `text`, one at a time (not a list of all of them)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        if end < 0:
+            end = len(text)
+        yield text[start:end].rstrip("\r")
+        start = end + 1
 
 
 def parse(text: str, filename: str = "<input>", max_statements: int | None = None) -> list[Ast]:

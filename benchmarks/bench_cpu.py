@@ -64,8 +64,8 @@ def mlp(repeat: int, size: int, batch: int):
     program = adcli.load(ROOT / "samples" / "mlp.ad", set={"n": size, "h": size, "batch": batch})
     params = int(sum(np.prod(program.input_shape(n)) for n in program.input_names))
     inputs = program.resolve_inputs()
-    consts = {program.graph.nodes[i].attrs["name"]: program.graph.nodes[i].attrs["value"]
-              for i in program.graph.consts.values()}
+    consts = {program.graph.nodes[i].attrs["name"]: np.asarray(program.graph.nodes[i].attrs["value"])
+              for i in program.graph.consts.values()}   # a const's value is a recipe (build.Data)
     X, target = consts["X"], consts["target"]
 
     def run_adcli(measure):

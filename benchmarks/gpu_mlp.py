@@ -52,12 +52,14 @@ def median_time(fn, sync, repeat, warmup=3):
 
 
 def problem(width, batch, inputs):
+    import numpy as np
+
     import adcli
 
     program = adcli.load(ROOT / "samples" / "mlp.ad", set={"n": inputs, "h": width, "batch": batch})
     host = program.resolve_inputs()
     graph = program.graph
-    consts = {name: graph.nodes[i].attrs["value"] for name, i in graph.consts.items()}
+    consts = {name: np.asarray(graph.nodes[i].attrs["value"]) for name, i in graph.consts.items()}
     return program, host, consts
 
 

@@ -509,7 +509,7 @@ class Builder:
             if name in self.const_values:
                 data = self.const_values[name]
                 return _Shape(data.shape) if abstract else data.value
-            if name in ("zeros", "ones"):
+            if name in ("zeros", "ones", "randn", "rand"):   # the functions that need no argument
                 return self._data_call(Ast("call", (name, (), {}), ast.line, ast.column), shape, abstract)
             self.fail(NameProblem, f"'{name}' is not a dim or const; initial values are constant data", ast)
         if kind == "neg":

@@ -105,6 +105,23 @@ def _describe_expected(names) -> str:
     return ", ".join(described)
 
 
+STATEMENT_KEYWORDS = ("dim", "input", "const", "output", "def", "repeat", "return")
+
+
+def _keyword_hint(lines, line: int, column: int) -> str | None:
+    """'did you mean input?' when the error sits right after a line's first word and
+    that word is a near miss of a statement keyword (`inptu x = 2.0`)."""
+    from difflib import get_close_matches
+
+    source = lines[line - 1] if 0 < line <= len(lines) else ""
+    words = source[:column - 1].split()
+    if len(words) != 1 or not words[0].isidentifier() or words[0] in STATEMENT_KEYWORDS:
+        return None
+    close = get_close_matches(words[0], STATEMENT_KEYWORDS, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? (a statement starts with {', '.join(STATEMENT_KEYWORDS)} " \
+           "or a name and '=')" if close else None
+
+
 def _token_text(token) -> str:
     if token.type == "_NL":
         return "end of line"
@@ -192,7 +209,7 @@ def parse(text: str, filename: str = "<input>", max_statements: int | None = Non
             problem = f"unexpected {_token_text(token)}"
         raise SyntaxProblem(
             f"{problem}; expected {_describe_expected(exc.accepts or exc.expected)}",
-            location(line, column)) from None
+            location(line, column), hint=_keyword_hint(lines, line, column)) from None
     except UnexpectedInput as exc:  # any other lark parse failure
         raise SyntaxProblem("could not parse this", location(exc.line, exc.column)) from None
     try:

@@ -533,3 +533,33 @@ def test_no_combining_mark_is_split_from_its_letter():
     for line in text.splitlines():
         stripped = line.lstrip()
         assert not stripped or not unicodedata.combining(stripped[0]), line
+
+
+# -- language: keyword typos, data functions without arguments ------------------------------------
+
+@pytest.mark.parametrize("typo, keyword", [("inptu x = 2.0", "input"), ("ouptut y = 2", "output"),
+                                           ("cosnt c = 1", "const"), ("dmi n = 3", "dim")])
+def test_a_misspelt_statement_keyword_gets_a_suggestion(tmp_path, typo, keyword):
+    path = tmp_path / "typo.ad"
+    path.write_text(typo + "\n")
+    result = CliRunner().invoke(cli, ["grad", str(path), "--json"])
+    assert result.exit_code == 1
+    error = json.loads(result.stderr)["error"]
+    assert error["kind"] == "syntax" and error["line"] == 1
+    assert error["hint"].startswith(f"did you mean '{keyword}'?")
+
+
+def test_no_suggestion_for_a_word_unlike_any_keyword(tmp_path):
+    path = tmp_path / "other.ad"
+    path.write_text("input x = 2\nfoo y = x\n")
+    error = json.loads(CliRunner().invoke(cli, ["grad", str(path), "--json"]).stderr)["error"]
+    assert error.get("hint") in (None, "") or "did you mean" not in error["hint"]
+
+
+def test_randn_and_rand_without_arguments_use_seed_zero():
+    values = {form: adcli.loads(f"input x: vec[4] = {form}\noutput y = sum(x)\n").resolve_inputs()["x"]
+              for form in ("randn", "randn()", "randn(seed=0)")}
+    np.testing.assert_array_equal(values["randn"], values["randn(seed=0)"])
+    np.testing.assert_array_equal(values["randn()"], values["randn(seed=0)"])
+    uniform = adcli.loads("input x: vec[4] = rand\noutput y = sum(x)\n").resolve_inputs()["x"]
+    np.testing.assert_array_equal(uniform, np.random.default_rng(0).random(4))

@@ -654,7 +654,7 @@ class Program:
 
     def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
                  backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
-                 measure_memory: bool = True, warmup: bool | None = None,
+                 measure_memory: bool = False, warmup: bool | None = None,
                  json: bool = False) -> Derivative:
         """The full Jacobian of all outputs w.r.t. `wrt` (default: all inputs).
         `warmup` (default: the backend's choice, on for CuPy) runs the sweeps once
@@ -890,7 +890,7 @@ class Program:
         return result
 
     def jvp(self, direction: dict, at=None, backend="numpy", dtype="float64",
-            measure_memory=True, observer=None, warmup: bool | None = None,
+            measure_memory=False, observer=None, warmup: bool | None = None,
             memory_limit: int | None = None, json: bool = False) -> Derivative:
         """J·v for a direction {input: array} (inputs left out get no tangent): one forward pass.
         `observer(runner, event, node, value, derivative)` sees every node as the sweep runs
@@ -900,7 +900,7 @@ class Program:
                             warmup=warmup, memory_limit=memory_limit, json=json)
 
     def vjp(self, cotangent: dict, at=None, wrt=None, backend="numpy", dtype="float64",
-            measure_memory=True, observer=None, warmup: bool | None = None,
+            measure_memory=False, observer=None, warmup: bool | None = None,
             memory_limit: int | None = None, json: bool = False) -> Derivative:
         """uᵀ·J for a cotangent {output: array} (outputs left out get none): one reverse pass."""
         return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt, observer,

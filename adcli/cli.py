@@ -525,13 +525,15 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
         if wrt and directions:
             raise UsageProblem("--wrt does not apply to --direction; the direction names its inputs")
         if directions:
-            result = program.jvp(given, at=at, backend=backend, dtype=dtype, memory_limit=limit, json=as_json)
+            result = program.jvp(given, at=at, backend=backend, dtype=dtype, memory_limit=limit, json=as_json,
+                                 measure_memory=True)
         else:
             result = program.vjp(given, at=at, wrt=list(wrt) or None, backend=backend, dtype=dtype,
-                                 memory_limit=limit, json=as_json)
-    else:
+                                 memory_limit=limit, json=as_json, measure_memory=True)
+    else:   # the CLI reports peak bytes, so it asks for them (the API does not by default)
         result = program.jacobian(mode=mode or "auto", wrt=list(wrt) or None, at=at, chunk=chunk,
-                                  backend=backend, dtype=dtype, memory_limit=limit, json=as_json)
+                                  backend=backend, dtype=dtype, memory_limit=limit, json=as_json,
+                                  measure_memory=True)
     nonfinite = _check_finite(program, result, at, dtype)
     if output_path:
         _save_jacobian(result, output_path)
@@ -553,8 +555,19 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
 def _check_finite(program, result, at, dtype):
     import numpy as np
 
-    arrays = [result.jacobian] + list(result.value.values())
-    if all(np.all(np.isfinite(a)) for a in arrays):
+    # The blocks as they are: result.jacobian would assemble a second m×n copy, and
+    # isfinite over all of it a full boolean temporary; check in slices instead.
+    parts = ([result.matrix] if result.matrix is not None else
+             [block for blocks in result.blocks.values() for block in blocks.values()])
+
+    def finite(array) -> bool:
+        array = np.asarray(array)
+        if array.ndim == 0:
+            return bool(np.isfinite(array))
+        step = max(1, (1 << 20) // max(1, array[0].size))   # about a million entries a slice
+        return all(bool(np.isfinite(array[i:i + step]).all()) for i in range(0, len(array), step))
+
+    if all(finite(a) for a in parts + list(result.value.values())):
         return None
     culprit = program.find_nonfinite(at, dtype, result)
     return (f"the result holds nan or infinity: {culprit}" if culprit

@@ -1626,7 +1626,7 @@ class Generator:
                     add(self.fresh("o"), t.e, t.v)
             elif kind == "input":                       # output o = x
                 d = c.choice([d for d in self.inputs if d.name not in self.rebound] or self.inputs)
-                add(self.fresh("o"), var(d.name), d.value)
+                add(self.fresh("o"), var(d.name), env.values[d.name])
             else:                                       # output t; output o = t
                 n = c.choice(intermediates[-3:])
                 add(n, None, env.values[n])
@@ -1654,6 +1654,9 @@ class Generator:
             t = self.safe(e, env)
             if t is not None:
                 add(self.fresh("o"), t.e, t.v)
+        if not declared:      # every output above was too large: one that fits
+            t = self.expr(env, 2)
+            add(self.fresh("o"), t.e, t.v)
 
 
 def names_in(e):

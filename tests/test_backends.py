@@ -88,7 +88,7 @@ def test_all_ops_program_uses_every_op():
 def test_jacobian_equals_numpy_and_counts_are_identical(which, mode, backend):
     program = load(which)
     reference = program.jacobian(mode=mode, backend="numpy")
-    result = program.jacobian(mode=mode, backend=backend)
+    result = program.jacobian(mode=mode, backend=backend, measure_memory=True)
     assert result.backend == backend and result.mode == mode
     assert_close(result.jacobian, reference.jacobian)
     for name in program.output_names:
@@ -110,7 +110,7 @@ def test_jvp_and_vjp_equal_numpy(which, backend):
     cotangent = {n: rng.standard_normal(program.output_shape(n)) for n in program.output_names}
     for kind, given in (("jvp", direction), ("vjp", cotangent)):
         reference = getattr(program, kind)(given, backend="numpy")
-        result = getattr(program, kind)(given, backend=backend)
+        result = getattr(program, kind)(given, backend=backend, measure_memory=True)
         assert_close(result.jacobian, reference.jacobian)
         arrays, expected = ((result.tangent, reference.tangent) if kind == "jvp"
                             else (result.cotangent, reference.cotangent))
@@ -164,8 +164,10 @@ def test_time_is_measured_and_a_warmup_is_reported_apart(backend):
 def test_peak_bytes_is_the_measured_peak(backend):
     """A larger problem needs more device (or host) memory, and the peak is at least
     the gradient the sweep makes."""
-    small = load(ROOT / "samples" / "mlp.ad", set={"n": 64, "h": 64}).jacobian(mode="reverse", backend=backend)
-    large = load(ROOT / "samples" / "mlp.ad", set={"n": 256, "h": 512}).jacobian(mode="reverse", backend=backend)
+    small = load(ROOT / "samples" / "mlp.ad", set={"n": 64, "h": 64}).jacobian(mode="reverse", backend=backend,
+                                                                                measure_memory=True)
+    large = load(ROOT / "samples" / "mlp.ad", set={"n": 256, "h": 512}).jacobian(mode="reverse", backend=backend,
+                                                                                 measure_memory=True)
     assert large.cost.peak_bytes > small.cost.peak_bytes
     assert large.cost.peak_bytes >= 256 * 512 * 8   # dW1, float64
     # a 1 MiB gradient comes back through pinned host memory on CuPy: same numbers

@@ -465,6 +465,21 @@ def _int_power(e):
     return e.op == "num" and float(e.p["value"]).is_integer()
 
 
+
+def index_key(subs, shape) -> tuple:
+    """The NumPy key for an index expression's subscripts (element, or slice with
+    open or negative bounds), shared by both oracles."""
+    key = []
+    for axis, sub in enumerate(subs):
+        n = shape[axis]
+        if sub[0] == "at":
+            key.append(sub[1].value % n)
+        else:
+            lo = 0 if sub[1] is None else sub[1].value % n if sub[1].value < 0 else sub[1].value
+            hi = n if sub[2] is None else sub[2].value + n if sub[2].value < 0 else sub[2].value
+            key.append(slice(lo, hi))
+    return tuple(key)
+
 def ev(e, scope, ctx):
     with np.errstate(all="ignore"):
         out = np.asarray(_ev(e, scope, ctx), dtype=np.float64)
@@ -594,16 +609,7 @@ def _ev(e, scope, ctx):
         ctx.feature({("at",): "index:1d-element" if x.ndim == 1 else "index:row-only",
                      ("at", "at"): "index:2d-element", ("at", "all"): "index:row",
                      ("all", "at"): "index:column"}.get(kinds, "slice" if x.ndim == 1 else "slice-mat"))
-        key = []
-        for axis, sub in enumerate(p["subs"]):
-            n = x.shape[axis]
-            if sub[0] == "at":
-                key.append(sub[1].value % n)
-            else:
-                lo = 0 if sub[1] is None else sub[1].value % n if sub[1].value < 0 else sub[1].value
-                hi = n if sub[2] is None else sub[2].value + n if sub[2].value < 0 else sub[2].value
-                key.append(slice(lo, hi))
-        return x[tuple(key)]
+        return x[index_key(p["subs"], x.shape)]
     if op == "defcall":
         f = ctx.defs[p["name"]]
         calls = ctx.trace.def_calls[f.name] = ctx.trace.def_calls.get(f.name, 0) + 1
@@ -834,16 +840,7 @@ def dual(e, scope, ctx, K):
         return out, np.concatenate(ts, axis=1) if op == "concat" else np.stack(ts, axis=1)
     if op == "index":
         x, t = dual(k[0], scope, ctx, K)
-        key = []
-        for axis, sub in enumerate(p["subs"]):
-            n = x.shape[axis]
-            if sub[0] == "at":
-                key.append(sub[1].value % n)
-            else:
-                lo = 0 if sub[1] is None else sub[1].value % n if sub[1].value < 0 else sub[1].value
-                hi = n if sub[2] is None else sub[2].value + n if sub[2].value < 0 else sub[2].value
-                key.append(slice(lo, hi))
-        key = tuple(key)
+        key = index_key(p["subs"], x.shape)
         return x[key], None if t is None else t[(slice(None),) + key]
     if op == "defcall":
         f = ctx.defs[p["name"]]

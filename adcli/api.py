@@ -191,6 +191,22 @@ class Derivative:
             rows.append(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
         return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
 
+    @property
+    def shape(self) -> tuple:
+        """(m, n) of the Jacobian, without assembling it."""
+        if self.matrix is not None:
+            return self.matrix.shape
+        return (sum(prod(shape) for _, shape in self.row_spec),
+                sum(prod(shape) for _, shape in self.column_spec))
+
+    def entry(self, i: int, j: int) -> float:
+        """J[i, j], read from its block: a display of a few entries need not assemble
+        (and hold a second copy of) an m × n Jacobian."""
+        if self.matrix is not None or "jacobian" in self.__dict__:
+            return float(self.jacobian[i, j])
+        (o, oshape, r), (w, ishape, c) = _locate(self.row_spec, i), _locate(self.column_spec, j)
+        return float(self.blocks[o][w][np.unravel_index(r, oshape) + np.unravel_index(c, ishape)])
+
     @functools.cached_property
     def rows(self) -> list:
         """Row labels (made on first use: a million-parameter gradient has a million)."""
@@ -991,6 +1007,16 @@ class Program:
         place = f"{self.graph.filename}:{node.line}" if node.line else self.graph.filename
         text = f" ({node.text.strip()})" if node.text else ""
         return f"{node.var} = {node.op}{text} at {place}"
+
+
+def _locate(spec, index: int) -> tuple:
+    """(name, shape, flat position inside it) of element `index` of a row or column spec."""
+    for name, shape in spec:
+        size = prod(shape)
+        if index < size:
+            return name, shape, index
+        index -= size
+    raise IndexError(index)
 
 
 def _with_last(items):

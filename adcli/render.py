@@ -98,14 +98,13 @@ def jacobian_table(result, full: bool, width: int = 80):
     Returns (renderable, note)."""
     from rich.console import Group
 
-    jac = result.jacobian
-    m, n = jac.shape
+    m, n = result.shape   # entries are read from the blocks: J itself is never assembled here
     name = {"jacobian": "Jacobian", "jvp": "JVP  J·v", "vjp": "VJP  uᵀ·J"}[result.kind]
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("", style="bold cyan", no_wrap=True)
     if m == 1 and n > 1:
         labels = [result.columns[j] for j in range(min(n, MAX_COLUMNS + 1))]
-        cells = [number(jac[0, j]) for j in range(len(labels))]
+        cells = [number(result.entry(0, j)) for j in range(len(labels))]
         row_width = (_cell_width([result.rows[0]]) + 2
                      + sum(max(_cell_width([a]), _cell_width([b])) + 3 for a, b in zip(labels, cells)))
         if n <= MAX_COLUMNS and row_width <= width:   # the whole row fits: print it as it is
@@ -128,7 +127,7 @@ def jacobian_table(result, full: bool, width: int = 80):
             if j is None:
                 table.add_row("⋮", "⋮")
             else:
-                table.add_row(result.columns[j], number(jac[0, j]))
+                table.add_row(result.columns[j], number(result.entry(0, j)))
         note = "" if len(rows) == n else f"showing {len(rows) - 1} of {n} entries; --full shows all"
         return Group(Text(title), table), note
     label_width = max((len(result.rows[i]) for i in range(min(m, 50))), default=1)
@@ -141,7 +140,7 @@ def jacobian_table(result, full: bool, width: int = 80):
         if i is None:
             table.add_row("⋮", *["⋱" if j is None else "⋮" for j in cols])
             continue
-        table.add_row(result.rows[i], *["…" if j is None else number(jac[i, j]) for j in cols])
+        table.add_row(result.rows[i], *["…" if j is None else number(result.entry(i, j)) for j in cols])
     note = ""
     if len(rows) < m or len(cols) < n:
         note = (f"showing {sum(r is not None for r in rows)} of {m} rows and "
@@ -218,7 +217,7 @@ def render_derivative(program, result, full=False, summary=False, saved=None):
     out.print(Panel(header, title=f"adcli grad ({result.kind})", title_align="left", expand=False))
     out.print(value_table(program, result))
     if summary:
-        m, n = result.jacobian.shape
+        m, n = result.shape
         out.print(Text(f"{'Jacobian' if result.kind == 'jacobian' else result.kind.upper()}: {m}×{n} "
                        "(not printed: --summary)"))
     else:
@@ -227,6 +226,6 @@ def render_derivative(program, result, full=False, summary=False, saved=None):
         if note:
             out.print(Text(note, style="dim"))
     if saved:
-        out.print(Text(f"saved the {result.jacobian.shape[0]}×{result.jacobian.shape[1]} Jacobian to {saved}"))
+        out.print(Text(f"saved the {result.shape[0]}×{result.shape[1]} Jacobian to {saved}"))
     out.print(Panel(cost_table(result.cost, result.mode, result.kind), title=f"cost ({result.mode} mode)",
                     title_align="left", expand=False))

@@ -194,3 +194,16 @@ def test_nonfinite_names_where_a_product_of_finite_partials_overflows(tmp_path):
     assert json.loads(reverse.stdout)["jacobian"] == [[None]]
     jvp = _cli("grad", str(path), "--direction", "x=1", "--summary")
     assert "tangent of v4" in jvp.stderr
+
+
+def test_entries_read_from_blocks_equal_the_assembled_jacobian():
+    # the text view reads a few entries from the blocks instead of assembling J
+    program = adcli.loads("input x: vec[3] = [1, 2, 3]\ninput W: mat[2, 2] = [[1, 2], [3, 4]]\n"
+                          "input s = 0.5\noutput y = sin(x) * s\noutput z = W @ [x[0], x[1]]\n"
+                          "output f = sum(W * W)\n")
+    for mode in ("forward", "reverse"):
+        result = program.jacobian(mode=mode)
+        entries = [[result.entry(i, j) for j in range(result.shape[1])] for i in range(result.shape[0])]
+        assert "jacobian" not in result.__dict__   # nothing assembled so far
+        np.testing.assert_array_equal(np.array(entries), result.jacobian)
+        assert result.shape == result.jacobian.shape

@@ -784,11 +784,6 @@ class Program:
 
         return decide(self, wrt, chunk, memory_limit, backend, dtype, exclude=exclude)
 
-    def pick_mode(self, wrt=None, chunk=None, memory_limit=None, backend="numpy", dtype="float64"):
-        """(mode, note) of the decision --mode auto makes."""
-        decision = self.decide(wrt, chunk, memory_limit, backend, dtype)
-        return decision.mode, "auto picked " + decision.reason
-
     def _predicted(self, cost, be, mode, wrt, outputs, chunk, itemsize, single=False):
         """cost.predicted: the time the machine model predicts for these very counts
         (prediction = count, so they are the predicted counts) and the predicted peak."""

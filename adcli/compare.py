@@ -98,10 +98,9 @@ def agreement(runs, dtype: str) -> dict:
     jac = {k: r.result.jacobian for k, r in runs.items() if r.result is not None}
     pairs = {}
     for a, b in (("forward", "reverse"), (FD, "reverse"), (FD, "forward")):
-        if a in jac and b in jac:
-            d = difference(jac[a], jac[b])
-            pairs[(a, b)] = {"methods": [a, b], **d,
-                             "within_tolerance": bool(d["max_rel"] <= tolerance)}   # nan: False
+        if a in jac and b in jac:   # _accuracy has made most of these already
+            d = runs[a].accuracy.get(b) or _judged(jac[a], jac[b], tolerance)
+            pairs[(a, b)] = {"methods": [a, b], **d}
 
     def agrees(a, b):
         entry = pairs.get((a, b)) or pairs.get((b, a))
@@ -284,20 +283,14 @@ def _accuracy(runs, dtype="float64"):
         pairs.append((FD, "forward"))
     for name, reference in pairs:
         if name in jac and reference in jac:
-            d = difference(jac[name], jac[reference])
-            d["within_tolerance"] = bool(d["max_rel"] <= TOLERANCE[dtype])
-            runs[name].accuracy[reference] = d
+            runs[name].accuracy[reference] = _judged(jac[name], jac[reference], TOLERANCE[dtype])
 
 
-def _plural(count, word):
-    return f"{count:,} {word}" + ("" if count == 1 else ("es" if word.endswith("ss") else "s"))
-
-
-def _ratio(a, b) -> str:
-    if b == 0:
-        return "∞"
-    r = a / b
-    return f"{r:,.0f}" if r >= 10 else f"{r:,.1f}"
+def _judged(a: np.ndarray, reference: np.ndarray, tolerance: float) -> dict:
+    """`difference`, and whether it is within the tolerance (a nan difference is not)."""
+    d = difference(a, reference)
+    d["within_tolerance"] = bool(d["max_rel"] <= tolerance)
+    return d
 
 
 def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backend="numpy",

@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .decide import seconds
 from .ir import format_shape
 
 MAX_ROWS, MAX_COLUMNS = 12, 8
@@ -61,12 +62,6 @@ def number(value: float) -> str:
 
 def count(value) -> str:
     return "—" if value is None else f"{value:,}"
-
-
-def _seconds(t: float) -> str:
-    from .decide import seconds
-
-    return seconds(t)
 
 
 def human_bytes(n) -> str:
@@ -172,8 +167,8 @@ def cost_table(cost, mode: str, kind: str = "jacobian") -> Table:
         ("values moved", count(cost.values_moved), "scalars they read and wrote"),
         ("peak bytes", human_bytes(cost.peak_bytes), "measured, during the sweeps"),
         ("  predicted", human_bytes(predicted.get("peak_bytes")), "from the graph, before running"),
-        ("time: sweeps", _seconds(times.get("sweeps") or 0), "wall clock"),
-        ("  predicted", "—" if predicted.get("time_s") is None else _seconds(predicted["time_s"]),
+        ("time: sweeps", seconds(times.get("sweeps") or 0), "wall clock"),
+        ("  predicted", "—" if predicted.get("time_s") is None else seconds(predicted["time_s"]),
          "machine model"),
         ("time: parse, build", f"{times.get('parse', 0):.4f} s, {times.get('build', 0):.4f} s", ""),
     ]

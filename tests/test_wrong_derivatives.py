@@ -155,6 +155,7 @@ def test_fd_alone_disagreeing_points_at_fd():
     class Run:
         def __init__(self, jac):
             self.result = type("R", (), {"jacobian": np.asarray(jac, dtype=float)})()
+            self.accuracy = {}   # as before compare's _accuracy fills it
     runs = {"forward": Run([[1.0, 2.0]]), "reverse": Run([[1.0, 2.0]]),
             "central_differences": Run([[1.0, 2.5]])}
     verdict = agreement(runs, "float64")

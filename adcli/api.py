@@ -421,6 +421,10 @@ class Program:
         chunk = passes if chunk is None else max(1, min(chunk, passes))
         return self._run(mode, wrt, outputs, chunk, sizes, None, single=single)
 
+    def _jacobian_shape(self, wrt, outputs) -> tuple[int, int]:
+        """(m, n): output scalars of `outputs`, input scalars of `wrt`."""
+        return sum(self._sizes(outputs, self.output_shape)), sum(self._sizes(wrt, self.input_shape))
+
     def _pass_sizes(self, mode, wrt, outputs) -> list:
         return self._sizes(wrt, self.input_shape) if mode == "forward" else \
             self._sizes(outputs, self.output_shape)
@@ -434,8 +438,7 @@ class Program:
         if key not in self._peak_cache:
             sizes = [1] if single else self._pass_sizes(mode, wrt, outputs)
             cost = self._run(mode, wrt, outputs, chunk, sizes, None, single=single)
-            n = sum(self._sizes(wrt, self.input_shape))
-            m = sum(self._sizes(outputs, self.output_shape))
+            m, n = self._jacobian_shape(wrt, outputs)
             result = 0 if single or cost.sweeps == 1 else m * n
             seeded = 0 if single else max(sizes, default=0)
             self._peak_cache[key] = (cost.peak_values_with_temporaries, result, seeded, cost.indexed,
@@ -623,8 +626,7 @@ class Program:
         the VJP's cotangent, and a label per row and column."""
         wrt = self._wrt(wrt)
         outputs = list(outputs or self.graph.outputs)
-        m = sum(self._sizes(outputs, self.output_shape))
-        n = sum(self._sizes(wrt, self.input_shape))
+        m, n = self._jacobian_shape(wrt, outputs)
         numbers = (sum(self._sizes(self.graph.outputs, self.output_shape))
                    + sum(self._sizes(self.graph.inputs, self.input_shape)))
         if kind == "jacobian":
@@ -653,8 +655,7 @@ class Program:
         what writing takes (json_bytes)."""
         wrt = self._wrt(wrt)
         outputs = list(outputs or self.graph.outputs)
-        m = sum(self._sizes(outputs, self.output_shape))
-        n = sum(self._sizes(wrt, self.input_shape))
+        m, n = self._jacobian_shape(wrt, outputs)
         values = sum(self._sizes(self.graph.outputs, self.output_shape))
         if kind == "jacobian":
             result = m * n * (2 if len(outputs) * len(wrt) > 1 else 1)

@@ -9,6 +9,7 @@ The CLI (adcli.cli) is a thin layer over this module.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import time
@@ -20,6 +21,7 @@ import numpy as np
 from .build import DEFAULT_NODE_LIMIT, Builder, Data
 from .parser import MAX_SOURCE_BYTES
 from .errors import AdError, ResourceProblem, SourceLocation, UsageProblem, ValueProblem
+from .execute import MAX_CACHED_EQUATIONS, MAX_CACHED_RUNS, CompiledRun, Replay, Stager
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
@@ -35,12 +37,12 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 #   + BASE_BYTES (+ INDEXING_SCRATCH_BYTES when a rule indexes),
 # fitted so that on every sample and chunk the prediction is at least the peak tracemalloc
 # measures and at most twice it (tests/test_memory_prediction.py).
-TEMPORARY_FACTOR = 1.5        # intermediates inside NumPy expressions beyond those counted
-SEED_INDEX_BYTES = 28         # a Seed's int64 index arrays (three at most at once) and boolean masks
-PER_NODE_BYTES = 50           # an environment entry per node
+TEMPORARY_FACTOR = 1.25       # intermediates inside NumPy expressions beyond those counted
+SEED_INDEX_BYTES = 0          # a Seed's index arrays are constants of the compiled plans
+PER_NODE_BYTES = 0            # the plans keep values in local variables, no environment
 ARRAY_HEADER_BYTES = 112      # NumPy's array object, per array reverse mode keeps
-BASE_BYTES = 7 * 1024         # the run's own dictionaries and objects
-INDEXING_SCRATCH_BYTES = 5 * 1024   # NumPy's fancy indexing allocates this much, whatever the size
+BASE_BYTES = 4000             # the run's own dictionaries and objects
+INDEXING_SCRATCH_BYTES = 4000   # NumPy's fancy indexing allocates this much, whatever the size
 # Writing a result as JSON (docs/counting.md, "Predicted memory"): per number written,
 # a Python float in a list (32 B) and its text (up to 25 characters) held about twice;
 # per row or column label, a str object and its text. report.derivative_json_pieces
@@ -235,6 +237,7 @@ class Program:
         self._analyses = {}         # static facts per (wrt, outputs)
         self._decisions = {}        # adcli.decide: the mode choice per (wrt, chunk, limit, backend, ...)
         self._default_limits = {}   # backend name -> default memory limit, read once per program
+        self._compiled = {}         # adcli.execute.CompiledRun per (mode, wrt, outputs, chunk, backend, ...)
 
     def _analysis(self, wrt, outputs) -> Analysis:
         key = (tuple(wrt or ()), tuple(outputs or ()))
@@ -498,17 +501,34 @@ class Program:
                     f"{_bytes(need(passes))}, over the memory limit of {_bytes(memory_limit)}")
 
     def _run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single=False, seeds_single=None,
-             observer=None):
+             observer=None, compile_only=False):
         """Run (or, with run_inputs None, predict) one mode. Returns a Cost, and with
-        run_inputs also fills run_inputs['result'] with the derivative arrays."""
+        run_inputs also hands the derivative arrays to run_inputs['store'].
+
+        A run is compiled on first use (adcli.execute.Stager: its sweeps become plans and
+        its counts are taken) and replayed from then on (Replay). `compile_only`: make
+        sure it is compiled; returns None when it already was."""
         abstract = run_inputs is None
+        compiled = key = None
         if abstract:
             runner = Runner(self.graph, None, None)
             runner.moves = lambda node: node.abstract_moves()   # counts only: no index maps made
-        else:
+        elif observer is not None:   # watched node by node: the reference interpreter
             runner = Runner(self.graph, run_inputs["xp"], run_inputs["dtype"],
                             run_inputs["inputs"], run_inputs["consts"])
-        runner.observer = observer
+            runner.observer = observer
+        else:
+            key = (mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single,
+                   tuple(seeds_single or ()), run_inputs["backend"], str(run_inputs["dtype"]))
+            compiled = self._compiled.get(key)
+            if compiled is not None:
+                if compile_only:
+                    return None
+                runner = Replay(compiled, run_inputs["xp"], run_inputs["dtype"],
+                                run_inputs["inputs"], run_inputs["consts"])
+            else:
+                runner = Stager(self.graph, run_inputs["xp"], run_inputs["dtype"],
+                                run_inputs["inputs"], run_inputs["consts"])
         analysis = self._analysis(wrt, outputs)
         cost = Cost(passes=sum(sizes), chunk=chunk)
         block_names = wrt if mode == "forward" else outputs
@@ -535,6 +555,14 @@ class Program:
         cost.peak_live_values = runner.live.peak
         cost.peak_values_with_temporaries = runner.live.peak_with_temporaries
         cost.indexed = runner.derivative.indexed
+        if isinstance(runner, Replay):
+            return compiled.counted()
+        if isinstance(runner, Stager):
+            cost.staged = True
+            if runner.equations <= MAX_CACHED_EQUATIONS:
+                if len(self._compiled) >= MAX_CACHED_RUNS:
+                    self._compiled.pop(next(iter(self._compiled)))
+                self._compiled[key] = CompiledRun(copy.deepcopy(cost), runner.plans)
         return cost
 
     def _seeds(self, runner, layout, block_names, shape_of, seeds_single):
@@ -597,14 +625,11 @@ class Program:
             for name, blocks in self._seeds(runner, layout, outputs_blocks, shape_of, seeds_single).items():
                 target = seeds.setdefault(self.graph.outputs[name], {})
                 for block, ct in blocks.items():
-                    if block in target:   # two outputs are one node: their cotangents add
-                        T = Linear(runner.xp, ct.shape[0], runner.derivative, runner.dtype)
+                    if block in target and ct is not None:   # two outputs are one node: their
+                        T = Linear(runner.xp, ct.shape[0], runner.derivative, runner.dtype)   # cotangents add
                         ct = T.add(target[block], ct)
                     target[block] = ct
             results = runner.backward_sweep(analysis, plan, residuals, refs, seeds, set(wrt_ids), final)
-            for blocks in results.values():
-                for t in blocks.values():
-                    runner.live.release(t)
             if run is not None:
                 for b, offset, k in layout:
                     block = "given" if b is None else outputs_blocks[b]
@@ -618,7 +643,8 @@ class Program:
     def _prepare(self, backend, dtype, at, memory_limit: int | None = None):
         be, xp_dtype, host_inputs, inputs, consts, _ = self._setup(backend, dtype, at, memory_limit,
                                                                    moves=True)
-        return be, {"xp": be.xp, "dtype": xp_dtype, "inputs": inputs, "consts": consts}, host_inputs
+        return be, {"xp": be.xp, "dtype": xp_dtype, "inputs": inputs, "consts": consts,
+                    "backend": be.name}, host_inputs
 
     def json_values(self, kind: str = "jacobian", wrt=None, outputs=None) -> tuple:
         """(numbers, labels) that writing a `kind` result as JSON writes: the value of every
@@ -743,7 +769,8 @@ class Program:
 
         run["store"] = store
         cost = self._measured(be, measure_memory, warmup,
-                              lambda r, observer: self._run(mode, wrt, outputs, chunk, sizes, r), run)
+                              lambda r, observer, only=False: self._run(mode, wrt, outputs, chunk, sizes, r,
+                                                                   compile_only=only), run)
         self._predicted(cost, be, mode, wrt, outputs, chunk, itemsize)
         values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
         host_dtype = DTYPES[dtype]
@@ -798,6 +825,11 @@ class Program:
         """go(run, observer) under be.measure; with a warm-up (default: be.warmup),
         once before with results discarded, its time kept as time_s["warmup"]."""
         times = {"parse": self.times["parse"], "build": self.times["build"]}
+        if observer is None:   # compiled first, so that what is timed is the compiled run
+            with be.measure(False) as report:
+                staged = go(dict(run, store=lambda *args: None), None, True)
+            if staged is not None:
+                times["compile"] = report["seconds"]
         if be.warmup if warmup is None else warmup:
             with be.measure(False) as report:
                 go(dict(run, store=lambda *args: None), None)
@@ -874,8 +906,9 @@ class Program:
 
         run["store"] = store
         cost = self._measured(be, measure_memory, warmup,
-                              lambda r, obs: self._run(mode, wrt_names, outputs, 1, [1], r, single=True,
-                                                       seeds_single=seeds, observer=obs),
+                              lambda r, obs, only=False: self._run(mode, wrt_names, outputs, 1, [1], r, single=True,
+                                                                  seeds_single=seeds, observer=obs,
+                                                                  compile_only=only),
                               run, observer)
         itemsize = np.dtype(DTYPES[dtype]).itemsize
         self._predicted(cost, be, mode, wrt_names, outputs, 1, itemsize, single=True)

@@ -42,6 +42,7 @@ class Cost:
     indexed: bool = False                   # whether a rule gathers or scatters by index arrays
     cached_arrays: int = 0                  # arrays (values and partials) kept for the backward sweep
     peak_bytes: int | None = None
+    staged: bool = False                    # this run compiled its plans (adcli.execute)
     time_s: dict = field(default_factory=dict)
     predicted: dict = field(default_factory=dict)   # {"time_s", "peak_bytes"}, from the graph
 
@@ -511,6 +512,9 @@ class Runner:
             node_cts = ct = t = value = x = r = p = out = None
         if self.observer:
             self.observer(self, "backward-end", None, None, None)
+        for blocks in results.values():   # handed to the caller: no longer the sweep's
+            for t in blocks.values():
+                live.release(t)
         return results
 
     def _accumulate(self, T, target: dict, block, value):

@@ -1,0 +1,169 @@
+"""Compiling a run of forward or reverse mode into plans, and running the plans.
+
+The drivers in adcli.api (``Program._forward``, ``Program._reverse``) call three sweep
+methods on an engine: ``forward_sweep``, ``reverse_forward_sweep`` and
+``backward_sweep``. Three engines answer them:
+
+- ``Runner`` (adcli.interpret) itself: with ``xp=None`` it predicts (shapes and
+  counts only); with a real array module and an observer it is the reference
+  interpreter that traces and diagnostics watch node by node;
+- ``Stager``: the same Runner on staged values (adcli.staging). Every sweep becomes a
+  ``Plan`` (adcli.plan) and all the counts are taken, once: they are the compiled
+  run's, static from then on;
+- ``Replay``: runs the plans of a ``CompiledRun`` in the order they were staged. No
+  graph walk, no counting, no liveness bookkeeping: those were done while staging.
+"""
+from __future__ import annotations
+
+import copy
+
+from .interpret import Runner, _Live
+from .plan import Plan
+from .staging import StagingXP, Sym, Tape, real
+from .tangents import Counter
+
+MAX_CACHED_EQUATIONS = 200_000   # a compiled run larger than this is staged on every call
+MAX_CACHED_RUNS = 32             # compiled runs kept per program (the oldest goes first)
+
+
+def _outputs_only(env: dict, out_ids) -> dict:
+    return {i: env[i] for i in out_ids if i in env}
+
+
+class CompiledRun:
+    """The plans of one run (one mode, wrt, outputs, chunk, backend, dtype) and its counts."""
+
+    def __init__(self, cost, plans: list):
+        self.cost = cost
+        self.plans = plans
+
+    @property
+    def equations(self) -> int:
+        return sum(p.n_eqns for p in self.plans)
+
+    def counted(self):
+        """A copy of the counts made while staging (the caller fills in times)."""
+        return copy.deepcopy(self.cost)
+
+
+class Stager(Runner):
+    """A Runner whose sweeps record plans while they run on real values."""
+
+    def __init__(self, graph, xp, dtype, input_values, const_values):
+        super().__init__(graph, xp, dtype, input_values, const_values)
+        self.real_xp = xp
+        self.plans: list[Plan] = []
+        self.out_ids = list(dict.fromkeys(graph.outputs.values()))
+        self.equations = 0
+
+    def _begin(self):
+        tape = Tape(self.real_xp)
+        self.xp = StagingXP(tape)
+        return tape
+
+    def _leaves(self, tape):
+        """The program's inputs and consts as staged values, in a fixed order."""
+        real_inputs, real_consts = self.input_values, self.const_values
+        self.input_values = {k: tape.input(v) for k, v in real_inputs.items()}
+        self.const_values = {k: tape.input(v) for k, v in real_consts.items()}
+        return real_inputs, real_consts
+
+    @staticmethod
+    def _given(tape, seeds: dict) -> dict:
+        """A given direction or cotangent is data (an input of the plan), not a constant."""
+        staged = {}
+        for name, blocks in seeds.items():
+            staged[name] = {b: tape.input(t) if b == "given" else t for b, t in blocks.items()}
+        return staged
+
+    def _end(self, tape, outputs, label, clear_inputs=False):
+        plan = Plan(tape, outputs, label, clear_inputs)
+        plan.compile()   # now, while compiling: not inside a timed or measured run
+        self.plans.append(plan)
+        self.equations += plan.n_eqns
+        self.xp = self.real_xp
+        return real(outputs)
+
+    def forward_sweep(self, analysis, seeds):
+        tape = self._begin()
+        saved = self._leaves(tape)
+        seeds = self._given(tape, seeds)
+        tangents, values = super().forward_sweep(analysis, seeds)
+        self.input_values, self.const_values = saved
+        outputs = (_outputs_only(tangents, self.out_ids), _outputs_only(values, self.out_ids))
+        return self._end(tape, outputs, "forward_sweep")
+
+    def reverse_forward_sweep(self, analysis, plan):
+        tape = self._begin()
+        saved = self._leaves(tape)
+        values, residuals, refs, cached_values, cached_inputs = super().reverse_forward_sweep(analysis, plan)
+        self.input_values, self.const_values = saved
+        values, residuals = self._end(tape, (_outputs_only(values, self.out_ids), residuals),
+                                      "reverse_forward_sweep")
+        return values, residuals, refs, cached_values, cached_inputs
+
+    def backward_sweep(self, analysis, plan, residuals, refs, seeds, wrt_ids, final):
+        tape = self._begin()
+        staged = {key: tape.input(value) for key, value in residuals.items()}
+        keys = list(residuals)
+        seeds = self._given(tape, seeds)
+        results = super().backward_sweep(analysis, plan, staged, refs, seeds, wrt_ids, final)
+        if final:   # what the sweep freed is gone from the caller's residuals too
+            for key in keys:
+                if key not in staged:
+                    del residuals[key]
+        return self._end(tape, results, "backward_sweep", clear_inputs=final)
+
+
+class _Unwatched(_Live):
+    """Liveness not kept: the plans free what they no longer need by themselves."""
+
+    def hold(self, t):
+        pass
+
+    def release(self, t):
+        pass
+
+
+class Replay:
+    """Runs a compiled run's plans in order, with the drivers' calls answered from them.
+
+    The drivers still make seeds and count into ``primal``/``derivative``/``live``;
+    here those are throwaway (the plans hold the seeds, the compiled run the counts)."""
+
+    def __init__(self, compiled: CompiledRun, xp, dtype, input_values, const_values):
+        self.plans = iter(compiled.plans)
+        self.xp, self.dtype = xp, dtype
+        self.leaves = list(input_values.values()) + list(const_values.values())
+        self.primal = Counter()
+        self.derivative = Counter()
+        self.live = _Unwatched()
+        self.observer = None
+
+    def seed(self, shape, offset, k):
+        return None   # made while staging: a constant of the plan
+
+    def residual_plan(self, analysis, recompute=True):
+        return None
+
+    @staticmethod
+    def _given(seeds: dict) -> list:
+        return [t for blocks in seeds.values() for b, t in blocks.items() if b == "given"]
+
+    def forward_sweep(self, analysis, seeds):
+        return next(self.plans)(self.leaves + self._given(seeds))
+
+    def reverse_forward_sweep(self, analysis, plan):
+        values, residuals = next(self.plans)(list(self.leaves))
+        return values, residuals, {}, 0, 0
+
+    def backward_sweep(self, analysis, plan, residuals, refs, seeds, wrt_ids, final):
+        step = next(self.plans)
+        inputs = list(residuals.values()) + self._given(seeds)
+        if final:   # the plan empties `inputs` once read: residuals die at their last use
+            residuals.clear()
+        return step(inputs)
+
+
+def is_staged(value) -> bool:
+    return isinstance(value, Sym)

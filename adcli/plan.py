@@ -1,0 +1,247 @@
+"""A staged program (adcli.staging) compiled into a Python function.
+
+``Plan`` takes a tape and what its outputs are, works out statically what the
+interpreter used to work out on every run, and writes straight-line Python:
+- operands are local variables (no environment dictionaries, no lookups by node);
+- each variable is deleted right after its last use (liveness decided once, here),
+  so memory is freed as early as the rules allow;
+- a sum whose left operand dies there and owns its memory is made in place
+  (``a += b``): cotangents accumulate without a new array per contribution;
+- nothing is counted: the counts were taken while staging and are the plan's.
+
+The same source, with its constants written out, is what ``adcli codegen`` emits.
+"""
+from __future__ import annotations
+
+from .staging import BINARY, UNARY, Const, Sym, Var
+
+# Calls and methods whose result is a new array that nothing else refers to.
+FRESH_CALLS = {"sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh", "abs", "sign", "where",
+               "maximum", "minimum", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
+               "empty_like", "concatenate", "stack", "cumprod", "sum", "max", "min", "mean", "prod",
+               "isfinite", "dot", "matmul", "outer"}
+FRESH_METHODS = {"sum", "astype", "copy", "max", "min", "mean", "prod"}
+
+
+class _Slot:
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+def _template(tree, found: list):
+    """The output structure with each staged value replaced by a slot."""
+    if isinstance(tree, Sym):
+        found.append(tree.var)
+        return _Slot(len(found) - 1)
+    if isinstance(tree, dict):
+        return {k: _template(v, found) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_template(v, found) for v in tree)
+    return tree
+
+
+def _fill(template, values):
+    if isinstance(template, _Slot):
+        return values[template.index]
+    if isinstance(template, dict):
+        return {k: _fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, values) for v in template]
+    if isinstance(template, tuple):
+        return tuple([_fill(v, values) for v in template])
+    return template
+
+
+def _vars_in(arg, into: list):
+    if isinstance(arg, Var):
+        into.append(arg.id)
+    elif isinstance(arg, (tuple, list)):
+        for a in arg:
+            _vars_in(a, into)
+    elif isinstance(arg, dict):
+        for a in arg.values():
+            _vars_in(a, into)
+    elif isinstance(arg, slice):
+        for a in (arg.start, arg.stop, arg.step):
+            _vars_in(a, into)
+    return into
+
+
+def _consts_in(arg, into: set):
+    if isinstance(arg, Const):
+        into.add(arg.id)
+    elif isinstance(arg, (tuple, list)):
+        for a in arg:
+            _consts_in(a, into)
+    elif isinstance(arg, dict):
+        for a in arg.values():
+            _consts_in(a, into)
+    elif isinstance(arg, slice):
+        for a in (arg.start, arg.stop, arg.step):
+            _consts_in(a, into)
+    return into
+
+
+def expr(arg) -> str:
+    """Python source for one argument."""
+    if isinstance(arg, Var):
+        return f"v{arg.id}"
+    if isinstance(arg, Const):
+        return f"c{arg.id}"
+    if isinstance(arg, tuple):
+        inner = ", ".join(expr(a) for a in arg)
+        return f"({inner},)" if len(arg) == 1 else f"({inner})"
+    if isinstance(arg, list):
+        return "[" + ", ".join(expr(a) for a in arg) + "]"
+    if isinstance(arg, slice):
+        return f"slice({expr(arg.start)}, {expr(arg.stop)}, {expr(arg.step)})"
+    if isinstance(arg, float):
+        if arg != arg:
+            return "float('nan')"
+        if arg in (float("inf"), float("-inf")):
+            return f"float('{arg}')"
+    return repr(arg)
+
+
+def key_expr(key) -> str:
+    """An index as written between brackets: x[c1, :, 2]."""
+    parts = key if isinstance(key, tuple) else (key,)
+    out = []
+    for part in parts:
+        if isinstance(part, slice):
+            text = ":".join("" if p is None else expr(p) for p in (part.start, part.stop))
+            out.append(text if part.step is None else f"{text}:{expr(part.step)}")
+        elif part is Ellipsis:
+            out.append("...")
+        else:
+            out.append(expr(part))
+    if isinstance(key, tuple) and len(key) == 1:
+        return out[0] + ","
+    return ", ".join(out) if out else "()"
+
+
+def statement(eqn) -> str:
+    """One equation as a line of Python (xp functions are bound as xp_<name>)."""
+    args, name = eqn.args, eqn.name
+    kwargs = "".join(f", {k}={expr(v)}" for k, v in eqn.kwargs.items())
+    if eqn.kind == "call":
+        call = ", ".join(expr(a) for a in args) + kwargs
+        return f"v{eqn.out} = xp_{name}({call.lstrip(', ')})"
+    if eqn.kind == "binary":
+        return f"v{eqn.out} = {expr(args[0])} {BINARY[name][1]} {expr(args[1])}"
+    if eqn.kind == "unary":
+        return f"v{eqn.out} = {UNARY[name][1]}{expr(args[0])}"
+    if eqn.kind == "method":
+        call = ", ".join(expr(a) for a in args[1:]) + kwargs
+        return f"v{eqn.out} = {expr(args[0])}.{name}({call.lstrip(', ')})"
+    if eqn.kind == "attr":
+        return f"v{eqn.out} = {expr(args[0])}.{name}"
+    if eqn.kind == "getitem":
+        return f"v{eqn.out} = {expr(args[0])}[{key_expr(args[1])}]"
+    if eqn.kind == "setitem":
+        return f"{expr(args[0])}[{key_expr(args[1])}] = {expr(args[2])}"
+    if eqn.kind == "inplace":
+        return f"{expr(args[0])} {BINARY[name][1]}= {expr(args[1])}"
+    raise ValueError(f"unknown equation kind {eqn.kind}")
+
+
+class Plan:
+    """One staged sweep, compiled: call it with its inputs' values, in order."""
+
+    def __init__(self, tape, outputs, label: str = "plan", clear_inputs: bool = False):
+        self.label = label
+        self.xp = tape.xp
+        self.info = tape.info
+        self.inputs = list(tape.inputs)
+        out_vars: list = []
+        self.template = _template(outputs, out_vars)
+        self.outputs = out_vars
+        self.clear_inputs = clear_inputs   # the inputs list is emptied once read (the last sweep
+        #                                    frees residuals as it goes: the caller keeps none)
+        self.lines, used = self._lines(tape.eqns)
+        self.consts = {cid: tape.consts[cid] for cid in sorted(used)}
+        self.functions = sorted({e.name for e in tape.eqns if e.kind == "call"})
+        self.n_eqns = len(tape.eqns)
+        self._fn = None
+
+    def _lines(self, eqns):
+        """The body, with deletions after last uses and sums made in place."""
+        outputs = set(self.outputs)
+        inputs = set(self.inputs)
+        last = {}
+        uses = []
+        for index, eqn in enumerate(eqns):
+            read = _vars_in(eqn.args, [])
+            _vars_in(eqn.kwargs, read)
+            uses.append(read)
+            for v in read:
+                last[v] = index
+        fresh, aliased = set(), set()
+        for eqn, read in zip(eqns, uses):
+            if eqn.out is None:
+                continue
+            if eqn.kind in ("binary", "unary") or (eqn.kind == "call" and eqn.name in FRESH_CALLS) \
+                    or (eqn.kind == "method" and eqn.name in FRESH_METHODS):
+                fresh.add(eqn.out)
+            else:   # may be a view of its operands: they must not be changed in place
+                aliased.update(read)
+        used_consts: set = set()
+        lines = []
+        renamed = {}
+        for index, (eqn, read) in enumerate(zip(eqns, uses)):
+            _consts_in(eqn.args, used_consts)
+            _consts_in(eqn.kwargs, used_consts)
+            left = eqn.args[0] if eqn.kind == "binary" and eqn.name == "add" else None
+            if (isinstance(left, Var) and last.get(left.id) == index and left.id in fresh
+                    and left.id not in aliased and left.id not in outputs and left.id not in inputs
+                    and read.count(left.id) == 1 and self.info[left.id] == self.info[eqn.out]):
+                # the left operand dies here and owns its memory: accumulate into it
+                lines.append(f"v{left.id} += {expr(eqn.args[1])}")
+                lines.append(f"v{eqn.out} = v{left.id}")
+                fresh.add(eqn.out)
+                renamed[eqn.out] = left.id
+            else:
+                lines.append(statement(eqn))
+            dead = sorted({v for v in read if last[v] == index and v not in outputs})
+            if eqn.out is not None and eqn.out not in outputs and eqn.out not in last:
+                dead.append(eqn.out)   # computed (and counted) but never read again
+            if dead:
+                lines.append("del " + ", ".join(f"v{v}" for v in dead))
+        return lines, used_consts
+
+    # -- source -------------------------------------------------------------------------------
+    def body(self, indent: str = "    ") -> list:
+        lines = []
+        if self.inputs:
+            names = ", ".join(f"v{v}" for v in self.inputs)
+            lines.append(f"{names}{',' if len(self.inputs) == 1 else ''} = inputs")
+            if self.clear_inputs:
+                lines.append("inputs.clear()")
+        lines.extend(self.lines)
+        lines.append("return [" + ", ".join(f"v{v}" for v in self.outputs) + "]")
+        return [indent + line for line in lines]
+
+    def source(self) -> str:
+        """A factory ``make(xp, consts)`` returning the plan as a function of its inputs."""
+        lines = ["def make(xp, consts):"]
+        for cid in self.consts:
+            lines.append(f"    c{cid} = consts[{cid}]")
+        for name in self.functions:
+            lines.append(f"    xp_{name} = xp.{name}")
+        lines.append(f"    def {self.label}(inputs):")
+        lines.extend(self.body("        "))
+        lines.append(f"    return {self.label}")
+        return "\n".join(lines) + "\n"
+
+    def compile(self):
+        if self._fn is None:
+            namespace = {}
+            exec(compile(self.source(), f"<adcli {self.label}>", "exec"), namespace)
+            self._fn = namespace["make"](self.xp, self.consts)
+        return self._fn
+
+    def __call__(self, inputs: list):
+        """Run the plan; returns its outputs in the structure they were staged in."""
+        return _fill(self.template, self.compile()(inputs))

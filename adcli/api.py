@@ -52,6 +52,11 @@ JSON_BYTES_PER_LABEL = 200
 RETIME_BELOW_S = 0.5   # a traced run faster than this is timed again without tracing
 
 
+class PlanMismatch(AssertionError):
+    """The checking mode found a compiled run that disagrees with the interpreter: a bug in
+    adcli, never to be swallowed."""
+
+
 def available_memory() -> int:
     """Bytes of memory this process can still use: the least of the machine's free
     memory (MemAvailable on Linux), what its own limits leave (RLIMIT_AS, `ulimit -v`,
@@ -238,6 +243,10 @@ class Program:
         self._decisions = {}        # adcli.decide: the mode choice per (wrt, chunk, limit, backend, ...)
         self._default_limits = {}   # backend name -> default memory limit, read once per program
         self._compiled = {}         # adcli.execute.CompiledRun per (mode, wrt, outputs, chunk, backend, ...)
+        self._last_compiled = None  # the plans of the last run (adcli.codegen reads them)
+        # the checking mode: every run also runs the reference interpreter and compares
+        # (tests; ADCLI_CHECK_PLANS=1 turns it on for every program)
+        self.check_plans = os.environ.get("ADCLI_CHECK_PLANS") == "1"
 
     def _analysis(self, wrt, outputs) -> Analysis:
         key = (tuple(wrt or ()), tuple(outputs or ()))
@@ -509,6 +518,8 @@ class Program:
         its counts are taken) and replayed from then on (Replay). `compile_only`: make
         sure it is compiled; returns None when it already was."""
         abstract = run_inputs is None
+        if self.check_plans and not abstract and observer is None and not compile_only:
+            return self._checked_run(mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single)
         compiled = key = None
         if abstract:
             runner = Runner(self.graph, None, None)
@@ -520,7 +531,7 @@ class Program:
         else:
             key = (mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single,
                    tuple(seeds_single or ()), run_inputs["backend"], str(run_inputs["dtype"]))
-            compiled = self._compiled.get(key)
+            compiled = self._last_compiled = self._compiled.get(key)
             if compiled is not None:
                 if compile_only:
                     return None
@@ -563,6 +574,45 @@ class Program:
                 if len(self._compiled) >= MAX_CACHED_RUNS:
                     self._compiled.pop(next(iter(self._compiled)))
                 self._compiled[key] = CompiledRun(copy.deepcopy(cost), runner.plans)
+            self._last_compiled = CompiledRun(copy.deepcopy(cost), runner.plans)
+        return cost
+
+    def _checked_run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single):
+        """The checking mode (check_plans): the compiled run, then the reference interpreter
+        (counting and keeping liveness as it goes) on the same inputs; their results must be
+        equal bit for bit and their counts equal, or PlanMismatch is raised."""
+        got, want = [], []
+        dense = lambda k, t: Linear(run_inputs["xp"], k, Counter(), run_inputs["dtype"]).dense(t)  # noqa: E731
+        keep = lambda into: lambda name, block, offset, k, t: into.append(   # noqa: E731
+            (name, block, offset, k, None if t is None else dense(k, t)))
+        self.check_plans = False
+        try:
+            mine = dict(run_inputs, store=keep(got))
+            cost = self._run(mode, wrt, outputs, chunk, sizes, mine, single, seeds_single)
+            values = mine["values"]
+            reference = dict(run_inputs, store=keep(want))
+            ref_cost = self._run(mode, wrt, outputs, chunk, sizes, reference, single, seeds_single,
+                                 observer=lambda *args: None)
+        finally:
+            self.check_plans = True
+        xp = run_inputs["xp"]
+        problems = []
+        if cost.counts() != ref_cost.counts():
+            problems.append(f"counts {cost.counts()} != {ref_cost.counts()}")
+        for a, b in zip(got, want):
+            if a[:4] != b[:4] or (a[4] is None) != (b[4] is None) or (
+                    a[4] is not None and not bool(xp.array_equal(a[4], b[4]))):
+                problems.append(f"the derivative for {a[:4]} differs from the interpreter's")
+        if len(got) != len(want):
+            problems.append(f"{len(got)} results, the interpreter made {len(want)}")
+        for i, value in values.items():
+            if i in reference["values"] and not bool(xp.array_equal(value, reference["values"][i])):
+                problems.append(f"the value of node {i} differs from the interpreter's")
+        if problems:
+            raise PlanMismatch(f"{mode} mode: " + "; ".join(problems))
+        for item in got:
+            run_inputs["store"](*item)
+        run_inputs["values"] = values
         return cost
 
     def _seeds(self, runner, layout, block_names, shape_of, seeds_single):

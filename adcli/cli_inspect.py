@@ -161,17 +161,85 @@ def graph(file, sets, node_limit, fmt, mode, expand, output_path, as_json, debug
     echo_out(text, nl=False)
 
 
+KINDS = ("jacobian", "jvp", "vjp")
+
+
+def derivative_options(f):
+    """--mode, --kind, --wrt and --dtype of `show --mode` and `codegen`."""
+    f = click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
+                     show_default=True, help="Floating-point precision.")(f)
+    f = click.option("--wrt", multiple=True, metavar="NAMES",
+                     help="Differentiate with respect to these inputs (repeat or comma-separate; "
+                          "default all).")(f)
+    f = click.option("--kind", type=click.Choice(KINDS), default="jacobian", show_default=True,
+                     help="The full Jacobian, or one JVP (forward) / VJP (reverse) taking the "
+                          "direction or cotangent as an argument.")(f)
+    return f
+
+
+def _derivative_program(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype):
+    from .codegen import derivative_program
+
+    if kind == "jvp" and mode != "forward" or kind == "vjp" and mode != "reverse":
+        raise UsageProblem(f"--kind {kind} is made by {'forward' if kind == 'jvp' else 'reverse'} mode; "
+                           f"it conflicts with --mode {mode}")
+    check_dims(sets)
+    program = load_program(file, sets, node_limit)
+    at = read_input_values(program, ats, inputs_file)
+    return program, derivative_program(program, mode, kind, list(wrt) or None, at, dtype=dtype)
+
+
 @cli.command()
 @program_options
+@value_options
+@click.option("--mode", type=click.Choice(["forward", "reverse"]), default=None,
+              help="Show the derivative program this mode runs (compiled, every direction in one sweep) "
+                   "instead of the IR.")
+@derivative_options
 @click.option("--json", "as_json", is_flag=True, help="The IR as one JSON object.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
-def show(file, sets, node_limit, as_json, debug):
-    """The IR after inlining and unrolling: one equation per node, with shapes."""
+def show(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype, as_json, debug):
+    """The IR after inlining and unrolling, one equation per node with shapes; with --mode,
+    the derivative program forward or reverse mode runs."""
     from .show import ir_json, ir_lines
 
+    if mode is not None:
+        if as_json:
+            raise UsageProblem("--json shows the IR; the derivative program (--mode) is text")
+        from .codegen import show_text
+
+        program, dp = _derivative_program(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype)
+        echo_out(show_text(dp, program.graph.filename), nl=False)
+        return
     check_dims(sets)
     program = load_program(file, sets, node_limit)
     if as_json:
         _emit_json(ir_json(program.graph))
         return
     echo_out("\n".join(ir_lines(program.graph)))
+
+
+@cli.command()
+@program_options
+@value_options
+@click.option("--mode", type=click.Choice(["forward", "reverse"]), default="reverse", show_default=True,
+              help="The mode whose derivative program is written.")
+@derivative_options
+@click.option("--backend", type=click.Choice(["numpy", "cupy"]), default="numpy", show_default=True,
+              help="The array module the written code imports.")
+@click.option("-o", "--output", "output_path", default=None, metavar="FILE.py",
+              help="Write the module here (default: standard output).")
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
+def codegen(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype, backend, output_path, debug):
+    """Write the derivative program as a standalone Python module (NumPy or CuPy, nothing from
+    adcli): jacobian() (and gradient() for one scalar output), or jvp() / vjp() with --kind."""
+    from . import __version__
+    from .codegen import module_source
+
+    program, dp = _derivative_program(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype)
+    text = module_source(dp, program.graph.filename, backend=backend, version=f"{__version__} ")
+    if output_path is None:
+        echo_out(text, nl=False)
+        return
+    write_atomically(output_path, lambda f: f.write(text.encode()), "--output")
+    click.echo(f"wrote {output_path}", err=True)

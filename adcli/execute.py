@@ -55,39 +55,72 @@ class Stager(Runner):
         self.plans: list[Plan] = []
         self.out_ids = list(dict.fromkeys(graph.outputs.values()))
         self.equations = 0
+        self.tape = None
 
     def _begin(self):
         tape = Tape(self.real_xp)
         self.xp = StagingXP(tape)
+        self.tape = tape
+        self.observer = self._name_values
         return tape
+
+    def label(self, node_id: int) -> str:
+        """What a node's value is called in a derivative program: an input's or a named
+        const's name, else its IR variable (v7)."""
+        node = self.graph.nodes[node_id]
+        return node.attrs.get("name") or node.var if node.op in ("input", "const") else node.var
+
+    def _name_values(self, runner, event, node, value, derivative):
+        """Observer: name values v7, tangents v7_dot, adjoints v7_bar (the course's traces)."""
+        if node is None:
+            return
+        label = self.label(node.id)
+        self.tape.name(value, label)
+        suffix = "_dot" if event == "forward" else "_bar"
+        for block, t in (derivative or {}).items():
+            extra = f"_{block}" if len(derivative) > 1 and block != "given" else ""
+            self.tape.name(t, label + suffix + extra)
+
+    def partial(self, node, i, args, out):
+        p = super().partial(node, i, args, out)
+        if self.tape is not None:
+            self.tape.name(p, f"d{self.label(node.id)}_d{self.label(node.inputs[i])}")
+        return p
 
     def _leaves(self, tape):
         """The program's inputs and consts as staged values, in a fixed order."""
         real_inputs, real_consts = self.input_values, self.const_values
-        self.input_values = {k: tape.input(v) for k, v in real_inputs.items()}
-        self.const_values = {k: tape.input(v) for k, v in real_consts.items()}
+        self.input_values = {k: tape.input(v, k) for k, v in real_inputs.items()}
+        self.const_values = {k: tape.input(v, self.label(k)) for k, v in real_consts.items()}
         return real_inputs, real_consts
 
     @staticmethod
-    def _given(tape, seeds: dict) -> dict:
+    def _given(tape, seeds: dict, suffix: str, label=str) -> dict:
         """A given direction or cotangent is data (an input of the plan), not a constant."""
         staged = {}
         for name, blocks in seeds.items():
-            staged[name] = {b: tape.input(t) if b == "given" else t for b, t in blocks.items()}
+            staged[name] = {b: tape.input(t, label(name) + suffix) if b == "given" else t
+                            for b, t in blocks.items()}
         return staged
+
+    def _residual_label(self, key) -> str:
+        if isinstance(key, tuple):   # ('p', node, input index): a partial
+            node = self.graph.nodes[key[1]]
+            return f"d{self.label(node.id)}_d{self.label(node.inputs[key[2]])}"
+        return self.label(key)
 
     def _end(self, tape, outputs, label, clear_inputs=False):
         plan = Plan(tape, outputs, label, clear_inputs)
         plan.compile()   # now, while compiling: not inside a timed or measured run
         self.plans.append(plan)
         self.equations += plan.n_eqns
-        self.xp = self.real_xp
+        self.xp, self.tape, self.observer = self.real_xp, None, None
         return real(outputs)
 
     def forward_sweep(self, analysis, seeds):
         tape = self._begin()
         saved = self._leaves(tape)
-        seeds = self._given(tape, seeds)
+        seeds = self._given(tape, seeds, "_dot")
         tangents, values = super().forward_sweep(analysis, seeds)
         self.input_values, self.const_values = saved
         outputs = (_outputs_only(tangents, self.out_ids), _outputs_only(values, self.out_ids))
@@ -104,9 +137,9 @@ class Stager(Runner):
 
     def backward_sweep(self, analysis, plan, residuals, refs, seeds, wrt_ids, final):
         tape = self._begin()
-        staged = {key: tape.input(value) for key, value in residuals.items()}
+        staged = {key: tape.input(value, self._residual_label(key)) for key, value in residuals.items()}
         keys = list(residuals)
-        seeds = self._given(tape, seeds)
+        seeds = self._given(tape, seeds, "_bar", self.label)
         results = super().backward_sweep(analysis, plan, staged, refs, seeds, wrt_ids, final)
         if final:   # what the sweep freed is gone from the caller's residuals too
             for key in keys:

@@ -13,6 +13,9 @@ The same source, with its constants written out, is what ``adcli codegen`` emits
 """
 from __future__ import annotations
 
+import keyword
+import re
+
 from .staging import BINARY, UNARY, Const, Sym, Var
 
 # Calls and methods whose result is a new array that nothing else refers to.
@@ -84,19 +87,23 @@ def _consts_in(arg, into: set):
     return into
 
 
-def expr(arg) -> str:
-    """Python source for one argument."""
+def _plain(var: int) -> str:
+    return f"t{var}"
+
+
+def expr(arg, name=_plain) -> str:
+    """Python source for one argument; `name` writes a variable."""
     if isinstance(arg, Var):
-        return f"v{arg.id}"
+        return name(arg.id)
     if isinstance(arg, Const):
         return f"c{arg.id}"
     if isinstance(arg, tuple):
-        inner = ", ".join(expr(a) for a in arg)
+        inner = ", ".join(expr(a, name) for a in arg)
         return f"({inner},)" if len(arg) == 1 else f"({inner})"
     if isinstance(arg, list):
-        return "[" + ", ".join(expr(a) for a in arg) + "]"
+        return "[" + ", ".join(expr(a, name) for a in arg) + "]"
     if isinstance(arg, slice):
-        return f"slice({expr(arg.start)}, {expr(arg.stop)}, {expr(arg.step)})"
+        return f"slice({expr(arg.start, name)}, {expr(arg.stop, name)}, {expr(arg.step, name)})"
     if isinstance(arg, float):
         if arg != arg:
             return "float('nan')"
@@ -105,46 +112,68 @@ def expr(arg) -> str:
     return repr(arg)
 
 
-def key_expr(key) -> str:
+def key_expr(key, name=_plain) -> str:
     """An index as written between brackets: x[c1, :, 2]."""
     parts = key if isinstance(key, tuple) else (key,)
     out = []
     for part in parts:
         if isinstance(part, slice):
-            text = ":".join("" if p is None else expr(p) for p in (part.start, part.stop))
-            out.append(text if part.step is None else f"{text}:{expr(part.step)}")
+            text = ":".join("" if p is None else expr(p, name) for p in (part.start, part.stop))
+            out.append(text if part.step is None else f"{text}:{expr(part.step, name)}")
         elif part is Ellipsis:
             out.append("...")
         else:
-            out.append(expr(part))
+            out.append(expr(part, name))
     if isinstance(key, tuple) and len(key) == 1:
         return out[0] + ","
     return ", ".join(out) if out else "()"
 
 
-def statement(eqn) -> str:
+def statement(eqn, name=_plain) -> str:
     """One equation as a line of Python (xp functions are bound as xp_<name>)."""
-    args, name = eqn.args, eqn.name
-    kwargs = "".join(f", {k}={expr(v)}" for k, v in eqn.kwargs.items())
+    args, fn = eqn.args, eqn.name
+    e = lambda a: expr(a, name)   # noqa: E731
+    kwargs = "".join(f", {k}={e(v)}" for k, v in eqn.kwargs.items())
+    out = name(eqn.out) if eqn.out is not None else None
     if eqn.kind == "call":
-        call = ", ".join(expr(a) for a in args) + kwargs
-        return f"v{eqn.out} = xp_{name}({call.lstrip(', ')})"
+        call = ", ".join(e(a) for a in args) + kwargs
+        return f"{out} = xp_{fn}({call.lstrip(', ')})"
     if eqn.kind == "binary":
-        return f"v{eqn.out} = {expr(args[0])} {BINARY[name][1]} {expr(args[1])}"
+        return f"{out} = {e(args[0])} {BINARY[fn][1]} {e(args[1])}"
     if eqn.kind == "unary":
-        return f"v{eqn.out} = {UNARY[name][1]}{expr(args[0])}"
+        return f"{out} = {UNARY[fn][1]}{e(args[0])}"
     if eqn.kind == "method":
-        call = ", ".join(expr(a) for a in args[1:]) + kwargs
-        return f"v{eqn.out} = {expr(args[0])}.{name}({call.lstrip(', ')})"
+        call = ", ".join(e(a) for a in args[1:]) + kwargs
+        return f"{out} = {e(args[0])}.{fn}({call.lstrip(', ')})"
     if eqn.kind == "attr":
-        return f"v{eqn.out} = {expr(args[0])}.{name}"
+        return f"{out} = {e(args[0])}.{fn}"
     if eqn.kind == "getitem":
-        return f"v{eqn.out} = {expr(args[0])}[{key_expr(args[1])}]"
+        return f"{out} = {e(args[0])}[{key_expr(args[1], name)}]"
     if eqn.kind == "setitem":
-        return f"{expr(args[0])}[{key_expr(args[1])}] = {expr(args[2])}"
+        return f"{e(args[0])}[{key_expr(args[1], name)}] = {e(args[2])}"
     if eqn.kind == "inplace":
-        return f"{expr(args[0])} {BINARY[name][1]}= {expr(args[1])}"
+        return f"{e(args[0])} {BINARY[fn][1]}= {e(args[1])}"
     raise ValueError(f"unknown equation kind {eqn.kind}")
+
+
+RESERVED = set(keyword.kwlist) | {"xp", "inputs", "consts", "make", "np", "cp", "value", "jacobian",
+                                     "jvp", "vjp", "gradient"}
+
+
+def _identifiers(names: dict) -> dict:
+    """Variable -> a unique Python identifier, from the names given while staging."""
+    taken, result = set(), {}
+    for var, wanted in names.items():
+        base = re.sub(r"\W", "_", wanted) or "t"
+        if base[0].isdigit() or base in RESERVED or re.fullmatch(r"[ct]\d+|xp_\w+", base):
+            base += "_"
+        candidate, n = base, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        taken.add(candidate)
+        result[var] = candidate
+    return result
 
 
 class Plan:
@@ -160,14 +189,20 @@ class Plan:
         self.outputs = out_vars
         self.clear_inputs = clear_inputs   # the inputs list is emptied once read (the last sweep
         #                                    frees residuals as it goes: the caller keeps none)
+        self.names = _identifiers(tape.names)
+        self.eqns = tape.eqns
         self.lines, used = self._lines(tape.eqns)
         self.consts = {cid: tape.consts[cid] for cid in sorted(used)}
         self.functions = sorted({e.name for e in tape.eqns if e.kind == "call"})
         self.n_eqns = len(tape.eqns)
         self._fn = None
 
+    def name(self, var: int) -> str:
+        return self.names.get(var) or f"t{var}"
+
     def _lines(self, eqns):
         """The body, with deletions after last uses and sums made in place."""
+        name = self.name
         outputs = set(self.outputs)
         inputs = set(self.inputs)
         last = {}
@@ -189,7 +224,6 @@ class Plan:
                 aliased.update(read)
         used_consts: set = set()
         lines = []
-        renamed = {}
         for index, (eqn, read) in enumerate(zip(eqns, uses)):
             _consts_in(eqn.args, used_consts)
             _consts_in(eqn.kwargs, used_consts)
@@ -198,40 +232,42 @@ class Plan:
                     and left.id not in aliased and left.id not in outputs and left.id not in inputs
                     and read.count(left.id) == 1 and self.info[left.id] == self.info[eqn.out]):
                 # the left operand dies here and owns its memory: accumulate into it
-                lines.append(f"v{left.id} += {expr(eqn.args[1])}")
-                lines.append(f"v{eqn.out} = v{left.id}")
+                lines.append(f"{name(left.id)} += {expr(eqn.args[1], name)}")
+                lines.append(f"{name(eqn.out)} = {name(left.id)}")
                 fresh.add(eqn.out)
-                renamed[eqn.out] = left.id
             else:
-                lines.append(statement(eqn))
+                lines.append(statement(eqn, name))
             dead = sorted({v for v in read if last[v] == index and v not in outputs})
             if eqn.out is not None and eqn.out not in outputs and eqn.out not in last:
                 dead.append(eqn.out)   # computed (and counted) but never read again
             if dead:
-                lines.append("del " + ", ".join(f"v{v}" for v in dead))
+                lines.append("del " + ", ".join(name(v) for v in dead))
         return lines, used_consts
 
     # -- source -------------------------------------------------------------------------------
     def body(self, indent: str = "    ") -> list:
         lines = []
         if self.inputs:
-            names = ", ".join(f"v{v}" for v in self.inputs)
+            names = ", ".join(self.name(v) for v in self.inputs)
             lines.append(f"{names}{',' if len(self.inputs) == 1 else ''} = inputs")
             if self.clear_inputs:
                 lines.append("inputs.clear()")
         lines.extend(self.lines)
-        lines.append("return [" + ", ".join(f"v{v}" for v in self.outputs) + "]")
+        lines.append("return [" + ", ".join(self.name(v) for v in self.outputs) + "]")
         return [indent + line for line in lines]
+
+    def function(self, indent: str = "") -> list:
+        """The plan as a function `label(inputs)` (constants and xp_ functions in scope)."""
+        return [f"{indent}def {self.label}(inputs):"] + self.body(indent + "    ")
 
     def source(self) -> str:
         """A factory ``make(xp, consts)`` returning the plan as a function of its inputs."""
         lines = ["def make(xp, consts):"]
         for cid in self.consts:
             lines.append(f"    c{cid} = consts[{cid}]")
-        for name in self.functions:
-            lines.append(f"    xp_{name} = xp.{name}")
-        lines.append(f"    def {self.label}(inputs):")
-        lines.extend(self.body("        "))
+        for fn in self.functions:
+            lines.append(f"    xp_{fn} = xp.{fn}")
+        lines.extend(self.function("    "))
         lines.append(f"    return {self.label}")
         return "\n".join(lines) + "\n"
 

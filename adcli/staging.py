@@ -84,6 +84,12 @@ class Tape:
         self.inputs: list[int] = []   # variables given by the caller, in order
         self.n_vars = 0
         self.info: dict = {}          # variable -> (shape, dtype) of its staged value
+        self.names: dict = {}         # variable -> what it is (v3, v3_dot, x_bar), for reading
+
+    def name(self, value, name: str):
+        """Call a staged value `name` in the program's source (the first name given stays)."""
+        if isinstance(value, Sym) and value.tape is self and value.var not in self.names:
+            self.names[value.var] = name
 
     def new_var(self, value) -> int:
         var = self.n_vars
@@ -91,9 +97,11 @@ class Tape:
         self.info[var] = (tuple(value.shape), str(value.dtype)) if hasattr(value, "shape") else ((), "")
         return var
 
-    def input(self, value) -> "Sym":
+    def input(self, value, name: str | None = None) -> "Sym":
         sym = Sym(self, self.new_var(value), value)
         self.inputs.append(sym.var)
+        if name:
+            self.names[sym.var] = name
         return sym
 
     def const(self, array) -> Const:

@@ -186,6 +186,7 @@ def check_program(gp: GenProgram, rng_seed: int = 0):
     rng = np.random.default_rng(rng_seed)
     try:
         program = adcli.loads(gp.source, "generated.ad")
+        program.check_plans = True   # every compiled run also checked against the interpreter
     except Exception as exc:   # the generator only writes valid programs
         raise AssertionError(f"adcli refused a generated program: {exc}\n--- program ---\n{gp.source}") from exc
 

@@ -1,0 +1,295 @@
+"""The derivative as a program: read it (`adcli show --mode`) or keep it (`adcli codegen`).
+
+A run of forward or reverse mode is compiled into plans (adcli.execute, adcli.plan):
+straight-line array code whose variables say what they are: ``v7`` a value of the
+primal program, ``v7_dot`` its tangent (the directions on the leading axis),
+``v7_bar`` its adjoint, ``dv7_dv3`` a local partial, ``tN`` an intermediate, ``cN``
+a constant made while compiling (an index array, a seed). ``derivative_program``
+compiles one run with every direction in one sweep; ``show_text`` prints it;
+``module_source`` writes it as a standalone Python module, Tapenade-style, that
+imports NumPy (or CuPy) and nothing from adcli.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import keyword
+import zlib
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+
+from .plan import _Slot
+from .tangents import Linear, Counter, Seed
+
+INLINE_CONSTANT = 16    # constants up to this many elements are written out as literals
+
+
+@dataclass
+class DerivativeProgram:
+    program: object
+    mode: str
+    kind: str            # "jacobian", "jvp" or "vjp"
+    wrt: list
+    outputs: list
+    compiled: object     # adcli.execute.CompiledRun
+    result: object       # the Derivative the compiling run returned
+    backend: str
+    dtype: str
+
+
+def derivative_program(program, mode: str, kind: str = "jacobian", wrt=None, at=None,
+                       backend="numpy", dtype="float64", memory_limit=None) -> DerivativeProgram:
+    """Compile `kind` in `mode` with all directions in one sweep, and return its plans."""
+    from .errors import UsageProblem
+
+    if mode not in ("forward", "reverse"):
+        raise UsageProblem(f"unknown mode '{mode}'; choose forward or reverse")
+    wrt = program._wrt(wrt)
+    outputs = list(program.graph.outputs)
+    if kind == "jacobian":
+        passes = sum(program._pass_sizes(mode, wrt, outputs))
+        result = program.jacobian(mode=mode, wrt=wrt, at=at, chunk=max(passes, 1), backend=backend,
+                                  dtype=dtype, memory_limit=memory_limit)
+    elif kind == "jvp":
+        result = program.jvp({n: np.zeros(program.input_shape(n)) for n in wrt}, at=at, backend=backend,
+                             dtype=dtype, memory_limit=memory_limit)
+    else:
+        result = program.vjp({n: np.zeros(program.output_shape(n)) for n in outputs}, at=at, wrt=wrt,
+                             backend=backend, dtype=dtype, memory_limit=memory_limit)
+    compiled = program._last_compiled
+    expected = 1 if mode == "forward" else 2
+    if compiled is None or len(compiled.plans) != expected:
+        raise RuntimeError(f"{mode} mode compiled into {0 if compiled is None else len(compiled.plans)} "
+                           f"plans, not {expected}")
+    return DerivativeProgram(program, mode, kind, wrt, outputs, compiled, result, result.backend, dtype)
+
+
+# -- reading it ------------------------------------------------------------------------------------
+
+LEGEND = ("# vN: a value of the program (adcli show); vN_dot: its tangents, one per direction on the\n"
+          "# leading axis; vN_bar: its adjoint; dvN_dvM: a local partial; tN: an intermediate;\n"
+          "# cN: a constant made while compiling (listed under each function). A `del` frees a\n"
+          "# value after its last use; `a += b` accumulates in place.")
+
+
+def _describe_constant(value) -> str:
+    host = np.asarray(value.get() if hasattr(value, "get") else value)
+    shape = "[" + ",".join(str(d) for d in host.shape) + "]"
+    if host.size <= INLINE_CONSTANT:
+        return f"{host.dtype}{shape} = {np.array2string(host.reshape(-1), separator=', ')}"
+    return f"{host.dtype}{shape}"
+
+
+def show_text(dp: DerivativeProgram, filename: str) -> str:
+    cost = dp.compiled.cost
+    what = {"jacobian": "the Jacobian", "jvp": "one JVP (J·v)", "vjp": "one VJP (uᵀ·J)"}[dp.kind]
+    lines = [f"# {filename}: {what} of {', '.join(dp.outputs)} w.r.t. {', '.join(dp.wrt)} "
+             f"by {dp.mode} mode, {cost.passes} direction{'s' if cost.passes != 1 else ''} in one sweep",
+             LEGEND, ""]
+    for plan in dp.compiled.plans:
+        lines.extend(plan.function())
+        for cid, value in plan.consts.items():
+            lines.append(f"    # c{cid}: {_describe_constant(value)}")
+        lines.append("")
+    counts = cost.counts()
+    lines.append(f"# counts: mults {counts['mults']['primal']} primal + {counts['mults']['derivative']} "
+                 f"derivative, flops {counts['flops']['primal']} + {counts['flops']['derivative']}, "
+                 f"cached values {counts['cached_values']}, peak live values {counts['peak_live_values']}, "
+                 f"array operations {counts['ops']}")
+    return "\n".join(lines) + "\n"
+
+
+# -- keeping it ------------------------------------------------------------------------------------
+
+def _host(value) -> np.ndarray:
+    return np.asarray(value.get() if hasattr(value, "get") else value)
+
+
+def _literal(array, name: str) -> str:
+    """Python source that makes `array` again: a literal when small, else compressed bytes."""
+    host = _host(array)
+    if host.size <= INLINE_CONSTANT:
+        return f"{name} = xp.asarray({host.tolist()!r}, dtype='{host.dtype}')"
+    buffer = io.BytesIO()
+    np.save(buffer, host, allow_pickle=False)
+    text = base64.b64encode(zlib.compress(buffer.getvalue(), 6)).decode("ascii")
+    chunks = [text[i:i + 96] for i in range(0, len(text), 96)]
+    body = "\n".join(f"    '{c}'" for c in chunks)
+    return f"{name} = _array(  # {host.dtype}{list(host.shape)}\n{body})"
+
+
+PRELUDE = '''
+def _array(text):
+    """A constant stored as compressed .npy bytes."""
+    return xp.asarray(numpy.load(io.BytesIO(zlib.decompress(base64.b64decode(text))), allow_pickle=False))
+'''
+
+
+def _leaf_expr(leaf, outs: str, constants: dict, name: str, dtype: str) -> str | None:
+    """Source for one result leaf: a plan output, a constant (a Seed made dense), or None."""
+    if isinstance(leaf, _Slot):
+        return f"{outs}[{leaf.index}]"
+    if leaf is None:
+        return None
+    if isinstance(leaf, Seed):
+        leaf = Linear(np, leaf.k, Counter(), np.dtype(dtype)).dense(
+            Seed(_host(leaf.src), leaf.k, leaf.node_shape))
+    constants[name] = leaf
+    return name
+
+
+def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", version: str = "") -> str:
+    """A standalone module: the plans, their constants, the file's data, and functions
+    jacobian() (or jvp()/vjp()), gradient() for one scalar output, value()."""
+    program, graph = dp.program, dp.program.graph
+    dtype = dp.dtype
+    plans = dp.compiled.plans
+    module = "cupy" if backend == "cupy" else "numpy"
+    header = [f'"""{filename}: {dp.kind} of {", ".join(dp.outputs)} w.r.t. {", ".join(dp.wrt)}, '
+              f'by {dp.mode} mode ({dtype}, {module}).',
+              "",
+              f"Written by `adcli codegen` {version}from {filename}; it needs {module} and nothing from adcli.",
+              LEGEND.replace("# ", "").replace("#", ""),
+              '"""',
+              "import base64",
+              "import io",
+              "import zlib",
+              "",
+              "import numpy",
+              "" if module == "numpy" else "import cupy",
+              f"xp = {module}",
+              f"DTYPE = '{dtype}'",
+              PRELUDE]
+    lines = []
+    functions = sorted({fn for plan in plans for fn in plan.functions})
+    lines.extend(f"xp_{fn} = xp.{fn}" for fn in functions)
+    lines.append("")
+    # the file's inputs (defaults) and consts, in the order the plans take them
+    input_names = list(graph.inputs)
+    const_ids = [n.id for n in graph.nodes if n.op == "const"]
+    at = dp.result.inputs
+    lines.append("# the file's input values (the defaults of the functions below) and consts")
+    lines.append("INPUTS = {}")
+    for name in input_names:
+        lines.append(_literal(np.asarray(at[name], dtype=dtype), f"INPUTS[{name!r}]"))
+    lines.append("CONSTS = []")
+    for nid in const_ids:
+        lines.append(_literal(np.asarray(graph.nodes[nid].attrs["value"], dtype=dtype), "_c"))
+        lines.append("CONSTS.append(_c)")
+    lines.append("")
+    for index, plan in enumerate(plans):
+        params = ", ".join(f"c{cid}" for cid in plan.consts)
+        lines.append(f"def _make_{plan.label}({params}):")
+        lines.extend(plan.function("    "))
+        lines.append(f"    return {plan.label}")
+        lines.append("")
+        for cid, value in plan.consts.items():
+            lines.append(_literal(value, f"_c{cid}"))
+        args = ", ".join(f"c{cid}=_c{cid}" for cid in plan.consts)
+        lines.append(f"{plan.label} = _make_{plan.label}({args})")
+        lines.append("")
+    lines.extend(_entry_points(dp, input_names))
+    lines.extend(["", "", 'if __name__ == "__main__":',
+                  f"    result = {'jacobian' if dp.kind == 'jacobian' else dp.kind}()",
+                  "    print(result)"])
+    return "\n".join(header + lines) + "\n"
+
+
+def _arguments(dp, input_names) -> list:
+    """The start of every entry point: each input from its argument or its default."""
+    lines = []
+    for name in input_names:
+        lines.append(f"    {name} = INPUTS[{name!r}] if {name} is None else xp.asarray({name}, dtype=DTYPE)")
+    lines.append("    leaves = [" + ", ".join(input_names) + "] + CONSTS")
+    return lines
+
+
+LOCALS = {"xp", "numpy", "cupy", "base64", "io", "zlib", "leaves", "outs", "back", "residuals", "value",
+          "jacobian", "blocks", "tangent", "cotangent_in", "direction", "cotangent", "gradient", "jvp",
+          "vjp", "result", "DTYPE", "INPUTS", "CONSTS"}
+
+
+def _entry_points(dp, input_names) -> list:
+    from .errors import UsageProblem
+
+    program, graph = dp.program, dp.program.graph
+    for name in input_names:
+        if keyword.iskeyword(name) or name in LOCALS or name.startswith(("_", "xp_")):
+            raise UsageProblem(f"input '{name}' cannot be a parameter name of the generated module "
+                               f"(a Python keyword or one of its own names); rename it in the file")
+    signature = ", ".join(f"{n}=None" for n in input_names)
+    constants: dict = {}
+    body: list = []
+    plans = dp.compiled.plans
+    out_ids = {name: graph.outputs[name] for name in dp.outputs}
+    oshape = {o: tuple(program.output_shape(o)) for o in dp.outputs}
+    ishape = {w: tuple(program.input_shape(w)) for w in dp.wrt}
+    wrt_ids = {w: graph.inputs[w] for w in dp.wrt}
+    given = dp.kind != "jacobian"
+    if dp.mode == "forward":
+        tangents, values = plans[0].template
+        call = "forward_sweep(leaves)" if not given else \
+            "forward_sweep(leaves + [" + ", ".join(f"xp.asarray(direction[{w!r}], dtype=DTYPE)[None]"
+                                                  for w in dp.wrt) + "])"
+        body.append(f"    outs = {call}")
+    else:
+        values, residuals = plans[0].template
+        body.append("    outs = reverse_forward_sweep(list(leaves))")
+        body.append("    residuals = [" + ", ".join(f"outs[{leaf.index}]" for leaf in residuals.values()) + "]")
+        extra = "" if not given else " + [" + ", ".join(
+            f"xp.asarray(cotangent[{o!r}], dtype=DTYPE)[None]" for o in dict.fromkeys(dp.outputs)) + "]"
+        body.append(f"    back = backward_sweep(residuals{extra})")
+        results = plans[1].template
+    body.append("    value = {" + ", ".join(
+        f"{o!r}: {_leaf_expr(values.get(out_ids[o]), 'outs', constants, f'VALUE_{o}', dp.dtype)}"
+        for o in dp.outputs) + "}")
+    if dp.kind == "jacobian":
+        body.append("    jacobian = {}")
+        for o in dp.outputs:
+            body.append(f"    jacobian[{o!r}] = {{}}")
+            for w in dp.wrt:
+                shape = oshape[o] + ishape[w]
+                if dp.mode == "forward":
+                    leaf = tangents.get(out_ids[o], {}).get(w)
+                    text = _leaf_expr(leaf, "outs", constants, f"J_{o}_{w}", dp.dtype)
+                    block = None if text is None else \
+                        f"{text}.reshape({prod(ishape[w])}, {prod(oshape[o])}).T.reshape({shape})"
+                else:
+                    leaf = results.get(wrt_ids[w], {}).get(o)
+                    text = _leaf_expr(leaf, "back", constants, f"J_{o}_{w}", dp.dtype)
+                    block = None if text is None else f"{text}.reshape({shape})"
+                block = block or f"xp.zeros({shape}, dtype=DTYPE)"
+                body.append(f"    jacobian[{o!r}][{w!r}] = {block}")
+        body.append("    return value, jacobian")
+        doc = ("(value, jacobian): value {output: array}; jacobian {output: {input: array shaped "
+               "output.shape + input.shape}}. Arguments default to the file's input values.")
+        name, extra_param = "jacobian", ""
+    elif dp.kind == "jvp":
+        body.append("    tangent = {" + ", ".join(
+            f"{o!r}: " + (lambda t: f"{t}[0]" if t else f"xp.zeros({oshape[o]}, dtype=DTYPE)")(
+                _leaf_expr(tangents.get(out_ids[o], {}).get("given"), "outs", constants, f"T_{o}", dp.dtype))
+            for o in dp.outputs) + "}")
+        body.append("    return value, tangent")
+        doc = "(value, J·direction): direction {input: array}, one forward sweep."
+        name, extra_param = "jvp", "direction, "
+    else:
+        body.append("    cotangent_in = {" + ", ".join(
+            f"{w!r}: " + (lambda t: f"{t}[0]" if t else f"xp.zeros({ishape[w]}, dtype=DTYPE)")(
+                _leaf_expr(results.get(wrt_ids[w], {}).get("given"), "back", constants, f"U_{w}", dp.dtype))
+            for w in dp.wrt) + "}")
+        body.append("    return value, cotangent_in")
+        doc = "(value, cotangentᵀ·J): cotangent {output: array}, one reverse sweep."
+        name, extra_param = "vjp", "cotangent, "
+    lines = [_literal(v, k) for k, v in constants.items()]
+    lines += ["", "", f"def {name}({extra_param}{signature}):", f'    """{doc}"""']
+    lines += _arguments(dp, input_names) + body
+    scalar = len(dp.outputs) == 1 and oshape[dp.outputs[0]] == ()
+    if dp.kind == "jacobian" and scalar:
+        o = dp.outputs[0]
+        lines += ["", "", f"def gradient({signature}):",
+                  f'    """(value of {o}, {{input: gradient shaped like the input}})."""',
+                  "    value, blocks = jacobian(" + ", ".join(f"{n}={n}" for n in input_names) + ")",
+                  f"    return value[{o!r}], blocks[{o!r}]"]
+    return lines

@@ -9,7 +9,6 @@ The CLI (adcli.cli) is a thin layer over this module.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import time
@@ -573,8 +572,8 @@ class Program:
             if runner.equations <= MAX_CACHED_EQUATIONS:
                 if len(self._compiled) >= MAX_CACHED_RUNS:
                     self._compiled.pop(next(iter(self._compiled)))
-                self._compiled[key] = CompiledRun(copy.deepcopy(cost), runner.plans)
-            self._last_compiled = CompiledRun(copy.deepcopy(cost), runner.plans)
+                self._compiled[key] = CompiledRun(cost.copy(), runner.plans)
+            self._last_compiled = CompiledRun(cost.copy(), runner.plans)
         return cost
 
     def _checked_run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single):

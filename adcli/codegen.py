@@ -70,7 +70,7 @@ def derivative_program(program, mode: str, kind: str = "jacobian", wrt=None, at=
 
 LEGEND = ("# vN: a value of the program (adcli show); vN_dot: its tangents, one per direction on the\n"
           "# leading axis; vN_bar: its adjoint; dvN_dvM: a local partial; tN: an intermediate;\n"
-          "# cN: a constant made while compiling (listed under each function). A `del` frees a\n"
+          "# cN: a constant made while compiling (listed above its function). A `del` frees a\n"
           "# value after its last use; `a += b` accumulates in place.")
 
 
@@ -89,9 +89,9 @@ def show_text(dp: DerivativeProgram, filename: str) -> str:
              f"by {dp.mode} mode, {cost.passes} direction{'s' if cost.passes != 1 else ''} in one sweep",
              LEGEND, ""]
     for plan in dp.compiled.plans:
-        lines.extend(plan.function())
         for cid, value in plan.consts.items():
-            lines.append(f"    # c{cid}: {_describe_constant(value)}")
+            lines.append(f"# c{cid}: {_describe_constant(value)}")
+        lines.extend(plan.function())
         lines.append("")
     counts = cost.counts()
     lines.append(f"# counts: mults {counts['mults']['primal']} primal + {counts['mults']['derivative']} "

@@ -15,8 +15,6 @@ methods on an engine: ``forward_sweep``, ``reverse_forward_sweep`` and
 """
 from __future__ import annotations
 
-import copy
-
 from .interpret import Runner, _Live
 from .plan import Plan
 from .staging import StagingXP, Sym, Tape, real
@@ -43,7 +41,7 @@ class CompiledRun:
 
     def counted(self):
         """A copy of the counts made while staging (the caller fills in times)."""
-        return copy.deepcopy(self.cost)
+        return self.cost.copy()
 
 
 class Stager(Runner):

@@ -13,7 +13,7 @@ static prediction: the counts without the arithmetic.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import prod
 
 from .ops import REGISTRY, Residuals
@@ -45,6 +45,10 @@ class Cost:
     staged: bool = False                    # this run compiled its plans (adcli.execute)
     time_s: dict = field(default_factory=dict)
     predicted: dict = field(default_factory=dict)   # {"time_s", "peak_bytes"}, from the graph
+
+    def copy(self) -> "Cost":
+        """A copy whose measurements (times, bytes, predictions) can be filled in anew."""
+        return replace(self, time_s=dict(self.time_s), predicted=dict(self.predicted))
 
     def counts(self) -> dict:
         """The exact, device-independent figures (what prediction must match)."""

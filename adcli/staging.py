@@ -143,12 +143,13 @@ class Tape:
 class Sym:
     """A staged array: its real value and its tape variable."""
 
-    __slots__ = ("tape", "var", "value")
+    __slots__ = ("tape", "var", "value", "transpose_of")
     __array_ufunc__ = None      # NumPy defers to our reflected operators
     __array_priority__ = 1000   # (CuPy reads this one)
 
     def __init__(self, tape: Tape, var: int, value):
         self.tape, self.var, self.value = tape, var, value
+        self.transpose_of = None
 
     # -- what rules read -----------------------------------------------------------------
     @property
@@ -172,7 +173,11 @@ class Sym:
 
     @property
     def T(self):
-        return self.tape.record("attr", "T", (self,), {}, self.value.T)
+        if self.transpose_of is not None:   # (a.T).T is a: no operation recorded
+            return self.transpose_of
+        result = self.tape.record("attr", "T", (self,), {}, self.value.T)
+        result.transpose_of = self
+        return result
 
     def __repr__(self):
         return f"Sym(v{self.var}, shape={tuple(self.value.shape)})"

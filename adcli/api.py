@@ -40,8 +40,8 @@ TEMPORARY_FACTOR = 1.25       # intermediates inside NumPy expressions beyond th
 SEED_INDEX_BYTES = 0          # a Seed's index arrays are constants of the compiled plans
 PER_NODE_BYTES = 0            # the plans keep values in local variables, no environment
 ARRAY_HEADER_BYTES = 112      # NumPy's array object, per array reverse mode keeps
-BASE_BYTES = 4000             # the run's own dictionaries and objects
-INDEXING_SCRATCH_BYTES = 4000   # NumPy's fancy indexing allocates this much, whatever the size
+BASE_BYTES = 3750             # the run's own dictionaries and objects
+INDEXING_SCRATCH_BYTES = 4500   # NumPy's fancy indexing allocates this much, whatever the size
 # Writing a result as JSON (docs/counting.md, "Predicted memory"): per number written,
 # a Python float in a list (32 B) and its text (up to 25 characters) held about twice;
 # per row or column label, a str object and its text. report.derivative_json_pieces
@@ -49,6 +49,23 @@ INDEXING_SCRATCH_BYTES = 4000   # NumPy's fancy indexing allocates this much, wh
 JSON_BYTES_PER_NUMBER = 100
 JSON_BYTES_PER_LABEL = 200
 RETIME_BELOW_S = 0.5   # a traced run faster than this is timed again without tracing
+
+
+def same_to_roundoff(xp, a, b) -> bool:
+    """Equal shapes, the same non-finite entries, and finite entries within a few units of
+    round-off of the largest magnitude (1e-12 relative in float64, 1e-5 in float32)."""
+    a, b = xp.asarray(a), xp.asarray(b)
+    if a.shape != b.shape:
+        return False
+    finite = xp.isfinite(b)
+    if not bool((xp.isfinite(a) == finite).all()) or \
+            not bool(xp.array_equal(a[~finite], b[~finite], equal_nan=True)):
+        return False
+    if not bool(finite.any()):
+        return True
+    scale = max(1.0, float(xp.abs(b[finite]).max()))
+    tolerance = 1e-5 if b.dtype == xp.float32 else 1e-12
+    return float(xp.abs(a[finite] - b[finite]).max()) <= tolerance * scale
 
 
 class PlanMismatch(AssertionError):
@@ -412,9 +429,27 @@ class Program:
 
     def evaluate(self, at=None, backend="numpy", dtype="float64") -> dict:
         be, xp_dtype, _, inputs, consts, _ = self._setup(backend, dtype, at)
-        runner = Runner(self.graph, be.xp, xp_dtype, inputs, consts)
-        values = runner.run_primal(self._analysis([], []))
+        values = self.primal_plan(be, xp_dtype, inputs, consts)(inputs)
         return {name: be.to_host(values[i]) for name, i in self.graph.outputs.items()}
+
+    def primal_plan(self, be, xp_dtype, inputs, consts):
+        """The primal sweep compiled (once per backend and dtype): a function of the input
+        values {name: array} returning {output node: value}. Its counts, primal mults and
+        flops and the peak live values, are the attributes `mults`, `flops`, `peak`."""
+        key = ("evaluate", be.name, str(xp_dtype))
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            stager = Stager(self.graph, be.xp, xp_dtype, inputs, consts)
+            stager.run_primal(self._analysis([], []))
+            plan, const_values = stager.plans[0], list(consts.values())
+
+            def compiled(values: dict) -> dict:
+                return plan(list(values.values()) + const_values)
+
+            compiled.mults, compiled.flops = stager.primal.mults, stager.primal.flops
+            compiled.peak = stager.live.peak
+            self._compiled[key] = compiled
+        return compiled
 
     def _sizes(self, names, shape_of):
         return [prod(shape_of(n)) for n in names]
@@ -579,7 +614,9 @@ class Program:
     def _checked_run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single):
         """The checking mode (check_plans): the compiled run, then the reference interpreter
         (counting and keeping liveness as it goes) on the same inputs; their results must be
-        equal bit for bit and their counts equal, or PlanMismatch is raised."""
+        equal to round-off (same_to_roundoff) and their counts equal, or PlanMismatch is raised.
+        Not bit for bit: the same operations on the same numbers can round differently when
+        their arrays sit at different addresses (SIMD and BLAS kernels split sums by alignment)."""
         got, want = [], []
         dense = lambda k, t: Linear(run_inputs["xp"], k, Counter(), run_inputs["dtype"]).dense(t)  # noqa: E731
         keep = lambda into: lambda name, block, offset, k, t: into.append(   # noqa: E731
@@ -600,12 +637,12 @@ class Program:
             problems.append(f"counts {cost.counts()} != {ref_cost.counts()}")
         for a, b in zip(got, want):
             if a[:4] != b[:4] or (a[4] is None) != (b[4] is None) or (
-                    a[4] is not None and not bool(xp.array_equal(a[4], b[4]))):
+                    a[4] is not None and not same_to_roundoff(xp, a[4], b[4])):
                 problems.append(f"the derivative for {a[:4]} differs from the interpreter's")
         if len(got) != len(want):
             problems.append(f"{len(got)} results, the interpreter made {len(want)}")
         for i, value in values.items():
-            if i in reference["values"] and not bool(xp.array_equal(value, reference["values"][i])):
+            if i in reference["values"] and not same_to_roundoff(xp, value, reference["values"][i]):
                 problems.append(f"the value of node {i} differs from the interpreter's")
         if problems:
             raise PlanMismatch(f"{mode} mode: " + "; ".join(problems))

@@ -115,6 +115,14 @@ class Stager(Runner):
         self.xp, self.tape, self.observer = self.real_xp, None, None
         return real(outputs)
 
+    def run_primal(self, analysis, keep=None):
+        """The primal sweep alone (Program.evaluate, central differences): values of outputs."""
+        tape = self._begin()
+        saved = self._leaves(tape)
+        values = super().run_primal(analysis, keep)
+        self.input_values, self.const_values = saved
+        return self._end(tape, _outputs_only(values, self.out_ids), "evaluate")
+
     def forward_sweep(self, analysis, seeds):
         tape = self._begin()
         saved = self._leaves(tape)

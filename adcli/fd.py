@@ -18,7 +18,7 @@ from math import prod
 
 import numpy as np
 
-from .interpret import Analysis, Cost, Runner
+from .interpret import Cost
 
 TOLERANCE = {"float64": 1e-6, "float32": 1e-2}   # norm-wise relative agreement with AD
 
@@ -37,7 +37,6 @@ def finite_differences(program, wrt=None, at=None, backend="numpy", dtype="float
     outputs = program.output_names
     be, xp_dtype, host_inputs, inputs, consts, np_dtype = program._setup(backend, dtype, at)
     graph = program.graph
-    analysis = Analysis(graph, [], [])
     m = sum(prod(program.output_shape(o)) for o in outputs)
     n = sum(prod(program.input_shape(w)) for w in wrt)
     columns = []
@@ -45,18 +44,19 @@ def finite_differences(program, wrt=None, at=None, backend="numpy", dtype="float
     primal_counts = None
     cost = Cost(passes=n, sweeps=n, primal_sweeps=2 * n, chunk=1)
 
+    primal = program.primal_plan(be, xp_dtype, inputs, consts)   # compiled once, counted then
+
     def evaluate(values):
         nonlocal primal_peak, primal_counts
-        runner = Runner(graph, be.xp, xp_dtype, values, consts)
-        env = runner.run_primal(analysis)
-        primal_peak = max(primal_peak, runner.live.peak)
-        primal_counts = (runner.primal.mults, runner.primal.flops)
+        env = primal(values)
+        primal_peak = max(primal_peak, primal.peak)
+        primal_counts = (primal.mults, primal.flops)
         flat = [be.to_host(env[graph.outputs[o]]).reshape(-1) for o in outputs]
         return np.concatenate(flat).astype(np.float64) if flat else np.zeros(0)
 
     start = time.perf_counter()
     with be.measure(measure_memory) as report:
-        value_env = Runner(graph, be.xp, xp_dtype, inputs, consts).run_primal(analysis)
+        value_env = primal(inputs)
         for name in wrt:
             base = np.asarray(host_inputs[name], dtype=np.float64)
             steps = step_sizes(base, dtype).reshape(-1)

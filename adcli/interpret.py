@@ -272,11 +272,11 @@ class Runner:
 
     def seed(self, shape, offset, k):
         """The identity columns offset..offset+k-1 of an input block, as a Seed."""
-        if self.xp is None:
-            return Seed(None, k, shape)
         size = prod(shape)
+        if self.xp is None:
+            return Seed(None, k, shape, identity=offset == 0 and k == size)
         if offset == 0 and k == size:   # the whole identity (a gradient): one kernel, not six
-            return Seed(self.xp.arange(size).reshape(shape), k, shape)
+            return Seed(self.xp.arange(size).reshape(shape), k, shape, identity=True)
         src = self.xp.arange(size).reshape(shape) - offset
         src = self.xp.where((src >= 0) & (src < k), src, -1)
         return Seed(src, k, shape)

@@ -50,12 +50,15 @@ class Abstract:
 class Seed:
     """Directions selected from the identity: element i is direction src[i] (-1: none)."""
 
-    __slots__ = ("src", "k", "node_shape")
+    __slots__ = ("src", "k", "node_shape", "identity")
 
-    def __init__(self, src, k: int, node_shape):
+    def __init__(self, src, k: int, node_shape, identity: bool = False):
         self.src = src              # integer array of node_shape, or None when abstract
         self.k = k
         self.node_shape = tuple(node_shape)
+        # the whole identity in order (direction i is element i, every element selected):
+        # known from how the seed was made, so a prediction knows it too
+        self.identity = identity
 
     @property
     def shape(self):
@@ -175,8 +178,12 @@ class Linear:
             self._count(self.k * prod(out), self.k * prod(out))
         self._elementwise(t, out, prod(shape_of(p)))
         self._materialized(t, result=self.k * prod(out))
+        if isinstance(t, Seed) and out == t.node_shape and not t.identity:
+            self._indexes()   # the entries are put in place by index arrays
         if self.xp is None:
             return Abstract((self.k,) + out)
+        if isinstance(t, Seed) and out == t.node_shape:
+            return self._seed_diagonal(t, p)
         return p * self._lift(self.dense(t), out)
 
     def divide(self, t, q):
@@ -188,9 +195,32 @@ class Linear:
             self._count(self.k * prod(out), self.k * prod(out))
         self._elementwise(t, out, prod(shape_of(q)))
         self._materialized(t, result=self.k * prod(out))
+        if isinstance(t, Seed) and out == t.node_shape and not t.identity:
+            self._indexes()
         if self.xp is None:
             return Abstract((self.k,) + out)
+        if isinstance(t, Seed) and out == t.node_shape:
+            return self._seed_diagonal(t, 1 / q)
         return self._lift(self.dense(t), out) / q
+
+
+    def _seed_diagonal(self, t, p):
+        """p scaling a Seed: each selected element's entry of p put in place (a diagonal,
+        for the whole identity), not p times a k × |node| 0/1 array. Same values, one
+        scatter instead of a product over every entry."""
+        xp = self.xp
+        size = prod(t.node_shape)
+        if not (hasattr(p, "reshape") and tuple(p.shape) == t.node_shape):   # a number, or an
+            p = p * xp.ones(t.node_shape, dtype=self.dtype)                # array broadcasting in
+        if size == 1 and t.identity:   # one element, one direction: p itself (a copy)
+            return p.reshape((1,) + t.node_shape).copy()
+        out = xp.zeros((self.k, size), dtype=self.dtype)
+        if t.identity:
+            out.reshape(-1)[::size + 1] = p.reshape(-1)   # the diagonal, strided
+        else:
+            positions, dirs = self._seed_entries(t)
+            out[dirs, positions] = p.reshape(-1)[positions]   # one direction per element
+        return out.reshape((self.k,) + t.node_shape)
 
     def add(self, a, b):
         if a is None:
@@ -294,8 +324,8 @@ class Linear:
         shape = tuple(shape)
         if t is None or self.node_shape(t) == shape:
             return t
-        if isinstance(t, Seed):
-            return Seed(None if self.xp is None else t.src.reshape(shape), t.k, shape)
+        if isinstance(t, Seed):   # the flat order is unchanged: still the identity if it was
+            return Seed(None if self.xp is None else t.src.reshape(shape), t.k, shape, t.identity)
         if self.xp is None:
             return Abstract((self.k,) + shape)
         return t.reshape((t.shape[0],) + shape)
@@ -414,9 +444,12 @@ class Linear:
         contraction = a.shape[-1]
         if isinstance(t, Seed):
             self._traffic(2, 2 * self.k * prod(out))   # zeros, then entries of a copied in
-            self._indexes()
+            if not (len(t_shape) == 1 and t.identity):
+                self._indexes()
             if self.xp is None:
                 return Abstract((self.k,) + tuple(out))
+            if len(t_shape) == 1 and t.identity:   # a @ I: a's columns as rows
+                return (a.T if a.ndim == 2 else a).copy()   # (a copy: results never alias data)
             positions, dirs = self._seed_entries(t)
 
             def fill(result):
@@ -456,9 +489,12 @@ class Linear:
         out = matmul_shape(t_shape, shape_of(b))
         if isinstance(t, Seed):
             self._traffic(2, 2 * self.k * prod(out))   # zeros, then entries of b copied in
-            self._indexes()
+            if not (len(t_shape) == 1 and t.identity):
+                self._indexes()
             if self.xp is None:
                 return Abstract((self.k,) + tuple(out))
+            if len(t_shape) == 1 and t.identity:   # I @ b: b itself
+                return b.copy()
             positions, dirs = self._seed_entries(t)
 
             def fill(result):

@@ -2,10 +2,12 @@
 
 - a run is compiled once per (mode, wrt, chunk, backend, dtype) and replayed after;
 - the checking mode (what the random-program differential test runs with) compares every
-  compiled run with the reference interpreter, bit for bit, counts included, and a
+  compiled run with the reference interpreter, to round-off, counts included, and a
   disagreement is raised, never swallowed;
 - `adcli codegen` writes a module that imports nothing from adcli and reproduces the
-  executor's value and Jacobian (and JVP, VJP) exactly, run in a fresh interpreter.
+  executor's value and Jacobian (and JVP, VJP) to round-off, run in a fresh interpreter.
+  (Not bit for bit: the same operations can round differently at different addresses,
+  as SIMD and BLAS kernels split sums by alignment.)
 """
 import importlib.util
 import re
@@ -17,12 +19,16 @@ import pytest
 from click.testing import CliRunner
 
 import adcli
-from adcli.api import PlanMismatch
+from adcli.api import PlanMismatch, same_to_roundoff
 from adcli.cli import cli
 from adcli.staging import StagingError, StagingXP, Tape
 from conftest import SAMPLE, SAMPLES
 
 MODES = ("forward", "reverse")
+
+
+def same(a, b) -> bool:
+    return same_to_roundoff(np, a, b)
 
 
 def run(*args):
@@ -45,7 +51,7 @@ def test_a_run_is_compiled_once_then_replayed():
     assert "compile" in first.cost.time_s and "compile" not in second.cost.time_s
     assert first.cost.counts() == second.cost.counts()
     for name in first.blocks["loss"]:
-        assert np.array_equal(first.blocks["loss"][name], second.blocks["loss"][name])
+        assert same(first.blocks["loss"][name], second.blocks["loss"][name])
     # another chunk, dtype or mode is another compiled run
     program.jacobian(mode="reverse", dtype="float32")
     program.jacobian(mode="forward", chunk=7)
@@ -62,7 +68,7 @@ def test_replayed_counts_are_the_staged_counts_and_the_prediction():
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
-def test_checking_mode_agrees_bit_for_bit_on_every_sample(path):
+def test_checking_mode_agrees_on_every_sample(path):
     program = adcli.load(path)
     program.check_plans = True
     for mode in MODES:
@@ -143,9 +149,9 @@ def test_generated_module_reproduces_the_executor(tmp_path, path, mode):
     program = adcli.load(path)
     want = program.jacobian(mode=mode)
     for o in want.blocks:
-        assert np.array_equal(np.asarray(value[o]), want.value[o])
+        assert same(np.asarray(value[o]), want.value[o])
         for w in want.blocks[o]:
-            assert np.array_equal(jacobian[o][w], want.blocks[o][w]), (o, w)
+            assert same(jacobian[o][w], want.blocks[o][w]), (o, w)
 
 
 def test_generated_module_takes_other_inputs_and_runs_alone(tmp_path):
@@ -182,7 +188,7 @@ def test_generated_jvp_and_vjp_take_the_direction_as_an_argument(tmp_path, kind,
             _, got = module.vjp(given)
             want = program.vjp(given).cotangent
         for name in want:
-            assert np.array_equal(np.asarray(got[name]), want[name]), name
+            assert same(np.asarray(got[name]), want[name]), name
 
 
 def test_codegen_to_standard_output_and_for_cupy():
@@ -196,3 +202,13 @@ def test_codegen_refuses_an_input_named_like_its_own_variables(tmp_path):
     source.write_text("input value = 1.0\noutput y = value * value\n")
     result = run("codegen", source)
     assert result.exit_code == 2 and "rename it in the file" in result.output
+
+
+def test_round_off_is_tolerated_and_a_real_difference_is_not():
+    a = np.array([1.0, -3.0, 1e-300, np.inf, np.nan])
+    b = a.copy()
+    b[1] = np.nextafter(b[1], 0)   # one unit of round-off
+    assert same(a, b)
+    b[1] = -3.0 * (1 + 1e-9)
+    assert not same(a, b)
+    assert not same(a, a[:4]) and not same(a, np.where(np.isnan(a), 0.0, a))

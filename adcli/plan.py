@@ -156,6 +156,11 @@ def statement(eqn, name=_plain) -> str:
     raise ValueError(f"unknown equation kind {eqn.kind}")
 
 
+# Compiled code by source text: the sweeps of a chunked run (seeds at other offsets) are
+# usually the same code with other constants, and compiling is the costly part.
+_FACTORIES: dict = {}
+MAX_FACTORIES = 1024
+
 RESERVED = set(keyword.kwlist) | {"xp", "inputs", "consts", "make", "np", "cp", "value", "jacobian",
                                      "jvp", "vjp", "gradient"}
 
@@ -273,9 +278,16 @@ class Plan:
 
     def compile(self):
         if self._fn is None:
-            namespace = {}
-            exec(compile(self.source(), f"<adcli {self.label}>", "exec"), namespace)
-            self._fn = namespace["make"](self.xp, self.consts)
+            source = self.source()
+            make = _FACTORIES.get(source)
+            if make is None:   # sweeps that differ only in their constants share the code
+                namespace = {}
+                exec(compile(source, f"<adcli {self.label}>", "exec"), namespace)
+                make = namespace["make"]
+                if len(_FACTORIES) >= MAX_FACTORIES:
+                    _FACTORIES.pop(next(iter(_FACTORIES)))
+                _FACTORIES[source] = make
+            self._fn = make(self.xp, self.consts)
         return self._fn
 
     def __call__(self, inputs: list):

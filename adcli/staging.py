@@ -94,7 +94,7 @@ class Tape:
     def new_var(self, value) -> int:
         var = self.n_vars
         self.n_vars += 1
-        self.info[var] = (tuple(value.shape), str(value.dtype)) if hasattr(value, "shape") else ((), "")
+        self.info[var] = (value.shape, value.dtype) if hasattr(value, "shape") else ((), None)
         return var
 
     def input(self, value, name: str | None = None) -> "Sym":

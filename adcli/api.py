@@ -260,6 +260,7 @@ class Program:
         self._default_limits = {}   # backend name -> default memory limit, read once per program
         self._compiled = {}         # adcli.execute.CompiledRun per (mode, wrt, outputs, chunk, backend, ...)
         self._last_compiled = None  # the plans of the last run (adcli.codegen reads them)
+        self._static = {}           # sums over the graph's nodes that do not change (resident bytes)
         # the checking mode: every run also runs the reference interpreter and compares
         # (tests; ADCLI_CHECK_PLANS=1 turns it on for every program)
         self.check_plans = os.environ.get("ADCLI_CHECK_PLANS") == "1"
@@ -498,21 +499,27 @@ class Program:
         """In memory before the sweeps start, and through them: inputs and consts (made
         on the host in float64, and copied to the run's dtype unless that is float64) and
         the index maps of data-movement nodes."""
-        data = sum(n.size for n in self.graph.nodes if n.op in ("input", "const"))
+        if "data" not in self._static:   # static facts of the graph, summed once
+            self._static["data"] = sum(n.size for n in self.graph.nodes if n.op in ("input", "const"))
+        data = self._static["data"]
         return data * itemsize + (8 * data if itemsize != 8 else 0) + self.index_bytes()
 
     def making_bytes(self) -> int:
         """Room to make the data not made yet: an input's or const's recipe may hold one
         more array of its size while it is evaluated (0.1 * randn(seed=3): the draw and
         the product)."""
-        recipes = [n.attrs.get("value") for n in self.graph.nodes if n.op == "const"]
-        recipes += list(self.graph.input_defaults.values())
-        return max((d.nbytes for d in recipes if isinstance(d, Data) and not d.made), default=0)
+        if "recipes" not in self._static:
+            recipes = [n.attrs.get("value") for n in self.graph.nodes if n.op == "const"]
+            recipes += list(self.graph.input_defaults.values())
+            self._static["recipes"] = [d for d in recipes if isinstance(d, Data)]
+        return max((d.nbytes for d in self._static["recipes"] if not d.made), default=0)
 
     def index_bytes(self) -> int:
         """Bytes of the index maps of data-movement nodes (made before a run's sweeps)."""
-        return sum(n.index_bytes() for n in self.graph.nodes
-                   if REGISTRY.get(n.op) is not None and REGISTRY[n.op].movement)
+        if "index_bytes" not in self._static:
+            self._static["index_bytes"] = sum(n.index_bytes() for n in self.graph.nodes
+                                              if REGISTRY.get(n.op) is not None and REGISTRY[n.op].movement)
+        return self._static["index_bytes"]
 
     def required_bytes(self, mode, wrt, outputs, chunk, itemsize) -> int:
         """What the memory limit is checked against: the sweeps' predicted peak and the

@@ -45,18 +45,6 @@ def _template(tree, found: list):
     return tree
 
 
-def _fill(template, values):
-    if isinstance(template, _Slot):
-        return values[template.index]
-    if isinstance(template, dict):
-        return {k: _fill(v, values) for k, v in template.items()}
-    if isinstance(template, list):
-        return [_fill(v, values) for v in template]
-    if isinstance(template, tuple):
-        return tuple([_fill(v, values) for v in template])
-    return template
-
-
 def _vars_in(arg, into: list):
     if isinstance(arg, Var):
         into.append(arg.id)
@@ -201,6 +189,7 @@ class Plan:
         self.functions = sorted({e.name for e in tape.eqns if e.kind == "call"})
         self.n_eqns = len(tape.eqns)
         self._fn = None
+        self._leaves = []
 
     def name(self, var: int) -> str:
         return self.names.get(var) or f"t{var}"
@@ -250,7 +239,7 @@ class Plan:
         return lines, used_consts
 
     # -- source -------------------------------------------------------------------------------
-    def body(self, indent: str = "    ") -> list:
+    def body(self, indent: str = "    ", returns: str | None = None) -> list:
         lines = []
         if self.inputs:
             names = ", ".join(self.name(v) for v in self.inputs)
@@ -258,21 +247,44 @@ class Plan:
             if self.clear_inputs:
                 lines.append("inputs.clear()")
         lines.extend(self.lines)
-        lines.append("return [" + ", ".join(self.name(v) for v in self.outputs) + "]")
+        lines.append("return " + (returns or "[" + ", ".join(self.name(v) for v in self.outputs) + "]"))
         return [indent + line for line in lines]
 
-    def function(self, indent: str = "") -> list:
-        """The plan as a function `label(inputs)` (constants and xp_ functions in scope)."""
-        return [f"{indent}def {self.label}(inputs):"] + self.body(indent + "    ")
+    def function(self, indent: str = "", returns: str | None = None) -> list:
+        """The plan as a function `label(inputs)` (constants and xp_ functions in scope),
+        returning its outputs as a list (or the expression `returns`)."""
+        return [f"{indent}def {self.label}(inputs):"] + self.body(indent + "    ", returns)
+
+    def _structure(self, template, leaves: list) -> str:
+        """Source building the output structure directly (no walk over a template per
+        call); leaves that are not staged values (Seeds, None) are passed in as leafN."""
+        if isinstance(template, _Slot):
+            return self.name(self.outputs[template.index])
+        if isinstance(template, dict):
+            return "{" + ", ".join(f"{k!r}: {self._structure(v, leaves)}" for k, v in template.items()) + "}"
+        if isinstance(template, (list, tuple)):
+            inner = ", ".join(self._structure(v, leaves) for v in template)
+            if isinstance(template, list):
+                return f"[{inner}]"
+            return f"({inner},)" if len(template) == 1 else f"({inner})"
+        if template is None:
+            return "None"
+        leaves.append(template)
+        return f"leaf{len(leaves) - 1}"
 
     def source(self) -> str:
-        """A factory ``make(xp, consts)`` returning the plan as a function of its inputs."""
-        lines = ["def make(xp, consts):"]
+        """A factory ``make(xp, consts, leaves)`` returning the plan as a function of its
+        inputs that returns its outputs in the structure they were staged in."""
+        self._leaves = []
+        returns = self._structure(self.template, self._leaves)
+        lines = ["def make(xp, consts, leaves):"]
         for cid in self.consts:
             lines.append(f"    c{cid} = consts[{cid}]")
+        for i in range(len(self._leaves)):
+            lines.append(f"    leaf{i} = leaves[{i}]")
         for fn in self.functions:
             lines.append(f"    xp_{fn} = xp.{fn}")
-        lines.extend(self.function("    "))
+        lines.extend(self.function("    ", returns))
         lines.append(f"    return {self.label}")
         return "\n".join(lines) + "\n"
 
@@ -287,9 +299,9 @@ class Plan:
                 if len(_FACTORIES) >= MAX_FACTORIES:
                     _FACTORIES.pop(next(iter(_FACTORIES)))
                 _FACTORIES[source] = make
-            self._fn = make(self.xp, self.consts)
+            self._fn = make(self.xp, self.consts, self._leaves)
         return self._fn
 
     def __call__(self, inputs: list):
         """Run the plan; returns its outputs in the structure they were staged in."""
-        return _fill(self.template, self.compile()(inputs))
+        return self.compile()(inputs)

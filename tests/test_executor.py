@@ -84,7 +84,11 @@ def test_checking_mode_reports_a_wrong_plan():
     compiled = next(iter(program._compiled.values()))
     backward = compiled.plans[-1]
     correct = backward.compile()
-    backward._fn = lambda inputs: [2 * x for x in correct(inputs)]   # an injected bug
+
+    def doubled(inputs):   # an injected bug: every adjoint twice what it should be
+        return {node: {b: 2 * t for b, t in blocks.items()} for node, blocks in correct(inputs).items()}
+
+    backward._fn = doubled
     program.check_plans = True
     with pytest.raises(PlanMismatch, match="differs from the interpreter"):
         program.jacobian(mode="reverse")

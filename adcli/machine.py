@@ -50,7 +50,7 @@ class MachineModel:
 # H100 profile in benchmarks/README.md (≈ 40 µs of host work per array operation,
 # device bandwidth and float64 GEMM rate) until a GPU run calibrates them.
 DEFAULTS = {
-    "numpy": MachineModel("numpy", op_s=7e-6, bandwidth=6e9, gemm_rate=3e10),
+    "numpy": MachineModel("numpy", op_s=1e-6, bandwidth=6e9, gemm_rate=3e10),
     "cupy": MachineModel("cupy", op_s=4e-5, bandwidth=2e12, gemm_rate=5e13),
 }
 

@@ -266,22 +266,21 @@ def _entry_points(dp, input_names) -> list:
         doc = ("(value, jacobian): value {output: array}; jacobian {output: {input: array shaped "
                "output.shape + input.shape}}. Arguments default to the file's input values.")
         name, extra_param = "jacobian", ""
-    elif dp.kind == "jvp":
-        body.append("    tangent = {" + ", ".join(
-            f"{o!r}: " + (lambda t: f"{t}[0]" if t else f"xp.zeros({oshape[o]}, dtype=DTYPE)")(
-                _leaf_expr(tangents.get(out_ids[o], {}).get("given"), "outs", constants, f"T_{o}", dp.dtype))
-            for o in dp.outputs) + "}")
-        body.append("    return value, tangent")
-        doc = "(value, J·direction): direction {input: array}, one forward sweep."
-        name, extra_param = "jvp", "direction, "
-    else:
-        body.append("    cotangent_in = {" + ", ".join(
-            f"{w!r}: " + (lambda t: f"{t}[0]" if t else f"xp.zeros({ishape[w]}, dtype=DTYPE)")(
-                _leaf_expr(results.get(wrt_ids[w], {}).get("given"), "back", constants, f"U_{w}", dp.dtype))
-            for w in dp.wrt) + "}")
-        body.append("    return value, cotangent_in")
-        doc = "(value, cotangentᵀ·J): cotangent {output: array}, one reverse sweep."
-        name, extra_param = "vjp", "cotangent, "
+    else:   # one JVP (the tangent of each output) or VJP (the cotangent of each input)
+        jvp = dp.kind == "jvp"
+        names, shapes = (dp.outputs, oshape) if jvp else (dp.wrt, ishape)
+        found, outs, ids = (tangents, "outs", out_ids) if jvp else (results, "back", wrt_ids)
+        result = "tangent" if jvp else "cotangent_in"
+
+        def given(name):
+            text = _leaf_expr(found.get(ids[name], {}).get("given"), outs, constants, f"G_{name}", dp.dtype)
+            return f"{text}[0]" if text else f"xp.zeros({shapes[name]}, dtype=DTYPE)"
+
+        body.append(f"    {result} = {{" + ", ".join(f"{n!r}: {given(n)}" for n in names) + "}")
+        body.append(f"    return value, {result}")
+        doc = ("(value, J·direction): direction {input: array}, one forward sweep." if jvp else
+               "(value, cotangentᵀ·J): cotangent {output: array}, one reverse sweep.")
+        name, extra_param = dp.kind, ("direction, " if jvp else "cotangent, ")
     lines = [_literal(v, k) for k, v in constants.items()]
     lines += ["", "", f"def {name}({extra_param}{signature}):", f'    """{doc}"""']
     lines += _arguments(dp, input_names) + body

@@ -45,34 +45,29 @@ def _template(tree, found: list):
     return tree
 
 
-def _vars_in(arg, into: list):
-    if isinstance(arg, Var):
-        into.append(arg.id)
+def _refs(arg, kind, into):
+    """The ids of every `kind` (Var or Const) in an argument, through tuples, lists,
+    dicts and slices, appended to the list `into` (or added to the set)."""
+    if isinstance(arg, kind):
+        into.append(arg.id) if isinstance(into, list) else into.add(arg.id)
     elif isinstance(arg, (tuple, list)):
         for a in arg:
-            _vars_in(a, into)
+            _refs(a, kind, into)
     elif isinstance(arg, dict):
         for a in arg.values():
-            _vars_in(a, into)
+            _refs(a, kind, into)
     elif isinstance(arg, slice):
         for a in (arg.start, arg.stop, arg.step):
-            _vars_in(a, into)
+            _refs(a, kind, into)
     return into
+
+
+def _vars_in(arg, into: list):
+    return _refs(arg, Var, into)
 
 
 def _consts_in(arg, into: set):
-    if isinstance(arg, Const):
-        into.add(arg.id)
-    elif isinstance(arg, (tuple, list)):
-        for a in arg:
-            _consts_in(a, into)
-    elif isinstance(arg, dict):
-        for a in arg.values():
-            _consts_in(a, into)
-    elif isinstance(arg, slice):
-        for a in (arg.start, arg.stop, arg.step):
-            _consts_in(a, into)
-    return into
+    return _refs(arg, Const, into)
 
 
 def _plain(var: int) -> str:

@@ -107,8 +107,8 @@ class Stager(Runner):
             return f"d{self.label(node.id)}_d{self.label(node.inputs[key[2]])}"
         return self.label(key)
 
-    def _end(self, tape, outputs, label, clear_inputs=False):
-        plan = Plan(tape, outputs, label, clear_inputs)
+    def _end(self, tape, outputs, label, clear_inputs=False, internal=()):
+        plan = Plan(tape, outputs, label, clear_inputs, internal)
         plan.compile()   # now, while compiling: not inside a timed or measured run
         self.plans.append(plan)
         self.equations += plan.n_eqns
@@ -138,7 +138,7 @@ class Stager(Runner):
         values, residuals, refs, cached_values, cached_inputs = super().reverse_forward_sweep(analysis, plan)
         self.input_values, self.const_values = saved
         values, residuals = self._end(tape, (_outputs_only(values, self.out_ids), residuals),
-                                      "reverse_forward_sweep")
+                                      "reverse_forward_sweep", internal=residuals)
         return values, residuals, refs, cached_values, cached_inputs
 
     def backward_sweep(self, analysis, plan, residuals, refs, seeds, wrt_ids, final):

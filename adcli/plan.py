@@ -167,7 +167,7 @@ def _identifiers(names: dict) -> dict:
 class Plan:
     """One staged sweep, compiled: call it with its inputs' values, in order."""
 
-    def __init__(self, tape, outputs, label: str = "plan", clear_inputs: bool = False):
+    def __init__(self, tape, outputs, label: str = "plan", clear_inputs: bool = False, internal=()):
         self.label = label
         self.xp = tape.xp
         self.info = tape.info
@@ -179,6 +179,10 @@ class Plan:
         #                                    frees residuals as it goes: the caller keeps none)
         self.names = _identifiers(tape.names)
         self.eqns = tape.eqns
+        inner: list = []
+        _template(internal, inner)
+        self.internal = set(inner)   # outputs only the next plan reads (residuals)
+        self.copied: set = set()     # results that could share memory with an input or a constant
         self.lines, used = self._lines(tape.eqns)
         self.consts = {cid: tape.consts[cid] for cid in sorted(used)}
         self.functions = sorted({e.name for e in tape.eqns if e.kind == "call"})
@@ -203,6 +207,7 @@ class Plan:
             for v in read:
                 last[v] = index
         fresh, aliased = set(), set()
+        shares_data = set(inputs)   # may share memory with an input or a constant
         for eqn, read in zip(eqns, uses):
             if eqn.out is None:
                 continue
@@ -211,6 +216,11 @@ class Plan:
                 fresh.add(eqn.out)
             else:   # may be a view of its operands: they must not be changed in place
                 aliased.update(read)
+                if shares_data.intersection(read) or _consts_in((eqn.args, eqn.kwargs), set()):
+                    shares_data.add(eqn.out)
+        # a result handed to the caller is its own array: a view of a constant of the plan
+        # or of the caller's input, changed by the caller, would change them
+        self.copied = {v for v in self.outputs if v in shares_data and v not in self.internal}
         used_consts: set = set()
         lines = []
         for index, (eqn, read) in enumerate(zip(eqns, uses)):
@@ -242,8 +252,11 @@ class Plan:
             if self.clear_inputs:
                 lines.append("inputs.clear()")
         lines.extend(self.lines)
-        lines.append("return " + (returns or "[" + ", ".join(self.name(v) for v in self.outputs) + "]"))
+        lines.append("return " + (returns or "[" + ", ".join(self._result(v) for v in self.outputs) + "]"))
         return [indent + line for line in lines]
+
+    def _result(self, var: int) -> str:
+        return f"{self.name(var)}.copy()" if var in self.copied else self.name(var)
 
     def function(self, indent: str = "", returns: str | None = None) -> list:
         """The plan as a function `label(inputs)` (constants and xp_ functions in scope),
@@ -254,7 +267,7 @@ class Plan:
         """Source building the output structure directly (no walk over a template per
         call); leaves that are not staged values (Seeds, None) are passed in as leafN."""
         if isinstance(template, _Slot):
-            return self.name(self.outputs[template.index])
+            return self._result(self.outputs[template.index])
         if isinstance(template, dict):
             return "{" + ", ".join(f"{k!r}: {self._structure(v, leaves)}" for k, v in template.items()) + "}"
         if isinstance(template, (list, tuple)):

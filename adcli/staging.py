@@ -143,13 +143,12 @@ class Tape:
 class Sym:
     """A staged array: its real value and its tape variable."""
 
-    __slots__ = ("tape", "var", "value", "transpose_of")
+    __slots__ = ("tape", "var", "value")
     __array_ufunc__ = None      # NumPy defers to our reflected operators
     __array_priority__ = 1000   # (CuPy reads this one)
 
     def __init__(self, tape: Tape, var: int, value):
         self.tape, self.var, self.value = tape, var, value
-        self.transpose_of = None
 
     # -- what rules read -----------------------------------------------------------------
     @property
@@ -173,11 +172,9 @@ class Sym:
 
     @property
     def T(self):
-        if self.transpose_of is not None:   # (a.T).T is a: no operation recorded
-            return self.transpose_of
-        result = self.tape.record("attr", "T", (self,), {}, self.value.T)
-        result.transpose_of = self
-        return result
+        # a new value every time, as NumPy makes a new view: the live-value counts go by
+        # identity, and must be the interpreter's (no shortcut for (a.T).T here)
+        return self.tape.record("attr", "T", (self,), {}, self.value.T)
 
     def __repr__(self):
         return f"Sym(v{self.var}, shape={tuple(self.value.shape)})"

@@ -212,8 +212,8 @@ class Linear:
         size = prod(t.node_shape)
         if not (hasattr(p, "reshape") and tuple(p.shape) == t.node_shape):   # a number, or an
             p = p * xp.ones(t.node_shape, dtype=self.dtype)                # array broadcasting in
-        if size == 1 and t.identity:   # one element, one direction: p itself (a copy)
-            return p.reshape((1,) + t.node_shape).copy()
+        if size == 1 and t.identity:   # one element, one direction: p itself
+            return p.reshape((1,) + t.node_shape)
         out = xp.zeros((self.k, size), dtype=self.dtype)
         if t.identity:
             out.reshape(-1)[::size + 1] = p.reshape(-1)   # the diagonal, strided
@@ -449,7 +449,7 @@ class Linear:
             if self.xp is None:
                 return Abstract((self.k,) + tuple(out))
             if len(t_shape) == 1 and t.identity:   # a @ I: a's columns as rows
-                return (a.T if a.ndim == 2 else a).copy()   # (a copy: results never alias data)
+                return a.T if a.ndim == 2 else a   # a view (a plan copies results that are views)
             positions, dirs = self._seed_entries(t)
 
             def fill(result):
@@ -494,7 +494,7 @@ class Linear:
             if self.xp is None:
                 return Abstract((self.k,) + tuple(out))
             if len(t_shape) == 1 and t.identity:   # I @ b: b itself
-                return b.copy()
+                return b
             positions, dirs = self._seed_entries(t)
 
             def fill(result):

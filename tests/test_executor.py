@@ -216,3 +216,20 @@ def test_round_off_is_tolerated_and_a_real_difference_is_not():
     b[1] = -3.0 * (1 + 1e-9)
     assert not same(a, b)
     assert not same(a, a[:4]) and not same(a, np.where(np.isnan(a), 0.0, a))
+
+
+def test_results_never_share_memory_with_data_or_plans():
+    """The whole identity seed makes A·I a view of A; a result handed to the caller is
+    still its own array, so changing it changes neither the file's data nor the plans."""
+    program = adcli.loads("const A: mat[3, 3] = [[1, 2, 3], [4, 5, 6], [7, 8, 10]]\n"
+                          "input x: vec[3] = [1, 1, 1]\n"
+                          "output y = A @ x\noutput z = x\n")
+    for mode in MODES:
+        first = program.jacobian(mode=mode)
+        block = first.blocks["y"]["x"]
+        assert np.array_equal(block, [[1, 2, 3], [4, 5, 6], [7, 8, 10]])
+        block[...] = 0
+        first.value["z"][...] = 99
+        again = program.jacobian(mode=mode)
+        assert np.array_equal(again.blocks["y"]["x"], [[1, 2, 3], [4, 5, 6], [7, 8, 10]]), mode
+        assert np.array_equal(again.value["y"], [6, 15, 25]) and np.array_equal(again.value["z"], [1, 1, 1])

@@ -184,6 +184,8 @@ class Linear:
             return Abstract((self.k,) + out)
         if isinstance(t, Seed) and out == t.node_shape:
             return self._seed_diagonal(t, p)
+        if isinstance(t, Seed) and t.identity and prod(t.node_shape) == 1 and shape_of(p) == out:
+            return p.reshape((1,) + out)   # a scalar's one direction scaling p: p itself
         return p * self._lift(self.dense(t), out)
 
     def divide(self, t, q):

@@ -16,7 +16,8 @@ from math import prod
 
 import numpy as np
 
-from .errors import NameProblem, ResourceProblem, ShapeProblem, SourceLocation, SyntaxProblem, ValueProblem
+from .errors import (AdError, NameProblem, ResourceProblem, ShapeProblem, SourceLocation, SyntaxProblem,
+                     ValueProblem)
 from .ir import Graph, Node, broadcast_shapes, format_shape
 from .ops import REGISTRY, ShapeError
 from .parser import Ast, parse, strip_bom
@@ -121,11 +122,13 @@ class _Def:
 
 
 class _Scope:
-    """Names visible to expressions: values (node ids) of this scope."""
+    """Names visible to expressions: values (node ids) of this scope, and the indices of
+    the repeats being unrolled in it (`repeat T as t`: name -> [iteration, repeat's line])."""
 
     def __init__(self, values: dict, in_def: _Def | None = None):
         self.values = values
         self.in_def = in_def
+        self.indices: dict[str, list] = {}
 
 
 class Builder:
@@ -350,7 +353,7 @@ class Builder:
         self.defs[name] = _Def(stmt, len(self.defs))
 
     def stmt_repeat(self, stmt, scope):
-        count_ast, body = stmt.args
+        count_ast, body, index = stmt.args
         count = self.integer(count_ast, scope, "a repeat count")
         if count < 0:
             self.fail(ValueProblem, f"a repeat count must not be negative, got {count}", count_ast)
@@ -358,6 +361,9 @@ class Builder:
             if inner.kind in ("dim", "input", "const", "def", "output", "return"):
                 self.fail(SyntaxProblem, f"'{inner.kind}' is not allowed inside repeat; "
                           "a repeat body holds assignments and nested repeats", inner)
+        name = None if index is None else self._check_index(index, stmt, body, scope)
+        # an iteration that changes nothing ends the loop, unless the body reads the index
+        stop_early = name is None or not _reads(body, name)
         self.repeats_seen += 1
         marker = [self.repeats_seen, 0, count, stmt.line, 0]
         self.repeat_stack.append(marker)
@@ -366,8 +372,14 @@ class Builder:
             for iteration in range(count):
                 marker[1], marker[4] = iteration, 0
                 nodes, rebinds = len(self.nodes), self.rebinds
-                self._repeat_body(body, scope)
-                if len(self.nodes) == nodes and self.rebinds == rebinds:
+                if name is not None:
+                    scope.indices[name] = [iteration, stmt.line]
+                try:
+                    self._repeat_body(body, scope)
+                except AdError as exc:
+                    _in_iteration(exc, scope.indices)
+                    raise
+                if stop_early and len(self.nodes) == nodes and self.rebinds == rebinds:
                     break   # nothing changed, so no later iteration can change anything
                 self.steps += len(body) + 1
                 if self.steps > step_limit:   # iterations that only shuffle names, e.g. a = b
@@ -375,6 +387,28 @@ class Builder:
                               "statements", stmt, hint="lower the repeat count, or raise --node-limit")
         finally:
             self.repeat_stack.pop()
+            scope.indices.pop(name, None)
+
+    def _check_index(self, index: Ast, stmt, body, scope) -> str:
+        """The name of `repeat T as NAME`: a new name, never assigned in the body."""
+        name = index.args[0]
+        if name in BUILTINS:
+            self.fail(NameProblem, f"'{name}' is a built-in function and cannot name a loop index", index)
+        if name in scope.indices:
+            self.fail(NameProblem, f"'{name}' is already the index of the repeat at line "
+                      f"{scope.indices[name][1]}; a nested repeat needs an index of its own", index)
+        if name in self.dims or name in self.inputs or name in self.consts or name in self.defs:
+            self.fail(NameProblem, f"'{name}' is already declared; a loop index needs a new name", index)
+        if name in scope.values:
+            self.fail(NameProblem, f"'{name}' already names a value; a loop index needs a new name", index)
+        for inner in _statements(body):   # checked once, even for a count of 0
+            if inner.kind == "assign" and inner.args[0] == name:
+                self.fail(NameProblem, f"'{name}' is the index of the repeat at line {stmt.line} "
+                          "and cannot be assigned in its body", inner)
+            if inner.kind == "repeat" and inner.args[2] is not None and inner.args[2].args[0] == name:
+                self.fail(NameProblem, f"'{name}' is already the index of the repeat at line "
+                          f"{stmt.line}; a nested repeat needs an index of its own", inner.args[2])
+        return name
 
     def _repeat_body(self, body, scope):
         for inner in body:
@@ -406,7 +440,10 @@ class Builder:
             name = ast.args[0]
             if name in self.dims:
                 return self.dims[name]
-            self.fail(NameProblem, f"'{name}' is not a dim; {what} must be built from numbers and dims", ast)
+            if name in scope.indices:
+                return scope.indices[name][0]
+            parts = "numbers, dims and loop indices" if scope.indices else "numbers and dims"
+            self.fail(NameProblem, f"'{name}' is not a dim; {what} must be built from {parts}", ast)
         if kind == "neg":
             return -self._integer(ast.args[0], scope, what)
         if kind == "binop":
@@ -600,6 +637,8 @@ class Builder:
 
     # -- expressions ----------------------------------------------------------------------------------
     def lookup(self, name: str, ast, scope: _Scope) -> int:
+        if name in scope.indices:   # a loop index: this iteration's number, a constant
+            return self.literal(scope.indices[name][0], ast)
         if name in scope.values:
             return scope.values[name]
         if scope.in_def is not None and name in self.consts:
@@ -608,10 +647,11 @@ class Builder:
             return self.literal(self.dims[name], ast)
         if name in BUILTINS or name in self.defs:
             self.fail(NameProblem, f"'{name}' is a function; call it as {name}(...)", ast)
-        if scope.in_def is not None and name in self.global_scope.values:
+        if scope.in_def is not None and (name in self.global_scope.values or name in self.global_scope.indices):
             self.fail(NameProblem, f"'{name}' is not visible inside def {scope.in_def.name}: "
                       "a def sees its parameters, dims, consts and earlier defs; pass it as a parameter", ast)
-        known = set(scope.values) | set(self.dims) | (set(self.consts) if scope.in_def is not None else set())
+        known = set(scope.values) | set(scope.indices) | set(self.dims) \
+            | (set(self.consts) if scope.in_def is not None else set())
         self.fail(NameProblem, f"name '{name}' is not defined{_did_you_mean(name, known)}", ast)
 
     def expr(self, ast: Ast, scope: _Scope) -> int:
@@ -823,6 +863,41 @@ class Builder:
         graph.input_types = self.input_types
         graph.builder = self
         return graph
+
+
+def _statements(body):
+    """The statements of a repeat body, those of nested repeats included."""
+    for stmt in body:
+        yield stmt
+        if stmt.kind == "repeat":
+            yield from _statements(stmt.args[1])
+
+
+def _reads(body, name: str) -> bool:
+    """Whether statements (ASTs, in lists, tuples and dicts) read `name`; a loop, not
+    recursion, for expressions nested thousands deep."""
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Ast):
+            if value.kind == "name" and value.args[0] == name:
+                return True
+            stack.extend(value.args)
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+    return False
+
+
+def _in_iteration(exc: AdError, indices: dict):
+    """Say in a problem met while unrolling indexed repeats which iteration it is in
+    (once: the innermost repeat names every index)."""
+    if indices and not getattr(exc, "iteration_noted", False):
+        where = ", ".join(f"{name} = {value}" for name, (value, _) in indices.items())
+        exc.message = f"{exc.message} (in iteration {where})"
+        exc.args = (exc.message,)
+        exc.iteration_noted = True
 
 
 def _did_you_mean(name: str, known) -> str:

@@ -285,7 +285,11 @@ def _make_transformer():
             return self._ast("def", meta, str(c[0]), c[1] or [], c[2])
 
         def repeat_stmt(self, meta, c):
-            return self._ast("repeat", meta, c[0], c[1])
+            count, index, body = c   # index: the NAME after `as`, or None
+            if index is not None:    # kept as a name expression, for carets at it
+                index = Ast("name", (str(index),), index.line, index.column, index.start_pos,
+                            index.end_pos, self._text)
+            return self._ast("repeat", meta, count, body, index)
 
         def return_stmt(self, meta, c):
             return self._ast("return", meta, c[0])

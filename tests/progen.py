@@ -22,7 +22,14 @@ leaves the safe region is rewritten or dropped. The safe region:
   form instead: log(1 + a*a), sqrt(1 + a*a), a / (1 + b*b), tan(0.5 * tanh(a)),
   exp(tanh(a)), (1 + a*a) ^ e, ...
 
-so derivatives stay modest and central differences are meaningful. Kinks
+so derivatives stay modest and central differences are meaningful.
+
+Repeats carry a value through their iterations (``h = squash(h op term)``);
+some have a loop index, ``repeat K as i`` (and ``as j`` on a repeat around
+one), read by the term as an element, row, column or block of a vector or
+matrix long enough for every iteration (``x[i]``, ``X[-1 - i]``, ``v[j * 3 + i]``,
+``Ws[i * w:(i + 1) * w, :] @ h``), or as a number (``0.25 * i``). Written with
+loop indices, an integer is an ``Idx``, evaluated in each iteration. Kinks
 (relu, abs, maximum, minimum, max, min, norm at 0, a base of 0) are *not*
 avoided, and some are hit on purpose (``Generator.at_kink``: x - c with a const
 c equal to the input x in some elements, then relu, abs, maximum, max, norm,
@@ -114,6 +121,26 @@ class I:
         return f"I({self.text!r}, {self.value})"
 
 
+class Idx:
+    """An integer written with loop indices (`i`, `2 * i`, `-1 - i`, `j * 3 + i`): its text,
+    and its value offset + Σ scale · index for the indices' values in an iteration."""
+    __slots__ = ("text", "coeffs", "offset")
+
+    def __init__(self, text, coeffs, offset=0):
+        self.text, self.coeffs, self.offset = str(text), tuple(coeffs), int(offset)
+
+    def at(self, values):
+        return self.offset + sum(scale * int(values[name]) for name, scale in self.coeffs)
+
+    def __repr__(self):
+        return f"Idx({self.text!r})"
+
+
+def int_value(n, values):
+    """The value of an I, or of an Idx in the iteration whose indices `values` holds."""
+    return n.at(values) if isinstance(n, Idx) else n.value
+
+
 class E:
     """An expression. op is one of: var num neg fn bin call reduce norm T transpose reshape
     concat stack list index defcall."""
@@ -167,7 +194,8 @@ class Def:
         self.name, self.params, self.body, self.ret, self.block = name, list(params), list(body), ret, block
 
 
-# statements: ("assign", name, E), ("repeat", I, [statements]), ("output", name, E or None)
+# statements: ("assign", name, E), ("repeat", I, [statements], index name or None),
+# ("output", name, E or None)
 
 class GenProgram:
     """A generated program: source text plus everything the oracle needs."""
@@ -358,7 +386,8 @@ def render_statements(stmts, indent):
         if s[0] == "assign":
             lines.append(f"{pad}{s[1]} = {render(s[2])}")
         elif s[0] == "repeat":
-            lines.append(f"{pad}repeat {s[1].text} {{")
+            index = f" as {s[3]}" if s[3] is not None else ""
+            lines.append(f"{pad}repeat {s[1].text}{index} {{")
             lines += render_statements(s[2], indent + 1)
             lines.append(f"{pad}}}")
         elif s[0] == "output":
@@ -402,6 +431,7 @@ class Trace:
 class Scope:
     def __init__(self, values, in_def=False):
         self.values, self.in_def = values, in_def
+        self.indices = set()    # names in values that are loop indices (repeat K as i)
 
 
 class Ctx:
@@ -466,17 +496,24 @@ def _int_power(e):
 
 
 
-def index_key(subs, shape) -> tuple:
+def index_key(subs, shape, values) -> tuple:
     """The NumPy key for an index expression's subscripts (element, or slice with
-    open or negative bounds), shared by both oracles."""
+    open or negative bounds, written with numbers, dims or loop indices, whose values
+    `values` holds), shared by both oracles."""
     key = []
     for axis, sub in enumerate(subs):
         n = shape[axis]
         if sub[0] == "at":
-            key.append(sub[1].value % n)
+            at = int_value(sub[1], values)
+            if not -n <= at < n:
+                raise IndexError(f"oracle: index {at} out of range for length {n}")
+            key.append(at % n)
         else:
-            lo = 0 if sub[1] is None else sub[1].value % n if sub[1].value < 0 else sub[1].value
-            hi = n if sub[2] is None else sub[2].value + n if sub[2].value < 0 else sub[2].value
+            lo = 0 if sub[1] is None else int_value(sub[1], values)
+            hi = n if sub[2] is None else int_value(sub[2], values)
+            lo, hi = lo % n if lo < 0 else lo, hi + n if hi < 0 else hi
+            if not 0 <= lo < hi <= n:
+                raise IndexError(f"oracle: slice {lo}:{hi} out of range for length {n}")
             key.append(slice(lo, hi))
     return tuple(key)
 
@@ -495,6 +532,8 @@ def _ev(e, scope, ctx):
     if op == "var":
         if p["name"] in ctx.dims and p["name"] not in scope.values:
             ctx.feature("dim-as-value")
+        if p["name"] in scope.indices:
+            ctx.feature("repeat-index-value")
         return ctx.lookup(p["name"], scope)
     if op == "num":
         return np.float64(p["value"])
@@ -609,7 +648,9 @@ def _ev(e, scope, ctx):
         ctx.feature({("at",): "index:1d-element" if x.ndim == 1 else "index:row-only",
                      ("at", "at"): "index:2d-element", ("at", "all"): "index:row",
                      ("all", "at"): "index:column"}.get(kinds, "slice" if x.ndim == 1 else "slice-mat"))
-        return x[index_key(p["subs"], x.shape)]
+        if any(isinstance(n, Idx) for sub in p["subs"] for n in sub[1:]):
+            ctx.feature("repeat-index-slice" if "slice" in kinds else "repeat-index")
+        return x[index_key(p["subs"], x.shape, scope.values)]
     if op == "defcall":
         f = ctx.defs[p["name"]]
         calls = ctx.trace.def_calls[f.name] = ctx.trace.def_calls.get(f.name, 0) + 1
@@ -652,6 +693,18 @@ def p_value(e):
     return float(e.p["value"])
 
 
+def _bind_index(scope, name, iteration):
+    """`repeat K as name`: the index is a scalar value in the body (None: the loop is over)."""
+    if name is None:
+        return
+    if iteration is None:
+        scope.values.pop(name, None)
+        scope.indices.discard(name)
+    else:
+        scope.values[name] = np.float64(iteration)
+        scope.indices.add(name)
+
+
 def run_statements(stmts, scope, ctx, outputs, in_repeat=False):
     for s in stmts:
         if s[0] == "assign":
@@ -664,8 +717,12 @@ def run_statements(stmts, scope, ctx, outputs, in_repeat=False):
                 ctx.feature("repeat-nested")
             if not s[1].text.lstrip("-").isdigit():
                 ctx.feature("repeat-dim-count")
-            for _ in range(s[1].value):
+            if s[3] is not None and in_repeat and scope.indices:
+                ctx.feature("repeat-index-nested")
+            for iteration in range(s[1].value):
+                _bind_index(scope, s[3], iteration)
                 run_statements(s[2], scope, ctx, outputs, True)
+            _bind_index(scope, s[3], None)
         elif s[0] == "output":
             value = scope.values[s[1]] if s[2] is None else ev(s[2], scope, ctx)
             scope.values[s[1]] = value
@@ -840,7 +897,7 @@ def dual(e, scope, ctx, K):
         return out, np.concatenate(ts, axis=1) if op == "concat" else np.stack(ts, axis=1)
     if op == "index":
         x, t = dual(k[0], scope, ctx, K)
-        key = index_key(p["subs"], x.shape)
+        key = index_key(p["subs"], x.shape, scope.values)
         return x[key], None if t is None else t[(slice(None),) + key]
     if op == "defcall":
         f = ctx.defs[p["name"]]
@@ -859,8 +916,10 @@ def run_dual(stmts, scope, ctx, outputs, K):
             scope.values[s[1]] = np.asarray(v, dtype=np.float64)
             scope.tangents[s[1]] = t
         elif s[0] == "repeat":
-            for _ in range(s[1].value):
+            for iteration in range(s[1].value):
+                _bind_index(scope, s[3], iteration)    # a constant: no tangent
                 run_dual(s[2], scope, ctx, outputs, K)
+            _bind_index(scope, s[3], None)
         elif s[0] == "output":
             if s[2] is None:
                 v, t = scope.values[s[1]], scope.tangents.get(s[1])
@@ -1500,28 +1559,39 @@ class Generator:
         h = self.fresh("h")
         trial_env = Env(dict(env.values), env.in_def, env.live)
         trial_env.assign(h, start.e, start.v)
+        count = self.int_text(c.weighted([(1, 3), (2, 3), (3, 2), (0, 1)]))
+        outer = self.int_text(c.integer(1, 2)) if c.chance(0.2) else None
+        # sometimes an index, `repeat K as i`, and then sometimes `as j` on the repeat around it
+        indices = []
+        if c.chance(0.4):
+            indices.append(("i", count.value))
+            if outer is not None and c.chance(0.5):
+                indices.append(("j", outer.value))
+        first = {name: np.float64(0) for name, _ in indices}   # the indices in the first iteration
         body = []
         carried = [h]
         for _ in range(c.integer(1, 2)):
             target = c.choice(carried)
             current = Term(var(target), trial_env.values[target])
-            e = self.partner(trial_env, current, 2)
+            if indices and c.chance(0.7):
+                e = self.indexed(trial_env, current, indices)
+            else:
+                e = self.partner(trial_env, current, 2).e
             op = c.choice(["*", "+", "-"])
-            inner = bin_(op, current.e, e.e) if c.chance(0.7) else (
-                E("bin", (e.e, current.e), sym=op, signed=False))
+            inner = bin_(op, current.e, e) if c.chance(0.7) else (
+                E("bin", (e, current.e), sym=op, signed=False))
             squash = c.choice(["tanh", "sin", "sigmoid", "scaled"])
             update = bin_("*", num(0.5), inner) if squash == "scaled" else fn(squash, inner)
-            t = self.value(update, trial_env)
+            t = self.value(update, Env({**trial_env.values, **first}, trial_env.in_def))
             if t is None or t.shape != current.shape:
                 continue
             body.append(("assign", target, update))
             trial_env.assign(target, update, t)
         if not body:
             return
-        count = self.int_text(c.weighted([(1, 3), (2, 3), (3, 2), (0, 1)]))
-        block = ("repeat", count, body)
-        if c.chance(0.2):
-            block = ("repeat", self.int_text(c.integer(1, 2)), [block])
+        block = ("repeat", count, body, indices[0][0] if indices else None)
+        if outer is not None:
+            block = ("repeat", outer, [block], indices[1][0] if len(indices) > 1 else None)
         trial = [("assign", h, start.e), block]
         # check the whole loop: every iteration must stay in the safe region
         ctx = self.ctx()
@@ -1534,6 +1604,79 @@ class Generator:
             env.values[name] = scope.values[name]
             if name in trial_env.live:
                 env.live.add(name)
+
+    def indexed(self, env, current, indices):
+        """A term that reads the loop indices, to combine with the carried value `current`:
+        an element x[i], a row X[i] or column X[:, i], a block v[i * w:(i + 1) * w], per-step
+        weights Ws[i * w:(i + 1) * w, :] @ h, a block of rows of a matrix, or the index as a
+        number (0.25 * i). A source too short for every iteration is made as a new const."""
+        c = self.c
+        shape = current.shape
+        forms = ["element", "element", "value"]
+        if len(shape) == 1:
+            forms += ["row", "column", "block", "weights"]
+        elif len(shape) == 2:
+            forms += ["rows"]
+        form = c.choice(forms)
+        if form == "value":
+            name = c.choice([name for name, _ in indices])
+            return bin_("*", num(c.choice([0.25, -0.5, 0.1])), var(name))
+        if form in ("element", "row", "column"):
+            need, position = self.loop_position(indices)
+            if form == "element":
+                v = self.source(env, lambda s: len(s) == 1 and s[0] >= need, (need,))
+                return E("index", (v.e,), subs=(("at", position(v.shape[0])),))
+            w = shape[0]
+            if form == "row":
+                m = self.source(env, lambda s: len(s) == 2 and s[0] >= need and s[1] == w, (need, w))
+                at = ("at", position(m.shape[0]))
+                return E("index", (m.e,), subs=(at,) if c.chance(0.5) else (at, ("slice", None, None)))
+            m = self.source(env, lambda s: len(s) == 2 and s[0] == w and s[1] >= need, (w, need))
+            return E("index", (m.e,), subs=(("slice", None, None), ("at", position(m.shape[1]))))
+        # blocks: i * w:(i + 1) * w (the inner index only), w the carried value's first axis
+        name, count = indices[0]
+        w = shape[0]
+        need = max(count, 1) * w
+        width = self.int_text(w).text
+        width = width if width.isidentifier() or width.isdigit() else f"({width})"
+        lo = Idx(c.choice([f"{name} * {width}", f"{width} * {name}"]), ((name, w),))
+        hi = Idx(c.choice([f"({name} + 1) * {width}", f"{width} * {name} + {width}"]), ((name, w),), w)
+        block = ("slice", lo, hi)
+        if form == "block":
+            v = self.source(env, lambda s: len(s) == 1 and s[0] >= need, (need,))
+            return E("index", (v.e,), subs=(block,))
+        if form == "weights":
+            ws = self.source(env, lambda s: len(s) == 2 and s[0] >= need and s[1] == w, (need, w))
+            return bin_("@", E("index", (ws.e,), subs=(block, ("slice", None, None))), current.e)
+        m = self.source(env, lambda s: len(s) == 2 and s[0] >= need and s[1] == shape[1], (need, shape[1]))
+        return E("index", (m.e,), subs=(block,) if c.chance(0.5) else (block, ("slice", None, None)))
+
+    def loop_position(self, indices):
+        """A position written with the loop indices: (the length it needs, a function of the
+        source's length giving the Idx): i, L - 1 - i, -1 - i, 2 * i, and with j: i + j, j * K + i."""
+        c = self.c
+        (i, K), *outer = indices
+        last = max(K - 1, 0)
+        form = c.choice(["plain", "reverse", "negative", "double"] + (["sum", "flat"] if outer else []))
+        if form == "plain":
+            return last + 1, lambda L: Idx(i, ((i, 1),))
+        if form == "reverse":
+            return last + 1, lambda L: Idx(f"{self.int_text(L - 1).text} - {i}", ((i, -1),), L - 1)
+        if form == "negative":
+            return last + 1, lambda L: Idx(f"-1 - {i}", ((i, -1),), -1)
+        if form == "double":
+            return 2 * last + 1, lambda L: Idx(f"2 * {i}", ((i, 2),))
+        j, J = outer[0]
+        if form == "sum":
+            return last + max(J - 1, 0) + 1, lambda L: Idx(f"{i} + {j}", ((i, 1), (j, 1)))
+        return max(J * K, 1), lambda L: Idx(f"{j} * {K} + {i}", ((j, K), (i, 1)))
+
+    def source(self, env, fits, shape):
+        """A named value whose shape `fits` (a vector or matrix to index), or a new const."""
+        terms = [t for t in self.pool(env, (1, 2)) if fits(t.shape)]
+        if terms and self.c.chance(0.6):
+            return self.pick(env, terms)
+        return self.new_const(shape)
 
     def program(self) -> GenProgram:
         c = self.c

@@ -4,7 +4,9 @@ them, and an independent oracle.
 tests/progen.py generates each program as a syntax tree (random dims; scalar,
 vector and matrix inputs; every op of adcli.ops.REGISTRY, movement ops included;
 gathers with repeated elements such as [x, x], [v[0], v[0], v[2]], concat(a, a),
-stack(...), x[i], A[i, :], slices; defs; repeats; several outputs, some of them
+stack(...), x[i], A[i, :], slices; defs; repeats, some with a loop index read
+as x[i], X[i], v[i * w:(i + 1) * w], Ws[i * w:(i + 1) * w, :] @ h or 0.25 * i,
+nested ones with two; several outputs, some of them
 the same node or an input), renders it to .ad source and evaluates the same tree
 with its own NumPy interpreter. For each program this test checks:
 
@@ -402,7 +404,8 @@ REQUIRED_FEATURES = {
     "outer", "dot", "matmul:11", "matmul:12", "matmul:21", "matmul:22", "broadcast-row", "broadcast-both",
     "same-operand",
     "def-expr", "def-block", "defcall-again", "defcall-same-args", "repeat", "repeat-nested",
-    "repeat-in-def", "repeat-dim-count", "rebind", "rebind-input", "dim-as-value", "several-outputs", "output-alias",
+    "repeat-in-def", "repeat-dim-count", "repeat-index", "repeat-index-slice", "repeat-index-value",
+    "repeat-index-nested", "rebind", "rebind-input", "dim-as-value", "several-outputs", "output-alias",
     "output-input", "output-bare", "pow:int", "pow:signed", "pow:real", "pow:var", "pow:base",
     "softmax", "norm", "maximum", "minimum", "neg",
 } | {f"fn:{name}" for name in progen.UNARY} | {f"reduce:{name}" for name in progen.REDUCTIONS[:-1]} | {

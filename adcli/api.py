@@ -24,7 +24,7 @@ from .memory import (ARRAY_HEADER_BYTES, BASE_BYTES, INDEXING_SCRATCH_BYTES,  # 
                      JSON_BYTES_PER_LABEL, JSON_BYTES_PER_NUMBER, PER_NODE_BYTES, SEED_INDEX_BYTES,
                      TEMPORARY_FACTOR, available_memory, cgroup_available, default_memory_limit,
                      rlimit_available)
-from .execute import MAX_CACHED_EQUATIONS, MAX_CACHED_RUNS, CompiledRun, Replay, Stager
+from .execute import MAX_CACHED_RUNS, CompiledRun, Replay, Stager
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
@@ -142,6 +142,7 @@ class Program:
         self._default_limits = {}   # backend name -> default memory limit, read once per program
         self._compiled = {}         # adcli.execute.CompiledRun per (mode, wrt, outputs, chunk, backend, ...)
         self._last_compiled = None  # the plans of the last run (adcli.codegen reads them)
+        self._too_large = set()     # runs whose plans are not kept: each call stages them
         self._static = {}           # sums over the graph's nodes that do not change (resident bytes)
         # the checking mode: every run also runs the reference interpreter and compares
         # (tests; ADCLI_CHECK_PLANS=1 turns it on for every program)
@@ -455,9 +456,9 @@ class Program:
             key = (mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single,
                    tuple(seeds_single or ()), run_inputs["backend"], str(run_inputs["dtype"]))
             compiled = self._last_compiled = self._compiled.get(key)
+            if compile_only and (compiled is not None or key in self._too_large):
+                return None   # compiled already, or too large to keep: staged by the run itself
             if compiled is not None:
-                if compile_only:
-                    return None
                 runner = Replay(compiled, run_inputs["xp"], run_inputs["dtype"],
                                 run_inputs["inputs"], run_inputs["consts"])
             else:
@@ -493,11 +494,13 @@ class Program:
             return compiled.counted()
         if isinstance(runner, Stager):
             cost.staged = True
-            if runner.equations <= MAX_CACHED_EQUATIONS:
+            self._last_compiled = None
+            if runner.keep:   # (MAX_CACHED_EQUATIONS, MAX_CACHED_CONSTANT_BYTES)
                 if len(self._compiled) >= MAX_CACHED_RUNS:
                     self._compiled.pop(next(iter(self._compiled)))
-                self._compiled[key] = CompiledRun(cost.copy(), runner.plans)
-            self._last_compiled = CompiledRun(cost.copy(), runner.plans)
+                self._compiled[key] = self._last_compiled = CompiledRun(cost.copy(), runner.plans)
+            else:
+                self._too_large.add(key)
         return cost
 
     def _checked_run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single):

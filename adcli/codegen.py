@@ -60,7 +60,14 @@ def derivative_program(program, mode: str, kind: str = "jacobian", wrt=None, at=
                              backend=backend, dtype=dtype, memory_limit=memory_limit)
     compiled = program._last_compiled
     expected = 1 if mode == "forward" else 2
-    if compiled is None or len(compiled.plans) != expected:
+    if compiled is None:
+        from .errors import ResourceProblem
+        from .execute import MAX_CACHED_CONSTANT_BYTES, MAX_CACHED_EQUATIONS
+
+        raise ResourceProblem(f"the derivative program is too large to keep: over {MAX_CACHED_EQUATIONS:,} "
+                              f"operations or {MAX_CACHED_CONSTANT_BYTES // 2**20} MB of constants",
+                              hint="differentiate fewer inputs with --wrt, or lower a dim with --set")
+    if len(compiled.plans) != expected:
         raise RuntimeError(f"{mode} mode compiled into {0 if compiled is None else len(compiled.plans)} "
                            f"plans, not {expected}")
     return DerivativeProgram(program, mode, kind, wrt, outputs, compiled, result, result.backend, dtype)

@@ -20,7 +20,11 @@ from .plan import Plan
 from .staging import StagingXP, Sym, Tape, real
 from .tangents import Counter
 
-MAX_CACHED_EQUATIONS = 200_000   # a compiled run larger than this is staged on every call
+# A compiled run larger than either is not kept (it is staged on every call instead): its
+# plans and their constants would stay in memory after the run, which the memory check,
+# made for the run alone, does not foresee.
+MAX_CACHED_EQUATIONS = 200_000
+MAX_CACHED_CONSTANT_BYTES = 32 * 2**20   # Seeds made dense, index arrays
 MAX_CACHED_RUNS = 32             # compiled runs kept per program (the oldest goes first)
 
 
@@ -53,6 +57,8 @@ class Stager(Runner):
         self.plans: list[Plan] = []
         self.out_ids = list(dict.fromkeys(graph.outputs.values()))
         self.equations = 0
+        self.constant_bytes = 0
+        self.keep = True   # whether the plans are kept (a CompiledRun) or the run is too large
         self.tape = None
 
     def _begin(self):
@@ -108,10 +114,16 @@ class Stager(Runner):
         return self.label(key)
 
     def _end(self, tape, outputs, label, clear_inputs=False, internal=()):
-        plan = Plan(tape, outputs, label, clear_inputs, internal)
-        plan.compile()   # now, while compiling: not inside a timed or measured run
-        self.plans.append(plan)
-        self.equations += plan.n_eqns
+        if self.keep:
+            plan = Plan(tape, outputs, label, clear_inputs, internal)
+            self.equations += plan.n_eqns
+            self.constant_bytes += plan.constant_bytes
+            if self.equations > MAX_CACHED_EQUATIONS or self.constant_bytes > MAX_CACHED_CONSTANT_BYTES:
+                self.keep = False   # too large to keep: this run's results are the staged ones
+                self.plans.clear()
+            else:
+                plan.compile()   # now, while compiling: not inside a timed or measured run
+                self.plans.append(plan)
         self.xp, self.tape, self.observer = self.real_xp, None, None
         return real(outputs)
 

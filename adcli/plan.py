@@ -17,6 +17,7 @@ import keyword
 import re
 
 from .staging import BINARY, UNARY, Const, Sym, Var
+from .tangents import Seed
 
 # Calls and methods whose result is a new array that nothing else refers to.
 FRESH_CALLS = {"sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh", "abs", "sign", "where",
@@ -43,6 +44,17 @@ def _template(tree, found: list):
     if isinstance(tree, (list, tuple)):
         return type(tree)(_template(v, found) for v in tree)
     return tree
+
+
+def _leaf_bytes(template) -> int:
+    """Bytes of the output leaves a plan keeps (Seeds' index arrays, constant arrays)."""
+    if isinstance(template, dict):
+        return sum(_leaf_bytes(v) for v in template.values())
+    if isinstance(template, (list, tuple)):
+        return sum(_leaf_bytes(v) for v in template)
+    if isinstance(template, Seed):
+        return getattr(template.src, "nbytes", 0)
+    return getattr(template, "nbytes", 0)
 
 
 def _refs(arg, kind, into):
@@ -185,6 +197,8 @@ class Plan:
         self.copied: set = set()     # results that could share memory with an input or a constant
         self.lines, used = self._lines(tape.eqns)
         self.consts = {cid: tape.consts[cid] for cid in sorted(used)}
+        self.constant_bytes = sum(getattr(c, "nbytes", 0) for c in self.consts.values()) + \
+            _leaf_bytes(self.template)
         self.functions = sorted({e.name for e in tape.eqns if e.kind == "call"})
         self.n_eqns = len(tape.eqns)
         self._fn = None

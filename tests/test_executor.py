@@ -233,3 +233,21 @@ def test_results_never_share_memory_with_data_or_plans():
         again = program.jacobian(mode=mode)
         assert np.array_equal(again.blocks["y"]["x"], [[1, 2, 3], [4, 5, 6], [7, 8, 10]]), mode
         assert np.array_equal(again.value["y"], [6, 15, 25]) and np.array_equal(again.value["z"], [1, 1, 1])
+
+
+def test_a_run_too_large_to_keep_is_staged_every_time(monkeypatch):
+    """-x with 300 directions makes its 300×300 seed a dense constant (720 KB): over a
+    (lowered) limit, the plans are not kept after the run, and results stay right."""
+    import adcli.execute
+
+    monkeypatch.setattr(adcli.execute, "MAX_CACHED_CONSTANT_BYTES", 500_000)
+    program = adcli.loads("input x: vec[300] = 1\noutput y = -x\n")
+    for call in range(2):   # compiled the first time, found too large: staged by each run after
+        result = program.jacobian(mode="forward")
+        assert ("compile" in result.cost.time_s) == (call == 0)
+        assert np.array_equal(result.jacobian, -np.eye(300))
+    assert program._compiled == {} and program._last_compiled is None
+    assert result.cost.counts() == program.predict("forward").counts()
+    with pytest.raises(adcli.errors.ResourceProblem, match="too large to keep"):
+        from adcli.codegen import derivative_program
+        derivative_program(program, "forward")

@@ -451,7 +451,9 @@ class Linear:
             if self.xp is None:
                 return Abstract((self.k,) + tuple(out))
             if len(t_shape) == 1 and t.identity:   # a @ I: a's columns as rows
-                return a.T if a.ndim == 2 else a   # a view (a plan copies results that are views)
+                # a new view (a plan copies results that are views): never `a` itself, since
+                # live values are counted by identity, as the prediction counts them
+                return a.T if a.ndim == 2 else a.reshape(a.shape)
             positions, dirs = self._seed_entries(t)
 
             def fill(result):
@@ -495,8 +497,8 @@ class Linear:
                 self._indexes()
             if self.xp is None:
                 return Abstract((self.k,) + tuple(out))
-            if len(t_shape) == 1 and t.identity:   # I @ b: b itself
-                return b
+            if len(t_shape) == 1 and t.identity:   # I @ b: b itself, as a new view
+                return b.reshape(b.shape)
             positions, dirs = self._seed_entries(t)
 
             def fill(result):

@@ -14,12 +14,12 @@ import os
 #   + BASE_BYTES (+ INDEXING_SCRATCH_BYTES when a rule indexes),
 # fitted so that on every sample and chunk the prediction is at least the peak tracemalloc
 # measures and at most twice it (tests/test_memory_prediction.py).
-TEMPORARY_FACTOR = 1.25       # intermediates inside NumPy expressions beyond those counted
+TEMPORARY_FACTOR = 1.5        # intermediates inside NumPy expressions beyond those counted
 SEED_INDEX_BYTES = 0          # a Seed's index arrays are constants of the compiled plans
 PER_NODE_BYTES = 0            # the plans keep values in local variables, no environment
-ARRAY_HEADER_BYTES = 112      # NumPy's array object, per array reverse mode keeps
-BASE_BYTES = 3750             # the run's own dictionaries and objects
-INDEXING_SCRATCH_BYTES = 4500   # NumPy's fancy indexing allocates this much, whatever the size
+ARRAY_HEADER_BYTES = 150      # NumPy's array object (and its plan slot), per array reverse mode keeps
+BASE_BYTES = 4500             # the run's own dictionaries and objects
+INDEXING_SCRATCH_BYTES = 4750   # NumPy's fancy indexing allocates this much, whatever the size
 # Writing a result as JSON (docs/counting.md, "Predicted memory"): per number written,
 # a Python float in a list (32 B) and its text (up to 25 characters) held about twice;
 # per row or column label, a str object and its text. report.derivative_json_pieces

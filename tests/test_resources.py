@@ -390,5 +390,5 @@ def test_a_given_chunk_that_does_not_fit_is_refused():
     result = run("grad", SAMPLES / "mlp.ad", "--mode", "forward", "--chunk", "353",
                  "--memory-limit", "300KB", "--json")
     assert result.exit_code == 1, result.output
-    one_error(result.stderr.strip(), r"^forward mode with --chunk 353 needs about \d+\.\d KB, over the memory "
+    one_error(result.stderr.strip(), r"^forward mode with --chunk 353 needs about \d+\.\d [KM]B, over the memory "
                                      r"limit of 300\.0 KB$")

@@ -19,7 +19,7 @@ import numpy as np
 from .errors import (AdError, NameProblem, ResourceProblem, ShapeProblem, SourceLocation, SyntaxProblem,
                      ValueProblem)
 from .ir import Graph, Node, broadcast_shapes, format_shape
-from .ops import REGISTRY, ShapeError
+from .ops import COMPARISONS, REGISTRY, ShapeError
 from .parser import Ast, parse, strip_bom
 
 DEFAULT_NODE_LIMIT = 200_000
@@ -32,13 +32,15 @@ RECURSION_LIMIT = 10_000  # Python frames while building: about 5,000 levels of 
 MAX_INTEGER = 2**53     # dims, sizes, counts, indices: beyond this they are surely a mistake
 
 UNARY_FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh",
-                   "sigmoid", "relu", "abs", "square")
+                   "sigmoid", "relu", "abs", "square", "sign", "heaviside")
 BINARY_FUNCTIONS = ("maximum", "minimum")
+TERNARY_FUNCTIONS = ("where", "clip")
 REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
 DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace")
 OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose")
-BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS + OTHER_FUNCTIONS)
+BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS + OTHER_FUNCTIONS)
 BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
+COMPARE_OPS = {symbol: name for symbol, (name, _) in COMPARISONS.items()}   # "<": "less", ...
 
 
 @contextmanager
@@ -670,6 +672,16 @@ class Builder:
             op, left, right = ast.args
             a, b = self.expr(left, scope), self.expr(right, scope)
             return self.emit(BINARY_OPS[op], (a, b), ast)
+        if kind == "compare":
+            op, left, right = ast.args
+            a, b = self.expr(left, scope), self.expr(right, scope)
+            return self.emit(COMPARE_OPS[op], (a, b), ast)
+        if kind == "logic":
+            op, left, right = ast.args
+            a, b = self.expr(left, scope), self.expr(right, scope)
+            return self.emit("logical_" + op, (a, b), ast)
+        if kind == "not":
+            return self.emit("logical_not", (self.expr(ast.args[0], scope),), ast)
         if kind == "attr":
             value, attr = ast.args
             node = self.expr(value, scope)
@@ -745,6 +757,9 @@ class Builder:
             return self.emit(name, (self.expr(args[0], scope),), ast)
         if name in BINARY_FUNCTIONS:
             self._arity(name, args, kwargs, 2, ast)
+            return self.emit(name, tuple(self.expr(a, scope) for a in args), ast)
+        if name in TERNARY_FUNCTIONS:
+            self._arity(name, args, kwargs, 3, ast)
             return self.emit(name, tuple(self.expr(a, scope) for a in args), ast)
         if name in REDUCTIONS:
             self._arity(name, args, kwargs, 1, ast, ("axis",))

@@ -8,6 +8,7 @@ adcli.render_compare; JSON in `Comparison.to_json` / `Sweep.to_json`.
 """
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass, field
 from math import log, prod
@@ -226,10 +227,85 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
         other = agreement(group, dtype)
         if other["message"] and not comparison.agreement["message"]:
             comparison.agreement = other
+    if comparison.agreement["disagreeing"] == [FD]:
+        kinks = kinks_at(program, wrt, at)
+        if kinks:   # name the kink instead of guessing at one
+            head = comparison.agreement["message"].split(": the function may have a kink")[0]
+            extra = len(kinks) - 1
+            more = f" (and {extra} more kink{'s' if extra > 1 else ''})" if extra else ""
+            comparison.agreement["message"] = f"{head}: {kinks[0]}{more}"
     comparison.recommendation = recommend(program, groups[0], limit, comparison.agreement, wrt,
                                           backends[0], dtype)
     comparison.theory = theory(groups[0], n, m)
     return comparison
+
+
+# What adcli takes at each kink (docs/language.md, "Derivatives at non-differentiable points").
+KINK_VALUES = {"relu": "0", "abs": "0", "sign": "0", "heaviside": "0", "norm": "0",
+               "maximum": "½ for each side", "minimum": "½ for each side",
+               "clip": "1 (towards x)", "max": "an equal share for each tied element",
+               "min": "an equal share for each tied element"}
+SYMBOL_OF = {"less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">=", "equal": "==",
+             "not_equal": "!="}
+
+
+def kinks_at(program, wrt, at) -> list[str]:
+    """Sentences naming each op that sits exactly on a kink at the point, among the nodes
+    that depend on the `wrt` inputs: 'x = 0 is a kink of abs at f.ad:3, where central
+    differences average the two one-sided slopes and adcli takes 0'."""
+    from .ops import REGISTRY
+
+    graph = program.graph
+    host = program.resolve_inputs(at)
+    wrt_ids = {graph.inputs[name] for name in wrt}
+    values, varies, found = {}, {}, []
+
+    def text(i):
+        node = graph.nodes[i]
+        return node.attrs["name"] if node.op in ("input", "const") and "name" in node.attrs \
+            else (node.text.strip() or node.var)
+
+    with np.errstate(all="ignore"):
+        for node in graph.nodes:
+            if node.op in ("input", "const"):
+                values[node.id] = np.asarray(host[node.attrs["name"]] if node.op == "input"
+                                             else node.attrs["value"], dtype=np.float64)
+                varies[node.id] = node.id in wrt_ids
+                continue
+            args = [values[i] for i in node.inputs]
+            values[node.id] = np.asarray(REGISTRY[node.op].evaluate(np, *args, **node.attrs))
+            varies[node.id] = any(varies[i] for i in node.inputs)
+            if not varies[node.id]:
+                continue
+            op, where = node.op, f"{os.path.basename(graph.filename)}:{node.line}"
+            what = None
+            if op in ("relu", "abs", "sign", "heaviside") and np.any(args[0] == 0):
+                what = f"{text(node.inputs[0])} = 0 is a kink of {op} at {where}"
+            elif op == "norm" and not np.any(args[0]):
+                what = f"{text(node.inputs[0])} = 0 is a kink of norm at {where}"
+            elif op in ("maximum", "minimum") and np.any(args[0] == args[1]):
+                what = f"{text(node.inputs[0])} = {text(node.inputs[1])} is a kink of {op} at {where}"
+            elif op == "clip" and np.any((args[0] == args[1]) | (args[0] == args[2])):
+                what = f"{text(node.inputs[0])} at an end of [lo, hi] is a kink of clip at {where}"
+            elif op in ("max", "min"):
+                axis = node.attrs.get("axis")
+                hits = np.sum(args[0] == _kept(values[node.id], args[0], axis), axis=axis)
+                if np.any(hits > 1):
+                    what = f"a tie in {op}({text(node.inputs[0])}) at {where} is a kink"
+            elif op in SYMBOL_OF and np.any(args[0] == args[1]):
+                # a jump goes first: it makes the largest disagreement
+                found.insert(0, f"{text(node.inputs[0])} = {text(node.inputs[1])} is where the mask of "
+                                f"'{SYMBOL_OF[op]}' at {where} jumps, which central differences see as a "
+                                "huge slope; adcli takes 0")
+            if what:
+                found.append(f"{what}, where central differences average the two one-sided slopes "
+                             f"and adcli takes {KINK_VALUES[op]}")
+    return found
+
+
+def _kept(out, x, axis):
+    """A reduction's result shaped to broadcast against its input."""
+    return np.reshape(out, tuple(1 if axis is None or i == axis else d for i, d in enumerate(x.shape)))
 
 
 def _run_methods(program, wrt, at, repeat, backend, dtype, limit, itemsize, n, fd_max_inputs,

@@ -141,7 +141,9 @@ class Analysis:
         wrt_ids = {graph.inputs[name] for name in wrt}
         self.depends = [False] * len(nodes)
         for node in nodes:
-            self.depends[node.id] = node.id in wrt_ids or any(self.depends[i] for i in node.inputs)
+            prim = REGISTRY.get(node.op)   # a mask (x > 0) carries no derivative: nothing past it does
+            self.depends[node.id] = node.id in wrt_ids or (
+                (prim is None or prim.differentiable) and any(self.depends[i] for i in node.inputs))
         out_ids = {graph.outputs[name] for name in outputs}
         self.reaches = [False] * len(nodes)
         for node in reversed(nodes):

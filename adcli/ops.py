@@ -59,6 +59,9 @@ class Primitive:
     arity: int | None = 1
     doc: str = ""
     partial_text: list = field(default_factory=list)  # per input, for traces: "cos({x0})"
+    # False for ops whose derivative is zero everywhere it exists (comparisons, logical
+    # ops, sign, heaviside): their tangents and cotangents are symbolic zeros.
+    differentiable: bool = True
 
     def partial_for(self, i: int):
         return self.partials[i] if i < len(self.partials) else None
@@ -100,9 +103,12 @@ def _same_shape(in_shapes, attrs):
 
 def _broadcast_rule(symbol):
     def rule(in_shapes, attrs):
-        out = broadcast_shapes(in_shapes[0], in_shapes[1])
+        out = in_shapes[0]
+        for shape in in_shapes[1:]:
+            out = None if out is None else broadcast_shapes(out, shape)
         if out is None:
-            raise ShapeError(f"shapes {format_shape(in_shapes[0])} and {format_shape(in_shapes[1])} "
+            shapes = [format_shape(s) for s in in_shapes]
+            raise ShapeError(f"shapes {', '.join(shapes[:-1])} and {shapes[-1]} "
                              f"do not broadcast for '{symbol}'")
         if len(out) > 2:
             raise ShapeError(f"'{symbol}' would make a {len(out)}-D value; adcli values have at most 2 dimensions")
@@ -232,6 +238,78 @@ for _name, _pick in (("maximum", lambda a, b: a > b), ("minimum", lambda a, b: a
             uses=[("p",), ("p",)],
             partials=[Partial(_extreme_pair_share(_pick, True), 0, 1),
                       Partial(_extreme_pair_share(_pick, False), 0, 1)])
+
+
+# --- conditions -----------------------------------------------------------------------
+# Comparisons, logical ops, sign and heaviside make values whose derivative is zero
+# wherever it exists: their rules return symbolic zeros (None), which cost nothing.
+# A condition is true where it is nonzero; masks are 0.0/1.0 in the run's dtype.
+
+def _zero(T, r, t):
+    return None
+
+
+def _mask(m, like):
+    """A boolean array as 0.0/1.0 of `like`'s dtype."""
+    return m.astype(like.dtype)
+
+
+def _no_derivative(name, shape, fn, arity, doc):
+    return register(Primitive(name, shape, fn, _elementwise_cost(0, 1), jvp=[_zero] * arity,
+                              vjp=[_zero] * arity, uses=[()] * arity, partials=[None] * arity,
+                              arity=arity, doc=doc, differentiable=False))
+
+
+COMPARISONS = {"<": ("less", lambda a, b: a < b), "<=": ("less_equal", lambda a, b: a <= b),
+               ">": ("greater", lambda a, b: a > b), ">=": ("greater_equal", lambda a, b: a >= b),
+               "==": ("equal", lambda a, b: a == b), "!=": ("not_equal", lambda a, b: a != b)}
+for _symbol, (_name, _test) in COMPARISONS.items():
+    _no_derivative(_name, _broadcast_rule(_symbol),
+                   lambda xp, a, b, _t=_test: _mask(_t(a, b), a), 2, f"1.0 where a {_symbol} b, else 0.0")
+_no_derivative("logical_and", _broadcast_rule("and"),
+               lambda xp, a, b: _mask((a != 0) & (b != 0), a), 2, "1.0 where both are nonzero")
+_no_derivative("logical_or", _broadcast_rule("or"),
+               lambda xp, a, b: _mask((a != 0) | (b != 0), a), 2, "1.0 where either is nonzero")
+_no_derivative("logical_not", _same_shape, lambda xp, x: _mask(x == 0, x), 1, "1.0 where x is 0")
+_no_derivative("sign", _same_shape, lambda xp, x: xp.sign(x), 1, "-1, 0 or 1")
+_no_derivative("heaviside", _same_shape, lambda xp, x: _mask(x > 0, x), 1, "1.0 where x > 0 (0 at 0)")
+
+
+def _selected(test):
+    """A partial that is 1 where test(r) holds and 0 elsewhere, of the output's shape."""
+    def compute(xp, r):
+        m = _mask(test(xp, r), r.out)
+        return m if tuple(m.shape) == tuple(r.out_shape) else xp.broadcast_to(m, r.out_shape)
+    return compute
+
+
+def _scaled_rules(n, skip=()):
+    """jvp, vjp and uses for an op whose derivative is a scale by a partial per input."""
+    jvp = [_zero if i in skip else (lambda T, r, t: T.scale(r.p, t)) for i in range(n)]
+    vjp = [_zero if i in skip else
+           (lambda T, r, ct, _i=i: T.unbroadcast(T.scale(r.p, ct), r.in_shapes[_i])) for i in range(n)]
+    uses = [() if i in skip else ("p",) for i in range(n)]
+    return dict(jvp=jvp, vjp=vjp, uses=uses)
+
+
+# where(c, a, b): a where c is nonzero, b where it is 0; no derivative through c.
+register(Primitive(
+    "where", _broadcast_rule("where"), lambda xp, c, a, b: xp.where(c != 0, a, b),
+    _elementwise_cost(0, 1), arity=3, **_scaled_rules(3, skip=(0,)),
+    partials=[None, Partial(_selected(lambda xp, r: r.x0 != 0), 0, 1),
+              Partial(_selected(lambda xp, r: r.x0 == 0), 0, 1)],
+    doc="1 towards a where c ≠ 0, towards b where c = 0"))
+
+# clip(x, lo, hi) = minimum(maximum(x, lo), hi), as NumPy computes it. The derivative goes
+# to x where lo ≤ x ≤ hi (both ends included, as PyTorch's clamp), to lo where x < lo ≤ hi,
+# to hi where maximum(x, lo) > hi: exactly one of the three gets 1 at every point.
+register(Primitive(
+    "clip", _broadcast_rule("clip"), lambda xp, x, lo, hi: xp.minimum(xp.maximum(x, lo), hi),
+    _elementwise_cost(0, 2), arity=3, **_scaled_rules(3),
+    partials=[Partial(_selected(lambda xp, r: (r.x[0] >= r.x[1]) & (r.x[0] <= r.x[2])), 0, 3),
+              Partial(_selected(lambda xp, r: (r.x[0] < r.x[1]) & (r.x[1] <= r.x[2])), 0, 3),
+              Partial(_selected(lambda xp, r: xp.maximum(r.x[0], r.x[1]) > r.x[2]), 0, 2)],
+    doc="1 towards x on [lo, hi], towards lo below it, towards hi above it"))
 
 
 # --- matmul -------------------------------------------------------------------------
@@ -471,6 +549,11 @@ PARTIAL_TEXT = {
     "norm": ["{x0}/{out}"], "logsumexp": ["softmax({x0})"], "softmax": ["diag({out})-{out}{out}ᵀ"],
     "index": ["select"], "transpose": ["transpose"], "reshape": ["reshape"],
     "concat": ["select"], "stack": ["select"],
+    "where": ["0", "[{x0}≠0]", "[{x0}=0]"],
+    "clip": ["[{x1}≤{x0}≤{x2}]", "[{x0}<{x1}≤{x2}]", "[max({x0},{x1})>{x2}]"],
 }
+for _name, _prim in REGISTRY.items():
+    if not _prim.differentiable:
+        PARTIAL_TEXT[_name] = ["0"] * _prim.arity
 for _name, _texts in PARTIAL_TEXT.items():
     REGISTRY[_name].partial_text = _texts

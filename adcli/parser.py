@@ -85,7 +85,7 @@ _SYMBOLS = {
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
     "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'",
     "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "CIRCUMFLEX": "'^'",
-    "DOT": "'.'", "NAME": "a name", "NUMBER": "a number", "_NL": "end of line",
+    "DOT": "'.'", "COMPARE": "a comparison", "NAME": "a name", "NUMBER": "a number", "_NL": "end of line",
     "$END": "end of file",
 }
 
@@ -324,6 +324,23 @@ def _make_transformer():
 
         def neg(self, meta, c):
             return self._ast("neg", meta, c[0])
+
+        def compare(self, meta, c):
+            # c is [a, op, b] or, chained, [a, op, b, op, c, ...]: refused at the second operator
+            if len(c) > 3:
+                op = c[3]
+                raise SyntaxProblem(f"comparisons do not chain: write (a {c[1]} b) and (b {op} c)",
+                                    SourceLocation("", op.line, op.column))
+            return self._ast("compare", meta, str(c[1]), c[0], c[2])
+
+        def logical_and(self, meta, c):
+            return self._ast("logic", meta, "and", c[0], c[1])
+
+        def logical_or(self, meta, c):
+            return self._ast("logic", meta, "or", c[0], c[1])
+
+        def logical_not(self, meta, c):
+            return self._ast("not", meta, c[0])
 
         def index(self, meta, c):
             return self._ast("index", meta, c[0], c[1])

@@ -20,7 +20,9 @@ from math import prod
 
 from .ops import REGISTRY
 
-SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "^"}
+SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "^", "less": "<", "less_equal": "<=",
+           "greater": ">", "greater_equal": ">=", "equal": "==", "not_equal": "!=",
+           "logical_and": "and", "logical_or": "or"}
 BINARY_FUNCTIONS = ("maximum", "minimum")
 
 
@@ -81,6 +83,8 @@ def expression(graph, node, name=None) -> str:
         return f"{args[0]} @ {args[1]}"
     if op == "neg":
         return f"-{args[0]}"
+    if op == "logical_not":
+        return f"not {args[0]}"
     if op == "index":
         return f"{args[0]}[{_key_text(node.attrs.get('key', ()), graph.nodes[node.inputs[0]].shape)}]"
     if op == "transpose":

@@ -428,6 +428,8 @@ def _scalar_partial(graph, node, i, values):
         r.p = spec.compute(np, r)
     with np.errstate(all="ignore"):
         result = prim.jvp[i](Linear(np, 1, Counter(), np.float64), r, np.ones((1,)))
+    if result is None:   # a symbolic zero: a mask, sign, heaviside, where's condition
+        return 0.0
     return float(np.asarray(result).reshape(-1)[0])
 
 
@@ -517,7 +519,9 @@ def _varying(graph) -> list:
     """Per node: whether it depends on an input (its partials can matter; a const's never do)."""
     varying = [False] * len(graph.nodes)
     for node in graph.nodes:
-        varying[node.id] = node.op == "input" or any(varying[i] for i in node.inputs)
+        prim = REGISTRY.get(node.op)   # a mask's value varies, but its derivative is zero
+        varying[node.id] = node.op == "input" or (
+            (prim is None or prim.differentiable) and any(varying[i] for i in node.inputs))
     return varying
 
 

@@ -58,6 +58,8 @@ MAX_INPUT_SCALARS = 16     # keeps the unit JVPs and the central differences che
 MAX_OUTPUT_SCALARS = 16
 
 UNARY = ("sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh", "sigmoid", "relu", "abs", "square")
+COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal,
+           "!=": np.not_equal}
 REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
 
 
@@ -330,6 +332,10 @@ def render(e) -> str:
         return f"{wrap(k[0])} {p['sym']} {wrap(k[1])}"
     if op == "call":
         return f"{p['name']}({', '.join(render(x) for x in k)})"
+    if op in ("cmp", "logic"):
+        return f"{wrap(k[0])} {p['sym']} {wrap(k[1])}"
+    if op == "not":
+        return f"not {wrap(k[0])}"
     if op == "reduce":
         axis = "" if p["axis"] is None else f", axis={p['axis']}"
         return f"{p['name']}({render(k[0])}{axis})"
@@ -469,7 +475,8 @@ def _sigmoid(x):
 UNARY_EVAL = {
     "sin": np.sin, "cos": np.cos, "tan": np.tan, "exp": np.exp, "log": np.log, "log1p": np.log1p,
     "sqrt": np.sqrt, "tanh": np.tanh, "sigmoid": _sigmoid, "relu": lambda x: np.maximum(x, 0.0),
-    "abs": np.abs, "square": lambda x: x * x,
+    "abs": np.abs, "square": lambda x: x * x, "sign": np.sign,
+    "heaviside": lambda x: (x > 0).astype(float),    # heaviside(0) = 0, as docs/language.md says
 }
 
 
@@ -554,7 +561,7 @@ def _ev(e, scope, ctx):
             ctx.problem("tan near a pole")
         if name == "exp" and np.max(x) > 4:
             ctx.problem("exp of a large value")
-        if name in ("relu", "abs"):
+        if name in ("relu", "abs", "sign", "heaviside"):
             ctx.kink(np.sign(x))
         return UNARY_EVAL[name](x)
     if op == "bin":
@@ -586,6 +593,27 @@ def _ev(e, scope, ctx):
                     ctx.problem("real power of a value near or below 0")
                 ctx.kink(ab[0] == 0)
             return np.power(a, b)
+    if op == "cmp":
+        a, b = ev(k[0], scope, ctx), ev(k[1], scope, ctx)
+        ctx.feature(f"cmp:{p['sym']}")
+        ctx.kink(np.sign(a - b))            # the mask jumps where a = b
+        return COMPARE[p["sym"]](a, b).astype(float)
+    if op == "logic":
+        a, b = ev(k[0], scope, ctx), ev(k[1], scope, ctx)
+        ctx.feature(f"logic:{p['sym']}")
+        return ((a != 0) & (b != 0) if p["sym"] == "and" else (a != 0) | (b != 0)).astype(float)
+    if op == "not":
+        ctx.feature("not")
+        return (ev(k[0], scope, ctx) == 0).astype(float)
+    if op == "call" and p["name"] in ("where", "clip"):
+        x, a, b = (ev(y, scope, ctx) for y in k)
+        ctx.feature(p["name"])
+        if p["name"] == "where":
+            ctx.kink(x != 0)
+            return np.where(x != 0, a, b)
+        ctx.kink(np.sign(x - a))            # clip(x, lo, hi) = minimum(maximum(x, lo), hi)
+        ctx.kink(np.sign(np.maximum(x, a) - b))
+        return np.minimum(np.maximum(x, a), b)
     if op == "call":
         name = p["name"]
         a, b = (ev(x, scope, ctx) for x in k)
@@ -807,7 +835,9 @@ def dual(e, scope, ctx, K):
             "exp": lambda: out, "log": lambda: 1 / x, "log1p": lambda: 1 / (1 + x),
             "sqrt": lambda: 0.5 / out, "tanh": lambda: 1 - out * out, "sigmoid": lambda: out * (1 - out),
             "relu": lambda: (x > 0).astype(float), "abs": lambda: np.sign(x), "square": lambda: 2 * x,
-        }[p["name"]]
+        }.get(p["name"])
+        if partial is None:     # sign, heaviside: derivative 0 (a symbolic zero)
+            return out, None
         return out, None if t is None else _scale(partial(), t, np.shape(out))
     if op == "bin":
         sym = p["sym"]
@@ -830,6 +860,26 @@ def dual(e, scope, ctx, K):
         da = None if ta is None else np.where(b == 0, 0.0, b * np.power(a, b - 1))
         db = None if tb is None else np.where(a == 0, 0.0, out * np.log(np.where(a == 0, 1.0, a)))
         return out, _plus(_scale(da, ta, shape), _scale(db, tb, shape))
+    if op in ("cmp", "logic", "not"):    # masks: no derivative
+        values = [dual(x, scope, ctx, K)[0] for x in k]
+        if op == "not":
+            return (values[0] == 0).astype(float), None
+        a, b = values
+        if op == "cmp":
+            return COMPARE[p["sym"]](a, b).astype(float), None
+        return ((a != 0) & (b != 0) if p["sym"] == "and" else (a != 0) | (b != 0)).astype(float), None
+    if op == "call" and p["name"] in ("where", "clip"):
+        (x, tx), (a, ta), (b, tb) = (dual(y, scope, ctx, K) for y in k)
+        if p["name"] == "where":     # 1 towards a where x ≠ 0, towards b where x = 0; none through x
+            out = np.where(x != 0, a, b)
+            shape = np.shape(out)
+            return out, _plus(_scale((x != 0).astype(float), ta, shape), _scale((x == 0).astype(float), tb, shape))
+        out = np.minimum(np.maximum(x, a), b)     # clip(x, lo, hi): x's on [lo, hi], ends included
+        shape = np.shape(out)
+        dx = ((x >= a) & (x <= b)).astype(float)
+        dlo = ((x < a) & (a <= b)).astype(float)
+        dhi = (np.maximum(x, a) > b).astype(float)
+        return out, _plus(_plus(_scale(dx, tx, shape), _scale(dlo, ta, shape)), _scale(dhi, tb, shape))
     if op == "call":
         name = p["name"]
         (a, ta), (b, tb) = dual(k[0], scope, ctx, K), dual(k[1], scope, ctx, K)
@@ -1317,7 +1367,7 @@ class Generator:
         c = self.c
         kind = c.weighted([("unary", 5), ("neg", 1), ("binary", 6), ("pow", 2), ("extreme", 2),
                            ("matmul", 4), ("reduce", 3), ("softmax", 1), ("norm", 1), ("movement", 4),
-                           ("defcall", 2 if not env.in_def else 1), ("kink", 2)])
+                           ("defcall", 2 if not env.in_def else 1), ("kink", 2), ("condition", 3)])
         if kind == "unary":
             name = c.choice(UNARY)
             return fn(name, self.operand(env, depth).e)
@@ -1372,7 +1422,45 @@ class Generator:
             return self.defcall(env, depth)
         if kind == "kink" and not env.in_def:
             return self.at_kink(env, depth)
+        if kind == "condition":
+            return self.condition(env, depth)
         return None
+
+    def mask(self, env, a, depth):
+        """A 0/1 mask of a's shape: a comparison of a with a partner, sometimes negated or
+        combined with a second comparison by and/or."""
+        c = self.c
+        m = E("cmp", (a.e, self.partner(env, a, depth).e), sym=c.choice(list(COMPARE)))
+        form = c.weighted([("plain", 4), ("not", 1), ("and", 1), ("or", 1)])
+        if form == "not":
+            return E("not", (m,))
+        if form in ("and", "or"):
+            other = E("cmp", (a.e, self.scalar_literal().e), sym=c.choice(list(COMPARE)))
+            return E("logic", (m, other) if c.chance(0.5) else (other, m), sym=form)
+        return m
+
+    def condition(self, env, depth):
+        """Comparisons and selection: where(mask, a, b), mask * a, sign(a) * b,
+        heaviside(a) * b, clip(a, lo, hi), or a mask on its own (no derivative)."""
+        c = self.c
+        a = self.operand(env, depth)
+        form = c.weighted([("where", 4), ("mask*", 2), ("sign", 1), ("heaviside", 1), ("clip", 3),
+                           ("mask", 1)])
+        if form in ("where", "mask*", "mask"):
+            m = self.mask(env, a, depth)
+            if form == "mask":
+                return m
+            if form == "mask*":
+                return bin_("*", m, self.partner(env, a, depth).e)
+            on, off = self.partner(env, a, depth), self.partner(env, a, depth)
+            cond = m if c.chance(0.8) else a.e          # any value is a condition: nonzero is true
+            return call("where", cond, on.e, off.e)
+        if form in ("sign", "heaviside"):
+            return bin_("*", fn(form, a.e), self.partner(env, a, depth).e)
+        if c.chance(0.7):                                # constant bounds, lo < hi
+            lo = self.number(-1, 0.5)
+            return call("clip", a.e, num(lo), num(lo + c.choice([0.3, 0.5, 1, 2])))
+        return call("clip", a.e, self.partner(env, a, depth).e, self.partner(env, a, depth).e)
 
     def at_kink(self, env, depth):
         """An op exactly at its kink, with a nonzero derivative through it, so that the
@@ -1396,9 +1484,17 @@ class Generator:
             anchor = bin_("-", var(d.name), var(const.name))
         else:
             anchor = bin_("-", var(d.name), num(float(same)))
-        form = c.choice(["relu", "abs", "maximum", "minimum", "max", "min", "norm", "pow", "pair"])
+        form = c.choice(["relu", "abs", "maximum", "minimum", "max", "min", "norm", "pow", "pair",
+                         "clip", "where", "step"])
         if form in ("relu", "abs"):
             return fn(form, anchor)
+        if form == "clip":             # x at an end of [lo, hi]: the derivative goes to x
+            return call("clip", anchor, *((num(0), num(1)) if c.chance(0.5) else (num(-1), num(0))))
+        if form == "where":            # the condition's edge: which side holds at x
+            return call("where", E("cmp", (anchor, num(0)), sym=c.choice(list(COMPARE))), anchor,
+                        bin_("*", num(2), anchor))
+        if form == "step":             # sign and heaviside at 0, times a value with a derivative
+            return bin_("*", fn(c.choice(["sign", "heaviside"]), anchor), var(d.name))
         if form in ("maximum", "minimum"):
             pair = (anchor, num(0)) if c.chance(0.5) else (num(0), anchor)
             return call(form, *pair)

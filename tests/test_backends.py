@@ -51,6 +51,9 @@ t = stack(p[0], q[1], norm(w), sum(transpose(M) @ q))
 z = reshape(M, 2, 6)
 output f = sum(r) + dot(t, t) + sum(z[1, :]) + prod(x) + max(x) + min(x) + logsumexp(x) + mean(softmax(x))
 output g = concat(z[0, 1:4], t) * -s
+m = (x < s) + (x <= 0.5) + (x > -s) + (x >= 0) + (x == 0.5) + (x != s)
+c = (x > 0 and not x > 1) or x < -0.5
+output h = where(c, x * s, sin(x)) + clip(x, -0.5, s) * m + sign(x) * x + heaviside(x) * x^2
 """
 
 PROGRAMS = [pytest.param(path, id=path.stem) for path in SAMPLES] + [pytest.param("all-ops", id="all-ops")]

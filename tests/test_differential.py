@@ -13,7 +13,8 @@ with its own NumPy interpreter. For each program this test checks:
 * value: Program.evaluate() and the value of every derivative run equal the
   oracle's, and the inputs resolve to the values the oracle used;
 * derivatives: the oracle's own Jacobian (forward-mode dual numbers in progen.py,
-  with the conventions of docs/language.md at kinks: relu'(0) = 0, ties share),
+  with the conventions of docs/language.md at kinks: relu'(0) = 0, ties share, clip's
+  derivative 1 at its ends, masks without a derivative),
   the forward-mode and reverse-mode Jacobians, the same with a chunk
   smaller than the number of passes, the matrix of JVPs with every unit direction
   (columns), the matrix of VJPs with every unit cotangent (rows), and the
@@ -408,7 +409,8 @@ REQUIRED_FEATURES = {
     "repeat-index-nested", "rebind", "rebind-input", "dim-as-value", "several-outputs", "output-alias",
     "output-input", "output-bare", "pow:int", "pow:signed", "pow:real", "pow:var", "pow:base",
     "softmax", "norm", "maximum", "minimum", "neg",
-} | {f"fn:{name}" for name in progen.UNARY} | {f"reduce:{name}" for name in progen.REDUCTIONS[:-1]} | {
+    "fn:sign", "fn:heaviside", "logic:and", "logic:or", "not", "where", "clip",
+} | {f"cmp:{sym}" for sym in progen.COMPARE} | {f"fn:{name}" for name in progen.UNARY} | {f"reduce:{name}" for name in progen.REDUCTIONS[:-1]} | {
     f"reduce:{name}:axis" for name in progen.REDUCTIONS[:-1]}
 
 

@@ -150,6 +150,25 @@ CASES = [
     Case("stack", SCALAR_VEC + "output y = [s, b[0], s]"),
     Case("stack", VEC_VEC + "output y = stack(a, b)"),
     Case("stack", "input x: vec[3]\noutput y = [x[2], x[0]]"),
+    # conditions: masks, sign and heaviside have a zero derivative (away from their jumps);
+    # where and clip pass the derivative on to the side they select
+    Case("less", VEC_VEC + "output y = a < b", ok=apart("a", "b")),
+    Case("less_equal", SCALAR_VEC + "output y = s <= b", ok=apart("s", "b")),
+    Case("greater", VEC_MAT + "output y = B > a", ok=apart("B", "a")),
+    Case("greater_equal", VEC_VEC + "output y = (a >= b) * a", ok=apart("a", "b")),
+    Case("equal", VEC_VEC + "output y = (a == b) + (a == a) * b", ok=apart("a", "b")),
+    Case("not_equal", VEC_VEC + "output y = (a != b) * b + (b != b)", ok=apart("a", "b")),
+    Case("logical_and", VEC_VEC + "output y = (a > 0 and b < 0) * b", {"a": "away0", "b": "away0"}),
+    Case("logical_or", VEC_MAT + "output y = (a > 0 or B > 0) * B", {"a": "away0", "B": "away0"}),
+    Case("logical_not", "input x: vec[3]\noutput y = (not x > 0) * x", {"x": "away0"}),
+    unary("sign", "away0"), unary("heaviside", "away0"),
+    Case("where", "input c: vec[3]\ninput a: vec[3]\ninput b: vec[3]\noutput y = where(c > 0, a, b)",
+         {"c": "away0"}),
+    Case("where", "input s\ninput a: vec[3]\ninput B: mat[2, 3]\noutput y = where(B, s, a)", {"B": "away0"}),
+    Case("clip", "input x: mat[2, 3]\noutput y = clip(x, -0.5, 0.5)",
+         ok=lambda at: bool(np.all(np.abs(np.abs(at["x"]) - 0.5) > GAP))),
+    Case("clip", "input x: vec[3]\ninput lo: vec[3]\ninput h\noutput y = clip(x, lo, h)",
+         ok=lambda at: apart("x", "lo")(at) and apart("x", "h")(at) and apart("lo", "h")(at)),
 ]
 
 # reductions: over all elements and along each axis (and axis=-1)

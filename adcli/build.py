@@ -32,8 +32,13 @@ RECURSION_LIMIT = 10_000  # Python frames while building: about 5,000 levels of 
 MAX_INTEGER = 2**53     # dims, sizes, counts, indices: beyond this they are surely a mistake
 
 UNARY_FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh",
-                   "sigmoid", "relu", "abs", "square", "sign", "heaviside")
-BINARY_FUNCTIONS = ("maximum", "minimum")
+                   "sigmoid", "relu", "abs", "square", "sign", "heaviside",
+                   "arcsin", "arccos", "arctan", "sinh", "cosh", "arcsinh", "arccosh", "arctanh",
+                   "expm1", "log2", "log10", "softplus")
+BINARY_FUNCTIONS = ("maximum", "minimum", "arctan2", "hypot")
+# Named constants: usable in any expression and in constant data, unless the file gives
+# the name its own meaning (an input, const, value or parameter named `e` hides e).
+CONSTANTS = {"pi": math.pi, "e": math.e}
 TERNARY_FUNCTIONS = ("where", "clip")
 REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
 DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace")
@@ -548,6 +553,8 @@ class Builder:
             if name in self.const_values:
                 data = self.const_values[name]
                 return _Shape(data.shape) if abstract else data.value
+            if name in CONSTANTS:
+                return np.float64(CONSTANTS[name])
             if name in ("zeros", "ones", "randn", "rand"):   # the functions that need no argument
                 return self._data_call(Ast("call", (name, (), {}), ast.line, ast.column), shape, abstract)
             self.fail(NameProblem, f"'{name}' is not a dim or const; initial values are constant data", ast)
@@ -581,6 +588,17 @@ class Builder:
                 if isinstance(value, _Shape):
                     return value
                 return REGISTRY[name].evaluate(np, np.asarray(value, dtype=np.float64))
+            if name in BINARY_FUNCTIONS and len(args) == 2 and not kwargs:
+                a, b = (self._constant(arg, shape, abstract) for arg in args)
+                out = broadcast_shapes(_shape_of(a), _shape_of(b))
+                if out is None:
+                    self.fail(ShapeProblem, f"shapes {format_shape(_shape_of(a))} and "
+                              f"{format_shape(_shape_of(b))} do not broadcast for '{name}'", ast)
+                if isinstance(a, _Shape) or isinstance(b, _Shape):
+                    return _Shape(out)
+                with np.errstate(all="ignore"):
+                    return REGISTRY[name].evaluate(np, np.asarray(a, dtype=np.float64),
+                                                   np.asarray(b, dtype=np.float64))
             self.fail(NameProblem, f"'{name}(...)' cannot be used in constant data", ast)
         if kind == "attr" and ast.args[1] == "T":
             value = self._constant(ast.args[0], None, abstract)
@@ -652,7 +670,9 @@ class Builder:
         if scope.in_def is not None and (name in self.global_scope.values or name in self.global_scope.indices):
             self.fail(NameProblem, f"'{name}' is not visible inside def {scope.in_def.name}: "
                       "a def sees its parameters, dims, consts and earlier defs; pass it as a parameter", ast)
-        known = set(scope.values) | set(scope.indices) | set(self.dims) \
+        if name in CONSTANTS:
+            return self.literal(CONSTANTS[name], ast)
+        known = set(scope.values) | set(scope.indices) | set(self.dims) | set(CONSTANTS) \
             | (set(self.consts) if scope.in_def is not None else set())
         self.fail(NameProblem, f"name '{name}' is not defined{_did_you_mean(name, known)}", ast)
 

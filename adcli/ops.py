@@ -18,6 +18,7 @@ docs/counting.md tabulates every cost declared here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 from math import prod
 from typing import Callable
 
@@ -159,6 +160,33 @@ unary("abs", lambda xp, x: xp.abs(x), lambda xp, r: xp.sign(r.x0), 0, 1,
       doc="sign x (0 at 0)")
 unary("square", lambda xp, x: x * x, lambda xp, r: 2 * r.x0, 1, 1,
       primal=(1, 1), doc="2x")
+
+# Inverse trigonometric and hyperbolic functions, and the logarithms and exponentials
+# NumPy computes accurately near 0 (expm1) or in other bases (log2, log10).
+unary("arcsin", lambda xp, x: xp.arcsin(x), lambda xp, r: 1 / xp.sqrt(1 - r.x0 * r.x0), 2, 4,
+      doc="1 / sqrt(1 - x²), for -1 < x < 1")
+unary("arccos", lambda xp, x: xp.arccos(x), lambda xp, r: -1 / xp.sqrt(1 - r.x0 * r.x0), 2, 4,
+      doc="-1 / sqrt(1 - x²), for -1 < x < 1")
+unary("arctan", lambda xp, x: xp.arctan(x), lambda xp, r: 1 / (1 + r.x0 * r.x0), 2, 3,
+      doc="1 / (1 + x²)")
+unary("sinh", lambda xp, x: xp.sinh(x), lambda xp, r: xp.cosh(r.x0), 0, 1, doc="cosh x")
+unary("cosh", lambda xp, x: xp.cosh(x), lambda xp, r: xp.sinh(r.x0), 0, 1, doc="sinh x")
+unary("arcsinh", lambda xp, x: xp.arcsinh(x), lambda xp, r: 1 / xp.sqrt(r.x0 * r.x0 + 1), 2, 4,
+      doc="1 / sqrt(x² + 1)")
+unary("arccosh", lambda xp, x: xp.arccosh(x), lambda xp, r: 1 / xp.sqrt(r.x0 * r.x0 - 1), 2, 4,
+      doc="1 / sqrt(x² - 1), for x > 1")
+unary("arctanh", lambda xp, x: xp.arctanh(x), lambda xp, r: 1 / (1 - r.x0 * r.x0), 2, 3,
+      doc="1 / (1 - x²), for -1 < x < 1")
+unary("expm1", lambda xp, x: xp.expm1(x), lambda xp, r: r.out + 1, 0, 1, doc="exp x = out + 1",
+      from_out=True)
+unary("log2", lambda xp, x: xp.log2(x), lambda xp, r: (1 / math.log(2)) / r.x0, 1, 1,
+      doc="1 / (x ln 2), for x > 0")
+unary("log10", lambda xp, x: xp.log10(x), lambda xp, r: (1 / math.log(10)) / r.x0, 1, 1,
+      doc="1 / (x ln 10), for x > 0")
+# softplus(x) = log(1 + eˣ) = logaddexp(0, x), stable for large |x|. Its derivative is
+# σ(x) = 1 - e^(-out) = -expm1(-out): a function of the output (accurate where σ is tiny too).
+unary("softplus", lambda xp, x: xp.logaddexp(0, x), lambda xp, r: -xp.expm1(-r.out), 0, 3,
+      doc="σ(x) = -expm1(-out)", from_out=True)
 # sigmoid evaluates as one intrinsic per element, like exp.
 
 
@@ -310,6 +338,33 @@ register(Primitive(
               Partial(_selected(lambda xp, r: (r.x[0] < r.x[1]) & (r.x[1] <= r.x[2])), 0, 3),
               Partial(_selected(lambda xp, r: xp.maximum(r.x[0], r.x[1]) > r.x[2]), 0, 2)],
     doc="1 towards x on [lo, hi], towards lo below it, towards hi above it"))
+
+
+# arctan2(y, x): the angle of the point (x, y), in (-π, π]; hypot(x, y) = sqrt(x² + y²).
+# Both broadcast like the other binary ops. At (0, 0) arctan2's partials are 0/0 = nan
+# (as in JAX and PyTorch: the angle has no limit there); hypot's are taken as 0 there, a
+# subgradient, as norm's are (hypot(x, y) is norm([x, y])).
+def _arctan2_partial(first: bool):
+    def compute(xp, r):
+        y, x = r.x0, r.x1
+        return (x if first else -y) / (x * x + y * y)
+    return compute
+
+
+def _hypot_partial(i: int):
+    return lambda xp, r: r.x[i] / xp.where(r.out == 0, 1, r.out)
+
+
+register(Primitive(
+    "arctan2", _broadcast_rule("arctan2"), lambda xp, y, x: xp.arctan2(y, x),
+    _elementwise_cost(0, 1), arity=2, **_scaled_rules(2),
+    partials=[Partial(_arctan2_partial(True), 3, 4), Partial(_arctan2_partial(False), 3, 5)],
+    doc="∂/∂y = x / (x² + y²), ∂/∂x = -y / (x² + y²)"))
+register(Primitive(
+    "hypot", _broadcast_rule("hypot"), lambda xp, x, y: xp.hypot(x, y),
+    _elementwise_cost(0, 1), arity=2, **_scaled_rules(2),
+    partials=[Partial(_hypot_partial(0), 1, 1), Partial(_hypot_partial(1), 1, 1)],
+    doc="∂/∂x = x / out, ∂/∂y = y / out (0 at x = y = 0)"))
 
 
 # --- matmul -------------------------------------------------------------------------
@@ -542,6 +597,11 @@ PARTIAL_TEXT = {
     "sin": ["cos({x0})"], "cos": ["-sin({x0})"], "tan": ["1+{out}²"], "exp": ["{out}"],
     "log": ["1/{x0}"], "log1p": ["1/(1+{x0})"], "sqrt": ["0.5/{out}"], "tanh": ["1-{out}²"],
     "sigmoid": ["{out}·(1-{out})"], "relu": ["[{x0}>0]"], "abs": ["sign({x0})"], "square": ["2·{x0}"],
+    "arcsin": ["1/√(1-{x0}²)"], "arccos": ["-1/√(1-{x0}²)"], "arctan": ["1/(1+{x0}²)"],
+    "sinh": ["cosh({x0})"], "cosh": ["sinh({x0})"], "arcsinh": ["1/√({x0}²+1)"],
+    "arccosh": ["1/√({x0}²-1)"], "arctanh": ["1/(1-{x0}²)"], "expm1": ["{out}+1"],
+    "log2": ["1/({x0}·ln 2)"], "log10": ["1/({x0}·ln 10)"], "softplus": ["1-exp(-{out})"],
+    "arctan2": ["{x1}/({x0}²+{x1}²)", "-{x0}/({x0}²+{x1}²)"], "hypot": ["{x0}/{out}", "{x1}/{out}"],
     "maximum": ["[{x0}>{x1}] (½ on ties)", "[{x1}>{x0}] (½ on ties)"],
     "minimum": ["[{x0}<{x1}] (½ on ties)", "[{x1}<{x0}] (½ on ties)"],
     "matmul": ["{x1}ᵀ", "{x0}ᵀ"], "sum": ["1"], "mean": ["1/count"],

@@ -21,6 +21,8 @@ from .tangents import Seed
 
 # Calls and methods whose result is a new array that nothing else refers to.
 FRESH_CALLS = {"sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh", "abs", "sign", "where",
+               "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh", "arcsinh", "arccosh", "arctanh",
+               "expm1", "log2", "log10", "logaddexp", "hypot", "clip", "heaviside",
                "maximum", "minimum", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
                "empty_like", "concatenate", "stack", "cumprod", "sum", "max", "min", "mean", "prod",
                "isfinite", "dot", "matmul", "outer"}

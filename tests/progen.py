@@ -18,9 +18,16 @@ leaves the safe region is rewritten or dropped. The safe region:
   |cos| ≥ 0.3 under tan, exp's argument ≤ 4, a norm ≥ 0.2 (or exactly 0), a
   negative power's base ≥ 0.3 in magnitude, a non-integer or non-constant
   power's base ≥ 0.2 (or exactly 0 with an exponent ≥ 1.5) with an exponent of
-  magnitude ≤ 3. Where an op would leave its domain the generator uses a safe
+  magnitude ≤ 3; arcsin's, arccos's and arctanh's argument in [-0.9, 0.9], arccosh's
+  ≥ 1.1, log2's and log10's ≥ 0.2, sinh's and cosh's magnitude ≤ 3, expm1's ≤ 4,
+  arctan2(y, x) at radius ≥ 0.25 and away from its branch cut (not x < 0 with |y| < 0.2),
+  hypot ≥ 0.2. Where an op would leave its domain the generator uses a safe
   form instead: log(1 + a*a), sqrt(1 + a*a), a / (1 + b*b), tan(0.5 * tanh(a)),
-  exp(tanh(a)), (1 + a*a) ^ e, ...
+  exp(tanh(a)), (1 + a*a) ^ e, arcsin(0.9 * tanh(a)), arccosh(1.1 + a*a),
+  arctan2(a, 1 + b*b), ...
+
+The constants pi and e appear as scalar literals and in constant data
+(``0.25 * pi * (2 * rand(seed=S) - 1)``, ``e - 2 * rand(seed=S)``).
 
 so derivatives stay modest and central differences are meaningful.
 
@@ -58,6 +65,11 @@ MAX_INPUT_SCALARS = 16     # keeps the unit JVPs and the central differences che
 MAX_OUTPUT_SCALARS = 16
 
 UNARY = ("sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh", "sigmoid", "relu", "abs", "square")
+# The elementwise functions NumPy has beyond those, and two binary ones (broadcasting)
+SPECIAL = ("arcsin", "arccos", "arctan", "sinh", "cosh", "arcsinh", "arccosh", "arctanh", "expm1", "log2",
+           "log10", "softplus")
+SPECIAL_BINARY = ("arctan2", "hypot")
+CONSTANTS = {"pi": np.pi, "e": np.e}     # names the language gives a value, unless a file rebinds them
 COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal,
            "!=": np.not_equal}
 REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
@@ -221,6 +233,8 @@ class GenProgram:
         _, trace = self.evaluate(collect=True)
         tags = set(trace.features)
         tags |= {f"input:{len(d.shape)}d" for d in self.inputs}
+        if any(("pi" in d.value_text or "e -" in d.value_text) for d in self.inputs + self.consts):
+            tags.add("constant-data")
         tags |= {"def-block" if f.block else "def-expr" for f in self.defs}
         outputs = [s for s in self.stmts if s[0] == "output"]
         if len(outputs) > 1:
@@ -455,6 +469,8 @@ class Ctx:
             return self.consts[name]
         if name in self.dims:
             return np.float64(self.dims[name])
+        if name in CONSTANTS:
+            return np.float64(CONSTANTS[name])
         raise KeyError(f"oracle: name {name} is not defined")
 
     def problem(self, what):
@@ -477,7 +493,17 @@ UNARY_EVAL = {
     "sqrt": np.sqrt, "tanh": np.tanh, "sigmoid": _sigmoid, "relu": lambda x: np.maximum(x, 0.0),
     "abs": np.abs, "square": lambda x: x * x, "sign": np.sign,
     "heaviside": lambda x: (x > 0).astype(float),    # heaviside(0) = 0, as docs/language.md says
+    "arcsin": np.arcsin, "arccos": np.arccos, "arctan": np.arctan, "sinh": np.sinh, "cosh": np.cosh,
+    "arcsinh": np.arcsinh, "arccosh": np.arccosh, "arctanh": np.arctanh, "expm1": np.expm1,
+    "log2": np.log2, "log10": np.log10,
+    "softplus": lambda x: np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x))),   # log(1 + eˣ), stable
 }
+# The domains the generator keeps each function's argument in (``Generator.fixes`` rewrites
+# an argument outside): arcsin, arccos, arctanh on [-0.9, 0.9], arccosh on [1.1, ∞), log2 and
+# log10 like log, sinh and cosh on [-3, 3], expm1 like exp.
+DOMAIN = {"arcsin": (-0.9, 0.9), "arccos": (-0.9, 0.9), "arctanh": (-0.9, 0.9), "arccosh": (1.1, np.inf),
+          "log2": (0.2, np.inf), "log10": (0.2, np.inf), "sinh": (-3, 3), "cosh": (-3, 3),
+          "expm1": (-np.inf, 4)}
 
 
 def _keep(value, shape, axis):
@@ -541,6 +567,8 @@ def _ev(e, scope, ctx):
             ctx.feature("dim-as-value")
         if p["name"] in scope.indices:
             ctx.feature("repeat-index-value")
+        if p["name"] in CONSTANTS and p["name"] not in scope.values:
+            ctx.feature(f"constant:{p['name']}")
         return ctx.lookup(p["name"], scope)
     if op == "num":
         return np.float64(p["value"])
@@ -561,6 +589,8 @@ def _ev(e, scope, ctx):
             ctx.problem("tan near a pole")
         if name == "exp" and np.max(x) > 4:
             ctx.problem("exp of a large value")
+        if name in DOMAIN and x.size and (np.min(x) < DOMAIN[name][0] or np.max(x) > DOMAIN[name][1]):
+            ctx.problem(f"{name} outside {DOMAIN[name]}")
         if name in ("relu", "abs", "sign", "heaviside"):
             ctx.kink(np.sign(x))
         return UNARY_EVAL[name](x)
@@ -626,6 +656,16 @@ def _ev(e, scope, ctx):
             return np.dot(a, b)
         if name == "outer":
             return np.outer(a, b)
+        if name == "arctan2":       # arctan2(y, x): away from the origin and the branch cut (x < 0, y = 0)
+            y, x = np.broadcast_arrays(a, b)
+            if y.size and (np.min(np.hypot(x, y)) < 0.25 or np.any((x < 0) & (np.abs(y) < 0.2))):
+                ctx.problem("arctan2 near the origin or its branch cut")
+            return np.arctan2(a, b)
+        if name == "hypot":         # away from its kink at (0, 0)
+            out = np.sqrt(a * a + b * b)
+            if out.size and np.min(out) < 0.2:
+                ctx.problem("hypot near (0, 0)")
+            return out
     if op == "reduce":
         x = ev(k[0], scope, ctx)
         ctx.feature("softmax" if p["name"] == "softmax" else
@@ -696,7 +736,7 @@ def _binary_features(ctx, e, a, b):
     k = e.kids
     if render(k[0]) == render(k[1]):
         ctx.feature("same-operand")
-    elementwise = e.p.get("sym") not in ("@", None) or e.p.get("name") in ("maximum", "minimum")
+    elementwise = e.p.get("sym") not in ("@", None) or e.p.get("name") in ("maximum", "minimum") + SPECIAL_BINARY
     if elementwise and a.ndim >= 1 and b.ndim >= 1 and a.shape != b.shape:
         out = np.broadcast_shapes(a.shape, b.shape)
         ctx.feature("broadcast-both" if out != a.shape and out != b.shape else "broadcast-row")
@@ -835,6 +875,12 @@ def dual(e, scope, ctx, K):
             "exp": lambda: out, "log": lambda: 1 / x, "log1p": lambda: 1 / (1 + x),
             "sqrt": lambda: 0.5 / out, "tanh": lambda: 1 - out * out, "sigmoid": lambda: out * (1 - out),
             "relu": lambda: (x > 0).astype(float), "abs": lambda: np.sign(x), "square": lambda: 2 * x,
+            "arcsin": lambda: 1 / np.sqrt(1 - x * x), "arccos": lambda: -1 / np.sqrt(1 - x * x),
+            "arctan": lambda: 1 / (1 + x * x), "sinh": lambda: np.cosh(x), "cosh": lambda: np.sinh(x),
+            "arcsinh": lambda: 1 / np.sqrt(1 + x * x), "arccosh": lambda: 1 / np.sqrt(x * x - 1),
+            "arctanh": lambda: 1 / (1 - x * x), "expm1": lambda: np.exp(x),
+            "log2": lambda: 1 / (x * np.log(2)), "log10": lambda: 1 / (x * np.log(10)),
+            "softplus": lambda: _sigmoid(x),
         }.get(p["name"])
         if partial is None:     # sign, heaviside: derivative 0 (a symbolic zero)
             return out, None
@@ -897,6 +943,13 @@ def dual(e, scope, ctx, K):
         if name == "outer":
             return np.outer(a, b), _plus(None if ta is None else np.einsum("Ki,j->Kij", ta, b),
                                          None if tb is None else np.einsum("i,Kj->Kij", a, tb))
+        if name == "arctan2":       # d atan2(y, x) = (x dy - y dx) / (x² + y²)
+            out = np.arctan2(a, b)
+            r2 = a * a + b * b
+            return out, _plus(_scale(b / r2, ta, np.shape(out)), _scale(-a / r2, tb, np.shape(out)))
+        if name == "hypot":         # d hypot(x, y) = (x dx + y dy) / hypot
+            out = np.sqrt(a * a + b * b)
+            return out, _plus(_scale(a / out, ta, np.shape(out)), _scale(b / out, tb, np.shape(out)))
     if op == "reduce":
         x, t = dual(k[0], scope, ctx, K)
         name, axis = p["name"], _norm_axis(p["axis"], np.ndim(x))
@@ -1061,7 +1114,7 @@ class Generator:
         """A Decl with a value written as a list, a broadcast number, randn, linspace, ..."""
         size = prod(shape)
         kind = self.c.weighted([("list", 6), ("randn", 3), ("linspace", 1), ("number", 1), ("rand", 1),
-                                ("full", 1), ("ones", 1), ("zeros", 1)])
+                                ("full", 1), ("ones", 1), ("zeros", 1), ("constant", 1)])
         if not shape:
             kind = "list"
         if kind == "randn":
@@ -1072,6 +1125,13 @@ class Generator:
             seed = self.c.integer(0, 99)
             value = 2 * np.random.default_rng(seed).random(shape) - 1
             text = f"2 * rand(seed={seed}) - 1"
+        elif kind == "constant":    # the named constants in constant data
+            seed = self.c.integer(0, 99)
+            r = np.random.default_rng(seed).random(shape)
+            if self.c.chance(0.5):
+                value, text = (0.25 * np.pi) * (2 * r - 1), f"0.25 * pi * (2 * rand(seed={seed}) - 1)"
+            else:
+                value, text = np.e - 2 * r, f"e - 2 * rand(seed={seed})"
         elif kind == "full":
             v = self.number()
             value, text = np.full(shape, v), f"full({fmt(v)})"
@@ -1141,7 +1201,15 @@ class Generator:
                 "sqrt": [fn("sqrt", bin_("+", one, sq)), fn("sqrt", bin_("+", fn("exp", fn("tanh", a)), num(0.5)))],
                 "tan": [fn("tan", bin_("*", num(0.5), fn("tanh", a)))],
                 "exp": [fn("exp", fn("tanh", a)), fn("exp", E("neg", (sq,)))],
+                "expm1": [fn("expm1", fn("tanh", a)), fn("expm1", E("neg", (sq,)))],
+                "arccosh": [fn("arccosh", bin_("+", num(1.1), sq)), fn("arccosh", bin_("+", num(1.5), fn("sigmoid", a)))],
+                "sinh": [fn("sinh", fn("tanh", a)), fn("sinh", bin_("*", num(2), fn("sin", a)))],
+                "cosh": [fn("cosh", fn("tanh", a)), fn("cosh", bin_("*", num(2), fn("sin", a)))],
             }.get(name, [])
+            if name in ("log2", "log10"):
+                forms = [fn(name, bin_("+", one, sq)), fn(name, bin_("+", num(2), fn("sin", a)))]
+            if name in ("arcsin", "arccos", "arctanh"):     # squashed into (-0.9, 0.9)
+                forms = [fn(name, bin_("*", num(0.9), fn("tanh", a))), fn(name, bin_("*", num(0.5), fn("sin", a)))]
             yield from forms
         elif e.op == "bin" and e.p["sym"] == "/":
             a, b = k
@@ -1153,6 +1221,13 @@ class Generator:
             yield bin_("^", bin_("+", num(1.5), fn("sin", a)), fn("tanh", b))
         elif e.op == "norm":
             yield bin_("+", num(0.5), E("norm", k))
+        elif e.op == "call" and e.p["name"] == "arctan2":
+            a, b = k
+            yield call("arctan2", a, bin_("+", one, bin_("*", b, b)))     # x ≥ 1: right half-plane
+            yield call("arctan2", bin_("+", one, bin_("*", a, a)), b)     # y ≥ 1: upper half-plane
+        elif e.op == "call" and e.p["name"] == "hypot":
+            a, b = k
+            yield call("hypot", a, bin_("+", num(0.5), bin_("*", b, b)))
         # whatever the op: a scaled or squashed version (magnitude problems)
         yield bin_("*", e, num(0.125))
         yield bin_("*", e, num(1 / 64))
@@ -1187,6 +1262,9 @@ class Generator:
         if self.dims and self.c.chance(0.2):
             name, d = self.c.choice(self.dims)
             return Term(var(name), np.float64(d))
+        if self.c.chance(0.1):      # the named constants
+            name = self.c.choice(sorted(CONSTANTS))
+            return Term(var(name), np.float64(CONSTANTS[name]))
         v = self.c.choice([0.5, 2, -1, 1.5, 0.3, 3, -0.7])
         return Term(num(v), np.float64(v))
 
@@ -1365,12 +1443,20 @@ class Generator:
 
     def _expr(self, env, depth):
         c = self.c
-        kind = c.weighted([("unary", 5), ("neg", 1), ("binary", 6), ("pow", 2), ("extreme", 2),
+        kind = c.weighted([("unary", 5), ("special", 4), ("neg", 1), ("binary", 6), ("pow", 2), ("extreme", 2),
                            ("matmul", 4), ("reduce", 3), ("softmax", 1), ("norm", 1), ("movement", 4),
                            ("defcall", 2 if not env.in_def else 1), ("kink", 2), ("condition", 3)])
         if kind == "unary":
             name = c.choice(UNARY)
             return fn(name, self.operand(env, depth).e)
+        if kind == "special":
+            if c.chance(0.25):      # arctan2(y, x), hypot(x, y): binary, broadcasting
+                a = self.operand(env, depth)
+                b = self.partner(env, a, depth)
+                if c.chance(0.5):
+                    a, b = b, a
+                return call(c.choice(SPECIAL_BINARY), a.e, b.e)
+            return fn(c.choice(SPECIAL), self.operand(env, depth).e)
         if kind == "neg":
             return E("neg", (self.operand(env, depth).e,))
         if kind in ("binary", "extreme"):

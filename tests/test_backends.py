@@ -54,6 +54,9 @@ output g = concat(z[0, 1:4], t) * -s
 m = (x < s) + (x <= 0.5) + (x > -s) + (x >= 0) + (x == 0.5) + (x != s)
 c = (x > 0 and not x > 1) or x < -0.5
 output h = where(c, x * s, sin(x)) + clip(x, -0.5, s) * m + sign(x) * x + heaviside(x) * x^2
+a = arcsin(0.9 * tanh(x)) + arccos(0.5 * x) + arctan(x) + sinh(x) + cosh(x) + arcsinh(x)
+b = arccosh(1.1 + x^2) + arctanh(0.9 * tanh(x)) + expm1(x) + log2(2 + x) + log10(2 + x) + softplus(x)
+output k = a * b + arctan2(x, s + x^2) + hypot(x, s) + pi * e
 """
 
 PROGRAMS = [pytest.param(path, id=path.stem) for path in SAMPLES] + [pytest.param("all-ops", id="all-ops")]

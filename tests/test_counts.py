@@ -298,7 +298,8 @@ def test_prediction_equals_count_on_every_op(case):
     """The op cases of test_ops (every primitive, every shape combination), at a
     point inside every op's domain."""
     program = adcli.loads(case.text)
-    at = {name: np.full(program.input_shape(name), 0.7) for name in program.input_names}
+    at = {name: np.full(program.input_shape(name), 1.7 if case.domains.get(name) == "acosh" else 0.7)
+          for name in program.input_names}
     for mode in MODES:
         for chunk in (None, 1, 2):
             predicted = program.predict(mode, chunk=chunk).counts()
@@ -325,14 +326,17 @@ def test_prediction_equals_count_for_jvp_and_vjp(path):
 UNARY_PARTIALS = {   # docs/counting.md: local partial (mults, flops) per element
     "sin": (0, 1), "cos": (0, 2), "tan": (1, 2), "exp": (0, 0), "log": (1, 1), "log1p": (1, 2),
     "sqrt": (1, 1), "tanh": (1, 2), "sigmoid": (1, 2), "relu": (0, 1), "abs": (0, 1),
-    "square": (1, 1),
+    "square": (1, 1), "arcsin": (2, 4), "arccos": (2, 4), "arctan": (2, 3), "sinh": (0, 1),
+    "cosh": (0, 1), "arcsinh": (2, 4), "arccosh": (2, 4), "arctanh": (2, 3), "expm1": (0, 1),
+    "log2": (1, 1), "log10": (1, 1), "softplus": (0, 3),
 }
 
 
 @pytest.mark.parametrize("op", sorted(UNARY_PARTIALS) + ["neg"])
 def test_unary_op_table(op):
     s = 4
-    body = "-u" if op == "neg" else f"{op}(u + 1)"   # + a const: no derivative work
+    inside = "u - 0.3" if op in ("arcsin", "arccos", "arctanh") else "u + 1"   # in the op's domain
+    body = "-u" if op == "neg" else f"{op}({inside})"   # ± a const: no derivative work
     program = adcli.loads(f"dim s = {s}\ninput x: vec[s] = rand(seed=1)\nconst c: vec[s] = full(0.5)\n"
                           f"u = c * x\nv = {body}\noutput y = c * v")
     pm, pf = UNARY_PARTIALS.get(op, (0, 0))
@@ -352,6 +356,8 @@ def test_unary_op_table(op):
     ("u / w", 1, True),            # ∂/∂w = −out/w: 1 mult per element; ∂/∂u is a division
     ("u ^ w", 2, True),            # b·a^(b−1) and out·log a: 1 mult each
     ("maximum(u, w)", 0, True), ("minimum(u, w)", 0, True),
+    ("arctan2(u, w)", 6, True),    # w/(u²+w²) and −u/(u²+w²): 3 mults each
+    ("hypot(u, w)", 2, True),      # u/out and w/out: 1 mult each
 ])
 def test_binary_op_table(expr, partial_mults, propagates):
     s = 3

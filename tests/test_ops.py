@@ -31,6 +31,8 @@ ELEMENTS = {
     "away0": st.floats(0.2, 2) | st.floats(-2, -0.2),          # relu, abs kinks; denominators
     "small": st.floats(-1.2, 1.2),                             # tan, away from its poles
     "log1p": st.floats(-0.5, 3),
+    "unit": st.floats(-0.9, 0.9),                              # arcsin, arccos, arctanh
+    "acosh": st.floats(1.1, 3),                                # arccosh
 }
 GAP = 0.01   # ties and kinks are kept this far away; the FD step is 1e-5
 
@@ -80,6 +82,10 @@ CASES = [
     unary("sin"), unary("cos"), unary("tan", "small"), unary("exp"), unary("log", "pos"),
     unary("log1p", "log1p"), unary("sqrt", "pos"), unary("tanh"), unary("sigmoid"),
     unary("relu", "away0"), unary("abs", "away0"), unary("square"),
+    unary("arcsin", "unit"), unary("arccos", "unit"), unary("arctan"), unary("sinh"), unary("cosh"),
+    unary("arcsinh"), unary("arccosh", "acosh"), unary("arctanh", "unit"), unary("expm1"),
+    unary("log2", "pos"), unary("log10", "pos"), unary("softplus"),
+    Case("softplus", "input x: vec[3]\noutput y = softplus(20 * x)"),     # large |x|: stable both ways
     # elementwise binary, with NumPy broadcasting
     Case("add", VEC_VEC + "output y = a + b"),
     Case("add", SCALAR_VEC + "output y = s + b"),
@@ -119,6 +125,13 @@ CASES = [
     Case("minimum", VEC_VEC + "output y = minimum(a, b)", ok=apart("a", "b")),
     Case("minimum", SCALAR_VEC + "output y = minimum(b, s)", ok=apart("s", "b")),
     Case("minimum", VEC_MAT + "output y = minimum(a, B)", ok=apart("B", "a")),
+    # arctan2(y, x) away from the origin and from the branch cut (x < 0, y = 0); hypot away from 0
+    Case("arctan2", VEC_VEC + "output y = arctan2(a, b)", {"a": "away0"}),
+    Case("arctan2", SCALAR_VEC + "output y = arctan2(b, s)", {"s": "pos"}),
+    Case("arctan2", VEC_MAT + "output y = arctan2(B, a)", {"B": "away0"}),
+    Case("hypot", VEC_VEC + "output y = hypot(a, b)", {"a": "away0"}),
+    Case("hypot", SCALAR_VEC + "output y = hypot(s, b)", {"s": "away0"}),
+    Case("hypot", VEC_MAT + "output y = hypot(B, a)", {"a": "away0"}),
     # matmul: all four shape combinations, both operands differentiated, and dot
     Case("matmul", "input A: mat[2, 3]\ninput B: mat[3, 4]\noutput y = A @ B"),
     Case("matmul", "input A: mat[2, 3]\ninput b: vec[3]\noutput y = A @ b"),

@@ -203,6 +203,9 @@ def show(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype, as_js
     the derivative program forward or reverse mode runs."""
     from .show import ir_json, ir_lines
 
+    if mode is None and (kind != "jacobian" or wrt or ats or inputs_file):
+        used = "--kind" if kind != "jacobian" else "--wrt" if wrt else "--at" if ats else "--inputs"
+        raise UsageProblem(f"{used} applies to the derivative program: add --mode forward or --mode reverse")
     if mode is not None:
         if as_json:
             raise UsageProblem("--json shows the IR; the derivative program (--mode) is text")

@@ -76,7 +76,8 @@ def derivative_program(program, mode: str, kind: str = "jacobian", wrt=None, at=
 # -- reading it ------------------------------------------------------------------------------------
 
 LEGEND = ("# vN: a value of the program (adcli show); vN_dot: its tangents, one per direction on the\n"
-          "# leading axis; vN_bar: its adjoint; dvN_dvM: a local partial; tN: an intermediate;\n"
+          "# leading axis (vN_dot_x: those for input x's directions, with several inputs); vN_bar: its\n"
+          "# adjoint (vN_bar_y: for output y's); dvN_dvM: a local partial; tN: an intermediate;\n"
           "# cN: a constant made while compiling (listed above its function). A `del` frees a\n"
           "# value after its last use; `a += b` accumulates in place.")
 
@@ -131,6 +132,26 @@ PRELUDE = '''
 def _array(text):
     """A constant stored as compressed .npy bytes."""
     return xp.asarray(numpy.load(io.BytesIO(zlib.decompress(base64.b64decode(text))), allow_pickle=False))
+
+
+def _value(what, value, shape):
+    """An argument as an array of its declared shape (a number spreads over it), or one error."""
+    array = xp.asarray(value, dtype=DTYPE)
+    if array.shape != shape:
+        try:
+            array = xp.array(xp.broadcast_to(array, shape))
+        except ValueError:
+            raise ValueError(f"{what} has shape {tuple(array.shape)}, but it is declared {shape}") from None
+    return array
+
+
+def _given(what, given, shapes):
+    """A direction or cotangent {name: array} for every name (a name left out gets zeros)."""
+    unknown = sorted(set(given) - set(shapes))
+    if unknown:
+        raise ValueError(f"there is no {what} named {unknown[0]!r} (known: {', '.join(shapes)})")
+    return [_value(f"the {what} {name}'s part", given.get(name, 0.0), shape)[None]
+            for name, shape in shapes.items()]
 '''
 
 
@@ -198,9 +219,10 @@ def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", 
         lines.append(f"{plan.label} = _make_{plan.label}({args})")
         lines.append("")
     lines.extend(_entry_points(dp, input_names))
-    lines.extend(["", "", 'if __name__ == "__main__":',
-                  f"    result = {'jacobian' if dp.kind == 'jacobian' else dp.kind}()",
-                  "    print(result)"])
+    names = dp.wrt if dp.kind == "jvp" else dict.fromkeys(dp.outputs)
+    call = "jacobian()" if dp.kind == "jacobian" else \
+        f"{dp.kind}({{" + ", ".join(f"{n!r}: 1.0" for n in names) + "})"   # every direction 1
+    lines.extend(["", "", 'if __name__ == "__main__":', f"    print({call})"])
     return "\n".join(header + lines) + "\n"
 
 
@@ -208,7 +230,8 @@ def _arguments(dp, input_names) -> list:
     """The start of every entry point: each input from its argument or its default."""
     lines = []
     for name in input_names:
-        lines.append(f"    {name} = INPUTS[{name!r}] if {name} is None else xp.asarray({name}, dtype=DTYPE)")
+        shape = tuple(dp.program.input_shape(name))
+        lines.append(f"    {name} = INPUTS[{name!r}] if {name} is None else _value('input {name}', {name}, {shape})")
     lines.append("    leaves = [" + ", ".join(input_names) + "] + CONSTS")
     return lines
 
@@ -238,15 +261,15 @@ def _entry_points(dp, input_names) -> list:
     if dp.mode == "forward":
         tangents, values = plans[0].template
         call = "forward_sweep(leaves)" if not given else \
-            "forward_sweep(leaves + [" + ", ".join(f"xp.asarray(direction[{w!r}], dtype=DTYPE)[None]"
-                                                  for w in dp.wrt) + "])"
+            "forward_sweep(leaves + _given('input', direction, {" + ", ".join(
+                f"{w!r}: {ishape[w]}" for w in dp.wrt) + "}))"
         body.append(f"    outs = {call}")
     else:
         values, residuals = plans[0].template
         body.append("    outs = reverse_forward_sweep(list(leaves))")
         body.append("    residuals = [" + ", ".join(f"outs[{leaf.index}]" for leaf in residuals.values()) + "]")
-        extra = "" if not given else " + [" + ", ".join(
-            f"xp.asarray(cotangent[{o!r}], dtype=DTYPE)[None]" for o in dict.fromkeys(dp.outputs)) + "]"
+        extra = "" if not given else " + _given('output', cotangent, {" + ", ".join(
+            f"{o!r}: {oshape[o]}" for o in dict.fromkeys(dp.outputs)) + "})"
         body.append(f"    back = backward_sweep(residuals{extra})")
         results = plans[1].template
     body.append("    value = {" + ", ".join(

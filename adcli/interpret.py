@@ -149,7 +149,10 @@ class Analysis:
         for node in reversed(nodes):
             if node.id in out_ids:
                 self.reaches[node.id] = True
-            if self.reaches[node.id]:
+            prim = REGISTRY.get(node.op)
+            # an adjoint reaches a node's inputs only through a differentiable op: what feeds
+            # a mask alone needs no cotangent, and its partials need not be kept
+            if self.reaches[node.id] and (prim is None or prim.differentiable):
                 for i in node.inputs:
                     self.reaches[i] = True
         self.last_use = [-1] * len(nodes)

@@ -251,3 +251,23 @@ def test_a_run_too_large_to_keep_is_staged_every_time(monkeypatch):
     with pytest.raises(adcli.errors.ResourceProblem, match="too large to keep"):
         from adcli.codegen import derivative_program
         derivative_program(program, "forward")
+
+
+def test_show_options_of_the_derivative_program_need_a_mode():
+    result = run("show", SAMPLE["seed_example.ad"], "--kind", "vjp")
+    assert result.exit_code == 2 and "add --mode forward or --mode reverse" in result.output
+
+
+def test_generated_functions_check_shapes_and_take_partial_directions(tmp_path):
+    target = tmp_path / "j.py"
+    assert run("codegen", SAMPLE["mlp.ad"], "--mode", "forward", "--kind", "jvp", "-o", target).exit_code == 0
+    module = load_module(target)
+    with pytest.raises(ValueError, match="input b1 has shape \\(5,\\), but it is declared \\(16,\\)"):
+        module.jvp({"b2": 1.0}, b1=np.zeros(5))
+    with pytest.raises(ValueError, match="there is no input named 'q'"):
+        module.jvp({"q": 1.0})
+    program = adcli.load(SAMPLE["mlp.ad"])
+    _, tangent = module.jvp({"b2": 1.0})   # the inputs left out get no tangent
+    assert same(np.asarray(tangent["loss"]), program.jvp({"b2": 1.0}).tangent["loss"])
+    done = subprocess.run([sys.executable, str(target)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -138,7 +138,9 @@ def _why_faster(fast: ModePlan, slow: ModePlan) -> str:
     from .api import _count
 
     a, b = fast.cost, slow.cost
-    parts = [f"{_count(a.passes, 'pass')} instead of {b.passes:,}"]
+    parts = []
+    if a.passes != b.passes:
+        parts.append(f"{_count(a.passes, 'pass')} instead of {b.passes:,}")
     if a.sweeps != b.sweeps:
         parts.append(f"{_count(a.sweeps, 'sweep')} instead of {b.sweeps:,}")
     if a.values_moved != b.values_moved:
@@ -147,7 +149,7 @@ def _why_faster(fast: ModePlan, slow: ModePlan) -> str:
         parts.append(f"{a.mults_derivative:,} derivative mults instead of {b.mults_derivative:,}")
     if a.ops != b.ops:
         parts.append(f"{a.ops:,} array operations instead of {b.ops:,}")
-    return ", ".join(parts)
+    return ", ".join(parts) or "the same counts, a different mix of work"
 
 
 def _ratio(a, b) -> str:

@@ -336,7 +336,8 @@ class Runner:
             values[node.id] = out
             live.add(node.size)
             in_tangents = [tangents.get(i) for i in node.inputs]
-            if any(in_tangents):
+            if any(in_tangents) and analysis.reaches[node.id]:   # a tangent no output needs
+                #                                                 (a mask's input) is not made
                 result = self.jvp(node, args, out, in_tangents)
                 if result:
                     tangents[node.id] = result

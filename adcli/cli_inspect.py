@@ -239,6 +239,8 @@ def codegen(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype, ba
     from . import __version__
     from .codegen import module_source
 
+    if output_path is not None and not output_path.endswith(".py"):
+        raise UsageProblem(f"--output {shown(output_path)}: the module's file name must end in .py")
     program, dp = _derivative_program(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype)
     text = module_source(dp, program.graph.filename, backend=backend, version=f"{__version__} ")
     if output_path is None:

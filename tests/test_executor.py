@@ -271,3 +271,9 @@ def test_generated_functions_check_shapes_and_take_partial_directions(tmp_path):
     assert same(np.asarray(tangent["loss"]), program.jvp({"b2": 1.0}).tangent["loss"])
     done = subprocess.run([sys.executable, str(target)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_codegen_writes_only_to_a_py_file(tmp_path):
+    result = run("codegen", SAMPLE["seed_example.ad"], "-o", tmp_path / "grad.npy")
+    assert result.exit_code == 2 and "must end in .py" in result.output
+    assert not (tmp_path / "grad.npy").exists()

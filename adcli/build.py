@@ -734,7 +734,10 @@ class Builder:
         for axis, sub in enumerate(subscripts):
             size = shape[axis]
             if sub.kind == "slice":
-                lo_ast, hi_ast = sub.args
+                lo_ast, hi_ast, step_ast = (tuple(sub.args) + (None,))[:3]
+                if step_ast is not None:
+                    key.append(self._step_slice(sub, lo_ast, hi_ast, step_ast, size, shape, scope))
+                    continue
                 lo = 0 if lo_ast is None else self.integer(lo_ast, scope, "a slice bound")
                 hi = size if hi_ast is None else self.integer(hi_ast, scope, "a slice bound")
                 lo, hi = (lo + size if lo < 0 else lo), (hi + size if hi < 0 else hi)
@@ -751,6 +754,22 @@ class Builder:
         key = tuple(key)
         result_shape = np.empty(shape)[key].shape
         return self.emit("index", (node,), ast, {"key": key, "result_shape": result_shape})
+
+    def _step_slice(self, sub, lo_ast, hi_ast, step_ast, size, shape, scope) -> slice:
+        """lo:hi:step with Python's meaning (a negative step walks back; open ends go to the
+        ends the step walks to), as a slice NumPy applies the same way."""
+        step = self.integer(step_ast, scope, "a slice step")
+        if step == 0:
+            self.fail(ValueProblem, "a slice step must not be 0", step_ast)
+        lo = None if lo_ast is None else self.integer(lo_ast, scope, "a slice bound")
+        hi = None if hi_ast is None else self.integer(hi_ast, scope, "a slice bound")
+        picked = range(*slice(lo, hi, step).indices(size))
+        if not picked:
+            text = f"{'' if lo is None else lo}:{'' if hi is None else hi}:{step}"
+            self.fail(ShapeProblem, f"slice {text} is empty for an axis of length {size} in "
+                      f"{format_shape(shape)}", sub)
+        # the same elements with explicit bounds (a stop of -1 would mean the last element)
+        return slice(picked.start, picked.stop if picked.stop >= 0 else None, step)
 
     def _axis(self, kwargs, name, scope, ast):
         extra = set(kwargs) - {"axis"}

@@ -348,8 +348,8 @@ def _make_transformer():
         def subscripts(self, meta, c):
             return list(c)
 
-        def slice(self, meta, c):
-            return self._ast("slice", meta, c[0], c[1])
+        def slice(self, meta, c):   # lo:hi or lo:hi:step (a missing part is None)
+            return self._ast("slice", meta, c[0], c[1], c[2] if len(c) > 2 else None)
 
         def attribute(self, meta, c):
             return self._ast("attr", meta, c[0], str(c[1]))

@@ -372,7 +372,9 @@ def render(e) -> str:
                 subs.append(sub[1].text)
             else:
                 lo, hi = sub[1], sub[2]
-                subs.append(f"{'' if lo is None else lo.text}:{'' if hi is None else hi.text}")
+                text = f"{'' if lo is None else lo.text}:{'' if hi is None else hi.text}"
+                step = sub[3] if len(sub) > 3 else None
+                subs.append(text if step is None else f"{text}:{step.text}")
         return f"{wrap(k[0])}[{', '.join(subs)}]"
     if op == "defcall":
         return f"{p['name']}({', '.join(render(x) for x in k)})"
@@ -541,6 +543,14 @@ def index_key(subs, shape, values) -> tuple:
             if not -n <= at < n:
                 raise IndexError(f"oracle: index {at} out of range for length {n}")
             key.append(at % n)
+        elif len(sub) > 3 and sub[3] is not None:   # lo:hi:step, Python's meaning
+            step = int_value(sub[3], values)
+            lo = None if sub[1] is None else int_value(sub[1], values)
+            hi = None if sub[2] is None else int_value(sub[2], values)
+            picked = list(range(n))[slice(lo, hi, step)]
+            if not picked:
+                raise IndexError(f"oracle: slice {lo}:{hi}:{step} is empty for length {n}")
+            key.append(np.array(picked))
         else:
             lo = 0 if sub[1] is None else int_value(sub[1], values)
             hi = n if sub[2] is None else int_value(sub[2], values)
@@ -716,6 +726,8 @@ def _ev(e, scope, ctx):
         ctx.feature({("at",): "index:1d-element" if x.ndim == 1 else "index:row-only",
                      ("at", "at"): "index:2d-element", ("at", "all"): "index:row",
                      ("all", "at"): "index:column"}.get(kinds, "slice" if x.ndim == 1 else "slice-mat"))
+        if any(sub[0] == "slice" and len(sub) > 3 and sub[3] is not None for sub in p["subs"]):
+            ctx.feature("slice-step")
         if any(isinstance(n, Idx) for sub in p["subs"] for n in sub[1:]):
             ctx.feature("repeat-index-slice" if "slice" in kinds else "repeat-index")
         return x[index_key(p["subs"], x.shape, scope.values)]
@@ -1347,6 +1359,16 @@ class Generator:
                 return E("concat", [t.e for t in pieces])
             return None
         if kind == "slice":
+            stepped = [t for t in vecs if t.shape[0] >= k and (k == 1 or t.shape[0] >= 2 * k - 1)]
+            if stepped and c.chance(0.3):   # every other element, or all of them backwards
+                t = c.choice(stepped)
+                n = t.shape[0]
+                if k == n and c.chance(0.5):
+                    return E("index", (t.e,), subs=(("slice", None, None, I("-1", -1)),))
+                lo = c.integer(0, n - (2 * k - 1))
+                open_end = len(range(lo, n, 2)) == k   # lo::2 picks exactly k to the end
+                hi = None if open_end and c.chance(0.5) else I(str(lo + 2 * k - 1), lo + 2 * k - 1)
+                return E("index", (t.e,), subs=(("slice", I(str(lo), lo), hi, I("2", 2)),))
             longer = [t for t in vecs if t.shape[0] > k]
             if longer:
                 t = c.choice(longer)

@@ -493,7 +493,6 @@ class Program:
         if isinstance(runner, Replay):
             return compiled.counted()
         if isinstance(runner, Stager):
-            cost.staged = True
             self._last_compiled = None
             if runner.keep:   # (MAX_CACHED_EQUATIONS, MAX_CACHED_CONSTANT_BYTES)
                 if len(self._compiled) >= MAX_CACHED_RUNS:

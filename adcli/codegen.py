@@ -83,7 +83,7 @@ LEGEND = ("# vN: a value of the program (adcli show); vN_dot: its tangents, one 
 
 
 def _describe_constant(value) -> str:
-    host = np.asarray(value.get() if hasattr(value, "get") else value)
+    host = _host(value)
     shape = "[" + ",".join(str(d) for d in host.shape) + "]"
     if host.size <= INLINE_CONSTANT:
         return f"{host.dtype}{shape} = {np.array2string(host.reshape(-1), separator=', ')}"
@@ -170,8 +170,8 @@ def _leaf_expr(leaf, outs: str, constants: dict, name: str, dtype: str) -> str |
 
 def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", version: str = "") -> str:
     """A standalone module: the plans, their constants, the file's data, and functions
-    jacobian() (or jvp()/vjp()), gradient() for one scalar output, value()."""
-    program, graph = dp.program, dp.program.graph
+    jacobian() (or jvp()/vjp()), and gradient() for one scalar output."""
+    graph = dp.program.graph
     dtype = dp.dtype
     plans = dp.compiled.plans
     module = "cupy" if backend == "cupy" else "numpy"

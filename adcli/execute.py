@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .interpret import Runner, _Live
 from .plan import Plan
-from .staging import StagingXP, Sym, Tape, real
+from .staging import StagingXP, Tape, real
 from .tangents import Counter
 
 # A compiled run larger than either is not kept (it is staged on every call instead): its
@@ -38,10 +38,6 @@ class CompiledRun:
     def __init__(self, cost, plans: list):
         self.cost = cost
         self.plans = plans
-
-    @property
-    def equations(self) -> int:
-        return sum(p.n_eqns for p in self.plans)
 
     def counted(self):
         """A copy of the counts made while staging (the caller fills in times)."""
@@ -214,7 +210,3 @@ class Replay:
         if final:   # the plan empties `inputs` once read: residuals die at their last use
             residuals.clear()
         return step(inputs)
-
-
-def is_staged(value) -> bool:
-    return isinstance(value, Sym)

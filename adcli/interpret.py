@@ -42,7 +42,6 @@ class Cost:
     indexed: bool = False                   # whether a rule gathers or scatters by index arrays
     cached_arrays: int = 0                  # arrays (values and partials) kept for the backward sweep
     peak_bytes: int | None = None
-    staged: bool = False                    # this run compiled its plans (adcli.execute)
     time_s: dict = field(default_factory=dict)
     predicted: dict = field(default_factory=dict)   # {"time_s", "peak_bytes"}, from the graph
 

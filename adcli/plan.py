@@ -192,7 +192,6 @@ class Plan:
         self.clear_inputs = clear_inputs   # the inputs list is emptied once read (the last sweep
         #                                    frees residuals as it goes: the caller keeps none)
         self.names = _identifiers(tape.names)
-        self.eqns = tape.eqns
         inner: list = []
         _template(internal, inner)
         self.internal = set(inner)   # outputs only the next plan reads (residuals)

@@ -340,14 +340,12 @@ def render(e) -> str:
         return "-" + wrap(k[0])
     if op == "fn":
         return f"{p['name']}({render(k[0])})"
-    if op == "bin":
+    if op in ("bin", "cmp", "logic"):   # infix: arithmetic, comparisons, and / or
         if p["sym"] == "^" and p.get("signed") and k[1].op == "num":
             return f"{wrap(k[0])} ^ {fmt(k[1].p['value'])}"    # the signed exponent: x ^ -1
         return f"{wrap(k[0])} {p['sym']} {wrap(k[1])}"
     if op == "call":
         return f"{p['name']}({', '.join(render(x) for x in k)})"
-    if op in ("cmp", "logic"):
-        return f"{wrap(k[0])} {p['sym']} {wrap(k[1])}"
     if op == "not":
         return f"not {wrap(k[0])}"
     if op == "reduce":

@@ -236,7 +236,7 @@ class Builder:
 
     def statement(self, stmt: Ast, scope: _Scope):
         handler = getattr(self, "stmt_" + stmt.kind)
-        if scope.in_def is not None and stmt.kind not in ("assign", "repeat", "return"):
+        if scope.in_def is not None and stmt.kind not in ("assign", "unpack", "repeat", "return"):
             self.fail(SyntaxProblem, f"'{stmt.kind}' is not allowed inside def {scope.in_def.name}; "
                       "a def body holds assignments, repeat blocks and a final return", stmt)
         handler(stmt, scope)
@@ -327,6 +327,38 @@ class Builder:
             self.rebinds += 1
         scope.values[name] = node
 
+    def stmt_unpack(self, stmt, scope):
+        """`h, c = cell(h, c, x)`: one name per value of a def that returns several."""
+        names, expr = stmt.args
+        for name in names:
+            if name in BUILTINS:
+                self.fail(NameProblem, f"'{name}' is a built-in function and cannot be assigned", stmt)
+            if name in self.dims:
+                self.fail(NameProblem, f"'{name}' is a dim and cannot be assigned", stmt)
+        repeated = [name for i, name in enumerate(names) if name in names[:i]]
+        if repeated:
+            self.fail(NameProblem, f"'{repeated[0]}' is assigned twice in one unpacking", stmt)
+        values = self.values_of(expr, scope)
+        if len(values) != len(names):
+            what = (f"{expr.args[0]}(...) returns {len(values)} value{'s' if len(values) != 1 else ''}"
+                    if expr.kind == "call" and expr.args[0] in self.defs else "this is one value")
+            self.fail(ValueProblem, f"{what}, but {len(names)} names are assigned", expr,
+                      hint=None if len(values) != 1 else
+                      "only a call of a def that returns several values (`return a, b`) can be unpacked")
+        for name, node in zip(names, values):
+            if scope.values.get(name) != node:
+                self.rebinds += 1
+            scope.values[name] = node
+
+    def values_of(self, ast, scope) -> tuple:
+        """The values of an expression: several for a call of a def that returns several."""
+        name = ast.args[0] if ast.kind == "call" else None
+        if name in self.defs and name not in BUILTINS:
+            self.visits += 1
+            result = self.inline(self.defs[name], ast, scope)
+            return result if isinstance(result, tuple) else (result,)
+        return (self.expr(ast, scope),)
+
     def stmt_output(self, stmt, scope):
         name, expr = stmt.args
         if name in self.outputs:
@@ -409,7 +441,8 @@ class Builder:
         if name in scope.values:
             self.fail(NameProblem, f"'{name}' already names a value; a loop index needs a new name", index)
         for inner in _statements(body):   # checked once, even for a count of 0
-            if inner.kind == "assign" and inner.args[0] == name:
+            if (inner.kind == "assign" and inner.args[0] == name) or \
+                    (inner.kind == "unpack" and name in inner.args[0]):
                 self.fail(NameProblem, f"'{name}' is the index of the repeat at line {stmt.line} "
                           "and cannot be assigned in its body", inner)
             if inner.kind == "repeat" and inner.args[2] is not None and inner.args[2].args[0] == name:
@@ -427,7 +460,9 @@ class Builder:
     def stmt_return(self, stmt, scope):
         if scope.in_def is None:
             self.fail(SyntaxProblem, "return is only allowed at the end of a def", stmt)
-        scope.values["$return"] = self.expr(stmt.args[0], scope)
+        values = tuple(self.expr(value, scope) for value in stmt.args)
+        # `return a, b`: a tuple of values, which only an unpacking may take apart
+        scope.values["$return"] = values[0] if len(values) == 1 else values
 
     # -- integers (dims, sizes, indices, axes) ----------------------------------------------
     def integer(self, ast, scope, what: str, positive=False) -> int:
@@ -790,7 +825,12 @@ class Builder:
     def call(self, ast, scope) -> int:
         name, args, kwargs = ast.args
         if name in self.defs and name not in BUILTINS:
-            return self.inline(self.defs[name], ast, scope)
+            result = self.inline(self.defs[name], ast, scope)
+            if isinstance(result, tuple):
+                names = ", ".join("abcdefgh"[i] if i < 8 else f"v{i}" for i in range(len(result)))
+                self.fail(ValueProblem, f"{name}(...) returns {len(result)} values, where one value is "
+                          "expected", ast, hint=f"unpack them first: `{names} = {name}(...)`")
+            return result
         if name in UNARY_FUNCTIONS:
             self._arity(name, args, kwargs, 1, ast)
             return self.emit(name, (self.expr(args[0], scope),), ast)

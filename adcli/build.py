@@ -634,7 +634,9 @@ class Builder:
                 with np.errstate(all="ignore"):
                     return REGISTRY[name].evaluate(np, np.asarray(a, dtype=np.float64),
                                                    np.asarray(b, dtype=np.float64))
-            self.fail(NameProblem, f"'{name}(...)' cannot be used in constant data", ast)
+            return self._computed_constant(ast, abstract)   # sum, softmax, concat, a def, ...
+        if kind in ("compare", "logic", "not", "index"):
+            return self._computed_constant(ast, abstract)
         if kind == "attr" and ast.args[1] == "T":
             value = self._constant(ast.args[0], None, abstract)
             if isinstance(value, _Shape):
@@ -642,6 +644,18 @@ class Builder:
             return np.asarray(value).T
         self.fail(ValueProblem, "initial values must be constant data (numbers, lists, dims, "
                   "consts, zeros, ones, full, randn, rand, linspace)", ast)
+
+    def _computed_constant(self, ast, abstract):
+        """A constant expression that is not plain data (a reduction, softmax, concat, an
+        index, a comparison, a def call, ...): built as a small graph of the very ops the
+        program would use (same names, arguments and shape checks), then evaluated with
+        their NumPy rules, on the host in float64. Checking only: its shape."""
+        sub = _ConstantBuilder(self, abstract)
+        with np.errstate(all="ignore"):
+            node = sub.expr(ast, sub.global_scope)
+            if abstract:
+                return _Shape(sub.nodes[node].shape)
+            return sub.evaluate(node)
 
     def _data_call(self, ast, shape, abstract=False):
         name, args, kwargs = ast.args
@@ -957,6 +971,71 @@ class Builder:
         graph.input_types = self.input_types
         graph.builder = self
         return graph
+
+
+class _ConstantBuilder(Builder):
+    """Builds a constant expression of `parent`'s file into a graph of its own (see
+    Builder._computed_constant). Its dims and defs are the file's; a name of a const,
+    a dim or a named constant, and data written in place (numbers, lists, randn, arithmetic
+    on them: what Builder._constant evaluates), become a leaf holding that value."""
+
+    def __init__(self, parent: Builder, abstract: bool):
+        super().__init__("", parent.filename, None, parent.node_limit)
+        self.parent, self.abstract = parent, abstract
+        self.lines, self.text = parent.lines, parent.text
+        self.dims, self.defs = parent.dims, parent.defs
+        self.memory_cap = parent.memory_cap
+
+    def leaf(self, ast, value) -> int:
+        return self.emit("const", (), ast, {"value": None if isinstance(value, _Shape) else value},
+                         shape=_shape_of(value))
+
+    def expr(self, ast: Ast, scope: _Scope) -> int:
+        kind = ast.kind
+        local = scope.in_def is not None or scope.indices   # names may be parameters, indices
+        if kind == "name" and ast.args[0] not in scope.values and ast.args[0] not in scope.indices:
+            return self.leaf(ast, self.parent._constant(ast, None, self.abstract))
+        if kind in ("list", "number") or (kind == "call" and ast.args[0] in DATA_FUNCTIONS
+                                          and ast.args[0] not in self.defs):
+            return self.leaf(ast, self.parent._constant(ast, None, self.abstract))
+        if kind in ("binop", "neg", "attr") and not local and not _calls(ast):
+            return self.leaf(ast, self.parent._constant(ast, None, self.abstract))
+        return super().expr(ast, scope)
+
+    def evaluate(self, node_id: int) -> np.ndarray:
+        """The value of node `node_id`, by the ops' NumPy rules over the nodes it needs."""
+        needed = {node_id}
+        for node in reversed(self.nodes[:node_id + 1]):
+            if node.id in needed:
+                needed.update(node.inputs)
+        values = {}
+        for node in self.nodes[:node_id + 1]:
+            if node.id not in needed:
+                continue
+            if node.op == "const":
+                values[node.id] = np.asarray(node.attrs["value"], dtype=np.float64)
+            else:
+                values[node.id] = np.asarray(REGISTRY[node.op].evaluate(
+                    np, *(values[i] for i in node.inputs), **node.attrs), dtype=np.float64)
+        return values[node_id]
+
+
+def _calls(ast) -> bool:
+    """Whether an expression holds a call that is not plain data (evaluated as a graph)."""
+    stack = [ast]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Ast):
+            if value.kind == "call" and value.args[0] not in DATA_FUNCTIONS:
+                return True
+            if value.kind in ("compare", "logic", "not", "index"):
+                return True
+            stack.extend(value.args)
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+    return False
 
 
 def _statements(body):

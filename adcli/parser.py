@@ -85,7 +85,7 @@ _SYMBOLS = {
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
     "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'",
     "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "CIRCUMFLEX": "'^'",
-    "DOT": "'.'", "COMPARE": "a comparison", "NAME": "a name", "NUMBER": "a number", "_NL": "end of line",
+    "DOT": "'.'", "COMPARE": "a comparison", "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "end of line",
     "$END": "end of file",
 }
 
@@ -313,6 +313,9 @@ def _make_transformer():
 
         def name(self, meta, c):
             return self._ast("name", meta, str(c[0]))
+
+        def string(self, meta, c):   # the text between the quotes
+            return self._ast("string", meta, str(c[0])[1:-1])
 
         def _binary(op):
             def rule(self, meta, c):

@@ -302,3 +302,18 @@ def test_at_checks_a_consts_shape():
     assert info.value.message == "the value given for const P is mat[2, 2], but P is vec[3]"
     with pytest.raises(UsageProblem):
         program.jacobian(wrt=["P"])
+
+
+def test_codegen_writes_the_const_a_run_set_and_load_gives_an_inputs_start(tmp_path, monkeypatch):
+    np.save(tmp_path / "w0.npy", np.array([0.5, -1.0, 2.0]))
+    path = write(tmp_path, SET_CONST.replace("input x: vec[3] = 2 * P", 'input x: vec[3] = load("w0.npy")'))
+    output = tmp_path / "generated.py"
+    result = CliRunner().invoke(cli, ["codegen", str(path), "--mode", "reverse", "--at", "P=[0, 0, 3]",
+                                      "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import generated
+
+    values, blocks = generated.jacobian()
+    value, Pc = want([0, 0, 3], np.array([0.5, -1.0, 2.0]))
+    assert np.isclose(values["y"], value) and np.allclose(blocks["y"]["x"], Pc)

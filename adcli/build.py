@@ -43,8 +43,10 @@ CONSTANTS = {"pi": math.pi, "e": math.e}
 TERNARY_FUNCTIONS = ("where", "clip")
 REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
 DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace", "load")
-SIZE_FUNCTIONS = ("rows", "cols")   # a value's sizes, whole numbers known when the file is built
-OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose") + SIZE_FUNCTIONS
+# A value's sizes, whole numbers known when the file is built. Not reserved (not in BUILTINS):
+# files name values `rows` and `cols`, and a call is told from a name by its parentheses.
+SIZE_FUNCTIONS = ("rows", "cols")
+OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose")
 BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS + OTHER_FUNCTIONS)
 BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
 COMPARE_OPS = {symbol: name for symbol, (name, _) in COMPARISONS.items()}   # "<": "less", ...
@@ -1044,7 +1046,7 @@ class Builder:
                       "input or const, e.g. `const A: mat[2, 2] = randn(seed=1)`", ast)
         if scope.in_def is not None and name == scope.in_def.name:
             self.fail(NameProblem, f"def {name} calls itself; recursion is not supported", ast)
-        self.fail(NameProblem, f"unknown function '{name}'{_did_you_mean(name, BUILTINS | set(self.defs))}", ast)
+        self.fail(NameProblem, f"unknown function '{name}'{_did_you_mean(name, BUILTINS | set(SIZE_FUNCTIONS) | set(self.defs))}", ast)
 
     def inline(self, fn: _Def, ast, scope) -> int:
         name, args, kwargs = ast.args

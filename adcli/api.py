@@ -81,6 +81,7 @@ class Derivative:
     note: str = ""                  # how auto mode or the chunk was chosen
     chunk_note: str = ""
     given: dict | None = None       # jvp/vjp: the direction or cotangent given, as host arrays
+    consts: dict = field(default_factory=dict)   # const name -> host array, for consts the run set
 
     @functools.cached_property
     def jacobian(self) -> np.ndarray:
@@ -144,6 +145,7 @@ class Program:
         self._last_compiled = None  # the plans of the last run (adcli.codegen reads them)
         self._too_large = set()     # runs whose plans are not kept: each call stages them
         self._static = {}           # sums over the graph's nodes that do not change (resident bytes)
+        self.const_defaults = {}    # const name -> host array set for every run (set_defaults)
         # the checking mode: every run also runs the reference interpreter and compares
         # (tests; ADCLI_CHECK_PLANS=1 turns it on for every program)
         self.check_plans = os.environ.get("ADCLI_CHECK_PLANS") == "1"
@@ -170,9 +172,18 @@ class Program:
         return self.graph.nodes[self.graph.outputs[name]].shape
 
     def parse_value(self, name: str, text: str) -> np.ndarray:
-        """A constant expression (as in an initial value) for input `name`."""
-        self._check_input(name, "--at")
-        return self._constant_for(name, text, self.input_shape(name), "--at")
+        """A constant expression (as in an initial value) for input or const `name`."""
+        self._check_settable(name, "--at")
+        shape = self.input_shape(name) if name in self.graph.inputs else self.const_shape(name)
+        return self._constant_for(name, text, shape, "--at")
+
+    @property
+    def const_names(self) -> list:
+        """Every const the file declares (those no output reads included), in order."""
+        return list(self.graph.builder.const_values)
+
+    def const_shape(self, name):
+        return self.graph.builder.const_values[name].shape
 
     def parse_any_value(self, name: str, text: str) -> np.ndarray:
         """A constant expression shaped like input or output `name` (--direction, --cotangent)."""
@@ -208,8 +219,9 @@ class Program:
         if len(statements) != 1:
             raise ValueProblem(f"{shown} is not a constant expression")
         builder = self.graph.builder
-        saved = builder.filename, builder.lines
-        builder.filename, builder.lines = where, [line]
+        saved = builder.filename, builder.lines, builder.base_dir
+        # load("x.npy") in an option reads from the working directory, as a shell path does
+        builder.filename, builder.lines, builder.base_dir = where, [line], None
         try:
             return builder.constant(statements[0].args[2], shape, name)
         except AdError as exc:
@@ -218,19 +230,62 @@ class Program:
         except RecursionError:
             raise ValueProblem(f"{where}: the value nests too deeply") from None
         finally:
-            builder.filename, builder.lines = saved
+            builder.filename, builder.lines, builder.base_dir = saved
 
     def _check_input(self, name, option: str | None = None):
         if name not in self.graph.inputs:
             known = ", ".join(self.graph.inputs) or "none"
             where = f"{option} {name}: " if option else ""
+            if name in self.graph.builder.const_values:
+                raise UsageProblem(f"{where}'{name}' is a const, which is not differentiated "
+                                   f"(inputs: {known})", hint=f"declare it `input {name}` to differentiate it")
             raise UsageProblem(f"{where}there is no input named '{name}' (inputs: {known})")
 
+    def _check_settable(self, name, option: str | None = None):
+        """--at, --inputs and at= may set an input or a const."""
+        if name not in self.graph.inputs and name not in self.graph.builder.const_values:
+            known = ", ".join(self.graph.inputs) or "none"
+            consts = ", ".join(self.const_names)
+            where = f"{option} {name}: " if option else ""
+            raise UsageProblem(f"{where}there is no input or const named '{name}' (inputs: {known}"
+                               + (f"; consts: {consts})" if consts else ")"))
+
+    def set_defaults(self, at: dict):
+        """Make values of `at` (inputs and consts) the defaults of every later run."""
+        consts = self.resolve_consts(at, only_given=True)
+        self.graph.input_defaults.update(self.resolve_inputs(at))
+        self.const_defaults.update(consts)
+
+    def resolve_consts(self, at: dict | None = None, only_given: bool = False) -> dict:
+        """{const name: host float64 array} for every const whose value in this run is not
+        the file's: those `at` (over set_defaults) sets, each checked against its type, and
+        (unless `only_given`) the consts computed from them, made again from their recipes."""
+        given = dict(self.const_defaults)
+        for name, raw in (at or {}).items():
+            if name in self.graph.inputs:
+                continue
+            self._check_settable(name)
+            shape = self.const_shape(name)
+            try:
+                value = np.asarray(raw, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueProblem(f"the value given for const {name} is not numeric") from None
+            try:
+                if value.shape != shape:   # a scalar for a vector, say: broadcast (a copy)
+                    value = np.array(np.broadcast_to(value, shape))
+            except ValueError:
+                raise ValueProblem(f"the value given for const {name} is {format_shape(value.shape)}, "
+                                   f"but {name} is {format_shape(shape)}") from None
+            given[name] = value
+        if not given or only_given:
+            return given
+        return self.graph.builder.remake_consts(given)
     def resolve_inputs(self, at: dict | None = None) -> dict:
         """Input values: `at` over the file's defaults; each checked against its type."""
         at = dict(at or {})
         for name in at:
-            self._check_input(name)
+            self._check_settable(name)
+        changed = None   # consts this run sets, when an input's default is computed from them
         values = {}
         for name in self.graph.inputs:
             shape = self.input_shape(name)
@@ -249,7 +304,10 @@ class Program:
             else:
                 value = self.graph.input_defaults.get(name)
                 if isinstance(value, Data):   # the file's recipe, made now
-                    value = value.value
+                    if changed is None:
+                        changed = self.resolve_consts(at)
+                    value = (self.graph.builder.remake(value, changed)
+                             if changed and self.graph.builder.reads(value.ast, changed) else value.value)
                 if value is None:
                     line = self.graph.input_lines.get(name, 0)
                     lines = self.graph.source.splitlines()
@@ -301,18 +359,39 @@ class Program:
         host_inputs = self.resolve_inputs(at)
         xp_dtype = getattr(be.xp, dtype)
         inputs = {k: be.asarray(v, xp_dtype) for k, v in host_inputs.items()}
-        key = (be.name, dtype)
-        if key not in self._const_cache:
-            self._const_cache[key] = {n.id: be.asarray(np.asarray(n.attrs["value"]), xp_dtype)
-                                      for n in self.graph.nodes if n.op == "const"}
+        # the file's consts, made once per backend and dtype; a const this run sets (and
+        # one computed from it) replaces the file's value for this run only. Plans take
+        # consts as arguments, in graph order, so a compiled run is never stale.
+        changed = self.resolve_consts(at)
+        cache = self._const_cache.setdefault((be.name, dtype), {})
+        consts = {}
+        for node in self._const_nodes():
+            name = node.attrs.get("name")
+            if name in changed:
+                consts[node.id] = be.asarray(changed[name], xp_dtype)
+                continue
+            if node.id not in cache:
+                cache[node.id] = be.asarray(np.asarray(node.attrs["value"]), xp_dtype)
+            consts[node.id] = cache[node.id]
         if moves:   # made here, not inside the timed sweeps
             for node in self.graph.nodes:
                 if REGISTRY.get(node.op) is not None and REGISTRY[node.op].movement:
                     node.moves
-        return be, xp_dtype, host_inputs, inputs, self._const_cache[key], np_dtype
+        return be, xp_dtype, host_inputs, inputs, consts, np_dtype, changed
+
+    def _const_nodes(self) -> list:
+        if "const_nodes" not in self._static:
+            self._static["const_nodes"] = [n for n in self.graph.nodes if n.op == "const"]
+        return self._static["const_nodes"]
+
+    def const_value(self, node, changed: dict):
+        """A const node's host value in a run whose changed consts are `changed`
+        (resolve_consts)."""
+        name = node.attrs.get("name")
+        return changed[name] if name in changed else node.attrs["value"]
 
     def evaluate(self, at=None, backend="numpy", dtype="float64") -> dict:
-        be, xp_dtype, _, inputs, consts, _ = self._setup(backend, dtype, at)
+        be, xp_dtype, _, inputs, consts, _, _ = self._setup(backend, dtype, at)
         values = self.primal_plan(be, xp_dtype, inputs, consts)(inputs)
         return {name: be.to_host(values[i]) for name, i in self.graph.outputs.items()}
 
@@ -321,18 +400,19 @@ class Program:
         values {name: array} returning {output node: value}. Its counts, primal mults and
         flops and the peak live values, are the attributes `mults`, `flops`, `peak`."""
         key = ("evaluate", be.name, str(xp_dtype))
-        compiled = self._compiled.get(key)
-        if compiled is None:
+        staged = self._compiled.get(key)
+        if staged is None:
             stager = Stager(self.graph, be.xp, xp_dtype, inputs, consts)
             stager.run_primal(self._analysis([], []))
-            plan, const_values = stager.plans[0], list(consts.values())
+            staged = self._compiled[key] = (stager.plans[0], stager.primal.mults, stager.primal.flops,
+                                            stager.live.peak)
+        plan = staged[0]
+        const_values = list(consts.values())   # this run's consts: a const set by at= differs
 
-            def compiled(values: dict) -> dict:
-                return plan(list(values.values()) + const_values)
+        def compiled(values: dict) -> dict:
+            return plan(list(values.values()) + const_values)
 
-            compiled.mults, compiled.flops = stager.primal.mults, stager.primal.flops
-            compiled.peak = stager.live.peak
-            self._compiled[key] = compiled
+        compiled.mults, compiled.flops, compiled.peak = staged[1:]
         return compiled
 
     def _sizes(self, names, shape_of):
@@ -618,10 +698,10 @@ class Program:
 
     # -- public entry points ---------------------------------------------------------------
     def _prepare(self, backend, dtype, at, memory_limit: int | None = None):
-        be, xp_dtype, host_inputs, inputs, consts, _ = self._setup(backend, dtype, at, memory_limit,
-                                                                   moves=True)
+        be, xp_dtype, host_inputs, inputs, consts, _, changed = self._setup(backend, dtype, at, memory_limit,
+                                                                            moves=True)
         return be, {"xp": be.xp, "dtype": xp_dtype, "inputs": inputs, "consts": consts,
-                    "backend": be.name}, host_inputs
+                    "backend": be.name, "changed_consts": changed}, host_inputs
 
     def json_values(self, kind: str = "jacobian", wrt=None, outputs=None) -> tuple:
         """(numbers, labels) that writing a `kind` result as JSON writes: the value of every
@@ -770,6 +850,7 @@ class Program:
                           self._spec(outputs, self.output_shape), self._spec(wrt, self.input_shape),
                           outputs, wrt, cost,
                           be.name, be.device, dtype, host_inputs, blocks=blocks, note=note,
+                          consts=run["changed_consts"],
                           chunk_note=chunk_note)
 
     def default_limit(self, backend) -> int:
@@ -904,6 +985,7 @@ class Program:
             jac, rows, cols = flat.reshape(1, -1), [("cotangent", None)], self._spec(result_names, self.input_shape)
         result = Derivative(kind, mode, mode, values, rows, cols, outputs,
                             wrt_names, cost, be.name, be.device, dtype, host_inputs, matrix=jac,
+                            consts=run["changed_consts"],
                             given={name: np.asarray(be.to_host(v[0])) for name, v in seeds.items()})
         if kind == "jvp":
             result.tangent = arrays
@@ -942,11 +1024,12 @@ class Program:
         outputs = result.outputs if result is not None else list(self.graph.outputs)
         analysis = self._analysis(wrt, outputs)
         host = self.resolve_inputs(at)
+        changed = self.resolve_consts(at)
         values = {}
         with np.errstate(all="ignore"):
             for node in self.graph.nodes:
                 if node.op in ("input", "const"):
-                    value = host[node.attrs["name"]] if node.op == "input" else node.attrs["value"]
+                    value = host[node.attrs["name"]] if node.op == "input" else self.const_value(node, changed)
                     values[node.id] = np.asarray(value, dtype=DTYPES[dtype])
                     if not np.all(np.isfinite(values[node.id])):   # e.g. --at x=1e400
                         name = node.attrs.get("name")
@@ -1057,9 +1140,12 @@ def _bytes(n: float) -> str:
 
 
 def loads(text: str, filename: str = "<input>", set: dict | None = None,
-          node_limit: int = DEFAULT_NODE_LIMIT, max_source_bytes: int | None = MAX_SOURCE_BYTES) -> Program:
+          node_limit: int = DEFAULT_NODE_LIMIT, max_source_bytes: int | None = MAX_SOURCE_BYTES,
+          base_dir=None) -> Program:
     """Build a Program from source text. Text over `max_source_bytes` characters (None:
-    no limit), or of more statements than `node_limit`, is refused before it is parsed."""
+    no limit), or of more statements than `node_limit`, is refused before it is parsed.
+    load("data.npy") in the text reads a relative path from `base_dir` (default: the
+    working directory)."""
     from .parser import parse, strip_bom
 
     text = strip_bom(text)
@@ -1068,7 +1154,7 @@ def loads(text: str, filename: str = "<input>", set: dict | None = None,
     t0 = time.perf_counter()
     statements = parse(text, filename, max_statements=node_limit)
     t1 = time.perf_counter()
-    graph = Builder(text, filename, set, node_limit).build(statements)
+    graph = Builder(text, filename, set, node_limit, base_dir).build(statements)
     t2 = time.perf_counter()
     return Program(graph, {"parse": t1 - t0, "build": t2 - t1})
 
@@ -1102,4 +1188,6 @@ def load(path, set: dict | None = None, node_limit: int = DEFAULT_NODE_LIMIT,
         raise UsageProblem(f"{path} is not a UTF-8 text file") from None
     except OSError as exc:
         raise UsageProblem(f"cannot read {path}: {exc.strerror}") from None
-    return loads(text, str(path), set, node_limit, max_source_bytes)
+    # load("data.npy") in the file reads relative paths from the file's own directory
+    return loads(text, str(path), set, node_limit, max_source_bytes,
+                 base_dir=os.path.dirname(os.path.abspath(path)))

@@ -16,6 +16,7 @@ from math import prod
 
 import numpy as np
 
+from . import data_files
 from .errors import (AdError, NameProblem, ResourceProblem, ShapeProblem, SourceLocation, SyntaxProblem,
                      ValueProblem)
 from .ir import Graph, Node, broadcast_shapes, format_shape
@@ -41,7 +42,10 @@ BINARY_FUNCTIONS = ("maximum", "minimum", "arctan2", "hypot")
 CONSTANTS = {"pi": math.pi, "e": math.e}
 TERNARY_FUNCTIONS = ("where", "clip")
 REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
-DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace")
+DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace", "load")
+# A value's sizes, whole numbers known when the file is built. Not reserved (not in BUILTINS):
+# files name values `rows` and `cols`, and a call is told from a name by its parentheses.
+SIZE_FUNCTIONS = ("rows", "cols")
 OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose")
 BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS + OTHER_FUNCTIONS)
 BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
@@ -140,7 +144,7 @@ class _Scope:
 
 class Builder:
     def __init__(self, text: str, filename: str = "<input>", dim_overrides=None,
-                 node_limit: int = DEFAULT_NODE_LIMIT):
+                 node_limit: int = DEFAULT_NODE_LIMIT, base_dir=None):
         text = strip_bom(text)
         self.text = text
         self.filename = filename
@@ -169,6 +173,9 @@ class Builder:
         self.visits = 0       # expressions visited (inlining visits a def's body once per call)
         self.data_bytes = 0   # declared input and const data, float64 on the host
         self.memory_cap = None
+        self.base_dir = base_dir   # where load()'s relative paths start (None: the working directory)
+        self.loaded = {}      # (path, key) -> the shape seen when the file was built, or a parsed text file
+        self.const_overrides = {}   # const name -> host array, while a run's changed consts are made
 
     # -- locations and errors ----------------------------------------------------
     def loc(self, ast) -> SourceLocation | None:
@@ -236,7 +243,7 @@ class Builder:
 
     def statement(self, stmt: Ast, scope: _Scope):
         handler = getattr(self, "stmt_" + stmt.kind)
-        if scope.in_def is not None and stmt.kind not in ("assign", "repeat", "return"):
+        if scope.in_def is not None and stmt.kind not in ("assign", "unpack", "repeat", "return"):
             self.fail(SyntaxProblem, f"'{stmt.kind}' is not allowed inside def {scope.in_def.name}; "
                       "a def body holds assignments, repeat blocks and a final return", stmt)
         handler(stmt, scope)
@@ -268,7 +275,7 @@ class Builder:
             self.check_size(shape, name, type_ast, total=self.data_bytes)
         return shape
 
-    def check_size(self, shape, what, ast, total=0):
+    def check_size(self, shape, what, ast, total=0, hint="lower a dim with --set"):
         """Refuse data over half of the available memory before NumPy tries to allocate it."""
         size = prod(shape)
         if max(8 * size, total) < LARGE_BYTES:
@@ -281,7 +288,7 @@ class Builder:
             together = f", and the file's data {_bytes(total)} in all" if total > 8 * size else ""
             self.fail(ResourceProblem, f"{what} is {format_shape(shape)}: {size:,} numbers "
                       f"({_bytes(8 * size)}){together}, over half of the available memory "
-                      f"({_bytes(self.memory_cap)})", ast, hint="lower a dim with --set")
+                      f"({_bytes(self.memory_cap)})", ast, hint=hint)
 
     def stmt_input(self, stmt, scope):
         name, type_ast, expr = stmt.args
@@ -326,6 +333,38 @@ class Builder:
         if scope.values.get(name) != node:
             self.rebinds += 1
         scope.values[name] = node
+
+    def stmt_unpack(self, stmt, scope):
+        """`h, c = cell(h, c, x)`: one name per value of a def that returns several."""
+        names, expr = stmt.args
+        for name in names:
+            if name in BUILTINS:
+                self.fail(NameProblem, f"'{name}' is a built-in function and cannot be assigned", stmt)
+            if name in self.dims:
+                self.fail(NameProblem, f"'{name}' is a dim and cannot be assigned", stmt)
+        repeated = [name for i, name in enumerate(names) if name in names[:i]]
+        if repeated:
+            self.fail(NameProblem, f"'{repeated[0]}' is assigned twice in one unpacking", stmt)
+        values = self.values_of(expr, scope)
+        if len(values) != len(names):
+            what = (f"{expr.args[0]}(...) returns {len(values)} value{'s' if len(values) != 1 else ''}"
+                    if expr.kind == "call" and expr.args[0] in self.defs else "this is one value")
+            self.fail(ValueProblem, f"{what}, but {len(names)} names are assigned", expr,
+                      hint=None if len(values) != 1 else
+                      "only a call of a def that returns several values (`return a, b`) can be unpacked")
+        for name, node in zip(names, values):
+            if scope.values.get(name) != node:
+                self.rebinds += 1
+            scope.values[name] = node
+
+    def values_of(self, ast, scope) -> tuple:
+        """The values of an expression: several for a call of a def that returns several."""
+        name = ast.args[0] if ast.kind == "call" else None
+        if name in self.defs and name not in BUILTINS:
+            self.visits += 1
+            result = self.inline(self.defs[name], ast, scope)
+            return result if isinstance(result, tuple) else (result,)
+        return (self.expr(ast, scope),)
 
     def stmt_output(self, stmt, scope):
         name, expr = stmt.args
@@ -409,7 +448,8 @@ class Builder:
         if name in scope.values:
             self.fail(NameProblem, f"'{name}' already names a value; a loop index needs a new name", index)
         for inner in _statements(body):   # checked once, even for a count of 0
-            if inner.kind == "assign" and inner.args[0] == name:
+            if (inner.kind == "assign" and inner.args[0] == name) or \
+                    (inner.kind == "unpack" and name in inner.args[0]):
                 self.fail(NameProblem, f"'{name}' is the index of the repeat at line {stmt.line} "
                           "and cannot be assigned in its body", inner)
             if inner.kind == "repeat" and inner.args[2] is not None and inner.args[2].args[0] == name:
@@ -427,7 +467,9 @@ class Builder:
     def stmt_return(self, stmt, scope):
         if scope.in_def is None:
             self.fail(SyntaxProblem, "return is only allowed at the end of a def", stmt)
-        scope.values["$return"] = self.expr(stmt.args[0], scope)
+        values = tuple(self.expr(value, scope) for value in stmt.args)
+        # `return a, b`: a tuple of values, which only an unpacking may take apart
+        scope.values["$return"] = values[0] if len(values) == 1 else values
 
     # -- integers (dims, sizes, indices, axes) ----------------------------------------------
     def integer(self, ast, scope, what: str, positive=False) -> int:
@@ -453,6 +495,8 @@ class Builder:
             self.fail(NameProblem, f"'{name}' is not a dim; {what} must be built from {parts}", ast)
         if kind == "neg":
             return -self._integer(ast.args[0], scope, what)
+        if kind == "call" and ast.args[0] in SIZE_FUNCTIONS and ast.args[0] not in self.defs:
+            return self._size_of(ast, scope)
         if kind == "binop":
             op, left, right = ast.args
             a, b = self._integer(left, scope, what), self._integer(right, scope, what)
@@ -476,6 +520,33 @@ class Builder:
                 return self._small(a ** b, what, ast)
         self.fail(ValueProblem, f"{what} must be an integer expression of numbers and dims", ast)
 
+    def _size_of(self, ast, scope) -> int:
+        """rows(X) or cols(X) of a const, input or value named above: dim n = rows(X)."""
+        name, args, kwargs = ast.args
+        self._arity(name, args, kwargs, 1, ast)
+        arg = args[0]
+        if arg.kind != "name":
+            self.fail(ValueProblem, f"{name}(...) here takes the name of a const, input or value", arg)
+        which = arg.args[0]
+        if which in self.const_values:
+            shape = self.const_values[which].shape
+        elif which in scope.values:
+            shape = self.nodes[scope.values[which]].shape
+        elif which in self.global_scope.values:
+            shape = self.nodes[self.global_scope.values[which]].shape
+        else:
+            self.fail(NameProblem, f"'{which}' is not a const, input or value declared above", arg)
+        return self._size(name, shape, ast)
+
+    def _size(self, name, shape, ast) -> int:
+        """rows: the first size (a vector's length); cols: a matrix's second size."""
+        if name == "rows" and len(shape) >= 1:
+            return shape[0]
+        if name == "cols" and len(shape) == 2:
+            return shape[1]
+        self.fail(ShapeProblem, f"a {format_shape(shape)} has no {name}" + (
+            "; a vector's length is rows(v)" if name == "cols" and len(shape) == 1 else ""), ast)
+
     def _small(self, value: int, what, ast) -> int:
         if abs(value) > MAX_INTEGER:
             self.fail(ValueProblem, f"{what} is too large: {value:,} is over 2^53", ast)
@@ -488,6 +559,10 @@ class Builder:
         make a scalar and the value's own shape is the type (a list's, a const's)."""
         hint = () if shape is None else shape
         value = self._constant(ast, hint, abstract=True)
+        if ast.kind == "call" and ast.args[0] == "load" and shape is not None \
+                and _shape_of(value) != tuple(shape):   # data from a file is not broadcast
+            self.fail(ShapeProblem, f"{ast.args[1][0].args[0]} holds a {format_shape(_shape_of(value))}, "
+                      f"but {name} is declared {format_shape(shape)}", ast)
         return Data(self, ast, self._fit(value, shape, name, ast), hint, shape, name)
 
     def make_data(self, data: Data) -> np.ndarray:
@@ -506,6 +581,45 @@ class Builder:
         if data.declared is None or value.shape == tuple(data.declared):
             return value
         return np.array(np.broadcast_to(value, data.declared))
+
+    def remake_consts(self, given: dict) -> dict:
+        """The consts a run sets (`given`, name -> array) and, in declaration order, every
+        const computed from them, made again with their values: const Xc = X - mean(X)
+        follows an X set by --at."""
+        changed = dict(given)
+        for name, data in self.const_values.items():
+            if name not in changed and self.reads(data.ast, changed):
+                changed[name] = self.remake(data, changed)
+        return changed
+
+    def remake(self, data: Data, changed: dict) -> np.ndarray:
+        """A recipe made again (not kept) with the consts in `changed` in place of the file's."""
+        saved = self.const_overrides
+        self.const_overrides = changed
+        try:
+            fresh = Data(self, data.ast, data.shape, data.hint, data.declared, data.name)
+            fresh.filename, fresh.lines = data.filename, data.lines
+            return self.make_data(fresh)
+        finally:
+            self.const_overrides = saved
+
+    def reads(self, ast, names) -> bool:
+        """Whether an expression reads any of `names`, in the defs it calls included."""
+        stack, seen = [ast], set()
+        while stack:
+            value = stack.pop()
+            if isinstance(value, Ast):
+                if value.kind == "name" and value.args[0] in names:
+                    return True
+                if value.kind == "call" and value.args[0] in self.defs and value.args[0] not in seen:
+                    seen.add(value.args[0])
+                    stack.append(self.defs[value.args[0]].body)
+                stack.extend(value.args)
+            elif isinstance(value, (list, tuple)):
+                stack.extend(value)
+            elif isinstance(value, dict):
+                stack.extend(value.values())
+        return False
 
     def constant(self, ast, shape, name) -> np.ndarray:
         """A constant expression's value, made now (--at, --direction, --cotangent)."""
@@ -552,7 +666,9 @@ class Builder:
                 return np.float64(self.dims[name])
             if name in self.const_values:
                 data = self.const_values[name]
-                return _Shape(data.shape) if abstract else data.value
+                if abstract:
+                    return _Shape(data.shape)
+                return self.const_overrides[name] if name in self.const_overrides else data.value
             if name in CONSTANTS:
                 return np.float64(CONSTANTS[name])
             if name in ("zeros", "ones", "randn", "rand"):   # the functions that need no argument
@@ -581,6 +697,8 @@ class Builder:
                           f"{format_shape(_shape_of(b))} do not fit for '{op}'", ast)
         if kind == "call":
             name, args, kwargs = ast.args
+            if name == "load" and name not in self.defs:
+                return self._load(ast, abstract)
             if name in DATA_FUNCTIONS:
                 return self._data_call(ast, shape, abstract)
             if name in UNARY_FUNCTIONS and len(args) == 1 and not kwargs:
@@ -599,7 +717,11 @@ class Builder:
                 with np.errstate(all="ignore"):
                     return REGISTRY[name].evaluate(np, np.asarray(a, dtype=np.float64),
                                                    np.asarray(b, dtype=np.float64))
-            self.fail(NameProblem, f"'{name}(...)' cannot be used in constant data", ast)
+            return self._computed_constant(ast, abstract)   # sum, softmax, concat, a def, ...
+        if kind in ("compare", "logic", "not", "index"):
+            return self._computed_constant(ast, abstract)
+        if kind == "string":
+            self.fail(ValueProblem, "a string is only the path or key of load(...)", ast)
         if kind == "attr" and ast.args[1] == "T":
             value = self._constant(ast.args[0], None, abstract)
             if isinstance(value, _Shape):
@@ -607,6 +729,76 @@ class Builder:
             return np.asarray(value).T
         self.fail(ValueProblem, "initial values must be constant data (numbers, lists, dims, "
                   "consts, zeros, ones, full, randn, rand, linspace)", ast)
+
+    def _load(self, ast, abstract):
+        """load(path[, key]): data from a .npy, .npz, .json or .csv file, its path relative to
+        the .ad file. Checking only (`abstract`): the shape, from a .npy or .npz header without
+        reading the data (refused there when it could not fit); a .json or .csv file has no
+        header and is parsed now, once. Made: the numbers as float64, all finite."""
+        name, args, kwargs = ast.args
+        if kwargs or len(args) not in (1, 2):
+            self.fail(ValueProblem, "load takes a path and, for some formats, a key: "
+                      "load(\"data.npz\", \"x\")", ast)
+        if args[0].kind != "string":
+            self.fail(ValueProblem, "the path of load(...) is a string in quotes: load(\"data.npy\")", args[0])
+        key = None
+        if len(args) == 2:
+            if args[1].kind == "string":
+                key = args[1].args[0]
+            elif args[1].kind == "number":   # a .csv column by its number
+                key = args[1].args[0]
+            else:
+                self.fail(ValueProblem, "the key of load(...) is a string in quotes (or a .csv column's "
+                          "number)", args[1])
+        shown = args[0].args[0]
+        path = data_files.resolve(shown, self.base_dir)
+        where = (str(path), key)
+        try:
+            suffix = data_files.file_format(path, shown)
+            data_files.check_key(suffix, key, shown)
+            if suffix in (".npy", ".npz"):
+                if abstract or where not in self.loaded:
+                    header, dtype = data_files.header(path, suffix, key, shown)
+                    data_files.as_float(np.empty(0, dtype), shown)
+                    header = data_files.check_dimensions(header, shown)
+                    self.check_size(header, f"the data in {shown}", ast,
+                                    hint="load a part of it, or raise --memory-limit")
+                    if abstract:
+                        self.loaded[where] = header
+                        return _Shape(header)
+                array = data_files.read_binary(path, suffix, key, shown)
+                if tuple(array.shape) != self.loaded[where]:
+                    self.fail(ValueProblem, f"{shown} changed since the file was built: it held a "
+                              f"{format_shape(self.loaded[where])} and now holds a "
+                              f"{format_shape(array.shape)}", ast)
+            else:
+                array = self.loaded.get(where)
+                if array is None:   # parsed once, when the file is built
+                    if self.memory_cap is None:
+                        from .memory import default_memory_limit
+                        self.memory_cap = default_memory_limit()
+                    array = data_files.read_text(path, suffix, key, shown, self.memory_cap)
+                    data_files.check_dimensions(array.shape, shown)
+                    self.loaded[where] = array
+                if abstract:
+                    return _Shape(array.shape)
+            array = data_files.as_float(array, shown)
+            data_files.check_finite(array, shown)
+            return np.array(array)   # its own array: a const's value is never another's view
+        except data_files.DataFileProblem as exc:
+            self.fail(ValueProblem, exc.message, args[0], exc.hint)
+
+    def _computed_constant(self, ast, abstract):
+        """A constant expression that is not plain data (a reduction, softmax, concat, an
+        index, a comparison, a def call, ...): built as a small graph of the very ops the
+        program would use (same names, arguments and shape checks), then evaluated with
+        their NumPy rules, on the host in float64. Checking only: its shape."""
+        sub = _ConstantBuilder(self, abstract)
+        with np.errstate(all="ignore"):
+            node = sub.expr(ast, sub.global_scope)
+            if abstract:
+                return _Shape(sub.nodes[node].shape)
+            return sub.evaluate(node)
 
     def _data_call(self, ast, shape, abstract=False):
         name, args, kwargs = ast.args
@@ -714,6 +906,8 @@ class Builder:
             return self.index(ast, scope)
         if kind == "call":
             return self.call(ast, scope)
+        if kind == "string":
+            self.fail(ValueProblem, "a string is only the path or key of load(...)", ast)
         if kind == "list":
             items = [self.expr(item, scope) for item in ast.args[0]]
             if not items:
@@ -790,7 +984,12 @@ class Builder:
     def call(self, ast, scope) -> int:
         name, args, kwargs = ast.args
         if name in self.defs and name not in BUILTINS:
-            return self.inline(self.defs[name], ast, scope)
+            result = self.inline(self.defs[name], ast, scope)
+            if isinstance(result, tuple):
+                names = ", ".join("abcdefgh"[i] if i < 8 else f"v{i}" for i in range(len(result)))
+                self.fail(ValueProblem, f"{name}(...) returns {len(result)} values, where one value is "
+                          "expected", ast, hint=f"unpack them first: `{names} = {name}(...)`")
+            return result
         if name in UNARY_FUNCTIONS:
             self._arity(name, args, kwargs, 1, ast)
             return self.emit(name, (self.expr(args[0], scope),), ast)
@@ -839,12 +1038,15 @@ class Builder:
             self._arity(name, args, kwargs, 1, ast)
             x = self.expr(args[0], scope)
             return self.emit("transpose", (x,), ast) if len(self.nodes[x].shape) == 2 else x
+        if name in SIZE_FUNCTIONS:
+            self._arity(name, args, kwargs, 1, ast)
+            return self.literal(self._size(name, self.nodes[self.expr(args[0], scope)].shape, ast), ast)
         if name in DATA_FUNCTIONS:
             self.fail(ValueProblem, f"{name}(...) makes constant data; use it as the value of an "
                       "input or const, e.g. `const A: mat[2, 2] = randn(seed=1)`", ast)
         if scope.in_def is not None and name == scope.in_def.name:
             self.fail(NameProblem, f"def {name} calls itself; recursion is not supported", ast)
-        self.fail(NameProblem, f"unknown function '{name}'{_did_you_mean(name, BUILTINS | set(self.defs))}", ast)
+        self.fail(NameProblem, f"unknown function '{name}'{_did_you_mean(name, BUILTINS | set(SIZE_FUNCTIONS) | set(self.defs))}", ast)
 
     def inline(self, fn: _Def, ast, scope) -> int:
         name, args, kwargs = ast.args
@@ -917,6 +1119,71 @@ class Builder:
         graph.input_types = self.input_types
         graph.builder = self
         return graph
+
+
+class _ConstantBuilder(Builder):
+    """Builds a constant expression of `parent`'s file into a graph of its own (see
+    Builder._computed_constant). Its dims and defs are the file's; a name of a const,
+    a dim or a named constant, and data written in place (numbers, lists, randn, arithmetic
+    on them: what Builder._constant evaluates), become a leaf holding that value."""
+
+    def __init__(self, parent: Builder, abstract: bool):
+        super().__init__("", parent.filename, None, parent.node_limit)
+        self.parent, self.abstract = parent, abstract
+        self.lines, self.text = parent.lines, parent.text
+        self.dims, self.defs = parent.dims, parent.defs
+        self.memory_cap = parent.memory_cap
+
+    def leaf(self, ast, value) -> int:
+        return self.emit("const", (), ast, {"value": None if isinstance(value, _Shape) else value},
+                         shape=_shape_of(value))
+
+    def expr(self, ast: Ast, scope: _Scope) -> int:
+        kind = ast.kind
+        local = scope.in_def is not None or scope.indices   # names may be parameters, indices
+        if kind == "name" and ast.args[0] not in scope.values and ast.args[0] not in scope.indices:
+            return self.leaf(ast, self.parent._constant(ast, None, self.abstract))
+        if kind in ("list", "number") or (kind == "call" and ast.args[0] in DATA_FUNCTIONS
+                                          and ast.args[0] not in self.defs):
+            return self.leaf(ast, self.parent._constant(ast, None, self.abstract))
+        if kind in ("binop", "neg", "attr") and not local and not _calls(ast):
+            return self.leaf(ast, self.parent._constant(ast, None, self.abstract))
+        return super().expr(ast, scope)
+
+    def evaluate(self, node_id: int) -> np.ndarray:
+        """The value of node `node_id`, by the ops' NumPy rules over the nodes it needs."""
+        needed = {node_id}
+        for node in reversed(self.nodes[:node_id + 1]):
+            if node.id in needed:
+                needed.update(node.inputs)
+        values = {}
+        for node in self.nodes[:node_id + 1]:
+            if node.id not in needed:
+                continue
+            if node.op == "const":
+                values[node.id] = np.asarray(node.attrs["value"], dtype=np.float64)
+            else:
+                values[node.id] = np.asarray(REGISTRY[node.op].evaluate(
+                    np, *(values[i] for i in node.inputs), **node.attrs), dtype=np.float64)
+        return values[node_id]
+
+
+def _calls(ast) -> bool:
+    """Whether an expression holds a call that is not plain data (evaluated as a graph)."""
+    stack = [ast]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Ast):
+            if value.kind == "call" and value.args[0] not in DATA_FUNCTIONS:
+                return True
+            if value.kind in ("compare", "logic", "not", "index"):
+                return True
+            stack.extend(value.args)
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+    return False
 
 
 def _statements(body):

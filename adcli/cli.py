@@ -285,9 +285,10 @@ def program_options(f):
 
 def value_options(f):
     @click.option("--at", "ats", multiple=True, metavar="NAME=EXPR",
-                  help="An input's value, as a constant expression: --at x=2, --at W=randn(seed=4).")
+                  help="An input's or const's value, as a constant expression: --at x=2, --at W=randn(seed=4), "
+                       "--at X='load(\"x.npy\")'.")
     @click.option("--inputs", "inputs_file", type=str, default=None, metavar="FILE|-",
-                  help='Input values from a JSON object {"x": [1, 2]}; - reads standard input.')
+                  help='Input (and const) values from a JSON object {"x": [1, 2]}; - reads standard input.')
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)
@@ -421,7 +422,7 @@ def read_input_values(program, ats, inputs_file, from_file: dict | None = None) 
     values = {}
     if inputs_file is not None:
         for name, value in (read_inputs_file(inputs_file) if from_file is None else from_file).items():
-            program._check_input(name, "--inputs")
+            program._check_settable(name, "--inputs")
             values[name] = value
     for item in ats:
         name, text = split_assignment("--at", item)
@@ -690,7 +691,7 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
             program = load_program(file, [f"{k}={v}" for k, v in dims.items()], node_limit)
             at = read_input_values(program, ats, inputs_file, from_file)
             if at:
-                program.graph.input_defaults.update(program.resolve_inputs(at))
+                program.set_defaults(at)
             return program
 
         if plot_path:   # fail before the sweep, not after it

@@ -204,7 +204,8 @@ def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", 
         lines.append(_literal(np.asarray(at[name], dtype=dtype), f"INPUTS[{name!r}]"))
     lines.append("CONSTS = []")
     for nid in const_ids:
-        lines.append(_literal(np.asarray(graph.nodes[nid].attrs["value"], dtype=dtype), "_c"))
+        value = dp.program.const_value(graph.nodes[nid], dp.result.consts)   # a const --at set
+        lines.append(_literal(np.asarray(value, dtype=dtype), "_c"))
         lines.append("CONSTS.append(_c)")
     lines.append("")
     for index, plan in enumerate(plans):

@@ -257,6 +257,7 @@ def kinks_at(program, wrt, at) -> list[str]:
 
     graph = program.graph
     host = program.resolve_inputs(at)
+    changed = program.resolve_consts(at)
     wrt_ids = {graph.inputs[name] for name in wrt}
     values, varies, found = {}, {}, []
 
@@ -269,7 +270,7 @@ def kinks_at(program, wrt, at) -> list[str]:
         for node in graph.nodes:
             if node.op in ("input", "const"):
                 values[node.id] = np.asarray(host[node.attrs["name"]] if node.op == "input"
-                                             else node.attrs["value"], dtype=np.float64)
+                                             else program.const_value(node, changed), dtype=np.float64)
                 varies[node.id] = node.id in wrt_ids
                 continue
             args = [values[i] for i in node.inputs]

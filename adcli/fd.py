@@ -35,7 +35,7 @@ def finite_differences(program, wrt=None, at=None, backend="numpy", dtype="float
 
     wrt = program._wrt(wrt)
     outputs = program.output_names
-    be, xp_dtype, host_inputs, inputs, consts, np_dtype = program._setup(backend, dtype, at)
+    be, xp_dtype, host_inputs, inputs, consts, np_dtype, changed = program._setup(backend, dtype, at)
     graph = program.graph
     m = sum(prod(program.output_shape(o)) for o in outputs)
     n = sum(prod(program.input_shape(w)) for w in wrt)
@@ -94,4 +94,5 @@ def finite_differences(program, wrt=None, at=None, backend="numpy", dtype="float
         row += prod(oshape)
     return Derivative("jacobian", "central differences", "central differences", values,
                       program._spec(outputs, program.output_shape), program._spec(wrt, program.input_shape),
-                      outputs, wrt, cost, be.name, be.device, dtype, host_inputs, blocks=blocks, matrix=jac)
+                      outputs, wrt, cost, be.name, be.device, dtype, host_inputs, blocks=blocks, matrix=jac,
+                      consts=changed)

@@ -85,7 +85,7 @@ _SYMBOLS = {
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
     "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'",
     "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "CIRCUMFLEX": "'^'",
-    "DOT": "'.'", "COMPARE": "a comparison", "NAME": "a name", "NUMBER": "a number", "_NL": "end of line",
+    "DOT": "'.'", "COMPARE": "a comparison", "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "end of line",
     "$END": "end of file",
 }
 
@@ -276,10 +276,11 @@ def _make_transformer():
             return self._ast("assign", meta, str(c[0]), c[1])
 
         def def_expr(self, meta, c):
-            body = c[2]
+            values = c[2:]   # one expression, or several: a tuple return
+            first, last = values[0], values[-1]
             return self._ast("def", meta, str(c[0]), c[1] or [],
-                             [Ast("return", (body,), body.line, body.column, body.start, body.end,
-                                  body.source, body.depth)])
+                             [Ast("return", tuple(values), first.line, first.column, first.start, last.end,
+                                  first.source, max(v.depth for v in values))])
 
         def def_block(self, meta, c):
             return self._ast("def", meta, str(c[0]), c[1] or [], c[2])
@@ -292,7 +293,10 @@ def _make_transformer():
             return self._ast("repeat", meta, count, body, index)
 
         def return_stmt(self, meta, c):
-            return self._ast("return", meta, c[0])
+            return self._ast("return", meta, *c)   # several expressions: a tuple return
+
+        def unpack_stmt(self, meta, c):
+            return self._ast("unpack", meta, tuple(str(n) for n in c[:-1]), c[-1])
 
         def scalar_type(self, meta, c):
             return self._ast("type", meta)
@@ -309,6 +313,9 @@ def _make_transformer():
 
         def name(self, meta, c):
             return self._ast("name", meta, str(c[0]))
+
+        def string(self, meta, c):   # the text between the quotes
+            return self._ast("string", meta, str(c[0])[1:-1])
 
         def _binary(op):
             def rule(self, meta, c):
@@ -381,7 +388,8 @@ def _make_transformer():
     return ToAst
 
 
-_STATEMENTS = frozenset(("dim", "input", "const", "output", "assign", "def", "repeat", "return", "type"))
+_STATEMENTS = frozenset(("dim", "input", "const", "output", "assign", "unpack", "def", "repeat", "return",
+                         "type"))
 
 
 def _depth(arg) -> int:

@@ -202,14 +202,17 @@ class Decl:
 
 
 class Def:
-    """def NAME(params) = ret, or the block form with body statements."""
+    """def NAME(params) = ret, or the block form with body statements. A def that returns
+    several values (`return a, b`) has them in `rets` (and ret None); only an unpacking
+    statement calls it."""
 
-    def __init__(self, name, params, body, ret, block):
+    def __init__(self, name, params, body, ret, block, rets=None):
         self.name, self.params, self.body, self.ret, self.block = name, list(params), list(body), ret, block
+        self.rets = rets
 
 
 # statements: ("assign", name, E), ("repeat", I, [statements], index name or None),
-# ("output", name, E or None)
+# ("output", name, E or None), ("unpack", [names], E: a defcall of a def with rets)
 
 class GenProgram:
     """A generated program: source text plus everything the oracle needs."""
@@ -405,6 +408,8 @@ def render_statements(stmts, indent):
     for s in stmts:
         if s[0] == "assign":
             lines.append(f"{pad}{s[1]} = {render(s[2])}")
+        elif s[0] == "unpack":
+            lines.append(f"{pad}{', '.join(s[1])} = {render(s[2])}")
         elif s[0] == "repeat":
             index = f" as {s[3]}" if s[3] is not None else ""
             lines.append(f"{pad}repeat {s[1].text}{index} {{")
@@ -423,13 +428,14 @@ def render_program(prog: GenProgram) -> str:
             lines.append(f"{kind} {d.name}{typed} = {d.value_text}")
     for f in prog.defs:
         head = f"def {f.name}({', '.join(f.params)})"
+        returned = ", ".join(render(r) for r in (f.rets or [f.ret]))
         if f.block:
             lines.append(head + " {")
             lines += render_statements(f.body, 1)
-            lines.append(f"    return {render(f.ret)}")
+            lines.append(f"    return {returned}")
             lines.append("}")
         else:
-            lines.append(f"{head} = {render(f.ret)}")
+            lines.append(f"{head} = {returned}")
     lines += render_statements(prog.stmts, 0)
     return "\n".join(lines) + "\n"
 
@@ -789,6 +795,15 @@ def run_statements(stmts, scope, ctx, outputs, in_repeat=False):
             if s[1] in scope.values and not in_repeat:
                 ctx.feature("rebind")
             scope.values[s[1]] = ev(s[2], scope, ctx)
+        elif s[0] == "unpack":   # p, q = f(args): the def's values, one per name
+            ctx.feature("tuple-return")
+            f, call = ctx.defs[s[2].p["name"]], s[2]
+            args = [ev(x, scope, ctx) for x in call.kids]
+            inner = Scope(dict(zip(f.params, args)), in_def=True)
+            run_statements(f.body, inner, ctx, None)
+            values = [ev(r, inner, ctx) for r in f.rets]
+            for name, value in zip(s[1], values):
+                scope.values[name] = value
         elif s[0] == "repeat":
             ctx.feature("repeat-in-def" if scope.in_def else "repeat")
             if in_repeat:
@@ -1028,6 +1043,16 @@ def run_dual(stmts, scope, ctx, outputs, K):
             v, t = dual(s[2], scope, ctx, K)
             scope.values[s[1]] = np.asarray(v, dtype=np.float64)
             scope.tangents[s[1]] = t
+        elif s[0] == "unpack":
+            f, call = ctx.defs[s[2].p["name"]], s[2]
+            pairs = [dual(x, scope, ctx, K) for x in call.kids]
+            inner = Scope({name: v for name, (v, _) in zip(f.params, pairs)}, in_def=True)
+            inner.tangents = {name: t for name, (_, t) in zip(f.params, pairs) if t is not None}
+            run_dual(f.body, inner, ctx, None, K)
+            results = [dual(r, inner, ctx, K) for r in f.rets]   # all read before any name is bound
+            for name, (v, t) in zip(s[1], results):
+                scope.values[name] = np.asarray(v, dtype=np.float64)
+                scope.tangents[name] = t
         elif s[0] == "repeat":
             for iteration in range(s[1].value):
                 _bind_index(scope, s[3], iteration)    # a constant: no tangent
@@ -1715,6 +1740,8 @@ class Generator:
         c = self.c
         usable = []
         for f in self.defs:       # (while a def's body is made, it is not in self.defs yet)
+            if f.rets is not None:   # it returns two values: only an unpacking may call it
+                continue
             args = []
             for shape in f.shapes:
                 fits = self.pool(env, shape=shape)
@@ -1750,6 +1777,36 @@ class Generator:
         f.ret = self.expr(inner, 2).e
         self.defs.append(f)
         return E("defcall", [a.e for a in args], name=f.name)
+
+    def unpack(self, env, stmts):
+        """p, q = f(args): a new def (expression or block form) returning two values."""
+        c = self.c
+        if len(self.defs) >= 4:
+            return
+        n_params = c.integer(1, 2)
+        args = [self.operand(env, 1) for _ in range(n_params)]
+        if any(a is None for a in args):
+            return
+        names = ["a", "b"][:n_params]
+        params = dict(zip(names, (a.v for a in args)))
+        inner = Env(dict(params), in_def=True, live=params)
+        f = Def(self.fresh("f"), names, [], None, block=c.chance(0.5))
+        f.shapes = [a.shape for a in args]
+        if f.block:
+            local = self.fresh("s")
+            t = self.expr(inner, 2)
+            f.body.append(("assign", local, t.e))
+            inner.assign(local, t.e, t.v)
+        returned = [self.expr(inner, 2) for _ in range(2)]
+        if c.chance(0.2):
+            returned[1] = returned[0]      # the same value twice
+        f.rets = [t.e for t in returned]
+        self.defs.append(f)
+        call = E("defcall", [a.e for a in args], name=f.name)
+        targets = [self.fresh("t"), self.fresh("t")]
+        stmts.append(("unpack", targets, call))
+        for name, t in zip(targets, returned):
+            env.assign(name, call, t.v)
 
     # -- statements ------------------------------------------------------------------------------------
     def repeat(self, env, stmts):
@@ -1906,7 +1963,10 @@ class Generator:
             env.live.add(d.name)
         stmts = []
         for _ in range(c.integer(1, 7)):
-            action = c.weighted([("assign", 6), ("repeat", 2), ("rebind", 1)])
+            action = c.weighted([("assign", 6), ("repeat", 2), ("rebind", 1), ("unpack", 1)])
+            if action == "unpack":
+                self.unpack(env, stmts)
+                continue
             if action == "repeat":
                 self.repeat(env, stmts)
                 continue
@@ -1977,10 +2037,11 @@ class Generator:
         # what was generated is differentiated
         used = set()
         for s in _walk(stmts):
-            if s[0] in ("assign", "output") and s[2] is not None:
+            if s[0] in ("assign", "output", "unpack") and s[2] is not None:
                 used |= names_in(s[2])
         for f in self.defs:
-            used |= {n for s in _walk(f.body) if s[0] == "assign" for n in names_in(s[2])} | names_in(f.ret)
+            used |= {n for s in _walk(f.body) if s[0] == "assign" for n in names_in(s[2])}
+            used |= set().union(*(names_in(r) for r in (f.rets or [f.ret])))
         unused = [n for n in env.values if n[0] in "th" and n not in used and n not in declared]
         if unused and c.chance(0.8):
             terms = []

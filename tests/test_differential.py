@@ -406,7 +406,7 @@ REQUIRED_FEATURES = {
     "same-operand",
     "def-expr", "def-block", "defcall-again", "defcall-same-args", "repeat", "repeat-nested",
     "repeat-in-def", "repeat-dim-count", "repeat-index", "repeat-index-slice", "repeat-index-value",
-    "slice-step",
+    "slice-step", "tuple-return",
     "repeat-index-nested", "rebind", "rebind-input", "dim-as-value", "several-outputs", "output-alias",
     "output-input", "output-bare", "pow:int", "pow:signed", "pow:real", "pow:var", "pow:base",
     "softmax", "norm", "maximum", "minimum", "neg",

@@ -286,7 +286,7 @@ def test_at_without_name_and_value_is_usage(option):
 
 
 def test_at_unknown_input_is_usage():
-    both(["grad", sample("seed_example.ad"), "--at", "zz=1"], 2, r"--at zz: there is no input named 'zz' \(inputs: x1, x2\)")
+    both(["grad", sample("seed_example.ad"), "--at", "zz=1"], 2, r"--at zz: there is no input or const named 'zz' \(inputs: x1, x2\)")
 
 
 @pytest.mark.parametrize("text, pattern", [
@@ -312,7 +312,7 @@ def test_malformed_inputs_file(tmp_path):
 
 
 def test_inputs_unknown_name_and_missing_file(tmp_path):
-    both(["grad", sample("chain.ad"), "--inputs", "-"], 2, r"--inputs z: there is no input named 'z'", input='{"z": 1}')
+    both(["grad", sample("chain.ad"), "--inputs", "-"], 2, r"--inputs z: there is no input or const named 'z'", input='{"z": 1}')
     both(["grad", sample("chain.ad"), "--inputs", tmp_path / "nope.json"], 2, r"--inputs: cannot read")
 
 

@@ -59,3 +59,24 @@ def robot_arm(q):
 
 def test_robot_arm():
     check_sample("robot_arm.ad", robot_arm, "q")
+
+
+# -- Logistic regression on data loaded from a file ------------------------------------------
+
+def test_logistic_regression_on_loaded_data():
+    """The loss and its gradient against NumPy reading the same CSV itself, with the gradient
+    in closed form: Xᵀ(σ(z) − y)/n and mean(σ(z) − y) for the bias, at the sample's weights and
+    at another point."""
+    data = np.loadtxt(SAMPLE["logistic.ad"].parent / "data" / "exam.csv", delimiter=",", skiprows=1)
+    X, y = data[:, :3], data[:, 3]
+    program = adcli.load(SAMPLE["logistic.ad"])
+    for w, b in (([0.0, 0.0, 0.0], 0.0), ([0.8, -1.1, 0.4], 0.2)):
+        z = X @ w + b
+        loss = np.mean(y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z))
+        s = 1 / (1 + np.exp(-z))
+        gradient = np.concatenate([X.T @ (s - y) / len(y), [np.mean(s - y)]])
+        at = {"w": np.array(w), "b": np.array(b)}
+        assert program.evaluate(at=at)["loss"] == pytest.approx(loss, rel=1e-14)
+        for mode in ("forward", "reverse"):
+            np.testing.assert_allclose(program.jacobian(mode=mode, at=at).jacobian[0], gradient,
+                                       rtol=1e-12, atol=1e-15)

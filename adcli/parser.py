@@ -303,6 +303,15 @@ def _make_transformer():
         def mat_type(self, meta, c):
             return self._ast("type", meta, c[0], c[1])
 
+        def int_type(self, meta, c):
+            return self._ast("itype", meta)
+
+        def ivec_type(self, meta, c):
+            return self._ast("itype", meta, c[0])
+
+        def imat_type(self, meta, c):
+            return self._ast("itype", meta, c[0], c[1])
+
         # expressions
         def number(self, meta, c):
             return self._ast("number", meta, float(c[0]))
@@ -381,7 +390,8 @@ def _make_transformer():
     return ToAst
 
 
-_STATEMENTS = frozenset(("dim", "input", "const", "output", "assign", "def", "repeat", "return", "type"))
+_STATEMENTS = frozenset(("dim", "input", "const", "output", "assign", "def", "repeat", "return", "type",
+                         "itype"))
 
 
 def _depth(arg) -> int:

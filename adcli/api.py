@@ -92,7 +92,7 @@ class Derivative:
         rows = []
         for o in self.outputs:
             size = prod(out_shapes[o])
-            parts = [self.blocks[o][w].reshape(size, -1) for w in self.wrt]
+            parts = [self.blocks[o][w].reshape(size, prod(dict(self.column_spec)[w])) for w in self.wrt]
             rows.append(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
         return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
 

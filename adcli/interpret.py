@@ -180,7 +180,8 @@ def block_layouts(sizes: list, chunk: int):
             offset += take
             if offset >= sizes[block]:
                 block, offset = block + 1, 0
-        yield tuple(sweep)
+        if sweep:   # (trailing empty outputs leave nothing for a sweep)
+            yield tuple(sweep)
 
 
 def layout_groups(sizes: list, chunk: int) -> list:
@@ -215,7 +216,8 @@ def layout_groups(sizes: list, chunk: int) -> list:
             offset += take
             if offset >= sizes[block]:
                 block, offset = block + 1, 0
-        note(tuple(sweep))
+        if sweep:   # (trailing empty outputs leave nothing for a sweep)
+            note(tuple(sweep))
     return [(key, groups[key]) for key in order]
 
 

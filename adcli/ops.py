@@ -485,7 +485,8 @@ def _prod_others(xp, r):
     ones = xp.ones(moved.shape[:-1] + (1,), dtype=x.dtype)
     left = xp.cumprod(xp.concatenate([ones, moved[..., :-1]], axis=-1), axis=-1)
     right = xp.flip(xp.cumprod(xp.concatenate([ones, xp.flip(moved, -1)[..., :-1]], axis=-1), axis=-1), -1)
-    result = xp.moveaxis(left * right, -1, axis)
+    # (an empty axis: the leading 1 would make one element where there are none)
+    result = xp.moveaxis((left * right)[..., :moved.shape[-1]], -1, axis)
     return result.reshape(r.in_shapes[0]) if flat else result
 
 

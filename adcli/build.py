@@ -461,6 +461,8 @@ class Builder:
                 return self.dims[name]
             if name in scope.indices:
                 return scope.indices[name][0]
+            if name in self.int_consts and not self.int_consts[name].ndim:   # const f: int = 2
+                return int(self.int_consts[name])
             parts = "numbers, dims and loop indices" if scope.indices else "numbers and dims"
             self.fail(NameProblem, f"'{name}' is not a dim; {what} must be built from {parts}", ast)
         if kind == "neg":
@@ -874,10 +876,14 @@ class Builder:
         """Integer data written as an index: an integer const (x[labels]) or a list of
         integer expressions (x[[0, 2, 2]]); None for anything else."""
         if sub.kind == "name" and sub.args[0] in self.int_consts and sub.args[0] not in scope.values \
-                and sub.args[0] not in scope.indices:
-            return self.int_consts[sub.args[0]]
+                and sub.args[0] not in scope.indices and self.int_consts[sub.args[0]].ndim:
+            return self.int_consts[sub.args[0]]   # (an `int` is a whole number: self.integer)
         if sub.kind == "list":
             return self._int_list(sub, scope)
+        if sub.kind == "call" and sub.args[0] in INTEGER_DATA_FUNCTIONS:
+            self.fail(ValueProblem, f"{sub.args[0]}(...) makes integer data; use it as the value of an "
+                      f"integer const, e.g. `const idx: ivec[3] = {sub.args[0]}"
+                      f"{'(5)' if sub.args[0] == 'randint' else ''}`", sub)
         return None
 
     def _int_list(self, ast, scope) -> np.ndarray:

@@ -93,7 +93,7 @@ class Derivative:
         rows = []
         for o in self.outputs:
             size = prod(out_shapes[o])
-            parts = [self.blocks[o][w].reshape(size, -1) for w in self.wrt]
+            parts = [self.blocks[o][w].reshape(size, prod(dict(self.column_spec)[w])) for w in self.wrt]
             rows.append(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
         return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
 
@@ -492,6 +492,8 @@ class Program:
     def choose_chunk(self, mode, wrt, outputs, memory_limit, itemsize):
         """The largest chunk whose predicted memory fits the limit, and a note."""
         passes = sum(self._pass_sizes(mode, wrt, outputs))
+        if not passes:   # every output empty (reverse mode): no directions, no sweep
+            return 0, ""
 
         def need(chunk):
             return self.required_bytes(mode, wrt, outputs, chunk, itemsize)
@@ -671,7 +673,7 @@ class Program:
         # predicting, split the final composition's last sweep off to run on its own.
         if run is None:
             sweeps = list(sweeps)
-            if sweeps[-1][1] > 1:
+            if sweeps and sweeps[-1][1] > 1:
                 layout, times = sweeps[-1]
                 sweeps[-1:] = [(layout, times - 1), (layout, 1)]
         total = 0

@@ -47,7 +47,12 @@ DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace", "load")
 # files name values `rows` and `cols`, and a call is told from a name by its parentheses.
 SIZE_FUNCTIONS = ("rows", "cols")
 OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose")
-BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS + OTHER_FUNCTIONS)
+GATHER_FUNCTIONS = ("take_along_axis", "scatter_add")
+INTEGER_DATA_FUNCTIONS = ("arange", "randint")   # the values of integer consts only
+BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS
+               + OTHER_FUNCTIONS + GATHER_FUNCTIONS + INTEGER_DATA_FUNCTIONS)
+# reductions with no value over no elements (NumPy raises, or gives nan for mean)
+NO_EMPTY_REDUCTIONS = ("mean", "max", "min", "logsumexp", "softmax")
 BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
 COMPARE_OPS = {symbol: name for symbol, (name, _) in COMPARISONS.items()}   # "<": "less", ...
 
@@ -156,6 +161,7 @@ class Builder:
         self.inputs: dict[str, int] = {}
         self.consts: dict[str, int] = {}
         self.const_values: dict[str, Data] = {}   # recipes, made when a run needs them
+        self.int_consts: dict[str, np.ndarray] = {}   # integer data (indices), made at once
         self.outputs: dict[str, int] = {}
         self.defs: dict[str, _Def] = {}
         self.input_defaults: dict = {}
@@ -251,7 +257,8 @@ class Builder:
     def declare(self, name: str, stmt: Ast, scope: _Scope):
         if name in BUILTINS:
             self.fail(NameProblem, f"'{name}' is a built-in function and cannot be redefined", stmt)
-        if name in self.dims or name in self.inputs or name in self.consts or name in self.defs:
+        if name in self.dims or name in self.inputs or name in self.consts or name in self.defs \
+                or name in self.int_consts:
             self.fail(NameProblem, f"'{name}' is already declared", stmt)
 
     def stmt_dim(self, stmt, scope):
@@ -293,6 +300,9 @@ class Builder:
     def stmt_input(self, stmt, scope):
         name, type_ast, expr = stmt.args
         self.declare(name, stmt, scope)
+        if type_ast is not None and type_ast.kind == "itype":
+            self.fail(ShapeProblem, f"input {name} cannot be integer data: inputs are differentiated; "
+                      f"declare it `const {name}: ...`", type_ast)
         shape = self.type_shape(type_ast, scope, f"input {name}")
         value = None
         if expr is not None:
@@ -313,6 +323,8 @@ class Builder:
     def stmt_const(self, stmt, scope):
         name, type_ast, expr = stmt.args
         self.declare(name, stmt, scope)
+        if type_ast is not None and type_ast.kind == "itype":
+            return self.stmt_int_const(stmt, scope)
         shape = self.type_shape(type_ast, scope, f"const {name}")
         value = self.data(expr, shape, name)
         if type_ast is None:   # its shape came from the value: that data must fit too
@@ -491,6 +503,8 @@ class Builder:
                 return self.dims[name]
             if name in scope.indices:
                 return scope.indices[name][0]
+            if name in self.int_consts and not self.int_consts[name].ndim:   # const f: int = 2
+                return int(self.int_consts[name])
             parts = "numbers, dims and loop indices" if scope.indices else "numbers and dims"
             self.fail(NameProblem, f"'{name}' is not a dim; {what} must be built from {parts}", ast)
         if kind == "neg":
@@ -857,6 +871,10 @@ class Builder:
             return self.consts[name]
         if name in self.dims:
             return self.literal(self.dims[name], ast)
+        if name in self.int_consts:
+            self.fail(ValueProblem, f"'{name}' is integer data ({_int_type(self.int_consts[name].shape)}): "
+                      f"it can only index, as in x[{name}], take_along_axis(x, {name}, axis=…) or "
+                      f"scatter_add(v, {name}, n)", ast)
         if name in BUILTINS or name in self.defs:
             self.fail(NameProblem, f"'{name}' is a function; call it as {name}(...)", ast)
         if scope.in_def is not None and (name in self.global_scope.values or name in self.global_scope.indices):
@@ -935,23 +953,33 @@ class Builder:
                 lo = 0 if lo_ast is None else self.integer(lo_ast, scope, "a slice bound")
                 hi = size if hi_ast is None else self.integer(hi_ast, scope, "a slice bound")
                 lo, hi = (lo + size if lo < 0 else lo), (hi + size if hi < 0 else hi)
-                if not 0 <= lo < hi <= size:
-                    self.fail(ShapeProblem, f"slice {lo}:{hi} is empty or out of range for an axis of "
+                if not 0 <= lo <= size or not 0 <= hi <= size:
+                    self.fail(ShapeProblem, f"slice {lo}:{hi} is out of range for an axis of "
                               f"length {size} in {format_shape(shape)}", sub)
+                if hi < lo:   # Python would give nothing; a reversed range is surely a mistake
+                    self.fail(ShapeProblem, f"slice {lo}:{hi} ends before it starts (an empty slice "
+                              f"is lo:lo, a reversed one lo:hi:-1)", sub)
                 key.append(slice(lo, hi))
-            else:
-                i = self.integer(sub, scope, "an index")
-                if not -size <= i < size:
-                    self.fail(ShapeProblem, f"index {i} is out of range for an axis of length {size} "
-                              f"in {format_shape(shape)}", sub)
-                key.append(i + size if i < 0 else i)
+                continue
+            positions = self._index_array(sub, scope)
+            if positions is not None:   # integer data: a gather, NumPy's integer-array indexing
+                key.append(self._in_range(positions, size, shape, sub))
+                continue
+            i = self.integer(sub, scope, "an index")
+            if not -size <= i < size:
+                self.fail(ShapeProblem, f"index {i} is out of range for an axis of length {size} "
+                          f"in {format_shape(shape)}", sub)
+            key.append(i + size if i < 0 else i)
         key = tuple(key)
-        result_shape = np.empty(shape)[key].shape
+        if any(isinstance(part, np.ndarray) for part in key):
+            return self._gather(node, key, ast)
+        result_shape = tuple(len(range(*part.indices(size))) for part, size in zip(key, shape)
+                             if isinstance(part, slice)) + tuple(shape[len(key):])
         return self.emit("index", (node,), ast, {"key": key, "result_shape": result_shape})
 
     def _step_slice(self, sub, lo_ast, hi_ast, step_ast, size, shape, scope) -> slice:
         """lo:hi:step with Python's meaning (a negative step walks back; open ends go to the
-        ends the step walks to), as a slice NumPy applies the same way."""
+        ends the step walks to), as a slice NumPy applies the same way; it may pick nothing."""
         step = self.integer(step_ast, scope, "a slice step")
         if step == 0:
             self.fail(ValueProblem, "a slice step must not be 0", step_ast)
@@ -959,11 +987,203 @@ class Builder:
         hi = None if hi_ast is None else self.integer(hi_ast, scope, "a slice bound")
         picked = range(*slice(lo, hi, step).indices(size))
         if not picked:
-            text = f"{'' if lo is None else lo}:{'' if hi is None else hi}:{step}"
-            self.fail(ShapeProblem, f"slice {text} is empty for an axis of length {size} in "
-                      f"{format_shape(shape)}", sub)
+            return slice(0, 0, 1)
         # the same elements with explicit bounds (a stop of -1 would mean the last element)
         return slice(picked.start, picked.stop if picked.stop >= 0 else None, step)
+
+    # -- integer data: consts, gathers, take_along_axis, scatter_add ---------------------------
+    def stmt_int_const(self, stmt, scope):
+        """const NAME: int | ivec[n] | imat[r, c] = VALUE: indices, made now (they decide
+        shapes and are checked against the axes they index when the file is built)."""
+        name, type_ast, expr = stmt.args
+        shape = self.type_shape(type_ast, scope, f"const {name}")
+        value = self._int_data(expr, shape, scope)
+        own = value.shape
+        if broadcast_shapes(own, shape) != shape or len(own) > len(shape):
+            self.fail(ShapeProblem, f"the value of {name} is {_int_type(own)}, which does not fit "
+                      f"its type {_int_type(shape)}", expr)
+        self.int_consts[name] = np.array(np.broadcast_to(value, shape), dtype=np.int64)
+
+    def _int_data(self, ast, shape, scope) -> np.ndarray:
+        """The value of integer data: whole numbers, lists of them, dims, other integer
+        consts, arange, randint(high, seed=S), and + - * of those, and .T."""
+        kind = ast.kind
+        if kind == "number":
+            return np.int64(self._integer(ast, scope, "integer data"))
+        if kind == "name":
+            name = ast.args[0]
+            if name in self.int_consts:
+                return self.int_consts[name]
+            if name == "arange":
+                return self._int_call(Ast("call", (name, (), {}), ast.line, ast.column), shape, scope)
+            if name in self.dims:
+                return np.int64(self.dims[name])
+            self.fail(NameProblem, f"'{name}' is not a dim or integer const; integer data is made of "
+                      "whole numbers, dims, integer consts, arange and randint", ast)
+        if kind == "list":
+            if not ast.args[0]:
+                self.fail(ShapeProblem, "an empty list has no shape", ast)
+            items = [self._int_data(item, None, scope) for item in ast.args[0]]
+            if len({item.shape for item in items}) != 1:
+                self.fail(ShapeProblem, "the rows of this list have different lengths", ast)
+            if items[0].ndim > 1:
+                self.fail(ShapeProblem, "integer data has at most 2 dimensions", ast)
+            return np.array(items, dtype=np.int64)
+        if kind == "neg":
+            return -self._int_data(ast.args[0], shape, scope)
+        if kind == "binop" and ast.args[0] in "+-*":
+            op, left, right = ast.args
+            a, b = self._int_data(left, shape, scope), self._int_data(right, shape, scope)
+            if broadcast_shapes(a.shape, b.shape) is None:
+                self.fail(ShapeProblem, f"shapes {_int_type(a.shape)} and {_int_type(b.shape)} do not "
+                          f"fit for '{op}'", ast)
+            if max(np.abs(a).max(initial=0), 1) * max(np.abs(b).max(initial=0), 1) > MAX_INTEGER:
+                self.fail(ValueProblem, "integer data is too large: over 2^53", ast)
+            return {"+": np.add, "-": np.subtract, "*": np.multiply}[op](a, b)
+        if kind == "call" and ast.args[0] in INTEGER_DATA_FUNCTIONS:
+            return self._int_call(ast, shape, scope)
+        if kind == "attr" and ast.args[1] == "T":
+            return self._int_data(ast.args[0], None, scope).T
+        self.fail(ValueProblem, "integer data is made of whole numbers, lists of them, dims, integer "
+                  "consts, arange and randint(high, seed=S), with + - *", ast)
+
+    def _int_call(self, ast, shape, scope) -> np.ndarray:
+        name, args, kwargs = ast.args
+        if shape is None:
+            self.fail(ShapeProblem, f"{name}(...) needs a declared type to know its shape, "
+                      f"e.g. `const idx: ivec[3] = {name}(...)`", ast)
+        if name == "arange":   # 0, 1, 2, … over all elements, row-major
+            if args or kwargs:
+                self.fail(ValueProblem, "arange takes no arguments: it numbers the elements 0, 1, 2, …",
+                          ast)
+            return np.arange(prod(shape), dtype=np.int64).reshape(shape)
+        if len(args) != 1 or set(kwargs) - {"seed"}:
+            self.fail(ValueProblem, "randint takes one argument, the bound, and a seed: "
+                      "randint(high, seed=S) draws whole numbers 0 ≤ i < high", ast)
+        high = self.integer(args[0], scope, "randint's bound", positive=True)
+        seed = self.integer(kwargs["seed"], scope, "a seed") if "seed" in kwargs else 0
+        if seed < 0:
+            self.fail(ValueProblem, f"seed must be a non-negative integer, got {seed}", kwargs["seed"])
+        return np.random.default_rng(seed).integers(0, high, size=shape, dtype=np.int64)
+
+    def _index_array(self, sub, scope) -> np.ndarray | None:
+        """Integer data written as an index: an integer const (x[labels]) or a list of
+        integer expressions (x[[0, 2, 2]]); None for anything else."""
+        if sub.kind == "name" and sub.args[0] in self.int_consts and sub.args[0] not in scope.values \
+                and sub.args[0] not in scope.indices and self.int_consts[sub.args[0]].ndim:
+            return self.int_consts[sub.args[0]]   # (an `int` is a whole number: self.integer)
+        if sub.kind == "list":
+            return self._int_list(sub, scope)
+        if sub.kind == "call" and sub.args[0] in INTEGER_DATA_FUNCTIONS:
+            self.fail(ValueProblem, f"{sub.args[0]}(...) makes integer data; use it as the value of an "
+                      f"integer const, e.g. `const idx: ivec[3] = {sub.args[0]}"
+                      f"{'(5)' if sub.args[0] == 'randint' else ''}`", sub)
+        return None
+
+    def _int_list(self, ast, scope) -> np.ndarray:
+        if not ast.args[0]:
+            self.fail(ShapeProblem, "an empty list of indices has no shape", ast)
+        if ast.args[0][0].kind == "list":
+            rows = [self._int_list(row, scope) if row.kind == "list" else
+                    self.fail(ShapeProblem, "a list of indices mixes rows and numbers", row)
+                    for row in ast.args[0]]
+            if len({row.shape for row in rows}) != 1 or rows[0].ndim != 1:
+                self.fail(ShapeProblem, "the rows of this list have different lengths", ast)
+            return np.array(rows, dtype=np.int64)
+        return np.array([self.integer(item, scope, "an index") for item in ast.args[0]], dtype=np.int64)
+
+    def _in_range(self, positions: np.ndarray, size: int, shape, ast) -> np.ndarray:
+        """Indices checked against an axis of length `size`, negative ones counting from the end."""
+        bad = (positions < -size) | (positions >= size)
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            at = f" (element {', '.join(map(str, where))})" if positions.ndim else ""
+            self.fail(ShapeProblem, f"index {positions[tuple(where)]}{at} is out of range for an "
+                      f"axis of length {size}{'' if shape is None else ' in ' + format_shape(shape)}", ast)
+        return np.where(positions < 0, positions + size, positions)
+
+    def _gather(self, node: int, key: tuple, ast) -> int:
+        """x[key] with integer arrays in the key (NumPy's integer-array indexing): a data
+        movement whose reverse adds where an element is gathered more than once."""
+        shape = self.nodes[node].shape
+        key = key + tuple(slice(0, size) for size in shape[len(key):])
+        arrays = [part for part in key if not isinstance(part, slice)]
+        try:
+            picked = np.broadcast_arrays(*[np.asarray(part) for part in arrays])
+        except ValueError:
+            self.fail(ShapeProblem, "the index arrays do not broadcast together: "
+                      + ", ".join(_int_type(np.shape(part)) for part in arrays), ast)
+        slices = [len(range(*part.indices(size))) for part, size in zip(key, shape) if isinstance(part, slice)]
+        first = next(i for i, part in enumerate(key) if not isinstance(part, slice))
+        # NumPy's rule for 2 axes: the indexed axes' shape stands where the first of them stood
+        result_shape = tuple(slices[:first]) + picked[0].shape + tuple(slices[first:])
+        if len(result_shape) > 2:
+            self.fail(ShapeProblem, f"this gather would make a {len(result_shape)}-D value "
+                      f"({', '.join(map(str, result_shape))}); adcli values have at most 2 dimensions", ast)
+        # which input element each gathered one is, over the indexed axes: the same element
+        # gathered c ≥ 2 times gets c contributions added in reverse mode
+        flat = np.ravel_multi_index(tuple(p.reshape(-1) for p in picked),
+                                    tuple(size for part, size in zip(key, shape) if not isinstance(part, slice)))
+        adds = _adds(flat) * prod(slices)
+        key = tuple(part if isinstance(part, slice) else (int(part) if np.ndim(part) == 0 else part)
+                    for part in key)
+        return self.emit("gather", (node,), ast, {"key": key, "result_shape": result_shape, "adds": adds})
+
+    def _take_along_axis(self, ast, args, kwargs, scope) -> int:
+        self._arity("take_along_axis", args, kwargs, 2, ast, ("axis",))
+        node = self.expr(args[0], scope)
+        shape = self.nodes[node].shape
+        positions = self._index_array(args[1], scope)
+        if positions is None:
+            self.fail(ValueProblem, "take_along_axis takes integer data as its indices: an integer "
+                      "const or a list of whole numbers", args[1])
+        if not shape or positions.ndim != len(shape):
+            self.fail(ShapeProblem, f"take_along_axis needs indices with the value's dimensions: "
+                      f"{format_shape(shape)} with {_int_type(positions.shape)}", ast)
+        if "axis" in kwargs:
+            axis = self.integer(kwargs["axis"], scope, "an axis")
+        elif len(shape) == 1:
+            axis = 0
+        else:
+            self.fail(ValueProblem, "take_along_axis of a matrix needs axis=0 or axis=1", ast)
+        if not -len(shape) <= axis < len(shape):
+            self.fail(ShapeProblem, f"axis={axis} is out of range for {format_shape(shape)}", kwargs["axis"])
+        axis %= len(shape)
+        positions = self._in_range(positions, shape[axis], shape, args[1])
+        if len(shape) == 1:
+            return self._gather(node, (positions,), ast)
+        other = 1 - axis
+        if positions.shape[other] not in (1, shape[other]):
+            self.fail(ShapeProblem, f"take_along_axis: indices {_int_type(positions.shape)} do not "
+                      f"broadcast with {format_shape(shape)} along axis {other}", args[1])
+        along = np.arange(shape[other]).reshape((-1, 1) if other == 0 else (1, -1))
+        return self._gather(node, (along, positions) if axis == 1 else (positions, along), ast)
+
+    def _scatter_add(self, ast, args, kwargs, scope) -> int:
+        """scatter_add(values, idx, n): zeros of n rows, values[k] added to row idx[k] (NumPy's
+        np.add.at, JAX's segment_sum): idx's shape leads values' shape."""
+        self._arity("scatter_add", args, kwargs, 3, ast)
+        node = self.expr(args[0], scope)
+        shape = self.nodes[node].shape
+        positions = self._index_array(args[1], scope)
+        if positions is None:
+            self.fail(ValueProblem, "scatter_add takes integer data as its indices: an integer const "
+                      "or a list of whole numbers", args[1])
+        n = self.integer(args[2], scope, "a size", positive=True)
+        if tuple(shape[:positions.ndim]) != positions.shape:
+            self.fail(ShapeProblem, f"scatter_add needs one index per leading element of the values: "
+                      f"{format_shape(shape)} with {_int_type(positions.shape)}", ast)
+        positions = self._in_range(positions, n, None, args[1])
+        rest = tuple(shape[positions.ndim:])
+        out_shape = (n,) + rest
+        if len(out_shape) > 2:
+            self.fail(ShapeProblem, f"scatter_add would make a {len(out_shape)}-D value; adcli values "
+                      "have at most 2 dimensions", ast)
+        width = prod(rest)
+        targets = (positions.reshape(-1, 1) * width + np.arange(width)).reshape(-1)
+        attrs = {"index": positions, "targets": targets.astype(_index_dtype([n * width])),
+                 "adds": _adds(targets), "shape": out_shape}
+        return self.emit("scatter_add", (node,), ast, attrs)
 
     def _axis(self, kwargs, name, scope, ast):
         extra = set(kwargs) - {"axis"}
@@ -1002,7 +1222,20 @@ class Builder:
         if name in REDUCTIONS:
             self._arity(name, args, kwargs, 1, ast, ("axis",))
             axis = self._axis(kwargs, name, scope, ast)
-            return self.emit(name, (self.expr(args[0], scope),), ast, {"axis": axis})
+            x = self.expr(args[0], scope)
+            shape = self.nodes[x].shape
+            if name in NO_EMPTY_REDUCTIONS and (not prod(shape) if axis is None or not shape
+                                                else -len(shape) <= axis < len(shape) and not shape[axis]):
+                self.fail(ShapeProblem, f"{name} of no elements is undefined ({format_shape(shape)}"
+                          f"{'' if axis is None else f', axis={axis}'})", ast)
+            return self.emit(name, (x,), ast, {"axis": axis})
+        if name == "take_along_axis":
+            return self._take_along_axis(ast, args, kwargs, scope)
+        if name == "scatter_add":
+            return self._scatter_add(ast, args, kwargs, scope)
+        if name in INTEGER_DATA_FUNCTIONS:
+            self.fail(ValueProblem, f"{name}(...) makes integer data; use it as the value of an integer "
+                      f"const, e.g. `const idx: ivec[3] = {name}{'(5)' if name == 'randint' else ''}`", ast)
         if name == "norm":
             self._arity(name, args, kwargs, 1, ast)
             return self.emit("norm", (self.expr(args[0], scope),), ast)
@@ -1226,6 +1459,19 @@ def _did_you_mean(name: str, known) -> str:
 
     close = get_close_matches(name, sorted(k for k in known if not k.startswith("$")), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _int_type(shape) -> str:
+    return {0: "int", 1: "ivec[{}]", 2: "imat[{}, {}]"}[len(shape)].format(*shape)
+
+
+def _adds(positions: np.ndarray) -> int:
+    """Contributions added where positions repeat: a place reached c ≥ 2 times costs c flops
+    (a sum of c values, counted as `sum` counts it); a place reached once is a copy."""
+    if positions.size == 0:
+        return 0
+    counts = np.unique(positions.reshape(-1), return_counts=True)[1]
+    return int(counts[counts >= 2].sum())
 
 
 def _index_dtype(sizes):

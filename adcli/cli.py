@@ -563,8 +563,8 @@ def _check_finite(program, result, at, dtype):
 
     def finite(array) -> bool:
         array = np.asarray(array)
-        if array.ndim == 0:
-            return bool(np.isfinite(array))
+        if array.ndim == 0 or array.size == 0:   # (an empty value holds nothing non-finite)
+            return bool(np.isfinite(array).all())
         step = max(1, (1 << 20) // max(1, array[0].size))   # about a million entries a slice
         return all(bool(np.isfinite(array[i:i + step]).all()) for i in range(0, len(array), step))
 

@@ -165,7 +165,10 @@ class Analysis:
 
 
 def block_layouts(sizes: list, chunk: int):
-    """Yield the sweeps: each a tuple of (block, offset in block, count)."""
+    """Yield the sweeps: each a tuple of (block, offset in block, count). No directions
+    at all (every output empty, in reverse mode) make no sweep."""
+    if not any(sizes):
+        return
     block, offset = 0, 0
     while block < len(sizes):
         sweep, room = [], chunk
@@ -177,7 +180,8 @@ def block_layouts(sizes: list, chunk: int):
             offset += take
             if offset >= sizes[block]:
                 block, offset = block + 1, 0
-        yield tuple(sweep)
+        if sweep:   # (trailing empty outputs leave nothing for a sweep)
+            yield tuple(sweep)
 
 
 def layout_groups(sizes: list, chunk: int) -> list:
@@ -185,6 +189,8 @@ def layout_groups(sizes: list, chunk: int) -> list:
     computed arithmetically (no loop over millions of identical sweeps)."""
     groups: dict = {}
     order = []
+    if not any(sizes):   # no directions: no sweep
+        return []
 
     def note(key, times=1):
         if key not in groups:
@@ -210,7 +216,8 @@ def layout_groups(sizes: list, chunk: int) -> list:
             offset += take
             if offset >= sizes[block]:
                 block, offset = block + 1, 0
-        note(tuple(sweep))
+        if sweep:   # (trailing empty outputs leave nothing for a sweep)
+            note(tuple(sweep))
     return [(key, groups[key]) for key in order]
 
 
@@ -490,7 +497,8 @@ class Runner:
                     for b, ct in node_cts.items():
                         k = ct.shape[0]
                         T = Linear(self.xp, k, self.derivative, self.dtype)
-                        self._accumulate(T, target, b, T.move_back(ct, move, shapes[i]))
+                        self._accumulate(T, target, b, T.move_back(ct, move, shapes[i],
+                                                                   node.attrs.get("adds", 0)))
                     continue
                 x = [residuals.get(j) for j in node.inputs]
                 out = residuals.get(node.id)

@@ -130,7 +130,7 @@ def broadcast_shapes(a: Shape, b: Shape) -> Shape | None:
         db = b[-i] if i <= len(b) else 1
         if da != db and 1 not in (da, db):
             return None
-        result.append(max(da, db) if 1 in (da, db) and da != db else da)
+        result.append(da if db == 1 else db)   # the one that is not 1 (a 0 included)
     return tuple(reversed(result))
 
 

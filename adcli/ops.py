@@ -485,7 +485,8 @@ def _prod_others(xp, r):
     ones = xp.ones(moved.shape[:-1] + (1,), dtype=x.dtype)
     left = xp.cumprod(xp.concatenate([ones, moved[..., :-1]], axis=-1), axis=-1)
     right = xp.flip(xp.cumprod(xp.concatenate([ones, xp.flip(moved, -1)[..., :-1]], axis=-1), axis=-1), -1)
-    result = xp.moveaxis(left * right, -1, axis)
+    # (an empty axis: the leading 1 would make one element where there are none)
+    result = xp.moveaxis((left * right)[..., :moved.shape[-1]], -1, axis)
     return result.reshape(r.in_shapes[0]) if flat else result
 
 
@@ -585,6 +586,36 @@ _movement("concat", _concat_shape, lambda xp, *xs: xp.concatenate(xs, axis=0), a
 _movement("stack", _stack_shape, lambda xp, *xs: xp.stack(xs, axis=0), arity=None)
 
 
+def _gather(xp, x, key=None, result_shape=None, adds=0):
+    # the key's integer arrays are host data (adcli.build): on the run's array module
+    return x[tuple(part if isinstance(part, (int, slice)) else xp.asarray(part) for part in key)]
+
+
+# x[idx] with integer arrays (NumPy's integer-array indexing), take_along_axis: a gather.
+# Its index map may repeat an input element; reverse mode then adds the `adds`
+# contributions that meet (Linear.move_back), a scatter-add, counted as flops.
+_movement("gather", _index_shape, _gather)
+
+
+# --- scatter-add ----------------------------------------------------------------------------
+# scatter_add(values, idx, n): out.flat[targets[i]] += values.flat[i] (adcli.build makes the
+# flat targets). Not a movement: places reached several times add, `adds` flops (a place
+# reached c ≥ 2 times costs c, as `sum` of c values does). Its JVP is the same scatter-add
+# of the tangent; its VJP the gather by the same targets.
+
+def _scatter_add(xp, values, index=None, targets=None, adds=0, shape=None):
+    total = xp.bincount(xp.asarray(targets), weights=values.reshape(-1), minlength=prod(shape))
+    return total.reshape(shape).astype(values.dtype, copy=False)
+
+
+register(Primitive(
+    "scatter_add", lambda s, a: tuple(a["shape"]), _scatter_add,
+    lambda s, out, a: (0, a["adds"]),
+    jvp=[lambda T, r, t: T.scatter(t, None, r.attrs["targets"], r.attrs["adds"], r.out_shape)],
+    vjp=[lambda T, r, ct: T.gather(ct, r.attrs["targets"], r.in_shapes[0])],
+    uses=[()], partials=[None], doc="1 towards each place an element is added to"))
+
+
 def primal_cost(node, in_shapes) -> tuple[int, int]:
     return REGISTRY[node.op].cost(in_shapes, node.shape, node.attrs)
 
@@ -608,7 +639,7 @@ PARTIAL_TEXT = {
     "max": ["[{x0}={out}]/ties"], "min": ["[{x0}={out}]/ties"], "prod": ["∏ other elements"],
     "norm": ["{x0}/{out}"], "logsumexp": ["softmax({x0})"], "softmax": ["diag({out})-{out}{out}ᵀ"],
     "index": ["select"], "transpose": ["transpose"], "reshape": ["reshape"],
-    "concat": ["select"], "stack": ["select"],
+    "concat": ["select"], "stack": ["select"], "gather": ["select"], "scatter_add": ["scatter"],
     "where": ["0", "[{x0}≠0]", "[{x0}=0]"],
     "clip": ["[{x1}≤{x0}≤{x2}]", "[{x0}<{x1}≤{x2}]", "[max({x0},{x1})>{x2}]"],
 }

@@ -307,6 +307,15 @@ def _make_transformer():
         def mat_type(self, meta, c):
             return self._ast("type", meta, c[0], c[1])
 
+        def int_type(self, meta, c):
+            return self._ast("itype", meta)
+
+        def ivec_type(self, meta, c):
+            return self._ast("itype", meta, c[0])
+
+        def imat_type(self, meta, c):
+            return self._ast("itype", meta, c[0], c[1])
+
         # expressions
         def number(self, meta, c):
             return self._ast("number", meta, float(c[0]))
@@ -389,7 +398,7 @@ def _make_transformer():
 
 
 _STATEMENTS = frozenset(("dim", "input", "const", "output", "assign", "unpack", "def", "repeat", "return",
-                         "type"))
+                         "type", "itype"))
 
 
 def _depth(arg) -> int:

@@ -74,7 +74,7 @@ class _Array:
 
     def pieces(self, chunk: int):
         a = np.asarray(self.array, dtype=np.float64)
-        if a.ndim == 0:
+        if a.ndim == 0 or a.size == 0:   # a number, or nested empty lists
             yield json.dumps(jsonable(a), allow_nan=False)
             return
         lead = a.shape[:-1]

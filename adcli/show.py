@@ -52,13 +52,25 @@ def literal_value(node):
     return None
 
 
+def index_array_text(a, most: int = 8) -> str:
+    """Integer data (a gather's indices) on one line: [0, 2, 2], or ivec[40] when long."""
+    if a.size > most:
+        return f"ivec[{a.shape[0]}]" if a.ndim == 1 else f"imat[{a.shape[0]}, {a.shape[1]}]"
+    return str(a.tolist()).replace(" ", "") if a.ndim > 1 else ", ".join(map(str, a.tolist())).join("[]")
+
+
 def _key_text(key, shape=()) -> str:
     parts = []
     for axis, k in enumerate(key):
         if isinstance(k, slice):
             size = shape[axis] if axis < len(shape) else None
-            stop = "" if k.stop is None or k.stop == size else k.stop
-            parts.append(f"{'' if k.start in (None, 0) else k.start}:{stop}")
+            stop = "" if k.stop is None or (k.stop == size and k.step in (None, 1)) else k.stop
+            text = f"{'' if k.start in (None, 0) or k.step not in (None, 1) else k.start}:{stop}"
+            if k.step not in (None, 1):   # a step slice: its start too, always
+                text = f"{k.start}:{stop}:{k.step}"
+            parts.append(text)
+        elif hasattr(k, "shape"):
+            parts.append(index_array_text(k))
         else:
             parts.append(str(k))
     return ", ".join(parts)
@@ -85,8 +97,11 @@ def expression(graph, node, name=None) -> str:
         return f"-{args[0]}"
     if op == "logical_not":
         return f"not {args[0]}"
-    if op == "index":
+    if op in ("index", "gather"):
         return f"{args[0]}[{_key_text(node.attrs.get('key', ()), graph.nodes[node.inputs[0]].shape)}]"
+    if op == "scatter_add":
+        rows = node.shape[0]
+        return f"scatter_add({args[0]}, {index_array_text(node.attrs['index'])}, {rows})"
     if op == "transpose":
         return f"{args[0]}.T"
     if op == "reshape":
@@ -137,10 +152,12 @@ def equation(graph, node, dtype: str = "f64") -> str:
         body = " ".join([node.op] + [graph.nodes[i].var for i in node.inputs])
         attrs = []
         for key, value in node.attrs.items():
-            if key in ("value", "name", "result_shape") or value is None:
+            if key in ("value", "name", "result_shape", "targets") or value is None:
                 continue
             if key == "key":
                 value = f"[{_key_text(value, graph.nodes[node.inputs[0]].shape)}]"
+            elif hasattr(value, "shape"):   # integer data: a scatter's targets
+                value = index_array_text(value)
             elif isinstance(value, tuple):
                 value = "(" + ",".join(str(v) for v in value) + ")"
             attrs.append(f"{key}={value}")

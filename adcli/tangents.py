@@ -362,12 +362,15 @@ class Linear:
             out[:, out_pos] = self.dense(t).reshape(self.k, -1)[:, in_pos]
         return out.reshape((self.k,) + out_shape)
 
-    def move_back(self, ct, move, in_shape):
-        """Transpose of `move` for one input: in[in_pos] = ct[out_pos], zero elsewhere."""
+    def move_back(self, ct, move, in_shape, adds: int = 0):
+        """Transpose of `move` for one input: in[in_pos] = ct[out_pos], zero elsewhere; where
+        in_pos repeats an element (a gather, `adds` > 0), its contributions add."""
         if ct is None:
             return None
         in_shape = tuple(in_shape)
         out_pos, in_pos = move
+        if adds:
+            return self.scatter(ct, out_pos, in_pos, adds, in_shape)
         self._indexes()
         if isinstance(ct, Seed):
             self._traffic(2, 2 * prod(in_shape) + len(out_pos))   # integer selections
@@ -382,6 +385,65 @@ class Linear:
         out = self.xp.zeros((self.k, prod(in_shape)), dtype=ct.dtype)
         out[:, in_pos] = ct.reshape(self.k, -1)[:, out_pos]
         return out.reshape((self.k,) + in_shape)
+
+    def scatter(self, t, src_pos, dst_pos, adds: int, shape):
+        """result.flat[dst_pos] += t.flat[src_pos] (src_pos None: every element in order),
+        zero elsewhere. `adds` (known when the file is built) counts the contributions that
+        meet a place reached more than once: k·adds flops. Without any, a Seed stays a
+        Seed (a pure scatter); with some, the sum of two directions is not a selection."""
+        if t is None:
+            return None
+        shape = tuple(shape)
+        size, count = prod(shape), len(dst_pos)
+        self._indexes()
+        xp = self.xp
+        if isinstance(t, Seed) and not adds:
+            self._traffic(2, 2 * size + count)   # integer selections
+            if xp is None:
+                return Seed(None, self.k, shape)
+            src = xp.full(size, -1, dtype=t.src.dtype)
+            flat = t.src.reshape(-1)
+            src[xp.asarray(dst_pos)] = flat if src_pos is None else flat[xp.asarray(src_pos)]
+            return Seed(src.reshape(shape), self.k, shape)
+        if not adds:
+            self._traffic(2, self.k * (size + 2 * count))   # zeros, then the elements put in place
+            if xp is None:
+                return Abstract((self.k,) + shape)
+            out = xp.zeros((self.k, size), dtype=t.dtype)
+            flat = t.reshape(self.k, -1)
+            out[:, xp.asarray(dst_pos)] = flat if src_pos is None else flat[:, xp.asarray(src_pos)]
+            return out.reshape((self.k,) + shape)
+        self._count(0, self.k * adds)
+        # the contributions in order, then one scatter-add (a bincount over k·size places)
+        self._traffic(1 if src_pos is None else 2, self.k * (3 * count + size))
+        self._materialized(t, result=self.k * size)
+        if xp is None:
+            return Abstract((self.k,) + shape)
+        flat = self.dense(t).reshape(self.k, -1)
+        if src_pos is not None:
+            flat = flat[:, xp.asarray(src_pos)]
+        places = (xp.arange(self.k).reshape(-1, 1) * size + xp.asarray(dst_pos).reshape(1, -1)).reshape(-1)
+        total = xp.bincount(places, weights=flat.reshape(-1), minlength=self.k * size)
+        return total.reshape((self.k,) + shape).astype(flat.dtype, copy=False)
+
+    def gather(self, t, positions, shape):
+        """result.flat[i] = t.flat[positions[i]]: a movement (Seeds stay Seeds, a direction
+        may be selected by several elements)."""
+        if t is None:
+            return None
+        shape = tuple(shape)
+        size = prod(shape)
+        self._indexes()
+        xp = self.xp
+        if isinstance(t, Seed):
+            self._traffic(2, 3 * size)   # integer selections, not values
+            if xp is None:
+                return Seed(None, self.k, shape)
+            return Seed(t.src.reshape(-1)[xp.asarray(positions)].reshape(shape), self.k, shape)
+        self._traffic(1, 2 * self.k * size)
+        if xp is None:
+            return Abstract((self.k,) + shape)
+        return t.reshape(self.k, -1)[:, xp.asarray(positions)].reshape((self.k,) + shape)
 
     # -- products with a residual ------------------------------------------------------
     def _product(self, t, result_node_shape, contraction: int, compute, residual_size: int):

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import UsageProblem
 from .interpret import Cost
 from .ops import REGISTRY, Residuals
-from .show import cache_plan, expression, fmt_number, partial_text
+from .show import cache_plan, expression, fmt_number, index_array_text, partial_text
 
 # Ops whose derivative is linear in the tangent with no local partial of its own.
 LINEAR_REDUCTIONS = ("sum", "mean")
@@ -350,7 +350,7 @@ def tangent_text(graph, node, active: list) -> str:
             terms.append(f"{d}·{other}" if i == 0 else f"{other}·{d}")
         elif op == "matmul":
             terms.append(f"{d} @ {other}" if i == 0 else f"{other} @ {d}")
-        elif op in LINEAR_REDUCTIONS:
+        elif op in LINEAR_REDUCTIONS or op == "scatter_add":
             terms.append(expression(graph, node, lambda j: d))
         else:
             p = partial_text(graph, node, i)
@@ -378,6 +378,8 @@ def adjoint_term(graph, consumer, i) -> str:
     if prim is not None and prim.movement:
         if op == "index":
             return f"scatter({b}, [{expression(graph, consumer).split('[', 1)[1]})"
+        if op == "gather":   # repeated indices add
+            return f"scatter_add({b}, [{expression(graph, consumer).split('[', 1)[1]})"
         if op == "transpose":
             return f"{b}ᵀ"
         if op == "reshape":
@@ -391,6 +393,8 @@ def adjoint_term(graph, consumer, i) -> str:
     if op == "matmul":
         a, c = (graph.nodes[j].var for j in consumer.inputs)
         return f"{b}·{c}ᵀ" if i == 0 else f"{a}ᵀ·{b}"
+    if op == "scatter_add":   # the transpose of a scatter-add: the gather by its targets
+        return f"{b}[{index_array_text(consumer.attrs['targets'])}]"
     if op == "sum":
         term = b
     else:

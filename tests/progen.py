@@ -217,8 +217,9 @@ class Def:
 class GenProgram:
     """A generated program: source text plus everything the oracle needs."""
 
-    def __init__(self, dims=(), consts=(), inputs=(), defs=(), stmts=()):
+    def __init__(self, dims=(), consts=(), inputs=(), defs=(), stmts=(), int_consts=()):
         self.dims = list(dims)            # [(name, value)]
+        self.int_consts = list(int_consts)   # [(name, integer array)]: indices of gathers
         self.consts = list(consts)
         self.inputs = list(inputs)
         self.defs = list(defs)
@@ -323,7 +324,7 @@ def fmt_array(a):
 
 
 ATOMIC = {"var", "fn", "call", "reduce", "norm", "transpose", "reshape", "concat", "stack", "list",
-          "defcall", "index", "T"}
+          "defcall", "index", "T", "take", "scatter"}
 
 
 def wrap(e):
@@ -371,6 +372,8 @@ def render(e) -> str:
         for sub in p["subs"]:
             if sub[0] == "at":
                 subs.append(sub[1].text)
+            elif sub[0] == "arr":   # integer data: a const's name or a list
+                subs.append(sub[2])
             else:
                 lo, hi = sub[1], sub[2]
                 text = f"{'' if lo is None else lo.text}:{'' if hi is None else hi.text}"
@@ -379,7 +382,15 @@ def render(e) -> str:
         return f"{wrap(k[0])}[{', '.join(subs)}]"
     if op == "defcall":
         return f"{p['name']}({', '.join(render(x) for x in k)})"
+    if op == "take":
+        return f"take_along_axis({render(k[0])}, {p['text']}, axis={p['axis']})"
+    if op == "scatter":
+        return f"scatter_add({render(k[0])}, {p['text']}, {p['n_text']})"
     raise ValueError(op)
+
+
+def int_list_text(a) -> str:
+    return str(np.asarray(a).tolist())
 
 
 def type_text(shape, dims):
@@ -422,6 +433,9 @@ def render_statements(stmts, indent):
 
 def render_program(prog: GenProgram) -> str:
     lines = [f"dim {name} = {value}" for name, value in prog.dims]
+    for name, a in prog.int_consts:
+        kind = f"ivec[{a.shape[0]}]" if a.ndim == 1 else f"imat[{a.shape[0]}, {a.shape[1]}]"
+        lines.append(f"const {name}: {kind} = {int_list_text(a)}")
     for kind, decls in (("const", prog.consts), ("input", prog.inputs)):
         for d in decls:
             typed = f": {d.type_text}" if d.type_text else ""
@@ -547,22 +561,42 @@ def index_key(subs, shape, values) -> tuple:
             if not -n <= at < n:
                 raise IndexError(f"oracle: index {at} out of range for length {n}")
             key.append(at % n)
+        elif sub[0] == "arr":   # integer-array indexing, negative indices from the end
+            a = np.asarray(sub[1])
+            if a.size and not (-n <= a.min() and a.max() < n):
+                raise IndexError(f"oracle: indices {a.tolist()} out of range for length {n}")
+            key.append(a % n)
         elif len(sub) > 3 and sub[3] is not None:   # lo:hi:step, Python's meaning
             step = int_value(sub[3], values)
             lo = None if sub[1] is None else int_value(sub[1], values)
             hi = None if sub[2] is None else int_value(sub[2], values)
-            picked = list(range(n))[slice(lo, hi, step)]
-            if not picked:
-                raise IndexError(f"oracle: slice {lo}:{hi}:{step} is empty for length {n}")
-            key.append(np.array(picked))
+            key.append(np.array(list(range(n))[slice(lo, hi, step)], dtype=int))
         else:
             lo = 0 if sub[1] is None else int_value(sub[1], values)
             hi = n if sub[2] is None else int_value(sub[2], values)
             lo, hi = lo % n if lo < 0 else lo, hi + n if hi < 0 else hi
-            if not 0 <= lo < hi <= n:
+            if not 0 <= lo <= hi <= n:   # lo:lo is empty, a value of no elements
                 raise IndexError(f"oracle: slice {lo}:{hi} out of range for length {n}")
             key.append(slice(lo, hi))
     return tuple(key)
+
+
+def along_key(a, shape, axis) -> tuple:
+    """numpy.take_along_axis(x, a, axis) as an integer-array key into x."""
+    if len(shape) == 1:
+        return (a % shape[0],)
+    other = np.arange(shape[1 - axis]).reshape((-1, 1) if axis == 1 else (1, -1))
+    return (other, a % shape[1]) if axis == 1 else (a % shape[0], other)
+
+
+def scatter(values, a, n, K=None):
+    """zeros of n rows with values[k] added to row a[k] (numpy.add.at); with K, for a
+    tangent with K directions on a leading axis."""
+    lead = () if K is None else (K,)
+    rest = np.shape(values)[len(lead) + a.ndim:]
+    out = np.zeros(lead + (n,) + tuple(rest))
+    np.add.at(out, ((slice(None),) if K is not None else ()) + (a,), values)
+    return out
 
 def ev(e, scope, ctx):
     with np.errstate(all="ignore"):
@@ -734,7 +768,27 @@ def _ev(e, scope, ctx):
             ctx.feature("slice-step")
         if any(isinstance(n, Idx) for sub in p["subs"] for n in sub[1:]):
             ctx.feature("repeat-index-slice" if "slice" in kinds else "repeat-index")
-        return x[index_key(p["subs"], x.shape, scope.values)]
+        arrays = [sub[1] for sub in p["subs"] if sub[0] == "arr"]
+        if arrays:
+            ctx.feature("gather-index" if x.ndim == 1 and arrays[0].ndim == 1 else
+                        "gather-index-mat" if x.ndim == 1 else
+                        "gather-paired" if len(arrays) == 2 else "gather-rows-cols")
+            if any(len(np.unique(a % n)) < a.size for a, n in zip(arrays, x.shape)) and len(arrays) == 1:
+                ctx.feature("gather-index-repeated")
+        out = x[index_key(p["subs"], x.shape, scope.values)]
+        if 0 in out.shape:
+            ctx.feature("empty-slice" if x.ndim == 1 else "empty-slice-mat")
+        return out
+    if op == "take":
+        x = ev(k[0], scope, ctx)
+        ctx.feature("take_along_axis" if x.ndim == 1 else f"take_along_axis:{p['axis']}")
+        return x[along_key(p["arr"], x.shape, p["axis"])]
+    if op == "scatter":
+        x = ev(k[0], scope, ctx)
+        ctx.feature("scatter_add" if p["arr"].ndim == x.ndim else "scatter_add:rows")
+        if len(np.unique(p["arr"])) < p["arr"].size:
+            ctx.feature("scatter_add-repeated")
+        return scatter(x, p["arr"] % p["n"], p["n"])
     if op == "defcall":
         f = ctx.defs[p["name"]]
         calls = ctx.trace.def_calls[f.name] = ctx.trace.def_calls.get(f.name, 0) + 1
@@ -1027,6 +1081,14 @@ def dual(e, scope, ctx, K):
         x, t = dual(k[0], scope, ctx, K)
         key = index_key(p["subs"], x.shape, scope.values)
         return x[key], None if t is None else t[(slice(None),) + key]
+    if op == "take":   # a gather: the tangent is gathered the same way
+        x, t = dual(k[0], scope, ctx, K)
+        key = along_key(p["arr"], x.shape, p["axis"])
+        return x[key], None if t is None else t[(slice(None),) + key]
+    if op == "scatter":   # linear: the tangent is scattered (added) the same way
+        x, t = dual(k[0], scope, ctx, K)
+        a = p["arr"] % p["n"]
+        return scatter(x, a, p["n"]), None if t is None else scatter(t, a, p["n"], K)
     if op == "defcall":
         f = ctx.defs[p["name"]]
         pairs = [dual(x, scope, ctx, K) for x in k]
@@ -1104,6 +1166,7 @@ class Generator:
         self.consts = []
         self.inputs = []
         self.defs = []
+        self.int_consts = []      # [(name, integer array)]
         self.counter = {}
         self.rebound = set()      # input names an assignment has rebound
 
@@ -1139,6 +1202,107 @@ class Generator:
         else:
             hi_i = self.int_text(hi, n) if hi < n else self.int_text(hi)
         return ("slice", lo_i, hi_i)
+
+    def indices(self, n, shape):
+        """Integer data for a gather or scatter over an axis of length n: often with a
+        repeated index (their derivatives add), sometimes negative (from the end)."""
+        c = self.c
+        a = np.array([c.integer(0, n - 1) for _ in range(prod(shape))], dtype=int)
+        if a.size >= 2 and c.chance(0.6):
+            a[c.integer(0, a.size - 1)] = a[c.integer(0, a.size - 1)]
+        if c.chance(0.2):
+            a[c.integer(0, a.size - 1)] -= n
+        return a.reshape(shape)
+
+    def index_text(self, a):
+        """Integer data written as a list, or declared as an integer const and named."""
+        if self.c.chance(0.5):
+            return int_list_text(a)
+        name = self.fresh("ix")
+        self.int_consts.append((name, a))
+        return name
+
+    def gather_vec(self, env, k):
+        """vec[k] by integer data: x[idx], A[i, j], take_along_axis, scatter_add, or an
+        empty slice joined to something."""
+        c = self.c
+        kind = c.choice(["index", "paired", "take", "scatter", "scatter-mat", "empty"])
+        if kind in ("index", "take"):
+            t = self.leaf(env, (1,))
+            if t is not None:
+                a = self.indices(t.shape[0], (k,))
+                if kind == "take":
+                    return E("take", (t.e,), arr=a, text=self.index_text(a), axis=0)
+                return E("index", (t.e,), subs=(("arr", a, self.index_text(a)),))
+        if kind == "paired":
+            t = self.leaf(env, (2,))
+            if t is not None:
+                i, j = self.indices(t.shape[0], (k,)), self.indices(t.shape[1], (k,))
+                return E("index", (t.e,), subs=(("arr", i, self.index_text(i)), ("arr", j, self.index_text(j))))
+        if kind == "scatter":
+            v = self.shaped(env, (c.integer(1, 4),), 0)
+            a = self.indices(k, v.shape)
+            return E("scatter", (v.e,), arr=a, text=self.index_text(a), n=k, n_text=self.int_text(k).text)
+        if kind == "scatter-mat":
+            m = self.leaf(env, (2,))
+            if m is not None:
+                a = self.indices(k, m.shape)
+                return E("scatter", (m.e,), arr=a, text=self.index_text(a), n=k, n_text=str(k))
+        if kind == "empty":
+            t = self.leaf(env, (1,))
+            if t is not None:
+                lo = c.integer(0, t.shape[0])
+                nothing = E("index", (t.e,), subs=(self.slice_sub(lo, lo, t.shape[0]),))
+                u = self.shaped(env, (k,), 0)
+                if c.chance(0.5):
+                    return E("concat", (nothing, u.e) if c.chance(0.5) else (u.e, nothing))
+                return bin_("+", u.e, reduce_("sum", nothing))    # a sum of nothing: 0
+        return None
+
+    def gather_mat(self, env, shape):
+        """mat[r, k] by integer data: rows A[idx, :], columns A[:, idx], x[imat],
+        take_along_axis, scatter_add of rows, or an empty slice joined to something."""
+        c = self.c
+        r, k = shape
+        kind = c.weighted([("rows", 2), ("cols", 2), ("vec", 2), ("take", 4), ("scatter", 2), ("empty", 1)])
+        mats = self.pool(env, (2,))
+        if kind == "rows":
+            fits = [t for t in mats if t.shape[1] == k]
+            if fits:
+                t = c.choice(fits)
+                a = self.indices(t.shape[0], (r,))
+                subs = (("arr", a, self.index_text(a)),)
+                return E("index", (t.e,), subs=subs if c.chance(0.5) else subs + (("slice", None, None),))
+        if kind == "cols":
+            fits = [t for t in mats if t.shape[0] == r]
+            if fits:
+                t = c.choice(fits)
+                a = self.indices(t.shape[1], (k,))
+                return E("index", (t.e,), subs=(("slice", None, None), ("arr", a, self.index_text(a))))
+        if kind == "vec":
+            t = self.leaf(env, (1,))
+            if t is not None:
+                a = self.indices(t.shape[0], shape)
+                return E("index", (t.e,), subs=(("arr", a, self.index_text(a)),))
+        if kind == "take":
+            axis = c.choice([0, 1])
+            fits = [t for t in mats if t.shape[1 - axis] == shape[1 - axis]]
+            t = c.choice(fits) if fits and c.chance(0.7) else self.shaped(
+                env, (c.integer(1, 4), k) if axis == 0 else (r, c.integer(1, 4)), 0)
+            a = self.indices(t.shape[axis], shape)
+            return E("take", (t.e,), arr=a, text=self.index_text(a), axis=axis)
+        if kind == "scatter":
+            v = self.shaped(env, (c.integer(1, 4), k), 0)
+            a = self.indices(r, (v.shape[0],))
+            return E("scatter", (v.e,), arr=a, text=self.index_text(a), n=r, n_text=self.int_text(r).text)
+        if kind == "empty" and mats:
+            t = c.choice(mats)
+            if t.shape[1] == k:
+                lo = c.integer(0, t.shape[0])
+                nothing = E("index", (t.e,), subs=(self.slice_sub(lo, lo, t.shape[0]), ("slice", None, None)))
+                u = self.shaped(env, shape, 0)
+                return E("concat", (nothing, u.e) if c.chance(0.5) else (u.e, nothing))
+        return None
 
     def number(self, lo=-1.5, hi=1.5):
         if self.c.chance(0.1):      # ties and zeros: kinks at the point (relu(0), max ties)
@@ -1357,10 +1521,12 @@ class Generator:
         c = self.c
         vecs = self.pool(env, (1,))
         kind = c.weighted([("name", 3), ("gather", 4), ("concat", 2), ("slice", 2), ("row", 2),
-                           ("reshape", 1), ("const", 2), ("expr", 2 if depth > 0 else 0)])
+                           ("reshape", 1), ("const", 2), ("expr", 2 if depth > 0 else 0), ("by-index", 3)])
         same = [t for t in vecs if t.shape == (k,)]
         if kind == "name" and same:
             return self.pick(env, same).e
+        if kind == "by-index":
+            return self.gather_vec(env, k)
         if kind == "gather":
             # k scalars from one or two sources: repeated elements are likely ([x, x], [v[0], v[0], v[2]])
             sources = [self.element(env) for _ in range(c.integer(1, 2))]
@@ -1426,10 +1592,13 @@ class Generator:
         r, k = shape
         mats = self.pool(env, (2,))
         kind = c.weighted([("name", 3), ("transpose", 2), ("stack", 3), ("concat", 2), ("reshape", 2),
-                           ("outer", 2), ("slice", 2), ("const", 2), ("expr", 2 if depth > 0 else 0)])
+                           ("outer", 2), ("slice", 2), ("const", 2), ("expr", 2 if depth > 0 else 0),
+                           ("by-index", 4)])
         same = [t for t in mats if t.shape == shape]
         if kind == "name" and same:
             return self.pick(env, same).e
+        if kind == "by-index":
+            return self.gather_mat(env, shape)
         if kind == "transpose":
             flipped = [t for t in mats if t.shape == (k, r)]
             if flipped:
@@ -1989,7 +2158,7 @@ class Generator:
             stmts.append(("assign", name, t.e))
             env.assign(name, t.e, t.v)
         self.outputs(env, stmts)
-        return GenProgram(self.dims, self.consts, self.inputs, self.defs, stmts)
+        return GenProgram(self.dims, self.consts, self.inputs, self.defs, stmts, self.int_consts)
 
     def outputs(self, env, stmts):
         c = self.c

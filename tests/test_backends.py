@@ -32,7 +32,8 @@ BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(CUPY_PROBLEM 
                                                                  reason=NO_CUPY_REASON))]
 
 # Every op of the registry, with ties for maximum/minimum and max/min, and
-# index, concat, stack, reshape, transpose, outer (a reshape and a mul) and dot.
+# index, concat, stack, reshape, transpose, outer (a reshape and a mul) and dot; gathers
+# with repeated indices, scatter_add, and empty slices.
 ALL_OPS = """
 dim n = 4
 input x: vec[n] = [0.3, -0.7, 1.1, 0.5]
@@ -57,6 +58,10 @@ output h = where(c, x * s, sin(x)) + clip(x, -0.5, s) * m + sign(x) * x + heavis
 a = arcsin(0.9 * tanh(x)) + arccos(0.5 * x) + arctan(x) + sinh(x) + cosh(x) + arcsinh(x)
 b = arccosh(1.1 + x^2) + arctanh(0.9 * tanh(x)) + expm1(x) + log2(2 + x) + log10(2 + x) + softplus(x)
 output k = a * b + arctan2(x, s + x^2) + hypot(x, s) + pi * e
+const idx: ivec[5] = [3, 0, 3, 1, 3]
+const rows: imat[3, 1] = [[2], [0], [2]]
+G = x[idx] * take_along_axis(A, rows, axis=1)[[0, 2, 1, 1, 0], 0] + A[[2, 2], :][1, [0, 3, 3, 1, 0]]
+output l = scatter_add(G * x[idx], idx, n) + scatter_add(A, [1, 0, 1], 2)[1, :] + x[2:2] @ A[0, 1:1]
 """
 
 PROGRAMS = [pytest.param(path, id=path.stem) for path in SAMPLES] + [pytest.param("all-ops", id="all-ops")]

@@ -407,6 +407,10 @@ REQUIRED_FEATURES = {
     "def-expr", "def-block", "defcall-again", "defcall-same-args", "repeat", "repeat-nested",
     "repeat-in-def", "repeat-dim-count", "repeat-index", "repeat-index-slice", "repeat-index-value",
     "slice-step", "tuple-return",
+    # integer data: gathers (repeated indices add), take_along_axis, scatter_add, empty slices
+    "gather-index", "gather-index-repeated", "gather-index-mat", "gather-paired", "gather-rows-cols",
+    "take_along_axis", "take_along_axis:0", "take_along_axis:1", "scatter_add", "scatter_add-repeated",
+    "scatter_add:rows", "empty-slice", "empty-slice-mat",
     "repeat-index-nested", "rebind", "rebind-input", "dim-as-value", "several-outputs", "output-alias",
     "output-input", "output-bare", "pow:int", "pow:signed", "pow:real", "pow:var", "pow:base",
     "softmax", "norm", "maximum", "minimum", "neg",

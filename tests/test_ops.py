@@ -163,6 +163,17 @@ CASES = [
     Case("stack", SCALAR_VEC + "output y = [s, b[0], s]"),
     Case("stack", VEC_VEC + "output y = stack(a, b)"),
     Case("stack", "input x: vec[3]\noutput y = [x[2], x[0]]"),
+    # gathers by integer data: repeated indices add in reverse mode
+    Case("gather", "const i: ivec[5] = [2, 0, 2, -1, 2]\ninput x: vec[4]\noutput y = x[i] * x[i]"),
+    Case("gather", "input A: mat[3, 2]\noutput y = A[[2, 0, 2], :] * A[:, [1, 1]]"),
+    Case("gather", "const F: imat[2, 3] = [[0, 1, 2], [2, 3, 0]]\ninput x: vec[4]\noutput y = sin(x[F])"),
+    Case("gather", "const L: imat[3, 1] = [[1], [0], [1]]\ninput A: mat[3, 2]\n"
+                   "output y = take_along_axis(A, L, axis=1) * A[[0, 1, 2], [1, 1, 0]]"),
+    Case("gather", "const L: imat[1, 2] = [[2, 2]]\ninput A: mat[3, 2]\noutput y = take_along_axis(A, L, axis=0)"),
+    Case("scatter_add", "const i: ivec[4] = [1, 0, 1, 1]\ninput v: vec[4]\noutput y = scatter_add(v * v, i, 3)"),
+    Case("scatter_add", "const i: ivec[3] = [2, 0, 1]\ninput V: mat[3, 2]\noutput y = scatter_add(V, i, 3)"),
+    Case("scatter_add", "const F: imat[2, 2] = [[0, 1], [1, 1]]\ninput V: mat[2, 2]\n"
+                        "output y = scatter_add(exp(V), F, 2) + scatter_add(V, [1, 0], 2)[:, 0]"),
     # conditions: masks, sign and heaviside have a zero derivative (away from their jumps);
     # where and clip pass the derivative on to the side they select
     Case("less", VEC_VEC + "output y = a < b", ok=apart("a", "b")),

@@ -16,9 +16,11 @@ import os
 # measures and at most twice it (tests/test_memory_prediction.py).
 TEMPORARY_FACTOR = 1.5        # intermediates inside NumPy expressions beyond those counted
 SEED_INDEX_BYTES = 0          # a Seed's index arrays are constants of the compiled plans
-PER_NODE_BYTES = 0            # the plans keep values in local variables, no environment
+# Not an environment (the plans keep values in local variables) but small arrays' headers:
+# a program of many scalar nodes (samples/robot_arm.ad) has a header per live tangent
+PER_NODE_BYTES = 6
 ARRAY_HEADER_BYTES = 150      # NumPy's array object (and its plan slot), per array reverse mode keeps
-BASE_BYTES = 4500             # the run's own dictionaries and objects
+BASE_BYTES = 4000             # the run's own dictionaries and objects
 INDEXING_SCRATCH_BYTES = 4750   # NumPy's fancy indexing allocates this much, whatever the size
 # Writing a result as JSON (docs/counting.md, "Predicted memory"): per number written,
 # a Python float in a list (32 B) and its text (up to 25 characters) held about twice;

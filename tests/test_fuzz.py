@@ -5,6 +5,7 @@ answer with exit 0, 1 or 2 (never 3, never an uncaught exception), stdout
 empty or exactly one JSON object, and on failure one JSON error object on
 stderr."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,9 @@ PIECES = list("()[]{}\n\n=+-*/@^.,:#0123456789 \t\\xyhnkTWb_") + [
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("fuzz")
+    path = tmp_path_factory.mktemp("fuzz")
+    shutil.copytree(ROOT / "samples" / "data", path / "data")   # what the samples load()
+    return path
 
 
 def check(result):

@@ -86,3 +86,20 @@ def get_backend(name: str = "numpy") -> Backend:
                           f"machine with an NVIDIA GPU (found: {problem})")
         return CupyBackend()
     raise UsageProblem(f"unknown backend '{name}'; choose numpy, cupy or auto")
+
+
+def special_functions(xp):
+    """The special functions (erf, gammaln, digamma, zeta, ...) for the array module `xp`:
+    ``scipy.special`` for NumPy, ``cupyx.scipy.special`` for CuPy, and for a staging module
+    (adcli.staging) its own, which records the calls. Imported on first use, never at start:
+    most programs need none, and SciPy takes longer to import than all of adcli."""
+    own = getattr(xp, "special", None)   # a StagingXP: numpy and cupy have no such attribute
+    if own is not None:
+        return own
+    if getattr(xp, "__name__", "") == "cupy":
+        import cupyx.scipy.special
+
+        return cupyx.scipy.special
+    import scipy.special
+
+    return scipy.special

@@ -34,15 +34,16 @@ MAX_INTEGER = 2**53     # dims, sizes, counts, indices: beyond this they are sur
 UNARY_FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh",
                    "sigmoid", "relu", "abs", "square", "sign", "heaviside",
                    "arcsin", "arccos", "arctan", "sinh", "cosh", "arcsinh", "arccosh", "arctanh",
-                   "expm1", "log2", "log10", "softplus")
+                   "expm1", "log2", "log10", "softplus", "erf", "erfc", "gammaln", "digamma")
 BINARY_FUNCTIONS = ("maximum", "minimum", "arctan2", "hypot")
 # Named constants: usable in any expression and in constant data, unless the file gives
 # the name its own meaning (an input, const, value or parameter named `e` hides e).
 CONSTANTS = {"pi": math.pi, "e": math.e}
 TERNARY_FUNCTIONS = ("where", "clip")
-REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
+REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax", "log_softmax")
 DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace")
-OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose")
+OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose", "multigammaln")
+MAX_MULTIGAMMALN_D = 10_000   # multigammaln(a, d) sums d gammaln terms: each is work per element
 BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS + OTHER_FUNCTIONS)
 BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
 COMPARE_OPS = {symbol: name for symbol, (name, _) in COMPARISONS.items()}   # "<": "less", ...
@@ -804,6 +805,14 @@ class Builder:
             self._arity(name, args, kwargs, 1, ast, ("axis",))
             axis = self._axis(kwargs, name, scope, ast)
             return self.emit(name, (self.expr(args[0], scope),), ast, {"axis": axis})
+        if name == "multigammaln":
+            self._arity(name, args, kwargs, 2, ast)
+            a = self.expr(args[0], scope)
+            d = self.integer(args[1], scope, "multigammaln's d", positive=True)
+            if d > MAX_MULTIGAMMALN_D:
+                self.fail(ValueProblem, f"multigammaln's d must be at most {MAX_MULTIGAMMALN_D:,}, got {d:,}",
+                          args[1])
+            return self.emit("multigammaln", (a,), ast, {"d": d})
         if name == "norm":
             self._arity(name, args, kwargs, 1, ast)
             return self.emit("norm", (self.expr(args[0], scope),), ast)

@@ -57,6 +57,8 @@ output h = where(c, x * s, sin(x)) + clip(x, -0.5, s) * m + sign(x) * x + heavis
 a = arcsin(0.9 * tanh(x)) + arccos(0.5 * x) + arctan(x) + sinh(x) + cosh(x) + arcsinh(x)
 b = arccosh(1.1 + x^2) + arctanh(0.9 * tanh(x)) + expm1(x) + log2(2 + x) + log10(2 + x) + softplus(x)
 output k = a * b + arctan2(x, s + x^2) + hypot(x, s) + pi * e
+g2 = erf(x) + erfc(s * x) + gammaln(1.5 + x) + digamma(2 + x) + multigammaln(3 + x, 3)
+output l = g2 + log_softmax(x) + log_softmax(M, axis=0)[1, 0:n]
 """
 
 PROGRAMS = [pytest.param(path, id=path.stem) for path in SAMPLES] + [pytest.param("all-ops", id="all-ops")]

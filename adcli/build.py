@@ -41,6 +41,7 @@ BINARY_FUNCTIONS = ("maximum", "minimum", "arctan2", "hypot")
 CONSTANTS = {"pi": math.pi, "e": math.e}
 TERNARY_FUNCTIONS = ("where", "clip")
 REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax", "log_softmax")
+NORMALIZATIONS = ("softmax", "log_softmax")   # take an axis, keep the shape: no keepdims
 DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace")
 OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose", "multigammaln")
 MAX_MULTIGAMMALN_D = 10_000   # multigammaln(a, d) sums d gammaln terms: each is work per element
@@ -772,13 +773,25 @@ class Builder:
         # the same elements with explicit bounds (a stop of -1 would mean the last element)
         return slice(picked.start, picked.stop if picked.stop >= 0 else None, step)
 
-    def _axis(self, kwargs, name, scope, ast):
-        extra = set(kwargs) - {"axis"}
-        if extra:
-            self.fail(ValueProblem, f"{name} has no argument '{sorted(extra)[0]}'", ast)
+    def _axis(self, kwargs, scope):
         if "axis" not in kwargs:
             return None
         return self.integer(kwargs["axis"], scope, "an axis")
+
+    def _reduction_attrs(self, name, kwargs, scope, ast) -> dict:
+        """axis= and keepdims= of a reduction (softmax and log_softmax take no keepdims:
+        they keep the shape of their argument anyway)."""
+        if "keepdims" in kwargs and name in NORMALIZATIONS:
+            self.fail(ValueProblem, f"{name} has no argument 'keepdims': its value has the shape of its "
+                      "argument already", kwargs["keepdims"])
+        attrs = {} if name == "norm" else {"axis": self._axis(kwargs, scope)}
+        if "keepdims" in kwargs:
+            flag = kwargs["keepdims"]
+            if flag.kind != "name" or flag.args[0] not in ("true", "false"):
+                self.fail(ValueProblem, f"keepdims takes true or false, got '{flag.text}'", flag)
+            if flag.args[0] == "true":   # absent means false: nodes without it stay as they were
+                attrs["keepdims"] = True
+        return attrs
 
     def _arity(self, name, args, kwargs, count, ast, keywords=()):
         if len(args) != count:
@@ -802,9 +815,9 @@ class Builder:
             self._arity(name, args, kwargs, 3, ast)
             return self.emit(name, tuple(self.expr(a, scope) for a in args), ast)
         if name in REDUCTIONS:
-            self._arity(name, args, kwargs, 1, ast, ("axis",))
-            axis = self._axis(kwargs, name, scope, ast)
-            return self.emit(name, (self.expr(args[0], scope),), ast, {"axis": axis})
+            self._arity(name, args, kwargs, 1, ast, ("axis", "keepdims"))
+            attrs = self._reduction_attrs(name, kwargs, scope, ast)
+            return self.emit(name, (self.expr(args[0], scope),), ast, attrs)
         if name == "multigammaln":
             self._arity(name, args, kwargs, 2, ast)
             a = self.expr(args[0], scope)
@@ -814,8 +827,9 @@ class Builder:
                           args[1])
             return self.emit("multigammaln", (a,), ast, {"d": d})
         if name == "norm":
-            self._arity(name, args, kwargs, 1, ast)
-            return self.emit("norm", (self.expr(args[0], scope),), ast)
+            self._arity(name, args, kwargs, 1, ast, ("keepdims",))
+            attrs = self._reduction_attrs(name, kwargs, scope, ast)
+            return self.emit("norm", (self.expr(args[0], scope),), ast, attrs)
         if name == "dot":
             self._arity(name, args, kwargs, 2, ast)
             a, b = (self.expr(x, scope) for x in args)

@@ -463,6 +463,17 @@ register(Primitive(
 
 # --- reductions -----------------------------------------------------------------------
 
+# Reductions take an axis (None: every element) and keepdims (attrs["keepdims"] is True, or
+# absent): with it the reduced axes stay, of length 1, as NumPy's keepdims=True keeps them.
+# The work is the same either way; the rules reduce as usual and reshape the result to the
+# node's shape (free: a reshape moves nothing), and the transposes broadcast a kept or a
+# dropped axis back alike (Linear.expand).
+
+def kept_shape(shape, axis) -> tuple:
+    """The shape of a reduction over `axis` (None: all) with its reduced axes kept as 1."""
+    return tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape))
+
+
 def _reduce_shape(in_shapes, attrs):
     axis = attrs.get("axis")
     shape = in_shapes[0]
@@ -470,6 +481,8 @@ def _reduce_shape(in_shapes, attrs):
         raise ShapeError(f"axis={axis} is out of range for {format_shape(shape)}")
     if axis is not None and axis < 0:
         attrs["axis"] = axis + len(shape)
+    if attrs.get("keepdims"):
+        return kept_shape(shape, attrs.get("axis"))
     return reduced_shape(shape, attrs.get("axis"))
 
 
@@ -478,20 +491,33 @@ def _reduction(name, fn, cost, jvp, vjp, uses, partials=(None,)):
                               uses=[uses], partials=list(partials)))
 
 
+def _numpy_reduction(name):
+    """xp.<name> over the node's axis, keeping the reduced axes when the node says so."""
+    def evaluate(xp, x, axis=None, keepdims=False):
+        if keepdims:
+            return getattr(xp, name)(x, axis=axis, keepdims=True)
+        return getattr(xp, name)(x, axis=axis)
+    return evaluate
+
+
+def _summed(T, r, t):
+    """Σ of a tangent over the node's axis, in the node's shape (kept axes included)."""
+    return T.reshape(T.sum(t, r.attrs.get("axis")), r.out_shape)
+
+
 def _sum_cost(in_shapes, out, attrs):
     return 0, prod(in_shapes[0])
 
 
 def _weighted_sum_jvp(T, r, t):
-    return T.sum(T.scale(r.p, t), r.attrs.get("axis"))
+    return _summed(T, r, T.scale(r.p, t))
 
 
 def _weighted_sum_vjp(T, r, ct):
     return T.scale(r.p, T.expand(ct, r.in_shapes[0], r.attrs.get("axis")))
 
 
-_reduction("sum", lambda xp, x, axis=None: xp.sum(x, axis=axis), _sum_cost,
-           lambda T, r, t: T.sum(t, r.attrs.get("axis")),
+_reduction("sum", _numpy_reduction("sum"), _sum_cost, _summed,
            lambda T, r, ct: T.expand(ct, r.in_shapes[0], r.attrs.get("axis")), ())
 
 
@@ -500,18 +526,17 @@ def _count(r):
     return n_in // max(n_out, 1)
 
 
-_reduction("mean", lambda xp, x, axis=None: xp.mean(x, axis=axis),
+_reduction("mean", _numpy_reduction("mean"),
            lambda s, out, a: (prod(out), prod(s[0]) + prod(out)),
-           lambda T, r, t: T.scale(1.0 / _count(r), T.sum(t, r.attrs.get("axis"))),
+           lambda T, r, t: T.scale(1.0 / _count(r), _summed(T, r, t)),
            lambda T, r, ct: T.expand(T.scale(1.0 / _count(r), ct), r.in_shapes[0], r.attrs.get("axis")),
            ())
 
 
 def _keep(xp, value, r):
     """A reduced value reshaped to broadcast against the input."""
-    axis = r.attrs.get("axis")
-    shape = tuple(1 if axis is None or i == axis else d for i, d in enumerate(r.in_shapes[0]))
-    return value.reshape(shape)
+    shape = kept_shape(r.in_shapes[0], r.attrs.get("axis"))
+    return value if tuple(value.shape) == shape else value.reshape(shape)   # keepdims: already
 
 
 def _extreme_share(xp, r):
@@ -521,8 +546,7 @@ def _extreme_share(xp, r):
 
 
 for _name in ("max", "min"):
-    _reduction(_name, (lambda xp, x, axis=None, _n=_name: getattr(xp, _n)(x, axis=axis)),
-               _sum_cost, _weighted_sum_jvp, _weighted_sum_vjp, ("p",),
+    _reduction(_name, _numpy_reduction(_name), _sum_cost, _weighted_sum_jvp, _weighted_sum_vjp, ("p",),
                [Partial(_extreme_share, 1, 3, like="x0")])
 
 
@@ -542,31 +566,37 @@ def _prod_others(xp, r):
     return result.reshape(r.in_shapes[0]) if flat else result
 
 
-_reduction("prod", lambda xp, x, axis=None: xp.prod(x, axis=axis),
+_reduction("prod", _numpy_reduction("prod"),
            lambda s, out, a: (prod(s[0]), prod(s[0])),
            _weighted_sum_jvp, _weighted_sum_vjp, ("p",),
            [Partial(_prod_others, 3, 3, like="x0")])
 
 
 def _norm_shape(in_shapes, attrs):
-    return ()
+    return kept_shape(in_shapes[0], None) if attrs.get("keepdims") else ()
+
+
+def _norm(xp, x, keepdims=False):
+    return xp.sqrt(xp.sum(x * x, keepdims=True) if keepdims else xp.sum(x * x))
 
 
 register(Primitive(
-    "norm", _norm_shape, lambda xp, x: xp.sqrt(xp.sum(x * x)),
+    "norm", _norm_shape, _norm,
     lambda s, out, a: (prod(s[0]), 2 * prod(s[0]) + 1),
-    jvp=[lambda T, r, t: T.sum(T.scale(r.p, t))],
+    jvp=[lambda T, r, t: T.reshape(T.sum(T.scale(r.p, t)), r.out_shape)],
     vjp=[lambda T, r, ct: T.scale(r.p, T.expand(ct, r.in_shapes[0]))],
     uses=[("p",)],
     # x / ‖x‖, and 0 at x = 0 (a subgradient) rather than nan
     partials=[Partial(lambda xp, r: r.x0 / xp.where(r.out == 0, 1, r.out), 1, 1, like="x0")]))
 
 
-def _logsumexp(xp, x, axis=None):
+def _logsumexp(xp, x, axis=None, keepdims=False):
     top = xp.max(x, axis=axis, keepdims=True)
     top = xp.where(xp.isfinite(top), top, 0)
     total = xp.sum(xp.exp(x - top), axis=axis, keepdims=True)
     out = xp.log(total) + top
+    if keepdims:
+        return out
     return out.reshape(()) if axis is None else xp.squeeze(out, axis=axis)
 
 

@@ -96,6 +96,8 @@ def expression(graph, node, name=None) -> str:
         extra.append(str(node.attrs["d"]))
     if node.attrs.get("axis") is not None:
         extra.append(f"axis={node.attrs['axis']}")
+    if node.attrs.get("keepdims"):
+        extra.append("keepdims=true")
     return f"{op}({', '.join(args + extra)})"
 
 

@@ -191,8 +191,8 @@ def call(name, *args):
     return E("call", args, name=name)
 
 
-def reduce_(name, x, axis=None):
-    return E("reduce", (x,), name=name, axis=axis)
+def reduce_(name, x, axis=None, keepdims=False):
+    return E("reduce", (x,), name=name, axis=axis, keepdims=keepdims)
 
 
 class Decl:
@@ -354,9 +354,10 @@ def render(e) -> str:
         return f"not {wrap(k[0])}"
     if op == "reduce":
         axis = "" if p["axis"] is None else f", axis={p['axis']}"
-        return f"{p['name']}({render(k[0])}{axis})"
+        keep = ", keepdims=true" if p.get("keepdims") else ""
+        return f"{p['name']}({render(k[0])}{axis}{keep})"
     if op == "norm":
-        return f"norm({render(k[0])})"
+        return f"norm({render(k[0])}{', keepdims=true' if p.get('keepdims') else ''})"
     if op == "multigammaln":
         return f"multigammaln({render(k[0])}, {p['d'].text})"
     if op == "T":
@@ -535,8 +536,20 @@ DOMAIN = {"arcsin": (-0.9, 0.9), "arccos": (-0.9, 0.9), "arctanh": (-0.9, 0.9), 
           "expm1": (-np.inf, 4)}
 
 
+def _keepdims(ctx, e, x, out):
+    """A reduction's value as written: with keepdims=true, its reduced axes kept as 1."""
+    if not e.p.get("keepdims"):
+        return out
+    ctx.feature("keepdims:all" if e.p.get("axis") is None else "keepdims:axis")
+    return np.reshape(out, _keep_shape(x.shape, _norm_axis(e.p.get("axis"), x.ndim)))
+
+
+def _keep_shape(shape, axis):
+    return tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape))
+
+
 def _keep(value, shape, axis):
-    return np.reshape(value, tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape)))
+    return np.reshape(value, _keep_shape(shape, axis))
 
 
 def _reduce(name, x, axis):
@@ -717,7 +730,7 @@ def _ev(e, scope, ctx):
             if axis is not None and axis < 0:
                 axis += x.ndim
             ctx.kink(x == _keep(out, x.shape, axis))
-        return out
+        return _keepdims(ctx, e, x, out)
     if op == "multigammaln":
         ctx.feature("multigammaln" if p["d"].text.isdigit() else "multigammaln:dim")
         a = ev(k[0], scope, ctx)
@@ -734,7 +747,7 @@ def _ev(e, scope, ctx):
         if 0 < out < 0.2:
             ctx.problem("norm near 0")
         ctx.kink(out > 0)
-        return out
+        return _keepdims(ctx, e, x, out)
     if op in ("T", "transpose"):
         x = ev(k[0], scope, ctx)
         ctx.feature("transpose" if x.ndim == 2 else "transpose-vec")
@@ -1002,6 +1015,13 @@ def dual(e, scope, ctx, K):
         if name == "hypot":         # d hypot(x, y) = (x dx + y dy) / hypot
             out = np.sqrt(a * a + b * b)
             return out, _plus(_scale(a / out, ta, np.shape(out)), _scale(b / out, tb, np.shape(out)))
+    if op in ("reduce", "norm") and p.get("keepdims"):   # the reduced axes kept, of length 1
+        x, tx = dual(k[0], scope, ctx, K)
+        inner = Scope({**scope.values, "__kept": x})
+        inner.tangents = {"__kept": tx} if tx is not None else {}
+        out, t = dual(E(op, (var("__kept"),), **{**p, "keepdims": False}), inner, ctx, K)
+        shape = _keep_shape(np.shape(x), _norm_axis(p.get("axis"), np.ndim(x)))
+        return np.reshape(out, shape), None if t is None else t.reshape((K,) + shape)
     if op == "reduce":
         x, t = dual(k[0], scope, ctx, K)
         name, axis = p["name"], _norm_axis(p["axis"], np.ndim(x))
@@ -1578,6 +1598,11 @@ class Generator:
             axis = None
             if t.v.ndim >= 1 and c.chance(0.5):
                 axis = c.choice([0, -1] if t.v.ndim == 1 else [0, 1, -1, -2])
+            if t.v.ndim >= 1 and c.chance(0.25):      # keepdims=true, often broadcast back: x - max(x, ...)
+                kept = reduce_(name, t.e, axis, keepdims=True)
+                if c.chance(0.6):
+                    return bin_(c.choice(["-", "*", "+"]), t.e, kept)
+                return kept
             return reduce_(name, t.e, axis)
         if kind == "softmax":
             t = self.operand(env, depth, (1, 2))
@@ -1586,7 +1611,11 @@ class Generator:
             axis = c.choice([None, 0, -1] if t.v.ndim == 1 else [None, 0, 1, -1])
             return reduce_(c.choice(["softmax", "log_softmax"]), t.e, axis)
         if kind == "norm":
-            return E("norm", (self.operand(env, depth).e,))
+            t = self.operand(env, depth)
+            if t.v.ndim >= 1 and c.chance(0.3):        # norm(x, keepdims=true), often x / norm(...)
+                kept = E("norm", (t.e,), keepdims=True)
+                return bin_("/", t.e, kept) if c.chance(0.5) else kept
+            return E("norm", (t.e,))
         if kind == "movement":
             return self.movement(env, depth)
         if kind == "defcall":

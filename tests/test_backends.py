@@ -32,7 +32,8 @@ BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(CUPY_PROBLEM 
                                                                  reason=NO_CUPY_REASON))]
 
 # Every op of the registry, with ties for maximum/minimum and max/min, and
-# index, concat, stack, reshape, transpose, outer (a reshape and a mul) and dot.
+# index, concat, stack, reshape, transpose, outer (a reshape and a mul) and dot, and
+# reductions with keepdims=true.
 ALL_OPS = """
 dim n = 4
 input x: vec[n] = [0.3, -0.7, 1.1, 0.5]
@@ -59,6 +60,7 @@ b = arccosh(1.1 + x^2) + arctanh(0.9 * tanh(x)) + expm1(x) + log2(2 + x) + log10
 output k = a * b + arctan2(x, s + x^2) + hypot(x, s) + pi * e
 g2 = erf(x) + erfc(s * x) + gammaln(1.5 + x) + digamma(2 + x) + multigammaln(3 + x, 3)
 output l = g2 + log_softmax(x) + log_softmax(M, axis=0)[1, 0:n]
+output o = sum(M - logsumexp(M, axis=1, keepdims=true), axis=0) * mean(x / norm(x, keepdims=true), keepdims=true)
 """
 
 PROGRAMS = [pytest.param(path, id=path.stem) for path in SAMPLES] + [pytest.param("all-ops", id="all-ops")]

@@ -201,6 +201,16 @@ for _op in ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax", "log_so
     for _axis in ("", ", axis=0", ", axis=1", ", axis=-1"):
         CASES.append(Case(_op, f"input x: mat[2, 3]\noutput y = {_op}(x{_axis})", ok=_ok))
 
+# keepdims: the reduced axes kept as 1, and the result broadcast back against the input
+for _op in ("sum", "mean", "max", "min", "prod", "logsumexp"):
+    _ok = distinct("x") if _op in ("max", "min") else None
+    for _axis in ("", ", axis=0", ", axis=1"):
+        CASES.append(Case(_op, f"input x: mat[2, 3]\noutput y = {_op}(x{_axis}, keepdims=true)", ok=_ok))
+    CASES.append(Case(_op, f"input x: mat[2, 3]\noutput y = x * {_op}(x, axis=-1, keepdims=true)", ok=_ok))
+    CASES.append(Case(_op, f"input x: vec[4]\noutput y = x - {_op}(x, keepdims=true)", ok=_ok))
+CASES.append(Case("norm", "input x: mat[2, 3]\noutput y = x / norm(x, keepdims=true)",
+                  ok=lambda at: np.linalg.norm(at["x"]) > 0.2))
+
 LEAVES = {"input", "const"}   # not primitives with rules, if ever registered
 
 

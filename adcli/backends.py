@@ -93,9 +93,10 @@ def special_functions(xp):
     ``scipy.special`` for NumPy, ``cupyx.scipy.special`` for CuPy, and for a staging module
     (adcli.staging) its own, which records the calls. Imported on first use, never at start:
     most programs need none, and SciPy takes longer to import than all of adcli."""
-    own = getattr(xp, "special", None)   # a StagingXP: numpy and cupy have no such attribute
-    if own is not None:
-        return own
+    from .staging import StagingXP
+
+    if isinstance(xp, StagingXP):
+        return xp.special
     if getattr(xp, "__name__", "") == "cupy":
         import cupyx.scipy.special
 

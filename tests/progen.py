@@ -28,6 +28,10 @@ leaves the safe region is rewritten or dropped. The safe region:
   exp(tanh(a)), (1 + a*a) ^ e, arcsin(0.9 * tanh(a)), arccosh(1.1 + a*a),
   arctan2(a, 1 + b*b), ...
 
+Reductions and norm sometimes keep their reduced axes (keepdims=true), often broadcast back
+against their argument (``x - max(x, axis=1, keepdims=true)``, ``x / norm(x, keepdims=true)``);
+both oracles reduce as usual and reshape the value and the tangent to the kept shape.
+
 The constants pi and e appear as scalar literals and in constant data
 (``0.25 * pi * (2 * rand(seed=S) - 1)``, ``e - 2 * rand(seed=S)``).
 

@@ -86,3 +86,21 @@ def get_backend(name: str = "numpy") -> Backend:
                           f"machine with an NVIDIA GPU (found: {problem})")
         return CupyBackend()
     raise UsageProblem(f"unknown backend '{name}'; choose numpy, cupy or auto")
+
+
+def special_functions(xp):
+    """The special functions (erf, gammaln, digamma, zeta, ...) for the array module `xp`:
+    ``scipy.special`` for NumPy, ``cupyx.scipy.special`` for CuPy, and for a staging module
+    (adcli.staging) its own, which records the calls. Imported on first use, never at start:
+    most programs need none, and SciPy takes longer to import than all of adcli."""
+    from .staging import StagingXP
+
+    if isinstance(xp, StagingXP):
+        return xp.special
+    if getattr(xp, "__name__", "") == "cupy":
+        import cupyx.scipy.special
+
+        return cupyx.scipy.special
+    import scipy.special
+
+    return scipy.special

@@ -35,24 +35,26 @@ MAX_INTEGER = 2**53     # dims, sizes, counts, indices: beyond this they are sur
 UNARY_FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh",
                    "sigmoid", "relu", "abs", "square", "sign", "heaviside",
                    "arcsin", "arccos", "arctan", "sinh", "cosh", "arcsinh", "arccosh", "arctanh",
-                   "expm1", "log2", "log10", "softplus")
+                   "expm1", "log2", "log10", "softplus", "erf", "erfc", "gammaln", "digamma")
 BINARY_FUNCTIONS = ("maximum", "minimum", "arctan2", "hypot")
 # Named constants: usable in any expression and in constant data, unless the file gives
 # the name its own meaning (an input, const, value or parameter named `e` hides e).
 CONSTANTS = {"pi": math.pi, "e": math.e}
 TERNARY_FUNCTIONS = ("where", "clip")
-REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
+REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax", "log_softmax")
+NORMALIZATIONS = ("softmax", "log_softmax")   # take an axis, keep the shape: no keepdims
 DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace", "load")
 # A value's sizes, whole numbers known when the file is built. Not reserved (not in BUILTINS):
 # files name values `rows` and `cols`, and a call is told from a name by its parentheses.
 SIZE_FUNCTIONS = ("rows", "cols")
-OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose")
+OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose", "multigammaln")
+MAX_MULTIGAMMALN_D = 10_000   # multigammaln(a, d) sums d gammaln terms: each is work per element
 GATHER_FUNCTIONS = ("take_along_axis", "scatter_add")
 INTEGER_DATA_FUNCTIONS = ("arange", "randint")   # the values of integer consts only
 BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS
                + OTHER_FUNCTIONS + GATHER_FUNCTIONS + INTEGER_DATA_FUNCTIONS)
 # reductions with no value over no elements (NumPy raises, or gives nan for mean)
-NO_EMPTY_REDUCTIONS = ("mean", "max", "min", "logsumexp", "softmax")
+NO_EMPTY_REDUCTIONS = ("mean", "max", "min", "logsumexp", "softmax", "log_softmax")
 BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
 COMPARE_OPS = {symbol: name for symbol, (name, _) in COMPARISONS.items()}   # "<": "less", ...
 
@@ -1185,13 +1187,25 @@ class Builder:
                  "adds": _adds(targets), "shape": out_shape}
         return self.emit("scatter_add", (node,), ast, attrs)
 
-    def _axis(self, kwargs, name, scope, ast):
-        extra = set(kwargs) - {"axis"}
-        if extra:
-            self.fail(ValueProblem, f"{name} has no argument '{sorted(extra)[0]}'", ast)
+    def _axis(self, kwargs, scope):
         if "axis" not in kwargs:
             return None
         return self.integer(kwargs["axis"], scope, "an axis")
+
+    def _reduction_attrs(self, name, kwargs, scope, ast) -> dict:
+        """axis= and keepdims= of a reduction (softmax and log_softmax take no keepdims:
+        they keep the shape of their argument anyway)."""
+        if "keepdims" in kwargs and name in NORMALIZATIONS:
+            self.fail(ValueProblem, f"{name} has no argument 'keepdims': its value has the shape of its "
+                      "argument already", kwargs["keepdims"])
+        attrs = {} if name == "norm" else {"axis": self._axis(kwargs, scope)}
+        if "keepdims" in kwargs:
+            flag = kwargs["keepdims"]
+            if flag.kind != "name" or flag.args[0] not in ("true", "false"):
+                self.fail(ValueProblem, f"keepdims takes true or false, got '{flag.text}'", flag)
+            if flag.args[0] == "true":   # absent means false: nodes without it stay as they were
+                attrs["keepdims"] = True
+        return attrs
 
     def _arity(self, name, args, kwargs, count, ast, keywords=()):
         if len(args) != count:
@@ -1220,15 +1234,15 @@ class Builder:
             self._arity(name, args, kwargs, 3, ast)
             return self.emit(name, tuple(self.expr(a, scope) for a in args), ast)
         if name in REDUCTIONS:
-            self._arity(name, args, kwargs, 1, ast, ("axis",))
-            axis = self._axis(kwargs, name, scope, ast)
+            self._arity(name, args, kwargs, 1, ast, ("axis", "keepdims"))
+            attrs = self._reduction_attrs(name, kwargs, scope, ast)
             x = self.expr(args[0], scope)
-            shape = self.nodes[x].shape
+            shape, axis = self.nodes[x].shape, attrs["axis"]
             if name in NO_EMPTY_REDUCTIONS and (not prod(shape) if axis is None or not shape
                                                 else -len(shape) <= axis < len(shape) and not shape[axis]):
                 self.fail(ShapeProblem, f"{name} of no elements is undefined ({format_shape(shape)}"
                           f"{'' if axis is None else f', axis={axis}'})", ast)
-            return self.emit(name, (x,), ast, {"axis": axis})
+            return self.emit(name, (x,), ast, attrs)
         if name == "take_along_axis":
             return self._take_along_axis(ast, args, kwargs, scope)
         if name == "scatter_add":
@@ -1236,9 +1250,18 @@ class Builder:
         if name in INTEGER_DATA_FUNCTIONS:
             self.fail(ValueProblem, f"{name}(...) makes integer data; use it as the value of an integer "
                       f"const, e.g. `const idx: ivec[3] = {name}{'(5)' if name == 'randint' else ''}`", ast)
+        if name == "multigammaln":
+            self._arity(name, args, kwargs, 2, ast)
+            a = self.expr(args[0], scope)
+            d = self.integer(args[1], scope, "multigammaln's d", positive=True)
+            if d > MAX_MULTIGAMMALN_D:
+                self.fail(ValueProblem, f"multigammaln's d must be at most {MAX_MULTIGAMMALN_D:,}, got {d:,}",
+                          args[1])
+            return self.emit("multigammaln", (a,), ast, {"d": d})
         if name == "norm":
-            self._arity(name, args, kwargs, 1, ast)
-            return self.emit("norm", (self.expr(args[0], scope),), ast)
+            self._arity(name, args, kwargs, 1, ast, ("keepdims",))
+            attrs = self._reduction_attrs(name, kwargs, scope, ast)
+            return self.emit("norm", (self.expr(args[0], scope),), ast, attrs)
         if name == "dot":
             self._arity(name, args, kwargs, 2, ast)
             a, b = (self.expr(x, scope) for x in args)

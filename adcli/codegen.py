@@ -7,7 +7,8 @@ primal program, ``v7_dot`` its tangent (the directions on the leading axis),
 a constant made while compiling (an index array, a seed). ``derivative_program``
 compiles one run with every direction in one sweep; ``show_text`` prints it;
 ``module_source`` writes it as a standalone Python module, Tapenade-style, that
-imports NumPy (or CuPy) and nothing from adcli.
+imports NumPy (or CuPy), SciPy's special functions (cupyx's on CuPy) when the program
+has any, and nothing from adcli.
 """
 from __future__ import annotations
 
@@ -175,10 +176,14 @@ def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", 
     dtype = dp.dtype
     plans = dp.compiled.plans
     module = "cupy" if backend == "cupy" else "numpy"
+    special = sorted({fn for plan in plans for fn in plan.special_functions})
+    # the backend's special functions (erf, gammaln, ...), imported only when used
+    special_module = ("cupyx.scipy.special" if module == "cupy" else "scipy.special") if special else None
+    needs = module if special_module is None else f"{module} and {special_module}"
     header = [f'"""{filename}: {dp.kind} of {", ".join(dp.outputs)} w.r.t. {", ".join(dp.wrt)}, '
               f'by {dp.mode} mode ({dtype}, {module}).',
               "",
-              f"Written by `adcli codegen` {version}from {filename}; it needs {module} and nothing from adcli.",
+              f"Written by `adcli codegen` {version}from {filename}; it needs {needs} and nothing from adcli.",
               LEGEND.replace("# ", "").replace("#", ""),
               '"""',
               "import base64",
@@ -187,12 +192,14 @@ def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", 
               "",
               "import numpy",
               "" if module == "numpy" else "import cupy",
+              "" if special_module is None else f"import {special_module}",
               f"xp = {module}",
               f"DTYPE = '{dtype}'",
               PRELUDE]
     lines = []
     functions = sorted({fn for plan in plans for fn in plan.functions})
     lines.extend(f"xp_{fn} = xp.{fn}" for fn in functions)
+    lines.extend(f"sp_{fn} = {special_module}.{fn}" for fn in special)
     lines.append("")
     # the file's inputs (defaults) and consts, in the order the plans take them
     input_names = list(graph.inputs)

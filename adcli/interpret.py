@@ -262,8 +262,9 @@ class Runner:
             return None
         shape = node.shape if spec.like == "out" else self.graph.nodes[node.inputs[0]].shape
         n = prod(shape)
-        self.derivative.add(spec.mults * n, spec.flops * n)
-        kernels = max(1, spec.flops)   # about one array operation per flop per element
+        mults, flops = spec.per_element(node.attrs)
+        self.derivative.add(mults * n, flops * n)
+        kernels = max(1, flops)   # about one array operation per flop per element
         self.derivative.traffic(kernels, 2 * n * kernels)
         self.live.temporary(n * min(kernels, 2))   # the result, and an intermediate beside it
         if self.xp is None:

@@ -22,6 +22,7 @@ import math
 from math import prod
 from typing import Callable
 
+from .backends import special_functions
 from .ir import broadcast_shapes, format_shape
 from .tangents import matmul_shape, reduced_shape
 
@@ -42,6 +43,12 @@ class Partial:
     # output, which the next op usually needs anyway, and recomputes the partial in the
     # backward sweep, as hand-written backprop does, instead of caching a second array.
     from_out: bool = False
+    # (attrs) -> (mults, flops) per element, for a partial whose work depends on the node's
+    # attributes (multigammaln's d); mults and flops are used otherwise
+    cost_of: Callable | None = None
+
+    def per_element(self, attrs) -> tuple[int, int]:
+        return self.cost_of(attrs) if self.cost_of is not None else (self.mults, self.flops)
 
 
 @dataclass
@@ -188,6 +195,52 @@ unary("log10", lambda xp, x: xp.log10(x), lambda xp, r: (1 / math.log(10)) / r.x
 unary("softplus", lambda xp, x: xp.logaddexp(0, x), lambda xp, r: -xp.expm1(-r.out), 0, 3,
       doc="σ(x) = -expm1(-out)", from_out=True)
 # sigmoid evaluates as one intrinsic per element, like exp.
+
+# Special functions NumPy has not: the backend's special-function module gives them (SciPy's
+# on NumPy, cupyx.scipy.special on CuPy; adcli.backends.special_functions), each one
+# intrinsic per element, like exp.
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+unary("erf", lambda xp, x: special_functions(xp).erf(x),
+      lambda xp, r: _TWO_OVER_SQRT_PI * xp.exp(-(r.x0 * r.x0)), 2, 4, doc="2/√π · exp(-x²)")
+unary("erfc", lambda xp, x: special_functions(xp).erfc(x),
+      lambda xp, r: -_TWO_OVER_SQRT_PI * xp.exp(-(r.x0 * r.x0)), 2, 4, doc="-2/√π · exp(-x²)")
+# gammaln(x) = log |Γ(x)| (for x < 0 too), whose derivative is digamma(x) = Γ'(x)/Γ(x)
+# wherever Γ has no pole; digamma's is the trigamma function polygamma(1, x), which is the
+# Hurwitz zeta function ζ(2, x): one intrinsic (SciPy's polygamma computes it so, with more work).
+unary("gammaln", lambda xp, x: special_functions(xp).gammaln(x),
+      lambda xp, r: special_functions(xp).digamma(r.x0), 0, 1, doc="digamma x")
+unary("digamma", lambda xp, x: special_functions(xp).digamma(x),
+      lambda xp, r: special_functions(xp).zeta(2, r.x0), 0, 1, doc="polygamma(1, x) = ζ(2, x)")
+
+
+# multigammaln(a, d) = log Γ_d(a) = d(d-1)/4 · log π + Σ_{j<d} gammaln(a - j/2), the log of the
+# multivariate gamma function (SciPy's multigammaln; d a positive integer known when the file
+# is built). Its derivative is Σ_{j<d} digamma(a - j/2). Outside a > (d - 1)/2 the same sum
+# is taken (log |Γ_d(a)|, +inf at the poles), as JAX does; SciPy's refuses such an a.
+def _shifted_sum(fn, a, d):
+    total = fn(a)
+    for j in range(1, d):
+        total = total + fn(a - 0.5 * j)
+    return total
+
+
+def _multigammaln(xp, a, d=1):
+    total = _shifted_sum(special_functions(xp).gammaln, a, d)
+    return total + d * (d - 1) / 4 * math.log(math.pi) if d > 1 else total
+
+
+def _multigammaln_flops(d: int) -> int:
+    """d gammaln, d - 1 shifts a - j/2, d - 1 sums, and the constant when d > 1."""
+    return 3 * d - 2 + (d > 1)
+
+
+register(Primitive(
+    "multigammaln", _same_shape, _multigammaln,
+    lambda s, out, attrs: (0, _multigammaln_flops(attrs["d"]) * prod(out)),
+    jvp=[lambda T, r, t: T.scale(r.p, t)], vjp=[lambda T, r, ct: T.scale(r.p, ct)], uses=[("p",)],
+    partials=[Partial(lambda xp, r: _shifted_sum(special_functions(xp).digamma, r.x0, r.attrs["d"]), 0, 1,
+                      cost_of=lambda attrs: (0, 3 * attrs["d"] - 2))],
+    doc="Σ_{j<d} digamma(a - j/2)"))
 
 
 # --- elementwise binary (NumPy broadcasting) ---------------------------------------
@@ -410,6 +463,17 @@ register(Primitive(
 
 # --- reductions -----------------------------------------------------------------------
 
+# Reductions take an axis (None: every element) and keepdims (attrs["keepdims"] is True, or
+# absent): with it the reduced axes stay, of length 1, as NumPy's keepdims=True keeps them.
+# The work is the same either way; the rules reduce as usual and reshape the result to the
+# node's shape (free: a reshape moves nothing), and the transposes broadcast a kept or a
+# dropped axis back alike (Linear.expand).
+
+def kept_shape(shape, axis) -> tuple:
+    """The shape of a reduction over `axis` (None: all) with its reduced axes kept as 1."""
+    return tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape))
+
+
 def _reduce_shape(in_shapes, attrs):
     axis = attrs.get("axis")
     shape = in_shapes[0]
@@ -417,6 +481,8 @@ def _reduce_shape(in_shapes, attrs):
         raise ShapeError(f"axis={axis} is out of range for {format_shape(shape)}")
     if axis is not None and axis < 0:
         attrs["axis"] = axis + len(shape)
+    if attrs.get("keepdims"):
+        return kept_shape(shape, attrs.get("axis"))
     return reduced_shape(shape, attrs.get("axis"))
 
 
@@ -425,20 +491,33 @@ def _reduction(name, fn, cost, jvp, vjp, uses, partials=(None,)):
                               uses=[uses], partials=list(partials)))
 
 
+def _numpy_reduction(name):
+    """xp.<name> over the node's axis, keeping the reduced axes when the node says so."""
+    def evaluate(xp, x, axis=None, keepdims=False):
+        if keepdims:
+            return getattr(xp, name)(x, axis=axis, keepdims=True)
+        return getattr(xp, name)(x, axis=axis)
+    return evaluate
+
+
+def _summed(T, r, t):
+    """Σ of a tangent over the node's axis, in the node's shape (kept axes included)."""
+    return T.reshape(T.sum(t, r.attrs.get("axis")), r.out_shape)
+
+
 def _sum_cost(in_shapes, out, attrs):
     return 0, prod(in_shapes[0])
 
 
 def _weighted_sum_jvp(T, r, t):
-    return T.sum(T.scale(r.p, t), r.attrs.get("axis"))
+    return _summed(T, r, T.scale(r.p, t))
 
 
 def _weighted_sum_vjp(T, r, ct):
     return T.scale(r.p, T.expand(ct, r.in_shapes[0], r.attrs.get("axis")))
 
 
-_reduction("sum", lambda xp, x, axis=None: xp.sum(x, axis=axis), _sum_cost,
-           lambda T, r, t: T.sum(t, r.attrs.get("axis")),
+_reduction("sum", _numpy_reduction("sum"), _sum_cost, _summed,
            lambda T, r, ct: T.expand(ct, r.in_shapes[0], r.attrs.get("axis")), ())
 
 
@@ -447,18 +526,17 @@ def _count(r):
     return n_in // max(n_out, 1)
 
 
-_reduction("mean", lambda xp, x, axis=None: xp.mean(x, axis=axis),
+_reduction("mean", _numpy_reduction("mean"),
            lambda s, out, a: (prod(out), prod(s[0]) + prod(out)),
-           lambda T, r, t: T.scale(1.0 / _count(r), T.sum(t, r.attrs.get("axis"))),
+           lambda T, r, t: T.scale(1.0 / _count(r), _summed(T, r, t)),
            lambda T, r, ct: T.expand(T.scale(1.0 / _count(r), ct), r.in_shapes[0], r.attrs.get("axis")),
            ())
 
 
 def _keep(xp, value, r):
     """A reduced value reshaped to broadcast against the input."""
-    axis = r.attrs.get("axis")
-    shape = tuple(1 if axis is None or i == axis else d for i, d in enumerate(r.in_shapes[0]))
-    return value.reshape(shape)
+    shape = kept_shape(r.in_shapes[0], r.attrs.get("axis"))
+    return value if tuple(value.shape) == shape else value.reshape(shape)   # keepdims: already
 
 
 def _extreme_share(xp, r):
@@ -468,8 +546,7 @@ def _extreme_share(xp, r):
 
 
 for _name in ("max", "min"):
-    _reduction(_name, (lambda xp, x, axis=None, _n=_name: getattr(xp, _n)(x, axis=axis)),
-               _sum_cost, _weighted_sum_jvp, _weighted_sum_vjp, ("p",),
+    _reduction(_name, _numpy_reduction(_name), _sum_cost, _weighted_sum_jvp, _weighted_sum_vjp, ("p",),
                [Partial(_extreme_share, 1, 3, like="x0")])
 
 
@@ -490,31 +567,37 @@ def _prod_others(xp, r):
     return result.reshape(r.in_shapes[0]) if flat else result
 
 
-_reduction("prod", lambda xp, x, axis=None: xp.prod(x, axis=axis),
+_reduction("prod", _numpy_reduction("prod"),
            lambda s, out, a: (prod(s[0]), prod(s[0])),
            _weighted_sum_jvp, _weighted_sum_vjp, ("p",),
            [Partial(_prod_others, 3, 3, like="x0")])
 
 
 def _norm_shape(in_shapes, attrs):
-    return ()
+    return kept_shape(in_shapes[0], None) if attrs.get("keepdims") else ()
+
+
+def _norm(xp, x, keepdims=False):
+    return xp.sqrt(xp.sum(x * x, keepdims=True) if keepdims else xp.sum(x * x))
 
 
 register(Primitive(
-    "norm", _norm_shape, lambda xp, x: xp.sqrt(xp.sum(x * x)),
+    "norm", _norm_shape, _norm,
     lambda s, out, a: (prod(s[0]), 2 * prod(s[0]) + 1),
-    jvp=[lambda T, r, t: T.sum(T.scale(r.p, t))],
+    jvp=[lambda T, r, t: T.reshape(T.sum(T.scale(r.p, t)), r.out_shape)],
     vjp=[lambda T, r, ct: T.scale(r.p, T.expand(ct, r.in_shapes[0]))],
     uses=[("p",)],
     # x / ‖x‖, and 0 at x = 0 (a subgradient) rather than nan
     partials=[Partial(lambda xp, r: r.x0 / xp.where(r.out == 0, 1, r.out), 1, 1, like="x0")]))
 
 
-def _logsumexp(xp, x, axis=None):
+def _logsumexp(xp, x, axis=None, keepdims=False):
     top = xp.max(x, axis=axis, keepdims=True)
     top = xp.where(xp.isfinite(top), top, 0)
     total = xp.sum(xp.exp(x - top), axis=axis, keepdims=True)
     out = xp.log(total) + top
+    if keepdims:
+        return out
     return out.reshape(()) if axis is None else xp.squeeze(out, axis=axis)
 
 
@@ -541,6 +624,34 @@ register(Primitive(
     "softmax", lambda s, a: (_reduce_shape(s, a), s[0])[1], _softmax,
     lambda s, out, a: (prod(s[0]), 5 * prod(s[0])),
     jvp=[_softmax_linear], vjp=[_softmax_linear], uses=[("out",)], partials=[None]))
+
+
+def _log_softmax(xp, x, axis=None):
+    """x - logsumexp(x) along the axis, stable: the largest element is shifted to 0 first."""
+    top = xp.max(x, axis=axis, keepdims=True)
+    top = xp.where(xp.isfinite(top), top, 0)
+    shifted = x - top
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+# J = I - 1·sᵀ along the axis, s = softmax(x) = exp(out) (the partial, made from the output):
+# the JVP subtracts Σ s·t from every element, the VJP subtracts s·Σ ct.
+def _log_softmax_jvp(T, r, t):
+    axis = r.attrs.get("axis")
+    return T.sub(t, T.expand(T.sum(T.scale(r.p, t), axis), r.in_shapes[0], axis))
+
+
+def _log_softmax_vjp(T, r, ct):
+    axis = r.attrs.get("axis")
+    return T.sub(ct, T.scale(r.p, T.expand(T.sum(ct, axis), r.in_shapes[0], axis)))
+
+
+register(Primitive(
+    "log_softmax", lambda s, a: (_reduce_shape(s, a), s[0])[1], _log_softmax,
+    lambda s, out, a: (0, 5 * prod(s[0]) + prod(reduced_shape(s[0], a.get("axis")))),
+    jvp=[_log_softmax_jvp], vjp=[_log_softmax_vjp], uses=[("p",)],
+    partials=[Partial(lambda xp, r: xp.exp(r.out), 0, 1, from_out=True)],
+    doc="I - 1·softmax(x)ᵀ along the axis"))
 
 
 # --- data movement ------------------------------------------------------------------------
@@ -632,12 +743,15 @@ PARTIAL_TEXT = {
     "sinh": ["cosh({x0})"], "cosh": ["sinh({x0})"], "arcsinh": ["1/√({x0}²+1)"],
     "arccosh": ["1/√({x0}²-1)"], "arctanh": ["1/(1-{x0}²)"], "expm1": ["{out}+1"],
     "log2": ["1/({x0}·ln 2)"], "log10": ["1/({x0}·ln 10)"], "softplus": ["1-exp(-{out})"],
+    "erf": ["2/√π·exp(-{x0}²)"], "erfc": ["-2/√π·exp(-{x0}²)"], "gammaln": ["digamma({x0})"],
+    "digamma": ["polygamma(1, {x0})"], "multigammaln": ["Σⱼ digamma({x0}-j/2)"],
     "arctan2": ["{x1}/({x0}²+{x1}²)", "-{x0}/({x0}²+{x1}²)"], "hypot": ["{x0}/{out}", "{x1}/{out}"],
     "maximum": ["[{x0}>{x1}] (½ on ties)", "[{x1}>{x0}] (½ on ties)"],
     "minimum": ["[{x0}<{x1}] (½ on ties)", "[{x1}<{x0}] (½ on ties)"],
     "matmul": ["{x1}ᵀ", "{x0}ᵀ"], "sum": ["1"], "mean": ["1/count"],
     "max": ["[{x0}={out}]/ties"], "min": ["[{x0}={out}]/ties"], "prod": ["∏ other elements"],
     "norm": ["{x0}/{out}"], "logsumexp": ["softmax({x0})"], "softmax": ["diag({out})-{out}{out}ᵀ"],
+    "log_softmax": ["I-1·exp({out})ᵀ"],
     "index": ["select"], "transpose": ["transpose"], "reshape": ["reshape"],
     "concat": ["select"], "stack": ["select"], "gather": ["select"], "scatter_add": ["scatter"],
     "where": ["0", "[{x0}≠0]", "[{x0}=0]"],

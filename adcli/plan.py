@@ -127,14 +127,16 @@ def key_expr(key, name=_plain) -> str:
 
 
 def statement(eqn, name=_plain) -> str:
-    """One equation as a line of Python (xp functions are bound as xp_<name>)."""
+    """One equation as a line of Python (xp functions are bound as xp_<name>, the
+    backend's special functions as sp_<name>)."""
     args, fn = eqn.args, eqn.name
     e = lambda a: expr(a, name)   # noqa: E731
     kwargs = "".join(f", {k}={e(v)}" for k, v in eqn.kwargs.items())
     out = name(eqn.out) if eqn.out is not None else None
-    if eqn.kind == "call":
+    if eqn.kind in ("call", "special"):
         call = ", ".join(e(a) for a in args) + kwargs
-        return f"{out} = xp_{fn}({call.lstrip(', ')})"
+        prefix = "xp" if eqn.kind == "call" else "sp"
+        return f"{out} = {prefix}_{fn}({call.lstrip(', ')})"
     if eqn.kind == "binary":
         return f"{out} = {e(args[0])} {BINARY[fn][1]} {e(args[1])}"
     if eqn.kind == "unary":
@@ -159,7 +161,7 @@ _FACTORIES: dict = {}
 MAX_FACTORIES = 1024
 
 RESERVED = set(keyword.kwlist) | {"xp", "inputs", "consts", "make", "np", "cp", "value", "jacobian",
-                                     "jvp", "vjp", "gradient"}
+                                     "jvp", "vjp", "gradient", "special"}
 
 
 def _identifiers(names: dict) -> dict:
@@ -167,7 +169,7 @@ def _identifiers(names: dict) -> dict:
     taken, result = set(), {}
     for var, wanted in names.items():
         base = re.sub(r"\W", "_", wanted) or "t"
-        if base[0].isdigit() or base in RESERVED or re.fullmatch(r"[ct]\d+|xp_\w+", base):
+        if base[0].isdigit() or base in RESERVED or re.fullmatch(r"[ct]\d+|(xp|sp)_\w+", base):
             base += "_"
         candidate, n = base, 1
         while candidate in taken:
@@ -201,6 +203,9 @@ class Plan:
         self.constant_bytes = sum(getattr(c, "nbytes", 0) for c in self.consts.values()) + \
             _leaf_bytes(self.template)
         self.functions = sorted({e.name for e in tape.eqns if e.kind == "call"})
+        # special functions (erf, gammaln, ...): the module that has them is imported only
+        # for a plan that has some
+        self.special_functions = sorted({e.name for e in tape.eqns if e.kind == "special"})
         self.n_eqns = len(tape.eqns)
         self._fn = None
         self._leaves = []
@@ -226,7 +231,7 @@ class Plan:
         for eqn, read in zip(eqns, uses):
             if eqn.out is None:
                 continue
-            if eqn.kind in ("binary", "unary") or (eqn.kind == "call" and eqn.name in FRESH_CALLS) \
+            if eqn.kind in ("binary", "unary", "special") or (eqn.kind == "call" and eqn.name in FRESH_CALLS) \
                     or (eqn.kind == "method" and eqn.name in FRESH_METHODS):
                 fresh.add(eqn.out)
             else:   # may be a view of its operands: they must not be changed in place
@@ -296,17 +301,20 @@ class Plan:
         return f"leaf{len(leaves) - 1}"
 
     def source(self) -> str:
-        """A factory ``make(xp, consts, leaves)`` returning the plan as a function of its
-        inputs that returns its outputs in the structure they were staged in."""
+        """A factory ``make(xp, consts, leaves, special)`` returning the plan as a function of
+        its inputs that returns its outputs in the structure they were staged in (`special`:
+        the backend's special-function module, None when the plan uses none)."""
         self._leaves = []
         returns = self._structure(self.template, self._leaves)
-        lines = ["def make(xp, consts, leaves):"]
+        lines = ["def make(xp, consts, leaves, special):"]
         for cid in self.consts:
             lines.append(f"    c{cid} = consts[{cid}]")
         for i in range(len(self._leaves)):
             lines.append(f"    leaf{i} = leaves[{i}]")
         for fn in self.functions:
             lines.append(f"    xp_{fn} = xp.{fn}")
+        for fn in self.special_functions:
+            lines.append(f"    sp_{fn} = special.{fn}")
         lines.extend(self.function("    ", returns))
         lines.append(f"    return {self.label}")
         return "\n".join(lines) + "\n"
@@ -322,7 +330,12 @@ class Plan:
                 if len(_FACTORIES) >= MAX_FACTORIES:
                     _FACTORIES.pop(next(iter(_FACTORIES)))
                 _FACTORIES[source] = make
-            self._fn = make(self.xp, self.consts, self._leaves)
+            special = None
+            if self.special_functions:
+                from .backends import special_functions
+
+                special = special_functions(self.xp)
+            self._fn = make(self.xp, self.consts, self._leaves, special)
         return self._fn
 
     def __call__(self, inputs: list):

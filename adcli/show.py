@@ -107,8 +107,12 @@ def expression(graph, node, name=None) -> str:
     if op == "reshape":
         return f"reshape({args[0]}, {', '.join(str(d) for d in node.attrs.get('shape', node.shape))})"
     extra = []
+    if op == "multigammaln":
+        extra.append(str(node.attrs["d"]))
     if node.attrs.get("axis") is not None:
         extra.append(f"axis={node.attrs['axis']}")
+    if node.attrs.get("keepdims"):
+        extra.append("keepdims=true")
     return f"{op}({', '.join(args + extra)})"
 
 

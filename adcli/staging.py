@@ -48,7 +48,8 @@ class Const:
 class Eqn:
     """One recorded operation.
 
-    kind: "call" (xp.<name>(*args)), "binary" (args[0] <op> args[1]), "unary",
+    kind: "call" (xp.<name>(*args)), "special" (a special function of the backend,
+    scipy.special.<name>(*args) on NumPy), "binary" (args[0] <op> args[1]), "unary",
     "method" (args[0].<name>(*args[1:])), "attr" (args[0].<name>), "getitem",
     "setitem" (args[0][args[1]] = args[2], no output), "inplace" (args[0] <op>= args[1],
     no output: the variable is updated)."""
@@ -261,6 +262,19 @@ def _staged(arg) -> bool:
     return False
 
 
+def _recorder(tape, kind, name, target):
+    """`target` as a function that records its calls on staged values as equations of
+    `kind`, and computes calls on constants only now (folded into the tape's constants)."""
+    def call(*args, **kwargs):
+        if not (_staged(args) or _staged(kwargs)):
+            value = target(*args, **kwargs)
+            if name in CREATION and _floating(value):
+                return tape.record(kind, name, args, kwargs, value)
+            return value
+        return tape.record(kind, name, args, kwargs, target(*_real(args), **_real(kwargs)))
+    return call
+
+
 class StagingXP:
     """An array module for staging: functions of staged values are recorded; functions
     of constants only are computed now (folded into the tape's constants)."""
@@ -269,6 +283,8 @@ class StagingXP:
         self._tape = tape
         self._xp = tape.xp
         self._cache = {}
+        # what adcli.backends.special_functions returns for this module
+        self.special = StagingSpecial(tape)
 
     def __getattr__(self, name):
         target = getattr(self._xp, name)
@@ -276,20 +292,30 @@ class StagingXP:
             return target   # dtypes, constants like newaxis
         wrapper = self._cache.get(name)
         if wrapper is None:
-            wrapper = self._cache[name] = self._wrap(name, target)
+            wrapper = self._cache[name] = _recorder(self._tape, "call", name, target)
         return wrapper
 
-    def _wrap(self, name, target):
-        tape = self._tape
 
-        def call(*args, **kwargs):
-            if not (_staged(args) or _staged(kwargs)):
-                value = target(*args, **kwargs)
-                if name in CREATION and _floating(value):
-                    return tape.record("call", name, args, kwargs, value)
-                return value
-            return tape.record("call", name, args, kwargs, target(*_real(args), **_real(kwargs)))
-        return call
+class StagingSpecial:
+    """The special-function module (erf, gammaln, ...) of the array module being staged:
+    its calls are recorded as "special" equations, which a plan binds to the backend's
+    module (scipy.special, cupyx.scipy.special) only when it has any. The real module is
+    imported on the first call, not before: most programs never need it."""
+
+    def __init__(self, tape: Tape):
+        self._tape = tape
+        self._cache = {}
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        wrapper = self._cache.get(name)
+        if wrapper is None:
+            from .backends import special_functions
+
+            target = getattr(special_functions(self._tape.xp), name)
+            wrapper = self._cache[name] = _recorder(self._tape, "special", name, target)
+        return wrapper
 
 
 def _floating(value) -> bool:

@@ -21,10 +21,16 @@ leaves the safe region is rewritten or dropped. The safe region:
   magnitude ≤ 3; arcsin's, arccos's and arctanh's argument in [-0.9, 0.9], arccosh's
   ≥ 1.1, log2's and log10's ≥ 0.2, sinh's and cosh's magnitude ≤ 3, expm1's ≤ 4,
   arctan2(y, x) at radius ≥ 0.25 and away from its branch cut (not x < 0 with |y| < 0.2),
-  hypot ≥ 0.2. Where an op would leave its domain the generator uses a safe
+  hypot ≥ 0.2, gammaln's and digamma's argument ≥ 0.2 or negative in (-3.8, 0) at least 0.2
+  from an integer (a pole), multigammaln(a, d)'s a ≥ (d - 1)/2 + 0.2 (inside its domain).
+  Where an op would leave its domain the generator uses a safe
   form instead: log(1 + a*a), sqrt(1 + a*a), a / (1 + b*b), tan(0.5 * tanh(a)),
   exp(tanh(a)), (1 + a*a) ^ e, arcsin(0.9 * tanh(a)), arccosh(1.1 + a*a),
   arctan2(a, 1 + b*b), ...
+
+Reductions and norm sometimes keep their reduced axes (keepdims=true), often broadcast back
+against their argument (``x - max(x, axis=1, keepdims=true)``, ``x / norm(x, keepdims=true)``);
+both oracles reduce as usual and reshape the value and the tangent to the kept shape.
 
 The constants pi and e appear as scalar literals and in constant data
 (``0.25 * pi * (2 * rand(seed=S) - 1)``, ``e - 2 * rand(seed=S)``).
@@ -67,12 +73,14 @@ MAX_OUTPUT_SCALARS = 16
 UNARY = ("sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh", "sigmoid", "relu", "abs", "square")
 # The elementwise functions NumPy has beyond those, and two binary ones (broadcasting)
 SPECIAL = ("arcsin", "arccos", "arctan", "sinh", "cosh", "arcsinh", "arccosh", "arctanh", "expm1", "log2",
-           "log10", "softplus")
+           "log10", "softplus", "erf", "erfc", "gammaln", "digamma")
 SPECIAL_BINARY = ("arctan2", "hypot")
 CONSTANTS = {"pi": np.pi, "e": np.e}     # names the language gives a value, unless a file rebinds them
 COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal,
            "!=": np.not_equal}
 REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax")
+POLES = ("gammaln", "digamma")   # poles at 0, -1, -2, ...: kept 0.2 away, and above -3.8
+MULTIGAMMA_MARGIN = 0.2          # multigammaln(a, d) with a ≥ (d - 1)/2 + this
 
 
 # -- choices ------------------------------------------------------------------------------------
@@ -187,8 +195,8 @@ def call(name, *args):
     return E("call", args, name=name)
 
 
-def reduce_(name, x, axis=None):
-    return E("reduce", (x,), name=name, axis=axis)
+def reduce_(name, x, axis=None, keepdims=False):
+    return E("reduce", (x,), name=name, axis=axis, keepdims=keepdims)
 
 
 class Decl:
@@ -323,8 +331,8 @@ def fmt_array(a):
     return "[" + ", ".join(fmt_array(x) for x in a) + "]"
 
 
-ATOMIC = {"var", "fn", "call", "reduce", "norm", "transpose", "reshape", "concat", "stack", "list",
-          "defcall", "index", "T", "take", "scatter"}
+ATOMIC = {"var", "fn", "call", "reduce", "norm", "multigammaln", "transpose", "reshape", "concat", "stack",
+          "list", "defcall", "index", "T", "take", "scatter"}
 
 
 def wrap(e):
@@ -354,9 +362,12 @@ def render(e) -> str:
         return f"not {wrap(k[0])}"
     if op == "reduce":
         axis = "" if p["axis"] is None else f", axis={p['axis']}"
-        return f"{p['name']}({render(k[0])}{axis})"
+        keep = ", keepdims=true" if p.get("keepdims") else ""
+        return f"{p['name']}({render(k[0])}{axis}{keep})"
     if op == "norm":
-        return f"norm({render(k[0])})"
+        return f"norm({render(k[0])}{', keepdims=true' if p.get('keepdims') else ''})"
+    if op == "multigammaln":
+        return f"multigammaln({render(k[0])}, {p['d'].text})"
     if op == "T":
         return f"{wrap(k[0])}.T"
     if op == "transpose":
@@ -517,7 +528,30 @@ UNARY_EVAL = {
     "arcsinh": np.arcsinh, "arccosh": np.arccosh, "arctanh": np.arctanh, "expm1": np.expm1,
     "log2": np.log2, "log10": np.log10,
     "softplus": lambda x: np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x))),   # log(1 + eˣ), stable
+    # SciPy's special functions: the oracle takes the values from SciPy and writes the
+    # derivatives from their definitions (erf' = 2/√π e^(-x²), gammaln' = digamma, ...)
+    "erf": lambda x: _scipy_special().erf(x), "erfc": lambda x: _scipy_special().erfc(x),
+    "gammaln": lambda x: _scipy_special().gammaln(x), "digamma": lambda x: _scipy_special().digamma(x),
 }
+
+
+def _scipy_special():
+    import scipy.special
+
+    return scipy.special
+
+
+def _off_poles(x):
+    """gammaln's and digamma's safe region: x ≥ 0.2, or -3.8 < x < 0 at least 0.2 from an integer."""
+    return np.all((x >= 0.2) | ((x < 0) & (x > -3.8) & (np.abs(x - np.round(x)) >= 0.2)))
+
+
+def _multigammaln(a, d):
+    """SciPy's multigammaln, elementwise; NaN where it refuses (a ≤ (d - 1)/2)."""
+    a = np.asarray(a, dtype=np.float64)
+    if not np.all(a > (d - 1) / 2):
+        return np.full(a.shape, np.nan)
+    return np.asarray(_scipy_special().multigammaln(a, d), dtype=np.float64)
 # The domains the generator keeps each function's argument in (``Generator.fixes`` rewrites
 # an argument outside): arcsin, arccos, arctanh on [-0.9, 0.9], arccosh on [1.1, ∞), log2 and
 # log10 like log, sinh and cosh on [-3, 3], expm1 like exp.
@@ -526,8 +560,20 @@ DOMAIN = {"arcsin": (-0.9, 0.9), "arccos": (-0.9, 0.9), "arctanh": (-0.9, 0.9), 
           "expm1": (-np.inf, 4)}
 
 
+def _keepdims(ctx, e, x, out):
+    """A reduction's value as written: with keepdims=true, its reduced axes kept as 1."""
+    if not e.p.get("keepdims"):
+        return out
+    ctx.feature("keepdims:all" if e.p.get("axis") is None else "keepdims:axis")
+    return np.reshape(out, _keep_shape(x.shape, _norm_axis(e.p.get("axis"), x.ndim)))
+
+
+def _keep_shape(shape, axis):
+    return tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape))
+
+
 def _keep(value, shape, axis):
-    return np.reshape(value, tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape)))
+    return np.reshape(value, _keep_shape(shape, axis))
 
 
 def _reduce(name, x, axis):
@@ -541,6 +587,8 @@ def _reduce(name, x, axis):
         top = np.max(x, axis=axis, keepdims=True)
         ex = np.exp(x - top)
         return ex / np.sum(ex, axis=axis, keepdims=True)
+    if name == "log_softmax":
+        return _scipy_special().log_softmax(x, axis=axis)
     return getattr(np, name)(x, axis=axis)
 
 
@@ -639,6 +687,8 @@ def _ev(e, scope, ctx):
             ctx.problem("exp of a large value")
         if name in DOMAIN and x.size and (np.min(x) < DOMAIN[name][0] or np.max(x) > DOMAIN[name][1]):
             ctx.problem(f"{name} outside {DOMAIN[name]}")
+        if name in POLES and not _off_poles(x):
+            ctx.problem(f"{name} near a pole")
         if name in ("relu", "abs", "sign", "heaviside"):
             ctx.kink(np.sign(x))
         return UNARY_EVAL[name](x)
@@ -716,7 +766,7 @@ def _ev(e, scope, ctx):
             return out
     if op == "reduce":
         x = ev(k[0], scope, ctx)
-        ctx.feature("softmax" if p["name"] == "softmax" else
+        ctx.feature(p["name"] if p["name"] in ("softmax", "log_softmax") else
                     f"reduce:{p['name']}" + ("" if p["axis"] is None else ":axis"))
         out = _reduce(p["name"], x, p["axis"])
         if p["name"] in ("max", "min"):
@@ -724,7 +774,14 @@ def _ev(e, scope, ctx):
             if axis is not None and axis < 0:
                 axis += x.ndim
             ctx.kink(x == _keep(out, x.shape, axis))
-        return out
+        return _keepdims(ctx, e, x, out)
+    if op == "multigammaln":
+        ctx.feature("multigammaln" if p["d"].text.isdigit() else "multigammaln:dim")
+        a = ev(k[0], scope, ctx)
+        d = p["d"].value
+        if a.size and np.min(a) < (d - 1) / 2 + MULTIGAMMA_MARGIN:
+            ctx.problem(f"multigammaln(a, {d}) with a near or below {(d - 1) / 2}")
+        return _multigammaln(a, d)
     if op == "norm":
         ctx.feature("norm")
         x = ev(k[0], scope, ctx)
@@ -734,7 +791,7 @@ def _ev(e, scope, ctx):
         if 0 < out < 0.2:
             ctx.problem("norm near 0")
         ctx.kink(out > 0)
-        return out
+        return _keepdims(ctx, e, x, out)
     if op in ("T", "transpose"):
         x = ev(k[0], scope, ctx)
         ctx.feature("transpose" if x.ndim == 2 else "transpose-vec")
@@ -960,6 +1017,8 @@ def dual(e, scope, ctx, K):
             "arctanh": lambda: 1 / (1 - x * x), "expm1": lambda: np.exp(x),
             "log2": lambda: 1 / (x * np.log(2)), "log10": lambda: 1 / (x * np.log(10)),
             "softplus": lambda: _sigmoid(x),
+            "erf": lambda: 2 / np.sqrt(np.pi) * np.exp(-x * x), "erfc": lambda: -2 / np.sqrt(np.pi) * np.exp(-x * x),
+            "gammaln": lambda: _scipy_special().psi(x), "digamma": lambda: _scipy_special().polygamma(1, x),
         }.get(p["name"])
         if partial is None:     # sign, heaviside: derivative 0 (a symbolic zero)
             return out, None
@@ -1029,6 +1088,13 @@ def dual(e, scope, ctx, K):
         if name == "hypot":         # d hypot(x, y) = (x dx + y dy) / hypot
             out = np.sqrt(a * a + b * b)
             return out, _plus(_scale(a / out, ta, np.shape(out)), _scale(b / out, tb, np.shape(out)))
+    if op in ("reduce", "norm") and p.get("keepdims"):   # the reduced axes kept, of length 1
+        x, tx = dual(k[0], scope, ctx, K)
+        inner = Scope({**scope.values, "__kept": x})
+        inner.tangents = {"__kept": tx} if tx is not None else {}
+        out, t = dual(E(op, (var("__kept"),), **{**p, "keepdims": False}), inner, ctx, K)
+        shape = _keep_shape(np.shape(x), _norm_axis(p.get("axis"), np.ndim(x)))
+        return np.reshape(out, shape), None if t is None else t.reshape((K,) + shape)
     if op == "reduce":
         x, t = dual(k[0], scope, ctx, K)
         name, axis = p["name"], _norm_axis(p["axis"], np.ndim(x))
@@ -1054,6 +1120,18 @@ def dual(e, scope, ctx, K):
             total = total.reshape((K,) + tuple(1 if axis is None or i == axis else d
                                                for i, d in enumerate(x.shape)))
             return out, u - out * total
+        if name == "log_softmax":       # d(x - logsumexp x) = t - Σ softmax·t along the axis
+            weights = _reduce("softmax", x, axis)
+            total = _sum_axes(weights * t, axis)
+            total = total.reshape((K,) + tuple(1 if axis is None or i == axis else d
+                                               for i, d in enumerate(x.shape)))
+            return out, t - total
+    if op == "multigammaln":     # d/da log Γ_d(a) = Σ_{j<d} digamma(a - j/2)
+        a, t = dual(k[0], scope, ctx, K)
+        d = p["d"].value
+        out = _multigammaln(a, d)
+        partial = sum(_scipy_special().psi(a - j / 2) for j in range(d))
+        return out, None if t is None else _scale(partial, t, np.shape(out))
     if op == "norm":
         x, t = dual(k[0], scope, ctx, K)
         out = np.sqrt(np.sum(x * x))
@@ -1409,7 +1487,14 @@ class Generator:
                 forms = [fn(name, bin_("+", one, sq)), fn(name, bin_("+", num(2), fn("sin", a)))]
             if name in ("arcsin", "arccos", "arctanh"):     # squashed into (-0.9, 0.9)
                 forms = [fn(name, bin_("*", num(0.9), fn("tanh", a))), fn(name, bin_("*", num(0.5), fn("sin", a)))]
+            if name in POLES:                               # positive, away from the pole at 0
+                forms = [fn(name, bin_("+", num(0.5), sq)), fn(name, bin_("+", num(1.5), fn("sin", a)))]
             yield from forms
+        elif e.op == "multigammaln":                        # a above (d - 1)/2
+            a, d = k[0], e.p["d"]
+            low = num((d.value - 1) / 2 + 0.5)
+            yield E("multigammaln", (bin_("+", low, bin_("*", a, a)),), d=d)
+            yield E("multigammaln", (bin_("+", bin_("+", low, num(1)), fn("sin", a)),), d=d)
         elif e.op == "bin" and e.p["sym"] == "/":
             a, b = k
             yield bin_("/", a, bin_("+", one, bin_("*", b, b)))
@@ -1670,6 +1755,10 @@ class Generator:
                 if c.chance(0.5):
                     a, b = b, a
                 return call(c.choice(SPECIAL_BINARY), a.e, b.e)
+            if c.chance(0.15):      # multigammaln(a, d), d a number or a dim
+                d = self.int_text(c.choice([1, 2, 3])) if not self.dims or c.chance(0.5) else \
+                    I(*c.choice(self.dims))
+                return E("multigammaln", (self.operand(env, depth).e,), d=d)
             return fn(c.choice(SPECIAL), self.operand(env, depth).e)
         if kind == "neg":
             return E("neg", (self.operand(env, depth).e,))
@@ -1707,15 +1796,24 @@ class Generator:
             axis = None
             if t.v.ndim >= 1 and c.chance(0.5):
                 axis = c.choice([0, -1] if t.v.ndim == 1 else [0, 1, -1, -2])
+            if t.v.ndim >= 1 and c.chance(0.25):      # keepdims=true, often broadcast back: x - max(x, ...)
+                kept = reduce_(name, t.e, axis, keepdims=True)
+                if c.chance(0.6):
+                    return bin_(c.choice(["-", "*", "+"]), t.e, kept)
+                return kept
             return reduce_(name, t.e, axis)
         if kind == "softmax":
             t = self.operand(env, depth, (1, 2))
             if t is None:
                 return None
             axis = c.choice([None, 0, -1] if t.v.ndim == 1 else [None, 0, 1, -1])
-            return reduce_("softmax", t.e, axis)
+            return reduce_(c.choice(["softmax", "log_softmax"]), t.e, axis)
         if kind == "norm":
-            return E("norm", (self.operand(env, depth).e,))
+            t = self.operand(env, depth)
+            if t.v.ndim >= 1 and c.chance(0.3):        # norm(x, keepdims=true), often x / norm(...)
+                kept = E("norm", (t.e,), keepdims=True)
+                return bin_("/", t.e, kept) if c.chance(0.5) else kept
+            return E("norm", (t.e,))
         if kind == "movement":
             return self.movement(env, depth)
         if kind == "defcall":

@@ -33,7 +33,7 @@ BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(CUPY_PROBLEM 
 
 # Every op of the registry, with ties for maximum/minimum and max/min, and
 # index, concat, stack, reshape, transpose, outer (a reshape and a mul) and dot; gathers
-# with repeated indices, scatter_add, and empty slices.
+# with repeated indices, scatter_add, and empty slices; reductions with keepdims=true.
 ALL_OPS = """
 dim n = 4
 input x: vec[n] = [0.3, -0.7, 1.1, 0.5]
@@ -61,7 +61,10 @@ output k = a * b + arctan2(x, s + x^2) + hypot(x, s) + pi * e
 const idx: ivec[5] = [3, 0, 3, 1, 3]
 const rows: imat[3, 1] = [[2], [0], [2]]
 G = x[idx] * take_along_axis(A, rows, axis=1)[[0, 2, 1, 1, 0], 0] + A[[2, 2], :][1, [0, 3, 3, 1, 0]]
-output l = scatter_add(G * x[idx], idx, n) + scatter_add(A, [1, 0, 1], 2)[1, :] + x[2:2] @ A[0, 1:1]
+output gs = scatter_add(G * x[idx], idx, n) + scatter_add(A, [1, 0, 1], 2)[1, :] + x[2:2] @ A[0, 1:1]
+g2 = erf(x) + erfc(s * x) + gammaln(1.5 + x) + digamma(2 + x) + multigammaln(3 + x, 3)
+output l = g2 + log_softmax(x) + log_softmax(M, axis=0)[1, 0:n]
+output o = sum(M - logsumexp(M, axis=1, keepdims=true), axis=0) * mean(x / norm(x, keepdims=true), keepdims=true)
 """
 
 PROGRAMS = [pytest.param(path, id=path.stem) for path in SAMPLES] + [pytest.param("all-ops", id="all-ops")]

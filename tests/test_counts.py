@@ -328,7 +328,8 @@ UNARY_PARTIALS = {   # docs/counting.md: local partial (mults, flops) per elemen
     "sqrt": (1, 1), "tanh": (1, 2), "sigmoid": (1, 2), "relu": (0, 1), "abs": (0, 1),
     "square": (1, 1), "arcsin": (2, 4), "arccos": (2, 4), "arctan": (2, 3), "sinh": (0, 1),
     "cosh": (0, 1), "arcsinh": (2, 4), "arccosh": (2, 4), "arctanh": (2, 3), "expm1": (0, 1),
-    "log2": (1, 1), "log10": (1, 1), "softplus": (0, 3),
+    "log2": (1, 1), "log10": (1, 1), "softplus": (0, 3), "erf": (2, 4), "erfc": (2, 4),
+    "gammaln": (0, 1), "digamma": (0, 1),
 }
 
 
@@ -374,14 +375,14 @@ def test_binary_op_table(expr, partial_mults, propagates):
 
 
 REDUCTION_PARTIAL_MULTS = {"sum": 0, "mean": 0, "max": 1, "min": 1, "prod": 3, "logsumexp": 0,
-                           "softmax": 0, "norm": 1}
+                           "softmax": 0, "log_softmax": 0, "norm": 1}
 
 
 @pytest.mark.parametrize("op, axis", [(op, axis) for op in sorted(REDUCTION_PARTIAL_MULTS)
                                        for axis in ((None,) if op == "norm" else (None, 0, 1))])
 def test_reduction_op_table(op, axis):
     n = 6                                           # x: mat[2, 3]
-    s = n if op == "softmax" else {None: 1, 0: 3, 1: 2}[axis]
+    s = n if op in ("softmax", "log_softmax") else {None: 1, 0: 3, 1: 2}[axis]
     out_type = {1: "scalar", 2: "vec[2]", 3: "vec[3]", 6: "mat[2, 3]"}[s]
     call = f"{op}(u)" if axis is None else f"{op}(u, axis={axis})"
     program = adcli.loads(f"input x: mat[2, 3] = rand(seed=1)\nconst c: mat[2, 3] = full(0.5)\n"
@@ -389,7 +390,7 @@ def test_reduction_op_table(op, axis):
 
     def propagation(k):
         # docs/counting.md: sum none; mean k·s (the ÷count); softmax two scales of
-        # k·n (s·t and s·Σ); max, min, prod, logsumexp, norm one weighting of k·n
+        # k·n (s·t and s·Σ); max, min, prod, logsumexp, norm, log_softmax one weighting of k·n
         return {"sum": 0, "mean": k * s, "softmax": 2 * k * n}.get(op, k * n)
 
     fwd, rev = jacobians(program)

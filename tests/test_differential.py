@@ -415,7 +415,8 @@ REQUIRED_FEATURES = {
     "output-input", "output-bare", "pow:int", "pow:signed", "pow:real", "pow:var", "pow:base",
     "softmax", "norm", "maximum", "minimum", "neg",
     "fn:sign", "fn:heaviside", "logic:and", "logic:or", "not", "where", "clip",
-    "arctan2", "hypot", "constant:pi", "constant:e", "constant-data",
+    "arctan2", "hypot", "constant:pi", "constant:e", "constant-data", "log_softmax", "multigammaln",
+    "multigammaln:dim", "keepdims:all", "keepdims:axis",
 } | {f"fn:{name}" for name in progen.SPECIAL} | {f"cmp:{sym}" for sym in progen.COMPARE} | {f"fn:{name}" for name in progen.UNARY} | {f"reduce:{name}" for name in progen.REDUCTIONS[:-1]} | {
     f"reduce:{name}:axis" for name in progen.REDUCTIONS[:-1]}
 

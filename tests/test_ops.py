@@ -33,6 +33,10 @@ ELEMENTS = {
     "log1p": st.floats(-0.5, 3),
     "unit": st.floats(-0.9, 0.9),                              # arcsin, arccos, arctanh
     "acosh": st.floats(1.1, 3),                                # arccosh
+    "gamma": st.floats(0.2, 4),                                # gammaln, digamma: away from the pole at 0
+    # negative non-integers, away from the poles 0, -1, -2 (gammaln is log |Γ| there)
+    "gamma-": st.floats(-2.8, -2.2) | st.floats(-1.8, -1.2) | st.floats(-0.8, -0.2),
+    "mgamma": st.floats(1.2, 4),                               # multigammaln(a, 3): a > 1
 }
 GAP = 0.01   # ties and kinks are kept this far away; the FD step is 1e-5
 
@@ -86,6 +90,12 @@ CASES = [
     unary("arcsinh"), unary("arccosh", "acosh"), unary("arctanh", "unit"), unary("expm1"),
     unary("log2", "pos"), unary("log10", "pos"), unary("softplus"),
     Case("softplus", "input x: vec[3]\noutput y = softplus(20 * x)"),     # large |x|: stable both ways
+    unary("erf"), unary("erfc"), unary("gammaln", "gamma"), unary("digamma", "gamma"),
+    unary("gammaln", "gamma-"), unary("digamma", "gamma-"),
+    Case("erfc", "input x: vec[3]\noutput y = erfc(3 * x)"),            # tails: erfc(6) ≈ 2e-17
+    Case("multigammaln", "input a: mat[2, 3]\noutput y = multigammaln(a, 3)", {"a": "mgamma"}),
+    Case("multigammaln", "input a: vec[3]\noutput y = multigammaln(a, 1)", {"a": "gamma"}),
+    Case("multigammaln", "dim d = 4\ninput a: vec[2]\noutput y = multigammaln(a + d, d)"),
     # elementwise binary, with NumPy broadcasting
     Case("add", VEC_VEC + "output y = a + b"),
     Case("add", SCALAR_VEC + "output y = s + b"),
@@ -196,11 +206,21 @@ CASES = [
 ]
 
 # reductions: over all elements and along each axis (and axis=-1)
-for _op in ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax"):
+for _op in ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax", "log_softmax"):
     _ok = distinct("x") if _op in ("max", "min") else None
     CASES.append(Case(_op, f"input x: vec[4]\noutput y = {_op}(x)", ok=_ok))
     for _axis in ("", ", axis=0", ", axis=1", ", axis=-1"):
         CASES.append(Case(_op, f"input x: mat[2, 3]\noutput y = {_op}(x{_axis})", ok=_ok))
+
+# keepdims: the reduced axes kept as 1, and the result broadcast back against the input
+for _op in ("sum", "mean", "max", "min", "prod", "logsumexp"):
+    _ok = distinct("x") if _op in ("max", "min") else None
+    for _axis in ("", ", axis=0", ", axis=1"):
+        CASES.append(Case(_op, f"input x: mat[2, 3]\noutput y = {_op}(x{_axis}, keepdims=true)", ok=_ok))
+    CASES.append(Case(_op, f"input x: mat[2, 3]\noutput y = x * {_op}(x, axis=-1, keepdims=true)", ok=_ok))
+    CASES.append(Case(_op, f"input x: vec[4]\noutput y = x - {_op}(x, keepdims=true)", ok=_ok))
+CASES.append(Case("norm", "input x: mat[2, 3]\noutput y = x / norm(x, keepdims=true)",
+                  ok=lambda at: np.linalg.norm(at["x"]) > 0.2))
 
 LEAVES = {"input", "const"}   # not primitives with rules, if ever registered
 

@@ -452,10 +452,10 @@ class Program:
             result = 0 if single or cost.sweeps == 1 else m * n
             seeded = 0 if single else max(sizes, default=0)
             self._peak_cache[key] = (cost.peak_values_with_temporaries, result, seeded, cost.indexed,
-                                     cost.cached_arrays)
-        values, result, seeded, indexed, kept = self._peak_cache[key]
+                                     cost.peak_arrays)
+        values, result, seeded, indexed, arrays = self._peak_cache[key]
         return int(TEMPORARY_FACTOR * values * itemsize + result * itemsize + SEED_INDEX_BYTES * seeded
-                   + PER_NODE_BYTES * len(self.graph.nodes) + ARRAY_HEADER_BYTES * kept + BASE_BYTES
+                   + PER_NODE_BYTES * len(self.graph.nodes) + ARRAY_HEADER_BYTES * arrays + BASE_BYTES
                    + (INDEXING_SCRATCH_BYTES if indexed else 0))
 
     def resident_bytes(self, itemsize) -> int:
@@ -571,6 +571,7 @@ class Program:
         cost.gemm_flops = runner.primal.gemm + runner.derivative.gemm
         cost.peak_live_values = runner.live.peak
         cost.peak_values_with_temporaries = runner.live.peak_with_temporaries
+        cost.peak_arrays = runner.live.peak_arrays
         cost.indexed = runner.derivative.indexed
         if isinstance(runner, Replay):
             return compiled.counted()
@@ -662,8 +663,6 @@ class Program:
         # one backward sweep (a gradient, a VJP): partials of the output are remade from it
         plan = runner.residual_plan(analysis, recompute=cost.chunk >= cost.passes)
         values, residuals, refs, cached_values, cached_inputs = runner.reverse_forward_sweep(analysis, plan)
-        cost.cached_arrays = sum(1 for key in refs if isinstance(key, tuple)
-                                 or not self.graph.nodes[key].op in ("input", "const"))
         cost.primal_sweeps = 1
         cost.cached_values, cost.cached_inputs = cached_values, cached_inputs
         if run is not None:

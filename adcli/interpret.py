@@ -40,7 +40,7 @@ class Cost:
     gemm_flops: int = 0             # the flops of matmul-like work among them
     peak_values_with_temporaries: int = 0   # the memory prediction's inputs (not documented counts):
     indexed: bool = False                   # whether a rule gathers or scatters by index arrays
-    cached_arrays: int = 0                  # arrays (values and partials) kept for the backward sweep
+    peak_arrays: int = 0                    # the most arrays alive at once (their headers)
     peak_bytes: int | None = None
     time_s: dict = field(default_factory=dict)
     predicted: dict = field(default_factory=dict)   # {"time_s", "peak_bytes"}, from the graph
@@ -77,7 +77,7 @@ class _Live:
     tangent through, or an add's VJP handing the same cotangent to both inputs,
     shares one array, which is alive once, however many env slots refer to it."""
 
-    __slots__ = ("now", "peak", "peak_with_temporaries", "_refs")
+    __slots__ = ("now", "peak", "peak_with_temporaries", "_refs", "arrays", "peak_arrays")
 
     def __init__(self):
         self.now = 0
@@ -86,6 +86,10 @@ class _Live:
         # dense, a partial's intermediate): not a documented count, an input to the
         # memory prediction (adcli.api.Program.predicted_peak_bytes)
         self.peak_with_temporaries = 0
+        # arrays alive (each add of a non-empty value is one): programs of many small values
+        # spend more on NumPy's array headers than on their numbers
+        self.arrays = 0
+        self.peak_arrays = 0
         self._refs = {}   # id -> [array, references]; the array is kept so its id stays unique
 
     def hold(self, t):
@@ -110,9 +114,14 @@ class _Live:
     def reset(self):
         """A new forward sweep: nothing of the last one is alive."""
         self.now = 0
+        self.arrays = 0
         self._refs.clear()
 
     def add(self, n: int):
+        if n:
+            self.arrays += 1
+            if self.arrays > self.peak_arrays:
+                self.peak_arrays = self.arrays
         self.now += n
         if self.now > self.peak:
             self.peak = self.now
@@ -124,6 +133,8 @@ class _Live:
             self.peak_with_temporaries = self.now + n
 
     def drop(self, n: int):
+        if n:
+            self.arrays -= 1
         self.now -= n
 
 

@@ -14,14 +14,14 @@ import os
 #   + BASE_BYTES (+ INDEXING_SCRATCH_BYTES when a rule indexes),
 # fitted so that on every sample and chunk the prediction is at least the peak tracemalloc
 # measures and at most twice it (tests/test_memory_prediction.py).
-TEMPORARY_FACTOR = 1.5        # intermediates inside NumPy expressions beyond those counted
+TEMPORARY_FACTOR = 1.75       # intermediates inside NumPy expressions beyond those counted
 SEED_INDEX_BYTES = 0          # a Seed's index arrays are constants of the compiled plans
-# Not an environment (the plans keep values in local variables) but small arrays' headers:
-# a program of many scalar nodes (samples/robot_arm.ad) has a header per live tangent
-PER_NODE_BYTES = 6
-ARRAY_HEADER_BYTES = 150      # NumPy's array object (and its plan slot), per array reverse mode keeps
-BASE_BYTES = 4000             # the run's own dictionaries and objects
-INDEXING_SCRATCH_BYTES = 4750   # NumPy's fancy indexing allocates this much, whatever the size
+PER_NODE_BYTES = 6            # not an environment (plans keep values in local variables): fitted
+# NumPy's array object (and its plan slot), per array alive at the busiest moment: programs
+# of many small values (samples/black_scholes.ad, robot_arm.ad) spend more on headers than numbers
+ARRAY_HEADER_BYTES = 150
+BASE_BYTES = 4500             # the run's own dictionaries and objects
+INDEXING_SCRATCH_BYTES = 3000   # NumPy's fancy indexing allocates this much, whatever the size
 # Writing a result as JSON (docs/counting.md, "Predicted memory"): per number written,
 # a Python float in a list (32 B) and its text (up to 25 characters) held about twice;
 # per row or column label, a str object and its text. report.derivative_json_pieces

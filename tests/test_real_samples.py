@@ -80,3 +80,31 @@ def test_logistic_regression_on_loaded_data():
         for mode in ("forward", "reverse"):
             np.testing.assert_allclose(program.jacobian(mode=mode, at=at).jacobian[0], gradient,
                                        rtol=1e-12, atol=1e-15)
+
+
+# -- BlackScholes: erf, and the greeks in closed form ------------------------------------------
+
+def test_black_scholes_prices_and_greeks_in_closed_form():
+    """Prices from the textbook formulas with math.erf, and the Jacobian's columns against the
+    greeks' closed forms (delta, vega, rho, and the derivative in T), both modes."""
+    from math import erf, exp, log, pi, sqrt
+    S, sigma, r, T = 100.0, 0.2, 0.05, 0.5
+    N = lambda x: 0.5 * (1 + erf(x / sqrt(2)))
+    phi = lambda x: exp(-x * x / 2) / sqrt(2 * pi)
+    rows, price = [], []
+    for sign in (1, -1):                                 # calls, then puts
+        for K in (80, 90, 100, 110, 120):
+            d1 = (log(S / K) + (r + 0.5 * sigma ** 2) * T) / (sigma * sqrt(T))
+            d2 = d1 - sigma * sqrt(T)
+            disc = K * exp(-r * T)
+            price.append(sign * (S * N(sign * d1) - disc * N(sign * d2)))
+            delta = N(d1) if sign == 1 else N(d1) - 1
+            vega = S * phi(d1) * sqrt(T)
+            rho = sign * K * T * exp(-r * T) * N(sign * d2)
+            dT = S * phi(d1) * sigma / (2 * sqrt(T)) + sign * r * disc * N(sign * d2)
+            rows.append([delta, vega, rho, dT])
+    program = adcli.load(SAMPLE["black_scholes.ad"])
+    values = program.evaluate()
+    np.testing.assert_allclose(np.concatenate([values["call"], values["put"]]), price, rtol=1e-13)
+    for mode in ("forward", "reverse"):
+        np.testing.assert_allclose(program.jacobian(mode=mode).jacobian, rows, rtol=1e-12, atol=1e-12)

@@ -64,3 +64,12 @@ def test_ci_runs_the_readme_commands():
     assert commands[0].startswith("python3 -m venv .venv") and commands[1].startswith(".venv/bin/pytest")
     assert "grep -m1 '^python3 -m venv .venv' README.md" in ci
     assert "grep -m1 '^\\.venv/bin/pytest' README.md" in ci
+
+
+def test_readme_lists_every_sample():
+    """The README's samples table names each shipped sample, and no sample that is gone."""
+    readme = (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"^\| `(\w+\.ad)` \|", readme, re.M))
+    shipped = {path.name for path in (ROOT / "samples").glob("*.ad")}
+    assert listed == shipped, (f"not in the README's table: {sorted(shipped - listed)}; "
+                               f"listed but not shipped: {sorted(listed - shipped)}")

@@ -130,6 +130,22 @@ class Derivative:
         return self.blocks[self.outputs[0]]
 
 
+
+def _given_value(kind: str, name: str, raw, shape) -> np.ndarray:
+    """A value given for an input or const (at=, --at, --inputs) as float64 of its shape;
+    a scalar for a vector, say, is broadcast (a copy)."""
+    try:
+        value = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueProblem(f"the value given for {kind} {name} is not numeric") from None
+    try:
+        if value.shape != shape:
+            value = np.array(np.broadcast_to(value, shape))
+    except ValueError:
+        raise ValueProblem(f"the value given for {kind} {name} is {format_shape(value.shape)}, "
+                           f"but {name} is {format_shape(shape)}") from None
+    return value
+
 class Program:
     """A parsed, built .ad file, ready to differentiate."""
 
@@ -265,18 +281,7 @@ class Program:
             if name in self.graph.inputs:
                 continue
             self._check_settable(name)
-            shape = self.const_shape(name)
-            try:
-                value = np.asarray(raw, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ValueProblem(f"the value given for const {name} is not numeric") from None
-            try:
-                if value.shape != shape:   # a scalar for a vector, say: broadcast (a copy)
-                    value = np.array(np.broadcast_to(value, shape))
-            except ValueError:
-                raise ValueProblem(f"the value given for const {name} is {format_shape(value.shape)}, "
-                                   f"but {name} is {format_shape(shape)}") from None
-            given[name] = value
+            given[name] = _given_value("const", name, raw, self.const_shape(name))
         if not given or only_given:
             return given
         return self.graph.builder.remake_consts(given)
@@ -290,17 +295,7 @@ class Program:
         for name in self.graph.inputs:
             shape = self.input_shape(name)
             if name in at:
-                raw = at[name]
-                try:
-                    value = np.asarray(raw, dtype=np.float64)
-                except (TypeError, ValueError):
-                    raise ValueProblem(f"the value given for input {name} is not numeric") from None
-                try:
-                    if value.shape != shape:   # a scalar for a vector, say: broadcast (a copy)
-                        value = np.array(np.broadcast_to(value, shape))
-                except ValueError:
-                    raise ValueProblem(f"the value given for input {name} is {format_shape(value.shape)}, "
-                                       f"but {name} is {format_shape(shape)}") from None
+                value = _given_value("input", name, at[name], shape)
             else:
                 value = self.graph.input_defaults.get(name)
                 if isinstance(value, Data):   # the file's recipe, made now

@@ -4,8 +4,9 @@ For each mode, from the graph alone: the chunk the memory limit forces (the
 largest number of directions per sweep whose predicted peak fits), the counts at
 that chunk, the predicted time under the machine model (adcli.machine) and the
 predicted peak bytes. Among the modes that fit, the least predicted time wins;
-times within NEAR_TIE of each other go to the mode that needs less memory (then
-to forward, which keeps nothing for a backward sweep). The reason names the
+times within NEAR_TIE of each other go to the mode that needs less memory, when
+the memory differs by more than NEAR_TIE too, else to the one making fewer
+derivative mults (then to forward, which keeps nothing for a backward sweep). The reason names the
 figures that decided and nothing else.
 """
 from __future__ import annotations
@@ -123,14 +124,25 @@ def _choose(plans, usable) -> tuple[str, str]:
         return fast.mode, (f"{fast.mode}: predicted {seconds(fast.time_s)} against {seconds(slow.time_s)} "
                            f"for {slow.mode} ({_ratio(slow.time_s, fast.time_s)}× faster: "
                            f"{_why_faster(fast, slow)})")
+    # The memory model is a bound (measured peak ≤ prediction ≤ 2× it), so memory decides a
+    # tie only when it differs by more than NEAR_TIE too; otherwise the exact count does.
     small, large = (f, r) if f.peak_bytes <= r.peak_bytes else (r, f)
-    if small.peak_bytes < large.peak_bytes:
+    within = (f"predicted times within {NEAR_TIE:.0%} (forward {seconds(f.time_s)}, "
+              f"reverse {seconds(r.time_s)})")
+    if large.peak_bytes - small.peak_bytes > NEAR_TIE * large.peak_bytes:
         return small.mode, (f"{small.mode}: predicted times within {NEAR_TIE:.0%} "
                             f"({seconds(small.time_s)} vs {seconds(large.time_s)} for {large.mode}), "
                             f"and it needs less memory ({_bytes(small.peak_bytes)} vs "
                             f"{_bytes(large.peak_bytes)})")
+    fm, rm = f.cost.mults_derivative, r.cost.mults_derivative
+    if fm != rm:
+        few, many = (f, r) if fm < rm else (r, f)
+        return few.mode, (f"{few.mode}: {within} and memory (forward {_bytes(f.peak_bytes)}, "
+                          f"reverse {_bytes(r.peak_bytes)}), and it makes fewer derivative mults "
+                          f"({few.cost.mults_derivative:,} vs {many.cost.mults_derivative:,})")
     return "forward", (f"forward: a tie (predicted {seconds(f.time_s)} vs {seconds(r.time_s)}, "
-                       f"peak {_bytes(f.peak_bytes)} each); forward keeps nothing for a backward sweep")
+                       f"peak {_bytes(f.peak_bytes)} vs {_bytes(r.peak_bytes)}, equal derivative "
+                       "mults); forward keeps nothing for a backward sweep")
 
 
 def _why_faster(fast: ModePlan, slow: ModePlan) -> str:

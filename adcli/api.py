@@ -258,7 +258,16 @@ class Program:
             raise UsageProblem(f"{where}there is no input named '{name}' (inputs: {known})")
 
     def _check_settable(self, name, option: str | None = None):
-        """--at, --inputs and at= may set an input or a const."""
+        """--at, --inputs and at= may set an input or a const, not integer data: a gather's
+        index maps are made from its values when the file is built."""
+        indices = self.graph.builder.int_consts.get(name)
+        if indices is not None:
+            from .build import _int_type
+
+            where = f"{option} {name}: " if option else ""
+            raise UsageProblem(f"{where}'{name}' is integer data ({_int_type(indices.shape)}), which a run "
+                               "cannot set: the program's gathers are built from its values when the file "
+                               "is read", hint=f"change {name} in the .ad file, or load it there from a data file")
         if name not in self.graph.inputs and name not in self.graph.builder.const_values:
             known = ", ".join(self.graph.inputs) or "none"
             consts = ", ".join(self.const_names)

@@ -550,6 +550,8 @@ class Builder:
             shape = self.nodes[scope.values[which]].shape
         elif which in self.global_scope.values:
             shape = self.nodes[self.global_scope.values[which]].shape
+        elif which in self.int_consts:   # dim n = rows(labels)
+            shape = self.int_consts[which].shape
         else:
             self.fail(NameProblem, f"'{which}' is not a const, input or value declared above", arg)
         return self._size(name, shape, ast)
@@ -746,11 +748,12 @@ class Builder:
         self.fail(ValueProblem, "initial values must be constant data (numbers, lists, dims, "
                   "consts, zeros, ones, full, randn, rand, linspace)", ast)
 
-    def _load(self, ast, abstract):
+    def _load(self, ast, abstract, integer=False):
         """load(path[, key]): data from a .npy, .npz, .json or .csv file, its path relative to
         the .ad file. Checking only (`abstract`): the shape, from a .npy or .npz header without
         reading the data (refused there when it could not fit); a .json or .csv file has no
-        header and is parsed now, once. Made: the numbers as float64, all finite."""
+        header and is parsed now, once. Made: the numbers as float64, all finite; with
+        `integer` (an integer const's value), as int64, all whole numbers."""
         name, args, kwargs = ast.args
         if kwargs or len(args) not in (1, 2):
             self.fail(ValueProblem, "load takes a path and, for some formats, a key: "
@@ -779,8 +782,8 @@ class Builder:
                     header = data_files.check_dimensions(header, shown)
                     self.check_size(header, f"the data in {shown}", ast,
                                     hint="load a part of it, or raise --memory-limit")
+                    self.loaded[where] = header   # (integer consts read the data at once)
                     if abstract:
-                        self.loaded[where] = header
                         return _Shape(header)
                 array = data_files.read_binary(path, suffix, key, shown)
                 if tuple(array.shape) != self.loaded[where]:
@@ -798,6 +801,8 @@ class Builder:
                     self.loaded[where] = array
                 if abstract:
                     return _Shape(array.shape)
+            if integer:   # indices: whole numbers only, as int64
+                return data_files.as_integers(array, shown, MAX_INTEGER)
             array = data_files.as_float(array, shown)
             data_files.check_finite(array, shown)
             return np.array(array)   # its own array: a const's value is never another's view
@@ -1001,6 +1006,9 @@ class Builder:
         shape = self.type_shape(type_ast, scope, f"const {name}")
         value = self._int_data(expr, shape, scope)
         own = value.shape
+        if _is_load(expr, self.defs) and own != shape:   # data from a file is not broadcast
+            self.fail(ShapeProblem, f"{expr.args[1][0].args[0]} holds an {_int_type(own)}, but {name} is "
+                      f"declared {_int_type(shape)}", expr)
         if broadcast_shapes(own, shape) != shape or len(own) > len(shape):
             self.fail(ShapeProblem, f"the value of {name} is {_int_type(own)}, which does not fit "
                       f"its type {_int_type(shape)}", expr)
@@ -1021,7 +1029,7 @@ class Builder:
             if name in self.dims:
                 return np.int64(self.dims[name])
             self.fail(NameProblem, f"'{name}' is not a dim or integer const; integer data is made of "
-                      "whole numbers, dims, integer consts, arange and randint", ast)
+                      "whole numbers, dims, integer consts, arange, randint and load", ast)
         if kind == "list":
             if not ast.args[0]:
                 self.fail(ShapeProblem, "an empty list has no shape", ast)
@@ -1044,10 +1052,12 @@ class Builder:
             return {"+": np.add, "-": np.subtract, "*": np.multiply}[op](a, b)
         if kind == "call" and ast.args[0] in INTEGER_DATA_FUNCTIONS:
             return self._int_call(ast, shape, scope)
+        if _is_load(ast, self.defs):   # labels from a file: read now, as indices are
+            return self._load(ast, abstract=False, integer=True)
         if kind == "attr" and ast.args[1] == "T":
             return self._int_data(ast.args[0], None, scope).T
         self.fail(ValueProblem, "integer data is made of whole numbers, lists of them, dims, integer "
-                  "consts, arange and randint(high, seed=S), with + - *", ast)
+                  "consts, arange, randint(high, seed=S) and load(...), with + - *", ast)
 
     def _int_call(self, ast, shape, scope) -> np.ndarray:
         name, args, kwargs = ast.args
@@ -1486,6 +1496,11 @@ def _did_you_mean(name: str, known) -> str:
 
 def _int_type(shape) -> str:
     return {0: "int", 1: "ivec[{}]", 2: "imat[{}, {}]"}[len(shape)].format(*shape)
+
+
+def _is_load(ast, defs) -> bool:
+    """Whether an expression is a call of load(...) (not of a def of that name)."""
+    return ast.kind == "call" and ast.args[0] == "load" and "load" not in defs
 
 
 def _adds(positions: np.ndarray) -> int:

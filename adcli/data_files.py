@@ -73,6 +73,39 @@ def as_float(array, shown: str) -> np.ndarray:
     raise DataFileProblem(f"{shown} holds {kinds.get(array.dtype.kind, array.dtype.name)}, not real numbers")
 
 
+def as_integers(array, shown: str, limit: int) -> np.ndarray:
+    """The file's numbers as int64, for integer data (indices): integer and boolean arrays as
+    they are, floating-point ones (every number a .csv or .json file holds) only where each
+    value is a whole number; magnitudes over `limit` are refused, as in integer data written
+    in the file."""
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf":
+        as_float(array, shown)   # refuses it, naming what the file holds
+    if array.dtype.kind == "f":
+        check_finite(array, shown)
+        _refuse_where(array != np.floor(array), array, shown,
+                      ("is not a whole number", "are not whole numbers"),
+                      "integer data (indices) must be whole numbers")
+    if array.dtype.kind != "b":
+        # compared in the array's own dtype: a uint64 past 2^63 is not wrapped first
+        over = f"over 2^{limit.bit_length() - 1} in size"
+        _refuse_where((array > limit) | (array < -limit), array, shown, ("is " + over, "are " + over),
+                      "integer data (indices) that large is surely a mistake")
+    return np.array(array, dtype=np.int64)
+
+
+def _refuse_where(bad: np.ndarray, array: np.ndarray, shown: str, what: tuple, why: str) -> None:
+    """One sentence about the values where `bad` holds: how many, and the first one and its place."""
+    if not bad.any():
+        return
+    where = np.unravel_index(int(np.argmax(bad)), array.shape)
+    count = int(bad.sum())
+    value = array[where].item()
+    place = f" at [{', '.join(map(str, where))}] (from 0)" if where else ""
+    raise DataFileProblem(f"{shown} holds {count:,} value{'s' if count != 1 else ''} that "
+                          f"{what[count != 1]}, the first {value!r}{place}; {why}")
+
+
 def check_dimensions(shape, shown: str) -> tuple:
     shape = tuple(int(s) for s in shape)
     if len(shape) > 2:

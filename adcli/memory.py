@@ -14,9 +14,9 @@ import os
 #   + BASE_BYTES (+ INDEXING_SCRATCH_BYTES when a rule indexes),
 # fitted so that on every sample and chunk the prediction is at least the peak tracemalloc
 # measures and at most twice it (tests/test_memory_prediction.py).
-TEMPORARY_FACTOR = 1.75       # intermediates inside NumPy expressions beyond those counted
+TEMPORARY_FACTOR = 1.6        # intermediates inside NumPy expressions beyond those counted
 SEED_INDEX_BYTES = 0          # a Seed's index arrays are constants of the compiled plans
-PER_NODE_BYTES = 6            # not an environment (plans keep values in local variables): fitted
+PER_NODE_BYTES = 9            # not an environment (plans keep values in local variables): fitted
 # NumPy's array object (and its plan slot), per array alive at the busiest moment: programs
 # of many small values (samples/black_scholes.ad, robot_arm.ad) spend more on headers than numbers
 ARRAY_HEADER_BYTES = 150

@@ -222,10 +222,18 @@ def test_auto_mode_runs_the_decision(programs, name):
     # forward, and so does robot_arm (R^6 -> R^6: equal passes, and its 4x4 transforms
     # take 2.6x fewer array operations forward, where reverse makes each matmul's two
     # adjoints); the tiny seed_example (2 inputs) and deep (8) are near ties, which go
-    # to the mode predicted to need less memory
+    # to the mode predicted to need less memory (if it differs by over 10%), else to fewer
+    # derivative mults, else forward, and so does bundle_adjustment (R^72 -> R^45:
+    # fewer reverse passes, but each does about 1.8x a forward pass's arithmetic)
     f, r = decision.plans["forward"], decision.plans["reverse"]
-    if name in ("seed_example.ad", "deep.ad") and "within 10%" in decision.reason:
-        expected = "forward" if f.peak_bytes <= r.peak_bytes else "reverse"
+    if name in ("seed_example.ad", "deep.ad", "bundle_adjustment.ad") and (
+            "within 10%" in decision.reason or "a tie" in decision.reason):
+        if "less memory" in decision.reason:   # the peaks differ by more than 10% too
+            expected = "forward" if f.peak_bytes < r.peak_bytes else "reverse"
+        elif "fewer derivative mults" in decision.reason:
+            expected = "forward" if f.cost.mults_derivative < r.cost.mults_derivative else "reverse"
+        else:
+            expected = "forward"
     else:
         expected = {"sensitivity.ad": "forward", "robot_arm.ad": "forward"}.get(name, "reverse")
     assert result.mode == expected

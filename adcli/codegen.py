@@ -119,6 +119,8 @@ def _host(value) -> np.ndarray:
 def _literal(array, name: str) -> str:
     """Python source that makes `array` again: a literal when small, else compressed bytes."""
     host = _host(array)
+    if host.size == 0:   # a list literal cannot say the shape of nothing ([[]] is (1, 0))
+        return f"{name} = xp.zeros({tuple(host.shape)!r}, dtype='{host.dtype}')"
     if host.size <= INLINE_CONSTANT:
         return f"{name} = xp.asarray({host.tolist()!r}, dtype='{host.dtype}')"
     buffer = io.BytesIO()

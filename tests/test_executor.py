@@ -277,3 +277,16 @@ def test_codegen_writes_only_to_a_py_file(tmp_path):
     result = run("codegen", SAMPLE["seed_example.ad"], "-o", tmp_path / "grad.npy")
     assert result.exit_code == 2 and "must end in .py" in result.output
     assert not (tmp_path / "grad.npy").exists()
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_codegen_keeps_the_shape_of_an_empty_constant(tmp_path, mode):
+    """prod of an empty slice: reverse mode's plan holds a float64[1, 0, 4] constant, which a
+    list literal would write as [[]] (shape (1, 0)); the module must make it with its shape."""
+    from adcli.codegen import derivative_program, module_source
+    program = adcli.loads("input X: mat[3, 4] = randn(seed=1)\noutput e = prod(X[0:0, :])")
+    path = tmp_path / f"empty_{mode}.py"
+    path.write_text(module_source(derivative_program(program, mode), "empty.ad"))
+    value, jacobian = load_module(path).jacobian()
+    assert value["e"] == pytest.approx(1.0)
+    assert not np.asarray(jacobian["e"]["X"]).any()

@@ -10,6 +10,11 @@ CASES = [(path, mode, dtype) for path in SAMPLES for mode in ("forward", "revers
          for dtype in ("float64", "float32")]
 
 
+# The same run's traced peak moves by up to about 1 KB with the process's state (what
+# earlier tests left in Python's allocator): below that, a miss is noise, not the model.
+NOISE_BYTES = 1024
+
+
 @pytest.mark.parametrize("path, mode, dtype", CASES, ids=lambda v: getattr(v, "name", v))
 def test_predicted_peak_bounds_the_measured_peak(path, mode, dtype):
     program = adcli.load(path)
@@ -19,7 +24,7 @@ def test_predicted_peak_bounds_the_measured_peak(path, mode, dtype):
         runs = [program.jacobian(mode=mode, chunk=chunk, dtype=dtype, measure_memory=True) for _ in range(2)]
         measured = max(r.cost.peak_bytes for r in runs)
         predicted = runs[0].cost.predicted["peak_bytes"]
-        assert measured <= predicted <= 2 * measured, (chunk, predicted, measured)
+        assert measured - NOISE_BYTES <= predicted <= 2 * measured, (chunk, predicted, measured)
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)

@@ -623,20 +623,14 @@ class Builder:
 
     def reads(self, ast, names) -> bool:
         """Whether an expression reads any of `names`, in the defs it calls included."""
-        stack, seen = [ast], set()
-        while stack:
-            value = stack.pop()
-            if isinstance(value, Ast):
-                if value.kind == "name" and value.args[0] in names:
+        pending, seen = [ast], set()
+        while pending:
+            for node in _asts(pending.pop()):
+                if node.kind == "name" and node.args[0] in names:
                     return True
-                if value.kind == "call" and value.args[0] in self.defs and value.args[0] not in seen:
-                    seen.add(value.args[0])
-                    stack.append(self.defs[value.args[0]].body)
-                stack.extend(value.args)
-            elif isinstance(value, (list, tuple)):
-                stack.extend(value)
-            elif isinstance(value, dict):
-                stack.extend(value.values())
+                if node.kind == "call" and node.args[0] in self.defs and node.args[0] not in seen:
+                    seen.add(node.args[0])
+                    pending.append(self.defs[node.args[0]].body)
         return False
 
     def constant(self, ast, shape, name) -> np.ndarray:
@@ -1434,22 +1428,25 @@ class _ConstantBuilder(Builder):
         return values[node_id]
 
 
-def _calls(ast) -> bool:
-    """Whether an expression holds a call that is not plain data (evaluated as a graph)."""
-    stack = [ast]
+def _asts(root):
+    """Every Ast in statements or an expression (nested in lists, tuples and dicts); a
+    loop, not recursion, for expressions nested thousands deep."""
+    stack = [root]
     while stack:
         value = stack.pop()
         if isinstance(value, Ast):
-            if value.kind == "call" and value.args[0] not in DATA_FUNCTIONS:
-                return True
-            if value.kind in ("compare", "logic", "not", "index"):
-                return True
+            yield value
             stack.extend(value.args)
         elif isinstance(value, (list, tuple)):
             stack.extend(value)
         elif isinstance(value, dict):
             stack.extend(value.values())
-    return False
+
+
+def _calls(ast) -> bool:
+    """Whether an expression holds a call that is not plain data (evaluated as a graph)."""
+    return any((node.kind == "call" and node.args[0] not in DATA_FUNCTIONS)
+               or node.kind in ("compare", "logic", "not", "index") for node in _asts(ast))
 
 
 def _statements(body):
@@ -1461,20 +1458,8 @@ def _statements(body):
 
 
 def _reads(body, name: str) -> bool:
-    """Whether statements (ASTs, in lists, tuples and dicts) read `name`; a loop, not
-    recursion, for expressions nested thousands deep."""
-    stack = [body]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, Ast):
-            if value.kind == "name" and value.args[0] == name:
-                return True
-            stack.extend(value.args)
-        elif isinstance(value, (list, tuple)):
-            stack.extend(value)
-        elif isinstance(value, dict):
-            stack.extend(value.values())
-    return False
+    """Whether statements read `name`."""
+    return any(node.kind == "name" and node.args[0] == name for node in _asts(body))
 
 
 def _in_iteration(exc: AdError, indices: dict):

@@ -24,7 +24,7 @@ from .memory import (ARRAY_HEADER_BYTES, BASE_BYTES, INDEXING_SCRATCH_BYTES,  # 
                      JSON_BYTES_PER_LABEL, JSON_BYTES_PER_NUMBER, PER_NODE_BYTES, SEED_INDEX_BYTES,
                      TEMPORARY_FACTOR, available_memory, cgroup_available, default_memory_limit,
                      rlimit_available)
-from .execute import MAX_CACHED_RUNS, CompiledRun, Replay, Stager
+from .execute import MAX_CACHED_CONSTANT_BYTES, MAX_CACHED_RUNS, CompiledRun, Replay, RunTooLarge, Stager
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
@@ -448,10 +448,10 @@ class Program:
         given JVP or VJP) is predicted to need at its peak: what the chunk choice, the
         refusal and --mode auto use."""
         # the prediction depends on the graph alone: made once per program and layout
-        key = (mode, tuple(wrt), tuple(outputs), chunk, single)
+        key = (mode, tuple(wrt), tuple(outputs), chunk, single, itemsize)
         if key not in self._peak_cache:
             sizes = [1] if single else self._pass_sizes(mode, wrt, outputs)
-            cost = self._run(mode, wrt, outputs, chunk, sizes, None, single=single)
+            cost = self._run(mode, wrt, outputs, chunk, sizes, None, single=single, itemsize=itemsize)
             m, n = self._jacobian_shape(wrt, outputs)
             result = 0 if single or cost.sweeps == 1 else m * n
             seeded = 0 if single else max(sizes, default=0)
@@ -482,10 +482,13 @@ class Program:
         return max((d.nbytes for d in self._static["recipes"] if not d.made), default=0)
 
     def index_bytes(self) -> int:
-        """Bytes of the index maps of data-movement nodes (made before a run's sweeps)."""
+        """Bytes of the index maps of data-movement nodes (made before a run's sweeps) and
+        of scatter-adds' targets."""
         if "index_bytes" not in self._static:
-            self._static["index_bytes"] = sum(n.index_bytes() for n in self.graph.nodes
-                                              if REGISTRY.get(n.op) is not None and REGISTRY[n.op].movement)
+            self._static["index_bytes"] = sum(
+                n.index_bytes() if REGISTRY[n.op].movement else n.attrs["targets"].nbytes
+                for n in self.graph.nodes
+                if REGISTRY.get(n.op) is not None and (REGISTRY[n.op].movement or n.op == "scatter_add"))
         return self._static["index_bytes"]
 
     def required_bytes(self, mode, wrt, outputs, chunk, itemsize) -> int:
@@ -520,13 +523,14 @@ class Program:
                     f"{_bytes(need(passes))}, over the memory limit of {_bytes(memory_limit)}")
 
     def _run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single=False, seeds_single=None,
-             observer=None, compile_only=False):
+             observer=None, compile_only=False, itemsize=8):
         """Run (or, with run_inputs None, predict) one mode. Returns a Cost, and with
         run_inputs also hands the derivative arrays to run_inputs['store'].
 
         A run is compiled on first use (adcli.execute.Stager: its sweeps become plans and
         its counts are taken) and replayed from then on (Replay). `compile_only`: make
-        sure it is compiled; returns None when it already was."""
+        sure it is compiled; returns None when it already was. `itemsize`: of the dtype a
+        prediction's temporaries are counted in (an int64 index is 8 / itemsize values)."""
         abstract = run_inputs is None
         if self.check_plans and not abstract and observer is None and not compile_only:
             return self._checked_run(mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single)
@@ -534,6 +538,7 @@ class Program:
         if abstract:
             runner = Runner(self.graph, None, None)
             runner.moves = lambda node: node.abstract_moves()   # counts only: no index maps made
+            runner.live.wide = max(1, 8 // itemsize)
         elif observer is not None:   # watched node by node: the reference interpreter
             runner = Runner(self.graph, run_inputs["xp"], run_inputs["dtype"],
                             run_inputs["inputs"], run_inputs["consts"])
@@ -543,13 +548,20 @@ class Program:
                    tuple(seeds_single or ()), run_inputs["backend"], str(run_inputs["dtype"]))
             compiled = self._last_compiled = self._compiled.get(key)
             if compile_only and (compiled is not None or key in self._too_large):
-                return None   # compiled already, or too large to keep: staged by the run itself
+                return None   # compiled already, or too large to keep: interpreted by the run itself
             if compiled is not None:
                 runner = Replay(compiled, run_inputs["xp"], run_inputs["dtype"],
                                 run_inputs["inputs"], run_inputs["consts"])
+            elif key in self._too_large:
+                # Interpreted: values are freed at their last use, as the memory prediction
+                # (the same walk) assumes; a Stager would keep the constants it folds
+                # until each sweep ends, and its plans until it passes the limits.
+                runner = Runner(self.graph, run_inputs["xp"], run_inputs["dtype"],
+                                run_inputs["inputs"], run_inputs["consts"])
             else:
                 runner = Stager(self.graph, run_inputs["xp"], run_inputs["dtype"],
-                                run_inputs["inputs"], run_inputs["consts"])
+                                run_inputs["inputs"], run_inputs["consts"], give_up=compile_only,
+                                constant_budget=run_inputs.get("constant_budget", MAX_CACHED_CONSTANT_BYTES))
         analysis = self._analysis(wrt, outputs)
         cost = Cost(passes=sum(sizes), chunk=chunk)
         block_names = wrt if mode == "forward" else outputs
@@ -563,11 +575,16 @@ class Program:
                 sweeps.append((tuple((b, 0, k) for b, k in key), times))
         else:   # lazily: a million sweeps are not a million tuples kept at once
             sweeps = ((layout, 1) for layout in block_layouts(sizes, chunk))
-        if mode == "forward":
-            self._forward(runner, analysis, sweeps, block_names, shape_of, cost, run_inputs, seeds_single)
-        else:
-            self._reverse(runner, analysis, sweeps, block_names, shape_of, cost, run_inputs,
-                          seeds_single, outputs, wrt)
+        try:
+            if mode == "forward":
+                self._forward(runner, analysis, sweeps, block_names, shape_of, cost, run_inputs,
+                              seeds_single)
+            else:
+                self._reverse(runner, analysis, sweeps, block_names, shape_of, cost, run_inputs,
+                              seeds_single, outputs, wrt)
+        except RunTooLarge:   # only when compile_only: the run itself will interpret it
+            self._too_large.add(key)
+            return cost
         cost.mults_primal, cost.flops_primal = runner.primal.mults, runner.primal.flops
         cost.mults_derivative, cost.flops_derivative = runner.derivative.mults, runner.derivative.flops
         cost.ops = runner.primal.ops + runner.derivative.ops
@@ -830,6 +847,7 @@ class Program:
             stacked[key][offset:offset + k] = dense
 
         run["store"] = store
+        run["constant_budget"] = limit - self.required_bytes(mode, wrt, outputs, chunk, itemsize)
         cost = self._measured(be, measure_memory, warmup,
                               lambda r, observer, only=False: self._run(mode, wrt, outputs, chunk, sizes, r,
                                                                    compile_only=only), run)
@@ -911,13 +929,14 @@ class Program:
         cost.time_s = {**times, "sweeps": sweeps}
         return cost
 
-    def _single_limit(self, kind, given, wrt_names, backend, dtype, memory_limit, json) -> int:
+    def _single_limit(self, kind, given, wrt_names, backend, dtype, memory_limit, json) -> tuple:
         """The memory limit of one JVP or VJP, checked against its prediction (and, with
-        `json`, what writing it as JSON takes) before any data is made."""
+        `json`, what writing it as JSON takes) before any data is made; and what the limit
+        leaves above that prediction (for the compiled plans' constants)."""
         limit = self.default_limit(backend) if memory_limit is None else memory_limit
         names = [n for n in (self.graph.inputs if kind == "jvp" else self.graph.outputs) if n in given]
         if not names:   # the usual errors follow
-            return limit
+            return limit, 0
         wrt = names if kind == "jvp" else wrt_names
         outputs = list(self.graph.outputs) if kind == "jvp" else names
         itemsize = np.dtype(DTYPES.get(dtype, np.float64)).itemsize
@@ -929,15 +948,16 @@ class Program:
                                   f"of {_bytes(limit)}", hint="lower a dim with --set, or raise --memory-limit")
         if json:
             self.check_json(limit, kind, wrt, outputs, itemsize)
-        return limit
+        return limit, limit - need
 
     def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None,
                 warmup=None, memory_limit=None, json=False):
         """One JVP (kind 'jvp': given = input directions) or VJP (given = output cotangents)."""
         mode = "forward" if kind == "jvp" else "reverse"
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
-        limit = self._single_limit(kind, given, wrt_names, backend, dtype, memory_limit, json)
+        limit, headroom = self._single_limit(kind, given, wrt_names, backend, dtype, memory_limit, json)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)
+        run["constant_budget"] = headroom
         seeds = {}
         names = self.graph.inputs if kind == "jvp" else self.graph.outputs
         shape_of = self.input_shape if kind == "jvp" else self.output_shape

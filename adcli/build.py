@@ -1187,7 +1187,8 @@ class Builder:
                       "have at most 2 dimensions", ast)
         width = prod(rest)
         targets = (positions.reshape(-1, 1) * width + np.arange(width)).reshape(-1)
-        attrs = {"index": positions, "targets": targets.astype(_index_dtype([n * width])),
+        # intp: NumPy's bincount would copy a narrower index on every run
+        attrs = {"index": positions, "targets": targets.astype(np.intp),
                  "adds": _adds(targets), "shape": out_shape}
         return self.emit("scatter_add", (node,), ast, attrs)
 

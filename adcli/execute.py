@@ -20,12 +20,17 @@ from .plan import Plan
 from .staging import StagingXP, Tape, real
 from .tangents import Counter
 
-# A compiled run larger than either is not kept (it is staged on every call instead): its
-# plans and their constants would stay in memory after the run, which the memory check,
-# made for the run alone, does not foresee.
+# A compiled run larger than either is not kept (the reference interpreter runs it on every
+# call instead): its plans and their constants would stay in memory after the run, which
+# the memory check, made for the run alone, does not foresee.
 MAX_CACHED_EQUATIONS = 200_000
 MAX_CACHED_CONSTANT_BYTES = 32 * 2**20   # Seeds made dense, index arrays
 MAX_CACHED_RUNS = 32             # compiled runs kept per program (the oldest goes first)
+
+
+class RunTooLarge(Exception):
+    """Raised by a Stager made with give_up=True as soon as its plans pass a limit above:
+    staging the rest would only be thrown away, and it holds memory while it runs."""
 
 
 def _outputs_only(env: dict, out_ids) -> dict:
@@ -47,8 +52,13 @@ class CompiledRun:
 class Stager(Runner):
     """A Runner whose sweeps record plans while they run on real values."""
 
-    def __init__(self, graph, xp, dtype, input_values, const_values):
+    def __init__(self, graph, xp, dtype, input_values, const_values, give_up: bool = False,
+                 constant_budget: int = MAX_CACHED_CONSTANT_BYTES):
         super().__init__(graph, xp, dtype, input_values, const_values)
+        self.give_up = give_up   # raise RunTooLarge at the limits rather than stage on
+        # the plans' constants stay in memory beside the run: no more than the memory
+        # limit leaves above the run's predicted need (and MAX_CACHED_CONSTANT_BYTES)
+        self.constant_budget = min(constant_budget, MAX_CACHED_CONSTANT_BYTES)
         self.real_xp = xp
         self.plans: list[Plan] = []
         self.out_ids = list(dict.fromkeys(graph.outputs.values()))
@@ -114,9 +124,11 @@ class Stager(Runner):
             plan = Plan(tape, outputs, label, clear_inputs, internal)
             self.equations += plan.n_eqns
             self.constant_bytes += plan.constant_bytes
-            if self.equations > MAX_CACHED_EQUATIONS or self.constant_bytes > MAX_CACHED_CONSTANT_BYTES:
+            if self.equations > MAX_CACHED_EQUATIONS or self.constant_bytes > self.constant_budget:
                 self.keep = False   # too large to keep: this run's results are the staged ones
                 self.plans.clear()
+                if self.give_up:
+                    raise RunTooLarge()
             else:
                 plan.compile()   # now, while compiling: not inside a timed or measured run
                 self.plans.append(plan)

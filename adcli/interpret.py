@@ -77,44 +77,59 @@ class _Live:
     tangent through, or an add's VJP handing the same cotangent to both inputs,
     shares one array, which is alive once, however many env slots refer to it."""
 
-    __slots__ = ("now", "peak", "peak_with_temporaries", "_refs", "arrays", "peak_arrays")
+    __slots__ = ("now", "peak", "peak_with_temporaries", "_refs", "arrays", "peak_arrays", "wide",
+                 "indexes")
 
     def __init__(self):
         self.now = 0
         self.peak = 0
         # the peak also counting what a rule holds only while it runs (a Seed made
-        # dense, a partial's intermediate): not a documented count, an input to the
-        # memory prediction (adcli.api.Program.predicted_peak_bytes)
+        # dense, a partial's intermediate) and Seeds' index arrays: not a documented
+        # count, an input to the memory prediction (adcli.api.Program.predicted_peak_bytes)
         self.peak_with_temporaries = 0
         # arrays alive (each add of a non-empty value is one): programs of many small values
         # spend more on NumPy's array headers than on their numbers
         self.arrays = 0
         self.peak_arrays = 0
+        # values one 8-byte temporary element (an int64 index) counts as: 8 / itemsize,
+        # set by the memory prediction for the dtype it predicts (1 otherwise)
+        self.wide = 1
+        # Seeds alive hold an int64 direction per element of their node (not values, not
+        # in peak_live_values): in values, as `wide` says
+        self.indexes = 0
         self._refs = {}   # id -> [array, references]; the array is kept so its id stays unique
 
     def hold(self, t):
-        if t is None or isinstance(t, Seed):
+        if t is None:
             return
         entry = self._refs.get(id(t))
         if entry is None:
             self._refs[id(t)] = [t, 1]
-            self.add(live_size(t))
+            if isinstance(t, Seed):
+                self.indexes += prod(t.node_shape) * self.wide
+                self.temporary(0)
+            else:
+                self.add(live_size(t))
         else:
             entry[1] += 1
 
     def release(self, t):
-        if t is None or isinstance(t, Seed):
+        if t is None:
             return
         entry = self._refs[id(t)]
         entry[1] -= 1
         if entry[1] == 0:
             del self._refs[id(t)]
-            self.drop(live_size(t))
+            if isinstance(t, Seed):
+                self.indexes -= prod(t.node_shape) * self.wide
+            else:
+                self.drop(live_size(t))
 
     def reset(self):
         """A new forward sweep: nothing of the last one is alive."""
         self.now = 0
         self.arrays = 0
+        self.indexes = 0
         self._refs.clear()
 
     def add(self, n: int):
@@ -125,10 +140,11 @@ class _Live:
         self.now += n
         if self.now > self.peak:
             self.peak = self.now
-            if self.now > self.peak_with_temporaries:
-                self.peak_with_temporaries = self.now
+        if self.now + self.indexes > self.peak_with_temporaries:
+            self.peak_with_temporaries = self.now + self.indexes
 
-    def temporary(self, n: int):
+    def temporary(self, n: int, wide: int = 0):
+        n += wide * self.wide + self.indexes
         if self.now + n > self.peak_with_temporaries:
             self.peak_with_temporaries = self.now + n
 

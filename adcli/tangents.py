@@ -88,9 +88,11 @@ class Counter:
         self.moved += moved
         self.gemm += gemm
 
-    def temporary(self, values: int):
+    def temporary(self, values: int, wide: int = 0):
+        """Told what a rule holds only while it runs: `values` of the run's dtype and
+        `wide` 8-byte elements (int64 index arrays, bincount's float64 sums)."""
         if self.on_temporary is not None:
-            self.on_temporary(values)
+            self.on_temporary(values, wide)
 
     def snapshot(self) -> tuple:
         return (self.mults, self.flops, self.ops, self.moved, self.gemm)
@@ -143,18 +145,19 @@ class Linear:
     def _traffic(self, ops: int, moved: int, gemm: int = 0):
         self.counter.traffic(ops, moved, gemm)
 
-    def _materialized(self, *ts, result: int = 0):
+    def _materialized(self, *ts, result: int = 0, wide: int = 0):
         """Count making Seeds dense (a k × |node| array written) for the methods that
         will call dense(): counted before they branch on abstract or real, so a
         prediction counts exactly what a run does. The dense copies live only while
-        the method runs, beside its `result` (scalars): a temporary peak."""
+        the method runs, beside its `result` (scalars) and `wide` 8-byte elements the
+        method holds as well: a temporary peak."""
         dense = 0
         for t in ts:
             if isinstance(t, Seed):
                 self._traffic(1, prod(t.shape))
                 dense += prod(t.shape)
-        if dense:
-            self.counter.temporary(dense + result)
+        if dense or wide:
+            self.counter.temporary(dense + result, wide)
 
     def _lift(self, t, shape):
         """Give a dense tangent of a smaller node shape leading unit axes."""
@@ -414,15 +417,38 @@ class Linear:
             out[:, xp.asarray(dst_pos)] = flat if src_pos is None else flat[:, xp.asarray(src_pos)]
             return out.reshape((self.k,) + shape)
         self._count(0, self.k * adds)
+        if isinstance(t, Seed):
+            # Directions selected, not values: direction d meets place p as many times as
+            # elements holding d are added there. One bincount of the count elements'
+            # (direction, place) pairs, not of k·count contributions (k times less work
+            # and memory than making the Seed dense); places of elements holding no
+            # direction go to one extra bin, dropped.
+            self._traffic(3, 3 * count + self.k * size)
+            # held: the directions in order, their places, bincount's int64 counts
+            self.counter.temporary(self.k * size, wide=2 * count + self.k * size)
+            if xp is None:
+                return Abstract((self.k,) + shape)
+            held = t.src.reshape(-1)
+            if src_pos is not None:
+                held = held[xp.asarray(src_pos)]
+            places = xp.where(held >= 0, held.astype(xp.int64) * size + xp.asarray(dst_pos), self.k * size)
+            counts = xp.bincount(places, minlength=self.k * size + 1)[:self.k * size]
+            return counts.reshape((self.k,) + shape).astype(self.dtype)
         # the contributions in order, then one scatter-add (a bincount over k·size places)
         self._traffic(1 if src_pos is None else 2, self.k * (3 * count + size))
-        self._materialized(t, result=self.k * size)
+        # held while bincount runs, beside a Seed made dense: the contributions gathered
+        # in order (k·count), their k·count int64 places, and its float64 sums (k·size;
+        # the result once cast)
+        gathered = self.k * count if src_pos is not None else 0
+        self._materialized(t, result=gathered + self.k * size, wide=self.k * (count + size))
         if xp is None:
             return Abstract((self.k,) + shape)
         flat = self.dense(t).reshape(self.k, -1)
         if src_pos is not None:
             flat = flat[:, xp.asarray(src_pos)]
-        places = (xp.arange(self.k).reshape(-1, 1) * size + xp.asarray(dst_pos).reshape(1, -1)).reshape(-1)
+        places = xp.asarray(dst_pos)
+        if self.k > 1:
+            places = (xp.arange(self.k).reshape(-1, 1) * size + places.reshape(1, -1)).reshape(-1)
         total = xp.bincount(places, weights=flat.reshape(-1), minlength=self.k * size)
         return total.reshape((self.k,) + shape).astype(flat.dtype, copy=False)
 

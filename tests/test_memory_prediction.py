@@ -1,6 +1,8 @@
 """Memory predictions are honest: on every sample, in both modes and at every chunk
 size, the predicted peak of the sweeps is at least the peak tracemalloc measures
 and at most twice it; the chunk choice and the refusal use that same prediction."""
+import tracemalloc
+
 import pytest
 
 import adcli
@@ -11,7 +13,7 @@ CASES = [(path, mode, dtype) for path in SAMPLES for mode in ("forward", "revers
 
 
 # The same run's traced peak moves by up to about 1 KB with the process's state (what
-# earlier tests left in Python's allocator): below that, a miss is noise, not the model.
+# earlier tests left in Python's allocator): within that, a miss is noise, not the model.
 NOISE_BYTES = 1024
 
 
@@ -24,7 +26,7 @@ def test_predicted_peak_bounds_the_measured_peak(path, mode, dtype):
         runs = [program.jacobian(mode=mode, chunk=chunk, dtype=dtype, measure_memory=True) for _ in range(2)]
         measured = max(r.cost.peak_bytes for r in runs)
         predicted = runs[0].cost.predicted["peak_bytes"]
-        assert measured - NOISE_BYTES <= predicted <= 2 * measured, (chunk, predicted, measured)
+        assert measured - NOISE_BYTES <= predicted <= 2 * (measured + NOISE_BYTES), (chunk, predicted, measured)
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
@@ -55,3 +57,59 @@ def test_refusal_uses_the_same_prediction():
         program.jacobian(mode="reverse", memory_limit=need - 1)
     assert "even one direction at a time" in caught.value.message
     program.jacobian(mode="reverse", memory_limit=need)   # exactly enough runs
+
+
+# Gathers and scatter-adds at a size where their index arrays and contributions dominate:
+# an embedding bag (rows gathered by token, summed by segment: repeated indices on both
+# sides) and a vector output, so that both modes take many directions per sweep.
+EMBEDDING_BAG = """
+dim V = 50
+dim D = 16
+dim N = 2000
+const tok: ivec[N] = randint(V, seed=1)
+const seg: ivec[N] = randint(50, seed=2)
+input E: mat[V, D] = 0.1 * randn(seed=3)
+input w: vec[D] = randn(seed=4)
+h = E[tok, :]
+pooled = scatter_add(h, seg, 50)
+output loss = sum(log_softmax(pooled @ w)) + sum(gammaln(abs(pooled) + 1))
+"""
+GATHERS = """
+dim n = 3000
+dim m = 40
+const idx: ivec[n] = randint(m, seed=1)
+const col: ivec[n] = randint(8, seed=2)
+const pick: imat[n, 1] = randint(8, seed=5)
+input A: mat[m, 8] = randn(seed=3)
+input x: vec[m] = randn(seed=4)
+g = x[idx] * A[idx, col] + take_along_axis(A[idx, :], pick, axis=1)[:, 0] * 0.5
+output y = scatter_add(g, col, 8) + sum(A[:, col], axis=1)[0:8]
+"""
+
+
+@pytest.mark.parametrize("source", [EMBEDDING_BAG, GATHERS], ids=["embedding_bag", "gathers"])
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_gathers_and_scatter_adds_at_scale(source, mode, dtype):
+    """The whole first call, compiling included, stays under a memory limit set to exactly
+    what the check requires for its chunk (and uses at least a third of it); the sweeps'
+    measured peak is never above the prediction. (The compiled sweeps may use far less:
+    what a gathered Seed makes dense is folded into the plan's constants when it is
+    compiled, on real values, which is what the prediction bounds.)"""
+    itemsize = 8 if dtype == "float64" else 4
+    adcli.loads(source).jacobian(mode=mode, chunk=1, dtype=dtype)   # imports done, not traced
+    passes = adcli.loads(source).predict(mode).passes
+    for chunk in sorted({1, 7, passes} & set(range(1, passes + 1))):
+        program = adcli.loads(source)   # nothing compiled yet
+        wrt, outputs = program._wrt(None), program.output_names
+        limit = program.required_bytes(mode, wrt, outputs, chunk, itemsize)
+        tracemalloc.start()
+        try:
+            first = program.jacobian(mode=mode, chunk=chunk, dtype=dtype, memory_limit=limit)
+            whole_call = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert limit / 3 <= whole_call <= limit, (chunk, whole_call, limit)
+        again = program.jacobian(mode=mode, chunk=chunk, dtype=dtype, memory_limit=limit, measure_memory=True)
+        assert again.cost.peak_bytes - NOISE_BYTES <= again.cost.predicted["peak_bytes"], chunk
+        assert first.blocks.keys() == again.blocks.keys()

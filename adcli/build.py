@@ -685,6 +685,8 @@ class Builder:
                 return np.float64(CONSTANTS[name])
             if name in ("zeros", "ones", "randn", "rand"):   # the functions that need no argument
                 return self._data_call(Ast("call", (name, (), {}), ast.line, ast.column), shape, abstract)
+            if name in self.int_consts:
+                self._integer_data_in_arithmetic(name, ast)
             self.fail(NameProblem, f"'{name}' is not a dim or const; initial values are constant data", ast)
         if kind == "neg":
             value = self._constant(ast.args[0], shape, abstract)
@@ -873,9 +875,7 @@ class Builder:
         if name in self.dims:
             return self.literal(self.dims[name], ast)
         if name in self.int_consts:
-            self.fail(ValueProblem, f"'{name}' is integer data ({_int_type(self.int_consts[name].shape)}): "
-                      f"it can only index, as in x[{name}], take_along_axis(x, {name}, axis=…) or "
-                      f"scatter_add(v, {name}, n)", ast)
+            self._integer_data_in_arithmetic(name, ast)
         if name in BUILTINS or name in self.defs:
             self.fail(NameProblem, f"'{name}' is a function; call it as {name}(...)", ast)
         if scope.in_def is not None and (name in self.global_scope.values or name in self.global_scope.indices):
@@ -886,6 +886,11 @@ class Builder:
         known = set(scope.values) | set(scope.indices) | set(self.dims) | set(CONSTANTS) \
             | (set(self.consts) if scope.in_def is not None else set())
         self.fail(NameProblem, f"name '{name}' is not defined{_did_you_mean(name, known)}", ast)
+
+    def _integer_data_in_arithmetic(self, name, ast):
+        self.fail(ValueProblem, f"'{name}' is integer data ({_int_type(self.int_consts[name].shape)}): "
+                  f"it can only index, as in x[{name}], take_along_axis(x, {name}, axis=…) or "
+                  f"scatter_add(v, {name}, n)", ast)
 
     def expr(self, ast: Ast, scope: _Scope) -> int:
         self.visits += 1
@@ -1393,6 +1398,7 @@ class _ConstantBuilder(Builder):
         self.parent, self.abstract = parent, abstract
         self.lines, self.text = parent.lines, parent.text
         self.dims, self.defs = parent.dims, parent.defs
+        self.int_consts = parent.int_consts   # indices: gathers, take_along_axis, scatter_add
         self.memory_cap = parent.memory_cap
 
     def leaf(self, ast, value) -> int:

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import adcli
 from adcli.cli import cli
+from adcli.errors import ValueProblem
 from conftest import fd_jacobian, jacobians
 
 X = np.array([0.5, -1.0, 2.0, 0.25, 3.0])
@@ -203,3 +204,35 @@ def test_errors_point_at_the_problem(tmp_path, text, message, column):
     line = text.count("\n") + 1 if "output y = 1" not in text else 1
     assert f"bad.ad:{line}:{column}: error: {message}" in result.output, result.output
     assert "^" in result.output
+
+
+def test_constant_expressions_gather_by_integer_consts():
+    """Integer consts index in constant data as in the program: a gather, take_along_axis and
+    scatter_add of a const, made on the host; and made again from a const a run sets."""
+    program = adcli.loads("""
+dim n = 3
+dim d = 2
+const X: mat[4, d] = [[1, 2], [3, 4], [5, 6], [7, 8]]
+const lab: ivec[n] = [0, 3, 3]
+const rows: imat[4, 1] = [[1], [0], [1], [0]]
+const k: int = 2
+const S: mat[n, d] = X[lab, :]
+const T = take_along_axis(X, rows, axis=1)
+const U = scatter_add(X, [0, 1, 1, k], 3)
+const V = X[lab, k - 1]
+input w: vec[d] = [1, -1]
+output y = S @ w
+output z = sum(T) + sum(U @ w) + sum(V)
+""")
+    X_ = np.arange(1.0, 9.0).reshape(4, 2)
+    lab = np.array([0, 3, 3])
+    U = np.zeros((3, 2))
+    np.add.at(U, [0, 1, 1, 2], X_)
+    values = program.evaluate()
+    np.testing.assert_array_equal(values["y"], X_[lab] @ [1, -1])
+    T = np.take_along_axis(X_, np.array([[1], [0], [1], [0]]), axis=1)
+    assert values["z"] == pytest.approx(T.sum() + (U @ [1, -1]).sum() + X_[lab, 1].sum())
+    X2 = -X_
+    np.testing.assert_array_equal(program.evaluate(at={"X": X2})["y"], X2[lab] @ [1, -1])
+    with pytest.raises(ValueProblem, match=r"^'lab' is integer data \(ivec\[3\]\): it can only index"):
+        adcli.loads("const lab: ivec[3] = [0, 1, 1]\nconst c: vec[3] = 2 * lab\noutput y = sum(c)\n")

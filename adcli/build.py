@@ -50,6 +50,9 @@ SIZE_FUNCTIONS = ("rows", "cols")
 OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose", "multigammaln")
 MAX_MULTIGAMMALN_D = 10_000   # multigammaln(a, d) sums d gammaln terms: each is work per element
 GATHER_FUNCTIONS = ("take_along_axis", "scatter_add")
+MOVEMENT_FUNCTIONS = ("reshape", "transpose", "concat", "stack")   # of integer data: integer data
+INDEX_DATA_RULE = ("as an index, integer data combines only with whole numbers, dims, loop indices and "
+                   "other integer data, by + - *, slices, reshape, concat and .T")
 INTEGER_DATA_FUNCTIONS = ("arange", "randint")   # the values of integer consts only
 BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS
                + OTHER_FUNCTIONS + GATHER_FUNCTIONS + INTEGER_DATA_FUNCTIONS)
@@ -487,7 +490,14 @@ class Builder:
 
     # -- integers (dims, sizes, indices, axes) ----------------------------------------------
     def integer(self, ast, scope, what: str, positive=False) -> int:
-        value = self._integer(ast, scope, what)
+        if ast.kind != "name" and self._is_int_data(ast, scope):   # lab[0], n - lab[k]
+            data = self._int_data(ast, None, scope)
+            if data.ndim:
+                self.fail(ShapeProblem, f"this is integer data ({_int_type(data.shape)}), where {what} "
+                          "is one whole number", ast)
+            value = self._small(int(data), what, ast)
+        else:
+            value = self._integer(ast, scope, what)
         if positive and value < 1:
             self.fail(ValueProblem, f"{what} must be positive, got {value}", ast)
         return value
@@ -507,6 +517,11 @@ class Builder:
                 return scope.indices[name][0]
             if name in self.int_consts and not self.int_consts[name].ndim:   # const f: int = 2
                 return int(self.int_consts[name])
+            if name in self.int_consts:
+                typed = f"'{name}' is integer data ({_int_type(self.int_consts[name].shape)})"
+                if what == "an index":
+                    self.fail(ValueProblem, f"{typed}; {INDEX_DATA_RULE}", ast)
+                self.fail(ValueProblem, f"{typed}, where {what} is one whole number (such as {name}[0])", ast)
             parts = "numbers, dims and loop indices" if scope.indices else "numbers and dims"
             self.fail(NameProblem, f"'{name}' is not a dim; {what} must be built from {parts}", ast)
         if kind == "neg":
@@ -534,6 +549,9 @@ class Builder:
                 if abs(a) > 1 and b > MAX_INTEGER.bit_length():   # checked before Python computes it
                     self.fail(ValueProblem, f"{what}: {a} ^ {b} is too large (the most is 2^53)", ast)
                 return self._small(a ** b, what, ast)
+        if what == "an index" and any(node.kind == "name" and node.args[0] in self.int_consts
+                                      for node in _asts(ast)):
+            self.fail(ValueProblem, f"this is not integer data: {INDEX_DATA_RULE}", ast)
         self.fail(ValueProblem, f"{what} must be an integer expression of numbers and dims", ast)
 
     def _size_of(self, ast, scope) -> int:
@@ -948,34 +966,8 @@ class Builder:
                 self.fail(ShapeProblem, "a scalar cannot be indexed", ast)
             self.fail(ShapeProblem, f"{len(subscripts)} indices for a {format_shape(shape)}, which has "
                       f"{len(shape)} ax{'is' if len(shape) == 1 else 'es'}", ast)
-        key = []
-        for axis, sub in enumerate(subscripts):
-            size = shape[axis]
-            if sub.kind == "slice":
-                lo_ast, hi_ast, step_ast = (tuple(sub.args) + (None,))[:3]
-                if step_ast is not None:
-                    key.append(self._step_slice(sub, lo_ast, hi_ast, step_ast, size, shape, scope))
-                    continue
-                lo = 0 if lo_ast is None else self.integer(lo_ast, scope, "a slice bound")
-                hi = size if hi_ast is None else self.integer(hi_ast, scope, "a slice bound")
-                lo, hi = (lo + size if lo < 0 else lo), (hi + size if hi < 0 else hi)
-                if not 0 <= lo <= size or not 0 <= hi <= size:
-                    self.fail(ShapeProblem, f"slice {lo}:{hi} is out of range for an axis of "
-                              f"length {size} in {format_shape(shape)}", sub)
-                if hi < lo:   # Python would give nothing; a reversed range is surely a mistake
-                    self.fail(ShapeProblem, f"slice {lo}:{hi} ends before it starts (an empty slice "
-                              f"is lo:lo, a reversed one lo:hi:-1)", sub)
-                key.append(slice(lo, hi))
-                continue
-            positions = self._index_array(sub, scope)
-            if positions is not None:   # integer data: a gather, NumPy's integer-array indexing
-                key.append(self._in_range(positions, size, shape, sub))
-                continue
-            i = self.integer(sub, scope, "an index")
-            if not -size <= i < size:
-                self.fail(ShapeProblem, f"index {i} is out of range for an axis of length {size} "
-                          f"in {format_shape(shape)}", sub)
-            key.append(i + size if i < 0 else i)
+        key = [self._key_part(sub, shape[axis], format_shape(shape), scope)
+               for axis, sub in enumerate(subscripts)]
         key = tuple(key)
         if any(isinstance(part, np.ndarray) for part in key):
             return self._gather(node, key, ast)
@@ -983,7 +975,33 @@ class Builder:
                              if isinstance(part, slice)) + tuple(shape[len(key):])
         return self.emit("index", (node,), ast, {"key": key, "result_shape": result_shape})
 
-    def _step_slice(self, sub, lo_ast, hi_ast, step_ast, size, shape, scope) -> slice:
+    def _key_part(self, sub, size: int, indexed: str, scope):
+        """One subscript of a value of type `indexed` along an axis of length `size`: a
+        slice, an index (an int), or integer data (an array: a gather)."""
+        if sub.kind == "slice":
+            lo_ast, hi_ast, step_ast = (tuple(sub.args) + (None,))[:3]
+            if step_ast is not None:
+                return self._step_slice(sub, lo_ast, hi_ast, step_ast, size, scope)
+            lo = 0 if lo_ast is None else self.integer(lo_ast, scope, "a slice bound")
+            hi = size if hi_ast is None else self.integer(hi_ast, scope, "a slice bound")
+            lo, hi = (lo + size if lo < 0 else lo), (hi + size if hi < 0 else hi)
+            if not 0 <= lo <= size or not 0 <= hi <= size:
+                self.fail(ShapeProblem, f"slice {lo}:{hi} is out of range for an axis of "
+                          f"length {size} in {indexed}", sub)
+            if hi < lo:   # Python would give nothing; a reversed range is surely a mistake
+                self.fail(ShapeProblem, f"slice {lo}:{hi} ends before it starts (an empty slice "
+                          f"is lo:lo, a reversed one lo:hi:-1)", sub)
+            return slice(lo, hi)
+        positions = self._index_array(sub, scope)
+        if positions is not None and positions.ndim:   # a gather, NumPy's integer-array indexing
+            return self._in_range(positions, size, indexed, sub)
+        i = self.integer(sub, scope, "an index") if positions is None else int(positions)
+        if not -size <= i < size:
+            self.fail(ShapeProblem, f"index {i} is out of range for an axis of length {size} "
+                      f"in {indexed}", sub)
+        return i + size if i < 0 else i
+
+    def _step_slice(self, sub, lo_ast, hi_ast, step_ast, size, scope) -> slice:
         """lo:hi:step with Python's meaning (a negative step walks back; open ends go to the
         ends the step walks to), as a slice NumPy applies the same way; it may pick nothing."""
         step = self.integer(step_ast, scope, "a slice step")
@@ -1014,13 +1032,16 @@ class Builder:
         self.int_consts[name] = np.array(np.broadcast_to(value, shape), dtype=np.int64)
 
     def _int_data(self, ast, shape, scope) -> np.ndarray:
-        """The value of integer data: whole numbers, lists of them, dims, other integer
-        consts, arange, randint(high, seed=S), and + - * of those, and .T."""
+        """The value of integer data: whole numbers, lists of them, dims, loop indices, other
+        integer consts, arange, randint(high, seed=S), and + - * of those, their slices,
+        elements and gathers, reshape, transpose, concat, stack and .T."""
         kind = ast.kind
         if kind == "number":
             return np.int64(self._integer(ast, scope, "integer data"))
         if kind == "name":
             name = ast.args[0]
+            if name in scope.indices:
+                return np.int64(scope.indices[name][0])
             if name in self.int_consts:
                 return self.int_consts[name]
             if name == "arange":
@@ -1055,8 +1076,98 @@ class Builder:
             return self._load(ast, abstract=False, integer=True)
         if kind == "attr" and ast.args[1] == "T":
             return self._int_data(ast.args[0], None, scope).T
+        if kind == "index":
+            return self._int_index(ast, scope)
+        if kind == "call" and ast.args[0] in MOVEMENT_FUNCTIONS and ast.args[0] not in self.defs:
+            return self._int_movement(ast, scope)
+        if kind == "call" and ast.args[0] in SIZE_FUNCTIONS and ast.args[0] not in self.defs:
+            return np.int64(self._size_of(ast, scope))
         self.fail(ValueProblem, "integer data is made of whole numbers, lists of them, dims, integer "
-                  "consts, arange, randint(high, seed=S) and load(...), with + - *", ast)
+                  "consts, arange, randint(high, seed=S) and load(...), with + - *, slices, "
+                  "reshape, concat and .T", ast)
+
+    def _int_index(self, ast, scope) -> np.ndarray:
+        """Integer data indexed as any value is: lab[0:2], pairs[:, 0], lab[t], lab[perm]."""
+        value_ast, subscripts = ast.args
+        value = self._int_data(value_ast, None, scope)
+        if len(subscripts) > value.ndim:
+            if not value.ndim:
+                self.fail(ShapeProblem, "a whole number cannot be indexed", ast)
+            self.fail(ShapeProblem, f"{len(subscripts)} indices for an {_int_type(value.shape)}, which "
+                      f"has {value.ndim} ax{'is' if value.ndim == 1 else 'es'}", ast)
+        key = tuple(self._key_part(sub, value.shape[axis], _int_type(value.shape), scope)
+                    for axis, sub in enumerate(subscripts))
+        picked = value[key]
+        if picked.ndim > 2:
+            self.fail(ShapeProblem, f"this gather would make {picked.ndim}-D integer data; integer data "
+                      "has at most 2 dimensions", ast)
+        return picked
+
+    def _int_movement(self, ast, scope) -> np.ndarray:
+        """reshape, transpose, concat and stack of integer data: the same whole numbers, moved."""
+        name, args, kwargs = ast.args
+        if name in ("concat", "stack"):
+            if not args or kwargs:
+                self.fail(ValueProblem, f"{name} takes one or more values and no keywords", ast)
+            parts = [self._int_data(arg, None, scope) for arg in args]
+            shapes = [part.shape for part in parts]
+            if name == "stack" and (len(set(shapes)) != 1 or len(shapes[0]) > 1):
+                self.fail(ShapeProblem, "stack of integer data takes whole numbers or ivecs of one length, "
+                          "got " + ", ".join(map(_int_type, shapes)), ast)
+            if name == "concat" and (len({len(shape) for shape in shapes}) != 1 or not shapes[0]
+                                     or len({shape[1:] for shape in shapes}) != 1):
+                self.fail(ShapeProblem, "concat of integer data joins ivecs, or imats of as many columns, "
+                          "got " + ", ".join(map(_int_type, shapes)), ast)
+            return (np.stack if name == "stack" else np.concatenate)(parts, axis=0)
+        if name == "transpose":
+            self._arity(name, args, kwargs, 1, ast)
+            return self._int_data(args[0], None, scope).T
+        if len(args) not in (2, 3) or kwargs:
+            self.fail(ValueProblem, "reshape takes a value and one or two sizes: reshape(x, r, c)", ast)
+        value = self._int_data(args[0], None, scope)
+        shape = tuple(self.integer(a, scope, "a size", positive=True) for a in args[1:])
+        if prod(shape) != value.size:
+            self.fail(ShapeProblem, f"cannot reshape {_int_type(value.shape)} ({value.size} elements) "
+                      f"to {_int_type(shape)}", ast)
+        return value.reshape(shape)
+
+    def _is_int_data(self, ast, scope) -> bool:
+        """Whether an expression is integer data of one or more elements written in place
+        (lab + 1, reshape(col, n, 1), lab[0:2], [0, 2] + k): made only of whole numbers, dims,
+        loop indices and integer consts, with + - *, .T, indexing and MOVEMENT_FUNCTIONS, and
+        reading an integer const that is an array, or a list or stack."""
+        arrays = False
+        pending = [ast]
+        while pending:
+            node = pending.pop()
+            if node is None:
+                continue
+            kind = node.kind
+            if kind == "name":
+                name = node.args[0]
+                if name in scope.indices or name in self.dims:
+                    continue
+                if name not in self.int_consts or name in scope.values:
+                    return False
+                arrays = arrays or self.int_consts[name].ndim > 0
+                continue
+            if kind == "call" and node.args[0] in SIZE_FUNCTIONS and node.args[0] not in self.defs:
+                continue   # rows(X): a whole number, of any value
+            if kind == "call" and node.args[0] in MOVEMENT_FUNCTIONS and node.args[0] not in self.defs:
+                pending.extend(node.args[1])
+                arrays = arrays or node.args[0] == "stack"   # stack(k, 0): an array, like a list
+                continue
+            if kind == "binop" and node.args[0] not in "+-*":
+                return False
+            if kind == "attr" and node.args[1] != "T":
+                return False
+            if kind not in ("number", "list", "neg", "binop", "attr", "index", "slice"):
+                return False
+            arrays = arrays or kind == "list"
+            pending.extend(arg for arg in node.args if isinstance(arg, Ast))
+            pending.extend(arg for part in node.args if isinstance(part, (list, tuple))
+                           for arg in part if isinstance(arg, Ast))
+        return arrays
 
     def _int_call(self, ast, shape, scope) -> np.ndarray:
         name, args, kwargs = ast.args
@@ -1089,6 +1200,8 @@ class Builder:
             self.fail(ValueProblem, f"{sub.args[0]}(...) makes integer data; use it as the value of an "
                       f"integer const, e.g. `const idx: ivec[3] = {sub.args[0]}"
                       f"{'(5)' if sub.args[0] == 'randint' else ''}`", sub)
+        if self._is_int_data(sub, scope):   # lab + 1, reshape(col, n, 1), lab[0:2]
+            return self._int_data(sub, None, scope)
         return None
 
     def _int_list(self, ast, scope) -> np.ndarray:
@@ -1103,14 +1216,15 @@ class Builder:
             return np.array(rows, dtype=np.int64)
         return np.array([self.integer(item, scope, "an index") for item in ast.args[0]], dtype=np.int64)
 
-    def _in_range(self, positions: np.ndarray, size: int, shape, ast) -> np.ndarray:
-        """Indices checked against an axis of length `size`, negative ones counting from the end."""
+    def _in_range(self, positions: np.ndarray, size: int, indexed, ast) -> np.ndarray:
+        """Indices checked against an axis of length `size` of a value of type `indexed` (text,
+        or None), negative ones counting from the end."""
         bad = (positions < -size) | (positions >= size)
         if bad.any():
             where = np.argwhere(bad)[0]
             at = f" (element {', '.join(map(str, where))})" if positions.ndim else ""
             self.fail(ShapeProblem, f"index {positions[tuple(where)]}{at} is out of range for an "
-                      f"axis of length {size}{'' if shape is None else ' in ' + format_shape(shape)}", ast)
+                      f"axis of length {size}{'' if indexed is None else ' in ' + indexed}", ast)
         return np.where(positions < 0, positions + size, positions)
 
     def _gather(self, node: int, key: tuple, ast) -> int:
@@ -1160,7 +1274,7 @@ class Builder:
         if not -len(shape) <= axis < len(shape):
             self.fail(ShapeProblem, f"axis={axis} is out of range for {format_shape(shape)}", kwargs["axis"])
         axis %= len(shape)
-        positions = self._in_range(positions, shape[axis], shape, args[1])
+        positions = self._in_range(positions, shape[axis], format_shape(shape), args[1])
         if len(shape) == 1:
             return self._gather(node, (positions,), ast)
         other = 1 - axis

@@ -1293,10 +1293,24 @@ class Generator:
         return a.reshape(shape)
 
     def index_text(self, a):
-        """Integer data written as a list, or declared as an integer const and named."""
+        """Integer data written as a list, or declared as an integer const and named, or
+        made in place from a const that holds other numbers (name + s, name.T, name[0:k]):
+        the builder computes the indices the oracles take as `a`, and checks those. Which
+        form is picked from the data, not drawn, so the other choices' stream is the same."""
         if self.c.chance(0.5):
             return int_list_text(a)
         name = self.fresh("ix")
+        pick = (len(self.int_consts) + int(np.abs(a).sum())) % 4
+        if pick == 1:   # the const may be out of range; only name + s is checked
+            shift = int(a.size % 7) - 3
+            self.int_consts.append((name, a - shift))
+            return f"{name} + {shift}" if shift >= 0 else f"{name} - {-shift}"
+        if pick == 2 and a.ndim == 2:
+            self.int_consts.append((name, np.ascontiguousarray(a.T)))
+            return f"{name}.T" if a.size % 2 else f"transpose({name})"
+        if pick == 2:
+            self.int_consts.append((name, np.concatenate([a, a[:1] + 7])))
+            return f"{name}[0:{a.size}]" if a.size % 2 else f"reshape({name}[0:{a.size}], {a.size})"
         self.int_consts.append((name, a))
         return name
 

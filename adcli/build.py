@@ -894,6 +894,8 @@ class Builder:
             return self.literal(self.dims[name], ast)
         if name in self.int_consts:
             self._integer_data_in_arithmetic(name, ast)
+        if name in DATA_FUNCTIONS and name not in self.defs:   # h = zeros: it has no shape here
+            self._constant_data_only(name, ast)
         if name in BUILTINS or name in self.defs:
             self.fail(NameProblem, f"'{name}' is a function; call it as {name}(...)", ast)
         if scope.in_def is not None and (name in self.global_scope.values or name in self.global_scope.indices):
@@ -904,6 +906,14 @@ class Builder:
         known = set(scope.values) | set(scope.indices) | set(self.dims) | set(CONSTANTS) \
             | (set(self.consts) if scope.in_def is not None else set())
         self.fail(NameProblem, f"name '{name}' is not defined{_did_you_mean(name, known)}", ast)
+
+    def _constant_data_only(self, name, ast):
+        """zeros, randn, … in an expression: they take their shape from a declared type."""
+        example = {"full": "full(2)", "randn": "randn(seed=1)", "rand": "rand(seed=1)",
+                   "linspace": "linspace(0, 1)", "load": 'load("h.npy")'}.get(name, name)
+        self.fail(ValueProblem, f"{name} makes constant data, which takes its shape from a declared "
+                  f"type: declare it as an input or const, e.g. `const h: vec[3] = {example}`, and use "
+                  "its name", ast)
 
     def _integer_data_in_arithmetic(self, name, ast):
         self.fail(ValueProblem, f"'{name}' is integer data ({_int_type(self.int_consts[name].shape)}): "
@@ -1422,8 +1432,7 @@ class Builder:
             self._arity(name, args, kwargs, 1, ast)
             return self.literal(self._size(name, self.nodes[self.expr(args[0], scope)].shape, ast), ast)
         if name in DATA_FUNCTIONS:
-            self.fail(ValueProblem, f"{name}(...) makes constant data; use it as the value of an "
-                      "input or const, e.g. `const A: mat[2, 2] = randn(seed=1)`", ast)
+            self._constant_data_only(name, ast)
         if scope.in_def is not None and name == scope.in_def.name:
             self.fail(NameProblem, f"def {name} calls itself; recursion is not supported", ast)
         self.fail(NameProblem, f"unknown function '{name}'{_did_you_mean(name, BUILTINS | set(SIZE_FUNCTIONS) | set(self.defs))}", ast)

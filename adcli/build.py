@@ -1342,12 +1342,13 @@ class Builder:
         return attrs
 
     def _arity(self, name, args, kwargs, count, ast, keywords=()):
-        if len(args) != count:
-            self.fail(ValueProblem, f"{name} takes {count} argument{'s' if count != 1 else ''}, "
-                      f"got {len(args)}", ast)
+        # an unknown keyword first: it is often the argument missing from the count (f(x, p=2))
         extra = set(kwargs) - set(keywords)
         if extra:
             self.fail(ValueProblem, f"{name} has no argument '{sorted(extra)[0]}'", ast)
+        if len(args) != count:
+            self.fail(ValueProblem, f"{name} takes {count} argument{'s' if count != 1 else ''}, "
+                      f"got {len(args)}", ast)
 
     def call(self, ast, scope) -> int:
         name, args, kwargs = ast.args
@@ -1385,6 +1386,10 @@ class Builder:
             self.fail(ValueProblem, f"{name}(...) makes integer data; use it as the value of an integer "
                       f"const, e.g. `const idx: ivec[3] = {name}{'(5)' if name == 'randint' else ''}`", ast)
         if name == "multigammaln":
+            if "d" in kwargs and len(args) == 1:   # multigammaln(a, d=2), as SciPy names it
+                args, kwargs = (args[0], kwargs["d"]), {k: v for k, v in kwargs.items() if k != "d"}
+            elif "d" in kwargs and len(args) == 2:
+                self.fail(ValueProblem, "multigammaln's d is given twice (second argument and d=)", kwargs["d"])
             self._arity(name, args, kwargs, 2, ast)
             a = self.expr(args[0], scope)
             d = self.integer(args[1], scope, "multigammaln's d", positive=True)

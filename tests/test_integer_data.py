@@ -135,7 +135,10 @@ output y = x[labels]
         with pytest.raises(UsageProblem, match=re.escape(reason)):
             call(at={"labels": [0, 0, 0, 0]})
     (folder / "at.json").write_text(json.dumps({"labels": [0, 0, 0, 0]}))
-    for option in (["--at", "labels=[0, 0, 0, 0]"], ["--inputs", str(folder / "at.json")]):
-        result = CliRunner().invoke(cli, ["grad", str(path), *option])
-        assert result.exit_code != 0 and f"{option[0]} labels: {reason}" in result.output, result.output
+    (folder / "odd.json").write_text(json.dumps({"labels": [0, "a"]}))   # refused by name, not by value
+    for option in (["--at", "labels=[0, 0, 0, 0]"], ["--at", "labels=[0, a]"],
+                   ["--inputs", str(folder / "at.json")], ["--inputs", str(folder / "odd.json")]):
+        for command in ("grad", "compare"):
+            result = CliRunner().invoke(cli, [command, str(path), *option])
+            assert result.exit_code == 2 and f"{option[0]} labels: {reason}" in result.output, result.output
     assert program.evaluate()["y"].tolist() == [3, 1, 2, 3]   # the file's labels, unchanged

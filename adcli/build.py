@@ -9,6 +9,7 @@ is evaluated on the host with NumPy in float64 (``randn(seed=S)`` is
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from contextlib import contextmanager
@@ -385,6 +386,8 @@ class Builder:
 
     def stmt_output(self, stmt, scope):
         name, expr = stmt.args
+        if isinstance(name, tuple):   # output a, b = f(x) | output a, b
+            return self._outputs(stmt, scope)
         if name in self.outputs:
             self.fail(NameProblem, f"output '{name}' is declared twice", stmt)
         if expr is None:
@@ -398,6 +401,21 @@ class Builder:
             node = self.expr(expr, scope)
             scope.values[name] = node
         self.outputs[name] = node
+
+    def _outputs(self, stmt, scope):
+        """Several outputs in one statement: the names of an unpacking (`output a, b = f(x)`,
+        as `a, b = f(x)` then `output a` and `output b`), or names defined above."""
+        names, expr = stmt.args
+        for name in names:
+            if name in self.outputs:
+                self.fail(NameProblem, f"output '{name}' is declared twice", stmt)
+        if expr is not None:
+            self.stmt_unpack(dataclasses.replace(stmt, kind="unpack"), scope)
+        for name in names:
+            if name not in scope.values:
+                self.fail(NameProblem, f"output '{name}' names nothing defined above; "
+                          f"write `output {name} = <expression>`", stmt)
+            self.outputs[name] = scope.values[name]
 
     def stmt_def(self, stmt, scope):
         name = stmt.args[0]

@@ -20,7 +20,7 @@ import numpy as np
 from . import data_files
 from .errors import (AdError, NameProblem, ResourceProblem, ShapeProblem, SourceLocation, SyntaxProblem,
                      ValueProblem)
-from .ir import Graph, Node, broadcast_shapes, format_shape
+from .ir import Graph, Node, broadcast_shapes, format_shape, with_article
 from .ops import COMPARISONS, REGISTRY, ShapeError
 from .parser import Ast, parse, strip_bom
 
@@ -588,17 +588,19 @@ class Builder:
             shape = self.nodes[self.global_scope.values[which]].shape
         elif which in self.int_consts:   # dim n = rows(labels)
             shape = self.int_consts[which].shape
+            return self._size(name, shape, ast, _int_type(shape))
         else:
             self.fail(NameProblem, f"'{which}' is not a const, input or value declared above", arg)
         return self._size(name, shape, ast)
 
-    def _size(self, name, shape, ast) -> int:
-        """rows: the first size (a vector's length); cols: a matrix's second size."""
+    def _size(self, name, shape, ast, kind=None) -> int:
+        """rows: the first size (a vector's length); cols: a matrix's second size. `kind`:
+        the value's type as the message says it (integer data's own: ivec[3])."""
         if name == "rows" and len(shape) >= 1:
             return shape[0]
         if name == "cols" and len(shape) == 2:
             return shape[1]
-        self.fail(ShapeProblem, f"a {format_shape(shape)} has no {name}" + (
+        self.fail(ShapeProblem, f"{with_article(kind or format_shape(shape))} has no {name}" + (
             "; a vector's length is rows(v)" if name == "cols" and len(shape) == 1 else ""), ast)
 
     def _small(self, value: int, what, ast) -> int:
@@ -615,7 +617,7 @@ class Builder:
         value = self._constant(ast, hint, abstract=True)
         if ast.kind == "call" and ast.args[0] == "load" and shape is not None \
                 and _shape_of(value) != tuple(shape):   # data from a file is not broadcast
-            self.fail(ShapeProblem, f"{ast.args[1][0].args[0]} holds a {format_shape(_shape_of(value))}, "
+            self.fail(ShapeProblem, f"{ast.args[1][0].args[0]} holds {with_article(format_shape(_shape_of(value)))}, "
                       f"but {name} is declared {format_shape(shape)}", ast)
         return Data(self, ast, self._fit(value, shape, name, ast), hint, shape, name)
 
@@ -992,7 +994,7 @@ class Builder:
         if len(subscripts) > len(shape):
             if not shape:
                 self.fail(ShapeProblem, "a scalar cannot be indexed", ast)
-            self.fail(ShapeProblem, f"{len(subscripts)} indices for a {format_shape(shape)}, which has "
+            self.fail(ShapeProblem, f"{len(subscripts)} indices for {with_article(format_shape(shape))}, which has "
                       f"{len(shape)} ax{'is' if len(shape) == 1 else 'es'}", ast)
         key = [self._key_part(sub, shape[axis], format_shape(shape), scope)
                for axis, sub in enumerate(subscripts)]
@@ -1052,7 +1054,7 @@ class Builder:
         value = self._int_data(expr, shape, scope)
         own = value.shape
         if _is_load(expr, self.defs) and own != shape:   # data from a file is not broadcast
-            self.fail(ShapeProblem, f"{expr.args[1][0].args[0]} holds an {_int_type(own)}, but {name} is "
+            self.fail(ShapeProblem, f"{expr.args[1][0].args[0]} holds {with_article(_int_type(own))}, but {name} is "
                       f"declared {_int_type(shape)}", expr)
         if broadcast_shapes(own, shape) != shape or len(own) > len(shape):
             self.fail(ShapeProblem, f"the value of {name} is {_int_type(own)}, which does not fit "
@@ -1121,7 +1123,7 @@ class Builder:
         if len(subscripts) > value.ndim:
             if not value.ndim:
                 self.fail(ShapeProblem, "a whole number cannot be indexed", ast)
-            self.fail(ShapeProblem, f"{len(subscripts)} indices for an {_int_type(value.shape)}, which "
+            self.fail(ShapeProblem, f"{len(subscripts)} indices for {with_article(_int_type(value.shape))}, which "
                       f"has {value.ndim} ax{'is' if value.ndim == 1 else 'es'}", ast)
         key = tuple(self._key_part(sub, value.shape[axis], _int_type(value.shape), scope)
                     for axis, sub in enumerate(subscripts))

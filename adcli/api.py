@@ -81,7 +81,8 @@ class Derivative:
     note: str = ""                  # how auto mode or the chunk was chosen
     chunk_note: str = ""
     given: dict | None = None       # jvp/vjp: the direction or cotangent given, as host arrays
-    consts: dict = field(default_factory=dict)   # const name -> host array, for consts the run set
+    consts: dict = field(default_factory=dict)   # const name -> host array, for consts the run changed
+    consts_set: tuple = ()          # of those, the ones the run set (at=), not computed from them
 
     @functools.cached_property
     def jacobian(self) -> np.ndarray:
@@ -722,8 +723,10 @@ class Program:
     def _prepare(self, backend, dtype, at, memory_limit: int | None = None):
         be, xp_dtype, host_inputs, inputs, consts, _, changed = self._setup(backend, dtype, at, memory_limit,
                                                                             moves=True)
+        given = set(self.const_defaults) | {name for name in (at or {}) if name not in self.graph.inputs}
         return be, {"xp": be.xp, "dtype": xp_dtype, "inputs": inputs, "consts": consts,
-                    "backend": be.name, "changed_consts": changed}, host_inputs
+                    "backend": be.name, "changed_consts": changed,
+                    "consts_set": tuple(name for name in changed if name in given)}, host_inputs
 
     def json_values(self, kind: str = "jacobian", wrt=None, outputs=None) -> tuple:
         """(numbers, labels) that writing a `kind` result as JSON writes: the value of every
@@ -873,7 +876,7 @@ class Program:
                           self._spec(outputs, self.output_shape), self._spec(wrt, self.input_shape),
                           outputs, wrt, cost,
                           be.name, be.device, dtype, host_inputs, blocks=blocks, note=note,
-                          consts=run["changed_consts"],
+                          consts=run["changed_consts"], consts_set=run["consts_set"],
                           chunk_note=chunk_note)
 
     def default_limit(self, backend) -> int:
@@ -1010,7 +1013,7 @@ class Program:
             jac, rows, cols = flat.reshape(1, -1), [("cotangent", None)], self._spec(result_names, self.input_shape)
         result = Derivative(kind, mode, mode, values, rows, cols, outputs,
                             wrt_names, cost, be.name, be.device, dtype, host_inputs, matrix=jac,
-                            consts=run["changed_consts"],
+                            consts=run["changed_consts"], consts_set=run["consts_set"],
                             given={name: np.asarray(be.to_host(v[0])) for name, v in seeds.items()})
         if kind == "jvp":
             result.tangent = arrays

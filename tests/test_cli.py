@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 
 TOP_KEYS = {"kind", "file", "mode", "mode_requested", "mode_note", "chunk_note", "backend", "device",
-            "dtype", "outputs", "wrt", "value", "jacobian", "rows", "columns", "cost", "inputs"}
+            "dtype", "outputs", "wrt", "value", "jacobian", "rows", "columns", "cost", "inputs",
+            "consts"}
 EXTRA_KEY = {"jacobian": "blocks", "jvp": "tangent", "vjp": "cotangent"}
 COST_KEYS = {"passes", "sweeps", "primal_sweeps", "chunk", "mults", "flops", "cached_values",
              "cached_inputs", "peak_live_values", "peak_bytes", "time_s", "ops", "values_moved",

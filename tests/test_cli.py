@@ -374,3 +374,30 @@ def test_chunk_note_in_text_output():
 @pytest.mark.parametrize("limit", ["2GiB", "1.5gb", "3e9", "200MB", "64 kib"])
 def test_memory_limit_sizes(limit):
     ok_json("grad", sample("seed_example.ad"), "--memory-limit", limit)
+
+
+def test_matrix_values_are_printed_as_rows(tmp_path):
+    """The value table prints a matrix output as its rows, numbers aligned in columns, as
+    the Jacobian is printed; a large one elided (⋮ rows, … columns) within COLUMNS, whole
+    with --full."""
+    path = tmp_path / "m.ad"
+    path.write_text("input A: mat[3, 2] = [[1, -2.5], [3, 4], [5, 60]]\n"
+                    "input W: mat[9, 7] = linspace(0.125, 62.125)\n"
+                    "output y = A * 2\noutput w = W * 1\n")
+    result = run("grad", path, "--summary", env={"NO_COLOR": "1", "COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  y  "))
+    y = [line.rstrip() for line in lines[start:start + 3]]
+    assert y[0].endswith("  [[ 2,  -5],") and y[1].endswith("   [ 6,   8],") and y[2].endswith("   [10, 120]]")
+    assert len({len(line) for line in y}) == 1   # the rows line up
+    w = [line.rstrip() for line in lines[start + 3:start + 10]]
+    assert w[0].split()[:3] == ["w", "mat[9,", "7]"] and "[[ 0.125,  1.125,  2.125, …,  4.125,  5.125,  6.125]," in w[0]
+    assert w[3].strip() == "⋮" and w[6].endswith("62.125]]")
+    assert len({len(line) for line in w if "⋮" not in line}) == 1
+    assert all(len(line.rstrip()) <= 80 for line in lines)
+    full = run("grad", path, "--full", env={"NO_COLOR": "1", "COLUMNS": "200"})
+    assert full.exit_code == 0, full.output
+    values = full.stdout.split("Value")[1].split("Jacobian")[0]
+    assert "⋮" not in values and "…" not in values
+    assert all(f"{0.125 + i:g}," in values or f"{0.125 + i:g}]" in values for i in range(63))

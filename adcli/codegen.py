@@ -79,8 +79,9 @@ def derivative_program(program, mode: str, kind: str = "jacobian", wrt=None, at=
 LEGEND = ("# vN: a value of the program (adcli show); vN_dot: its tangents, one per direction on the\n"
           "# leading axis (vN_dot_x: those for input x's directions, with several inputs); vN_bar: its\n"
           "# adjoint (vN_bar_y: for output y's); dvN_dvM: a local partial; tN: an intermediate;\n"
-          "# cN: a constant made while compiling (listed above its function). A `del` frees a\n"
-          "# value after its last use; `a += b` accumulates in place.")
+          "# cN: a constant made while compiling (listed above its function); xp_F: the array\n"
+          "# module's function F (numpy.F, or cupy.F); sp_F: scipy.special.F (cupyx's on cupy).\n"
+          "# A `del` frees a value after its last use; `a += b` accumulates in place.")
 
 
 def _describe_constant(value) -> str:

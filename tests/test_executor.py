@@ -174,6 +174,64 @@ def test_generated_module_takes_other_inputs_and_runs_alone(tmp_path):
     assert "6.9092974268256" in done.stdout
 
 
+WITH_CONSTS = """const A: mat[2, 3] = [[1, 2, 3], [4, 5, 6]]
+const B = A * 2
+const s = 3
+input x: vec[3] = [0.5, -1, 2]
+output y = A @ x + sum(A) * s
+output z = sin(x) * B[1]
+output w = sum(x * x) * s
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["jacobian", "jvp", "vjp"])
+def test_generated_functions_take_consts_as_keywords(tmp_path, mode, kind):
+    """jacobian(), jvp(), vjp() take each const by keyword, the file's value by default, and
+    give what adcli gives with at= the same consts; a const other consts are computed from
+    is refused in a sentence (the module holds B's value, not B = A * 2)."""
+    if (kind, mode) in (("jvp", "reverse"), ("vjp", "forward")):
+        pytest.skip("a JVP is generated in forward mode, a VJP in reverse")
+    path = tmp_path / "c.ad"
+    path.write_text(WITH_CONSTS)
+    target = tmp_path / "g.py"
+    assert run("codegen", path, "--mode", mode, "--kind", kind, "-o", target).exit_code == 0
+    module = load_module(target)
+    program = adcli.load(path)
+    B, x = np.array([[0.0, 1, -1], [2, 3, 7]]), np.array([1.0, 0.25, -2])
+    given = ({"x": np.array([1.0, -1, 0.5])} if kind == "jvp" else
+             {"y": np.array([1.0, 2]), "z": np.array([0.5, -1, 3]), "w": 2.0})
+    for consts in ({}, {"B": B}, {"B": B, "s": -0.5}):
+        at = {"x": x, **consts}
+        if kind == "jacobian":
+            value, blocks = module.jacobian(x, **consts)
+            want = program.jacobian(mode=mode, at=at)
+            for o in want.blocks:
+                for w in want.blocks[o]:
+                    assert same(blocks[o][w], want.blocks[o][w]), (consts, o, w)
+        else:
+            value, got = getattr(module, kind)(given, x, **consts)
+            want = getattr(program, kind)(given, at=at)
+            for name, part in (want.tangent if kind == "jvp" else want.cotangent).items():
+                assert same(np.asarray(got[name]), part), (consts, name)
+        for o in want.value:
+            assert same(np.asarray(value[o]), want.value[o]), (consts, o)
+    with pytest.raises(ValueError, match=r"^const A cannot be set here: the \.ad file computes B from it"):
+        module.jacobian(x, A=B) if kind == "jacobian" else getattr(module, kind)(given, x, A=B)
+    with pytest.raises(ValueError, match=r"const s has shape \(2,\), but it is declared \(\)"):
+        module.jacobian(s=[1, 2]) if kind == "jacobian" else getattr(module, kind)(given, s=[1, 2])
+
+
+def test_generated_gradient_passes_consts_on(tmp_path):
+    path = tmp_path / "g.ad"
+    path.write_text("const c = 2\ninput x = 1.5\noutput f = c * x^2\n")
+    target = tmp_path / "g.py"
+    assert run("codegen", path, "-o", target).exit_code == 0
+    module = load_module(target)
+    assert module.gradient(x=3.0, c=-1.0) == (pytest.approx(-9.0), {"x": pytest.approx(-6.0)})
+    assert module.gradient() == (pytest.approx(4.5), {"x": pytest.approx(6.0)})
+
+
 @pytest.mark.parametrize("kind, mode", [("jvp", "forward"), ("vjp", "reverse")])
 def test_generated_jvp_and_vjp_take_the_direction_as_an_argument(tmp_path, kind, mode):
     path = SAMPLE["chain.ad"]

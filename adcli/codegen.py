@@ -80,8 +80,15 @@ LEGEND = ("# vN: a value of the program (adcli show); vN_dot: its tangents, one 
           "# leading axis (vN_dot_x: those for input x's directions, with several inputs); vN_bar: its\n"
           "# adjoint (vN_bar_y: for output y's); dvN_dvM: a local partial; tN: an intermediate;\n"
           "# cN: a constant made while compiling (listed above its function); xp_F: the array\n"
-          "# module's function F (numpy.F, or cupy.F); sp_F: scipy.special.F (cupyx's on cupy).\n"
+          "# module's function F (numpy.F, or cupy.F).{special}\n"
           "# A `del` frees a value after its last use; `a += b` accumulates in place.")
+SPECIAL_LEGEND = "\n# sp_F: the special function scipy.special.F (cupyx.scipy.special.F on cupy)."
+
+
+def legend(plans) -> str:
+    """LEGEND, with sp_F where a special function is called (a module that calls none
+    mentions SciPy nowhere, and does not import it)."""
+    return LEGEND.format(special=SPECIAL_LEGEND if any(plan.special_functions for plan in plans) else "")
 
 
 def _describe_constant(value) -> str:
@@ -97,7 +104,7 @@ def show_text(dp: DerivativeProgram, filename: str) -> str:
     what = {"jacobian": "the Jacobian", "jvp": "one JVP (J·v)", "vjp": "one VJP (uᵀ·J)"}[dp.kind]
     lines = [f"# {filename}: {what} of {', '.join(dp.outputs)} w.r.t. {', '.join(dp.wrt)} "
              f"by {dp.mode} mode, {cost.passes} direction{'s' if cost.passes != 1 else ''} in one sweep",
-             LEGEND, ""]
+             legend(dp.compiled.plans), ""]
     for plan in dp.compiled.plans:
         for cid, value in plan.consts.items():
             lines.append(f"# c{cid}: {_describe_constant(value)}")
@@ -187,7 +194,7 @@ def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", 
               f'by {dp.mode} mode ({dtype}, {module}).',
               "",
               f"Written by `adcli codegen` {version}from {filename}; it needs {needs} and nothing from adcli.",
-              LEGEND.replace("# ", "").replace("#", ""),
+              legend(plans).replace("# ", "").replace("#", ""),
               '"""',
               "import base64",
               "import io",

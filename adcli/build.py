@@ -1465,9 +1465,16 @@ class _ConstantBuilder(Builder):
                 continue
             if node.op == "const":
                 values[node.id] = np.asarray(node.attrs["value"], dtype=np.float64)
-            else:
+                continue
+            try:
                 values[node.id] = np.asarray(REGISTRY[node.op].evaluate(
                     np, *(values[i] for i in node.inputs), **node.attrs), dtype=np.float64)
+            except np.linalg.LinAlgError:   # one sentence, at the call, as in a run (adcli.api)
+                what = "not positive definite" if node.op == "cholesky" else "singular"
+                raise ValueProblem(f"{node.op}'s matrix is {what} in this constant data",
+                                   SourceLocation(self.filename, node.line, node.column,
+                                                  self.lines[node.line - 1] if 0 < node.line <= len(self.lines) else ""),
+                                   hint="keep matrices well conditioned, e.g. add a multiple of eye(n)") from None
         return values[node_id]
 
 

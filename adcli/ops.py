@@ -1082,6 +1082,10 @@ PARTIAL_TEXT = {
     "concat": ["select"], "stack": ["select"], "gather": ["select"], "scatter_add": ["scatter"],
     "where": ["0", "[{x0}≠0]", "[{x0}=0]"],
     "clip": ["[{x1}≤{x0}≤{x2}]", "[{x0}<{x1}≤{x2}]", "[max({x0},{x1})>{x2}]"],
+    "solve": ["-{x0}⁻¹(·){out}", "{x0}⁻¹"], "inv": ["-{out}(·){out}"], "det": ["{out}·{x0}⁻ᵀ"],
+    "logdet": ["{x0}⁻ᵀ"], "triangular_solve": ["-tri({x0})⁻¹tri(·){out}", "tri({x0})⁻¹"],
+    "cholesky": ["{out}·Φ({out}⁻¹(·){out}⁻ᵀ)"], "trace": ["I"], "diag": ["select"], "tril": ["select"],
+    "triu": ["select"], "fill_tril": ["select"],
 }
 for _name, _prim in REGISTRY.items():
     if not _prim.differentiable:

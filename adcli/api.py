@@ -147,6 +147,24 @@ def _given_value(kind: str, name: str, raw, shape) -> np.ndarray:
                            f"but {name} is {format_shape(shape)}") from None
     return value
 
+def _linear_algebra_problems(method):
+    """A matrix a linear algebra op cannot take where the program runs (singular, not
+    positive definite) is one sentence naming the node and its place, not NumPy's
+    LinAlgError (Program.linear_algebra_problem finds the node)."""
+    import inspect
+
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except np.linalg.LinAlgError as exc:
+            bound = signature.bind(self, *args, **kwargs).arguments
+            raise self.linear_algebra_problem(exc, bound.get("at"), bound.get("dtype", "float64")) from None
+    return wrapper
+
+
 class Program:
     """A parsed, built .ad file, ready to differentiate."""
 
@@ -395,6 +413,7 @@ class Program:
         name = node.attrs.get("name")
         return changed[name] if name in changed else node.attrs["value"]
 
+    @_linear_algebra_problems
     def evaluate(self, at=None, backend="numpy", dtype="float64") -> dict:
         be, xp_dtype, _, inputs, consts, _, _ = self._setup(backend, dtype, at)
         values = self.primal_plan(be, xp_dtype, inputs, consts)(inputs)
@@ -777,6 +796,7 @@ class Program:
                                   hint="differentiate fewer inputs with --wrt, lower a dim with --set, "
                                        "or raise --memory-limit")
 
+    @_linear_algebra_problems
     def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
                  backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
                  measure_memory: bool = False, warmup: bool | None = None,
@@ -1021,6 +1041,7 @@ class Program:
             result.cotangent = arrays
         return result
 
+    @_linear_algebra_problems
     def jvp(self, direction: dict, at=None, backend="numpy", dtype="float64",
             measure_memory=False, observer=None, warmup: bool | None = None,
             memory_limit: int | None = None, json: bool = False) -> Derivative:
@@ -1031,6 +1052,7 @@ class Program:
         return self._single("jvp", direction, at, backend, dtype, measure_memory, observer=observer,
                             warmup=warmup, memory_limit=memory_limit, json=json)
 
+    @_linear_algebra_problems
     def vjp(self, cotangent: dict, at=None, wrt=None, backend="numpy", dtype="float64",
             measure_memory=False, observer=None, warmup: bool | None = None,
             memory_limit: int | None = None, json: bool = False) -> Derivative:
@@ -1119,6 +1141,46 @@ class Program:
         except Found as found:
             return found.args[0]
         return None
+
+    def linear_algebra_problem(self, exc, at=None, dtype="float64") -> AdError:
+        """The problem behind a LinAlgError of a run: the first linear algebra node whose
+        value, or whose local partial (an inverse), cannot be made at the run's point,
+        found by evaluating the graph node by node on the host."""
+        host = self.resolve_inputs(at)
+        changed = self.resolve_consts(at)
+        values = {}
+        with np.errstate(all="ignore"):
+            for node in self.graph.nodes:
+                if node.op in ("input", "const"):
+                    value = host[node.attrs["name"]] if node.op == "input" else self.const_value(node, changed)
+                    values[node.id] = np.asarray(value, dtype=DTYPES[dtype])
+                    continue
+                prim = REGISTRY[node.op]
+                args = [values[i] for i in node.inputs]
+                what = "not positive definite" if node.op == "cholesky" else "singular"
+                try:
+                    out = np.asarray(prim.evaluate(np, *args, **node.attrs))
+                except np.linalg.LinAlgError:
+                    return self._node_problem(node, f"{node.op}'s matrix is {what} at this point")
+                values[node.id] = out
+                r = Residuals(args, out, None, node.attrs, [self.graph.nodes[i].shape for i in node.inputs],
+                              node.shape)
+                for spec in {id(spec): spec for spec in prim.partials if spec is not None}.values():
+                    try:
+                        spec.compute(np, r)
+                    except np.linalg.LinAlgError:
+                        return self._node_problem(node, f"{node.op}'s derivative needs the inverse of its "
+                                                        f"matrix, which is singular at this point")
+        return ValueProblem(f"a matrix is singular where the program runs ({exc})",
+                            hint="keep matrices well conditioned, e.g. add a multiple of eye(n)")
+
+    def _node_problem(self, node, what: str) -> AdError:
+        lines = self.graph.source.splitlines() if self.graph.source else []
+        line = lines[node.line - 1] if 0 < node.line <= len(lines) else ""
+        return ValueProblem(f"{what} (node {node.var})",
+                            SourceLocation(self.graph.filename, node.line, node.column, line),
+                            hint="keep matrices well conditioned, e.g. add a multiple of eye(n) "
+                                 "(an SPD matrix for cholesky: X @ X.T + eye(n))")
 
     def describe_node(self, node) -> str:
         place = f"{self.graph.filename}:{node.line}" if node.line else self.graph.filename

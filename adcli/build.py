@@ -54,9 +54,11 @@ GATHER_FUNCTIONS = ("take_along_axis", "scatter_add")
 MOVEMENT_FUNCTIONS = ("reshape", "transpose", "concat", "stack")   # of integer data: integer data
 INDEX_DATA_RULE = ("as an index, integer data combines only with whole numbers, dims, loop indices and "
                    "other integer data, by + - *, slices, reshape, concat and .T")
+LINALG_FUNCTIONS = ("solve", "inv", "det", "logdet", "cholesky", "triangular_solve", "trace", "diag", "eye",
+                    "tril", "triu", "fill_tril")
 INTEGER_DATA_FUNCTIONS = ("arange", "randint")   # the values of integer consts only
 BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS
-               + OTHER_FUNCTIONS + GATHER_FUNCTIONS + INTEGER_DATA_FUNCTIONS)
+               + OTHER_FUNCTIONS + GATHER_FUNCTIONS + INTEGER_DATA_FUNCTIONS + LINALG_FUNCTIONS)
 # reductions with no value over no elements (NumPy raises, or gives nan for mean)
 NO_EMPTY_REDUCTIONS = ("mean", "max", "min", "logsumexp", "softmax", "log_softmax")
 BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
@@ -1341,6 +1343,42 @@ class Builder:
                  "adds": _adds(targets), "shape": out_shape}
         return self.emit("scatter_add", (node,), ast, attrs)
 
+    def _flag(self, kwargs, name: str, default: bool) -> bool:
+        """A keyword that takes the words true or false."""
+        if name not in kwargs:
+            return default
+        flag = kwargs[name]
+        if flag.kind != "name" or flag.args[0] not in ("true", "false"):
+            self.fail(ValueProblem, f"{name} takes true or false, got '{flag.text}'", flag)
+        return flag.args[0] == "true"
+
+    def _linalg(self, name, ast, args, kwargs, scope) -> int:
+        """Linear algebra (adcli.ops): eye(n) is a constant; tril, triu take an offset k;
+        fill_tril(v, n) a size; triangular_solve the keyword lower."""
+        if name == "eye":
+            self._arity(name, args, kwargs, 1, ast)
+            n = self.integer(args[0], scope, "eye's size", positive=True)
+            self.check_size((n, n), "eye(n)", ast)
+            return self.emit("const", (), ast, {"value": np.eye(n)}, shape=(n, n))
+        if name in ("tril", "triu"):
+            if len(args) not in (1, 2) or kwargs:
+                self.fail(ValueProblem, f"{name} takes a matrix and an optional offset: {name}(A) or "
+                          f"{name}(A, k)", ast)
+            x = self.expr(args[0], scope)
+            k = self.integer(args[1], scope, f"{name}'s offset") if len(args) == 2 else 0
+            return self.emit(name, (x,), ast, {"k": k})
+        if name == "fill_tril":
+            self._arity(name, args, kwargs, 2, ast)
+            v = self.expr(args[0], scope)
+            n = self.integer(args[1], scope, "fill_tril's size", positive=True)
+            return self.emit(name, (v,), ast, {"n": n})
+        if name == "triangular_solve":
+            self._arity(name, args, kwargs, 2, ast, ("lower",))
+            lower = self._flag(kwargs, "lower", True)
+            return self.emit(name, tuple(self.expr(a, scope) for a in args), ast, {"lower": lower})
+        self._arity(name, args, kwargs, 2 if name == "solve" else 1, ast)
+        return self.emit(name, tuple(self.expr(a, scope) for a in args), ast)
+
     def _axis(self, kwargs, scope):
         if "axis" not in kwargs:
             return None
@@ -1398,6 +1436,8 @@ class Builder:
                 self.fail(ShapeProblem, f"{name} of no elements is undefined ({format_shape(shape)}"
                           f"{'' if axis is None else f', axis={axis}'})", ast)
             return self.emit(name, (x,), ast, attrs)
+        if name in LINALG_FUNCTIONS:
+            return self._linalg(name, ast, args, kwargs, scope)
         if name == "take_along_axis":
             return self._take_along_axis(ast, args, kwargs, scope)
         if name == "scatter_add":
@@ -1521,6 +1561,8 @@ class Builder:
                 in_shapes = [nodes[i].shape for i in node.inputs]
                 sizes = [prod(shape) for shape in in_shapes]
                 node._move_counts = (node.size,) if len(sizes) == 1 else tuple(sizes)
+                if REGISTRY[node.op].moved is not None:   # diag of a vector, tril: zeros besides
+                    node._move_counts = (REGISTRY[node.op].moved(in_shapes, node.shape, node.attrs),)
                 node._index_itemsize = np.dtype(_index_dtype(sizes + [node.size])).itemsize
                 # made when a run first needs them (api.Program._setup), not here
                 node.moves = _MovesRecipe(node, in_shapes)
@@ -1577,9 +1619,16 @@ class _ConstantBuilder(Builder):
                 continue
             if node.op == "const":
                 values[node.id] = np.asarray(node.attrs["value"], dtype=np.float64)
-            else:
+                continue
+            try:
                 values[node.id] = np.asarray(REGISTRY[node.op].evaluate(
                     np, *(values[i] for i in node.inputs), **node.attrs), dtype=np.float64)
+            except np.linalg.LinAlgError:   # one sentence, at the call, as in a run (adcli.api)
+                what = "not positive definite" if node.op == "cholesky" else "singular"
+                raise ValueProblem(f"{node.op}'s matrix is {what} in this constant data",
+                                   SourceLocation(self.filename, node.line, node.column,
+                                                  self.lines[node.line - 1] if 0 < node.line <= len(self.lines) else ""),
+                                   hint="keep matrices well conditioned, e.g. add a multiple of eye(n)") from None
         return values[node_id]
 
 
@@ -1674,6 +1723,11 @@ def index_maps(node: Node, in_shapes) -> list:
     sizes = [prod(s) for s in in_shapes]
     dtype = _index_dtype(sizes + [prod(node.shape)])
     prim = REGISTRY[node.op]
+    if prim.moved is not None:   # some output elements stay 0: label the input from 1
+        labelled = np.arange(1, sizes[0] + 1, dtype=dtype).reshape(in_shapes[0])
+        out = np.array(prim.evaluate(np, labelled, **node.attrs), dtype=dtype).reshape(-1)
+        out_pos = np.nonzero(out)[0].astype(dtype)
+        return [(out_pos, (out[out_pos] - 1).astype(dtype))]
     if len(in_shapes) == 1:   # every output element comes from the one input
         labelled = np.arange(sizes[0], dtype=dtype).reshape(in_shapes[0])
         in_pos = np.array(prim.evaluate(np, labelled, **node.attrs), dtype=dtype).reshape(-1)

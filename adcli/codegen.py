@@ -21,7 +21,7 @@ from math import prod
 
 import numpy as np
 
-from .plan import _Slot
+from .plan import _Slot, xp_name
 from .tangents import Linear, Counter, Seed
 
 INLINE_CONSTANT = 16    # constants up to this many elements are written out as literals
@@ -208,7 +208,7 @@ def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", 
               PRELUDE]
     lines = []
     functions = sorted({fn for plan in plans for fn in plan.functions})
-    lines.extend(f"xp_{fn} = xp.{fn}" for fn in functions)
+    lines.extend(f"{xp_name(fn)} = xp.{fn}" for fn in functions)
     lines.extend(f"sp_{fn} = {special_module}.{fn}" for fn in special)
     lines.append("")
     # the file's inputs (defaults) and consts, in the order the plans take them

@@ -401,3 +401,38 @@ def test_matrix_values_are_printed_as_rows(tmp_path):
     values = full.stdout.split("Value")[1].split("Jacobian")[0]
     assert "⋮" not in values and "…" not in values
     assert all(f"{0.125 + i:g}," in values or f"{0.125 + i:g}]" in values for i in range(63))
+
+
+# -- linear algebra: problems in one sentence, at the call ---------------------------------------
+
+@pytest.mark.parametrize("text, message, caret_line", [
+    # a singular matrix where the program runs (NumPy's LinAlgError)
+    ("input A: mat[2, 2] = [[1, 2], [2, 4]]\ninput b: vec[2] = [1, 1]\noutput x = solve(A, b)",
+     "3:12: error: solve's matrix is singular at this point (node v3)", "output x = solve(A, b)"),
+    ("input A: mat[2, 2] = [[1, 2], [2, 1]]\noutput L = cholesky(A)",
+     "2:12: error: cholesky's matrix is not positive definite at this point (node v2)", "output L = cholesky(A)"),
+    # det of a singular matrix is 0; its derivative needs the inverse
+    ("input A: mat[2, 2] = [[1, 2], [2, 4]]\noutput d = det(A)",
+     "2:12: error: det's derivative needs the inverse of its matrix, which is singular at this point (node v2)",
+     "output d = det(A)"),
+    # a non-square matrix is refused when the file is built
+    ("input A: mat[2, 3] = randn(seed=1)\noutput d = det(A)",
+     "2:12: error: det needs a square matrix, got mat[2, 3]", "output d = det(A)"),
+    ("input A: mat[3, 2] = randn(seed=1)\ninput b: vec[3] = ones\noutput x = solve(A, b)",
+     "3:12: error: solve needs a square matrix, got mat[3, 2]", "output x = solve(A, b)"),
+    ("input A: mat[2, 2] = randn(seed=1)\ninput b: vec[3] = ones\noutput x = solve(A, b)",
+     "3:12: error: solve needs a right-hand side of 2 rows for mat[2, 2], got vec[3]", "output x = solve(A, b)"),
+    # constant data is evaluated when the file is built
+    ("const C = inv([[1, 2], [2, 4]])\ninput x = 1\noutput y = x * sum(C)",
+     "1:11: error: inv's matrix is singular in this constant data", "const C = inv([[1, 2], [2, 4]])"),
+])
+def test_linear_algebra_problems_are_one_sentence(tmp_path, text, message, caret_line):
+    path = tmp_path / "la.ad"
+    path.write_text(text + "\n")
+    for args in (("grad",), ("grad", "--mode", "reverse"), ("compare",)):
+        result = run(*args, path)
+        assert result.exit_code == 1, result.output
+        lines = result.output.splitlines()
+        assert lines[0] == f"{path}:{message}", result.output
+        assert lines[1].strip() == caret_line and lines[2].strip() == "^"
+        assert "Traceback" not in result.output and "LinAlgError" not in result.output

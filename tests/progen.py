@@ -28,6 +28,15 @@ leaves the safe region is rewritten or dropped. The safe region:
   exp(tanh(a)), (1 + a*a) ^ e, arcsin(0.9 * tanh(a)), arccosh(1.1 + a*a),
   arctan2(a, 1 + b*b), ...
 
+Linear algebra: trace, diag (of a vector or a matrix), tril and triu (with an offset k) and
+fill_tril of any term; solve, inv, det, logdet, cholesky and triangular_solve (lower or upper,
+vector or matrix right-hand sides) of a well-conditioned matrix made from a term X
+(``Generator.conditioned``): eye(n) + s·X with s·n·max|X| ≤ ½, X + c·eye(n) with c ≥ 2n·max|X|,
+or s²·X Xᵀ + eye(n); a condition number above 50 (of the triangle, or of the symmetric matrix
+cholesky reads from the lower triangle) is outside the safe region. The value oracle takes
+triangular_solve from scipy.linalg.solve_triangular (adcli does not use it); the derivative
+oracle differentiates cholesky's loops element by element (adcli uses L Φ(L⁻¹ dS L⁻ᵀ)).
+
 Reductions and norm sometimes keep their reduced axes (keepdims=true), often broadcast back
 against their argument (``x - max(x, axis=1, keepdims=true)``, ``x / norm(x, keepdims=true)``);
 both oracles reduce as usual and reshape the value and the tangent to the kept shape.

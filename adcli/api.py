@@ -81,7 +81,8 @@ class Derivative:
     note: str = ""                  # how auto mode or the chunk was chosen
     chunk_note: str = ""
     given: dict | None = None       # jvp/vjp: the direction or cotangent given, as host arrays
-    consts: dict = field(default_factory=dict)   # const name -> host array, for consts the run set
+    consts: dict = field(default_factory=dict)   # const name -> host array, for consts the run changed
+    consts_set: tuple = ()          # of those, the ones the run set (at=), not computed from them
 
     @functools.cached_property
     def jacobian(self) -> np.ndarray:
@@ -145,6 +146,24 @@ def _given_value(kind: str, name: str, raw, shape) -> np.ndarray:
         raise ValueProblem(f"the value given for {kind} {name} is {format_shape(value.shape)}, "
                            f"but {name} is {format_shape(shape)}") from None
     return value
+
+def _linear_algebra_problems(method):
+    """A matrix a linear algebra op cannot take where the program runs (singular, not
+    positive definite) is one sentence naming the node and its place, not NumPy's
+    LinAlgError (Program.linear_algebra_problem finds the node)."""
+    import inspect
+
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except np.linalg.LinAlgError as exc:
+            bound = signature.bind(self, *args, **kwargs).arguments
+            raise self.linear_algebra_problem(exc, bound.get("at"), bound.get("dtype", "float64")) from None
+    return wrapper
+
 
 class Program:
     """A parsed, built .ad file, ready to differentiate."""
@@ -394,6 +413,7 @@ class Program:
         name = node.attrs.get("name")
         return changed[name] if name in changed else node.attrs["value"]
 
+    @_linear_algebra_problems
     def evaluate(self, at=None, backend="numpy", dtype="float64") -> dict:
         be, xp_dtype, _, inputs, consts, _, _ = self._setup(backend, dtype, at)
         values = self.primal_plan(be, xp_dtype, inputs, consts)(inputs)
@@ -722,8 +742,10 @@ class Program:
     def _prepare(self, backend, dtype, at, memory_limit: int | None = None):
         be, xp_dtype, host_inputs, inputs, consts, _, changed = self._setup(backend, dtype, at, memory_limit,
                                                                             moves=True)
+        given = set(self.const_defaults) | {name for name in (at or {}) if name not in self.graph.inputs}
         return be, {"xp": be.xp, "dtype": xp_dtype, "inputs": inputs, "consts": consts,
-                    "backend": be.name, "changed_consts": changed}, host_inputs
+                    "backend": be.name, "changed_consts": changed,
+                    "consts_set": tuple(name for name in changed if name in given)}, host_inputs
 
     def json_values(self, kind: str = "jacobian", wrt=None, outputs=None) -> tuple:
         """(numbers, labels) that writing a `kind` result as JSON writes: the value of every
@@ -774,6 +796,7 @@ class Program:
                                   hint="differentiate fewer inputs with --wrt, lower a dim with --set, "
                                        "or raise --memory-limit")
 
+    @_linear_algebra_problems
     def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
                  backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
                  measure_memory: bool = False, warmup: bool | None = None,
@@ -873,7 +896,7 @@ class Program:
                           self._spec(outputs, self.output_shape), self._spec(wrt, self.input_shape),
                           outputs, wrt, cost,
                           be.name, be.device, dtype, host_inputs, blocks=blocks, note=note,
-                          consts=run["changed_consts"],
+                          consts=run["changed_consts"], consts_set=run["consts_set"],
                           chunk_note=chunk_note)
 
     def default_limit(self, backend) -> int:
@@ -1010,7 +1033,7 @@ class Program:
             jac, rows, cols = flat.reshape(1, -1), [("cotangent", None)], self._spec(result_names, self.input_shape)
         result = Derivative(kind, mode, mode, values, rows, cols, outputs,
                             wrt_names, cost, be.name, be.device, dtype, host_inputs, matrix=jac,
-                            consts=run["changed_consts"],
+                            consts=run["changed_consts"], consts_set=run["consts_set"],
                             given={name: np.asarray(be.to_host(v[0])) for name, v in seeds.items()})
         if kind == "jvp":
             result.tangent = arrays
@@ -1018,6 +1041,7 @@ class Program:
             result.cotangent = arrays
         return result
 
+    @_linear_algebra_problems
     def jvp(self, direction: dict, at=None, backend="numpy", dtype="float64",
             measure_memory=False, observer=None, warmup: bool | None = None,
             memory_limit: int | None = None, json: bool = False) -> Derivative:
@@ -1028,6 +1052,7 @@ class Program:
         return self._single("jvp", direction, at, backend, dtype, measure_memory, observer=observer,
                             warmup=warmup, memory_limit=memory_limit, json=json)
 
+    @_linear_algebra_problems
     def vjp(self, cotangent: dict, at=None, wrt=None, backend="numpy", dtype="float64",
             measure_memory=False, observer=None, warmup: bool | None = None,
             memory_limit: int | None = None, json: bool = False) -> Derivative:
@@ -1116,6 +1141,46 @@ class Program:
         except Found as found:
             return found.args[0]
         return None
+
+    def linear_algebra_problem(self, exc, at=None, dtype="float64") -> AdError:
+        """The problem behind a LinAlgError of a run: the first linear algebra node whose
+        value, or whose local partial (an inverse), cannot be made at the run's point,
+        found by evaluating the graph node by node on the host."""
+        host = self.resolve_inputs(at)
+        changed = self.resolve_consts(at)
+        values = {}
+        with np.errstate(all="ignore"):
+            for node in self.graph.nodes:
+                if node.op in ("input", "const"):
+                    value = host[node.attrs["name"]] if node.op == "input" else self.const_value(node, changed)
+                    values[node.id] = np.asarray(value, dtype=DTYPES[dtype])
+                    continue
+                prim = REGISTRY[node.op]
+                args = [values[i] for i in node.inputs]
+                what = "not positive definite" if node.op == "cholesky" else "singular"
+                try:
+                    out = np.asarray(prim.evaluate(np, *args, **node.attrs))
+                except np.linalg.LinAlgError:
+                    return self._node_problem(node, f"{node.op}'s matrix is {what} at this point")
+                values[node.id] = out
+                r = Residuals(args, out, None, node.attrs, [self.graph.nodes[i].shape for i in node.inputs],
+                              node.shape)
+                for spec in {id(spec): spec for spec in prim.partials if spec is not None}.values():
+                    try:
+                        spec.compute(np, r)
+                    except np.linalg.LinAlgError:
+                        return self._node_problem(node, f"{node.op}'s derivative needs the inverse of its "
+                                                        f"matrix, which is singular at this point")
+        return ValueProblem(f"a matrix is singular where the program runs ({exc})",
+                            hint="keep matrices well conditioned, e.g. add a multiple of eye(n)")
+
+    def _node_problem(self, node, what: str) -> AdError:
+        lines = self.graph.source.splitlines() if self.graph.source else []
+        line = lines[node.line - 1] if 0 < node.line <= len(lines) else ""
+        return ValueProblem(f"{what} (node {node.var})",
+                            SourceLocation(self.graph.filename, node.line, node.column, line),
+                            hint="keep matrices well conditioned, e.g. add a multiple of eye(n) "
+                                 "(an SPD matrix for cholesky: X @ X.T + eye(n))")
 
     def describe_node(self, node) -> str:
         place = f"{self.graph.filename}:{node.line}" if node.line else self.graph.filename

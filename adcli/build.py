@@ -9,6 +9,7 @@ is evaluated on the host with NumPy in float64 (``randn(seed=S)`` is
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ import numpy as np
 from . import data_files
 from .errors import (AdError, NameProblem, ResourceProblem, ShapeProblem, SourceLocation, SyntaxProblem,
                      ValueProblem)
-from .ir import Graph, Node, broadcast_shapes, format_shape
+from .ir import Graph, Node, broadcast_shapes, format_shape, with_article
 from .ops import COMPARISONS, REGISTRY, ShapeError
 from .parser import Ast, parse, strip_bom
 
@@ -50,9 +51,14 @@ SIZE_FUNCTIONS = ("rows", "cols")
 OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose", "multigammaln")
 MAX_MULTIGAMMALN_D = 10_000   # multigammaln(a, d) sums d gammaln terms: each is work per element
 GATHER_FUNCTIONS = ("take_along_axis", "scatter_add")
+MOVEMENT_FUNCTIONS = ("reshape", "transpose", "concat", "stack")   # of integer data: integer data
+INDEX_DATA_RULE = ("as an index, integer data combines only with whole numbers, dims, loop indices and "
+                   "other integer data, by + - *, slices, reshape, concat and .T")
+LINALG_FUNCTIONS = ("solve", "inv", "det", "logdet", "cholesky", "triangular_solve", "trace", "diag", "eye",
+                    "tril", "triu", "fill_tril")
 INTEGER_DATA_FUNCTIONS = ("arange", "randint")   # the values of integer consts only
 BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS
-               + OTHER_FUNCTIONS + GATHER_FUNCTIONS + INTEGER_DATA_FUNCTIONS)
+               + OTHER_FUNCTIONS + GATHER_FUNCTIONS + INTEGER_DATA_FUNCTIONS + LINALG_FUNCTIONS)
 # reductions with no value over no elements (NumPy raises, or gives nan for mean)
 NO_EMPTY_REDUCTIONS = ("mean", "max", "min", "logsumexp", "softmax", "log_softmax")
 BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
@@ -388,6 +394,8 @@ class Builder:
 
     def stmt_output(self, stmt, scope):
         name, expr = stmt.args
+        if isinstance(name, tuple):   # output a, b = f(x) | output a, b
+            return self._outputs(stmt, scope)
         if name in self.outputs:
             self.fail(NameProblem, f"output '{name}' is declared twice", stmt)
         if expr is None:
@@ -401,6 +409,21 @@ class Builder:
             node = self.expr(expr, scope)
             scope.values[name] = node
         self.outputs[name] = node
+
+    def _outputs(self, stmt, scope):
+        """Several outputs in one statement: the names of an unpacking (`output a, b = f(x)`,
+        as `a, b = f(x)` then `output a` and `output b`), or names defined above."""
+        names, expr = stmt.args
+        for name in names:
+            if name in self.outputs:
+                self.fail(NameProblem, f"output '{name}' is declared twice", stmt)
+        if expr is not None:
+            self.stmt_unpack(dataclasses.replace(stmt, kind="unpack"), scope)
+        for name in names:
+            if name not in scope.values:
+                self.fail(NameProblem, f"output '{name}' names nothing defined above; "
+                          f"write `output {name} = <expression>`", stmt)
+            self.outputs[name] = scope.values[name]
 
     def stmt_def(self, stmt, scope):
         name = stmt.args[0]
@@ -631,7 +654,14 @@ class Builder:
 
     # -- integers (dims, sizes, indices, axes) ----------------------------------------------
     def integer(self, ast, scope, what: str, positive=False) -> int:
-        value = self._integer(ast, scope, what)
+        if ast.kind != "name" and self._is_int_data(ast, scope):   # lab[0], n - lab[k]
+            data = self._int_data(ast, None, scope)
+            if data.ndim:
+                self.fail(ShapeProblem, f"this is integer data ({_int_type(data.shape)}), where {what} "
+                          "is one whole number", ast)
+            value = self._small(int(data), what, ast)
+        else:
+            value = self._integer(ast, scope, what)
         if positive and value < 1:
             self.fail(ValueProblem, f"{what} must be positive, got {value}", ast)
         return value
@@ -651,6 +681,11 @@ class Builder:
                 return scope.indices[name][0]
             if name in self.int_consts and not self.int_consts[name].ndim:   # const f: int = 2
                 return int(self.int_consts[name])
+            if name in self.int_consts:
+                typed = f"'{name}' is integer data ({_int_type(self.int_consts[name].shape)})"
+                if what == "an index":
+                    self.fail(ValueProblem, f"{typed}; {INDEX_DATA_RULE}", ast)
+                self.fail(ValueProblem, f"{typed}, where {what} is one whole number (such as {name}[0])", ast)
             parts = "numbers, dims and loop indices" if scope.indices else "numbers and dims"
             self.fail(NameProblem, f"'{name}' is not a dim; {what} must be built from {parts}", ast)
         if kind == "neg":
@@ -678,6 +713,9 @@ class Builder:
                 if abs(a) > 1 and b > MAX_INTEGER.bit_length():   # checked before Python computes it
                     self.fail(ValueProblem, f"{what}: {a} ^ {b} is too large (the most is 2^53)", ast)
                 return self._small(a ** b, what, ast)
+        if what == "an index" and any(node.kind == "name" and node.args[0] in self.int_consts
+                                      for node in _asts(ast)):
+            self.fail(ValueProblem, f"this is not integer data: {INDEX_DATA_RULE}", ast)
         self.fail(ValueProblem, f"{what} must be an integer expression of numbers and dims", ast)
 
     def _size_of(self, ast, scope) -> int:
@@ -696,17 +734,19 @@ class Builder:
             shape = self.nodes[self.global_scope.values[which]].shape
         elif which in self.int_consts:   # dim n = rows(labels)
             shape = self.int_consts[which].shape
+            return self._size(name, shape, ast, _int_type(shape))
         else:
             self.fail(NameProblem, f"'{which}' is not a const, input or value declared above", arg)
         return self._size(name, shape, ast)
 
-    def _size(self, name, shape, ast) -> int:
-        """rows: the first size (a vector's length); cols: a matrix's second size."""
+    def _size(self, name, shape, ast, kind=None) -> int:
+        """rows: the first size (a vector's length); cols: a matrix's second size. `kind`:
+        the value's type as the message says it (integer data's own: ivec[3])."""
         if name == "rows" and len(shape) >= 1:
             return shape[0]
         if name == "cols" and len(shape) == 2:
             return shape[1]
-        self.fail(ShapeProblem, f"a {format_shape(shape)} has no {name}" + (
+        self.fail(ShapeProblem, f"{with_article(kind or format_shape(shape))} has no {name}" + (
             "; a vector's length is rows(v)" if name == "cols" and len(shape) == 1 else ""), ast)
 
     def _small(self, value: int, what, ast) -> int:
@@ -723,7 +763,7 @@ class Builder:
         value = self._constant(ast, hint, abstract=True)
         if ast.kind == "call" and ast.args[0] == "load" and shape is not None \
                 and _shape_of(value) != tuple(shape):   # data from a file is not broadcast
-            self.fail(ShapeProblem, f"{ast.args[1][0].args[0]} holds a {format_shape(_shape_of(value))}, "
+            self.fail(ShapeProblem, f"{ast.args[1][0].args[0]} holds {with_article(format_shape(_shape_of(value)))}, "
                       f"but {name} is declared {format_shape(shape)}", ast)
         return Data(self, ast, self._fit(value, shape, name, ast), hint, shape, name)
 
@@ -829,6 +869,8 @@ class Builder:
                 return np.float64(CONSTANTS[name])
             if name in ("zeros", "ones", "randn", "rand"):   # the functions that need no argument
                 return self._data_call(Ast("call", (name, (), {}), ast.line, ast.column), shape, abstract)
+            if name in self.int_consts:
+                self._integer_data_in_arithmetic(name, ast)
             self.fail(NameProblem, f"'{name}' is not a dim or const; initial values are constant data", ast)
         if kind == "neg":
             value = self._constant(ast.args[0], shape, abstract)
@@ -1017,9 +1059,9 @@ class Builder:
         if name in self.dims:
             return self.literal(self.dims[name], ast)
         if name in self.int_consts:
-            self.fail(ValueProblem, f"'{name}' is integer data ({_int_type(self.int_consts[name].shape)}): "
-                      f"it can only index, as in x[{name}], take_along_axis(x, {name}, axis=…) or "
-                      f"scatter_add(v, {name}, n)", ast)
+            self._integer_data_in_arithmetic(name, ast)
+        if name in DATA_FUNCTIONS and name not in self.defs:   # h = zeros: it has no shape here
+            self._constant_data_only(name, ast)
         if name in BUILTINS or name in self.defs:
             self.fail(NameProblem, f"'{name}' is a function; call it as {name}(...)", ast)
         if scope.in_def is not None and (name in self.global_scope.values or name in self.global_scope.indices):
@@ -1030,6 +1072,19 @@ class Builder:
         known = set(scope.values) | set(scope.indices) | set(self.dims) | set(CONSTANTS) \
             | (set(self.consts) if scope.in_def is not None else set())
         self.fail(NameProblem, f"name '{name}' is not defined{_did_you_mean(name, known)}", ast)
+
+    def _constant_data_only(self, name, ast):
+        """zeros, randn, … in an expression: they take their shape from a declared type."""
+        example = {"full": "full(2)", "randn": "randn(seed=1)", "rand": "rand(seed=1)",
+                   "linspace": "linspace(0, 1)", "load": 'load("h.npy")'}.get(name, name)
+        self.fail(ValueProblem, f"{name} makes constant data, which takes its shape from a declared "
+                  f"type: declare it as an input or const, e.g. `const h: vec[3] = {example}`, and use "
+                  "its name", ast)
+
+    def _integer_data_in_arithmetic(self, name, ast):
+        self.fail(ValueProblem, f"'{name}' is integer data ({_int_type(self.int_consts[name].shape)}): "
+                  f"it can only index, as in x[{name}], take_along_axis(x, {name}, axis=…) or "
+                  f"scatter_add(v, {name}, n)", ast)
 
     def expr(self, ast: Ast, scope: _Scope) -> int:
         self.visits += 1
@@ -1085,36 +1140,10 @@ class Builder:
         if len(subscripts) > len(shape):
             if not shape:
                 self.fail(ShapeProblem, "a scalar cannot be indexed", ast)
-            self.fail(ShapeProblem, f"{len(subscripts)} indices for a {format_shape(shape)}, which has "
+            self.fail(ShapeProblem, f"{len(subscripts)} indices for {with_article(format_shape(shape))}, which has "
                       f"{len(shape)} ax{'is' if len(shape) == 1 else 'es'}", ast)
-        key = []
-        for axis, sub in enumerate(subscripts):
-            size = shape[axis]
-            if sub.kind == "slice":
-                lo_ast, hi_ast, step_ast = (tuple(sub.args) + (None,))[:3]
-                if step_ast is not None:
-                    key.append(self._step_slice(sub, lo_ast, hi_ast, step_ast, size, shape, scope))
-                    continue
-                lo = 0 if lo_ast is None else self.integer(lo_ast, scope, "a slice bound")
-                hi = size if hi_ast is None else self.integer(hi_ast, scope, "a slice bound")
-                lo, hi = (lo + size if lo < 0 else lo), (hi + size if hi < 0 else hi)
-                if not 0 <= lo <= size or not 0 <= hi <= size:
-                    self.fail(ShapeProblem, f"slice {lo}:{hi} is out of range for an axis of "
-                              f"length {size} in {format_shape(shape)}", sub)
-                if hi < lo:   # Python would give nothing; a reversed range is surely a mistake
-                    self.fail(ShapeProblem, f"slice {lo}:{hi} ends before it starts (an empty slice "
-                              f"is lo:lo, a reversed one lo:hi:-1)", sub)
-                key.append(slice(lo, hi))
-                continue
-            positions = self._index_array(sub, scope)
-            if positions is not None:   # integer data: a gather, NumPy's integer-array indexing
-                key.append(self._in_range(positions, size, shape, sub))
-                continue
-            i = self.integer(sub, scope, "an index")
-            if not -size <= i < size:
-                self.fail(ShapeProblem, f"index {i} is out of range for an axis of length {size} "
-                          f"in {format_shape(shape)}", sub)
-            key.append(i + size if i < 0 else i)
+        key = [self._key_part(sub, shape[axis], format_shape(shape), scope)
+               for axis, sub in enumerate(subscripts)]
         key = tuple(key)
         if any(isinstance(part, np.ndarray) for part in key):
             return self._gather(node, key, ast)
@@ -1122,7 +1151,33 @@ class Builder:
                              if isinstance(part, slice)) + tuple(shape[len(key):])
         return self.emit("index", (node,), ast, {"key": key, "result_shape": result_shape})
 
-    def _step_slice(self, sub, lo_ast, hi_ast, step_ast, size, shape, scope) -> slice:
+    def _key_part(self, sub, size: int, indexed: str, scope):
+        """One subscript of a value of type `indexed` along an axis of length `size`: a
+        slice, an index (an int), or integer data (an array: a gather)."""
+        if sub.kind == "slice":
+            lo_ast, hi_ast, step_ast = (tuple(sub.args) + (None,))[:3]
+            if step_ast is not None:
+                return self._step_slice(sub, lo_ast, hi_ast, step_ast, size, scope)
+            lo = 0 if lo_ast is None else self.integer(lo_ast, scope, "a slice bound")
+            hi = size if hi_ast is None else self.integer(hi_ast, scope, "a slice bound")
+            lo, hi = (lo + size if lo < 0 else lo), (hi + size if hi < 0 else hi)
+            if not 0 <= lo <= size or not 0 <= hi <= size:
+                self.fail(ShapeProblem, f"slice {lo}:{hi} is out of range for an axis of "
+                          f"length {size} in {indexed}", sub)
+            if hi < lo:   # Python would give nothing; a reversed range is surely a mistake
+                self.fail(ShapeProblem, f"slice {lo}:{hi} ends before it starts (an empty slice "
+                          f"is lo:lo, a reversed one lo:hi:-1)", sub)
+            return slice(lo, hi)
+        positions = self._index_array(sub, scope)
+        if positions is not None and positions.ndim:   # a gather, NumPy's integer-array indexing
+            return self._in_range(positions, size, indexed, sub)
+        i = self.integer(sub, scope, "an index") if positions is None else int(positions)
+        if not -size <= i < size:
+            self.fail(ShapeProblem, f"index {i} is out of range for an axis of length {size} "
+                      f"in {indexed}", sub)
+        return i + size if i < 0 else i
+
+    def _step_slice(self, sub, lo_ast, hi_ast, step_ast, size, scope) -> slice:
         """lo:hi:step with Python's meaning (a negative step walks back; open ends go to the
         ends the step walks to), as a slice NumPy applies the same way; it may pick nothing."""
         step = self.integer(step_ast, scope, "a slice step")
@@ -1145,7 +1200,7 @@ class Builder:
         value = self._int_data(expr, shape, scope)
         own = value.shape
         if _is_load(expr, self.defs) and own != shape:   # data from a file is not broadcast
-            self.fail(ShapeProblem, f"{expr.args[1][0].args[0]} holds an {_int_type(own)}, but {name} is "
+            self.fail(ShapeProblem, f"{expr.args[1][0].args[0]} holds {with_article(_int_type(own))}, but {name} is "
                       f"declared {_int_type(shape)}", expr)
         if broadcast_shapes(own, shape) != shape or len(own) > len(shape):
             self.fail(ShapeProblem, f"the value of {name} is {_int_type(own)}, which does not fit "
@@ -1153,13 +1208,16 @@ class Builder:
         self.int_consts[name] = np.array(np.broadcast_to(value, shape), dtype=np.int64)
 
     def _int_data(self, ast, shape, scope) -> np.ndarray:
-        """The value of integer data: whole numbers, lists of them, dims, other integer
-        consts, arange, randint(high, seed=S), and + - * of those, and .T."""
+        """The value of integer data: whole numbers, lists of them, dims, loop indices, other
+        integer consts, arange, randint(high, seed=S), and + - * of those, their slices,
+        elements and gathers, reshape, transpose, concat, stack and .T."""
         kind = ast.kind
         if kind == "number":
             return np.int64(self._integer(ast, scope, "integer data"))
         if kind == "name":
             name = ast.args[0]
+            if name in scope.indices:
+                return np.int64(scope.indices[name][0])
             if name in self.int_consts:
                 return self.int_consts[name]
             if name == "arange":
@@ -1194,8 +1252,98 @@ class Builder:
             return self._load(ast, abstract=False, integer=True)
         if kind == "attr" and ast.args[1] == "T":
             return self._int_data(ast.args[0], None, scope).T
+        if kind == "index":
+            return self._int_index(ast, scope)
+        if kind == "call" and ast.args[0] in MOVEMENT_FUNCTIONS and ast.args[0] not in self.defs:
+            return self._int_movement(ast, scope)
+        if kind == "call" and ast.args[0] in SIZE_FUNCTIONS and ast.args[0] not in self.defs:
+            return np.int64(self._size_of(ast, scope))
         self.fail(ValueProblem, "integer data is made of whole numbers, lists of them, dims, integer "
-                  "consts, arange, randint(high, seed=S) and load(...), with + - *", ast)
+                  "consts, arange, randint(high, seed=S) and load(...), with + - *, slices, "
+                  "reshape, concat and .T", ast)
+
+    def _int_index(self, ast, scope) -> np.ndarray:
+        """Integer data indexed as any value is: lab[0:2], pairs[:, 0], lab[t], lab[perm]."""
+        value_ast, subscripts = ast.args
+        value = self._int_data(value_ast, None, scope)
+        if len(subscripts) > value.ndim:
+            if not value.ndim:
+                self.fail(ShapeProblem, "a whole number cannot be indexed", ast)
+            self.fail(ShapeProblem, f"{len(subscripts)} indices for {with_article(_int_type(value.shape))}, which "
+                      f"has {value.ndim} ax{'is' if value.ndim == 1 else 'es'}", ast)
+        key = tuple(self._key_part(sub, value.shape[axis], _int_type(value.shape), scope)
+                    for axis, sub in enumerate(subscripts))
+        picked = value[key]
+        if picked.ndim > 2:
+            self.fail(ShapeProblem, f"this gather would make {picked.ndim}-D integer data; integer data "
+                      "has at most 2 dimensions", ast)
+        return picked
+
+    def _int_movement(self, ast, scope) -> np.ndarray:
+        """reshape, transpose, concat and stack of integer data: the same whole numbers, moved."""
+        name, args, kwargs = ast.args
+        if name in ("concat", "stack"):
+            if not args or kwargs:
+                self.fail(ValueProblem, f"{name} takes one or more values and no keywords", ast)
+            parts = [self._int_data(arg, None, scope) for arg in args]
+            shapes = [part.shape for part in parts]
+            if name == "stack" and (len(set(shapes)) != 1 or len(shapes[0]) > 1):
+                self.fail(ShapeProblem, "stack of integer data takes whole numbers or ivecs of one length, "
+                          "got " + ", ".join(map(_int_type, shapes)), ast)
+            if name == "concat" and (len({len(shape) for shape in shapes}) != 1 or not shapes[0]
+                                     or len({shape[1:] for shape in shapes}) != 1):
+                self.fail(ShapeProblem, "concat of integer data joins ivecs, or imats of as many columns, "
+                          "got " + ", ".join(map(_int_type, shapes)), ast)
+            return (np.stack if name == "stack" else np.concatenate)(parts, axis=0)
+        if name == "transpose":
+            self._arity(name, args, kwargs, 1, ast)
+            return self._int_data(args[0], None, scope).T
+        if len(args) not in (2, 3) or kwargs:
+            self.fail(ValueProblem, "reshape takes a value and one or two sizes: reshape(x, r, c)", ast)
+        value = self._int_data(args[0], None, scope)
+        shape = tuple(self.integer(a, scope, "a size", positive=True) for a in args[1:])
+        if prod(shape) != value.size:
+            self.fail(ShapeProblem, f"cannot reshape {_int_type(value.shape)} ({value.size} elements) "
+                      f"to {_int_type(shape)}", ast)
+        return value.reshape(shape)
+
+    def _is_int_data(self, ast, scope) -> bool:
+        """Whether an expression is integer data of one or more elements written in place
+        (lab + 1, reshape(col, n, 1), lab[0:2], [0, 2] + k): made only of whole numbers, dims,
+        loop indices and integer consts, with + - *, .T, indexing and MOVEMENT_FUNCTIONS, and
+        reading an integer const that is an array, or a list or stack."""
+        arrays = False
+        pending = [ast]
+        while pending:
+            node = pending.pop()
+            if node is None:
+                continue
+            kind = node.kind
+            if kind == "name":
+                name = node.args[0]
+                if name in scope.indices or name in self.dims:
+                    continue
+                if name not in self.int_consts or name in scope.values:
+                    return False
+                arrays = arrays or self.int_consts[name].ndim > 0
+                continue
+            if kind == "call" and node.args[0] in SIZE_FUNCTIONS and node.args[0] not in self.defs:
+                continue   # rows(X): a whole number, of any value
+            if kind == "call" and node.args[0] in MOVEMENT_FUNCTIONS and node.args[0] not in self.defs:
+                pending.extend(node.args[1])
+                arrays = arrays or node.args[0] == "stack"   # stack(k, 0): an array, like a list
+                continue
+            if kind == "binop" and node.args[0] not in "+-*":
+                return False
+            if kind == "attr" and node.args[1] != "T":
+                return False
+            if kind not in ("number", "list", "neg", "binop", "attr", "index", "slice"):
+                return False
+            arrays = arrays or kind == "list"
+            pending.extend(arg for arg in node.args if isinstance(arg, Ast))
+            pending.extend(arg for part in node.args if isinstance(part, (list, tuple))
+                           for arg in part if isinstance(arg, Ast))
+        return arrays
 
     def _int_call(self, ast, shape, scope) -> np.ndarray:
         name, args, kwargs = ast.args
@@ -1228,6 +1376,8 @@ class Builder:
             self.fail(ValueProblem, f"{sub.args[0]}(...) makes integer data; use it as the value of an "
                       f"integer const, e.g. `const idx: ivec[3] = {sub.args[0]}"
                       f"{'(5)' if sub.args[0] == 'randint' else ''}`", sub)
+        if self._is_int_data(sub, scope):   # lab + 1, reshape(col, n, 1), lab[0:2]
+            return self._int_data(sub, None, scope)
         return None
 
     def _int_list(self, ast, scope) -> np.ndarray:
@@ -1242,14 +1392,15 @@ class Builder:
             return np.array(rows, dtype=np.int64)
         return np.array([self.integer(item, scope, "an index") for item in ast.args[0]], dtype=np.int64)
 
-    def _in_range(self, positions: np.ndarray, size: int, shape, ast) -> np.ndarray:
-        """Indices checked against an axis of length `size`, negative ones counting from the end."""
+    def _in_range(self, positions: np.ndarray, size: int, indexed, ast) -> np.ndarray:
+        """Indices checked against an axis of length `size` of a value of type `indexed` (text,
+        or None), negative ones counting from the end."""
         bad = (positions < -size) | (positions >= size)
         if bad.any():
             where = np.argwhere(bad)[0]
             at = f" (element {', '.join(map(str, where))})" if positions.ndim else ""
             self.fail(ShapeProblem, f"index {positions[tuple(where)]}{at} is out of range for an "
-                      f"axis of length {size}{'' if shape is None else ' in ' + format_shape(shape)}", ast)
+                      f"axis of length {size}{'' if indexed is None else ' in ' + indexed}", ast)
         return np.where(positions < 0, positions + size, positions)
 
     def _gather(self, node: int, key: tuple, ast) -> int:
@@ -1299,7 +1450,7 @@ class Builder:
         if not -len(shape) <= axis < len(shape):
             self.fail(ShapeProblem, f"axis={axis} is out of range for {format_shape(shape)}", kwargs["axis"])
         axis %= len(shape)
-        positions = self._in_range(positions, shape[axis], shape, args[1])
+        positions = self._in_range(positions, shape[axis], format_shape(shape), args[1])
         if len(shape) == 1:
             return self._gather(node, (positions,), ast)
         other = 1 - axis
@@ -1336,6 +1487,42 @@ class Builder:
                  "adds": _adds(targets), "shape": out_shape}
         return self.emit("scatter_add", (node,), ast, attrs)
 
+    def _flag(self, kwargs, name: str, default: bool) -> bool:
+        """A keyword that takes the words true or false."""
+        if name not in kwargs:
+            return default
+        flag = kwargs[name]
+        if flag.kind != "name" or flag.args[0] not in ("true", "false"):
+            self.fail(ValueProblem, f"{name} takes true or false, got '{flag.text}'", flag)
+        return flag.args[0] == "true"
+
+    def _linalg(self, name, ast, args, kwargs, scope) -> int:
+        """Linear algebra (adcli.ops): eye(n) is a constant; tril, triu take an offset k;
+        fill_tril(v, n) a size; triangular_solve the keyword lower."""
+        if name == "eye":
+            self._arity(name, args, kwargs, 1, ast)
+            n = self.integer(args[0], scope, "eye's size", positive=True)
+            self.check_size((n, n), "eye(n)", ast)
+            return self.emit("const", (), ast, {"value": np.eye(n)}, shape=(n, n))
+        if name in ("tril", "triu"):
+            if len(args) not in (1, 2) or kwargs:
+                self.fail(ValueProblem, f"{name} takes a matrix and an optional offset: {name}(A) or "
+                          f"{name}(A, k)", ast)
+            x = self.expr(args[0], scope)
+            k = self.integer(args[1], scope, f"{name}'s offset") if len(args) == 2 else 0
+            return self.emit(name, (x,), ast, {"k": k})
+        if name == "fill_tril":
+            self._arity(name, args, kwargs, 2, ast)
+            v = self.expr(args[0], scope)
+            n = self.integer(args[1], scope, "fill_tril's size", positive=True)
+            return self.emit(name, (v,), ast, {"n": n})
+        if name == "triangular_solve":
+            self._arity(name, args, kwargs, 2, ast, ("lower",))
+            lower = self._flag(kwargs, "lower", True)
+            return self.emit(name, tuple(self.expr(a, scope) for a in args), ast, {"lower": lower})
+        self._arity(name, args, kwargs, 2 if name == "solve" else 1, ast)
+        return self.emit(name, tuple(self.expr(a, scope) for a in args), ast)
+
     def _axis(self, kwargs, scope):
         if "axis" not in kwargs:
             return None
@@ -1357,12 +1544,13 @@ class Builder:
         return attrs
 
     def _arity(self, name, args, kwargs, count, ast, keywords=()):
-        if len(args) != count:
-            self.fail(ValueProblem, f"{name} takes {count} argument{'s' if count != 1 else ''}, "
-                      f"got {len(args)}", ast)
+        # an unknown keyword first: it is often the argument missing from the count (f(x, p=2))
         extra = set(kwargs) - set(keywords)
         if extra:
             self.fail(ValueProblem, f"{name} has no argument '{sorted(extra)[0]}'", ast)
+        if len(args) != count:
+            self.fail(ValueProblem, f"{name} takes {count} argument{'s' if count != 1 else ''}, "
+                      f"got {len(args)}", ast)
 
     def call(self, ast, scope) -> int:
         name, args, kwargs = ast.args
@@ -1392,6 +1580,8 @@ class Builder:
                 self.fail(ShapeProblem, f"{name} of no elements is undefined ({format_shape(shape)}"
                           f"{'' if axis is None else f', axis={axis}'})", ast)
             return self.emit(name, (x,), ast, attrs)
+        if name in LINALG_FUNCTIONS:
+            return self._linalg(name, ast, args, kwargs, scope)
         if name == "take_along_axis":
             return self._take_along_axis(ast, args, kwargs, scope)
         if name == "scatter_add":
@@ -1400,6 +1590,10 @@ class Builder:
             self.fail(ValueProblem, f"{name}(...) makes integer data; use it as the value of an integer "
                       f"const, e.g. `const idx: ivec[3] = {name}{'(5)' if name == 'randint' else ''}`", ast)
         if name == "multigammaln":
+            if "d" in kwargs and len(args) == 1:   # multigammaln(a, d=2), as SciPy names it
+                args, kwargs = (args[0], kwargs["d"]), {k: v for k, v in kwargs.items() if k != "d"}
+            elif "d" in kwargs and len(args) == 2:
+                self.fail(ValueProblem, "multigammaln's d is given twice (second argument and d=)", kwargs["d"])
             self._arity(name, args, kwargs, 2, ast)
             a = self.expr(args[0], scope)
             d = self.integer(args[1], scope, "multigammaln's d", positive=True)
@@ -1447,8 +1641,7 @@ class Builder:
             self._arity(name, args, kwargs, 1, ast)
             return self.literal(self._size(name, self.nodes[self.expr(args[0], scope)].shape, ast), ast)
         if name in DATA_FUNCTIONS:
-            self.fail(ValueProblem, f"{name}(...) makes constant data; use it as the value of an "
-                      "input or const, e.g. `const A: mat[2, 2] = randn(seed=1)`", ast)
+            self._constant_data_only(name, ast)
         if scope.in_def is not None and name == scope.in_def.name:
             self.fail(NameProblem, f"def {name} calls itself; recursion is not supported", ast)
         self.fail(NameProblem, f"unknown function '{name}'{_did_you_mean(name, BUILTINS | set(SIZE_FUNCTIONS) | set(self.defs))}", ast)
@@ -1532,6 +1725,7 @@ class _ConstantBuilder(Builder):
         self.parent, self.abstract = parent, abstract
         self.lines, self.text = parent.lines, parent.text
         self.dims, self.defs = parent.dims, parent.defs
+        self.int_consts = parent.int_consts   # indices: gathers, take_along_axis, scatter_add
         self.memory_cap = parent.memory_cap
 
     def leaf(self, ast, value) -> int:
@@ -1562,9 +1756,16 @@ class _ConstantBuilder(Builder):
                 continue
             if node.op == "const":
                 values[node.id] = np.asarray(node.attrs["value"], dtype=np.float64)
-            else:
+                continue
+            try:
                 values[node.id] = np.asarray(REGISTRY[node.op].evaluate(
                     np, *(values[i] for i in node.inputs), **node.attrs), dtype=np.float64)
+            except np.linalg.LinAlgError:   # one sentence, at the call, as in a run (adcli.api)
+                what = "not positive definite" if node.op == "cholesky" else "singular"
+                raise ValueProblem(f"{node.op}'s matrix is {what} in this constant data",
+                                   SourceLocation(self.filename, node.line, node.column,
+                                                  self.lines[node.line - 1] if 0 < node.line <= len(self.lines) else ""),
+                                   hint="keep matrices well conditioned, e.g. add a multiple of eye(n)") from None
         return values[node_id]
 
 
@@ -1646,6 +1847,8 @@ def _set_moves(node: Node, in_shapes):
     needs them (api.Program._setup), not here."""
     sizes = [prod(shape) for shape in in_shapes]
     node._move_counts = (node.size,) if len(sizes) == 1 else tuple(sizes)
+    if REGISTRY[node.op].moved is not None:   # diag of a vector, tril: zeros besides
+        node._move_counts = (REGISTRY[node.op].moved(in_shapes, node.shape, node.attrs),)
     node._index_itemsize = np.dtype(_index_dtype(sizes + [node.size])).itemsize
     node.moves = _MovesRecipe(node, in_shapes)
 
@@ -1673,6 +1876,11 @@ def index_maps(node: Node, in_shapes) -> list:
     sizes = [prod(s) for s in in_shapes]
     dtype = _index_dtype(sizes + [prod(node.shape)])
     prim = REGISTRY[node.op]
+    if prim.moved is not None:   # some output elements stay 0: label the input from 1
+        labelled = np.arange(1, sizes[0] + 1, dtype=dtype).reshape(in_shapes[0])
+        out = np.array(prim.evaluate(np, labelled, **node.attrs), dtype=dtype).reshape(-1)
+        out_pos = np.nonzero(out)[0].astype(dtype)
+        return [(out_pos, (out[out_pos] - 1).astype(dtype))]
     if len(in_shapes) == 1:   # every output element comes from the one input
         labelled = np.arange(sizes[0], dtype=dtype).reshape(in_shapes[0])
         in_pos = np.array(prim.evaluate(np, labelled, **node.attrs), dtype=dtype).reshape(-1)

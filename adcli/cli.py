@@ -379,8 +379,8 @@ def check_dims(items, option: str = "--set") -> None:
 
 
 def read_inputs_file(inputs_file: str) -> dict:
-    """The JSON object of --inputs FILE|- as {name: array}. Read once: a --scale sweep uses it
-    at every size, and standard input can be read only once."""
+    """The JSON object of --inputs FILE|- as {name: JSON value}. Read once: a --scale sweep
+    uses it at every size, and standard input can be read only once."""
     from .errors import ValueProblem
 
     if inputs_file == "-":
@@ -413,7 +413,7 @@ def read_inputs_file(inputs_file: str) -> dict:
         raise ValueProblem(f"--inputs: {where} nests its lists too deeply") from None
     if not isinstance(data, dict):
         raise ValueProblem(f"--inputs: {where} must hold a JSON object of input values")
-    return {name: _json_array(name, value) for name, value in data.items()}
+    return data   # values are checked as numbers after their names (read_input_values)
 
 
 def read_input_values(program, ats, inputs_file, from_file: dict | None = None) -> dict:
@@ -422,8 +422,10 @@ def read_input_values(program, ats, inputs_file, from_file: dict | None = None) 
     values = {}
     if inputs_file is not None:
         for name, value in (read_inputs_file(inputs_file) if from_file is None else from_file).items():
+            # the name first: an integer const is refused in the same sentence as by --at,
+            # whatever its value
             program._check_settable(name, "--inputs")
-            values[name] = value
+            values[name] = _json_array(name, value)
     for item in ats:
         name, text = split_assignment("--at", item)
         values[name] = program.parse_value(name, text)

@@ -21,7 +21,7 @@ from math import prod
 
 import numpy as np
 
-from .plan import _Slot
+from .plan import _Slot, xp_name
 from .tangents import Linear, Counter, Seed
 
 INLINE_CONSTANT = 16    # constants up to this many elements are written out as literals
@@ -79,8 +79,16 @@ def derivative_program(program, mode: str, kind: str = "jacobian", wrt=None, at=
 LEGEND = ("# vN: a value of the program (adcli show); vN_dot: its tangents, one per direction on the\n"
           "# leading axis (vN_dot_x: those for input x's directions, with several inputs); vN_bar: its\n"
           "# adjoint (vN_bar_y: for output y's); dvN_dvM: a local partial; tN: an intermediate;\n"
-          "# cN: a constant made while compiling (listed above its function). A `del` frees a\n"
-          "# value after its last use; `a += b` accumulates in place.")
+          "# cN: a constant made while compiling (listed above its function); xp_F: the array\n"
+          "# module's function F (numpy.F, or cupy.F).{special}\n"
+          "# A `del` frees a value after its last use; `a += b` accumulates in place.")
+SPECIAL_LEGEND = "\n# sp_F: the special function scipy.special.F (cupyx.scipy.special.F on cupy)."
+
+
+def legend(plans) -> str:
+    """LEGEND, with sp_F where a special function is called (a module that calls none
+    mentions SciPy nowhere, and does not import it)."""
+    return LEGEND.format(special=SPECIAL_LEGEND if any(plan.special_functions for plan in plans) else "")
 
 
 def _describe_constant(value) -> str:
@@ -96,7 +104,7 @@ def show_text(dp: DerivativeProgram, filename: str) -> str:
     what = {"jacobian": "the Jacobian", "jvp": "one JVP (J·v)", "vjp": "one VJP (uᵀ·J)"}[dp.kind]
     lines = [f"# {filename}: {what} of {', '.join(dp.outputs)} w.r.t. {', '.join(dp.wrt)} "
              f"by {dp.mode} mode, {cost.passes} direction{'s' if cost.passes != 1 else ''} in one sweep",
-             LEGEND, ""]
+             legend(dp.compiled.plans), ""]
     for plan in dp.compiled.plans:
         for cid, value in plan.consts.items():
             lines.append(f"# c{cid}: {_describe_constant(value)}")
@@ -186,7 +194,7 @@ def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", 
               f'by {dp.mode} mode ({dtype}, {module}).',
               "",
               f"Written by `adcli codegen` {version}from {filename}; it needs {needs} and nothing from adcli.",
-              LEGEND.replace("# ", "").replace("#", ""),
+              legend(plans).replace("# ", "").replace("#", ""),
               '"""',
               "import base64",
               "import io",
@@ -200,7 +208,7 @@ def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", 
               PRELUDE]
     lines = []
     functions = sorted({fn for plan in plans for fn in plan.functions})
-    lines.extend(f"xp_{fn} = xp.{fn}" for fn in functions)
+    lines.extend(f"{xp_name(fn)} = xp.{fn}" for fn in functions)
     lines.extend(f"sp_{fn} = {special_module}.{fn}" for fn in special)
     lines.append("")
     # the file's inputs (defaults) and consts, in the order the plans take them
@@ -236,13 +244,39 @@ def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", 
     return "\n".join(header + lines) + "\n"
 
 
-def _arguments(dp, input_names) -> list:
-    """The start of every entry point: each input from its argument or its default."""
+def _const_parameters(dp) -> dict:
+    """The consts an entry point takes as keywords: name -> (place in CONSTS, shape, the
+    consts computed from it). The module holds those consts' values, not their recipes,
+    so it cannot make them again: it refuses such a const rather than use stale ones."""
+    graph, builder = dp.program.graph, dp.program.graph.builder
+    const_ids = [n.id for n in graph.nodes if n.op == "const"]
+    found = {}
+    for name, nid in graph.consts.items():
+        followers = [other for other, data in builder.const_values.items()
+                     if other != name and other in graph.consts and builder.reads(data.ast, {name})]
+        found[name] = (const_ids.index(nid), tuple(graph.nodes[nid].shape), followers)
+    return found
+
+
+def _arguments(dp, input_names, consts: dict) -> list:
+    """The start of every entry point: each input from its argument or its default, each
+    const likewise."""
     lines = []
     for name in input_names:
         shape = tuple(dp.program.input_shape(name))
         lines.append(f"    {name} = INPUTS[{name!r}] if {name} is None else _value('input {name}', {name}, {shape})")
-    lines.append("    leaves = [" + ", ".join(input_names) + "] + CONSTS")
+    lines.append("    _consts = list(CONSTS)")
+    for name, (place, shape, followers) in consts.items():
+        lines.append(f"    if {name} is not None:")
+        if followers:
+            held = "its value, not its recipe" if len(followers) == 1 else "their values, not their recipes"
+            message = (f"const {name} cannot be set here: the .ad file computes {', '.join(followers)} "
+                       f"from it, and this module holds {held}; generate the module with "
+                       f"`adcli codegen --at {name}=...` instead")
+            lines.append(f"        raise ValueError({message!r})")
+        else:
+            lines.append(f"        _consts[{place}] = _value('const {name}', {name}, {shape})")
+    lines.append("    leaves = [" + ", ".join(input_names) + "] + _consts")
     return lines
 
 
@@ -255,11 +289,16 @@ def _entry_points(dp, input_names) -> list:
     from .errors import UsageProblem
 
     program, graph = dp.program, dp.program.graph
-    for name in input_names:
-        if keyword.iskeyword(name) or name in LOCALS or name.startswith(("_", "xp_")):
-            raise UsageProblem(f"input '{name}' cannot be a parameter name of the generated module "
-                               f"(a Python keyword or one of its own names); rename it in the file")
-    signature = ", ".join(f"{n}=None" for n in input_names)
+    consts = _const_parameters(dp)
+    for kind, names in (("input", input_names), ("const", consts)):
+        for name in names:
+            if keyword.iskeyword(name) or name in LOCALS or name.startswith(("_", "xp_", "sp_")):
+                raise UsageProblem(f"{kind} '{name}' cannot be a parameter name of the generated module "
+                                   f"(a Python keyword or one of its own names); rename it in the file")
+    # consts by keyword only: a call by position means the inputs, as before
+    signature = ", ".join([f"{n}=None" for n in input_names] + (["*"] if consts else [])
+                          + [f"{n}=None" for n in consts])
+    passed = ", ".join(f"{n}={n}" for n in list(input_names) + list(consts))
     constants: dict = {}
     body: list = []
     plans = dp.compiled.plans
@@ -304,7 +343,8 @@ def _entry_points(dp, input_names) -> list:
                 body.append(f"    jacobian[{o!r}][{w!r}] = {block}")
         body.append("    return value, jacobian")
         doc = ("(value, jacobian): value {output: array}; jacobian {output: {input: array shaped "
-               "output.shape + input.shape}}. Arguments default to the file's input values.")
+               "output.shape + input.shape}}. Arguments default to the file's input values, and "
+               "consts (keywords) to the file's const values.")
         name, extra_param = "jacobian", ""
     else:   # one JVP (the tangent of each output) or VJP (the cotangent of each input)
         jvp = dp.kind == "jvp"
@@ -323,12 +363,12 @@ def _entry_points(dp, input_names) -> list:
         name, extra_param = dp.kind, ("direction, " if jvp else "cotangent, ")
     lines = [_literal(v, k) for k, v in constants.items()]
     lines += ["", "", f"def {name}({extra_param}{signature}):", f'    """{doc}"""']
-    lines += _arguments(dp, input_names) + body
+    lines += _arguments(dp, input_names, consts) + body
     scalar = len(dp.outputs) == 1 and oshape[dp.outputs[0]] == ()
     if dp.kind == "jacobian" and scalar:
         o = dp.outputs[0]
         lines += ["", "", f"def gradient({signature}):",
                   f'    """(value of {o}, {{input: gradient shaped like the input}})."""',
-                  "    value, blocks = jacobian(" + ", ".join(f"{n}={n}" for n in input_names) + ")",
+                  f"    value, blocks = jacobian({passed})",
                   f"    return value[{o!r}], blocks[{o!r}]"]
     return lines

@@ -230,8 +230,9 @@ def _read_json(text: str, key, shown: str) -> np.ndarray:
     where = shown
     if key is not None:
         if not isinstance(data, dict):
-            raise DataFileProblem(f"{shown} holds a {type(data).__name__}, not an object with keys: "
-                                  "load it without a key")
+            kind = ("a list" if isinstance(data, list) else "a string" if isinstance(data, str)
+                    else "null" if data is None else "true or false" if isinstance(data, bool) else "a number")
+            raise DataFileProblem(f"{shown} holds {kind}, not an object with keys: load it without a key")
         if key not in data:
             known = ", ".join(repr(k) for k in list(data)[:10]) + (", …" if len(data) > 10 else "")
             raise DataFileProblem(f"{shown} has no key {key!r} (it has {known or 'none'})")

@@ -154,6 +154,11 @@ class _Live:
         self.now -= n
 
 
+def partial_key(prim, node_id: int, i: int) -> tuple:
+    """The residual key of input i's partial: one key for all inputs of a shared partial."""
+    return ("p", node_id, 0 if prim.shared_partial else i)
+
+
 def is_leaf(node) -> bool:
     return node.op in ("input", "const")
 
@@ -298,11 +303,17 @@ class Runner:
             return None
         shape = node.shape if spec.like == "out" else self.graph.nodes[node.inputs[0]].shape
         n = prod(shape)
-        mults, flops = spec.per_element(node.attrs)
-        self.derivative.add(mults * n, flops * n)
-        kernels = max(1, flops)   # about one array operation per flop per element
-        self.derivative.traffic(kernels, 2 * n * kernels)
-        self.live.temporary(n * min(kernels, 2))   # the result, and an intermediate beside it
+        if spec.total is not None:   # one factorisation-like call (an inverse): LAPACK's rate
+            mults, flops = spec.total(self.in_shapes(node))
+            self.derivative.add(mults, flops)
+            self.derivative.traffic(1, prod(self.in_shapes(node)[0]) + n, flops)
+            self.live.temporary(2 * n)   # the result, and the factors beside it
+        else:
+            mults, flops = spec.per_element(node.attrs)
+            self.derivative.add(mults * n, flops * n)
+            kernels = max(1, flops)   # about one array operation per flop per element
+            self.derivative.traffic(kernels, 2 * n * kernels)
+            self.live.temporary(n * min(kernels, 2))   # the result, and an intermediate beside it
         if self.xp is None:
             return Abstract(shape)
         r = Residuals(args, out, None, node.attrs, self.in_shapes(node), node.shape)
@@ -646,9 +657,15 @@ class Runner:
                 k = next(t for t in ts if t is not None).shape[0]
                 result[b] = Linear(self.xp, k, self.derivative, self.dtype).move(ts, moves, node.shape)
         else:
-            partials = [self.partial(node, i, args, out) if in_tangents[i] else None
-                        for i in range(len(node.inputs))]
+            partials = []
+            for i in range(len(node.inputs)):
+                if prim.shared_partial and any(p is not None for p in partials):
+                    partials.append(None)   # made once, below
+                else:
+                    partials.append(self.partial(node, i, args, out) if in_tangents[i] else None)
             partial_size = sum(live_size(p) for p in partials)
+            if prim.shared_partial:   # one array serves every input's rule
+                partials = [next((p for p in partials if p is not None), None)] * len(partials)
             self.live.add(partial_size)
             shapes = self.in_shapes(node)
             rs = [Residuals(args, out, p, node.attrs, shapes, node.shape) for p in partials]
@@ -701,8 +718,8 @@ class Runner:
                         spec = prim.partial_for(i)
                         if name == "out" or (name == "p" and spec.from_out and recompute):
                             keys.append(node.id)   # from_out: the partial is remade from it
-                        elif name == "p":
-                            keys.append(("p", node.id, i))
+                        elif name == "p":   # (a shared partial is kept once: input 0's key)
+                            keys.append(partial_key(prim, node.id, i))
                         else:
                             keys.append(node.inputs[int(name[1:])])
                 entries.append((i, keys))
@@ -741,7 +758,7 @@ class Runner:
                 live.add(node.size)
                 for i, keys in plan.get(node.id, ()):
                     for key in keys:
-                        if isinstance(key, tuple):
+                        if isinstance(key, tuple) and key not in residuals:   # (shared: made once)
                             p = self.partial(node, i, args, out)
                             residuals[key] = p
                             cached_values += live_size(p)
@@ -806,7 +823,7 @@ class Runner:
                     continue
                 x = [residuals.get(j) for j in node.inputs]
                 out = residuals.get(node.id)
-                p = residuals.get(("p", node.id, i))
+                p = residuals.get(partial_key(prim, node.id, i))
                 spec = prim.partial_for(i)
                 remade = p is None and spec is not None and spec.from_out
                 if remade:   # from the kept output (residual_plan), counted as it is made

@@ -122,6 +122,11 @@ def format_shape(shape: Shape) -> str:
     return "array[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def with_article(kind: str) -> str:
+    """'a vec[3]', 'a scalar', 'an ivec[3]', 'an int', 'an imat[2, 2]', 'an array[…]'."""
+    return ("an " if kind[:1] in "aeiou" else "a ") + kind
+
+
 def broadcast_shapes(a: Shape, b: Shape) -> Shape | None:
     """NumPy's broadcasting of two shapes, or None when they do not broadcast."""
     result = []

@@ -46,6 +46,9 @@ class Partial:
     # (attrs) -> (mults, flops) per element, for a partial whose work depends on the node's
     # attributes (multigammaln's d); mults and flops are used otherwise
     cost_of: Callable | None = None
+    # (in_shapes) -> (mults, flops) for the whole partial, for one that is not elementwise
+    # (an inverse, for the linear algebra ops): it replaces the per-element figures
+    total: Callable | None = None
 
     def per_element(self, attrs) -> tuple[int, int]:
         return self.cost_of(attrs) if self.cost_of is not None else (self.mults, self.flops)
@@ -70,6 +73,12 @@ class Primitive:
     # False for ops whose derivative is zero everywhere it exists (comparisons, logical
     # ops, sign, heaviside): their tangents and cotangents are symbolic zeros.
     differentiable: bool = True
+    # Every input's partial is one array (solve's A⁻¹ serves A and b): made once per sweep
+    # and kept once, whichever inputs carry derivatives (adcli.interpret).
+    shared_partial: bool = False
+    # For a data movement that leaves some output elements 0 (diag of a vector, tril):
+    # (in_shapes, out_shape, attrs) -> the number of output elements copied from the input.
+    moved: Callable | None = None
 
     def partial_for(self, i: int):
         return self.partials[i] if i < len(self.partials) else None
@@ -708,6 +717,59 @@ def _gather(xp, x, key=None, result_shape=None, adds=0):
 _movement("gather", _index_shape, _gather)
 
 
+# Movements that leave some output elements 0 (`moved` counts the ones copied): NumPy's diag
+# (a vector to a diagonal matrix, a matrix to its diagonal), tril and triu (the triangle on and
+# below / above the diagonal moved by k), and fill_tril(v, n): the n×n lower triangle filled row
+# by row from v's n(n + 1)/2 values (the GMM parametrisation), zeros above it.
+def _partial_movement(name, shape, fn, moved):
+    return register(Primitive(name, shape, fn, lambda s, out, a: (0, 0), movement=True, moved=moved))
+
+
+def _diag_shape(in_shapes, attrs):
+    shape = in_shapes[0]
+    if len(shape) == 1:
+        return (shape[0], shape[0])
+    if len(shape) == 2:
+        return (min(shape),)
+    raise ShapeError("diag needs a vector (for a diagonal matrix) or a matrix (for its diagonal), got a scalar")
+
+
+def _matrix_shape(name):
+    def rule(in_shapes, attrs):
+        if len(in_shapes[0]) != 2:
+            raise ShapeError(f"{name} needs a matrix, got {format_shape(in_shapes[0])}")
+        return in_shapes[0]
+    return rule
+
+
+def _fill_tril_shape(in_shapes, attrs):
+    n = attrs["n"]
+    need = n * (n + 1) // 2
+    if in_shapes[0] != (need,):
+        raise ShapeError(f"fill_tril(v, {n}) needs a vec[{need}] (n(n + 1)/2 values), "
+                         f"got {format_shape(in_shapes[0])}")
+    return (n, n)
+
+
+def _fill_tril(xp, v, n=1):
+    out = xp.zeros((n, n), dtype=v.dtype)
+    out[xp.tril_indices(n)] = v
+    return out
+
+
+def _in_band(rows: int, cols: int, lo, hi) -> int:
+    """Elements (i, j) of a rows×cols matrix with lo ≤ j − i ≤ hi."""
+    return sum(max(0, min(cols - 1, i + hi) - max(0, i + lo) + 1) for i in range(rows))
+
+
+_partial_movement("diag", _diag_shape, lambda xp, x: xp.diag(x), lambda s, out, a: min(out))
+_partial_movement("tril", _matrix_shape("tril"), lambda xp, x, k=0: xp.tril(x, k),
+                  lambda s, out, a: _in_band(*out, -out[0], a.get("k", 0)))
+_partial_movement("triu", _matrix_shape("triu"), lambda xp, x, k=0: xp.triu(x, k),
+                  lambda s, out, a: _in_band(*out, a.get("k", 0), out[1]))
+_partial_movement("fill_tril", _fill_tril_shape, _fill_tril, lambda s, out, a: prod(s[0]))
+
+
 # --- scatter-add ----------------------------------------------------------------------------
 # scatter_add(values, idx, n): out.flat[targets[i]] += values.flat[i] (adcli.build makes the
 # flat targets). Not a movement: places reached several times add, `adds` flops (a place
@@ -725,6 +787,270 @@ register(Primitive(
     jvp=[lambda T, r, t: T.scatter(t, None, r.attrs["targets"], r.attrs["adds"], r.out_shape)],
     vjp=[lambda T, r, ct: T.gather(ct, r.attrs["targets"], r.in_shapes[0])],
     uses=[()], partials=[None], doc="1 towards each place an element is added to"))
+
+
+# --- linear algebra -----------------------------------------------------------------------------
+# Square systems, determinants and factorisations run through xp.linalg (LAPACK on NumPy,
+# cuSOLVER on CuPy); adcli counts them as the textbook algorithms, exactly for each n
+# (docs/counting.md):
+#   LU factorisation                   (n³ − n)/3 mults,         (4n³ − 3n² − n)/6 flops
+#   LU solve, per right-hand side      n² mults,                 2n² − n flops
+#   triangular solve, per r.h.s.       n(n + 1)/2 mults,         n² flops
+#   Cholesky factorisation             (n³ + 3n² − 4n)/6 mults,  n(n + 1)(2n + 1)/6 flops
+#   inverse: an LU and n LU solves (the identity's columns), as NumPy's inv runs it;
+#   triangular inverse: n triangular solves.
+# Their derivatives apply an inverse (A⁻¹, or L⁻¹ of a triangle): the local partial, made
+# once per forward sweep (kept for the backward sweep); the rules are matmuls with it and
+# with the output, counted as matmuls are.
+
+def lu_counts(n: int) -> tuple[int, int]:
+    return (n ** 3 - n) // 3, (4 * n ** 3 - 3 * n ** 2 - n) // 6
+
+
+def lu_solve_counts(n: int) -> tuple[int, int]:
+    return n * n, 2 * n * n - n
+
+
+def triangular_solve_counts(n: int) -> tuple[int, int]:
+    return n * (n + 1) // 2, n * n
+
+
+def cholesky_counts(n: int) -> tuple[int, int]:
+    return (n ** 3 + 3 * n ** 2 - 4 * n) // 6, n * (n + 1) * (2 * n + 1) // 6
+
+
+def inverse_counts(n: int) -> tuple[int, int]:
+    (fm, ff), (sm, sf) = lu_counts(n), lu_solve_counts(n)
+    return fm + n * sm, ff + n * sf
+
+
+def triangular_inverse_counts(n: int) -> tuple[int, int]:
+    m, f = triangular_solve_counts(n)
+    return n * m, n * f
+
+
+def _square(name, shape) -> int:
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ShapeError(f"{name} needs a square matrix, got {format_shape(shape)}")
+    return shape[0]
+
+
+def _square_shape(name):
+    def rule(in_shapes, attrs):
+        _square(name, in_shapes[0])
+        return in_shapes[0]
+    return rule
+
+
+def _system_shape(name):
+    """solve(A, b), triangular_solve(L, b): A square, b a vector or a matrix of A's rows."""
+    def rule(in_shapes, attrs):
+        n = _square(name, in_shapes[0])
+        b = in_shapes[1]
+        if len(b) not in (1, 2) or b[0] != n:
+            raise ShapeError(f"{name} needs a right-hand side of {n} rows for {format_shape(in_shapes[0])}, "
+                             f"got {format_shape(b)}")
+        return b
+    return rule
+
+
+def _right_hand_sides(shape) -> int:
+    return shape[1] if len(shape) == 2 else 1
+
+
+def _times(counts, times: int) -> tuple[int, int]:
+    return counts[0] * times, counts[1] * times
+
+
+def _plus(a, b) -> tuple[int, int]:
+    return a[0] + b[0], a[1] + b[1]
+
+
+def _outer_with(T, y, x):
+    """y xᵀ for a cotangent y of x's shape (x a vector: the outer product; a matrix: y @ xᵀ)."""
+    return T.outer(y, x) if x.ndim == 1 else T.matmul_right(y, x.T)
+
+
+def _constant(T, shape, make):
+    """An array the rule makes from shapes alone (a mask), or its stand-in when only counting."""
+    from .tangents import Abstract
+
+    return Abstract(shape) if T.xp is None else make(T.xp)
+
+
+def _triangle_mask(T, n, lower: bool, offset: int = 0):
+    """1.0 on the triangle (the diagonal moved by `offset`), 0.0 elsewhere."""
+    def make(xp):
+        ones = xp.ones((n, n), dtype=T.dtype)
+        return xp.tril(ones, offset) if lower else xp.triu(ones, -offset)
+    return _constant(T, (n, n), make)
+
+
+# solve(A, b) = A⁻¹b. dx = A⁻¹(db − dA x); the transposes: b̄ = A⁻ᵀ x̄, Ā = −b̄ xᵀ.
+def _solve_jvp_all(T, r, ts):
+    t_a, t_b = ts
+    rhs = t_b if t_a is None else T.sub(t_b, T.matmul_right(t_a, r.out))
+    return T.matmul_left(r.p, rhs)
+
+
+def _solve_vjp_a(T, r, ct):
+    return T.neg(_outer_with(T, T.matmul_left(r.p.T, ct), r.out))
+
+
+_INVERSE = Partial(lambda xp, r: xp.linalg.inv(r.x0), 0, 0, like="x0",
+                   total=lambda s: inverse_counts(s[0][0]))
+
+register(Primitive(
+    "solve", _system_shape("solve"), lambda xp, a, b: xp.linalg.solve(a, b),
+    lambda s, out, a: _plus(lu_counts(s[0][0]), _times(lu_solve_counts(s[0][0]), _right_hand_sides(s[1]))),
+    jvp=[lambda T, r, t: T.neg(T.matmul_left(r.p, T.matmul_right(t, r.out))),
+         lambda T, r, t: T.matmul_left(r.p, t)],
+    vjp=[_solve_vjp_a, lambda T, r, ct: T.matmul_left(r.p.T, ct)],
+    uses=[("p", "out"), ("p",)], partials=[_INVERSE, _INVERSE], jvp_all=_solve_jvp_all,
+    shared_partial=True, contraction=True, arity=2, doc="A⁻¹ (b), −A⁻¹(·)x (A)"))
+
+# inv(A) = C: dC = −C dA C, Ā = −Cᵀ C̄ Cᵀ.
+register(Primitive(
+    "inv", _square_shape("inv"), lambda xp, a: xp.linalg.inv(a),
+    lambda s, out, a: inverse_counts(s[0][0]),
+    jvp=[lambda T, r, t: T.neg(T.matmul_right(T.matmul_left(r.out, t), r.out))],
+    vjp=[lambda T, r, ct: T.neg(T.matmul_right(T.matmul_left(r.out.T, ct), r.out.T))],
+    uses=[("out",)], partials=[None], contraction=True, doc="−C(·)C"))
+
+
+# det(A): d det = det · tr(A⁻¹ dA) = Σ (det · A⁻ᵀ) ∘ dA; logdet(A) = log |det A| (slogdet's
+# second value): d logdet = Σ A⁻ᵀ ∘ dA. The partial is the gradient, as prod's is.
+def _square_to_scalar(name):
+    def rule(in_shapes, attrs):
+        _square(name, in_shapes[0])
+        return ()
+    return rule
+
+
+def _gradient_jvp(T, r, t):
+    return T.sum(T.scale(r.p, t))
+
+
+def _gradient_vjp(T, r, ct):
+    return T.scale(r.p, T.expand(ct, r.in_shapes[0]))
+
+
+register(Primitive(
+    "det", _square_to_scalar("det"), lambda xp, a: xp.linalg.det(a),
+    lambda s, out, a: _plus(lu_counts(s[0][0]), (s[0][0] - 1, s[0][0] - 1)),
+    jvp=[_gradient_jvp], vjp=[_gradient_vjp], uses=[("p",)],
+    partials=[Partial(lambda xp, r: r.out * xp.linalg.inv(r.x0).T, 0, 0, like="x0",
+                      total=lambda s: _plus(inverse_counts(s[0][0]), (s[0][0] ** 2, s[0][0] ** 2)))],
+    contraction=True, doc="det · A⁻ᵀ"))
+register(Primitive(
+    "logdet", _square_to_scalar("logdet"), lambda xp, a: xp.linalg.slogdet(a)[1],
+    lambda s, out, a: _plus(lu_counts(s[0][0]), (0, 2 * s[0][0] - 1)),
+    jvp=[_gradient_jvp], vjp=[_gradient_vjp], uses=[("p",)],
+    partials=[Partial(lambda xp, r: xp.linalg.inv(r.x0).T, 0, 0, like="x0",
+                      total=lambda s: inverse_counts(s[0][0]))],
+    contraction=True, doc="A⁻ᵀ"))
+
+
+# triangular_solve(L, b, lower) = L⁻¹b, reading only L's triangle (the other one may hold
+# anything). NumPy has no triangular solver: the value comes from xp.linalg.solve on the
+# triangle, and is counted as the substitution it is. Derivatives as solve's, with dL
+# restricted to the triangle.
+def _triangle(xp, a, lower):
+    return xp.tril(a) if lower else xp.triu(a)
+
+
+def _tri_jvp_all(T, r, ts):
+    t_l, t_b = ts
+    if t_l is not None:
+        mask = _triangle_mask(T, r.in_shapes[0][0], r.attrs["lower"])
+        t_l = T.matmul_right(T.scale(mask, t_l), r.out)
+    rhs = t_b if t_l is None else T.sub(t_b, t_l)
+    return T.matmul_left(r.p, rhs)
+
+
+def _tri_vjp_l(T, r, ct):
+    mask = _triangle_mask(T, r.in_shapes[0][0], r.attrs["lower"])
+    return T.neg(T.scale(mask, _outer_with(T, T.matmul_left(r.p.T, ct), r.out)))
+
+
+_TRIANGULAR_INVERSE = Partial(lambda xp, r: xp.linalg.inv(_triangle(xp, r.x0, r.attrs["lower"])), 0, 0,
+                              like="x0", total=lambda s: triangular_inverse_counts(s[0][0]))
+
+register(Primitive(
+    "triangular_solve", _system_shape("triangular_solve"),
+    lambda xp, a, b, lower=True: xp.linalg.solve(_triangle(xp, a, lower), b),
+    lambda s, out, a: _times(triangular_solve_counts(s[0][0]), _right_hand_sides(s[1])),
+    jvp=[lambda T, r, t: _tri_jvp_all(T, r, [t, None]), lambda T, r, t: T.matmul_left(r.p, t)],
+    vjp=[_tri_vjp_l, lambda T, r, ct: T.matmul_left(r.p.T, ct)],
+    uses=[("p", "out"), ("p",)], partials=[_TRIANGULAR_INVERSE, _TRIANGULAR_INVERSE],
+    jvp_all=_tri_jvp_all, shared_partial=True, contraction=True, arity=2,
+    doc="L⁻¹ (b), −L⁻¹(tri(·))x (L)"))
+
+
+# cholesky(A) = L, lower, reading only A's lower triangle (as NumPy's does): the function is
+# of S = tril(A) + tril(A, −1)ᵀ, so dS = tril(dA) + tril(dA, −1)ᵀ, and (Murray 2016; JAX's
+# rule) dL = L Φ(L⁻¹ dS L⁻ᵀ), Φ = the lower triangle with the diagonal halved. The VJP is its
+# transpose: Φ(Lᵀ L̄) → S̄ = L⁻ᵀ (·) L⁻¹ → Ā = tril(S̄) + tril(S̄ᵀ, −1).
+def _cholesky_masks(T, n):
+    lower = _triangle_mask(T, n, True)
+    strict = _triangle_mask(T, n, True, -1)
+    phi = _constant(T, (n, n), lambda xp: xp.tril(xp.ones((n, n), dtype=T.dtype), -1)
+                    + 0.5 * xp.eye(n, dtype=T.dtype))
+    return lower, strict, phi
+
+
+def _cholesky_jvp(T, r, t):
+    lower, strict, phi = _cholesky_masks(T, r.out_shape[0])
+    sym = T.add(T.scale(lower, t), T.transpose(T.scale(strict, t)))
+    inner = T.matmul_right(T.matmul_left(r.p, sym), r.p.T)
+    return T.matmul_left(r.out, T.scale(phi, inner))
+
+
+def _cholesky_vjp(T, r, ct):
+    lower, strict, phi = _cholesky_masks(T, r.out_shape[0])
+    inner = T.scale(phi, T.matmul_left(r.out.T, ct))
+    sym = T.matmul_right(T.matmul_left(r.p.T, inner), r.p)
+    return T.add(T.scale(lower, sym), T.scale(strict, T.transpose(sym)))
+
+
+register(Primitive(
+    "cholesky", _square_shape("cholesky"), lambda xp, a: xp.linalg.cholesky(a),
+    lambda s, out, a: cholesky_counts(s[0][0]),
+    jvp=[_cholesky_jvp], vjp=[_cholesky_vjp], uses=[("p", "out")],
+    partials=[Partial(lambda xp, r: xp.linalg.inv(r.out), 0, 0, like="x0",
+                      total=lambda s: triangular_inverse_counts(s[0][0]))],
+    contraction=True, doc="L Φ(L⁻¹ (·) L⁻ᵀ)"))
+
+
+# trace(A) = Σ A[i, i] over the diagonal of any matrix (NumPy's trace): its derivative is
+# the same sum of the tangent's diagonal; the transpose puts the cotangent on the diagonal.
+def _diagonal_positions(T, shape):
+    from .ir import Positions
+
+    d = min(shape)
+    return Positions(d) if T.xp is None else T.xp.arange(d) * (shape[1] + 1)
+
+
+def _trace_shape(in_shapes, attrs):
+    if len(in_shapes[0]) != 2:
+        raise ShapeError(f"trace needs a matrix, got {format_shape(in_shapes[0])}")
+    return ()
+
+
+def _trace_jvp(T, r, t):
+    shape = r.in_shapes[0]
+    return T.sum(T.gather(t, _diagonal_positions(T, shape), (min(shape),)))
+
+
+def _trace_vjp(T, r, ct):
+    shape = r.in_shapes[0]
+    diagonal = T.broadcast(ct, (min(shape),))
+    return T.scatter(diagonal, None, _diagonal_positions(T, shape), 0, shape)
+
+
+register(Primitive(
+    "trace", _trace_shape, lambda xp, a: xp.trace(a), lambda s, out, a: (0, min(s[0])),
+    jvp=[_trace_jvp], vjp=[_trace_vjp], uses=[()], partials=[None], doc="1 on the diagonal"))
 
 
 def primal_cost(node, in_shapes) -> tuple[int, int]:
@@ -756,6 +1082,10 @@ PARTIAL_TEXT = {
     "concat": ["select"], "stack": ["select"], "gather": ["select"], "scatter_add": ["scatter"],
     "where": ["0", "[{x0}≠0]", "[{x0}=0]"],
     "clip": ["[{x1}≤{x0}≤{x2}]", "[{x0}<{x1}≤{x2}]", "[max({x0},{x1})>{x2}]"],
+    "solve": ["-{x0}⁻¹(·){out}", "{x0}⁻¹"], "inv": ["-{out}(·){out}"], "det": ["{out}·{x0}⁻ᵀ"],
+    "logdet": ["{x0}⁻ᵀ"], "triangular_solve": ["-tri({x0})⁻¹tri(·){out}", "tri({x0})⁻¹"],
+    "cholesky": ["{out}·Φ({out}⁻¹(·){out}⁻ᵀ)"], "trace": ["I"], "diag": ["select"], "tril": ["select"],
+    "triu": ["select"], "fill_tril": ["select"],
 }
 for _name, _prim in REGISTRY.items():
     if not _prim.differentiable:

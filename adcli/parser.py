@@ -270,7 +270,8 @@ def _make_transformer():
             return self._ast("const", meta, str(c[0]), c[1], c[2])
 
         def output_stmt(self, meta, c):
-            return self._ast("output", meta, str(c[0]), c[1])
+            names = tuple(str(n) for n in c[:-1])   # several: `output a, b = f(x)`
+            return self._ast("output", meta, names[0] if len(names) == 1 else names, c[-1])
 
         def assign_stmt(self, meta, c):
             return self._ast("assign", meta, str(c[0]), c[1])

@@ -126,6 +126,11 @@ def key_expr(key, name=_plain) -> str:
     return ", ".join(out) if out else "()"
 
 
+def xp_name(fn: str) -> str:
+    """The name an xp function is bound to in a plan: xp_sin, xp_linalg_solve (xp.linalg.solve)."""
+    return "xp_" + fn.replace(".", "_")
+
+
 def statement(eqn, name=_plain) -> str:
     """One equation as a line of Python (xp functions are bound as xp_<name>, the
     backend's special functions as sp_<name>)."""
@@ -135,8 +140,8 @@ def statement(eqn, name=_plain) -> str:
     out = name(eqn.out) if eqn.out is not None else None
     if eqn.kind in ("call", "special"):
         call = ", ".join(e(a) for a in args) + kwargs
-        prefix = "xp" if eqn.kind == "call" else "sp"
-        return f"{out} = {prefix}_{fn}({call.lstrip(', ')})"
+        bound = xp_name(fn) if eqn.kind == "call" else f"sp_{fn}"
+        return f"{out} = {bound}({call.lstrip(', ')})"
     if eqn.kind == "binary":
         return f"{out} = {e(args[0])} {BINARY[fn][1]} {e(args[1])}"
     if eqn.kind == "unary":
@@ -312,7 +317,7 @@ class Plan:
         for i in range(len(self._leaves)):
             lines.append(f"    leaf{i} = leaves[{i}]")
         for fn in self.functions:
-            lines.append(f"    xp_{fn} = xp.{fn}")
+            lines.append(f"    {xp_name(fn)} = xp.{fn}")
         for fn in self.special_functions:
             lines.append(f"    sp_{fn} = special.{fn}")
         lines.extend(self.function("    ", returns))

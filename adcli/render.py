@@ -177,20 +177,59 @@ def cost_table(cost, mode: str, kind: str = "jacobian") -> Table:
     return table
 
 
-def value_table(program, result) -> Table:
+MATRIX_ROWS, MATRIX_COLUMNS = 6, 6   # of a matrix-valued output in the value table
+
+
+def matrix_text(value: np.ndarray, full: bool = False, width: int = 80) -> str:
+    """A matrix as its rows, one line each, numbers aligned in columns, elided as the
+    Jacobian is (⋮ for rows, … for columns) to lines of at most `width` characters;
+    --full shows all."""
+    rows = _pick(value.shape[0], MATRIX_ROWS, full)
+    limit = value.shape[1] if full else MATRIX_COLUMNS
+    while True:
+        cols = _pick(value.shape[1], limit, full and limit == value.shape[1])
+        cells = [["…" if j is None else number(value[i, j]) for j in cols] for i in rows if i is not None]
+        widths = [_cell_width(column) for column in zip(*cells)]
+        length = 4 + sum(widths) + 2 * (len(widths) - 1)
+        if length <= width or limit <= 2:
+            break
+        limit -= 1
+    lines, it = [], iter(cells)
+    for k, i in enumerate(rows):
+        if i is None:
+            lines.append(" ⋮".ljust(length))
+            continue
+        text = ", ".join(cell.rjust(w) for cell, w in zip(next(it), widths))
+        lines.append(("[[" if k == 0 else " [") + text + ("]]" if k == len(rows) - 1 else "],"))
+    return "\n".join(lines)
+
+
+def value_table(program, result, full: bool = False, width: int = 80) -> Table:
+    """One row per output: its shape and value; a matrix printed as its rows."""
     table = Table(box=box.SIMPLE_HEAD, title="Value", title_justify="left")
     table.add_column("output", style="bold cyan")
     table.add_column("shape")
     table.add_column("value", justify="right")
+    names = list(result.value)
+    room = width - _cell_width(names + ["output"]) - _cell_width(
+        [format_shape(np.shape(v)) for v in result.value.values()] + ["shape"]) - 7
+    texts = {}
     for name, value in result.value.items():
         value = np.asarray(value)
-        if value.size <= 6:
+        if value.ndim == 2 and value.size:
+            texts[name] = matrix_text(value, full, room)
+        elif value.size <= 6:
             text = ", ".join(number(v) for v in value.reshape(-1))
-            text = text if value.ndim == 0 else f"[{text}]"
+            texts[name] = text if value.ndim == 0 else f"[{text}]"
         else:
             flat = value.reshape(-1)
-            text = "[" + ", ".join(number(v) for v in flat[:3]) + ", …, " + number(flat[-1]) + "]"
-        table.add_row(name, format_shape(value.shape), text)
+            texts[name] = "[" + ", ".join(number(v) for v in flat[:3]) + ", …, " + number(flat[-1]) + "]"
+    column = _cell_width([line for text in texts.values() for line in text.split("\n")] + ["value"])
+    for name, value in result.value.items():
+        text = texts[name]
+        if "\n" in text:   # a matrix's rows: a block set right as a whole (its ⋮ line is short)
+            text = Text("\n".join(line.rjust(column) for line in text.split("\n")), justify="left")
+        table.add_row(name, format_shape(np.shape(value)), text)
     return table
 
 
@@ -210,7 +249,7 @@ def render_derivative(program, result, full=False, summary=False, saved=None):
     if result.chunk_note:
         header.add_row("chunk", result.chunk_note)
     out.print(Panel(header, title=f"adcli grad ({result.kind})", title_align="left", expand=False))
-    out.print(value_table(program, result))
+    out.print(value_table(program, result, full, out.width))
     if summary:
         m, n = result.shape
         out.print(Text(f"{'Jacobian' if result.kind == 'jacobian' else result.kind.upper()}: {m}×{n} "

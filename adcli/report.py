@@ -50,6 +50,8 @@ def derivative_json(program, result, lazy: bool = False) -> dict:
         "columns": _Labels(result.column_spec) if lazy else list(result.columns),
         "cost": result.cost.to_json(),
         "inputs": {name: jsonable(v) for name, v in result.inputs.items()},
+        # consts the run set (--at, --inputs): with `inputs`, what reproduces the run
+        "consts": {name: jsonable(result.consts[name]) for name in result.consts_set},
     }
     if result.kind == "jacobian":
         data["blocks"] = {o: {w: jsonable(b) for w, b in ins.items()} for o, ins in result.blocks.items()}

@@ -285,6 +285,8 @@ class StagingXP:
         self._cache = {}
         # what adcli.backends.special_functions returns for this module
         self.special = StagingSpecial(tape)
+        # xp.linalg.solve(...) and the like: recorded as calls named "linalg.solve"
+        self.linalg = StagingLinalg(tape)
 
     def __getattr__(self, name):
         target = getattr(self._xp, name)
@@ -293,6 +295,25 @@ class StagingXP:
         wrapper = self._cache.get(name)
         if wrapper is None:
             wrapper = self._cache[name] = _recorder(self._tape, "call", name, target)
+        return wrapper
+
+
+class StagingLinalg:
+    """The array module's linalg submodule (solve, inv, det, slogdet, cholesky): its calls are
+    recorded as "call" equations named "linalg.<name>", which a plan binds as xp.linalg.<name>
+    (NumPy and CuPy have the same names)."""
+
+    def __init__(self, tape: Tape):
+        self._tape = tape
+        self._cache = {}
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        wrapper = self._cache.get(name)
+        if wrapper is None:
+            target = getattr(self._tape.xp.linalg, name)
+            wrapper = self._cache[name] = _recorder(self._tape, "call", f"linalg.{name}", target)
         return wrapper
 
 

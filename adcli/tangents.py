@@ -351,7 +351,9 @@ class Linear:
             for t, (out_pos, in_pos) in present:
                 src[out_pos] = t.src.reshape(-1)[in_pos]
             return Seed(src.reshape(out_shape), self.k, out_shape)
-        single = len(present) == 1 and len(tangents) == 1
+        # one input filling every output element: a gather; otherwise zeros, then each
+        # input's elements put in place (diag of a vector, tril: some elements stay 0)
+        single = len(present) == 1 and len(tangents) == 1 and len(present[0][1][0]) == size
         self._traffic(1 if single else 1 + len(present), (2 if single else 3) * self.k * size)
         self._materialized(*(t for t, _ in present), result=self.k * size)
         if self.xp is None:
@@ -364,6 +366,20 @@ class Linear:
         for t, (out_pos, in_pos) in present:
             out[:, out_pos] = self.dense(t).reshape(self.k, -1)[:, in_pos]
         return out.reshape((self.k,) + out_shape)
+
+    def transpose(self, t):
+        """Each direction's matrix transposed: data movement (a Seed stays a Seed), not counted."""
+        if t is None:
+            return None
+        shape = self.node_shape(t)
+        out = (shape[1], shape[0])
+        if isinstance(t, Seed):
+            self._traffic(1, 2 * prod(shape))   # integer selections
+            return Seed(None if self.xp is None else t.src.T, self.k, out)
+        self._traffic(1, 2 * self.k * prod(shape))
+        if self.xp is None:
+            return Abstract((self.k,) + out)
+        return t.transpose(0, 2, 1)
 
     def move_back(self, ct, move, in_shape, adds: int = 0):
         """Transpose of `move` for one input: in[in_pos] = ct[out_pos], zero elsewhere; where

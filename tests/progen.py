@@ -28,6 +28,15 @@ leaves the safe region is rewritten or dropped. The safe region:
   exp(tanh(a)), (1 + a*a) ^ e, arcsin(0.9 * tanh(a)), arccosh(1.1 + a*a),
   arctan2(a, 1 + b*b), ...
 
+Linear algebra: trace, diag (of a vector or a matrix), tril and triu (with an offset k) and
+fill_tril of any term; solve, inv, det, logdet, cholesky and triangular_solve (lower or upper,
+vector or matrix right-hand sides) of a well-conditioned matrix made from a term X
+(``Generator.conditioned``): eye(n) + s·X with s·n·max|X| ≤ ½, X + c·eye(n) with c ≥ 2n·max|X|,
+or s²·X Xᵀ + eye(n); a condition number above 50 (of the triangle, or of the symmetric matrix
+cholesky reads from the lower triangle) is outside the safe region. The value oracle takes
+triangular_solve from scipy.linalg.solve_triangular (adcli does not use it); the derivative
+oracle differentiates cholesky's loops element by element (adcli uses L Φ(L⁻¹ dS L⁻ᵀ)).
+
 Reductions and norm sometimes keep their reduced axes (keepdims=true), often broadcast back
 against their argument (``x - max(x, axis=1, keepdims=true)``, ``x / norm(x, keepdims=true)``);
 both oracles reduce as usual and reshape the value and the tangent to the kept shape.
@@ -331,7 +340,7 @@ def fmt_array(a):
     return "[" + ", ".join(fmt_array(x) for x in a) + "]"
 
 
-ATOMIC = {"var", "fn", "call", "reduce", "norm", "multigammaln", "transpose", "reshape", "concat", "stack",
+ATOMIC = {"var", "fn", "call", "reduce", "norm", "multigammaln", "transpose", "reshape", "concat", "stack", "la", "eye",
           "list", "defcall", "index", "T", "take", "scatter"}
 
 
@@ -391,6 +400,13 @@ def render(e) -> str:
                 step = sub[3] if len(sub) > 3 else None
                 subs.append(text if step is None else f"{text}:{step.text}")
         return f"{wrap(k[0])}[{', '.join(subs)}]"
+    if op == "eye":
+        return f"eye({p['n'].text})"
+    if op == "la":   # linear algebra: the operands, then tril's/triu's k, fill_tril's n, lower=
+        extra = [p[key].text for key in ("k", "n") if p.get(key) is not None]
+        if "lower" in p:
+            extra.append("lower=false" if not p["lower"] else "lower=true")
+        return f"{p['name']}({', '.join([render(x) for x in k] + extra)})"
     if op == "defcall":
         return f"{p['name']}({', '.join(render(x) for x in k)})"
     if op == "take":
@@ -595,6 +611,151 @@ def _reduce(name, x, axis):
 def _int_power(e):
     return e.op == "num" and float(e.p["value"]).is_integer()
 
+
+
+# Linear algebra: values from NumPy and SciPy (scipy.linalg.solve_triangular, which adcli does
+# not use), refused (a problem: the generator keeps away) where a matrix is ill-conditioned,
+# so that central differences and the dual numbers stay accurate.
+LINALG = ("trace", "diag", "tril", "triu", "fill_tril", "solve", "inv", "det", "logdet", "cholesky",
+          "triangular_solve")
+MAX_CONDITION = 50.0
+
+
+def _lower_symmetric(a):
+    """The symmetric matrix cholesky reads from a's lower triangle (docs/language.md)."""
+    return np.tril(a) + np.tril(a, -1).T
+
+
+def _triangle(a, lower):
+    return np.tril(a) if lower else np.triu(a)
+
+
+def _linalg(ctx, e, args):
+    name, p = e.p["name"], e.p
+    a = args[0]
+    tag = {"diag": "diag:vec" if a.ndim == 1 else "diag:mat",
+           "solve": "solve" if args[-1].ndim == 1 else "solve:mat",
+           "triangular_solve": "triangular_solve" if p.get("lower", True) else "triangular_solve:upper",
+           "tril": "tril" if p.get("k") is None else "tril:k", "triu": "triu" if p.get("k") is None else "triu:k",
+           }.get(name, name)
+    ctx.feature(tag)
+    if name == "trace":
+        return np.trace(a)
+    if name == "diag":
+        return np.diag(a)
+    if name in ("tril", "triu"):
+        return getattr(np, name)(a, 0 if p.get("k") is None else p["k"].value)
+    if name == "fill_tril":
+        n = p["n"].value
+        out = np.zeros((n, n))
+        out[np.tril_indices(n)] = a
+        return out
+    checked = {"cholesky": _lower_symmetric(a), "triangular_solve": _triangle(a, p.get("lower", True))}.get(name, a)
+    if not np.all(np.isfinite(checked)) or np.linalg.cond(checked) > MAX_CONDITION:
+        ctx.problem(f"{name} of an ill-conditioned matrix")
+        return np.full(np.shape(_linalg_shape(name, args)), np.nan)
+    if name == "cholesky" and np.min(np.linalg.eigvalsh(checked)) < 0.1:
+        ctx.problem("cholesky of a matrix that is not positive definite")
+        return np.full(a.shape, np.nan)
+    if name == "solve":
+        return np.linalg.solve(a, args[1])
+    if name == "inv":
+        return np.linalg.inv(a)
+    if name == "det":
+        return np.linalg.det(a)
+    if name == "logdet":
+        return np.linalg.slogdet(a)[1]
+    if name == "cholesky":
+        return np.linalg.cholesky(checked)
+    import scipy.linalg
+
+    return scipy.linalg.solve_triangular(a, args[1], lower=p.get("lower", True))
+
+
+def _linalg_shape(name, args):
+    if name in ("det", "logdet"):
+        return np.float64(0)
+    if name in ("solve", "triangular_solve"):
+        return args[1]
+    return args[0]
+
+
+def _cholesky_dual(a, t):
+    """L and its tangents by differentiating the Cholesky–Banachiewicz loops themselves
+    (forward mode, element by element), reading a's lower triangle only: an independent
+    derivation of the rule adcli uses (L Φ(L⁻¹ dS L⁻ᵀ))."""
+    n = a.shape[0]
+    L = np.zeros((n, n))
+    dL = np.zeros((t.shape[0], n, n))
+    for j in range(n):
+        s = a[j, j] - L[j, :j] @ L[j, :j]
+        ds = t[:, j, j] - 2 * dL[:, j, :j] @ L[j, :j]
+        L[j, j] = np.sqrt(s)
+        dL[:, j, j] = ds / (2 * L[j, j])
+        for i in range(j + 1, n):
+            u = a[i, j] - L[i, :j] @ L[j, :j]
+            du = t[:, i, j] - dL[:, i, :j] @ L[j, :j] - dL[:, j, :j] @ L[i, :j]
+            L[i, j] = u / L[j, j]
+            dL[:, i, j] = (du - L[i, j] * dL[:, j, j]) / L[j, j]
+    return L, dL
+
+
+def _each_direction(f, t):
+    return np.stack([f(d) for d in t])
+
+
+def _linalg_dual(e, pairs, K):
+    """(value, tangent) of a linear algebra op, from the textbook derivatives."""
+    name, p = e.p["name"], e.p
+    a, ta = pairs[0]
+    if name in ("solve", "triangular_solve"):
+        b, tb = pairs[1]
+        lower = p.get("lower", True)
+        if name == "solve":
+            x, solve = np.linalg.solve(a, b), (lambda r: np.linalg.solve(a, r))
+        else:
+            import scipy.linalg
+
+            solve = lambda r: scipy.linalg.solve_triangular(a, r, lower=lower)   # noqa: E731
+            x = solve(b)
+        if ta is None and tb is None:
+            return x, None
+        rhs = np.zeros((K,) + np.shape(b)) if tb is None else np.broadcast_to(tb, (K,) + np.shape(b))
+        if ta is not None:   # x = A⁻¹b: dx = A⁻¹(db − dA x), dA only its triangle for triangular_solve
+            rhs = rhs - np.matmul(ta if name == "solve" else _triangle(ta, lower), x)
+        return x, _each_direction(solve, rhs)
+    if name == "cholesky":
+        if ta is None:
+            return np.linalg.cholesky(_lower_symmetric(a)), None
+        return _cholesky_dual(a, ta)
+    value = {"trace": np.trace, "diag": np.diag, "inv": np.linalg.inv, "det": np.linalg.det,
+             "logdet": lambda m: np.linalg.slogdet(m)[1]}.get(name)
+    if name in ("tril", "triu"):
+        k = 0 if p.get("k") is None else p["k"].value
+        out = getattr(np, name)(a, k)
+        return out, None if ta is None else getattr(np, name)(ta, k)   # on the last two axes
+    if name == "fill_tril":
+        n = p["n"].value
+        rows, cols = np.tril_indices(n)
+        out = np.zeros((n, n))
+        out[rows, cols] = a
+        if ta is None:
+            return out, None
+        t = np.zeros((K, n, n))
+        t[:, rows, cols] = ta
+        return out, t
+    out = value(a)
+    if ta is None:
+        return out, None
+    if name == "trace":
+        return out, np.trace(ta, axis1=1, axis2=2)
+    if name == "diag":
+        return out, (ta[:, :, None] * np.eye(a.shape[0]) if a.ndim == 1 else np.diagonal(ta, axis1=1, axis2=2))
+    inverse = np.linalg.inv(a)
+    if name == "inv":                   # d A⁻¹ = −A⁻¹ dA A⁻¹
+        return out, -np.matmul(np.matmul(inverse, ta), inverse)
+    jacobi = np.einsum("ij,Kji->K", inverse, ta)   # tr(A⁻¹ dA)
+    return out, jacobi * out if name == "det" else jacobi
 
 
 def index_key(subs, shape, values) -> tuple:
@@ -846,6 +1007,11 @@ def _ev(e, scope, ctx):
         if len(np.unique(p["arr"])) < p["arr"].size:
             ctx.feature("scatter_add-repeated")
         return scatter(x, p["arr"] % p["n"], p["n"])
+    if op == "eye":
+        ctx.feature("eye")
+        return np.eye(p["n"].value)
+    if op == "la":
+        return _linalg(ctx, e, [ev(x, scope, ctx) for x in k])
     if op == "defcall":
         f = ctx.defs[p["name"]]
         calls = ctx.trace.def_calls[f.name] = ctx.trace.def_calls.get(f.name, 0) + 1
@@ -1167,6 +1333,10 @@ def dual(e, scope, ctx, K):
         x, t = dual(k[0], scope, ctx, K)
         a = p["arr"] % p["n"]
         return scatter(x, a, p["n"]), None if t is None else scatter(t, a, p["n"], K)
+    if op == "eye":
+        return np.eye(p["n"].value), None
+    if op == "la":
+        return _linalg_dual(e, [dual(x, scope, ctx, K) for x in k], K)
     if op == "defcall":
         f = ctx.defs[p["name"]]
         pairs = [dual(x, scope, ctx, K) for x in k]
@@ -1293,10 +1463,24 @@ class Generator:
         return a.reshape(shape)
 
     def index_text(self, a):
-        """Integer data written as a list, or declared as an integer const and named."""
+        """Integer data written as a list, or declared as an integer const and named, or
+        made in place from a const that holds other numbers (name + s, name.T, name[0:k]):
+        the builder computes the indices the oracles take as `a`, and checks those. Which
+        form is picked from the data, not drawn, so the other choices' stream is the same."""
         if self.c.chance(0.5):
             return int_list_text(a)
         name = self.fresh("ix")
+        pick = (len(self.int_consts) + int(np.abs(a).sum())) % 4
+        if pick == 1:   # the const may be out of range; only name + s is checked
+            shift = int(a.size % 7) - 3
+            self.int_consts.append((name, a - shift))
+            return f"{name} + {shift}" if shift >= 0 else f"{name} - {-shift}"
+        if pick == 2 and a.ndim == 2:
+            self.int_consts.append((name, np.ascontiguousarray(a.T)))
+            return f"{name}.T" if a.size % 2 else f"transpose({name})"
+        if pick == 2:
+            self.int_consts.append((name, np.concatenate([a, a[:1] + 7])))
+            return f"{name}[0:{a.size}]" if a.size % 2 else f"reshape({name}[0:{a.size}], {a.size})"
         self.int_consts.append((name, a))
         return name
 
@@ -1744,7 +1928,8 @@ class Generator:
         c = self.c
         kind = c.weighted([("unary", 5), ("special", 4), ("neg", 1), ("binary", 6), ("pow", 2), ("extreme", 2),
                            ("matmul", 4), ("reduce", 3), ("softmax", 1), ("norm", 1), ("movement", 4),
-                           ("defcall", 2 if not env.in_def else 1), ("kink", 2), ("condition", 3)])
+                           ("defcall", 2 if not env.in_def else 1), ("kink", 2), ("condition", 3),
+                           ("linalg", 3)])
         if kind == "unary":
             name = c.choice(UNARY)
             return fn(name, self.operand(env, depth).e)
@@ -1822,7 +2007,59 @@ class Generator:
             return self.at_kink(env, depth)
         if kind == "condition":
             return self.condition(env, depth)
+        if kind == "linalg":
+            return self.linalg(env, depth)
         return None
+
+    def conditioned(self, env, n, depth, name):
+        """A well-conditioned n×n matrix made from a term X: eye(n) + s·X with s·n·max|X| ≤ ½
+        (its singular values lie in [½, 3/2]: det and logdet stay modest), X + c·eye(n) with
+        c ≥ 2·n·max|X| (not for det, which grows as cⁿ), or the SPD s²·X Xᵀ + eye(n)."""
+        c = self.c
+        X = self.shaped(env, (n, n), max(depth - 1, 0))
+        big = n * max(float(np.max(np.abs(X.v))), 1e-6)
+        s = 0.5
+        while s * big > 0.5:
+            s /= 2
+        eye = E("eye", n=self.int_text(n))
+        form = c.choice(["scaled", "shifted", "gram"] if name != "det" else ["scaled", "gram"])
+        if form == "shifted":
+            return bin_("+", X.e, bin_("*", num(1 / s), eye) if c.chance(0.5) else bin_("*", eye, num(1 / s)))
+        if form == "gram":
+            gram = bin_("@", X.e, E("T", (X.e,)) if c.chance(0.5) else E("transpose", (X.e,)))
+            return bin_("+", bin_("*", num(s * s), gram), eye)
+        scaled = bin_("*", num(s), X.e) if c.chance(0.5) else bin_("*", X.e, num(s))
+        return bin_("+", eye, scaled) if c.chance(0.5) else bin_("+", scaled, eye)
+
+    def linalg(self, env, depth):
+        """trace, diag, tril, triu and fill_tril of any term; solve, inv, det, logdet,
+        cholesky and triangular_solve of a well-conditioned matrix (conditioned)."""
+        c = self.c
+        name = c.choice(LINALG)
+        if name in ("trace", "diag", "tril", "triu"):
+            if name == "diag" and c.chance(0.4):   # a vector: the diagonal matrix
+                v = self.operand(env, depth, (1,))
+                if v is None or v.v.ndim != 1:
+                    v = self.shaped(env, (self.size(),), depth)
+                return E("la", (v.e,), name="diag")
+            t = self.operand(env, depth, (2,))
+            if t is None or t.v.ndim != 2:
+                t = self.shaped(env, (self.size(), self.size()), depth)
+            if name in ("tril", "triu") and c.chance(0.5):
+                k = c.integer(-2, 2)
+                return E("la", (t.e,), name=name, k=I(str(k), k))
+            return E("la", (t.e,), name=name)
+        n = self.size()
+        if name == "fill_tril":
+            return E("la", (self.shaped(env, (n * (n + 1) // 2,), depth).e,), name=name, n=self.int_text(n))
+        m = self.conditioned(env, n, depth, name)
+        if name in ("solve", "triangular_solve"):
+            b = self.shaped(env, (n,) if c.chance(0.6) else (n, self.size()), depth)
+            extra = {}
+            if name == "triangular_solve" and c.chance(0.6):
+                extra["lower"] = c.chance(0.5)
+            return E("la", (m, b.e), name=name, **extra)
+        return E("la", (m,), name=name)
 
     def mask(self, env, a, depth):
         """A 0/1 mask of a's shape: a comparison of a with a partner, sometimes negated or

@@ -33,7 +33,8 @@ BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(CUPY_PROBLEM 
 
 # Every op of the registry, with ties for maximum/minimum and max/min, and
 # index, concat, stack, reshape, transpose, outer (a reshape and a mul) and dot; gathers
-# with repeated indices, scatter_add, and empty slices; reductions with keepdims=true.
+# with repeated indices, scatter_add, and empty slices; reductions with keepdims=true; linear
+# algebra on an SPD matrix.
 ALL_OPS = """
 dim n = 4
 input x: vec[n] = [0.3, -0.7, 1.1, 0.5]
@@ -65,6 +66,11 @@ output gs = scatter_add(G * x[idx], idx, n) + scatter_add(A, [1, 0, 1], 2)[1, :]
 g2 = erf(x) + erfc(s * x) + gammaln(1.5 + x) + digamma(2 + x) + multigammaln(3 + x, 3)
 output l = g2 + log_softmax(x) + log_softmax(M, axis=0)[1, 0:n]
 output o = sum(M - logsumexp(M, axis=1, keepdims=true), axis=0) * mean(x / norm(x, keepdims=true), keepdims=true)
+S = A.T @ A + n * eye(n) + diag(x)
+L = cholesky(S)
+output la = solve(S, x) + inv(S) @ x + triangular_solve(L, x) + triangular_solve(L.T, x, lower=false)
+T = fill_tril(concat(x, x[0:3], x[1:4]), n)
+output lb = det(S) * logdet(S) + trace(S) * diag(tril(T, -1) + triu(T.T, 1))
 """
 
 PROGRAMS = [pytest.param(path, id=path.stem) for path in SAMPLES] + [pytest.param("all-ops", id="all-ops")]

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 
 TOP_KEYS = {"kind", "file", "mode", "mode_requested", "mode_note", "chunk_note", "backend", "device",
-            "dtype", "outputs", "wrt", "value", "jacobian", "rows", "columns", "cost", "inputs"}
+            "dtype", "outputs", "wrt", "value", "jacobian", "rows", "columns", "cost", "inputs",
+            "consts"}
 EXTRA_KEY = {"jacobian": "blocks", "jvp": "tangent", "vjp": "cotangent"}
 COST_KEYS = {"passes", "sweeps", "primal_sweeps", "chunk", "mults", "flops", "cached_values",
              "cached_inputs", "peak_live_values", "peak_bytes", "time_s", "ops", "values_moved",
@@ -373,3 +374,65 @@ def test_chunk_note_in_text_output():
 @pytest.mark.parametrize("limit", ["2GiB", "1.5gb", "3e9", "200MB", "64 kib"])
 def test_memory_limit_sizes(limit):
     ok_json("grad", sample("seed_example.ad"), "--memory-limit", limit)
+
+
+def test_matrix_values_are_printed_as_rows(tmp_path):
+    """The value table prints a matrix output as its rows, numbers aligned in columns, as
+    the Jacobian is printed; a large one elided (⋮ rows, … columns) within COLUMNS, whole
+    with --full."""
+    path = tmp_path / "m.ad"
+    path.write_text("input A: mat[3, 2] = [[1, -2.5], [3, 4], [5, 60]]\n"
+                    "input W: mat[9, 7] = linspace(0.125, 62.125)\n"
+                    "output y = A * 2\noutput w = W * 1\n")
+    result = run("grad", path, "--summary", env={"NO_COLOR": "1", "COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  y  "))
+    y = [line.rstrip() for line in lines[start:start + 3]]
+    assert y[0].endswith("  [[ 2,  -5],") and y[1].endswith("   [ 6,   8],") and y[2].endswith("   [10, 120]]")
+    assert len({len(line) for line in y}) == 1   # the rows line up
+    w = [line.rstrip() for line in lines[start + 3:start + 10]]
+    assert w[0].split()[:3] == ["w", "mat[9,", "7]"] and "[[ 0.125,  1.125,  2.125, …,  4.125,  5.125,  6.125]," in w[0]
+    assert w[3].strip() == "⋮" and w[6].endswith("62.125]]")
+    assert len({len(line) for line in w if "⋮" not in line}) == 1
+    assert all(len(line.rstrip()) <= 80 for line in lines)
+    full = run("grad", path, "--full", env={"NO_COLOR": "1", "COLUMNS": "200"})
+    assert full.exit_code == 0, full.output
+    values = full.stdout.split("Value")[1].split("Jacobian")[0]
+    assert "⋮" not in values and "…" not in values
+    assert all(f"{0.125 + i:g}," in values or f"{0.125 + i:g}]" in values for i in range(63))
+
+
+# -- linear algebra: problems in one sentence, at the call ---------------------------------------
+
+@pytest.mark.parametrize("text, message, caret_line", [
+    # a singular matrix where the program runs (NumPy's LinAlgError)
+    ("input A: mat[2, 2] = [[1, 2], [2, 4]]\ninput b: vec[2] = [1, 1]\noutput x = solve(A, b)",
+     "3:12: error: solve's matrix is singular at this point (node v3)", "output x = solve(A, b)"),
+    ("input A: mat[2, 2] = [[1, 2], [2, 1]]\noutput L = cholesky(A)",
+     "2:12: error: cholesky's matrix is not positive definite at this point (node v2)", "output L = cholesky(A)"),
+    # det of a singular matrix is 0; its derivative needs the inverse
+    ("input A: mat[2, 2] = [[1, 2], [2, 4]]\noutput d = det(A)",
+     "2:12: error: det's derivative needs the inverse of its matrix, which is singular at this point (node v2)",
+     "output d = det(A)"),
+    # a non-square matrix is refused when the file is built
+    ("input A: mat[2, 3] = randn(seed=1)\noutput d = det(A)",
+     "2:12: error: det needs a square matrix, got mat[2, 3]", "output d = det(A)"),
+    ("input A: mat[3, 2] = randn(seed=1)\ninput b: vec[3] = ones\noutput x = solve(A, b)",
+     "3:12: error: solve needs a square matrix, got mat[3, 2]", "output x = solve(A, b)"),
+    ("input A: mat[2, 2] = randn(seed=1)\ninput b: vec[3] = ones\noutput x = solve(A, b)",
+     "3:12: error: solve needs a right-hand side of 2 rows for mat[2, 2], got vec[3]", "output x = solve(A, b)"),
+    # constant data is evaluated when the file is built
+    ("const C = inv([[1, 2], [2, 4]])\ninput x = 1\noutput y = x * sum(C)",
+     "1:11: error: inv's matrix is singular in this constant data", "const C = inv([[1, 2], [2, 4]])"),
+])
+def test_linear_algebra_problems_are_one_sentence(tmp_path, text, message, caret_line):
+    path = tmp_path / "la.ad"
+    path.write_text(text + "\n")
+    for args in (("grad",), ("grad", "--mode", "reverse"), ("compare",)):
+        result = run(*args, path)
+        assert result.exit_code == 1, result.output
+        lines = result.output.splitlines()
+        assert lines[0] == f"{path}:{message}", result.output
+        assert lines[1].strip() == caret_line and lines[2].strip() == "^"
+        assert "Traceback" not in result.output and "LinAlgError" not in result.output

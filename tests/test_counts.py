@@ -452,3 +452,76 @@ def test_seed_survives_a_broadcast_that_only_adds_unit_axes():
     program = adcli.loads("input x: vec[3] = [0.1, 0.2, 0.3]\nconst B: mat[2, 3] = randn(seed=1)\n"
                           "output y = sin(x + B)")
     assert run(program, "forward").cost.mults_derivative == 3 * 6
+
+
+# -- linear algebra (docs/counting.md, "Linear algebra") ------------------------------------------
+# The textbook figures, written out here for n = 3 by hand (2×2 where noted), not from adcli.ops.
+
+LU3 = (8, 13)          # LU of 3×3: (n³ − n)/3 = 8 mults; (4n³ − 3n² − n)/6 = 13 flops
+INV3 = (8 + 27, 13 + 3 * 15)   # an LU and 3 LU solves of n² = 9 mults, 2n² − n = 15 flops
+TRI_INV3 = (18, 27)    # 3 triangular solves of n(n + 1)/2 = 6 mults, n² = 9 flops
+CHOL3 = (7, 14)        # (n³ + 3n² − 4n)/6 = 7 mults; n(n + 1)(2n + 1)/6 = 14 flops
+
+
+@pytest.mark.parametrize("expr, rhs, mults, flops", [
+    ("solve(A, b)", "vec[3]", LU3[0] + 9, LU3[1] + 15),
+    ("solve(A, b)", "mat[3, 2]", LU3[0] + 2 * 9, LU3[1] + 2 * 15),
+    ("inv(A)", None, *INV3),
+    ("det(A)", None, LU3[0] + 2, LU3[1] + 2),           # and the diagonal's product: n − 1
+    ("logdet(A)", None, LU3[0], LU3[1] + 5),            # n logs and n − 1 sums
+    ("cholesky(A)", None, *CHOL3),
+    ("triangular_solve(A, b)", "vec[3]", 6, 9),
+    ("triangular_solve(A, b, lower=false)", "mat[3, 2]", 12, 18),
+    ("trace(A)", None, 0, 3),
+    ("diag(A) + tril(A)[0, :] + triu(A, 1)[:, 0] + fill_tril(b, 2)[1, 0]", "vec[3]", 0, 9),   # the three +
+])
+def test_linear_algebra_primal_counts(expr, rhs, mults, flops):
+    extra = f"input b: {rhs} = ones\n" if rhs else ""
+    program = adcli.loads(f"input A: mat[3, 3] = [[4, 1, 0], [1, 5, 1], [0, 1, 6]]\n{extra}output y = {expr}")
+    cost = program.predict("forward")
+    assert (cost.mults_primal, cost.flops_primal) == (mults, flops)
+    assert run(program, "forward").cost.counts() == cost.counts()
+
+
+def _dense(op_text, rhs=None):
+    """The op between const scales, so that it sees dense tangents and cotangents."""
+    extra = f"input b: {rhs} = rand(seed=2)\nconst cb: {rhs} = full(0.5)\n" if rhs else ""
+    return adcli.loads(f"dim n = 3\ninput A: mat[n, n] = rand(seed=1)\nconst cA: mat[n, n] = full(0.5)\n{extra}"
+                       f"M = cA * A + 4 * eye(n)\n" + ("u = cb * b\n" if rhs else "") + f"output y = 2 * {op_text}")
+
+
+@pytest.mark.parametrize("program, forward, reverse", [
+    # solve: inverse once (35); forward, block A (9 directions): dA·x 81, A⁻¹· 81; block b (3): A⁻¹· 27;
+    # 2·ẏ 12·3. Reverse (3 directions): A⁻ᵀ·ȳ for b 27 and again for A 27, b̄·xᵀ 27, cA·Ā 27, cb·b̄ 9
+    (_dense("solve(M, u)", "vec[n]"), 35 + 81 + 81 + 27 + 36, 35 + 27 + 27 + 27 + 27 + 9),
+    # triangular_solve: triangular inverse (18), and the mask on dL: 9·9 forward, 3·9 reverse
+    (_dense("triangular_solve(M, u)", "vec[n]"), 18 + 81 + 81 + 81 + 27 + 36, 18 + 27 * 5 + 9),
+    # inv: C·dA·C, two products of 27 per direction (9 of them), 2·ẏ 9·9; reverse the same and cA·Ā
+    (_dense("inv(M)"), 9 * 54 + 81, 9 * 54 + 81),
+    # det: det·A⁻ᵀ (35 + 9); Σ p·dA 9 per direction; 2·ẏ 9. Reverse: one direction, p·ȳ 9, cA·Ā 9
+    (_dense("det(M)"), 44 + 81 + 9, 44 + 9 + 9),
+    (_dense("logdet(M)"), 35 + 81 + 9, 35 + 9 + 9),
+    # cholesky: L⁻¹ (18); three products (3·27) and three masks (3·9) per direction (9), 2·ẏ 81
+    (_dense("cholesky(M)"), 18 + 9 * (81 + 27) + 81, 18 + 9 * (81 + 27) + 81),
+    # trace: a gather and a sum (flops only); 2·ẏ 9 forward; cA·Ā 9 reverse
+    (_dense("trace(M)"), 9, 9),
+])
+def test_linear_algebra_op_table(program, forward, reverse):
+    fwd, rev = jacobians(program)
+    assert fwd.cost.mults_derivative == forward
+    assert rev.cost.mults_derivative == reverse
+    for result in (fwd, rev):
+        assert result.cost.counts() == program.predict(result.mode).counts()
+
+
+def test_solve_makes_its_inverse_once_for_both_inputs():
+    """solve's A and b share one partial (A⁻¹): one inverse per forward sweep, whichever
+    inputs carry directions, and kept once for the backward sweep."""
+    program = _dense("solve(M, u)", "vec[n]")
+    one_block = run(program, "forward", wrt=["b"]).cost
+    assert one_block.mults_derivative == 35 + 27 + 9        # inverse, A⁻¹·, 2·ẏ
+    # one direction per sweep: 12 sweeps, each with its own inverse
+    assert run(program, "forward", chunk=1).cost.mults_derivative == 12 * 35 + 9 * (9 + 9) + 3 * 9 + 12 * 3
+    both = run(program, "reverse").cost
+    only_b = run(program, "reverse", wrt=["b"]).cost
+    assert both.cached_values == only_b.cached_values + 3   # A's rule also keeps x (3); A⁻¹ once

@@ -283,6 +283,15 @@ def test_consts_set_from_the_command_line(tmp_path, monkeypatch):
         value, Pc = want(P, x)
         assert np.isclose(data["value"]["y"], value) and np.allclose(data["jacobian"], [Pc])
         assert list(data["inputs"]) == ["x"]
+        assert data["consts"] == {"P": P}   # the const set, not Pc computed from it
+        # inputs and consts given back as --inputs reproduce the run
+        (tmp_path / "again.json").write_text(json.dumps({**data["inputs"], **data["consts"]}))
+        again = json.loads(runner.invoke(cli, ["grad", str(path), "--json", "--inputs",
+                                               str(tmp_path / "again.json")]).output)
+        assert again["value"] == data["value"] and again["jacobian"] == data["jacobian"]
+    for extra in ([], ["--direction", "x=ones"]):   # a run that sets no const; a jvp
+        data = json.loads(runner.invoke(cli, ["grad", str(path), "--json"] + extra).output)
+        assert data["consts"] == {}
     monkeypatch.chdir(tmp_path)   # load() in --at reads from the working directory
     result = runner.invoke(cli, ["grad", str(path), "--json", "--at", 'P=load("P.npy")'])
     assert result.exit_code == 0, result.output

@@ -417,6 +417,8 @@ REQUIRED_FEATURES = {
     "fn:sign", "fn:heaviside", "logic:and", "logic:or", "not", "where", "clip",
     "arctan2", "hypot", "constant:pi", "constant:e", "constant-data", "log_softmax", "multigammaln",
     "multigammaln:dim", "keepdims:all", "keepdims:axis",
+    # linear algebra (the ops themselves are in the registry check)
+    "eye", "diag:vec", "diag:mat", "solve:mat", "triangular_solve:upper", "tril:k", "triu:k",
 } | {f"fn:{name}" for name in progen.SPECIAL} | {f"cmp:{sym}" for sym in progen.COMPARE} | {f"fn:{name}" for name in progen.UNARY} | {f"reduce:{name}" for name in progen.REDUCTIONS[:-1]} | {
     f"reduce:{name}:axis" for name in progen.REDUCTIONS[:-1]}
 

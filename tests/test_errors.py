@@ -206,7 +206,12 @@ def test_close_names_are_suggested(ad, source, pattern):
     ("input x: vec[2] = randn(sead=1)\noutput y = x\n", r"^randn has no argument 'sead'$"),
     # without a type randn(...) is a scalar (tests/test_resources.py); inside a list it has no shape
     ("input x = [randn(seed=1), 2]\noutput y = x * 2\n", r"randn\(\.\.\.\) needs a declared type to know its shape"),
-    ("input x = 1.0\noutput y = x * randn(seed=1)\n", r"randn\(\.\.\.\) makes constant data"),
+    ("input x = 1.0\noutput y = x * randn(seed=1)\n", r"^randn makes constant data, which takes its shape "
+     r"from a declared type: declare it as an input or const, e.g. `const h: vec\[3\] = randn\(seed=1\)`"),
+    ("input x: vec[3] = 1\nh = zeros\noutput y = sum(h + x)\n", r"^zeros makes constant data, which takes its "
+     r"shape from a declared type: declare it as an input or const, e.g. `const h: vec\[3\] = zeros`, and use "
+     r"its name$"),
+    ("input x: vec[3] = 1\nh = zeros()\noutput y = sum(h + x)\n", r"^zeros makes constant data"),
     ("input x = 1.0\noutput y = x\nrepeat -1 {\n}\n", r"a repeat count must not be negative, got -1"),
     ("dim n = 0\ninput x = 1.0\noutput y = x\n", r"dim n must be a positive integer, got 0"),
     ("input x: vec[1.5] = ones\noutput y = x\n", r"a size must be an integer, got 1\.5"),
@@ -214,6 +219,13 @@ def test_close_names_are_suggested(ad, source, pattern):
 ])
 def test_constant_data_and_integer_errors(ad, source, pattern):
     both(["grad", ad(source)], 1, pattern)
+
+
+def test_the_constant_data_hint_is_a_valid_program():
+    """`h = zeros` is refused with an example; that example, followed, builds and runs."""
+    import adcli
+    program = adcli.loads("input x: vec[3] = 1\nconst h: vec[3] = zeros\noutput y = sum(h + x)\n")
+    assert program.evaluate()["y"] == 3.0
 
 
 def test_recursion_a_def_calling_itself(ad):

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import adcli
 from adcli.cli import cli
+from adcli.errors import ValueProblem
 from conftest import fd_jacobian, jacobians
 
 X = np.array([0.5, -1.0, 2.0, 0.25, 3.0])
@@ -166,6 +167,57 @@ def test_show_and_trace_name_the_gathers(tmp_path):
     assert "scatter_add(v̄2, [[2, 0, 2]])" in traced.output
 
 
+def test_integer_data_written_in_an_index():
+    """Integer data made in place where indices go: arithmetic on integer consts (lab + 1),
+    their slices and elements, reshape and .T of them (an ivec made a column for
+    take_along_axis), a loop index among them; values are NumPy's, derivatives agree."""
+    program = adcli.loads("""
+dim n = 3
+const lab: ivec[n] = [0, 1, 1]
+const pairs: imat[2, 2] = [[0, 2], [1, 0]]
+const k: int = 1
+input x: vec[4] = [0.5, -1, 2, 3]
+input A: mat[n, 2] = [[1, 2], [3, 4], [5, 6]]
+output a = x[lab + 1] * x[2 * lab - lab[k]]
+output b = take_along_axis(A, reshape(1 - lab, n, 1), axis=1)
+output c = A[lab[0:2], :] + A[pairs[:, 1], transpose(pairs)[0, :]]
+output d = scatter_add(x[0:3], lab + k, 3) + x[[0, 2] + lab[2]] [0]
+output e = x[0:lab[2] + 2] * 2
+output g = x[concat(lab, [3])] + sum(x[stack(k, 0, k)])
+s = 0
+repeat n as t {
+    s = s + x[lab[t] + t]
+}
+output f = s
+""")
+    x = np.array([0.5, -1, 2, 3])
+    A_ = np.arange(1.0, 7.0).reshape(3, 2)
+    lab = np.array([0, 1, 1])
+    pairs = np.array([[0, 2], [1, 0]])
+    d = np.zeros(3)
+    np.add.at(d, lab + 1, x[0:3])
+    want = {"a": x[lab + 1] * x[2 * lab - lab[1]],
+            "b": np.take_along_axis(A_, (1 - lab).reshape(3, 1), axis=1),
+            "c": A_[lab[0:2], :] + A_[pairs[:, 1], pairs.T[0, :]],
+            "d": d + x[[1, 3]][0], "e": x[0:3] * 2,
+            "g": x[[0, 1, 1, 3]] + x[[1, 0, 1]].sum(), "f": sum(x[lab[t] + t] for t in range(3))}
+    got = program.evaluate()
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-15, err_msg=name)
+    fd = fd_jacobian(program)
+    for result in jacobians(program):
+        np.testing.assert_allclose(result.jacobian, fd, rtol=1e-8, atol=1e-9)
+    declared = adcli.loads("""
+const lab: ivec[3] = [2, 0, 1]
+const column: imat[3, 1] = reshape(lab, 3, 1)
+const first: ivec[2] = lab[0:2] + 1
+const both: imat[2, 3] = stack(lab, concat(first, [0]))
+output y = 1
+""").graph.builder.int_consts
+    assert declared["column"].tolist() == [[2], [0], [1]] and declared["first"].tolist() == [3, 1]
+    assert declared["both"].tolist() == [[2, 0, 1], [3, 1, 0]]
+
+
 @pytest.mark.parametrize("text, message, column", [
     ("input i: ivec[3]\noutput y = 1", "input i cannot be integer data: inputs are differentiated; "
      "declare it `const i: ...`", 10),
@@ -191,6 +243,21 @@ def test_show_and_trace_name_the_gathers(tmp_path):
      "take_along_axis of a matrix needs axis=0 or axis=1", 12),
     ("input x: vec[3] = 1\noutput y = take_along_axis(x, x, axis=0)",
      "take_along_axis takes integer data as its indices: an integer const or a list of whole numbers", 31),
+    ("const i: ivec[2] = [0, 2]\ninput x: vec[3] = 1\noutput y = x[i + 1]",
+     "index 3 (element 1) is out of range for an axis of length 3 in vec[3]", 14),
+    ("const i: ivec[2] = [0, 2]\ninput x: vec[3] = 1\noutput y = x[i / 2]",
+     "'i' is integer data (ivec[2]); as an index, integer data combines only with whole numbers, dims, "
+     "loop indices and other integer data, by + - *, slices, reshape, concat and .T", 14),
+    ("const i: ivec[2] = [0, 2]\ninput x: vec[3] = 1\noutput y = x[abs(i)]",
+     "this is not integer data: as an index, integer data combines only with", 14),
+    ("const i: ivec[2] = [0, 2]\ninput x: vec[3] = 1\noutput y = x[0:i]",
+     "'i' is integer data (ivec[2]), where a slice bound is one whole number (such as i[0])", 16),
+    ("const i: ivec[2] = [0, 2]\ninput x: vec[3] = 1\noutput y = x[i[2]]",
+     "index 2 is out of range for an axis of length 2 in ivec[2]", 16),
+    ("const i: ivec[2] = [0, 2]\ninput A: mat[2, 2] = 1\noutput y = take_along_axis(A, reshape(i, 1, 3), axis=1)",
+     "cannot reshape ivec[2] (2 elements) to imat[1, 3]", 31),
+    ("const i: ivec[2] = [0, 2]\ninput x: vec[3] = 1\noutput y = x[concat(i, [[0]])]",
+     "concat of integer data joins ivecs, or imats of as many columns, got ivec[2], imat[1, 1]", 14),
     ("input x: vec[3] = 1\noutput y = x[arange(3)]",
      "arange(...) makes integer data; use it as the value of an integer const, e.g. "
      "`const idx: ivec[3] = arange`", 14),
@@ -203,3 +270,35 @@ def test_errors_point_at_the_problem(tmp_path, text, message, column):
     line = text.count("\n") + 1 if "output y = 1" not in text else 1
     assert f"bad.ad:{line}:{column}: error: {message}" in result.output, result.output
     assert "^" in result.output
+
+
+def test_constant_expressions_gather_by_integer_consts():
+    """Integer consts index in constant data as in the program: a gather, take_along_axis and
+    scatter_add of a const, made on the host; and made again from a const a run sets."""
+    program = adcli.loads("""
+dim n = 3
+dim d = 2
+const X: mat[4, d] = [[1, 2], [3, 4], [5, 6], [7, 8]]
+const lab: ivec[n] = [0, 3, 3]
+const rows: imat[4, 1] = [[1], [0], [1], [0]]
+const k: int = 2
+const S: mat[n, d] = X[lab, :]
+const T = take_along_axis(X, rows, axis=1)
+const U = scatter_add(X, [0, 1, 1, k], 3)
+const V = X[lab, k - 1]
+input w: vec[d] = [1, -1]
+output y = S @ w
+output z = sum(T) + sum(U @ w) + sum(V)
+""")
+    X_ = np.arange(1.0, 9.0).reshape(4, 2)
+    lab = np.array([0, 3, 3])
+    U = np.zeros((3, 2))
+    np.add.at(U, [0, 1, 1, 2], X_)
+    values = program.evaluate()
+    np.testing.assert_array_equal(values["y"], X_[lab] @ [1, -1])
+    T = np.take_along_axis(X_, np.array([[1], [0], [1], [0]]), axis=1)
+    assert values["z"] == pytest.approx(T.sum() + (U @ [1, -1]).sum() + X_[lab, 1].sum())
+    X2 = -X_
+    np.testing.assert_array_equal(program.evaluate(at={"X": X2})["y"], X2[lab] @ [1, -1])
+    with pytest.raises(ValueProblem, match=r"^'lab' is integer data \(ivec\[3\]\): it can only index"):
+        adcli.loads("const lab: ivec[3] = [0, 1, 1]\nconst c: vec[3] = 2 * lab\noutput y = sum(c)\n")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import adcli
 from adcli.cli import cli
-from adcli.errors import UsageProblem
+from adcli.errors import AdError, UsageProblem
 from conftest import fd_jacobian
 
 
@@ -135,7 +135,30 @@ output y = x[labels]
         with pytest.raises(UsageProblem, match=re.escape(reason)):
             call(at={"labels": [0, 0, 0, 0]})
     (folder / "at.json").write_text(json.dumps({"labels": [0, 0, 0, 0]}))
-    for option in (["--at", "labels=[0, 0, 0, 0]"], ["--inputs", str(folder / "at.json")]):
-        result = CliRunner().invoke(cli, ["grad", str(path), *option])
-        assert result.exit_code != 0 and f"{option[0]} labels: {reason}" in result.output, result.output
+    (folder / "odd.json").write_text(json.dumps({"labels": [0, "a"]}))   # refused by name, not by value
+    for option in (["--at", "labels=[0, 0, 0, 0]"], ["--at", "labels=[0, a]"],
+                   ["--inputs", str(folder / "at.json")], ["--inputs", str(folder / "odd.json")]):
+        for command in ("grad", "compare"):
+            result = CliRunner().invoke(cli, [command, str(path), *option])
+            assert result.exit_code == 2 and f"{option[0]} labels: {reason}" in result.output, result.output
     assert program.evaluate()["y"].tolist() == [3, 1, 2, 3]   # the file's labels, unchanged
+
+
+@pytest.mark.parametrize("line, message", [
+    ("dim m = cols(lab)", "an ivec[3] has no cols; a vector's length is rows(v)"),
+    ("dim m = rows(k)", "an int has no rows"),
+    ("dim m = cols(x)", "a vec[2] has no cols"),
+    ("output z = x[lab[0, 1]]", "2 indices for an ivec[3], which has 1 axis"),
+    ("output z = x[0, 1]", "2 indices for a vec[2], which has 1 axis"),
+    ('const z: ivec[2] = load("n.json", "k")', "n.json holds an ivec[3], but z is declared ivec[2]"),
+    ('const z: vec[2] = load("one.json", "k")', "one.json holds a number, not an object with keys"),
+])
+def test_messages_name_types_with_their_article(tmp_path, line, message):
+    """'an ivec', 'an imat', 'an int' (not 'a imat'), 'a vec', 'a number'."""
+    (tmp_path / "n.json").write_text(json.dumps({"k": [1, 2, 3]}))
+    (tmp_path / "one.json").write_text("3")
+    path = write(tmp_path, f"const lab: ivec[3] = [0, 1, 1]\nconst k: int = 1\ninput x: vec[2] = 1\n{line}\n"
+                           "output y = sum(x)\n", "bad.ad")
+    with pytest.raises(AdError) as caught:
+        adcli.load(path)
+    assert str(caught.value.message).startswith(message), caught.value.message

@@ -7,6 +7,7 @@ The derivatives are checked against finite differences, in both modes and on den
 tangents, by test_ops.py's keepdims cases; here are the shapes, values, counts and errors.
 """
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,6 +45,13 @@ def test_without_axis_a_vector_gives_vec_1_and_a_matrix_mat_1_1(x, shape):
         assert tuple(p.output_shape("y")) == shape and p.evaluate()["y"].shape == shape, op
     np.testing.assert_allclose(program("norm(x, keepdims=true)").evaluate()["y"], [[np.linalg.norm(X)]],
                                rtol=1e-15)
+
+
+def test_norm_takes_keepdims_but_no_axis_as_the_docs_say():
+    with pytest.raises(AdError, match=re.escape("norm has no argument 'axis'")):
+        program("norm(x, axis=0, keepdims=true)")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "language.md").read_text()
+    assert "| `norm(x)` | the 2-norm of all elements; it takes `keepdims=true` but no `axis`" in docs
 
 
 def test_false_is_the_default_and_a_scalar_stays_a_scalar():

@@ -203,6 +203,36 @@ CASES = [
          ok=lambda at: bool(np.all(np.abs(np.abs(at["x"]) - 0.5) > GAP))),
     Case("clip", "input x: vec[3]\ninput lo: vec[3]\ninput h\noutput y = clip(x, lo, h)",
          ok=lambda at: apart("x", "lo")(at) and apart("x", "h")(at) and apart("lo", "h")(at)),
+    # linear algebra, on well-conditioned matrices: entries in [-2, 2] plus 10·I (or an SPD
+    # X Xᵀ + 3·I for cholesky), so central differences stay accurate
+    Case("trace", "input A: mat[3, 3]\noutput y = trace(A)"),
+    Case("trace", "input A: mat[2, 3]\noutput y = trace(A) * A"),
+    Case("diag", "input x: vec[3]\noutput y = diag(x)"),
+    Case("diag", "input A: mat[2, 3]\noutput y = diag(A)"),
+    Case("diag", "input x: vec[2]\ninput A: mat[2, 3]\noutput y = diag(x * x) @ A + diag(diag(A))[0, 1]"),
+    Case("tril", "input A: mat[3, 3]\noutput y = tril(A)"),
+    Case("tril", "input A: mat[2, 3]\noutput y = tril(A * A, 1) + tril(A, -1)"),
+    Case("triu", "input A: mat[3, 3]\noutput y = triu(A)"),
+    Case("triu", "input A: mat[3, 2]\noutput y = triu(A * A, -1) + triu(A, 1)"),
+    Case("fill_tril", "input v: vec[6]\noutput y = fill_tril(v, 3)"),
+    Case("fill_tril", "input v: vec[3]\noutput y = fill_tril(v, 2) @ fill_tril(v, 2).T"),
+    Case("solve", "input A: mat[3, 3]\ninput b: vec[3]\noutput y = solve(A + 10 * eye(3), b)"),
+    Case("solve", "input A: mat[3, 3]\ninput B: mat[3, 2]\noutput y = solve(A + 10 * eye(3), B * B)"),
+    Case("solve", "input A: mat[3, 3]\nconst b: vec[3] = [1, -2, 0.5]\noutput y = solve(A + 10 * eye(3), b)"),
+    Case("solve", "const A: mat[3, 3] = randn(seed=1)\ninput B: mat[3, 2]\noutput y = solve(A + 10 * eye(3), B)"),
+    Case("inv", "input A: mat[3, 3]\noutput y = inv(A + 10 * eye(3))"),
+    Case("inv", "input A: mat[2, 2]\noutput y = inv(A @ A.T + eye(2)) @ A"),
+    Case("det", "input A: mat[3, 3]\noutput y = det(A + 10 * eye(3))"),
+    Case("det", "input A: mat[2, 2]\noutput y = det(A * A + 5 * eye(2)) * A"),
+    Case("logdet", "input A: mat[3, 3]\noutput y = logdet(A + 10 * eye(3))"),
+    Case("logdet", "input A: mat[3, 3]\noutput y = logdet(-(A + 10 * eye(3)))"),   # det < 0: log |det|
+    Case("triangular_solve", "input L: mat[3, 3]\ninput b: vec[3]\noutput y = triangular_solve(L + 6 * eye(3), b)"),
+    Case("triangular_solve", "input U: mat[3, 3]\ninput B: mat[3, 2]\n"
+                             "output y = triangular_solve(U + 6 * eye(3), B, lower=false)"),
+    Case("triangular_solve", "input L: mat[3, 3]\noutput y = triangular_solve(L + 6 * eye(3), [1, 2, 3])"),
+    Case("cholesky", "input X: mat[3, 3]\noutput y = cholesky(X @ X.T + 3 * eye(3))"),
+    # not symmetric: cholesky reads the lower triangle, so the upper one has no derivative
+    Case("cholesky", "input A: mat[3, 3]\noutput y = cholesky(A + 10 * eye(3))"),
 ]
 
 # reductions: over all elements and along each axis (and axis=-1)

@@ -511,6 +511,20 @@ def test_the_text_graph_legend_names_what_text_shows():
     assert "dashed red: adjoint flow of the backward sweep; filled: kept for it" in mermaid
 
 
+def test_the_show_legend_names_every_prefix_shown_programs_use(tmp_path):
+    """`adcli show --mode` programs call xp_F and sp_F: the legend above them says what
+    those are, as it does for vN, vN_dot, vN_bar, dvN_dvM, tN and cN."""
+    path = tmp_path / "special.ad"
+    path.write_text("input x: vec[2] = [0.5, 1.5]\noutput y = sum(erf(x) * sin(x))\n")
+    for mode in ("forward", "reverse"):
+        text = ok("show", path, "--mode", mode)
+        legend = " ".join(line for line in text.splitlines() if line.startswith("#"))
+        used = set(re.findall(r"\b(xp|sp)_[a-z]+\(", text))
+        assert used == {"xp", "sp"}, text
+        for prefix in ("vN:", "vN_dot:", "vN_bar:", "dvN_dvM:", "tN:", "cN:", "xp_F:", "sp_F:"):
+            assert prefix in legend, prefix
+
+
 # -- item 7: README's Use section ------------------------------------------------------------------
 
 def test_readme_use_section_says_how_to_call_adcli():

@@ -57,6 +57,17 @@ def test_multigammaln_is_scipys_inside_its_domain(d):
         np.testing.assert_allclose(np.diag(result.jacobian), derivative.reshape(-1), rtol=1e-13)
 
 
+def test_multigammaln_takes_d_by_keyword():
+    """multigammaln(a, d=3), SciPy's keyword, is multigammaln(a, 3), in constant data too."""
+    a = np.array([2.5, 4.0])
+    keyword = adcli.loads(f"input a: vec[2] = {a.tolist()}\nconst c = multigammaln(3.5, d=2)\n"
+                          "output y = multigammaln(a, d=3) + c")
+    np.testing.assert_allclose(keyword.evaluate()["y"], sp.multigammaln(a, 3) + sp.multigammaln(3.5, 2),
+                               rtol=1e-14)
+    positional = adcli.loads(f"input a: vec[2] = {a.tolist()}\noutput y = multigammaln(a, 3)")
+    np.testing.assert_array_equal(keyword.jacobian().jacobian, positional.jacobian().jacobian)
+
+
 def test_multigammaln_below_its_domain_is_the_same_sum():
     """a ≤ (d - 1)/2: SciPy refuses; adcli takes the sum of gammaln (log |Γ_d(a)|), as JAX does,
     and +inf at a pole (a - j/2 = 0 here for a = 1, d = 3)."""
@@ -155,6 +166,9 @@ def test_log_softmax_costs():
     ("input x = 3\noutput y = multigammaln(x, 1.5)", "multigammaln's d must be an integer, got 1.5"),
     ("input x = 3\ninput k = 2\noutput y = multigammaln(x, k)", "'k' is not a dim"),
     ("input x = 3\noutput y = multigammaln(x, 20000)", "multigammaln's d must be at most 10,000, got 20,000"),
+    ("input x = 3\noutput y = multigammaln(x, 2, d=2)", "multigammaln's d is given twice (second argument and d=)"),
+    ("input x = 3\noutput y = multigammaln(x, p=2)", "multigammaln has no argument 'p'"),
+    ("input x = 3\noutput y = multigammaln(x, d=0)", "multigammaln's d must be positive, got 0"),
     ("input x = 3\noutput y = erf(x, x)", "erf takes 1 argument, got 2"),
     ("input x: vec[2] = ones\noutput y = log_softmax(x, axis=1)", "axis=1 is out of range for vec[2]"),
     ("input x: vec[2] = ones\noutput y = log_softmax(x, dim=0)", "log_softmax has no argument 'dim'"),

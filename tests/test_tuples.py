@@ -106,7 +106,28 @@ def test_unpacking_may_swap_names_because_the_right_side_is_read_first():
     assert float(program.evaluate()["d"]) == 3.0
 
 
+def test_an_output_statement_may_unpack_or_name_several():
+    """`output r, theta = polar(x, y)` is `r, theta = polar(x, y)` then `output r` and
+    `output theta`; `output s, t` makes two names defined above outputs, in that order."""
+    text = ("input x = 1.0\ninput y = 2.0\ndef polar(x, y) = hypot(x, y), arctan2(y, x)\n"
+            "output r, theta = polar(x, y)\ns = x * y\nt = x + y\noutput s, t\n")
+    program = adcli.loads(text)
+    spelled = adcli.loads("input x = 1.0\ninput y = 2.0\ndef polar(x, y) = hypot(x, y), arctan2(y, x)\n"
+                          "r, theta = polar(x, y)\noutput r\noutput theta\noutput s = x * y\n"
+                          "output t = x + y\n")
+    assert list(program.graph.outputs) == ["r", "theta", "s", "t"]
+    values = program.evaluate()
+    assert values["r"] == pytest.approx(5 ** 0.5) and values["theta"] == pytest.approx(np.arctan2(2, 1))
+    for mode in ("forward", "reverse"):
+        np.testing.assert_array_equal(program.jacobian(mode=mode).jacobian, spelled.jacobian(mode=mode).jacobian)
+    np.testing.assert_allclose(program.jacobian().jacobian, fd_jacobian(program), rtol=1e-8)
+
+
 @pytest.mark.parametrize("body, message, column", [
+    ("def f(a) = a, 2 * a\noutput u, v = f(x)\noutput u = x", "output 'u' is declared twice", 1),
+    ("def f(a) = a, 2 * a\noutput u, v, w = f(x)", "f(...) returns 2 values, but 3 names are assigned", 18),
+    ("output u, v = sin(x)", "this is one value, but 2 names are assigned", 15),
+    ("u = x\noutput u, v", "output 'v' names nothing defined above; write `output v = <expression>`", 1),
     ("def f(a) = a, 2 * a\noutput y = f(x) + 1",
      "f(...) returns 2 values, where one value is expected", 12),
     ("def f(a) = a, 2 * a\na, b, c = f(x)\noutput y = a",

@@ -26,6 +26,9 @@ from .parser import Ast, parse, strip_bom
 
 DEFAULT_NODE_LIMIT = 200_000
 STEPS_PER_NODE = 10      # unrolled statements allowed per node of the node limit
+# A repeat that stays a loop may run this many body nodes per node of --node-limit (the
+# interpreter runs a loop node by node: about 0.1 ms each per sweep, see docs/language.md)
+LOOP_WORK_PER_NODE = 2.5
 # Inlining emits no node for a def that only passes values on (def f(a) = a), so the
 # node limit alone does not bound it: at most node_limit def calls are inlined, and
 # at most STEPS_PER_NODE * node_limit expressions visited in all.
@@ -545,6 +548,12 @@ class Builder:
         results = [scope.values[n] for n in assigned]
         if not all(isinstance(r, int) for r in results) or len(self.nodes) == start + len(carried) or any(
                 self.nodes[scope.values[n]].shape != self.nodes[i].shape for n, i in zip(carried, initial)):
+            self._restore(saved, scope)
+            return False
+        body_nodes = len(self.nodes) - start - len(carried)
+        if count * body_nodes > LOOP_WORK_PER_NODE * self.node_limit:
+            # run per iteration (not yet compiled into a loop), a long loop costs as much
+            # time as its unrolled nodes would: bounded like them
             self._restore(saved, scope)
             return False
         built = self.nodes[start:]

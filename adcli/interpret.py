@@ -166,18 +166,33 @@ def is_leaf(node) -> bool:
 class Analysis:
     """Static facts about a graph for one choice of wrt inputs and outputs."""
 
-    def __init__(self, graph, wrt, outputs):
+    def __init__(self, graph, wrt, outputs, computed=None):
         self.graph = graph
         nodes = graph.nodes
+        # the nodes a sweep evaluates: all of them, but in an iteration of a loop's body only
+        # those its live results need (what unrolling would not have dropped as dead)
+        self.computed = [True] * len(nodes) if computed is None else computed
         wrt_ids = {graph.inputs[name] for name in wrt}
         self.depends = [False] * len(nodes)
+        self.loop_depends = {}   # loop node -> per iteration, the body params that depend
         for node in nodes:
             prim = REGISTRY.get(node.op)   # a mask (x > 0) carries no derivative: nothing past it does
-            self.depends[node.id] = node.id in wrt_ids or (
-                (prim is None or prim.differentiable) and any(self.depends[i] for i in node.inputs))
+            if node.op == "loop":
+                self.loop_depends[node.id] = loop_depends(node, [self.depends[i] for i in node.inputs])
+            if node.op == "loop_out":   # a result of the last iteration, as it depends there
+                loop = nodes[node.inputs[0]]
+                last = self.loop_depends[loop.id][-1]
+                body = loop.attrs["body"]
+                self.depends[node.id] = body_analysis(body, last).depends[
+                    body.outputs[list(body.outputs)[node.attrs["position"]]]]
+                continue
+            self.depends[node.id] = node.id in wrt_ids or (self.computed[node.id] and (
+                (prim is None or prim.differentiable) and any(self.depends[i] for i in node.inputs)))
         out_ids = {graph.outputs[name] for name in outputs}
         self.reaches = [False] * len(nodes)
         for node in reversed(nodes):
+            if not self.computed[node.id]:
+                continue
             if node.id in out_ids:
                 self.reaches[node.id] = True
             prim = REGISTRY.get(node.op)
@@ -188,10 +203,12 @@ class Analysis:
                     self.reaches[i] = True
         self.last_use = [-1] * len(nodes)
         for node in nodes:
-            for i in node.inputs:
-                self.last_use[i] = node.id
+            if self.computed[node.id]:
+                for i in node.inputs:
+                    self.last_use[i] = node.id
         for i in graph.outputs.values():
-            self.last_use[i] = FOREVER   # results are kept
+            if self.computed[i]:
+                self.last_use[i] = FOREVER   # results are kept
         self.active = [self.depends[n.id] and self.reaches[n.id] for n in nodes]
         self.plans = {}    # Runner.residual_plan per choice of recomputing, made on first use
         self.loop_outs = {}   # loop node -> {position: its loop_out node}
@@ -374,9 +391,10 @@ class Runner:
         params_t = [tangents.get(i) if tangents is not None else None for i in loop.inputs]
         owned = [False] * nc   # made by the loop (so freed by it), not the caller's
         held = [False] * nc    # a tangent the loop holds a reference on
-        passed = {o for o in sched.out_ids if o < sched.n_params}   # params that are results too
         for it in range(sched.count):
             an = sched.analysis(it)
+            wanted = sched.live[it]   # results needed after this iteration
+            passed = {sched.out_ids[q] for q in wanted if sched.out_ids[q] < sched.n_params}   # params kept
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
             # the last iteration's results are the body's to free at their last use in it
             child.adopt_values = {p for p in range(nc) if owned[p]}
@@ -393,9 +411,10 @@ class Runner:
             for p in child.adopt_values:   # values the body never read
                 if an.last_use[p] == -1 and p not in passed:
                     live.drop(prod(body.nodes[p].shape))
-            new = [vals[o] for o in sched.out_ids]
-            new_t = [tang.get(o) for o in sched.out_ids]
-            new_owned = [o >= sched.n_params or (o < nc and owned[o]) for o in sched.out_ids]
+            new = [vals[o] if q in wanted else None for q, o in enumerate(sched.out_ids)]
+            new_t = [tang.get(o) if q in wanted else None for q, o in enumerate(sched.out_ids)]
+            new_owned = [v is not None and (o >= sched.n_params or (o < nc and owned[o]))
+                         for v, o in zip(new, sched.out_ids)]
             if it < sched.count - 1:   # results that are not carried: made again next time
                 kept = {id(v) for q, v in enumerate(new[:nc]) if new_owned[q]}
                 for q in range(nc, len(new)):
@@ -450,7 +469,7 @@ class Runner:
                     kept.update(k for k in keys if isinstance(k, int) and k < sched.n_params
                                 and (first or k >= sched.carried))
         return [(p, [loop.inputs[p]] if p in kept else []) for p, i in enumerate(loop.inputs)
-                if analysis.depends[i]]
+                if analysis.depends[i] or p in kept]
 
     def _loop_reverse_forward(self, loop, analysis, plan, values, residuals, refs) -> int:
         """The forward sweep of reverse mode through a loop: each iteration's residuals
@@ -469,6 +488,7 @@ class Runner:
         for it in range(sched.count):
             an = sched.analysis(it)
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
+            wanted = sched.live[it]
             vals, res, refs_i, cached_i, _ = child.reverse_forward_sweep(an, child.residual_plan(an, recompute))
             cached += cached_i
             mine = []
@@ -478,15 +498,16 @@ class Runner:
                 if refs_i.get(p):   # kept now: counted, and freed by the loop after its backward
                     cached += prod(body.nodes[p].shape)
                     mine.append(p)
-                elif p not in sched.out_ids:
+                elif not any(sched.out_ids[q] == p for q in wanted):
                     live.drop(prod(body.nodes[p].shape))   # read, and no longer needed
             for key, value in res.items():
                 residuals[("L", loop.id, it, key)] = value
             records.append((list(res), refs_i, mine))
-            new = [vals[o] for o in sched.out_ids]
+            new = [vals[o] if q in wanted else None for q, o in enumerate(sched.out_ids)]
             # a result this iteration keeps is freed by its backward; others are the loop's
-            new_owned = [not refs_i.get(o) and (o >= sched.n_params or (o < nc and owned[o] and o not in mine))
-                         for o in sched.out_ids]
+            new_owned = [v is not None and not refs_i.get(o) and
+                         (o >= sched.n_params or (o < nc and owned[o] and o not in mine))
+                         for v, o in zip(new, sched.out_ids)]
             if it < sched.count - 1:
                 carried_ids = {id(v) for q, v in enumerate(new[:nc]) if new_owned[q]}
                 for q in range(nc, len(new)):
@@ -579,7 +600,7 @@ class Runner:
             if is_leaf(node):
                 values[node.id] = self.leaf_value(node)
                 continue
-            if node.op == "loop_out":   # made by its loop
+            if node.op == "loop_out" or not analysis.computed[node.id]:   # made by its loop; dead
                 continue
             if node.op == "loop":
                 self._loop(node, analysis, values, None)
@@ -618,6 +639,8 @@ class Runner:
                             live.hold(t)
                 if self.observer:
                     self.observer(self, "forward", node, values[node.id], tangents.get(node.id))
+                continue
+            if not analysis.computed[node.id]:   # dead in this iteration of a loop's body
                 continue
             if node.op == "loop_out":   # made by its loop
                 if self.observer:
@@ -746,7 +769,7 @@ class Runner:
         for node in graph.nodes:
             if is_leaf(node):
                 values[node.id] = self.leaf_value(node)
-            elif node.op == "loop_out":   # made by its loop
+            elif node.op == "loop_out" or not analysis.computed[node.id]:   # made by its loop; dead
                 pass
             elif node.op == "loop":
                 cached_values += self._loop_reverse_forward(node, analysis, plan, values, residuals, refs)
@@ -870,6 +893,31 @@ class Runner:
         target[block] = new
 
 
+def body_analysis(body, depends: frozenset) -> "Analysis":
+    """A loop body's Analysis with params `depends` carrying derivatives and every result
+    wanted (for what depends on what), kept on the body graph."""
+    cache = body.__dict__.setdefault("_depends_analyses", {})
+    if depends not in cache:
+        cache[depends] = Analysis(body, [f"${p}" for p in sorted(depends)], list(body.outputs))
+    return cache[depends]
+
+
+def loop_depends(loop, inputs_depend: list) -> list:
+    """Per iteration of a loop, the body params that depend on the wrt inputs: those of its
+    inputs that do, then each carried param as its result did in the iteration before."""
+    body, carried = loop.attrs["body"], loop.attrs["carried"]
+    out_ids = list(body.outputs.values())
+    current = frozenset(p for p, d in enumerate(inputs_depend) if d)
+    sequence = [current]
+    for _ in range(loop.attrs["count"] - 1):
+        a = body_analysis(body, current)
+        nxt = frozenset(p for p in range(carried) if a.depends[out_ids[p]]) | \
+            frozenset(p for p in current if p >= carried)
+        current = current if nxt == current else nxt
+        sequence.append(current)
+    return sequence
+
+
 class LoopSchedule:
     """What each iteration of a loop node computes, for one analysis of the graph around
     it: which of the body's params carry derivatives (`depends`: from the loop's inputs
@@ -885,32 +933,47 @@ class LoopSchedule:
         self.out_ids = [body.outputs[n] for n in self.names]
         self.n_params = len(loop.inputs)
         self._analyses = {}
-        start = frozenset(p for p, i in enumerate(loop.inputs) if analysis.depends[i])
-        depends = [start]
-        for _ in range(self.count - 1):   # a carried param depends if its result did
-            a = self.analysis_for(depends[-1], tuple(self.names))
-            nxt = frozenset(p for p in range(self.carried) if a.depends[self.out_ids[p]])
-            nxt |= frozenset(p for p in depends[-1] if p >= self.carried)
-            depends.append(nxt if nxt != depends[-1] else depends[-1])
+        depends = analysis.loop_depends[loop.id]
         outs = analysis.loop_outs.get(loop.id, {})
-        last = tuple(self.names[q] for q in range(len(self.names)) if q in outs and analysis.reaches[outs[q]])
+        # results whose values are needed after each iteration: the last one's that a loop_out
+        # reads, before that the carried ones the next iteration reads (as unrolling keeps)
+        live = [frozenset(outs)]
+        for _ in range(self.count - 1):
+            used = self.computed(live[-1])
+            nxt = frozenset(p for p in range(self.carried) if used[p])
+            live.append(nxt if nxt != live[-1] else live[-1])
+        live.reverse()
+        last = tuple(self.names[q] for q in sorted(outs) if analysis.reaches[outs[q]])
         needed = [last]
         everything = frozenset(range(self.n_params))
-        for _ in range(self.count - 1):   # a result is needed if its param reaches a needed one
-            a = self.analysis_for(everything, needed[-1])
+        for i in range(self.count - 1, 0, -1):   # a result is needed if its param reaches a needed one
+            a = self.analysis_for(everything, needed[-1], live[i])
             nxt = tuple(self.names[p] for p in range(self.carried) if a.reaches[p])
             needed.append(nxt if nxt != needed[-1] else needed[-1])
         needed.reverse()
-        self.depends, self.needed = depends, needed
+        self.depends, self.needed, self.live = depends, needed, live
 
-    def analysis_for(self, depends: frozenset, needed: tuple) -> Analysis:
-        key = (depends, needed)
+    def computed(self, live: frozenset) -> list:
+        """The body's nodes the results at positions `live` need (params included)."""
+        key = ("computed", live)
         if key not in self._analyses:
-            self._analyses[key] = Analysis(self.body, [f"${p}" for p in sorted(depends)], list(needed))
+            needed = {self.out_ids[q] for q in live}
+            for node in reversed(self.body.nodes):
+                if node.id in needed:
+                    needed.update(node.inputs)
+            self._analyses[key] = [node.id in needed for node in self.body.nodes]
+        return self._analyses[key]
+
+    def analysis_for(self, depends: frozenset, needed: tuple, live: frozenset | None = None) -> Analysis:
+        key = (depends, needed, live)
+        if key not in self._analyses:
+            computed = None if live is None else self.computed(live)
+            self._analyses[key] = Analysis(self.body, [f"${p}" for p in sorted(depends)], list(needed),
+                                           computed)
         return self._analyses[key]
 
     def analysis(self, iteration: int) -> Analysis:
-        return self.analysis_for(self.depends[iteration], self.needed[iteration])
+        return self.analysis_for(self.depends[iteration], self.needed[iteration], self.live[iteration])
 
     def analyses(self) -> list:
         """The distinct analyses of the iterations."""

@@ -120,8 +120,8 @@ def test_derivatives_and_counts_match_the_unrolled_program(name, mode):
 def test_a_repeat_past_the_node_limit_becomes_a_loop():
     source = "input x: scalar = 0.5\nrepeat 5000 {\n  x = sin(x)\n}\noutput y = x\n"
     with pytest.raises(adcli.errors.AdError):
-        adcli.loads(source, node_limit=100, loops="never")
-    program = adcli.loads(source, node_limit=100)
+        adcli.loads(source, node_limit=3000, loops="never")
+    program = adcli.loads(source, node_limit=3000)
     assert [n.op for n in program.graph.nodes] == ["input", "loop", "loop_out"]
     # the chain rule by hand: dy/dx = prod cos(x_i)
     x, slope = 0.5, 1.0
@@ -151,7 +151,15 @@ def test_trace_refuses_a_loop_in_one_sentence(tmp_path):
 
     path = tmp_path / "deep.ad"
     path.write_text("input x: scalar = 0.5\nrepeat 200 {\n  x = sin(x)\n}\noutput y = x\n")
-    result = CliRunner().invoke(cli, ["trace", str(path), "--node-limit", "50"])
+    result = CliRunner().invoke(cli, ["trace", str(path), "--node-limit", "100"])
     assert result.exit_code == 2
     assert "stays a loop of 200 iterations" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_loop_runs_no_more_than_its_budget():
+    # 2.5 body nodes per node of the limit: past that, refused as the unrolled repeat is
+    source = "input x: scalar = 0.5\nrepeat 5000 {\n  x = sin(x)\n}\noutput y = x\n"
+    with pytest.raises(adcli.errors.AdError) as caught:
+        adcli.loads(source, node_limit=1000)
+    assert "node limit of 1,000" in caught.value.message

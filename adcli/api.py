@@ -1231,11 +1231,13 @@ def _bytes(n: float) -> str:
 
 def loads(text: str, filename: str = "<input>", set: dict | None = None,
           node_limit: int = DEFAULT_NODE_LIMIT, max_source_bytes: int | None = MAX_SOURCE_BYTES,
-          base_dir=None) -> Program:
+          base_dir=None, loops: str = "auto") -> Program:
     """Build a Program from source text. Text over `max_source_bytes` characters (None:
     no limit), or of more statements than `node_limit`, is refused before it is parsed.
     load("data.npy") in the text reads a relative path from `base_dir` (default: the
-    working directory)."""
+    working directory). `loops`: which repeats stay loops in the graph rather than being
+    unrolled ("auto": those whose unrolling would pass the node limit; "always": every
+    one that can; "never"), see docs/language.md."""
     from .parser import parse, strip_bom
 
     text = strip_bom(text)
@@ -1244,7 +1246,7 @@ def loads(text: str, filename: str = "<input>", set: dict | None = None,
     t0 = time.perf_counter()
     statements = parse(text, filename, max_statements=node_limit)
     t1 = time.perf_counter()
-    graph = Builder(text, filename, set, node_limit, base_dir).build(statements)
+    graph = Builder(text, filename, set, node_limit, base_dir, loops).build(statements)
     t2 = time.perf_counter()
     return Program(graph, {"parse": t1 - t0, "build": t2 - t1})
 
@@ -1256,7 +1258,7 @@ def _too_large(filename, size: int, limit: int, more: bool = False):
 
 
 def load(path, set: dict | None = None, node_limit: int = DEFAULT_NODE_LIMIT,
-         max_source_bytes: int | None = MAX_SOURCE_BYTES) -> Program:
+         max_source_bytes: int | None = MAX_SOURCE_BYTES, loops: str = "auto") -> Program:
     """Load a .ad file. `set` overrides dims: load("mlp.ad", set={"n": 200}). A file over
     `max_source_bytes` (default 10 MB; None: no limit) is refused before it is read."""
     try:
@@ -1280,4 +1282,4 @@ def load(path, set: dict | None = None, node_limit: int = DEFAULT_NODE_LIMIT,
         raise UsageProblem(f"cannot read {path}: {exc.strerror}") from None
     # load("data.npy") in the file reads relative paths from the file's own directory
     return loads(text, str(path), set, node_limit, max_source_bytes,
-                 base_dir=os.path.dirname(os.path.abspath(path)))
+                 base_dir=os.path.dirname(os.path.abspath(path)), loops=loops)

@@ -26,6 +26,9 @@ from .parser import Ast, parse, strip_bom
 
 DEFAULT_NODE_LIMIT = 200_000
 STEPS_PER_NODE = 10      # unrolled statements allowed per node of the node limit
+# A repeat that stays a loop may run this many body nodes per node of --node-limit (the
+# interpreter runs a loop node by node: about 0.1 ms each per sweep, see docs/language.md)
+LOOP_WORK_PER_NODE = 2.5
 # Inlining emits no node for a def that only passes values on (def f(a) = a), so the
 # node limit alone does not bound it: at most node_limit def calls are inlined, and
 # at most STEPS_PER_NODE * node_limit expressions visited in all.
@@ -157,8 +160,14 @@ class _Scope:
 
 class Builder:
     def __init__(self, text: str, filename: str = "<input>", dim_overrides=None,
-                 node_limit: int = DEFAULT_NODE_LIMIT, base_dir=None):
+                 node_limit: int = DEFAULT_NODE_LIMIT, base_dir=None, loops: str = "auto"):
         text = strip_bom(text)
+        # which repeats stay loops (a `loop` node with a body graph) rather than being
+        # unrolled: "auto", those whose unrolling passes the node limit; "always", every
+        # one that can; "never". See Builder._loop.
+        if loops not in ("auto", "always", "never"):
+            raise ValueError(f"loops must be auto, always or never, not {loops!r}")
+        self.loops = loops
         self.text = text
         self.filename = filename
         self.lines = text.splitlines()
@@ -205,7 +214,7 @@ class Builder:
     # -- nodes ---------------------------------------------------------------------------
     def emit(self, op: str, inputs, ast, attrs=None, shape=None) -> int:
         if len(self.nodes) >= self.node_limit:
-            raise ValueProblem(
+            raise _OverNodeLimit(
                 f"the unrolled program exceeds the node limit of {self.node_limit:,} nodes",
                 self.loc(ast), hint="lower a repeat count or a dim, or raise --node-limit")
         attrs = dict(attrs or {})
@@ -447,6 +456,22 @@ class Builder:
         name = None if index is None else self._check_index(index, stmt, body, scope)
         # an iteration that changes nothing ends the loop, unless the body reads the index
         stop_early = name is None or not _reads(body, name)
+        loopable = count >= 2 and stop_early and not any(inner.kind == "repeat" for inner in body)
+        if loopable and self.loops == "always" and self._loop(stmt, body, count, scope):
+            return
+        if loopable and self.loops == "auto":
+            saved = self._save(scope)
+            try:
+                self._unroll(stmt, body, count, scope, name, stop_early)
+            except _OverNodeLimit:
+                self._restore(saved, scope)
+                if not self._loop(stmt, body, count, scope):
+                    raise
+            return
+        self._unroll(stmt, body, count, scope, name, stop_early)
+
+    def _unroll(self, stmt, body, count, scope, name, stop_early):
+        """Build `count` iterations of a repeat's body, one after the other."""
         self.repeats_seen += 1
         marker = [self.repeats_seen, 0, count, stmt.line, 0]
         self.repeat_stack.append(marker)
@@ -466,11 +491,139 @@ class Builder:
                     break   # nothing changed, so no later iteration can change anything
                 self.steps += len(body) + 1
                 if self.steps > step_limit:   # iterations that only shuffle names, e.g. a = b
-                    self.fail(ValueProblem, f"the unrolled repeats run more than {step_limit:,} "
+                    self.fail(_OverNodeLimit, f"the unrolled repeats run more than {step_limit:,} "
                               "statements", stmt, hint="lower the repeat count, or raise --node-limit")
         finally:
             self.repeat_stack.pop()
             scope.indices.pop(name, None)
+
+    def _save(self, scope) -> tuple:
+        """What unrolling a repeat changes, to go back to when it passes the node limit."""
+        return (len(self.nodes), dict(scope.values), dict(self.literals), self.rebinds, self.steps,
+                self.repeats_seen, self.visits, self.inlined)
+
+    def _restore(self, saved, scope):
+        (n, values, literals, self.rebinds, self.steps, self.repeats_seen, self.visits,
+         self.inlined) = saved
+        del self.nodes[n:]
+        scope.values.clear()
+        scope.values.update(values)
+        self.literals.clear()
+        self.literals.update(literals)
+
+    def _loop(self, stmt, body, count, scope) -> bool:
+        """Build a repeat as one `loop` node: its body built once, as a graph of its own,
+        and `loop_out` nodes for the names it leaves bound. False (nothing built) when
+        the body cannot be a loop: it changes a carried value's shape, or builds nothing.
+
+        The body graph's leaves are `param` nodes: first the carried values (names the
+        body assigns that were bound before it: each iteration's results are the next
+        one's params), then the values it reads from outside (closed over). Its outputs
+        are the carried names' new values, then the names first bound in the body (their
+        values after the last iteration). Consts the body makes (numbers written in it)
+        go outside, closed over, so a body holds no leaves but its params."""
+        assigned = []
+        for inner in body:
+            for target in ([inner.args[0]] if inner.kind == "assign" else
+                           inner.args[0] if inner.kind == "unpack" else []):
+                if target not in assigned:
+                    assigned.append(target)
+        carried = [n for n in assigned if isinstance(scope.values.get(n), int)]
+        if any(n in scope.values and not isinstance(scope.values[n], int) for n in assigned):
+            return False
+        # results by position: the carried names first (position p is param slot p's next value)
+        assigned = carried + [n for n in assigned if n not in carried]
+        saved = self._save(scope)
+        start = len(self.nodes)
+        initial = [scope.values[n] for n in carried]
+        for n, node_id in zip(carried, initial):
+            scope.values[n] = self.emit("param", (), stmt, {"name": n}, shape=self.nodes[node_id].shape)
+        self.repeats_seen += 1
+        marker = [self.repeats_seen, 0, count, stmt.line, 0]
+        self.repeat_stack.append(marker)
+        try:
+            self._repeat_body(body, scope)
+        finally:
+            self.repeat_stack.pop()
+        results = [scope.values[n] for n in assigned]
+        if not all(isinstance(r, int) for r in results) or len(self.nodes) == start + len(carried) or any(
+                self.nodes[scope.values[n]].shape != self.nodes[i].shape for n, i in zip(carried, initial)):
+            self._restore(saved, scope)
+            return False
+        body_nodes = len(self.nodes) - start - len(carried)
+        if count * body_nodes > LOOP_WORK_PER_NODE * self.node_limit:
+            # run per iteration (not yet compiled into a loop), a long loop costs as much
+            # time as its unrolled nodes would: bounded like them
+            self._restore(saved, scope)
+            return False
+        built = self.nodes[start:]
+        del self.nodes[start:]
+        # numbers and constants written in the body: outside it, made once
+        moved = {}
+        for node in built:
+            if node.op == "const":
+                moved[node.id] = len(self.nodes)
+                node.id = len(self.nodes)
+                self.nodes.append(node)
+        for value, node_id in list(self.literals.items()):
+            if node_id in moved:
+                self.literals[value] = moved[node_id]
+        outside = lambda i: moved.get(i, i) if i < start or i in moved else None   # noqa: E731
+        closed = []   # outer node ids the body reads, in order of first use
+        for node in built:
+            for i in node.inputs:
+                j = outside(i)
+                if j is not None and j not in closed:
+                    closed.append(j)
+        for r in results:
+            j = outside(r)
+            if j is not None and j not in closed:
+                closed.append(j)
+        # the body's params are its `input` nodes, named by slot ($0, $1, ...): the loop
+        # runs the body as a program of its own (adcli.interpret.Runner._loop)
+        local = {}
+        nodes = []
+        for node in built:   # the carried params first, as emitted
+            if node.op == "param":
+                local[node.id] = len(nodes)
+                node.id = len(nodes)
+                node.op = "input"
+                node.attrs = {"name": f"${node.id}", "carried": node.attrs["name"]}
+                nodes.append(node)
+        for j in closed:
+            outer = self.nodes[j]
+            param = Node(len(nodes), "input", (), outer.shape,
+                         {"name": f"${len(nodes)}", "outer": outer.attrs.get("name") or outer.var},
+                         outer.line, outer.column, outer.start, outer.end, outer.source)
+            local[("outer", j)] = len(nodes)
+            nodes.append(param)
+        resolve = lambda i: local[("outer", outside(i))] if outside(i) is not None else local[i]  # noqa: E731
+        for node in built:
+            if node.op in ("input", "const"):   # the params (inputs now), the consts moved out
+                continue
+            node.inputs = tuple(resolve(i) for i in node.inputs)
+            local[node.id] = len(nodes)
+            node.id = len(nodes)
+            nodes.append(node)
+        for node in nodes:
+            if REGISTRY.get(node.op) is not None and REGISTRY[node.op].movement:
+                _set_moves(node, [nodes[i].shape for i in node.inputs])
+        outputs = [resolve(r) for r in results]
+        body_graph = Graph(nodes, inputs={f"${i}": i for i in range(len(carried) + len(closed))}, consts={},
+                           outputs={n: o for n, o in zip(assigned, outputs)},
+                           dims=dict(self.dims), filename=self.filename, source=self.text)
+        for n, node_id in zip(carried, initial):   # the values going in, as before the body
+            scope.values[n] = node_id
+        loop = self.emit("loop", tuple(initial) + tuple(closed), stmt,
+                         {"body": body_graph, "count": count, "carried": len(carried),
+                          "results": tuple(assigned)}, shape=())
+        for position, n in enumerate(assigned):
+            node_id = self.emit("loop_out", (loop,), stmt, {"position": position, "name": n},
+                                shape=nodes[outputs[position]].shape)
+            if scope.values.get(n) != node_id:
+                self.rebinds += 1
+            scope.values[n] = node_id
+        return True
 
     def _check_index(self, index: Ast, stmt, body, scope) -> str:
         """The name of `repeat T as NAME`: a new name, never assigned in the body."""
@@ -1558,14 +1711,7 @@ class Builder:
                 nodes.append(node)
         for node in nodes:
             if REGISTRY.get(node.op) is not None and REGISTRY[node.op].movement:
-                in_shapes = [nodes[i].shape for i in node.inputs]
-                sizes = [prod(shape) for shape in in_shapes]
-                node._move_counts = (node.size,) if len(sizes) == 1 else tuple(sizes)
-                if REGISTRY[node.op].moved is not None:   # diag of a vector, tril: zeros besides
-                    node._move_counts = (REGISTRY[node.op].moved(in_shapes, node.shape, node.attrs),)
-                node._index_itemsize = np.dtype(_index_dtype(sizes + [node.size])).itemsize
-                # made when a run first needs them (api.Program._setup), not here
-                node.moves = _MovesRecipe(node, in_shapes)
+                _set_moves(node, [nodes[i].shape for i in node.inputs])
         graph = Graph(nodes,
                       inputs={k: renumber[v] for k, v in self.inputs.items()},
                       consts={k: renumber[v] for k, v in self.consts.items() if v in renumber},
@@ -1703,6 +1849,22 @@ def _adds(positions: np.ndarray) -> int:
 
 def _index_dtype(sizes):
     return np.int32 if max(sizes, default=0) < 2**31 else np.int64
+
+
+def _set_moves(node: Node, in_shapes):
+    """Give a data-movement node the recipe of its index maps, made when a run first
+    needs them (api.Program._setup), not here."""
+    sizes = [prod(shape) for shape in in_shapes]
+    node._move_counts = (node.size,) if len(sizes) == 1 else tuple(sizes)
+    if REGISTRY[node.op].moved is not None:   # diag of a vector, tril: zeros besides
+        node._move_counts = (REGISTRY[node.op].moved(in_shapes, node.shape, node.attrs),)
+    node._index_itemsize = np.dtype(_index_dtype(sizes + [node.size])).itemsize
+    node.moves = _MovesRecipe(node, in_shapes)
+
+
+class _OverNodeLimit(ValueProblem):
+    """The node limit (or the unrolled statements' limit) passed: a repeat being
+    unrolled may become a loop instead (Builder.stmt_repeat)."""
 
 
 class _MovesRecipe:

@@ -70,6 +70,12 @@ def trace(file, sets, node_limit, ats, inputs_file, mode, seeds, directions, cot
 
     check_dims(sets)
     program = load_program(file, sets, node_limit)
+    loops = [n for n in program.graph.nodes if n.op == "loop"]
+    if loops:   # a trace is a table of every value the program makes, iteration by iteration
+        raise UsageProblem(f"trace shows programs with their repeats unrolled; the repeat at line "
+                           f"{loops[0].line} stays a loop of {loops[0].attrs['count']:,} iterations, as "
+                           f"unrolling it passes the node limit of {node_limit:,}",
+                           hint="raise --node-limit to trace it unrolled, or lower the repeat count")
     at = read_input_values(program, ats, inputs_file)
     if mode == "forward":
         chosen = [parse_seed(program, s) for s in seeds]

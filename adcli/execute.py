@@ -114,6 +114,10 @@ class Stager(Runner):
         return staged
 
     def _residual_label(self, key) -> str:
+        if isinstance(key, tuple) and key[0] == "L":   # ('L', loop, iteration, key): a loop body's
+            inner = key[3]
+            what = f"d{inner[1] + 1}_{inner[2]}" if isinstance(inner, tuple) else f"v{inner + 1}"
+            return f"{self.label(key[1])}_it{key[2]}_{what}"
         if isinstance(key, tuple):   # ('p', node, input index): a partial
             node = self.graph.nodes[key[1]]
             return f"d{self.label(node.id)}_d{self.label(node.inputs[key[2]])}"

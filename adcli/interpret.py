@@ -166,18 +166,33 @@ def is_leaf(node) -> bool:
 class Analysis:
     """Static facts about a graph for one choice of wrt inputs and outputs."""
 
-    def __init__(self, graph, wrt, outputs):
+    def __init__(self, graph, wrt, outputs, computed=None):
         self.graph = graph
         nodes = graph.nodes
+        # the nodes a sweep evaluates: all of them, but in an iteration of a loop's body only
+        # those its live results need (what unrolling would not have dropped as dead)
+        self.computed = [True] * len(nodes) if computed is None else computed
         wrt_ids = {graph.inputs[name] for name in wrt}
         self.depends = [False] * len(nodes)
+        self.loop_depends = {}   # loop node -> per iteration, the body params that depend
         for node in nodes:
             prim = REGISTRY.get(node.op)   # a mask (x > 0) carries no derivative: nothing past it does
-            self.depends[node.id] = node.id in wrt_ids or (
-                (prim is None or prim.differentiable) and any(self.depends[i] for i in node.inputs))
+            if node.op == "loop":
+                self.loop_depends[node.id] = loop_depends(node, [self.depends[i] for i in node.inputs])
+            if node.op == "loop_out":   # a result of the last iteration, as it depends there
+                loop = nodes[node.inputs[0]]
+                last = self.loop_depends[loop.id][-1]
+                body = loop.attrs["body"]
+                self.depends[node.id] = body_analysis(body, last).depends[
+                    body.outputs[list(body.outputs)[node.attrs["position"]]]]
+                continue
+            self.depends[node.id] = node.id in wrt_ids or (self.computed[node.id] and (
+                (prim is None or prim.differentiable) and any(self.depends[i] for i in node.inputs)))
         out_ids = {graph.outputs[name] for name in outputs}
         self.reaches = [False] * len(nodes)
         for node in reversed(nodes):
+            if not self.computed[node.id]:
+                continue
             if node.id in out_ids:
                 self.reaches[node.id] = True
             prim = REGISTRY.get(node.op)
@@ -188,12 +203,19 @@ class Analysis:
                     self.reaches[i] = True
         self.last_use = [-1] * len(nodes)
         for node in nodes:
-            for i in node.inputs:
-                self.last_use[i] = node.id
+            if self.computed[node.id]:
+                for i in node.inputs:
+                    self.last_use[i] = node.id
         for i in graph.outputs.values():
-            self.last_use[i] = FOREVER   # results are kept
+            if self.computed[i]:
+                self.last_use[i] = FOREVER   # results are kept
         self.active = [self.depends[n.id] and self.reaches[n.id] for n in nodes]
         self.plans = {}    # Runner.residual_plan per choice of recomputing, made on first use
+        self.loop_outs = {}   # loop node -> {position: its loop_out node}
+        for node in nodes:
+            if node.op == "loop_out":
+                self.loop_outs.setdefault(node.inputs[0], {})[node.attrs["position"]] = node.id
+        self.loops = {}    # loop node -> LoopSchedule, made on first use
 
 
 def block_layouts(sizes: list, chunk: int):
@@ -266,6 +288,10 @@ class Runner:
         self.primal = Counter()
         self.derivative = Counter(self.live.temporary)
         self._moves = {}
+        self._children = {}    # loop node -> the Runner of its body
+        # inputs (a loop body's params) whose values and tangents this sweep owns and frees
+        # at their last use, as it frees what it makes (Runner._loop)
+        self.adopt_values, self.adopt_tangents = set(), set()
         self.observer = None   # adcli.trace: called per node as the sweeps run
 
     # -- shared pieces ---------------------------------------------------------------
@@ -317,10 +343,10 @@ class Runner:
         """Index maps moved onto the array module once per run."""
         if self.xp is None:
             return node.moves
-        cached = self._moves.get(node.id)
+        cached = self._moves.get(id(node))
         if cached is None:
             cached = [(self.xp.asarray(o), self.xp.asarray(i)) for o, i in node.moves]
-            self._moves[node.id] = cached
+            self._moves[id(node)] = cached
         return cached
 
     def seed(self, shape, offset, k):
@@ -334,6 +360,236 @@ class Runner:
         src = self.xp.where((src >= 0) & (src < k), src, -1)
         return Seed(src, k, shape)
 
+    # -- loops ------------------------------------------------------------------------------
+    def _child(self, loop):
+        """The Runner of a loop's body: the same array module (staged values too), counters
+        and live-value bookkeeping as this one; its params are its inputs ($0, $1, ...)."""
+        child = self._children.get(loop.id)
+        if child is None:
+            child = self._children[loop.id] = Runner(loop.attrs["body"], self.xp, self.dtype)
+            child.live, child.primal, child.derivative = self.live, self.primal, self.derivative
+        child.xp = self.xp   # a Stager stages each sweep on a module of its own
+        return child
+
+    def _schedule(self, loop, analysis) -> LoopSchedule:
+        if loop.id not in analysis.loops:
+            analysis.loops[loop.id] = LoopSchedule(loop, analysis)
+        return analysis.loops[loop.id]
+
+    def _loop(self, loop, analysis, values, tangents):
+        """Run a loop node: its body once per iteration, each iteration's carried results
+        the next one's params; the results' values (and with `tangents`, their tangents)
+        go to the loop's loop_out nodes. Counted exactly as the unrolled iterations: each
+        iteration is the body run by the same rules on the same live-value books.
+
+        Ownership: the loop's inputs are the caller's (freed by it after the loop); a
+        value or tangent an iteration makes is the loop's until the next iteration has
+        read it, then freed; the last iteration's go to the loop_out nodes."""
+        sched, child, live = self._schedule(loop, analysis), self._child(loop), self.live
+        nc, body = sched.carried, loop.attrs["body"]
+        params = [values[i] for i in loop.inputs]
+        params_t = [tangents.get(i) if tangents is not None else None for i in loop.inputs]
+        owned = [False] * nc   # made by the loop (so freed by it), not the caller's
+        held = [False] * nc    # a tangent the loop holds a reference on
+        for it in range(sched.count):
+            an = sched.analysis(it)
+            wanted = sched.live[it]   # results needed after this iteration
+            passed = {sched.out_ids[q] for q in wanted if sched.out_ids[q] < sched.n_params}   # params kept
+            child.input_values = {f"${p}": v for p, v in enumerate(params)}
+            # the last iteration's results are the body's to free at their last use in it
+            child.adopt_values = {p for p in range(nc) if owned[p]}
+            child.adopt_tangents = {p for p in range(nc) if held[p]}
+            if tangents is None:
+                vals, tang = child.run_primal(an), {}
+            else:
+                seeds = {f"${p}": dict(ts) for p, ts in enumerate(params_t) if ts}
+                tang, vals = child.forward_sweep(an, seeds)
+                for pid in range(sched.n_params):   # tangents of params the body never read
+                    if pid in tang and pid not in passed:
+                        for t in tang.pop(pid).values():
+                            live.release(t)
+            for p in child.adopt_values:   # values the body never read
+                if an.last_use[p] == -1 and p not in passed:
+                    live.drop(prod(body.nodes[p].shape))
+            new = [vals[o] if q in wanted else None for q, o in enumerate(sched.out_ids)]
+            new_t = [tang.get(o) if q in wanted else None for q, o in enumerate(sched.out_ids)]
+            new_owned = [v is not None and (o >= sched.n_params or (o < nc and owned[o]))
+                         for v, o in zip(new, sched.out_ids)]
+            if it < sched.count - 1:   # results that are not carried: made again next time
+                kept = {id(v) for q, v in enumerate(new[:nc]) if new_owned[q]}
+                for q in range(nc, len(new)):
+                    if new_owned[q] and id(new[q]) not in kept:
+                        live.drop(prod(body.nodes[sched.out_ids[q]].shape))
+                        kept.add(id(new[q]))
+                    if new_t[q] and not any(new_t[q] is x for x in new_t[:nc]):
+                        for t in new_t[q].values():
+                            live.release(t)
+                params = new[:nc] + params[nc:]
+                params_t = new_t[:nc] + params_t[nc:]
+                owned = new_owned[:nc]
+                held = [bool(t) for t in new_t[:nc]]
+        values[loop.id] = None   # the loop's own value: none (its results are the loop_outs')
+        outs = analysis.loop_outs.get(loop.id, {})
+        seen = set()
+        for q, out_id in outs.items():
+            v = new[q]
+            if not new_owned[q] or id(v) in seen:   # the caller's array, or one given twice
+                live.add(prod(self.graph.nodes[out_id].shape))
+            seen.add(id(v))
+            values[out_id] = v
+            if tangents is not None and new_t[q]:
+                tangents[out_id] = dict(new_t[q])
+                if id(new_t[q]) in seen:
+                    for t in new_t[q].values():
+                        live.hold(t)
+                seen.add(id(new_t[q]))
+        for q in range(len(new)):   # results no loop_out reads (dropped from the graph)
+            if q not in outs:
+                if new_owned[q] and id(new[q]) not in seen:
+                    live.drop(prod(loop.attrs["body"].nodes[sched.out_ids[q]].shape))
+                    seen.add(id(new[q]))
+                for t in (new_t[q] or {}).values():
+                    live.release(t)
+
+    @staticmethod
+    def _recompute_of(analysis, plan) -> bool:
+        """Which residual plan (Runner.residual_plan) `plan` is: its bodies' plans match."""
+        return next(flag for flag, made in analysis.plans.items() if made is plan)
+
+    def _loop_entries(self, loop, analysis, recompute) -> list:
+        """A loop's residual-plan entries: a cotangent for each input that depends on the
+        wrt inputs, and as residual keys the inputs a body iteration keeps (a closed-over
+        value in any iteration, a carried one in the first): the caller keeps them alive
+        until the backward sweep has used them."""
+        sched, child = self._schedule(loop, analysis), self._child(loop)
+        kept = set()   # param slots kept: carried ones by the first iteration, closed-over by any
+        for first, an in [(True, sched.analysis(0))] + [(False, a) for a in sched.analyses()]:
+            for entries in child.residual_plan(an, recompute).values():
+                for _, keys in entries:
+                    kept.update(k for k in keys if isinstance(k, int) and k < sched.n_params
+                                and (first or k >= sched.carried))
+        return [(p, [loop.inputs[p]] if p in kept else []) for p, i in enumerate(loop.inputs)
+                if analysis.depends[i] or p in kept]
+
+    def _loop_reverse_forward(self, loop, analysis, plan, values, residuals, refs) -> int:
+        """The forward sweep of reverse mode through a loop: each iteration's residuals
+        kept (as ("L", loop, iteration, key) in `residuals`), its results carried on.
+        Returns the cached values it adds: the body's, and a carried value an iteration
+        keeps that the one before did not already keep, less a result the last iteration
+        keeps that the caller (`refs`) keeps too: one value, counted once."""
+        sched, child, live = self._schedule(loop, analysis), self._child(loop), self.live
+        recompute = self._recompute_of(analysis, plan)
+        nc, body = sched.carried, loop.attrs["body"]
+        params = [values[i] for i in loop.inputs]
+        owned = [False] * nc   # made by the loop and kept by no iteration's residuals yet
+        records = []           # per iteration: residual keys, refs, params the loop frees after
+        cached = 0
+        child.adopt_values = child.adopt_tangents = set()
+        for it in range(sched.count):
+            an = sched.analysis(it)
+            child.input_values = {f"${p}": v for p, v in enumerate(params)}
+            wanted = sched.live[it]
+            vals, res, refs_i, cached_i, _ = child.reverse_forward_sweep(an, child.residual_plan(an, recompute))
+            cached += cached_i
+            mine = []
+            for p in range(nc):
+                if not owned[p]:
+                    continue
+                if refs_i.get(p):   # kept now: counted, and freed by the loop after its backward
+                    cached += prod(body.nodes[p].shape)
+                    mine.append(p)
+                elif not any(sched.out_ids[q] == p for q in wanted):
+                    live.drop(prod(body.nodes[p].shape))   # read, and no longer needed
+            for key, value in res.items():
+                residuals[("L", loop.id, it, key)] = value
+            records.append((list(res), refs_i, mine))
+            new = [vals[o] if q in wanted else None for q, o in enumerate(sched.out_ids)]
+            # a result this iteration keeps is freed by its backward; others are the loop's
+            new_owned = [v is not None and not refs_i.get(o) and
+                         (o >= sched.n_params or (o < nc and owned[o] and o not in mine))
+                         for v, o in zip(new, sched.out_ids)]
+            if it < sched.count - 1:
+                carried_ids = {id(v) for q, v in enumerate(new[:nc]) if new_owned[q]}
+                for q in range(nc, len(new)):
+                    if new_owned[q] and id(new[q]) not in carried_ids:
+                        live.drop(prod(body.nodes[sched.out_ids[q]].shape))
+                        carried_ids.add(id(new[q]))
+                params = new[:nc] + params[nc:]
+                owned = new_owned[:nc]
+        self._loop_records = getattr(self, "_loop_records", {})
+        self._loop_records[loop.id] = records
+        values[loop.id] = None
+        seen = set()
+        outs = analysis.loop_outs.get(loop.id, {})
+        for q, out_id in outs.items():
+            if not new_owned[q] or id(new[q]) in seen:   # kept by the body, the caller's, or twice
+                live.add(prod(self.graph.nodes[out_id].shape))
+            if refs.get(out_id) and refs_i.get(sched.out_ids[q]) and id(new[q]) not in seen:
+                cached -= prod(self.graph.nodes[out_id].shape)
+            seen.add(id(new[q]))
+            values[out_id] = new[q]
+        for q in range(len(new)):
+            if q not in outs and new_owned[q] and id(new[q]) not in seen:
+                live.drop(prod(body.nodes[sched.out_ids[q]].shape))
+                seen.add(id(new[q]))
+        return cached
+
+    def _loop_backward(self, loop, analysis, plan, residuals, pending, cts, final):
+        """The backward sweep through a loop: the body's, iteration by iteration from the
+        last; carried cotangents go to the iteration before, closed-over ones add up."""
+        sched, child, live = self._schedule(loop, analysis), self._child(loop), self.live
+        recompute = self._recompute_of(analysis, plan)
+        records = self._loop_records[loop.id]
+        nc, body = sched.carried, loop.attrs["body"]
+        seeds = pending   # position -> {block: cotangent}, held
+        for it in reversed(range(sched.count)):
+            an = sched.analysis(it)
+            keys, refs_i, mine = records[it]
+            res = {k: residuals[("L", loop.id, it, k)] for k in keys if ("L", loop.id, it, k) in residuals}
+            given = {}
+            # the sums so far of the loop inputs' cotangents go in as the params' own, so the
+            # body adds to them as the unrolled iterations add to one sum (not a sum of sums)
+            taken = {}
+            for pid, outer_id in enumerate(loop.inputs):
+                if (pid >= nc or it == 0) and outer_id in cts and loop.inputs.count(outer_id) == 1:
+                    taken[pid] = cts.pop(outer_id)
+                    given[pid] = dict(taken[pid])
+                    for t in given[pid].values():
+                        live.hold(t)
+            for q, blocks in seeds.items():
+                target = given.setdefault(sched.out_ids[q], {})
+                for b, ct in blocks.items():
+                    if b in target:   # two results that are one value: their cotangents add
+                        self._accumulate(Linear(self.xp, ct.shape[0], self.derivative, self.dtype), target, b, ct)
+                    else:
+                        target[b] = ct
+                        live.hold(ct)
+            got = child.backward_sweep(an, child.residual_plan(an, recompute), res, refs_i, given,
+                                       set(range(sched.n_params)), final)
+            for blocks in given.values():
+                for t in blocks.values():
+                    live.release(t)
+            for blocks in list(seeds.values()) + list(taken.values()):
+                for t in blocks.values():
+                    live.release(t)
+            if final:
+                for k in keys:
+                    if k not in res:
+                        residuals.pop(("L", loop.id, it, k), None)
+                for p in mine:
+                    residuals.pop(("L", loop.id, it, p), None)
+                    live.drop(prod(body.nodes[p].shape))
+            seeds = {}
+            for pid, blocks in got.items():
+                if pid < nc and it > 0:   # to the iteration before
+                    seeds[pid] = blocks
+                    for t in blocks.values():
+                        live.hold(t)
+                else:                     # to the loop's input
+                    target = cts.setdefault(loop.inputs[pid], {})
+                    for b, ct in blocks.items():
+                        self._accumulate(Linear(self.xp, ct.shape[0], self.derivative, self.dtype), target, b, ct)
+
     # -- evaluation -----------------------------------------------------------------------
     def run_primal(self, analysis, keep=None):
         """One primal sweep; returns the values env. `keep` maps node -> refcount of
@@ -344,15 +600,22 @@ class Runner:
             if is_leaf(node):
                 values[node.id] = self.leaf_value(node)
                 continue
-            values[node.id] = self.evaluate(node, [values[i] for i in node.inputs])
-            live.add(node.size)
+            if node.op == "loop_out" or not analysis.computed[node.id]:   # made by its loop; dead
+                continue
+            if node.op == "loop":
+                self._loop(node, analysis, values, None)
+            else:
+                values[node.id] = self.evaluate(node, [values[i] for i in node.inputs])
+                live.add(node.size)
             self._free_inputs(node, analysis, values, None, keep)
         return values
 
     def _free_inputs(self, node, analysis, values, tangents, keep):
         for i in set(node.inputs):
             if analysis.last_use[i] == node.id:
-                leaf = is_leaf(self.graph.nodes[i])
+                # a loop node holds no value of its own (its loop_outs do)
+                leaf = (is_leaf(self.graph.nodes[i]) and i not in self.adopt_values) or \
+                    self.graph.nodes[i].op == "loop"
                 if not leaf and not (keep and keep.get(i)):
                     self.live.drop(self.graph.nodes[i].size)
                     del values[i]
@@ -371,10 +634,21 @@ class Runner:
                 values[node.id] = self.leaf_value(node)
                 if node.op == "input" and node.attrs["name"] in seeds:
                     tangents[node.id] = dict(seeds[node.attrs["name"]])
-                    for t in tangents[node.id].values():
-                        live.hold(t)
+                    if node.id not in self.adopt_tangents:
+                        for t in tangents[node.id].values():
+                            live.hold(t)
                 if self.observer:
                     self.observer(self, "forward", node, values[node.id], tangents.get(node.id))
+                continue
+            if not analysis.computed[node.id]:   # dead in this iteration of a loop's body
+                continue
+            if node.op == "loop_out":   # made by its loop
+                if self.observer:
+                    self.observer(self, "forward", node, values[node.id], tangents.get(node.id))
+                continue
+            if node.op == "loop":
+                self._loop(node, analysis, values, tangents)
+                self._free_inputs(node, analysis, values, tangents, None)
                 continue
             args = [values[i] for i in node.inputs]
             out = self.evaluate(node, args)
@@ -450,6 +724,12 @@ class Runner:
         for node in self.graph.nodes:
             if is_leaf(node) or not analysis.active[node.id]:
                 continue
+            if node.op == "loop_out":   # its cotangent goes to its loop
+                plan[node.id] = [(0, [])]
+                continue
+            if node.op == "loop":
+                plan[node.id] = self._loop_entries(node, analysis, recompute)
+                continue
             prim = REGISTRY[node.op]
             entries = []
             for i, src in enumerate(node.inputs):
@@ -489,6 +769,11 @@ class Runner:
         for node in graph.nodes:
             if is_leaf(node):
                 values[node.id] = self.leaf_value(node)
+            elif node.op == "loop_out" or not analysis.computed[node.id]:   # made by its loop; dead
+                pass
+            elif node.op == "loop":
+                cached_values += self._loop_reverse_forward(node, analysis, plan, values, residuals, refs)
+                self._free_inputs(node, analysis, values, None, refs)
             else:
                 args = [values[i] for i in node.inputs]
                 out = self.evaluate(node, args)
@@ -522,19 +807,33 @@ class Runner:
         results = {}
         for node in reversed(graph.nodes):
             node_cts = cts.pop(node.id, None)
+            if node.op == "loop_out":   # to its loop, which runs the body's backward
+                if node_cts:
+                    pending = cts.setdefault(("loop", node.inputs[0]), {})
+                    pending[node.attrs["position"]] = node_cts
+                continue
+            if node.op == "loop":
+                pending = cts.pop(("loop", node.id), {})
+                if node.id in plan:
+                    self._loop_backward(node, analysis, plan, residuals, pending, cts, final)
+                else:
+                    for blocks in pending.values():
+                        for t in blocks.values():
+                            live.release(t)
+                node_cts = None
             if self.observer:
                 self.observer(self, "backward", node, None, node_cts)
             if node.id in wrt_ids:
                 if node_cts:
                     results[node.id] = node_cts
                 continue
-            if not node_cts or node.id not in plan:
+            if (not node_cts and node.op != "loop") or node.id not in plan:
                 for t in (node_cts or {}).values():
                     live.release(t)
                 continue
-            prim = REGISTRY[node.op]
+            prim = REGISTRY.get(node.op)
             shapes = self.in_shapes(node)
-            for i, keys in plan[node.id]:
+            for i, keys in (() if prim is None else plan[node.id]):   # a loop: done above
                 src = node.inputs[i]
                 target = cts.setdefault(src, {})
                 if prim.movement:
@@ -559,7 +858,7 @@ class Runner:
                     self._accumulate(T, target, b, prim.vjp[i](T, r, ct))
                 if remade:
                     live.drop(live_size(p))
-            for t in node_cts.values():
+            for t in (node_cts or {}).values():
                 live.release(t)
             if final:
                 for _, keys in plan[node.id]:
@@ -592,3 +891,90 @@ class Runner:
         self.live.release(old)
         self.live.hold(new)
         target[block] = new
+
+
+def body_analysis(body, depends: frozenset) -> "Analysis":
+    """A loop body's Analysis with params `depends` carrying derivatives and every result
+    wanted (for what depends on what), kept on the body graph."""
+    cache = body.__dict__.setdefault("_depends_analyses", {})
+    if depends not in cache:
+        cache[depends] = Analysis(body, [f"${p}" for p in sorted(depends)], list(body.outputs))
+    return cache[depends]
+
+
+def loop_depends(loop, inputs_depend: list) -> list:
+    """Per iteration of a loop, the body params that depend on the wrt inputs: those of its
+    inputs that do, then each carried param as its result did in the iteration before."""
+    body, carried = loop.attrs["body"], loop.attrs["carried"]
+    out_ids = list(body.outputs.values())
+    current = frozenset(p for p, d in enumerate(inputs_depend) if d)
+    sequence = [current]
+    for _ in range(loop.attrs["count"] - 1):
+        a = body_analysis(body, current)
+        nxt = frozenset(p for p in range(carried) if a.depends[out_ids[p]]) | \
+            frozenset(p for p in current if p >= carried)
+        current = current if nxt == current else nxt
+        sequence.append(current)
+    return sequence
+
+
+class LoopSchedule:
+    """What each iteration of a loop node computes, for one analysis of the graph around
+    it: which of the body's params carry derivatives (`depends`: from the loop's inputs
+    forward) and which of its results are needed (`needed`: from the loop_out nodes the
+    outputs reach, backward), and the body's Analysis for that pair. Static."""
+
+    def __init__(self, loop, analysis):
+        body = loop.attrs["body"]
+        self.body = body
+        self.count = loop.attrs["count"]
+        self.carried = loop.attrs["carried"]
+        self.names = list(body.outputs)                 # results, by position
+        self.out_ids = [body.outputs[n] for n in self.names]
+        self.n_params = len(loop.inputs)
+        self._analyses = {}
+        depends = analysis.loop_depends[loop.id]
+        outs = analysis.loop_outs.get(loop.id, {})
+        # results whose values are needed after each iteration: the last one's that a loop_out
+        # reads, before that the carried ones the next iteration reads (as unrolling keeps)
+        live = [frozenset(outs)]
+        for _ in range(self.count - 1):
+            used = self.computed(live[-1])
+            nxt = frozenset(p for p in range(self.carried) if used[p])
+            live.append(nxt if nxt != live[-1] else live[-1])
+        live.reverse()
+        last = tuple(self.names[q] for q in sorted(outs) if analysis.reaches[outs[q]])
+        needed = [last]
+        everything = frozenset(range(self.n_params))
+        for i in range(self.count - 1, 0, -1):   # a result is needed if its param reaches a needed one
+            a = self.analysis_for(everything, needed[-1], live[i])
+            nxt = tuple(self.names[p] for p in range(self.carried) if a.reaches[p])
+            needed.append(nxt if nxt != needed[-1] else needed[-1])
+        needed.reverse()
+        self.depends, self.needed, self.live = depends, needed, live
+
+    def computed(self, live: frozenset) -> list:
+        """The body's nodes the results at positions `live` need (params included)."""
+        key = ("computed", live)
+        if key not in self._analyses:
+            needed = {self.out_ids[q] for q in live}
+            for node in reversed(self.body.nodes):
+                if node.id in needed:
+                    needed.update(node.inputs)
+            self._analyses[key] = [node.id in needed for node in self.body.nodes]
+        return self._analyses[key]
+
+    def analysis_for(self, depends: frozenset, needed: tuple, live: frozenset | None = None) -> Analysis:
+        key = (depends, needed, live)
+        if key not in self._analyses:
+            computed = None if live is None else self.computed(live)
+            self._analyses[key] = Analysis(self.body, [f"${p}" for p in sorted(depends)], list(needed),
+                                           computed)
+        return self._analyses[key]
+
+    def analysis(self, iteration: int) -> Analysis:
+        return self.analysis_for(self.depends[iteration], self.needed[iteration], self.live[iteration])
+
+    def analyses(self) -> list:
+        """The distinct analyses of the iterations."""
+        return list({id(a): a for a in (self.analysis(i) for i in range(self.count))}.values())

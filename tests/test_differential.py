@@ -72,6 +72,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -137,8 +138,9 @@ def central_differences(gp: GenProgram):
 class Report:
     """Collects disagreements; fails once, with everything a reader needs."""
 
-    def __init__(self, gp):
+    def __init__(self, gp, loops="never"):
         self.gp = gp
+        self.loops = loops     # how the program was built (repeats kept as loops or unrolled)
         self.problems = []
         self.kinds = []        # what disagreed, without the numbers (main() groups failures by these)
         self.matrices = {}
@@ -177,7 +179,8 @@ class Report:
         error = AssertionError(
             "adcli disagrees with itself or with the oracle on a generated program:\n  "
             + "\n  ".join(self.problems) + f"\nmatrices:\n{shown}\n"
-            "--- program (save as p.ad; adcli grad p.ad --mode forward / --mode reverse) ---\n"
+            f"--- program (built with loops={self.loops!r}: adcli.loads(text, loops={self.loops!r}); "
+            "save as p.ad; adcli grad p.ad --mode forward / --mode reverse) ---\n"
             + self.gp.source)
         error.kinds = self.kinds
         raise error
@@ -185,10 +188,13 @@ class Report:
 
 def check_program(gp: GenProgram, rng_seed: int = 0):
     """Every check of the module docstring on one program; raises AssertionError."""
-    report = Report(gp)
+    # half the programs keep their repeats as loops (those that can be: no index, shapes
+    # kept), half unroll them all; which half is fixed by the text, so a failure reproduces
+    loops = "always" if zlib.crc32(gp.source.encode()) % 2 else "never"
+    report = Report(gp, loops)
     rng = np.random.default_rng(rng_seed)
     try:
-        program = adcli.loads(gp.source, "generated.ad")
+        program = adcli.loads(gp.source, "generated.ad", loops=loops)
         program.check_plans = True   # every compiled run also checked against the interpreter
     except Exception as exc:   # the generator only writes valid programs
         raise AssertionError(f"adcli refused a generated program: {exc}\n--- program ---\n{gp.source}") from exc

@@ -1,0 +1,165 @@
+"""Repeats that stay loops (issue 12, part 1, first step): a `loop` node whose body graph
+is built once and run once per iteration. Checked against the same file unrolled
+(loops="never"): the same values and derivatives, in both modes and at every chunk, and
+the same counts; the compiled plans against the interpreter (check_plans)."""
+import math
+
+import numpy as np
+import pytest
+
+import adcli
+from adcli.errors import UsageProblem
+
+PROGRAMS = {
+    "tanh_layer": """
+input x: vec[3] = [0.1, 0.2, 0.3]
+input W: mat[3, 3] = 0.3 * randn(seed=1)
+h = x
+repeat 5 {
+  h = tanh(W @ h + 0.5)
+}
+output y = sum(h * h)
+""",
+    "two_carried": """
+input x: vec[4] = [0.1, -0.2, 0.3, 0.4]
+input U: mat[4, 4] = 0.2 * randn(seed=2)
+h = x
+c = 0.5 * x
+k = 1.0
+repeat 4 {
+  g = sigmoid(U @ h)
+  c = g * c + (1 - g) * tanh(h)
+  h = tanh(c) * g
+  k = k * 2
+}
+output y = sum(h) + sum(c * c)
+output z = g * k
+""",
+    "swap_and_rebind": """
+input a: vec[2] = [0.3, 0.7]
+input b: vec[2] = [1.1, -0.4]
+input s: scalar = 0.9
+repeat 3 {
+  t = a
+  a = b * s
+  b = sin(t)
+  unused = a + b
+}
+output y = a * b
+output w = t
+""",
+    "matrix_state_with_slices": """
+input A: mat[3, 3] = 0.4 * randn(seed=3)
+input v: vec[3] = [1.0, 2.0, 3.0]
+M = A
+repeat 6 {
+  M = 0.5 * (M @ A) + transpose(M)
+  r = M[0:2, :] @ v
+}
+output y = sum(M) + sum(r * r)
+""",
+    "in_a_def": """
+def walk(z, p) {
+  repeat 3 {
+    z = z * p + cos(z)
+  }
+  return z
+}
+input x: vec[2] = [0.2, 0.5]
+input p: scalar = 0.8
+output y = walk(x, p) + walk(2 * x, p)
+""",
+}
+
+COUNTS = ("mults_primal", "flops_primal", "mults_derivative", "flops_derivative", "ops", "values_moved",
+          "cached_values", "cached_inputs", "passes", "sweeps")
+
+
+def _pair(source):
+    unrolled = adcli.loads(source, loops="never")
+    looped = adcli.loads(source, loops="always")
+    assert not any(n.op == "loop" for n in unrolled.graph.nodes)
+    assert any(n.op == "loop" for n in looped.graph.nodes)
+    looped.check_plans = True   # the compiled plans against the interpreter, every run
+    return unrolled, looped
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_values_match_the_unrolled_program(name):
+    unrolled, looped = _pair(PROGRAMS[name])
+    want, got = unrolled.evaluate(), looped.evaluate()
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_derivatives_and_counts_match_the_unrolled_program(name, mode):
+    unrolled, looped = _pair(PROGRAMS[name])
+    passes = unrolled.predict(mode).passes
+    for chunk in sorted({1, 2, passes}):
+        want = unrolled.jacobian(mode=mode, chunk=chunk)
+        got = looped.jacobian(mode=mode, chunk=chunk)
+        for o in want.blocks:
+            for w in want.blocks[o]:
+                np.testing.assert_allclose(got.blocks[o][w], want.blocks[o][w], rtol=1e-12, atol=1e-14,
+                                           err_msg=f"{o} wrt {w}, chunk {chunk}")
+        for figure in COUNTS:
+            assert getattr(got.cost, figure) == getattr(want.cost, figure), (figure, chunk)
+        # a loop keeps each iteration's results to its end (docs/counting.md): never fewer
+        # live values than unrolled, and no more than the results' values and tangents
+        results = sum(n.size for n in looped.graph.nodes if n.op == "loop_out")
+        assert want.cost.peak_live_values <= got.cost.peak_live_values, chunk
+        assert got.cost.peak_live_values <= want.cost.peak_live_values + 2 * (chunk + 1) * results, chunk
+        predicted = looped.predict(mode, chunk=chunk)   # prediction = count, with loops
+        for figure in COUNTS + ("peak_live_values",):
+            assert getattr(predicted, figure) == getattr(got.cost, figure), (figure, chunk)
+
+
+def test_a_repeat_past_the_node_limit_becomes_a_loop():
+    source = "input x: scalar = 0.5\nrepeat 5000 {\n  x = sin(x)\n}\noutput y = x\n"
+    with pytest.raises(adcli.errors.AdError):
+        adcli.loads(source, node_limit=3000, loops="never")
+    program = adcli.loads(source, node_limit=3000)
+    assert [n.op for n in program.graph.nodes] == ["input", "loop", "loop_out"]
+    # the chain rule by hand: dy/dx = prod cos(x_i)
+    x, slope = 0.5, 1.0
+    for _ in range(5000):
+        slope *= math.cos(x)
+        x = math.sin(x)
+    for mode in ("forward", "reverse"):
+        result = program.jacobian(mode=mode)
+        assert result.value["y"] == pytest.approx(x, rel=1e-12)
+        assert result.blocks["y"]["x"] == pytest.approx(slope, rel=1e-10)
+        assert result.cost.mults_derivative == 4999   # one product per step after the first
+
+
+def test_loops_that_cannot_stay_loops_are_unrolled():
+    # the shape of a carried value changes, or the body reads the index: unrolled as before
+    grows = "input x: vec[1] = [1.0]\nrepeat 3 {\n  x = concat(x, x)\n}\noutput y = sum(x)\n"
+    indexed = "input x: vec[3] = [1.0, 2.0, 3.0]\ns = 0.0\nrepeat 3 as t {\n  s = s + x[t]\n}\noutput y = s\n"
+    for source in (grows, indexed):
+        program = adcli.loads(source, loops="always")
+        assert not any(n.op == "loop" for n in program.graph.nodes)
+
+
+def test_trace_refuses_a_loop_in_one_sentence(tmp_path):
+    from click.testing import CliRunner
+
+    from adcli.cli import cli
+
+    path = tmp_path / "deep.ad"
+    path.write_text("input x: scalar = 0.5\nrepeat 200 {\n  x = sin(x)\n}\noutput y = x\n")
+    result = CliRunner().invoke(cli, ["trace", str(path), "--node-limit", "100"])
+    assert result.exit_code == 2
+    assert "stays a loop of 200 iterations" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_loop_runs_no_more_than_its_budget():
+    # 2.5 body nodes per node of the limit: past that, refused as the unrolled repeat is
+    source = "input x: scalar = 0.5\nrepeat 5000 {\n  x = sin(x)\n}\noutput y = x\n"
+    with pytest.raises(adcli.errors.AdError) as caught:
+        adcli.loads(source, node_limit=1000)
+    assert "node limit of 1,000" in caught.value.message

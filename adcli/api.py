@@ -1073,14 +1073,10 @@ class Program:
         wrt = result.wrt if result is not None else list(self.graph.inputs)
         outputs = result.outputs if result is not None else list(self.graph.outputs)
         analysis = self._analysis(wrt, outputs)
-        host = self.resolve_inputs(at)
-        changed = self.resolve_consts(at)
         values = {}
         with np.errstate(all="ignore"):
-            for node in self.graph.nodes:
+            for node in self._host_nodes(at, dtype, values):
                 if node.op in ("input", "const"):
-                    value = host[node.attrs["name"]] if node.op == "input" else self.const_value(node, changed)
-                    values[node.id] = np.asarray(value, dtype=DTYPES[dtype])
                     if not np.all(np.isfinite(values[node.id])):   # e.g. --at x=1e400
                         name = node.attrs.get("name")
                         return (f"{node.op} {name} holds a non-finite value" if name
@@ -1142,18 +1138,29 @@ class Program:
             return found.args[0]
         return None
 
+    def _host_nodes(self, at, dtype, values: dict):
+        """The graph's nodes in order for a diagnosis that evaluates them one by one on the
+        host: inputs and consts are put in `values` (at `at`) as they come, the caller
+        evaluates the rest. It stops at a loop: naming one node of one iteration needs
+        the program unrolled (the diagnosis then finds nothing)."""
+        host = self.resolve_inputs(at)
+        changed = self.resolve_consts(at)
+        for node in self.graph.nodes:
+            if node.op in ("loop", "loop_out"):
+                return
+            if node.op in ("input", "const"):
+                value = host[node.attrs["name"]] if node.op == "input" else self.const_value(node, changed)
+                values[node.id] = np.asarray(value, dtype=DTYPES[dtype])
+            yield node
+
     def linear_algebra_problem(self, exc, at=None, dtype="float64") -> AdError:
         """The problem behind a LinAlgError of a run: the first linear algebra node whose
         value, or whose local partial (an inverse), cannot be made at the run's point,
         found by evaluating the graph node by node on the host."""
-        host = self.resolve_inputs(at)
-        changed = self.resolve_consts(at)
         values = {}
         with np.errstate(all="ignore"):
-            for node in self.graph.nodes:
+            for node in self._host_nodes(at, dtype, values):
                 if node.op in ("input", "const"):
-                    value = host[node.attrs["name"]] if node.op == "input" else self.const_value(node, changed)
-                    values[node.id] = np.asarray(value, dtype=DTYPES[dtype])
                     continue
                 prim = REGISTRY[node.op]
                 args = [values[i] for i in node.inputs]

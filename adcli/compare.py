@@ -268,6 +268,8 @@ def kinks_at(program, wrt, at) -> list[str]:
 
     with np.errstate(all="ignore"):
         for node in graph.nodes:
+            if node.op in ("loop", "loop_out"):   # kinks are named in unrolled programs only
+                break
             if node.op in ("input", "const"):
                 values[node.id] = np.asarray(host[node.attrs["name"]] if node.op == "input"
                                              else program.const_value(node, changed), dtype=np.float64)

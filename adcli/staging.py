@@ -298,45 +298,57 @@ class StagingXP:
         return wrapper
 
 
-class StagingLinalg:
-    """The array module's linalg submodule (solve, inv, det, slogdet, cholesky): its calls are
-    recorded as "call" equations named "linalg.<name>", which a plan binds as xp.linalg.<name>
-    (NumPy and CuPy have the same names)."""
+class _StagedFunctions:
+    """A module of functions (the array module's linalg, the special functions) whose calls
+    are recorded as equations of `kind`, each wrapper made on first use."""
+
+    kind = ""
 
     def __init__(self, tape: Tape):
         self._tape = tape
         self._cache = {}
+
+    def _target(self, name):
+        raise NotImplementedError
+
+    def _equation(self, name) -> str:
+        return name
 
     def __getattr__(self, name):
         if name.startswith("_"):
             raise AttributeError(name)
         wrapper = self._cache.get(name)
         if wrapper is None:
-            target = getattr(self._tape.xp.linalg, name)
-            wrapper = self._cache[name] = _recorder(self._tape, "call", f"linalg.{name}", target)
+            wrapper = self._cache[name] = _recorder(self._tape, self.kind, self._equation(name),
+                                                    self._target(name))
         return wrapper
 
 
-class StagingSpecial:
+class StagingLinalg(_StagedFunctions):
+    """The array module's linalg submodule (solve, inv, det, slogdet, cholesky): its calls are
+    recorded as "call" equations named "linalg.<name>", which a plan binds as xp.linalg.<name>
+    (NumPy and CuPy have the same names)."""
+
+    kind = "call"
+
+    def _target(self, name):
+        return getattr(self._tape.xp.linalg, name)
+
+    def _equation(self, name) -> str:
+        return f"linalg.{name}"
+
+
+class StagingSpecial(_StagedFunctions):
     """The special-function module (erf, gammaln, ...) of the array module being staged:
     its calls are recorded as "special" equations, which a plan binds to the backend's
     module (scipy.special, cupyx.scipy.special) only when it has any. The real module is
     imported on the first call, not before: most programs never need it."""
 
-    def __init__(self, tape: Tape):
-        self._tape = tape
-        self._cache = {}
+    kind = "special"
 
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        wrapper = self._cache.get(name)
-        if wrapper is None:
-            from .backends import special_functions
-
-            target = getattr(special_functions(self._tape.xp), name)
-            wrapper = self._cache[name] = _recorder(self._tape, "special", name, target)
-        return wrapper
+    def _target(self, name):
+        from .backends import special_functions
+        return getattr(special_functions(self._tape.xp), name)
 
 
 def _floating(value) -> bool:

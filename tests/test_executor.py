@@ -393,3 +393,23 @@ def test_codegen_keeps_the_shape_of_an_empty_constant(tmp_path, mode):
     value, jacobian = load_module(path).jacobian()
     assert value["e"] == pytest.approx(1.0)
     assert not np.asarray(jacobian["e"]["X"]).any()
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_long_plans_run_as_a_chain_of_functions(path, monkeypatch):
+    """A plan body longer than BLOCK_LINES runs as a chain of functions sharing the values
+    that cross a cut (tracemalloc's line lookups scan a whole function): cut every few
+    lines here, every sample's runs in both modes, chunked and whole, must equal the
+    interpreter's (check_plans) and measure their memory."""
+    from adcli import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "BLOCK_LINES", 3)
+    program = adcli.load(path)
+    program.check_plans = True
+    for mode in ("forward", "reverse"):
+        for chunk in (1, None):
+            result = program.jacobian(mode=mode, chunk=chunk, measure_memory=True)
+            assert result.cost.peak_bytes > 0
+    compiled = [p for run in program._compiled.values() for p in run.plans]
+    assert any(len(p.lines) > 3 for p in compiled)
+    assert any("_1(env)" in p.source() for p in compiled)   # the chain was made

@@ -461,17 +461,19 @@ class Builder:
             return
         if loopable and self.loops == "auto":
             saved = self._save(scope)
-            try:
-                self._unroll(stmt, body, count, scope, name, stop_early)
+            try:   # the first iteration tells whether all of them would pass the limit
+                self._unroll(stmt, body, count, scope, name, stop_early, foresee=True)
             except _OverNodeLimit:
                 self._restore(saved, scope)
                 if not self._loop(stmt, body, count, scope):
-                    raise
+                    self._unroll(stmt, body, count, scope, name, stop_early)   # the limit says where
             return
         self._unroll(stmt, body, count, scope, name, stop_early)
 
-    def _unroll(self, stmt, body, count, scope, name, stop_early):
-        """Build `count` iterations of a repeat's body, one after the other."""
+    def _unroll(self, stmt, body, count, scope, name, stop_early, foresee=False):
+        """Build `count` iterations of a repeat's body, one after the other. `foresee`:
+        stop after the first if `count` iterations of its size would pass the node limit."""
+        start = len(self.nodes)
         self.repeats_seen += 1
         marker = [self.repeats_seen, 0, count, stmt.line, 0]
         self.repeat_stack.append(marker)
@@ -489,6 +491,8 @@ class Builder:
                     raise
                 if stop_early and len(self.nodes) == nodes and self.rebinds == rebinds:
                     break   # nothing changed, so no later iteration can change anything
+                if foresee and iteration == 0 and start + count * (len(self.nodes) - start) > self.node_limit:
+                    raise _OverNodeLimit("foreseen", None)
                 self.steps += len(body) + 1
                 if self.steps > step_limit:   # iterations that only shuffle names, e.g. a = b
                     self.fail(_OverNodeLimit, f"the unrolled repeats run more than {step_limit:,} "

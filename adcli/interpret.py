@@ -391,7 +391,10 @@ class Runner:
         params_t = [tangents.get(i) if tangents is not None else None for i in loop.inputs]
         owned = [False] * nc   # made by the loop (so freed by it), not the caller's
         held = [False] * nc    # a tangent the loop holds a reference on
-        for it in range(sched.count):
+        it, previous = 0, None
+        while it < sched.count:
+            if self.xp is None:   # predicting: an iteration that starts as the last one did
+                previous, it = self._skip_steady(sched, it, previous, (params_t, owned, held))
             an = sched.analysis(it)
             wanted = sched.live[it]   # results needed after this iteration
             passed = {sched.out_ids[q] for q in wanted if sched.out_ids[q] < sched.n_params}   # params kept
@@ -428,6 +431,7 @@ class Runner:
                 params_t = new_t[:nc] + params_t[nc:]
                 owned = new_owned[:nc]
                 held = [bool(t) for t in new_t[:nc]]
+            it += 1
         values[loop.id] = None   # the loop's own value: none (its results are the loop_outs')
         outs = analysis.loop_outs.get(loop.id, {})
         seen = set()
@@ -455,6 +459,28 @@ class Runner:
     def _recompute_of(analysis, plan) -> bool:
         """Which residual plan (Runner.residual_plan) `plan` is: its bodies' plans match."""
         return next(flag for flag, made in analysis.plans.items() if made is plan)
+
+    def _skip_steady(self, sched, it, previous, carried):
+        """Predicting (shapes only), iterations that start in the same state run the same
+        walk: the same counts, the same live values at their end. When iteration `it`
+        starts as iteration it − 1 did (the same body analysis, the same kinds and shapes
+        of carried tangents, the same live-value books), the iterations up to the last
+        before the schedule changes are counted as it − 1's work times their number
+        instead of walked. Returns (this start's state, the iteration to run next)."""
+        live = self.live
+        kinds = tuple(None if not ts else tuple(sorted(
+            (str(b), type(t).__name__, (t.k, t.node_shape, t.identity) if isinstance(t, Seed) else t.shape)
+            for b, t in ts.items())) for ts in carried[0])
+        state = (id(sched.analysis(it)), kinds, tuple(carried[1]), tuple(carried[2]), live.now, live.indexes,
+                 live.arrays, len(live._refs))
+        counts = (self.primal.snapshot(), self.derivative.snapshot())
+        if previous is not None and previous[0] == state:
+            skip = sched.steady_until(it) - 1 - it   # the run's last iteration is walked
+            if skip > 0:
+                self.primal.repeat(previous[1][0], skip)
+                self.derivative.repeat(previous[1][1], skip)
+                return None, it + skip
+        return (state, counts), it
 
     def _loop_entries(self, loop, analysis, recompute) -> list:
         """A loop's residual-plan entries: a cotangent for each input that depends on the
@@ -974,6 +1000,14 @@ class LoopSchedule:
 
     def analysis(self, iteration: int) -> Analysis:
         return self.analysis_for(self.depends[iteration], self.needed[iteration], self.live[iteration])
+
+    def steady_until(self, iteration: int) -> int:
+        """The first iteration after `iteration` whose analysis differs (or the count)."""
+        key = (self.depends[iteration], self.needed[iteration], self.live[iteration])
+        end = iteration + 1
+        while end < self.count and (self.depends[end], self.needed[end], self.live[end]) == key:
+            end += 1
+        return end
 
     def analyses(self) -> list:
         """The distinct analyses of the iterations."""

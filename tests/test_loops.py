@@ -58,6 +58,19 @@ repeat 6 {
 }
 output y = sum(M) + sum(r * r)
 """,
+    # long enough that a prediction counts the steady iterations without walking them
+    "long_with_a_tail": """
+input x: vec[3] = [0.3, -0.1, 0.2]
+input W: mat[3, 3] = 0.3 * randn(seed=4)
+h = x
+s = 0.0 * x
+repeat 40 {
+  s = s + h
+  h = tanh(W @ h) + 0.1 * s
+  last = sigmoid(h)
+}
+output y = sum(h) + sum(last)
+""",
     "in_a_def": """
 def walk(z, p) {
   repeat 3 {

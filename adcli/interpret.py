@@ -511,11 +511,27 @@ class Runner:
         records = []           # per iteration: residual keys, refs, params the loop frees after
         cached = 0
         child.adopt_values = child.adopt_tangents = set()
-        for it in range(sched.count):
+        steady = _Steady(self) if self.xp is None else None
+        it = 0
+        while it < sched.count:
+            if steady is not None:   # predicting: count the steady iterations without walking them
+                state = (id(sched.analysis(it)), tuple(owned))
+                times = sched.steady_until(it) - 1 - it
+                more = steady.skip(state, times)
+                if more is not None:
+                    cached += more
+                    keys, refs_last, mine_last = records[-1]
+                    for skipped in range(it, it + times):   # what the backward sweep reads
+                        records.append((keys, dict(refs_last), mine_last))
+                        for key in keys:
+                            residuals[("L", loop.id, skipped, key)] = residuals[("L", loop.id, it - 1, key)]
+                    it += times
+                steady.begin((id(sched.analysis(it)), tuple(owned)))
             an = sched.analysis(it)
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
             wanted = sched.live[it]
             vals, res, refs_i, cached_i, _ = child.reverse_forward_sweep(an, child.residual_plan(an, recompute))
+            before = cached
             cached += cached_i
             mine = []
             for p in range(nc):
@@ -542,6 +558,9 @@ class Runner:
                         carried_ids.add(id(new[q]))
                 params = new[:nc] + params[nc:]
                 owned = new_owned[:nc]
+            if steady is not None:
+                steady.end(cached - before)
+            it += 1
         self._loop_records = getattr(self, "_loop_records", {})
         self._loop_records[loop.id] = records
         values[loop.id] = None
@@ -568,7 +587,15 @@ class Runner:
         records = self._loop_records[loop.id]
         nc, body = sched.carried, loop.attrs["body"]
         seeds = pending   # position -> {block: cotangent}, held
-        for it in reversed(range(sched.count)):
+        steady = _Steady(self) if self.xp is None else None
+        it = sched.count - 1
+        while it >= 0:
+            if steady is not None:   # predicting: count the steady iterations without walking them
+                state = self._backward_state(sched, it, loop, seeds, cts)
+                first = sched.steady_from(it)
+                if steady.skip(state, it - first) is not None:
+                    it = first
+                steady.begin(self._backward_state(sched, it, loop, seeds, cts))
             an = sched.analysis(it)
             keys, refs_i, mine = records[it]
             res = {k: residuals[("L", loop.id, it, k)] for k in keys if ("L", loop.id, it, k) in residuals}
@@ -615,6 +642,16 @@ class Runner:
                     target = cts.setdefault(loop.inputs[pid], {})
                     for b, ct in blocks.items():
                         self._accumulate(Linear(self.xp, ct.shape[0], self.derivative, self.dtype), target, b, ct)
+            if steady is not None:
+                steady.end()
+            it -= 1
+
+    @staticmethod
+    def _backward_state(sched, it, loop, seeds, cts) -> tuple:
+        """What a loop's backward iteration starts from (for _Steady): its analysis, the
+        kinds of the cotangents it is given and of the sums it adds to."""
+        return (id(sched.analysis(it)), tuple(sorted(seeds)), _kinds(seeds.values()),
+                _kinds(cts.get(i) for i in loop.inputs), it == 0)
 
     # -- evaluation -----------------------------------------------------------------------
     def run_primal(self, analysis, keep=None):
@@ -919,6 +956,63 @@ class Runner:
         target[block] = new
 
 
+class _Steady:
+    """Predicting reverse mode through a loop (shapes only): an iteration that starts in
+    the same state as the one before (`state`: the body analysis and the kinds of what
+    is carried) does the same walk from there, so it changes the counts and the live
+    values by the same amounts and reaches the same height above where it started. Such
+    iterations are counted from the last walked one instead of walked, the live values
+    growing (residuals kept) or falling (residuals freed) linearly, peaks included."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.last = None   # (state, counts at its start, growth, excursion, extra)
+
+    def begin(self, state):
+        r, live = self.runner, self.runner.live
+        self.state = state
+        self.counts = (r.primal.snapshot(), r.derivative.snapshot())
+        self.start = (live.now, live.now + live.indexes, live.arrays, live.indexes)
+        self.peaks = (live.peak, live.peak_with_temporaries, live.peak_arrays)
+        live.peak, live.peak_with_temporaries, live.peak_arrays = self.start[:3]   # this one's own
+
+    def end(self, extra: int = 0):
+        live = self.runner.live
+        heights = (live.peak, live.peak_with_temporaries, live.peak_arrays)
+        live.peak, live.peak_with_temporaries, live.peak_arrays = (max(a, b) for a, b in zip(self.peaks, heights))
+        now = (live.now, live.now + live.indexes, live.arrays, live.indexes)
+        growth = tuple(b - a for a, b in zip(self.start, now))
+        excursion = tuple(h - a for h, a in zip(heights, self.start[:3]))
+        self.last = (self.state, self.counts, growth, excursion, extra)
+
+    def skip(self, state, times: int) -> int | None:
+        """Count `times` iterations like the last walked one if `state` is its state;
+        their `extra` summed, or None (nothing counted)."""
+        if times <= 0 or self.last is None or self.last[0] != state:
+            return None
+        r, live = self.runner, self.runner.live
+        _, counts, growth, excursion, extra = self.last
+        r.primal.repeat(counts[0], times)
+        r.derivative.repeat(counts[1], times)
+        start = (live.now, live.now + live.indexes, live.arrays)
+        tops = tuple(a + e + max(0, (times - 1) * g) for a, e, g in zip(start, excursion, growth))
+        live.peak = max(live.peak, tops[0])
+        live.peak_with_temporaries = max(live.peak_with_temporaries, tops[1])
+        live.peak_arrays = max(live.peak_arrays, tops[2])
+        live.now += times * growth[0]
+        live.indexes += times * growth[3]
+        live.arrays += times * growth[2]
+        self.last = None
+        return extra * times
+
+
+def _kinds(carried) -> tuple:
+    """The kinds and shapes of carried derivative values (dicts of blocks), for _Steady."""
+    return tuple(None if not ts else tuple(sorted(
+        (str(b), type(t).__name__, (t.k, t.node_shape, t.identity) if isinstance(t, Seed) else tuple(t.shape))
+        for b, t in ts.items())) for ts in carried)
+
+
 def body_analysis(body, depends: frozenset) -> "Analysis":
     """A loop body's Analysis with params `depends` carrying derivatives and every result
     wanted (for what depends on what), kept on the body graph."""
@@ -1000,6 +1094,14 @@ class LoopSchedule:
 
     def analysis(self, iteration: int) -> Analysis:
         return self.analysis_for(self.depends[iteration], self.needed[iteration], self.live[iteration])
+
+    def steady_from(self, iteration: int) -> int:
+        """The first iteration of the run of iterations with `iteration`'s analysis."""
+        key = (self.depends[iteration], self.needed[iteration], self.live[iteration])
+        first = iteration
+        while first > 0 and (self.depends[first - 1], self.needed[first - 1], self.live[first - 1]) == key:
+            first -= 1
+        return first
 
     def steady_until(self, iteration: int) -> int:
         """The first iteration after `iteration` whose analysis differs (or the count)."""

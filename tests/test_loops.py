@@ -176,3 +176,20 @@ def test_a_loop_runs_no_more_than_its_budget():
     with pytest.raises(adcli.errors.AdError) as caught:
         adcli.loads(source, node_limit=1000)
     assert "node limit of 1,000" in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["long_with_a_tail", "two_carried", "matrix_state_with_slices"])
+def test_predictions_count_steady_iterations_exactly(name):
+    """A prediction multiplies out the iterations that start as the one before did
+    (interpret._Steady): over 120 iterations every figure must still be the run's."""
+    source = PROGRAMS[name]
+    for count in ("40", "4", "6"):
+        source = source.replace(f"repeat {count} ", "repeat 120 ")
+    program = adcli.loads(source, loops="always")
+    for mode in ("forward", "reverse"):
+        for chunk in (1, None):
+            predicted = program.predict(mode, chunk=chunk)
+            with np.errstate(all="ignore"):
+                counted = program.jacobian(mode=mode, chunk=chunk).cost
+            for figure in COUNTS + ("peak_live_values",):
+                assert getattr(predicted, figure) == getattr(counted, figure), (mode, chunk, figure)

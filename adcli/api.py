@@ -20,7 +20,7 @@ import numpy as np
 from .build import DEFAULT_NODE_LIMIT, Builder, Data
 from .parser import MAX_SOURCE_BYTES
 from .errors import AdError, ResourceProblem, SourceLocation, UsageProblem, ValueProblem
-from .memory import (ARRAY_HEADER_BYTES, BASE_BYTES, INDEXING_SCRATCH_BYTES,  # noqa: F401 (re-exported)
+from .memory import (ARRAY_HEADER_BYTES, BASE_BYTES, INDEXING_SCRATCH_BYTES, LOOP_BYTES,  # noqa: F401 (re-exported)
                      JSON_BYTES_PER_LABEL, JSON_BYTES_PER_NUMBER, PER_NODE_BYTES, SEED_INDEX_BYTES,
                      TEMPORARY_FACTOR, available_memory, cgroup_available, default_memory_limit,
                      rlimit_available)
@@ -480,6 +480,7 @@ class Program:
         values, result, seeded, indexed, arrays = self._peak_cache[key]
         return int(TEMPORARY_FACTOR * values * itemsize + result * itemsize + SEED_INDEX_BYTES * seeded
                    + PER_NODE_BYTES * len(self.graph.nodes) + ARRAY_HEADER_BYTES * arrays + BASE_BYTES
+                   + LOOP_BYTES * sum(n.op == "loop" for n in self.graph.nodes)
                    + (INDEXING_SCRATCH_BYTES if indexed else 0))
 
     def resident_bytes(self, itemsize) -> int:
@@ -1070,6 +1071,11 @@ class Program:
         failing that (every local factor finite, their product not: an overflow along
         the chain), the first node whose derivative is not finite as `result`'s sweeps
         reach it. None when nothing is found."""
+        loop = self._first_loop()
+        if loop is not None:   # the node-by-node search needs the program unrolled
+            return (f"a value or derivative is not finite; the program has a loop (the repeat at line "
+                    f"{loop.line}), inside which adcli does not name the node: raise --node-limit to "
+                    "unroll it and see where")
         wrt = result.wrt if result is not None else list(self.graph.inputs)
         outputs = result.outputs if result is not None else list(self.graph.outputs)
         analysis = self._analysis(wrt, outputs)
@@ -1138,6 +1144,10 @@ class Program:
             return found.args[0]
         return None
 
+    def _first_loop(self):
+        """The first loop node of the graph (a repeat that stayed a loop), or None."""
+        return next((n for n in self.graph.nodes if n.op == "loop"), None)
+
     def _host_nodes(self, at, dtype, values: dict):
         """The graph's nodes in order for a diagnosis that evaluates them one by one on the
         host: inputs and consts are put in `values` (at `at`) as they come, the caller
@@ -1157,6 +1167,11 @@ class Program:
         """The problem behind a LinAlgError of a run: the first linear algebra node whose
         value, or whose local partial (an inverse), cannot be made at the run's point,
         found by evaluating the graph node by node on the host."""
+        loop = self._first_loop()
+        if loop is not None:   # the node-by-node search needs the program unrolled
+            return self._node_problem(loop, f"a matrix is singular where the program runs ({exc}), inside "
+                                            "this loop, where adcli does not name the node; raise "
+                                            "--node-limit to unroll it and see where")
         values = {}
         with np.errstate(all="ignore"):
             for node in self._host_nodes(at, dtype, values):

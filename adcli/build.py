@@ -466,7 +466,12 @@ class Builder:
             except _OverNodeLimit:
                 self._restore(saved, scope)
                 if not self._loop(stmt, body, count, scope):
-                    self._unroll(stmt, body, count, scope, name, stop_early)   # the limit says where
+                    try:
+                        self._unroll(stmt, body, count, scope, name, stop_early)   # the limit says where
+                    except _OverNodeLimit as exc:
+                        exc.hint = (f"lower a repeat count or a dim, or raise --node-limit (the repeat at line "
+                                    f"{stmt.line} cannot stay a loop: {self._not_a_loop(body, count)})")
+                        raise
             return
         self._unroll(stmt, body, count, scope, name, stop_early)
 
@@ -554,8 +559,9 @@ class Builder:
                 self.nodes[scope.values[n]].shape != self.nodes[i].shape for n, i in zip(carried, initial)):
             self._restore(saved, scope)
             return False
-        body_nodes = len(self.nodes) - start - len(carried)
-        if count * body_nodes > LOOP_WORK_PER_NODE * self.node_limit:
+        body_nodes = sum(node.op not in ("param", "const") for node in self.nodes[start:])
+        if not body_nodes or count * body_nodes > LOOP_WORK_PER_NODE * self.node_limit:
+            # a body that computes nothing (`g = 2; h = h`) is unrolled: it stops early
             # run per iteration (not yet compiled into a loop), a long loop costs as much
             # time as its unrolled nodes would: bounded like them
             self._restore(saved, scope)
@@ -628,6 +634,13 @@ class Builder:
                 self.rebinds += 1
             scope.values[n] = node_id
         return True
+
+    def _not_a_loop(self, body, count) -> str:
+        """Why a repeat past the node limit did not stay a loop (docs/language.md)."""
+        if any(inner.kind == "repeat" for inner in body):
+            return "it holds a nested repeat"
+        return (f"its {count:,} iterations would run more than {LOOP_WORK_PER_NODE:g} body nodes per node "
+                "of the limit, or a value it carries changes shape")
 
     def _check_index(self, index: Ast, stmt, body, scope) -> str:
         """The name of `repeat T as NAME`: a new name, never assigned in the body."""

@@ -12,7 +12,7 @@ import click
 
 from .cli import (check_dims, cli, echo_out, load_program, parse_given, parse_bytes, program_options,
                   read_input_values, run_options, split_assignment, value_options, write_atomically)
-from .errors import AdError, UsageProblem, shown
+from .errors import AdError, ResourceProblem, UsageProblem, shown
 
 GRAPHVIZ_FORMATS = ("svg", "png", "pdf")
 
@@ -72,7 +72,7 @@ def trace(file, sets, node_limit, ats, inputs_file, mode, seeds, directions, cot
     program = load_program(file, sets, node_limit)
     loops = [n for n in program.graph.nodes if n.op == "loop"]
     if loops:   # a trace is a table of every value the program makes, iteration by iteration
-        raise UsageProblem(f"trace shows programs with their repeats unrolled; the repeat at line "
+        raise ResourceProblem(f"trace shows programs with their repeats unrolled; the repeat at line "
                            f"{loops[0].line} stays a loop of {loops[0].attrs['count']:,} iterations, as "
                            f"unrolling it passes the node limit of {node_limit:,}",
                            hint="raise --node-limit to trace it unrolled, or lower the repeat count")

@@ -152,6 +152,14 @@ def equation(graph, node, dtype: str = "f64") -> str:
     elif node.op == "const":
         value = literal_value(node)
         body = f"const {fmt_number(value)}" if value is not None else f"const {node.attrs.get('name', '')}"
+    elif node.op == "loop":   # its body is a graph of its own: said in a line, not printed
+        inner = node.attrs["body"]
+        carried = ", ".join(node.attrs["results"][:node.attrs["carried"]]) or "nothing"
+        body = (f"loop {' '.join(graph.nodes[i].var for i in node.inputs)} count={node.attrs['count']:,} "
+                f"body={len(inner.nodes) - len(inner.inputs)} nodes carrying {carried}")
+        head = f"{node.var}:loop"
+    elif node.op == "loop_out":
+        body = f"loop_out {graph.nodes[node.inputs[0]].var} {node.attrs['name']}"
     else:
         body = " ".join([node.op] + [graph.nodes[i].var for i in node.inputs])
         attrs = []

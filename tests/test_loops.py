@@ -165,7 +165,7 @@ def test_trace_refuses_a_loop_in_one_sentence(tmp_path):
     path = tmp_path / "deep.ad"
     path.write_text("input x: scalar = 0.5\nrepeat 200 {\n  x = sin(x)\n}\noutput y = x\n")
     result = CliRunner().invoke(cli, ["trace", str(path), "--node-limit", "100"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1   # work that cannot fit the node limit (README's exit codes)
     assert "stays a loop of 200 iterations" in result.output
     assert "Traceback" not in result.output
 
@@ -193,3 +193,48 @@ def test_predictions_count_steady_iterations_exactly(name):
                 counted = program.jacobian(mode=mode, chunk=chunk).cost
             for figure in COUNTS + ("peak_live_values",):
                 assert getattr(predicted, figure) == getattr(counted, figure), (mode, chunk, figure)
+
+
+def test_problems_inside_a_loop_are_said_without_a_wrong_node(tmp_path):
+    """The node-by-node diagnoses need the program unrolled: inside a loop they say so,
+    with the repeat's line, instead of blaming the loop's result or losing the place."""
+    from click.testing import CliRunner
+
+    from adcli.cli import cli
+
+    nan = tmp_path / "nan.ad"
+    nan.write_text("input x: vec[3] = 1\nrepeat 50 {\n  x = x + log(x - 3)\n}\noutput y = sum(x)\n")
+    result = CliRunner().invoke(cli, ["grad", str(nan), "--node-limit", "80", "--mode", "reverse"])
+    assert "the repeat at line 2" in result.output and "loop_out" not in result.output
+    singular = tmp_path / "singular.ad"
+    singular.write_text("input A: mat[3, 3] = 1\ninput x: vec[3] = 1\nrepeat 50 {\n  x = solve(A, x)\n}\n"
+                        "output y = sum(x)\n")
+    result = CliRunner().invoke(cli, ["grad", str(singular), "--node-limit", "40"])
+    assert result.exit_code == 1
+    assert "singular.ad:3:" in result.output and "inside this loop" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_show_says_a_loop_in_a_line():
+    program = adcli.loads(PROGRAMS["tanh_layer"], loops="always")
+    from adcli.show import ir_lines
+
+    text = "\n".join(ir_lines(program.graph))
+    assert "loop v1 v2 v3 count=5 body=3 nodes carrying h" in text
+    assert "Graph(" not in text
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_a_loop_run_by_the_interpreter_stays_within_its_prediction(mode, monkeypatch):
+    """A loop too long to keep as compiled plans is run by the interpreter, iteration by
+    iteration, keeping a record per iteration in reverse mode: the memory prediction
+    counts those (interpret.LOOP_RECORD_WIDE, memory.LOOP_BYTES)."""
+    from adcli import execute
+
+    monkeypatch.setattr(execute, "MAX_CACHED_EQUATIONS", 50)   # every run too large to keep
+    source = "input x = 0.5\nrepeat 2000 {\n  x = sin(x)\n}\noutput y = x\n"
+    program = adcli.loads(source, loops="always")
+    for _ in range(2):
+        result = program.jacobian(mode=mode, measure_memory=True)
+        assert result.cost.peak_bytes <= result.cost.predicted["peak_bytes"]
+    assert program._too_large and not program._compiled

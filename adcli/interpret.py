@@ -143,8 +143,9 @@ class _Live:
         if self.now + self.indexes > self.peak_with_temporaries:
             self.peak_with_temporaries = self.now + self.indexes
 
-    def temporary(self, n: int, wide: int = 0):
-        n += wide * self.wide + self.indexes
+    def temporary(self, n: int, wide: int = 0, widened: int = 0):
+        # `widened`: elements copied to float64 only when the run's dtype is narrower
+        n += wide * self.wide + (widened * self.wide if self.wide > 1 else 0) + self.indexes
         if self.now + n > self.peak_with_temporaries:
             self.peak_with_temporaries = self.now + n
 
@@ -309,6 +310,8 @@ class Runner:
         self.primal.add(m, f)
         self.primal.traffic(1, (2 * node.size if prim.movement else sum(map(prod, shapes)) + node.size),
                             f if prim.contraction else 0)
+        if prim.scratch is not None:
+            self.live.temporary(*prim.scratch(shapes, node.shape))
         if self.xp is None:
             return Abstract(node.shape)
         return prim.evaluate(self.xp, *args, **node.attrs)

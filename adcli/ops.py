@@ -73,6 +73,9 @@ class Primitive:
     # False for ops whose derivative is zero everywhere it exists (comparisons, logical
     # ops, sign, heaviside): their tangents and cotangents are symbolic zeros.
     differentiable: bool = True
+    # what evaluating it holds besides its result, for the memory prediction: (in_shapes,
+    # out_shape) -> (values, wide, widened) as Counter.temporary takes them
+    scratch: Callable | None = None
     # Every input's partial is one array (solve's A⁻¹ serves A and b): made once per sweep
     # and kept once, whichever inputs carry derivatives (adcli.interpret).
     shared_partial: bool = False
@@ -786,7 +789,9 @@ register(Primitive(
     lambda s, out, a: (0, a["adds"]),
     jvp=[lambda T, r, t: T.scatter(t, None, r.attrs["targets"], r.attrs["adds"], r.out_shape)],
     vjp=[lambda T, r, ct: T.gather(ct, r.attrs["targets"], r.in_shapes[0])],
-    uses=[()], partials=[None], doc="1 towards each place an element is added to"))
+    uses=[()], partials=[None], doc="1 towards each place an element is added to",
+    # bincount's float64 sums, and its weights copied to float64 in a float32 run
+    scratch=lambda s, out: (0, prod(out), prod(s[0]))))
 
 
 # --- linear algebra -----------------------------------------------------------------------------

@@ -480,8 +480,14 @@ class Program:
         values, result, seeded, indexed, arrays = self._peak_cache[key]
         return int(TEMPORARY_FACTOR * values * itemsize + result * itemsize + SEED_INDEX_BYTES * seeded
                    + PER_NODE_BYTES * len(self.graph.nodes) + ARRAY_HEADER_BYTES * arrays + BASE_BYTES
-                   + LOOP_BYTES * sum(n.op == "loop" for n in self.graph.nodes)
+                   + LOOP_BYTES * self._loop_count()
                    + (INDEXING_SCRATCH_BYTES if indexed else 0))
+
+    def _loop_count(self) -> int:
+        """Loop nodes in the graph (repeats that stayed loops), counted once."""
+        if "loops" not in self._static:
+            self._static["loops"] = sum(n.op == "loop" for n in self.graph.nodes)
+        return self._static["loops"]
 
     def resident_bytes(self, itemsize) -> int:
         """In memory before the sweeps start, and through them: inputs and consts (made
@@ -1081,7 +1087,7 @@ class Program:
         analysis = self._analysis(wrt, outputs)
         values = {}
         with np.errstate(all="ignore"):
-            for node in self._host_nodes(at, dtype, values):
+            for node in self.host_nodes(at, dtype, values):
                 if node.op in ("input", "const"):
                     if not np.all(np.isfinite(values[node.id])):   # e.g. --at x=1e400
                         name = node.attrs.get("name")
@@ -1148,7 +1154,7 @@ class Program:
         """The first loop node of the graph (a repeat that stayed a loop), or None."""
         return next((n for n in self.graph.nodes if n.op == "loop"), None)
 
-    def _host_nodes(self, at, dtype, values: dict):
+    def host_nodes(self, at, dtype, values: dict):
         """The graph's nodes in order for a diagnosis that evaluates them one by one on the
         host: inputs and consts are put in `values` (at `at`) as they come, the caller
         evaluates the rest. It stops at a loop: naming one node of one iteration needs
@@ -1174,7 +1180,7 @@ class Program:
                                             "--node-limit to unroll it and see where")
         values = {}
         with np.errstate(all="ignore"):
-            for node in self._host_nodes(at, dtype, values):
+            for node in self.host_nodes(at, dtype, values):
                 if node.op in ("input", "const"):
                     continue
                 prim = REGISTRY[node.op]

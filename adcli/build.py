@@ -555,7 +555,7 @@ class Builder:
         finally:
             self.repeat_stack.pop()
         results = [scope.values[n] for n in assigned]
-        if not all(isinstance(r, int) for r in results) or len(self.nodes) == start + len(carried) or any(
+        if not all(isinstance(r, int) for r in results) or any(
                 self.nodes[scope.values[n]].shape != self.nodes[i].shape for n, i in zip(carried, initial)):
             self._restore(saved, scope)
             return False
@@ -1456,14 +1456,19 @@ class Builder:
                     for part in key)
         return self.emit("gather", (node,), ast, {"key": key, "result_shape": result_shape, "adds": adds})
 
-    def _take_along_axis(self, ast, args, kwargs, scope) -> int:
-        self._arity("take_along_axis", args, kwargs, 2, ast, ("axis",))
+    def _value_and_indices(self, name, ast, args, kwargs, scope, arity, keywords=()) -> tuple:
+        """(node, shape, integer indices) of a call name(value, indices, ...)."""
+        self._arity(name, args, kwargs, arity, ast, keywords)
         node = self.expr(args[0], scope)
-        shape = self.nodes[node].shape
         positions = self._index_array(args[1], scope)
         if positions is None:
-            self.fail(ValueProblem, "take_along_axis takes integer data as its indices: an integer "
-                      "const or a list of whole numbers", args[1])
+            self.fail(ValueProblem, f"{name} takes integer data as its indices: an integer const or a "
+                      "list of whole numbers", args[1])
+        return node, self.nodes[node].shape, positions
+
+    def _take_along_axis(self, ast, args, kwargs, scope) -> int:
+        node, shape, positions = self._value_and_indices("take_along_axis", ast, args, kwargs, scope, 2,
+                                                         ("axis",))
         if not shape or positions.ndim != len(shape):
             self.fail(ShapeProblem, f"take_along_axis needs indices with the value's dimensions: "
                       f"{format_shape(shape)} with {_int_type(positions.shape)}", ast)
@@ -1489,13 +1494,7 @@ class Builder:
     def _scatter_add(self, ast, args, kwargs, scope) -> int:
         """scatter_add(values, idx, n): zeros of n rows, values[k] added to row idx[k] (NumPy's
         np.add.at, JAX's segment_sum): idx's shape leads values' shape."""
-        self._arity("scatter_add", args, kwargs, 3, ast)
-        node = self.expr(args[0], scope)
-        shape = self.nodes[node].shape
-        positions = self._index_array(args[1], scope)
-        if positions is None:
-            self.fail(ValueProblem, "scatter_add takes integer data as its indices: an integer const "
-                      "or a list of whole numbers", args[1])
+        node, shape, positions = self._value_and_indices("scatter_add", ast, args, kwargs, scope, 3)
         n = self.integer(args[2], scope, "a size", positive=True)
         if tuple(shape[:positions.ndim]) != positions.shape:
             self.fail(ShapeProblem, f"scatter_add needs one index per leading element of the values: "

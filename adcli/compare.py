@@ -256,8 +256,6 @@ def kinks_at(program, wrt, at) -> list[str]:
     from .ops import REGISTRY
 
     graph = program.graph
-    host = program.resolve_inputs(at)
-    changed = program.resolve_consts(at)
     wrt_ids = {graph.inputs[name] for name in wrt}
     values, varies, found = {}, {}, []
 
@@ -267,12 +265,8 @@ def kinks_at(program, wrt, at) -> list[str]:
             else (node.text.strip() or node.var)
 
     with np.errstate(all="ignore"):
-        for node in graph.nodes:
-            if node.op in ("loop", "loop_out"):   # kinks are named in unrolled programs only
-                break
+        for node in program.host_nodes(at, "float64", values):   # (stops at a loop)
             if node.op in ("input", "const"):
-                values[node.id] = np.asarray(host[node.attrs["name"]] if node.op == "input"
-                                             else program.const_value(node, changed), dtype=np.float64)
                 varies[node.id] = node.id in wrt_ids
                 continue
             args = [values[i] for i in node.inputs]

@@ -290,6 +290,7 @@ class Runner:
         self.derivative = Counter(self.live.temporary)
         self._moves = {}
         self._children = {}    # loop node -> the Runner of its body
+        self._loop_records = {}   # loop node -> per iteration, what its backward sweep reads
         # inputs (a loop body's params) whose values and tangents this sweep owns and frees
         # at their last use, as it frees what it makes (Runner._loop)
         self.adopt_values, self.adopt_tangents = set(), set()
@@ -394,10 +395,15 @@ class Runner:
         params_t = [tangents.get(i) if tangents is not None else None for i in loop.inputs]
         owned = [False] * nc   # made by the loop (so freed by it), not the caller's
         held = [False] * nc    # a tangent the loop holds a reference on
-        it, previous = 0, None
+        steady = _Steady(self) if self.xp is None else None
+        it = 0
         while it < sched.count:
-            if self.xp is None:   # predicting: an iteration that starts as the last one did
-                previous, it = self._skip_steady(sched, it, previous, (params_t, owned, held))
+            if steady is not None:   # predicting: count the steady iterations without walking them
+                state = (id(sched.analysis(it)), _kinds(params_t), tuple(owned), tuple(held))
+                times = sched.steady_until(it) - 1 - it
+                if steady.skip(state, times) is not None:
+                    it += times
+                steady.begin((id(sched.analysis(it)), _kinds(params_t), tuple(owned), tuple(held)))
             an = sched.analysis(it)
             wanted = sched.live[it]   # results needed after this iteration
             passed = {sched.out_ids[q] for q in wanted if sched.out_ids[q] < sched.n_params}   # params kept
@@ -434,6 +440,8 @@ class Runner:
                 params_t = new_t[:nc] + params_t[nc:]
                 owned = new_owned[:nc]
                 held = [bool(t) for t in new_t[:nc]]
+            if steady is not None:
+                steady.end()
             it += 1
         values[loop.id] = None   # the loop's own value: none (its results are the loop_outs')
         outs = analysis.loop_outs.get(loop.id, {})
@@ -462,28 +470,6 @@ class Runner:
     def _recompute_of(analysis, plan) -> bool:
         """Which residual plan (Runner.residual_plan) `plan` is: its bodies' plans match."""
         return next(flag for flag, made in analysis.plans.items() if made is plan)
-
-    def _skip_steady(self, sched, it, previous, carried):
-        """Predicting (shapes only), iterations that start in the same state run the same
-        walk: the same counts, the same live values at their end. When iteration `it`
-        starts as iteration it − 1 did (the same body analysis, the same kinds and shapes
-        of carried tangents, the same live-value books), the iterations up to the last
-        before the schedule changes are counted as it − 1's work times their number
-        instead of walked. Returns (this start's state, the iteration to run next)."""
-        live = self.live
-        kinds = tuple(None if not ts else tuple(sorted(
-            (str(b), type(t).__name__, (t.k, t.node_shape, t.identity) if isinstance(t, Seed) else t.shape)
-            for b, t in ts.items())) for ts in carried[0])
-        state = (id(sched.analysis(it)), kinds, tuple(carried[1]), tuple(carried[2]), live.now, live.indexes,
-                 live.arrays, len(live._refs))
-        counts = (self.primal.snapshot(), self.derivative.snapshot())
-        if previous is not None and previous[0] == state:
-            skip = sched.steady_until(it) - 1 - it   # the run's last iteration is walked
-            if skip > 0:
-                self.primal.repeat(previous[1][0], skip)
-                self.derivative.repeat(previous[1][1], skip)
-                return None, it + skip
-        return (state, counts), it
 
     def _loop_entries(self, loop, analysis, recompute) -> list:
         """A loop's residual-plan entries: a cotangent for each input that depends on the
@@ -566,7 +552,6 @@ class Runner:
             if steady is not None:
                 steady.end(cached - before)
             it += 1
-        self._loop_records = getattr(self, "_loop_records", {})
         self._loop_records[loop.id] = records
         values[loop.id] = None
         seen = set()
@@ -970,12 +955,13 @@ LOOP_RECORD_WIDE = 64
 
 
 class _Steady:
-    """Predicting reverse mode through a loop (shapes only): an iteration that starts in
+    """Predicting through a loop (shapes only): an iteration that starts in
     the same state as the one before (`state`: the body analysis and the kinds of what
     is carried) does the same walk from there, so it changes the counts and the live
     values by the same amounts and reaches the same height above where it started. Such
     iterations are counted from the last walked one instead of walked, the live values
-    growing (residuals kept) or falling (residuals freed) linearly, peaks included."""
+    unchanged (forward mode), growing (residuals kept) or falling (residuals freed)
+    linearly, peaks included."""
 
     def __init__(self, runner):
         self.runner = runner
@@ -1066,6 +1052,7 @@ class LoopSchedule:
         self.out_ids = [body.outputs[n] for n in self.names]
         self.n_params = len(loop.inputs)
         self._analyses = {}
+        self._computed = {}   # live results -> the body nodes they need
         depends = analysis.loop_depends[loop.id]
         outs = analysis.loop_outs.get(loop.id, {})
         # results whose values are needed after each iteration: the last one's that a loop_out
@@ -1088,14 +1075,13 @@ class LoopSchedule:
 
     def computed(self, live: frozenset) -> list:
         """The body's nodes the results at positions `live` need (params included)."""
-        key = ("computed", live)
-        if key not in self._analyses:
+        if live not in self._computed:
             needed = {self.out_ids[q] for q in live}
             for node in reversed(self.body.nodes):
                 if node.id in needed:
                     needed.update(node.inputs)
-            self._analyses[key] = [node.id in needed for node in self.body.nodes]
-        return self._analyses[key]
+            self._computed[live] = [node.id in needed for node in self.body.nodes]
+        return self._computed[live]
 
     def analysis_for(self, depends: frozenset, needed: tuple, live: frozenset | None = None) -> Analysis:
         key = (depends, needed, live)

@@ -443,8 +443,9 @@ class Program:
         return [prod(shape_of(n)) for n in names]
 
     def predict(self, mode: str, wrt=None, chunk: int | None = None, outputs=None,
-                single: bool = False) -> Cost:
-        """The counts `mode` will report, from shapes alone (no arithmetic)."""
+                single: bool = False, checkpoints: int | None = None) -> Cost:
+        """The counts `mode` will report, from shapes alone (no arithmetic). `checkpoints`:
+        reverse mode keeping at most that many states per loop (binomial checkpointing)."""
         wrt = self._wrt(wrt)
         outputs = list(outputs or self.graph.outputs)
         if mode == "forward":
@@ -453,7 +454,7 @@ class Program:
             sizes = [1] if single else self._sizes(outputs, self.output_shape)
         passes = sum(sizes)
         chunk = passes if chunk is None else max(1, min(chunk, passes))
-        return self._run(mode, wrt, outputs, chunk, sizes, None, single=single)
+        return self._run(mode, wrt, outputs, chunk, sizes, None, single=single, checkpoints=checkpoints)
 
     def _jacobian_shape(self, wrt, outputs) -> tuple[int, int]:
         """(m, n): output scalars of `outputs`, input scalars of `wrt`."""
@@ -463,15 +464,17 @@ class Program:
         return self._sizes(wrt, self.input_shape) if mode == "forward" else \
             self._sizes(outputs, self.output_shape)
 
-    def predicted_peak_bytes(self, mode, wrt, outputs, chunk, itemsize, single=False) -> int:
+    def predicted_peak_bytes(self, mode, wrt, outputs, chunk, itemsize, single=False,
+                             checkpoints=None) -> int:
         """The bytes a run of `mode` with `chunk` directions per sweep (`single`: one
         given JVP or VJP) is predicted to need at its peak: what the chunk choice, the
         refusal and --mode auto use."""
         # the prediction depends on the graph alone: made once per program and layout
-        key = (mode, tuple(wrt), tuple(outputs), chunk, single, itemsize)
+        key = (mode, tuple(wrt), tuple(outputs), chunk, single, itemsize, checkpoints)
         if key not in self._peak_cache:
             sizes = [1] if single else self._pass_sizes(mode, wrt, outputs)
-            cost = self._run(mode, wrt, outputs, chunk, sizes, None, single=single, itemsize=itemsize)
+            cost = self._run(mode, wrt, outputs, chunk, sizes, None, single=single, itemsize=itemsize,
+                             checkpoints=checkpoints)
             m, n = self._jacobian_shape(wrt, outputs)
             result = 0 if single or cost.sweeps == 1 else m * n
             seeded = 0 if single else max(sizes, default=0)
@@ -518,19 +521,20 @@ class Program:
                 if REGISTRY.get(n.op) is not None and (REGISTRY[n.op].movement or n.op == "scatter_add"))
         return self._static["index_bytes"]
 
-    def required_bytes(self, mode, wrt, outputs, chunk, itemsize) -> int:
+    def required_bytes(self, mode, wrt, outputs, chunk, itemsize, checkpoints=None) -> int:
         """What the memory limit is checked against: the sweeps' predicted peak and the
         inputs and consts they read."""
-        return self.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize) + self.resident_bytes(itemsize)
+        return (self.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize, checkpoints=checkpoints)
+                + self.resident_bytes(itemsize))
 
-    def choose_chunk(self, mode, wrt, outputs, memory_limit, itemsize):
+    def choose_chunk(self, mode, wrt, outputs, memory_limit, itemsize, checkpoints=None):
         """The largest chunk whose predicted memory fits the limit, and a note."""
         passes = sum(self._pass_sizes(mode, wrt, outputs))
         if not passes:   # every output empty (reverse mode): no directions, no sweep
             return 0, ""
 
         def need(chunk):
-            return self.required_bytes(mode, wrt, outputs, chunk, itemsize)
+            return self.required_bytes(mode, wrt, outputs, chunk, itemsize, checkpoints)
 
         if need(passes) <= memory_limit:
             return passes, ""
@@ -550,17 +554,20 @@ class Program:
                     f"{_bytes(need(passes))}, over the memory limit of {_bytes(memory_limit)}")
 
     def _run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single=False, seeds_single=None,
-             observer=None, compile_only=False, itemsize=8):
+             observer=None, compile_only=False, itemsize=8, checkpoints=None):
         """Run (or, with run_inputs None, predict) one mode. Returns a Cost, and with
         run_inputs also hands the derivative arrays to run_inputs['store'].
 
         A run is compiled on first use (adcli.execute.Stager: its sweeps become plans and
         its counts are taken) and replayed from then on (Replay). `compile_only`: make
         sure it is compiled; returns None when it already was. `itemsize`: of the dtype a
-        prediction's temporaries are counted in (an int64 index is 8 / itemsize values)."""
+        prediction's temporaries are counted in (an int64 index is 8 / itemsize values).
+        `checkpoints`: reverse mode keeps at most that many states per loop."""
         abstract = run_inputs is None
+        checkpoints = checkpoints if mode == "reverse" and self._loop_count() else None
         if self.check_plans and not abstract and observer is None and not compile_only:
-            return self._checked_run(mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single)
+            return self._checked_run(mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single,
+                                     checkpoints)
         compiled = key = None
         if abstract:
             runner = Runner(self.graph, None, None)
@@ -572,7 +579,7 @@ class Program:
             runner.observer = observer
         else:
             key = (mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single,
-                   tuple(seeds_single or ()), run_inputs["backend"], str(run_inputs["dtype"]))
+                   tuple(seeds_single or ()), run_inputs["backend"], str(run_inputs["dtype"]), checkpoints)
             compiled = self._last_compiled = self._compiled.get(key)
             if compile_only and (compiled is not None or key in self._too_large):
                 return None   # compiled already, or too large to keep: interpreted by the run itself
@@ -590,7 +597,9 @@ class Program:
                                 run_inputs["inputs"], run_inputs["consts"], give_up=compile_only,
                                 constant_budget=run_inputs.get("constant_budget", MAX_CACHED_CONSTANT_BYTES))
         analysis = self._analysis(wrt, outputs)
-        cost = Cost(passes=sum(sizes), chunk=chunk)
+        cost = Cost(passes=sum(sizes), chunk=chunk, checkpoints=checkpoints)
+        if not isinstance(runner, Replay):
+            runner.checkpoints = checkpoints
         block_names = wrt if mode == "forward" else outputs
         shape_of = self.input_shape if mode == "forward" else self.output_shape
         if single:
@@ -621,6 +630,7 @@ class Program:
         cost.peak_values_with_temporaries = runner.live.peak_with_temporaries
         cost.peak_arrays = runner.live.peak_arrays
         cost.indexed = runner.derivative.indexed
+        cost.recomputed_steps = runner.recomputed_steps
         if isinstance(runner, Replay):
             return compiled.counted()
         if isinstance(runner, Stager):
@@ -633,7 +643,7 @@ class Program:
                 self._too_large.add(key)
         return cost
 
-    def _checked_run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single):
+    def _checked_run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single, checkpoints):
         """The checking mode (check_plans): the compiled run, then the reference interpreter
         (counting and keeping liveness as it goes) on the same inputs; their results must be
         equal to round-off (same_to_roundoff) and their counts equal, or PlanMismatch is raised.
@@ -646,11 +656,12 @@ class Program:
         self.check_plans = False
         try:
             mine = dict(run_inputs, store=keep(got))
-            cost = self._run(mode, wrt, outputs, chunk, sizes, mine, single, seeds_single)
+            cost = self._run(mode, wrt, outputs, chunk, sizes, mine, single, seeds_single,
+                             checkpoints=checkpoints)
             values = mine["values"]
             reference = dict(run_inputs, store=keep(want))
             ref_cost = self._run(mode, wrt, outputs, chunk, sizes, reference, single, seeds_single,
-                                 observer=lambda *args: None)
+                                 observer=lambda *args: None, checkpoints=checkpoints)
         finally:
             self.check_plans = True
         xp = run_inputs["xp"]
@@ -726,7 +737,7 @@ class Program:
         total = 0
         for (layout, times), final in _with_last(sweeps):
             total += times
-            before = runner.derivative.snapshot()
+            before = runner.derivative.snapshot(), runner.primal.snapshot(), runner.recomputed_steps
             seeds = {}
             for name, blocks in self._seeds(runner, layout, outputs_blocks, shape_of, seeds_single).items():
                 target = seeds.setdefault(self.graph.outputs[name], {})
@@ -742,8 +753,11 @@ class Program:
                     for node_id, name in wrt_ids.items():
                         run["store"](name, block, offset, k, results.get(node_id, {}).get(block))
             if times > 1:   # identical sweeps: count the rest without running them
-                runner.derivative.repeat(before, times - 1)
+                runner.derivative.repeat(before[0], times - 1)
+                runner.primal.repeat(before[1], times - 1)   # steps of a loop run again
+                runner.recomputed_steps += (runner.recomputed_steps - before[2]) * (times - 1)
         cost.sweeps = total
+        cost.cached_values += runner.cached_extra
 
     # -- public entry points ---------------------------------------------------------------
     def _prepare(self, backend, dtype, at, memory_limit: int | None = None):
@@ -807,8 +821,11 @@ class Program:
     def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
                  backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
                  measure_memory: bool = False, warmup: bool | None = None,
-                 json: bool = False) -> Derivative:
+                 json: bool = False, checkpoints: int | str | None = None) -> Derivative:
         """The full Jacobian of all outputs w.r.t. `wrt` (default: all inputs).
+        `checkpoints` (reverse mode): reverse each loop keeping at most that many states
+        (binomial checkpointing; "auto": none while every residual fits the memory limit,
+        else the most states that fit).
         `warmup` (default: the backend's choice, on for CuPy) runs the sweeps once
         before the measured run and reports that run's time as cost.time_s["warmup"].
         `json`: the result will be written as JSON (report.derivative_json_pieces): refused
@@ -821,6 +838,7 @@ class Program:
             raise UsageProblem(f"unknown mode '{mode}'; choose forward, reverse or auto")
         if chunk is not None and chunk < 1:
             raise UsageProblem("--chunk must be at least 1")
+        _check_checkpoints(checkpoints)
         itemsize = np.dtype(DTYPES.get(dtype, np.float64)).itemsize
         if isinstance(backend, str):
             from .backends import get_backend
@@ -835,18 +853,22 @@ class Program:
                 f"limit of {_bytes(limit)}", hint="differentiate fewer inputs with --wrt, or compute "
                 "one JVP or VJP with --direction or --cotangent")
         if mode == "auto":
-            decision = self.decide(wrt, chunk, limit, backend, dtype)
+            decision = self.decide(wrt, chunk, limit, backend, dtype, checkpoints=checkpoints)
             if decision.mode is None:
                 raise ResourceProblem(decision.reason, hint="raise --memory-limit, lower a dim with "
                                       "--set, or differentiate fewer inputs with --wrt")
             mode, note = decision.mode, "auto picked " + decision.reason
         sizes = in_sizes if mode == "forward" else out_sizes
         passes = sum(sizes)
+        if mode == "forward" or not self._loop_count():   # nothing to checkpoint
+            checkpoints = None
+        elif checkpoints == "auto":
+            checkpoints = self.choose_checkpoints(wrt, outputs, limit, itemsize, chunk)
         chunk_note = ""
         if chunk is None:
-            chunk, chunk_note = self.choose_chunk(mode, wrt, outputs, limit, itemsize)
+            chunk, chunk_note = self.choose_chunk(mode, wrt, outputs, limit, itemsize, checkpoints)
         else:   # a chunk given: checked too, never run past the limit
-            need = self.required_bytes(mode, wrt, outputs, min(chunk, passes), itemsize)
+            need = self.required_bytes(mode, wrt, outputs, min(chunk, passes), itemsize, checkpoints)
             if need > limit:
                 raise ResourceProblem(f"{mode} mode with --chunk {chunk} needs about {_bytes(need)}, over "
                                       f"the memory limit of {_bytes(limit)}",
@@ -877,11 +899,12 @@ class Program:
             stacked[key][offset:offset + k] = dense
 
         run["store"] = store
-        run["constant_budget"] = limit - self.required_bytes(mode, wrt, outputs, chunk, itemsize)
+        run["constant_budget"] = limit - self.required_bytes(mode, wrt, outputs, chunk, itemsize, checkpoints)
         cost = self._measured(be, measure_memory, warmup,
                               lambda r, observer, only=False: self._run(mode, wrt, outputs, chunk, sizes, r,
-                                                                   compile_only=only), run)
-        self._predicted(cost, be, mode, wrt, outputs, chunk, itemsize)
+                                                                   compile_only=only, checkpoints=checkpoints),
+                              run)
+        self._predicted(cost, be, mode, wrt, outputs, chunk, itemsize, checkpoints=checkpoints)
         values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
         host_dtype = DTYPES[dtype]
         blocks = {}
@@ -916,21 +939,47 @@ class Program:
         return self._default_limits[name]
 
     def decide(self, wrt=None, chunk=None, memory_limit=None, backend="numpy", dtype="float64",
-               exclude=()):
+               exclude=(), checkpoints=None):
         """The mode --mode auto runs, and why (adcli.decide): the least predicted time
         among the modes predicted to fit the memory limit."""
         from .decide import decide
 
-        return decide(self, wrt, chunk, memory_limit, backend, dtype, exclude=exclude)
+        return decide(self, wrt, chunk, memory_limit, backend, dtype, exclude=exclude, checkpoints=checkpoints)
 
-    def _predicted(self, cost, be, mode, wrt, outputs, chunk, itemsize, single=False):
+    def choose_checkpoints(self, wrt, outputs, memory_limit, itemsize, chunk=None):
+        """--checkpoints auto: None (every iteration's residuals kept) when reverse mode
+        fits the memory limit so, else the most states per loop (the fewest recomputed
+        steps) whose predicted need fits, at `chunk` directions per sweep (None: one)."""
+        chunk = max(1, min(chunk or 1, sum(self._pass_sizes("reverse", wrt, outputs)) or 1))
+
+        def fits(states):
+            return self.required_bytes("reverse", wrt, outputs, chunk, itemsize, states) <= memory_limit
+
+        if not self._loop_count() or fits(None):
+            return None
+        most = max(n.attrs["count"] for n in self.graph.nodes if n.op == "loop")
+        if not fits(1):
+            need = self.required_bytes("reverse", wrt, outputs, chunk, itemsize, 1)
+            raise ResourceProblem(f"reverse mode needs about {_bytes(need)} even keeping one state per loop, "
+                                  f"over the memory limit of {_bytes(memory_limit)}",
+                                  hint="raise --memory-limit, lower a dim with --set, or try --mode forward")
+        lo, hi = 1, most   # more states: fewer recomputations, more memory
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _predicted(self, cost, be, mode, wrt, outputs, chunk, itemsize, single=False, checkpoints=None):
         """cost.predicted: the time the machine model predicts for these very counts
         (prediction = count, so they are the predicted counts) and the predicted peak."""
         from .machine import model_for
 
         cost.predicted = {"time_s": model_for(be.name).time(cost, itemsize),
                           "peak_bytes": self.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize,
-                                                                  single=single)}
+                                                                  single=single, checkpoints=checkpoints)}
 
     def _measured(self, be, measure_memory, warmup, go, run, observer=None):
         """go(run, observer) under be.measure; with a warm-up (default: be.warmup),
@@ -1214,6 +1263,14 @@ class Program:
         place = f"{self.graph.filename}:{node.line}" if node.line else self.graph.filename
         text = f" ({node.text.strip()})" if node.text else ""
         return f"{node.var} = {node.op}{text} at {place}"
+
+
+def _check_checkpoints(checkpoints):
+    if checkpoints is None or checkpoints == "auto":
+        return
+    if isinstance(checkpoints, bool) or not isinstance(checkpoints, int) or checkpoints < 1:
+        raise UsageProblem(f"--checkpoints must be a whole number of states of at least 1, or auto; "
+                           f"got {checkpoints!r}")
 
 
 def _locate(spec, index: int) -> tuple:

@@ -56,27 +56,33 @@ class Decision:
                 "modes": {m: p.to_json() for m, p in self.plans.items()}}
 
 
-def plan_mode(program, mode, wrt, outputs, memory_limit, itemsize, model, chunk=None) -> ModePlan:
-    """Predict one mode under the memory limit (chunk None: the largest that fits)."""
+def plan_mode(program, mode, wrt, outputs, memory_limit, itemsize, model, chunk=None,
+              checkpoints=None) -> ModePlan:
+    """Predict one mode under the memory limit (chunk None: the largest that fits);
+    `checkpoints`: reverse mode's states kept per loop ("auto": as Program.choose_checkpoints)."""
     try:
+        if mode == "forward" or not program._loop_count():
+            checkpoints = None
+        elif checkpoints == "auto":
+            checkpoints = program.choose_checkpoints(wrt, outputs, memory_limit, itemsize, chunk)
         if chunk is None:
-            chunk, _ = program.choose_chunk(mode, wrt, outputs, memory_limit, itemsize)
+            chunk, _ = program.choose_chunk(mode, wrt, outputs, memory_limit, itemsize, checkpoints)
         else:
             chunk = max(1, min(chunk, sum(program._pass_sizes(mode, wrt, outputs))))
-            need = program.required_bytes(mode, wrt, outputs, chunk, itemsize)
+            need = program.required_bytes(mode, wrt, outputs, chunk, itemsize, checkpoints)
             if need > memory_limit:
                 from .api import _bytes
                 raise ResourceProblem(f"{mode} mode with --chunk {chunk} needs about {_bytes(need)}, "
                                       f"over the memory limit of {_bytes(memory_limit)}")
     except ResourceProblem as exc:
         return ModePlan(mode, False, refusal=exc.message)
-    cost = program.predict(mode, wrt, chunk=chunk, outputs=outputs)
+    cost = program.predict(mode, wrt, chunk=chunk, outputs=outputs, checkpoints=checkpoints)
     return ModePlan(mode, True, chunk, cost, model.time(cost, itemsize),
-                    program.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize))
+                    program.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize, checkpoints=checkpoints))
 
 
 def decide(program, wrt=None, chunk=None, memory_limit=None, backend="numpy", dtype="float64",
-           model=None, exclude=()) -> Decision:
+           model=None, exclude=(), checkpoints=None) -> Decision:
     """The mode to run, and why. `exclude`: modes not to recommend (e.g. ones whose
     results disagreed with the others), each with its reason: {mode: reason}."""
     from .api import DTYPES
@@ -91,11 +97,12 @@ def decide(program, wrt=None, chunk=None, memory_limit=None, backend="numpy", dt
     model = model or model_for(be_name)
     limit = program.default_limit(backend) if memory_limit is None else memory_limit
     itemsize = numpy.dtype(DTYPES[dtype]).itemsize
-    key = ("decision", tuple(wrt), chunk, limit, be_name, dtype, model, tuple(sorted(dict(exclude))))
+    key = ("decision", tuple(wrt), chunk, limit, be_name, dtype, model, tuple(sorted(dict(exclude))),
+           checkpoints)
     cached = program._decisions.get(key)
     if cached is not None:
         return cached
-    plans = {m: plan_mode(program, m, wrt, outputs, limit, itemsize, model, chunk) for m in MODES}
+    plans = {m: plan_mode(program, m, wrt, outputs, limit, itemsize, model, chunk, checkpoints) for m in MODES}
     exclude = dict(exclude)
     usable = [m for m in MODES if plans[m].fits and m not in exclude]
     notes = [f"{m} is out: {exclude[m]}" for m in MODES if m in exclude]

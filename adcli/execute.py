@@ -116,7 +116,10 @@ class Stager(Runner):
     def _residual_label(self, key) -> str:
         if isinstance(key, tuple) and key[0] == "L":   # ('L', loop, iteration, key): a loop body's
             inner = key[3]
-            what = f"d{inner[1] + 1}_{inner[2]}" if isinstance(inner, tuple) else f"v{inner + 1}"
+            if isinstance(inner, tuple) and inner[0] == "s":   # a saved state (checkpointing)
+                what = f"state{inner[1]}"
+            else:
+                what = f"d{inner[1] + 1}_{inner[2]}" if isinstance(inner, tuple) else f"v{inner + 1}"
             return f"{self.label(key[1])}_it{key[2]}_{what}"
         if isinstance(key, tuple):   # ('p', node, input index): a partial
             node = self.graph.nodes[key[1]]
@@ -202,6 +205,7 @@ class Replay:
         self.derivative = Counter()
         self.live = _Unwatched()
         self.observer = None
+        self.recomputed_steps = self.cached_extra = 0   # (the compiled run's counts hold them)
 
     def seed(self, shape, offset, k):
         return None   # made while staging: a constant of the plan

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from math import prod
 
+from .checkpoint import schedule
 from .ops import REGISTRY, Residuals
 from .tangents import Abstract, Counter, Linear, Seed, live_size
 
@@ -41,6 +42,8 @@ class Cost:
     peak_values_with_temporaries: int = 0   # the memory prediction's inputs (not documented counts):
     indexed: bool = False                   # whether a rule gathers or scatters by index arrays
     peak_arrays: int = 0                    # the most arrays alive at once (their headers)
+    recomputed_steps: int = 0       # checkpointing: loop body steps run beyond keeping everything
+    checkpoints: int | None = None  # the states kept per loop (None: every iteration's residuals)
     peak_bytes: int | None = None
     time_s: dict = field(default_factory=dict)
     predicted: dict = field(default_factory=dict)   # {"time_s", "peak_bytes"}, from the graph
@@ -60,7 +63,8 @@ class Cost:
                 "flops": {"primal": self.flops_primal, "derivative": self.flops_derivative},
                 "cached_values": self.cached_values, "cached_inputs": self.cached_inputs,
                 "peak_live_values": self.peak_live_values, "ops": self.ops,
-                "values_moved": self.values_moved, "gemm_flops": self.gemm_flops}
+                "values_moved": self.values_moved, "gemm_flops": self.gemm_flops,
+                "checkpoints": self.checkpoints, "recomputed_steps": self.recomputed_steps}
 
     def to_json(self) -> dict:
         data = self.counts()
@@ -295,11 +299,17 @@ class Runner:
         # at their last use, as it frees what it makes (Runner._loop)
         self.adopt_values, self.adopt_tangents = set(), set()
         self.observer = None   # adcli.trace: called per node as the sweeps run
+        # reverse mode: reverse each loop keeping at most this many states (binomial
+        # checkpointing, adcli.checkpoint); None keeps every iteration's residuals
+        self.checkpoints = None
+        self.recomputed_steps = 0   # forward body steps run beyond what keeping everything runs
+        self.cached_extra = 0       # checkpointing: the most kept at once beyond the forward sweep's
 
     # -- shared pieces ---------------------------------------------------------------
     def leaf_value(self, node):
-        if self.xp is None:
-            return Abstract(node.shape)
+        if self.xp is None:   # (a loop body's params: the values going in, for their identity)
+            given = self.input_values.get(node.attrs["name"]) if node.op == "input" else None
+            return Abstract(node.shape) if given is None else given
         if node.op == "input":
             return self.input_values[node.attrs["name"]]
         return self.const_values[node.id]
@@ -466,10 +476,14 @@ class Runner:
                 for t in (new_t[q] or {}).values():
                     live.release(t)
 
+    def _checkpointed(self, loop) -> bool:
+        """Whether reverse mode reverses `loop` from saved states (Runner.checkpoints)."""
+        return self.checkpoints is not None and loop.attrs["count"] >= 2
+
     @staticmethod
     def _recompute_of(analysis, plan) -> bool:
         """Which residual plan (Runner.residual_plan) `plan` is: its bodies' plans match."""
-        return next(flag for flag, made in analysis.plans.items() if made is plan)
+        return next(key[0] for key, made in analysis.plans.items() if made is plan)
 
     def _loop_entries(self, loop, analysis, recompute) -> list:
         """A loop's residual-plan entries: a cotangent for each input that depends on the
@@ -483,6 +497,8 @@ class Runner:
                 for _, keys in entries:
                     kept.update(k for k in keys if isinstance(k, int) and k < sched.n_params
                                 and (first or k >= sched.carried))
+        if self._checkpointed(loop):   # steps are run again from the state going in
+            kept = set(range(sched.n_params))
         return [(p, [loop.inputs[p]] if p in kept else []) for p, i in enumerate(loop.inputs)
                 if analysis.depends[i] or p in kept]
 
@@ -492,6 +508,8 @@ class Runner:
         Returns the cached values it adds: the body's, and a carried value an iteration
         keeps that the one before did not already keep, less a result the last iteration
         keeps that the caller (`refs`) keeps too: one value, counted once."""
+        if self._checkpointed(loop):
+            return _Checkpointed(self, loop, analysis, plan).forward(values, residuals, refs)
         sched, child, live = self._schedule(loop, analysis), self._child(loop), self.live
         recompute = self._recompute_of(analysis, plan)
         nc, body = sched.carried, loop.attrs["body"]
@@ -572,10 +590,11 @@ class Runner:
     def _loop_backward(self, loop, analysis, plan, residuals, pending, cts, final):
         """The backward sweep through a loop: the body's, iteration by iteration from the
         last; carried cotangents go to the iteration before, closed-over ones add up."""
-        sched, child, live = self._schedule(loop, analysis), self._child(loop), self.live
-        recompute = self._recompute_of(analysis, plan)
+        if self._checkpointed(loop):
+            return _Checkpointed(self, loop, analysis, plan).backward(residuals, pending, cts, final)
+        sched = self._schedule(loop, analysis)
         records = self._loop_records[loop.id]
-        nc, body = sched.carried, loop.attrs["body"]
+        body_plan = self._body_plans(analysis, plan)
         seeds = pending   # position -> {block: cotangent}, held
         steady = _Steady(self) if self.xp is None else None
         it = sched.count - 1
@@ -586,56 +605,73 @@ class Runner:
                 if steady.skip(state, it - first) is not None:
                     it = first
                 steady.begin(self._backward_state(sched, it, loop, seeds, cts))
-            an = sched.analysis(it)
-            keys, refs_i, mine = records[it]
-            res = {k: residuals[("L", loop.id, it, k)] for k in keys if ("L", loop.id, it, k) in residuals}
-            given = {}
-            # the sums so far of the loop inputs' cotangents go in as the params' own, so the
-            # body adds to them as the unrolled iterations add to one sum (not a sum of sums)
-            taken = {}
-            for pid, outer_id in enumerate(loop.inputs):
-                if (pid >= nc or it == 0) and outer_id in cts and loop.inputs.count(outer_id) == 1:
-                    taken[pid] = cts.pop(outer_id)
-                    given[pid] = dict(taken[pid])
-                    for t in given[pid].values():
-                        live.hold(t)
-            for q, blocks in seeds.items():
-                target = given.setdefault(sched.out_ids[q], {})
-                for b, ct in blocks.items():
-                    if b in target:   # two results that are one value: their cotangents add
-                        self._accumulate(Linear(self.xp, ct.shape[0], self.derivative, self.dtype), target, b, ct)
-                    else:
-                        target[b] = ct
-                        live.hold(ct)
-            got = child.backward_sweep(an, child.residual_plan(an, recompute), res, refs_i, given,
-                                       set(range(sched.n_params)), final)
-            for blocks in given.values():
-                for t in blocks.values():
-                    live.release(t)
-            for blocks in list(seeds.values()) + list(taken.values()):
-                for t in blocks.values():
-                    live.release(t)
-            if final:
-                live.indexes -= LOOP_RECORD_WIDE * live.wide
-                for k in keys:
-                    if k not in res:
-                        residuals.pop(("L", loop.id, it, k), None)
-                for p in mine:
-                    residuals.pop(("L", loop.id, it, p), None)
-                    live.drop(prod(body.nodes[p].shape))
-            seeds = {}
-            for pid, blocks in got.items():
-                if pid < nc and it > 0:   # to the iteration before
-                    seeds[pid] = blocks
-                    for t in blocks.values():
-                        live.hold(t)
-                else:                     # to the loop's input
-                    target = cts.setdefault(loop.inputs[pid], {})
-                    for b, ct in blocks.items():
-                        self._accumulate(Linear(self.xp, ct.shape[0], self.derivative, self.dtype), target, b, ct)
+            seeds = self._loop_backward_step(loop, sched, it, body_plan, records[it], residuals, seeds,
+                                             cts, final, final)
             if steady is not None:
                 steady.end()
             it -= 1
+
+    def _body_plans(self, analysis, plan):
+        """The body's residual plan for an iteration's analysis, as the graph's `plan` was made."""
+        recompute = self._recompute_of(analysis, plan)
+        return lambda child, an: child.residual_plan(an, recompute)
+
+    def _loop_backward_step(self, loop, sched, it, body_plan, record, residuals, seeds, cts, final,
+                            free_record):
+        """The body's backward sweep for iteration `it`: given the cotangents of its results
+        (`seeds`, position -> blocks, held), adds to the loop inputs' sums (`cts`) and returns
+        the cotangents of the iteration before's results. `free_record`: the iteration's
+        residuals are freed as they are used (the last sweep, or a checkpointed step)."""
+        child, live = self._child(loop), self.live
+        nc, body = sched.carried, loop.attrs["body"]
+        an = sched.analysis(it)
+        keys, refs_i, mine = record
+        res = {k: residuals[("L", loop.id, it, k)] for k in keys if ("L", loop.id, it, k) in residuals}
+        given = {}
+        # the sums so far of the loop inputs' cotangents go in as the params' own, so the
+        # body adds to them as the unrolled iterations add to one sum (not a sum of sums)
+        taken = {}
+        for pid, outer_id in enumerate(loop.inputs):
+            if (pid >= nc or it == 0) and outer_id in cts and loop.inputs.count(outer_id) == 1:
+                taken[pid] = cts.pop(outer_id)
+                given[pid] = dict(taken[pid])
+                for t in given[pid].values():
+                    live.hold(t)
+        for q, blocks in seeds.items():
+            target = given.setdefault(sched.out_ids[q], {})
+            for b, ct in blocks.items():
+                if b in target:   # two results that are one value: their cotangents add
+                    self._accumulate(Linear(self.xp, ct.shape[0], self.derivative, self.dtype), target, b, ct)
+                else:
+                    target[b] = ct
+                    live.hold(ct)
+        got = child.backward_sweep(an, body_plan(child, an), res, refs_i, given, set(range(sched.n_params)),
+                                   free_record)
+        for blocks in given.values():
+            for t in blocks.values():
+                live.release(t)
+        for blocks in list(seeds.values()) + list(taken.values()):
+            for t in blocks.values():
+                live.release(t)
+        if free_record:
+            live.indexes -= LOOP_RECORD_WIDE * live.wide
+            for k in keys:
+                if k not in res:
+                    residuals.pop(("L", loop.id, it, k), None)
+            for p in mine:
+                residuals.pop(("L", loop.id, it, p), None)
+                live.drop(prod(body.nodes[p].shape))
+        seeds = {}
+        for pid, blocks in got.items():
+            if pid < nc and it > 0:   # to the iteration before
+                seeds[pid] = blocks
+                for t in blocks.values():
+                    live.hold(t)
+            else:                     # to the loop's input
+                target = cts.setdefault(loop.inputs[pid], {})
+                for b, ct in blocks.items():
+                    self._accumulate(Linear(self.xp, ct.shape[0], self.derivative, self.dtype), target, b, ct)
+        return seeds
 
     @staticmethod
     def _backward_state(sched, it, loop, seeds, cts) -> tuple:
@@ -772,9 +808,10 @@ class Runner:
         alone is remade from the output in the backward sweep instead of being kept;
         with several backward sweeps it is kept, so it is still computed once.
         Static, so kept on the analysis."""
-        if recompute in analysis.plans:
-            return analysis.plans[recompute]
-        plan = analysis.plans[recompute] = {}
+        key = (recompute, self.checkpoints)
+        if key in analysis.plans:
+            return analysis.plans[key]
+        plan = analysis.plans[key] = {}
         for node in self.graph.nodes:
             if is_leaf(node) or not analysis.active[node.id]:
                 continue
@@ -945,6 +982,251 @@ class Runner:
         self.live.release(old)
         self.live.hold(new)
         target[block] = new
+
+
+class _Checkpointed:
+    """Reverse mode through one loop keeping at most S states (Runner.checkpoints):
+    binomial checkpointing, the schedule of adcli.checkpoint.
+
+    The forward sweep runs the schedule up to its first reversed step: body steps that
+    keep nothing (the primal alone), the state before some of them saved, then the last
+    step run recording its residuals, as without checkpoints. The backward sweep runs the
+    rest: before each step's backward, that step is run again from the nearest saved
+    state, recording its residuals, which its backward frees. The states the forward
+    sweep saves are residuals of the graph (a compiled backward sweep is a plan of its
+    own, reading them as inputs); those the backward sweep saves are its own.
+
+    Memory: a value the body makes is counted live once (by identity) and freed when
+    nothing holds it any more: the state in hand, a saved state, a step's residuals,
+    the graph's residuals (the forward sweep's saved states, until the last sweep)."""
+
+    def __init__(self, runner, loop, analysis, plan):
+        self.runner, self.loop, self.live = runner, loop, runner.live
+        self.outs = analysis.loop_outs.get(loop.id, {})
+        self.sched = sched = runner._schedule(loop, analysis)
+        self.child = runner._child(loop)
+        self.body_plan = runner._body_plans(analysis, plan)
+        self.nc, self.body = sched.carried, loop.attrs["body"]
+        actions = schedule(sched.count, runner.checkpoints)
+        first = next(i for i, a in enumerate(actions) if a.kind == "reverse")
+        self.prefix, self.rest = actions[:first], actions[first:]
+        self.holders = {}   # id(value) -> [value, holders, size]: values the body made, alive
+        self.hand = []      # the state in hand (the carried values going into the next step)
+        self.slots = {}     # slot -> (step, state): the saved states
+        self.recorded = (0, [])   # the step recorded now: its residuals' size, the params it keeps
+        self.most = 0
+
+    # -- what holds the body's values ------------------------------------------------------------
+    def _hold(self, values, made: dict | None = None):
+        """One more holder for each of `values` the body made; `made` ({id: size}): values
+        just made (counted live by the body's run already), registered here."""
+        for v in values:
+            entry = None if v is None else self.holders.get(id(v))
+            if entry is not None:
+                entry[1] += 1
+            elif made is not None and v is not None and id(v) in made:
+                self.holders[id(v)] = [v, 1, made[id(v)]]
+
+    def _release(self, values):
+        for v in values:
+            entry = None if v is None else self.holders.get(id(v))
+            if entry is None:
+                continue
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self.holders[id(v)]
+                self.live.drop(entry[2])
+
+    def _set_hand(self, state, made: dict | None = None):
+        old, self.hand = self.hand, list(state)
+        self._hold(self.hand, made)
+        self._release(old)
+
+    def cached(self) -> int:
+        """Values kept now for the backward sweep: the saved states' (the state going in is
+        the caller's) and the recorded step's residuals, each value once."""
+        kept = {id(v): self.holders[id(v)][2] for slot, (_, state) in self.slots.items() if slot
+                for v in state if v is not None and id(v) in self.holders}
+        kept.update((id(v), self.holders[id(v)][2]) for v in self.recorded[1] if id(v) in self.holders)
+        total = sum(kept.values()) + self.recorded[0]
+        self.most = max(self.most, total)
+        return total
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _run_body(self, it: int):
+        child = self.child
+        child.input_values = {f"${p}": v for p, v in enumerate(self.hand + self.closures)}
+        child.adopt_values = child.adopt_tangents = set()
+        return self.sched.analysis(it)
+
+    def _results(self, it: int, vals: dict) -> tuple[list, dict]:
+        """The results of step `it` (None where nothing after it reads them) and those the
+        body made: {id: size}."""
+        sched = self.sched
+        results = [vals.get(o) if q in sched.live[it] else None for q, o in enumerate(sched.out_ids)]
+        made = {id(v): prod(self.body.nodes[o].shape) for v, o in zip(results, sched.out_ids)
+                if v is not None and o >= sched.n_params}
+        return results, made
+
+    def advance(self, start: int, stop: int):
+        """Run steps start … stop − 1 forward from the state in hand, keeping nothing."""
+        runner, sched = self.runner, self.sched
+        it = start
+        while it < stop:
+            before = runner.primal.snapshot()
+            started = [id(v) in self.holders for v in self.hand]
+            results, made = self._results(it, self.child.run_primal(self._run_body(it)))
+            for v in results[self.nc:]:   # results that are not carried: read only after the last step
+                if v is not None and id(v) in made:
+                    self.live.drop(made.pop(id(v)))
+            self._set_hand(results[:self.nc], made)
+            runner.recomputed_steps += 1
+            it += 1
+            if runner.xp is None and started == [id(v) in self.holders for v in self.hand]:
+                # predicting: the steps after one like it are counted, not walked (the
+                # state replaced by one of its size: live values as they were)
+                times = min(stop, sched.steady_until(it - 1)) - it
+                if times > 0:
+                    runner.primal.repeat(before, times)
+                    runner.recomputed_steps += times
+                    it += times
+
+    def record(self, it: int, residuals) -> tuple:
+        """Run step `it` from the state in hand keeping its residuals (in `residuals`, as
+        ("L", loop, it, key)). Returns its results, those the body made ({id: size}) and
+        its record (as Runner._loop_backward_step reads it)."""
+        child, live = self.child, self.live
+        an = self._run_body(it)
+        vals, res, refs_i, cached_i, _ = child.reverse_forward_sweep(an, self.body_plan(child, an))
+        results, made = self._results(it, vals)
+        for key, value in res.items():
+            residuals[("L", self.loop.id, it, key)] = value
+        params = [res[k] for k in res if isinstance(k, int) and k < self.sched.n_params]
+        self._hold(params)   # the state it reads back: alive until its backward
+        self.recorded = (cached_i, params)
+        live.indexes += LOOP_RECORD_WIDE * live.wide
+        live.temporary(0)
+        return results, made, (list(res), refs_i, [])
+
+    def _saved_keys(self, step: int) -> list:
+        return [("L", self.loop.id, step, ("s", p)) for p in range(self.nc)]
+
+    # -- the sweeps -----------------------------------------------------------------------------
+    def forward(self, values, residuals, refs) -> int:
+        """The forward sweep of reverse mode through the loop; returns the values it keeps
+        for the backward sweep (as Runner._loop_reverse_forward)."""
+        runner, loop, sched, live = self.runner, self.loop, self.sched, self.live
+        params = [values[i] for i in loop.inputs]
+        self.closures = params[self.nc:]
+        self.hand = params[:self.nc]   # the caller's
+        # slot -> (step, a token per value the body made, else None): the graph's residuals.
+        # Tokens name values across sweeps: a compiled backward sweep reads each residual
+        # key as an input of its own, one value saved twice (a state, and a step's record)
+        # as two objects, which must be held and counted as one.
+        saved, tokens = {}, {}
+        token = lambda v: tokens.setdefault(id(v), len(tokens)) if id(v) in self.holders else None  # noqa: E731
+        for a in self.prefix:
+            if a.kind == "advance":
+                self.advance(a.start, a.stop)
+            elif a.kind == "save" and a.slot > 0:   # slot 0: the state going in, the caller's
+                self._hold(self.hand)
+                self.slots[a.slot] = (a.start, list(self.hand))
+                saved[a.slot] = (a.start, [None if v is None else token(v) for v in self.hand])
+                for key, v in zip(self._saved_keys(a.start), self.hand):
+                    if v is not None:
+                        residuals[key] = v
+        results, made, record = self.record(sched.count - 1, residuals)
+        self._set_hand([])
+        cached = self.cached()
+        values[loop.id] = None
+        seen = set()
+        for q, out_id in self.outs.items():
+            v = results[q]
+            size = prod(runner.graph.nodes[out_id].shape)
+            if id(v) not in made or id(v) in seen:   # the caller's array, or one given twice
+                live.add(size)
+            elif refs.get(out_id) and record[1].get(sched.out_ids[q]):   # kept by both: once
+                cached -= size
+            seen.add(id(v))
+            values[out_id] = v
+        for q, v in enumerate(results):   # results no loop_out reads (dropped from the graph)
+            if q not in self.outs and v is not None and id(v) in made and id(v) not in seen:
+                live.drop(made[id(v)])
+                seen.add(id(v))
+        # what the backward sweep reads: the states saved, the last step's record, and which
+        # params that step keeps the body made (their keys: a staged sweep has other objects)
+        last_params = []
+        for k in record[0]:
+            v = residuals[("L", loop.id, sched.count - 1, k)]
+            if isinstance(k, int) and k < sched.n_params and id(v) in self.holders:
+                last_params.append((k, self.holders[id(v)][2], token(v)))
+        runner._loop_records[loop.id] = (saved, record, self.recorded[0], last_params, cached)
+        return cached
+
+    def backward(self, residuals, pending, cts, final):
+        """The backward sweep through the loop: the rest of the schedule."""
+        runner, loop, sched, live = self.runner, self.loop, self.sched, self.live
+        saved, last_record, last_size, last_params, forward_cached = runner._loop_records[loop.id]
+        nc, last = self.nc, sched.count - 1
+        self.closures = [residuals[i] for i in loop.inputs[nc:]]
+        self.slots = {0: (0, [residuals[i] for i in loop.inputs[:nc]])}
+        canonical = {}   # token -> the one object standing for it
+        for slot, (step, tokens) in saved.items():   # the forward sweep's, counted live there
+            state = [residuals.get(key) if t is None else canonical.setdefault(t, residuals[key])
+                     for key, t in zip(self._saved_keys(step), tokens)]
+            self.slots[slot] = (step, state)
+            for p, (v, t) in enumerate(zip(state, tokens)):
+                if t is not None:
+                    self.holders.setdefault(id(v), [v, 0, prod(self.body.nodes[p].shape)])[1] += 1
+        kept = []
+        for p, size, t in last_params:   # the state the last step read, kept by its record
+            v = canonical.setdefault(t, residuals[("L", loop.id, last, p)])
+            self.holders.setdefault(id(v), [v, 0, size])
+            kept.append(v)
+        for v in self.holders.values():   # the graph's residuals hold them until the last sweep
+            v[1] += 0 if final else 1
+        self.recorded = (last_size, kept)
+        self._hold(kept)
+        seeds = pending
+        for a in self.rest:
+            if a.kind == "restore":
+                self._set_hand(self.slots[a.slot][1])
+            elif a.kind == "advance":
+                self.advance(a.start, a.stop)
+            elif a.kind == "save":
+                self._hold(self.hand)
+                self.slots[a.slot] = (a.start, list(self.hand))
+                self.cached()
+            elif a.kind == "free":
+                step, state = self.slots.pop(a.slot)
+                if a.slot in saved and final:
+                    for key in self._saved_keys(step):
+                        residuals.pop(key, None)
+                self._release(state)
+            elif a.kind == "reverse":
+                it = a.start
+                if it == last:
+                    record, results, made = last_record, [], {}
+                else:
+                    results, made, record = self.record(it, residuals)
+                    # results the body's backward keeps alive: the live ones, and those it
+                    # reads back (as results, never freed by it); freed below
+                    for key in record[0]:
+                        if isinstance(key, int) and key >= sched.n_params and key in sched.out_ids:
+                            v = residuals[("L", loop.id, it, key)]
+                            made.setdefault(id(v), prod(self.body.nodes[key].shape))
+                            results.append(v)
+                self.cached()
+                seeds = runner._loop_backward_step(loop, sched, it, self.body_plan, record, residuals, seeds,
+                                                   cts, final, final or it != last)
+                for v in {id(v): v for v in results if v is not None and id(v) in made}.values():
+                    live.drop(made[id(v)])   # a step run again: nothing after it reads its results
+                self._release(self.recorded[1])
+                self.recorded = (0, [])
+                self._set_hand([])
+        for slot, (step, state) in self.slots.items():   # what is left: the state going in, and
+            self._release(state)                           # (before the last sweep) the graph's
+        runner.cached_extra = max(runner.cached_extra, self.most - forward_cached)
 
 
 # Reverse mode keeps a record per iteration of a loop (its residuals' keys and references,

@@ -946,21 +946,24 @@ class Program:
 
         return decide(self, wrt, chunk, memory_limit, backend, dtype, exclude=exclude, checkpoints=checkpoints)
 
-    def choose_checkpoints(self, wrt, outputs, memory_limit, itemsize, chunk=None):
+    def choose_checkpoints(self, wrt, outputs, memory_limit, itemsize, chunk=None, single=False):
         """--checkpoints auto: None (every iteration's residuals kept) when reverse mode
         fits the memory limit so, else the most states per loop (the fewest recomputed
         steps) whose predicted need fits, at `chunk` directions per sweep (None: one)."""
         chunk = max(1, min(chunk or 1, sum(self._pass_sizes("reverse", wrt, outputs)) or 1))
 
+        def need(states):
+            return (self.predicted_peak_bytes("reverse", wrt, outputs, chunk, itemsize, single, states)
+                    + self.resident_bytes(itemsize))
+
         def fits(states):
-            return self.required_bytes("reverse", wrt, outputs, chunk, itemsize, states) <= memory_limit
+            return need(states) <= memory_limit
 
         if not self._loop_count() or fits(None):
             return None
         most = max(n.attrs["count"] for n in self.graph.nodes if n.op == "loop")
         if not fits(1):
-            need = self.required_bytes("reverse", wrt, outputs, chunk, itemsize, 1)
-            raise ResourceProblem(f"reverse mode needs about {_bytes(need)} even keeping one state per loop, "
+            raise ResourceProblem(f"reverse mode needs about {_bytes(need(1))} even keeping one state per loop, "
                                   f"over the memory limit of {_bytes(memory_limit)}",
                                   hint="raise --memory-limit, lower a dim with --set, or try --mode forward")
         lo, hi = 1, most   # more states: fewer recomputations, more memory
@@ -1008,33 +1011,40 @@ class Program:
         cost.time_s = {**times, "sweeps": sweeps}
         return cost
 
-    def _single_limit(self, kind, given, wrt_names, backend, dtype, memory_limit, json) -> tuple:
+    def _single_limit(self, kind, given, wrt_names, backend, dtype, memory_limit, json,
+                      checkpoints=None) -> tuple:
         """The memory limit of one JVP or VJP, checked against its prediction (and, with
         `json`, what writing it as JSON takes) before any data is made; and what the limit
         leaves above that prediction (for the compiled plans' constants)."""
         limit = self.default_limit(backend) if memory_limit is None else memory_limit
         names = [n for n in (self.graph.inputs if kind == "jvp" else self.graph.outputs) if n in given]
         if not names:   # the usual errors follow
-            return limit, 0
+            return limit, 0, None
         wrt = names if kind == "jvp" else wrt_names
         outputs = list(self.graph.outputs) if kind == "jvp" else names
         itemsize = np.dtype(DTYPES.get(dtype, np.float64)).itemsize
         mode = "forward" if kind == "jvp" else "reverse"
-        need = (self.predicted_peak_bytes(mode, wrt, outputs, 1, itemsize, single=True)
+        if checkpoints == "auto":
+            checkpoints = self.choose_checkpoints(wrt, outputs, limit, itemsize, 1, single=True)
+        need = (self.predicted_peak_bytes(mode, wrt, outputs, 1, itemsize, single=True, checkpoints=checkpoints)
                 + self.resident_bytes(itemsize))
         if need > limit:
             raise ResourceProblem(f"one {kind.upper()} needs about {_bytes(need)}, over the memory limit "
                                   f"of {_bytes(limit)}", hint="lower a dim with --set, or raise --memory-limit")
         if json:
             self.check_json(limit, kind, wrt, outputs, itemsize)
-        return limit, limit - need
+        return limit, limit - need, checkpoints
 
     def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None,
-                warmup=None, memory_limit=None, json=False):
+                warmup=None, memory_limit=None, json=False, checkpoints=None):
         """One JVP (kind 'jvp': given = input directions) or VJP (given = output cotangents)."""
         mode = "forward" if kind == "jvp" else "reverse"
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
-        limit, headroom = self._single_limit(kind, given, wrt_names, backend, dtype, memory_limit, json)
+        _check_checkpoints(checkpoints)
+        if kind == "jvp" or not self._loop_count():
+            checkpoints = None
+        limit, headroom, checkpoints = self._single_limit(kind, given, wrt_names, backend, dtype, memory_limit,
+                                                          json, checkpoints)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)
         run["constant_budget"] = headroom
         seeds = {}
@@ -1070,10 +1080,10 @@ class Program:
         cost = self._measured(be, measure_memory, warmup,
                               lambda r, obs, only=False: self._run(mode, wrt_names, outputs, 1, [1], r, single=True,
                                                                   seeds_single=seeds, observer=obs,
-                                                                  compile_only=only),
+                                                                  compile_only=only, checkpoints=checkpoints),
                               run, observer)
         itemsize = np.dtype(DTYPES[dtype]).itemsize
-        self._predicted(cost, be, mode, wrt_names, outputs, 1, itemsize, single=True)
+        self._predicted(cost, be, mode, wrt_names, outputs, 1, itemsize, single=True, checkpoints=checkpoints)
         values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
         result_names = list(self.graph.outputs) if kind == "jvp" else wrt_names
         shapes = {n: (self.output_shape(n) if kind == "jvp" else self.input_shape(n)) for n in result_names}
@@ -1111,10 +1121,12 @@ class Program:
     @_linear_algebra_problems
     def vjp(self, cotangent: dict, at=None, wrt=None, backend="numpy", dtype="float64",
             measure_memory=False, observer=None, warmup: bool | None = None,
-            memory_limit: int | None = None, json: bool = False) -> Derivative:
-        """uᵀ·J for a cotangent {output: array} (outputs left out get none): one reverse pass."""
+            memory_limit: int | None = None, json: bool = False,
+            checkpoints: int | str | None = None) -> Derivative:
+        """uᵀ·J for a cotangent {output: array} (outputs left out get none): one reverse pass.
+        `checkpoints` as in jacobian."""
         return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt, observer,
-                            warmup=warmup, memory_limit=memory_limit, json=json)
+                            warmup=warmup, memory_limit=memory_limit, json=json, checkpoints=checkpoints)
 
     @staticmethod
     def _spec(names, shape_of) -> list:

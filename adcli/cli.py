@@ -325,7 +325,7 @@ def run_options(f=None, *, many_backends=False):
     return wrapper
 
 
-def load_program(file, sets, node_limit):
+def load_program(file, sets, node_limit, loops="auto"):
     from .api import load
     from .build import DEFAULT_NODE_LIMIT
     from .parser import MAX_SOURCE_BYTES
@@ -348,7 +348,30 @@ def load_program(file, sets, node_limit):
             raise UsageProblem(f"--set {name}={value}: a dim must be a whole number") from None
         if dims[name] < 1:
             raise UsageProblem(f"--set {name}={value}: a dim must be positive")
-    return load(file, set=dims, node_limit=node_limit or DEFAULT_NODE_LIMIT, max_source_bytes=max_source)
+    return load(file, set=dims, node_limit=node_limit or DEFAULT_NODE_LIMIT, max_source_bytes=max_source,
+                loops=loops)
+
+
+def checkpoints_option(f):
+    return click.option(
+        "--checkpoints", "checkpoints_text", default=None, metavar="S|auto",
+        help="Reverse mode: reverse each loop keeping at most S saved states (binomial checkpointing), "
+             "running steps again instead of keeping every step's residuals; auto: the most states that "
+             "fit the memory limit. Keeps every repeat that can stay a loop a loop.")(f)
+
+
+def parse_checkpoints(text):
+    """--checkpoints S|auto: None (not given), "auto", or a whole number ≥ 1."""
+    if text is None or text == "auto":
+        return text
+    try:
+        states = int(text)
+    except ValueError:
+        states = 0
+    if states < 1 or str(states) != text.strip().lstrip("+"):
+        raise UsageProblem(f"--checkpoints {shown(text, 24)}: give a whole number of states of at least 1, "
+                           "or auto")
+    return states
 
 
 MAX_DIM = 2**63 - 1   # a size or a repeat count; beyond it a dim is no longer a machine integer
@@ -504,9 +527,10 @@ def cli():
               help="Also save the Jacobian.")
 @click.option("--summary", is_flag=True, help="Do not print the Jacobian itself.")
 @click.option("--full", is_flag=True, help="Print the whole Jacobian, however large.")
+@checkpoints_option
 @run_options
 def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotangents, chunk,
-         output_path, summary, full, backend, dtype, memory_limit, as_json, debug):
+         output_path, summary, full, checkpoints_text, backend, dtype, memory_limit, as_json, debug):
     """Value, Jacobian (or one JVP/VJP), and the exact cost of getting it."""
     if directions and cotangents:
         raise UsageProblem("--direction (one JVP) and --cotangent (one VJP) cannot be combined")
@@ -518,9 +542,12 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
         raise UsageProblem("--summary (do not print the Jacobian) and --full (print all of it) conflict")
     if output_path and not output_path.endswith((".npy", ".csv")):
         raise UsageProblem(f"--output {shown(output_path)}: the file name must end in .npy or .csv")
+    checkpoints = parse_checkpoints(checkpoints_text)
+    if checkpoints is not None and (mode == "forward" or directions):
+        raise UsageProblem("--checkpoints applies to reverse mode, which keeps residuals; forward mode keeps none")
     limit = parse_bytes(memory_limit) if memory_limit else None
     check_dims(sets)
-    program = load_program(file, sets, node_limit)
+    program = load_program(file, sets, node_limit, loops="auto" if checkpoints is None else "always")
     at = read_input_values(program, ats, inputs_file)
     if directions or cotangents:
         given = (parse_given(program, "--direction", directions, "input") if directions else
@@ -532,11 +559,11 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
                                  measure_memory=True)
         else:
             result = program.vjp(given, at=at, wrt=list(wrt) or None, backend=backend, dtype=dtype,
-                                 memory_limit=limit, json=as_json, measure_memory=True)
+                                 memory_limit=limit, json=as_json, measure_memory=True, checkpoints=checkpoints)
     else:   # the CLI reports peak bytes, so it asks for them (the API does not by default)
         result = program.jacobian(mode=mode or "auto", wrt=list(wrt) or None, at=at, chunk=chunk,
                                   backend=backend, dtype=dtype, memory_limit=limit, json=as_json,
-                                  measure_memory=True)
+                                  measure_memory=True, checkpoints=checkpoints)
     nonfinite = _check_finite(program, result, at, dtype)
     if output_path:
         _save_jacobian(result, output_path)
@@ -642,7 +669,8 @@ def write_atomically(path: str, write, option: str):
               help="Rerun the comparison for each value of a dim (a size or a repeat count) and fit "
                    "log-log slopes.")
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png|FILE.svg",
-              help="With --scale: also draw the sweep as an image (needs matplotlib).")
+              help="Draw the --scale sweep, or for a program with a loop the checkpointing frontier "
+                   "(memory against time), as an image (needs matplotlib).")
 @click.option("--fd-max-inputs", type=click.IntRange(min=0), default=5000, show_default=True,
               help="Skip central differences beyond this many input scalars.")
 @run_options(many_backends=True)
@@ -653,8 +681,6 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
     from .report import finite
 
     limit = parse_bytes(memory_limit) if memory_limit else None
-    if plot_path and not scale_spec:
-        raise UsageProblem("--plot draws a scaling sweep; give --scale NAME=v1,v2,... too")
     if plot_path and not plot_path.lower().endswith((".png", ".svg")):
         raise UsageProblem(f"--plot {shown(plot_path)}: the file name must end in .png or .svg")
     backends = [b.strip() for b in backend.split(",") if b.strip()]
@@ -697,11 +723,7 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
             return program
 
         if plot_path:   # fail before the sweep, not after it
-            try:
-                import matplotlib  # noqa: F401
-            except ImportError:
-                raise AdError("--plot needs matplotlib, which is not installed; install it with "
-                              "pip install 'adcli[plot]' (from a clone: pip install '.[plot]')") from None
+            _check_matplotlib()
         sweep = comparing.scale(load_at, name, values, base_dims, memory_limit=limit, **options)
         if plot_path:
             comparing.plot_image(sweep, plot_path)
@@ -720,22 +742,44 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
     check_dims(sets)
     program = load_program(file, sets, node_limit)
     at = read_input_values(program, ats, inputs_file)
-    comparison = comparing.compare(program, at=at, memory_limit=limit, **options)
+    # the frontier of checkpointing: every repeat that can stay a loop kept one
+    looped = program if program._loop_count() else load_program(file, sets, node_limit, loops="always")
+    if plot_path and not looped._loop_count():
+        raise UsageProblem("--plot draws a scaling sweep (give --scale NAME=v1,v2,...) or, for a program "
+                           "with a repeat that stays a loop, the checkpointing frontier; this program has "
+                           "neither")
+    if plot_path:
+        _check_matplotlib()
+    comparison = comparing.compare(program, at=at, memory_limit=limit, looped=looped, **options)
+    if plot_path:
+        comparing.plot_frontier(comparison, plot_path)
     nonfinite = None
     for run in comparison.runs.values():
         if run.result is not None and nonfinite is None:
             nonfinite = _check_finite(program, run.result, at, dtype)
     if as_json:
-        echo_out(json.dumps(finite(comparison.to_json()), allow_nan=False))
+        data = comparison.to_json()
+        data["plot"] = plot_path
+        echo_out(json.dumps(finite(data), allow_nan=False))
     else:
         from .render_compare import render_comparison
 
         render_comparison(comparison)
+        if plot_path:
+            click.echo(f"wrote {plot_path}")
     if nonfinite:
         click.echo(f"warning: {nonfinite}; the accuracy rows and the recommendation cannot be "
                    "trusted at this point", err=True)
     elif comparison.agreement.get("message"):
         click.echo(f"warning: {comparison.agreement['message']}", err=True)
+
+
+def _check_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise AdError("--plot needs matplotlib, which is not installed; install it with "
+                      "pip install 'adcli[plot]' (from a clone: pip install '.[plot]')") from None
 
 
 def main(argv=None):

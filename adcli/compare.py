@@ -157,6 +157,7 @@ class Comparison:
     recommendation: dict = field(default_factory=dict)
     theory: dict = field(default_factory=dict)
     agreement: dict = field(default_factory=dict)
+    frontier: list = field(default_factory=list)   # FrontierPoint per states kept (loops only)
 
     def run_of(self, method: str):
         """The run of a METHODS key (on the first backend, with several), or None."""
@@ -179,7 +180,7 @@ class Comparison:
                 "n": self.n, "m": self.m, "backend": self.backend, "device": self.device,
                 "dtype": self.dtype, "repeat": self.repeat, "memory_limit": self.memory_limit,
                 "methods": methods, "agreement": self.agreement, "recommendation": self.recommendation,
-                "theory": self.theory}
+                "theory": self.theory, "frontier": [point.to_json() for point in self.frontier]}
 
 
 def predicted_bytes(program, mode, wrt, itemsize) -> int:
@@ -193,8 +194,11 @@ def predicted_bytes(program, mode, wrt, itemsize) -> int:
 
 def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype="float64",
             memory_limit: int | None = None, fd_max_inputs: int = 5000,
-            methods=METHODS) -> Comparison:
-    """Run every method (on every backend, when `backend` is a list) and compare."""
+            methods=METHODS, looped=None) -> Comparison:
+    """Run every method (on every backend, when `backend` is a list) and compare.
+    `looped`: the same file loaded with every repeat that can stay a loop a loop
+    (loads(..., loops="always")), for the checkpointing frontier; the methods run on
+    `program`, as adcli grad loads it."""
     from .api import DTYPES, default_memory_limit
 
     if repeat < 1:
@@ -234,10 +238,111 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
             extra = len(kinks) - 1
             more = f" (and {extra} more kink{'s' if extra > 1 else ''})" if extra else ""
             comparison.agreement["message"] = f"{head}: {kinks[0]}{more}"
+    looped = looped if looped is not None and looped._loop_count() else \
+        program if program._loop_count() else None
+    if "reverse" in methods and looped is not None:
+        comparison.frontier = frontier(looped, wrt, at, repeat, backends[0], dtype, limit, itemsize,
+                                       groups[0].get("reverse") if looped is program else None)
     comparison.recommendation = recommend(program, groups[0], limit, comparison.agreement, wrt,
-                                          backends[0], dtype)
+                                          backends[0], dtype, looped)
     comparison.theory = theory(groups[0], n, m)
     return comparison
+
+
+# The frontier leaves out a number of states whose recomputation would run the loops'
+# steps more than this many times over (S = 1 on a 10,000-step loop: 5,000 times).
+MAX_RECOMPUTATION_FACTOR = 20
+
+
+@dataclass
+class FrontierPoint:
+    """Reverse mode with at most `checkpoints` states per loop (None: every iteration's
+    residuals kept): what it was predicted and measured to cost."""
+    checkpoints: int | None
+    recomputed_steps: int | None = None
+    cached_values: int | None = None
+    predicted_peak_bytes: int | None = None
+    peak_bytes: int | None = None
+    predicted_time_s: float | None = None
+    times: list = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def time_s(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+    def to_json(self) -> dict:
+        return {"checkpoints": self.checkpoints, "recomputed_steps": self.recomputed_steps,
+                "cached_values": self.cached_values, "predicted_peak_bytes": self.predicted_peak_bytes,
+                "peak_bytes": self.peak_bytes, "predicted_time_s": self.predicted_time_s,
+                "time_s": self.time_s, "times_s": self.times, "skipped": self.skipped}
+
+
+def frontier_states(program) -> list:
+    """The numbers of states the frontier tries: 1, 2, 4, … below the longest loop's count,
+    leaving out those that would recompute more than MAX_RECOMPUTATION_FACTOR times the
+    loops' steps; then None (no checkpointing)."""
+    from .checkpoint import recomputations
+
+    counts = [node.attrs["count"] for node in program.graph.nodes if node.op == "loop"]
+    states, s = [], 1
+    while s < max(counts):
+        if sum(recomputations(c, s) for c in counts) <= MAX_RECOMPUTATION_FACTOR * sum(counts):
+            states.append(s)
+        s *= 2
+    return states + [None]
+
+
+def frontier(program, wrt, at, repeat, backend, dtype, limit, itemsize, reverse_run) -> list:
+    """Reverse mode at each of frontier_states: the time–memory trade-off of checkpointing.
+    The run without checkpoints is the method table's reverse run (not run again)."""
+    from .machine import model_for
+
+    outputs = program.output_names
+    points = []
+    be_name = backend if isinstance(backend, str) else backend.name
+    model = model_for("numpy" if be_name == "auto" else be_name)
+    for states in frontier_states(program):
+        point = FrontierPoint(states)
+        points.append(point)
+        # predicted at one direction per sweep (what the memory check needs at the least);
+        # a run replaces these with its own figures at the chunk it ran
+        need = program.required_bytes("reverse", wrt, outputs, 1, itemsize, states)
+        cost = program.predict("reverse", wrt, chunk=1, outputs=outputs, checkpoints=states)
+        point.recomputed_steps, point.cached_values = cost.recomputed_steps, cost.cached_values
+        point.predicted_peak_bytes = program.predicted_peak_bytes("reverse", wrt, outputs, 1, itemsize,
+                                                                  checkpoints=states)
+        point.predicted_time_s = model.time(cost, itemsize)
+        if states is None and reverse_run is not None:
+            if reverse_run.cost is None:
+                point.skipped = reverse_run.skipped
+            else:
+                _measured_point(point, reverse_run.cost)
+                point.times = list(reverse_run.times)
+            continue
+        if need > limit:
+            point.skipped = (f"skipped: predicted to need {_bytes(need)}, over the memory limit of "
+                             f"{_bytes(limit)}")
+            continue
+        try:
+            for attempt in range(repeat):
+                traced = attempt == 0
+                result = program.jacobian(mode="reverse", wrt=wrt, at=at, backend=backend, dtype=dtype,
+                                          memory_limit=limit, warmup=None if traced else False,
+                                          measure_memory=traced, checkpoints=states)
+                if traced:
+                    _measured_point(point, result.cost)
+                point.times.append(result.cost.time_s["sweeps"])
+        except ResourceProblem as exc:
+            point.times, point.skipped = [], f"skipped: {exc.message}"
+    return points
+
+
+def _measured_point(point, cost):
+    point.peak_bytes = cost.peak_bytes
+    point.predicted_peak_bytes = cost.predicted.get("peak_bytes")
+    point.predicted_time_s = cost.predicted.get("time_s")
+    point.recomputed_steps, point.cached_values = cost.recomputed_steps, cost.cached_values
 
 
 # What adcli takes at each kink (docs/language.md, "Derivatives at non-differentiable points").
@@ -367,7 +472,7 @@ def _judged(a: np.ndarray, reference: np.ndarray, tolerance: float) -> dict:
 
 
 def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backend="numpy",
-              dtype="float64") -> dict:
+              dtype="float64", looped=None) -> dict:
     """The mode to recommend: the decision --mode auto makes (adcli.decide: least
     predicted time among the modes predicted to fit the limit), leaving out a mode
     whose Jacobian disagrees with the other methods (`agreed`, from `agreement`) or
@@ -385,7 +490,7 @@ def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backen
             exclude[name] = (f"it measured a peak of {_bytes(run.cost.peak_bytes)}, over the memory "
                              f"limit of {_bytes(limit)}")
     be = backend if isinstance(backend, str) else backend[0]
-    decision = program.decide(wrt, None, limit, be, dtype, exclude=exclude)
+    decision = program.decide(wrt, None, limit, be, dtype, exclude=exclude)   # as adcli grad --mode auto
     if decision.mode is None and mismatch and len(wrong & {"forward", "reverse"}) == 2:
         reason = "neither mode can be trusted here: " + mismatch + "."
     else:
@@ -393,10 +498,38 @@ def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backen
     disagreement = _timing_contradiction(runs, decision)
     if disagreement:
         reason += " Note: " + disagreement + "."
+    checkpointed = None
+    if looped is not None and "reverse" not in exclude:
+        checkpointed = _checkpointed_reverse(looped, decision, wrt, limit, be, dtype)
+        if checkpointed:
+            reason += " " + checkpointed + "."
     if mismatch and decision.mode is not None:
         reason += " Warning: " + mismatch + "."
     return {"mode": decision.mode, "reason": reason, "disagreement": disagreement, "mismatch": mismatch,
-            "predicted": decision.to_json()}
+            "checkpointed": checkpointed, "predicted": decision.to_json()}
+
+
+def _checkpointed_reverse(looped, decision, wrt, limit, backend, dtype) -> str | None:
+    """A sentence when reverse mode keeping fewer states per loop (--checkpoints auto) fits
+    the limit where keeping every residual does not, and is predicted faster than what
+    the decision picked (or when it is the only way to run at all); None otherwise."""
+    from .decide import NEAR_TIE, seconds
+
+    if decision.plans.get("reverse") is not None and decision.plans["reverse"].fits:
+        return None   # every residual fits: nothing to trade
+    plan = looped.decide(wrt, None, limit, backend, dtype, checkpoints="auto").plans["reverse"]
+    if not plan.fits or plan.checkpoints is None:
+        return None
+    how = (f"reverse mode keeping at most {plan.checkpoints:,} states per loop (adcli grad --mode reverse "
+           f"--checkpoints {plan.checkpoints}, or --checkpoints auto) fits the memory limit, running "
+           f"{plan.cost.recomputed_steps:,} loop steps again, predicted {seconds(plan.time_s)}")
+    if decision.mode is None:
+        return "Checkpointing runs it: " + how
+    picked = decision.plans[decision.mode]
+    if plan.time_s < (1 - NEAR_TIE) * picked.time_s:
+        return (f"Checkpointing beats it: {how}, against {seconds(picked.time_s)} for {decision.mode} "
+                f"({plan.time_s and picked.time_s / plan.time_s:.2g}× faster)")
+    return None
 
 
 # Measured times below this do not contradict a prediction: per-call overhead, the
@@ -557,8 +690,7 @@ def scale(load, name: str, values: list, dims: dict, memory_limit=None, **option
     return sweep
 
 
-def plot_image(sweep: Sweep, path: str):
-    """A log-log chart per figure, one line per method, written by matplotlib."""
+def _pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -566,6 +698,55 @@ def plot_image(sweep: Sweep, path: str):
                       "pip install 'adcli[plot]' (from a clone: pip install '.[plot]')") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(plt, fig, path):
+    try:
+        fig.savefig(path)
+    except (OSError, ValueError) as exc:
+        raise UsageProblem(f"--plot: cannot write {path} ({exc})") from None
+    finally:
+        plt.close(fig)
+
+
+def plot_frontier(comparison: Comparison, path: str):
+    """Peak bytes against time for reverse mode at each number of states kept (measured,
+    and predicted), forward mode beside them."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for which, style in (("measured", "o-"), ("predicted", "s--")):
+        pts = []
+        for p in comparison.frontier:
+            t, b = (p.time_s, p.peak_bytes) if which == "measured" else (p.predicted_time_s, p.predicted_peak_bytes)
+            if t and b:
+                pts.append((t, b, "all" if p.checkpoints is None else f"S={p.checkpoints}"))
+        if pts:
+            ax.plot([q[0] for q in pts], [q[1] for q in pts], style, label=f"reverse, {which}",
+                    color="tab:purple", alpha=1.0 if which == "measured" else 0.5)
+            if which == "measured":
+                for t, b, name in pts:
+                    ax.annotate(name, (t, b), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    forward = comparison.run_of("forward")
+    if forward is not None and forward.cost is not None and forward.time and forward.cost.peak_bytes:
+        ax.plot([forward.time], [forward.cost.peak_bytes], "^", color="tab:cyan", markersize=9,
+                label="forward mode (measured)")
+    ax.axhline(comparison.memory_limit, color="tab:red", lw=1, ls=":", label="memory limit")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("time of the sweeps (s)")
+    ax.set_ylabel("peak bytes")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"adcli compare: checkpointing {os.path.basename(comparison.file)}")
+    fig.tight_layout()
+    _save_figure(plt, fig, path)
+
+
+def plot_image(sweep: Sweep, path: str):
+    """A log-log chart per figure, one line per method, written by matplotlib."""
+    plt = _pyplot()
 
     figures = [f for f in FIGURES]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
@@ -591,9 +772,4 @@ def plot_image(sweep: Sweep, path: str):
             ax.legend(fontsize=7)
     fig.suptitle(f"adcli compare: scaling with {sweep.name}")
     fig.tight_layout()
-    try:
-        fig.savefig(path)
-    except (OSError, ValueError) as exc:
-        raise UsageProblem(f"--plot: cannot write {path} ({exc})") from None
-    finally:
-        plt.close(fig)
+    _save_figure(plt, fig, path)

@@ -30,9 +30,10 @@ class ModePlan:
     time_s: float | None = None
     peak_bytes: int | None = None
     refusal: str | None = None       # why it does not fit
+    checkpoints: int | None = None   # reverse mode: states kept per loop (None: every residual)
 
     def to_json(self) -> dict:
-        return {"fits": self.fits, "chunk": self.chunk, "time_s": self.time_s,
+        return {"fits": self.fits, "chunk": self.chunk, "checkpoints": self.checkpoints, "time_s": self.time_s,
                 "peak_bytes": self.peak_bytes, "refusal": self.refusal,
                 "passes": None if self.cost is None else self.cost.passes,
                 "sweeps": None if self.cost is None else self.cost.sweeps,
@@ -78,7 +79,8 @@ def plan_mode(program, mode, wrt, outputs, memory_limit, itemsize, model, chunk=
         return ModePlan(mode, False, refusal=exc.message)
     cost = program.predict(mode, wrt, chunk=chunk, outputs=outputs, checkpoints=checkpoints)
     return ModePlan(mode, True, chunk, cost, model.time(cost, itemsize),
-                    program.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize, checkpoints=checkpoints))
+                    program.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize, checkpoints=checkpoints),
+                    checkpoints=checkpoints)
 
 
 def decide(program, wrt=None, chunk=None, memory_limit=None, backend="numpy", dtype="float64",
@@ -112,6 +114,16 @@ def decide(program, wrt=None, chunk=None, memory_limit=None, backend="numpy", dt
         decision = Decision(None, "no mode can run: " + "; ".join(notes), plans, model, limit)
     else:
         mode, why = _choose(plans, usable)
+        reverse = plans["reverse"]
+        if "reverse" in usable and reverse.checkpoints is not None:   # (checkpoints="auto" chose them)
+            from .api import _bytes
+
+            full = program.required_bytes("reverse", wrt, outputs, reverse.chunk, itemsize)
+            notes.insert(0, f"reverse mode is predicted keeping at most {reverse.checkpoints:,} states per "
+                            f"loop (--checkpoints {reverse.checkpoints}), running "
+                            f"{reverse.cost.recomputed_steps:,} loop steps again: keeping every step's "
+                            f"residuals would need about {_bytes(full)}, over the memory limit of "
+                            f"{_bytes(limit)}")
         reason = why + ("" if not notes else "; " + "; ".join(notes))
         decision = Decision(mode, reason, plans, model, limit)
     program._decisions[key] = decision

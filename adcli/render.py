@@ -160,7 +160,8 @@ def cost_table(cost, mode: str, kind: str = "jacobian") -> Table:
         ("mults: primal", count(cost.mults_primal), "× and ÷ evaluating f"),
         ("flops: derivative", count(cost.flops_derivative), "all arithmetic, derivatives"),
         ("flops: primal", count(cost.flops_primal), "all arithmetic, evaluating f"),
-        ("cached values", count(cost.cached_values), "kept for the backward sweep"),
+        ("cached values", count(cost.cached_values), "kept for the backward sweep" if cost.checkpoints is None
+         else "most kept at once: saved states, a step's residuals"),
         ("cached inputs", count(cost.cached_inputs), "inputs/consts it reads"),
         ("peak live values", count(cost.peak_live_values), "most scalars alive at once"),
         ("array operations", count(cost.ops), "primal and derivative"),
@@ -172,6 +173,9 @@ def cost_table(cost, mode: str, kind: str = "jacobian") -> Table:
          "machine model"),
         ("time: parse, build", f"{times.get('parse', 0):.4f} s, {times.get('build', 0):.4f} s", ""),
     ]
+    if cost.checkpoints is not None:   # after the mults: what the saved memory cost
+        rows.insert(5, ("recomputed steps", count(cost.recomputed_steps),
+                        f"loop steps run again, ≤ {count(cost.checkpoints)} states kept per loop"))
     for row in rows:
         table.add_row(*row)
     return table

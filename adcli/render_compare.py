@@ -114,6 +114,37 @@ def theory_table(theory) -> Table:
     return table
 
 
+def frontier_table(comparison) -> Group:
+    """Reverse mode through the loops keeping at most S states, for each S tried, and
+    forward mode for contrast: memory against recomputation (docs/counting.md)."""
+    table = Table(box=box.SIMPLE, header_style="bold",
+                  title="reverse mode through loops: states kept against steps run again",
+                  title_justify="left")
+    for name in ("states\nkept", "recomputed\nsteps", "cached\nvalues", "peak bytes", "time"):
+        table.add_column(name, justify="right", no_wrap=True)
+
+    def pair(a, b, fmt):
+        return f"{fmt(a) if a is not None else '—'} / {fmt(b) if b is not None else '—'}"
+
+    for point in comparison.frontier:
+        states = "all" if point.checkpoints is None else count(point.checkpoints)
+        table.add_row(states, count(point.recomputed_steps), count(point.cached_values),
+                      pair(point.peak_bytes, point.predicted_peak_bytes, human_bytes),
+                      pair(point.time_s, point.predicted_time_s, seconds))
+    forward = comparison.run_of("forward")
+    if forward is not None and forward.cost is not None:
+        table.add_row(Text("forward", style=COLOURS["forward"]), "0", "0",
+                      pair(forward.cost.peak_bytes, forward.cost.predicted.get("peak_bytes"), human_bytes),
+                      pair(forward.time, forward.cost.predicted.get("time_s"), seconds))
+    notes = [Text(f"{'every residual kept' if p.checkpoints is None else f'{p.checkpoints:,} states'}: "
+                  f"{p.skipped}", style="dim") for p in comparison.frontier if p.skipped]
+    notes.append(Text("peak bytes and time: measured / predicted (time: the median); "
+                      "states kept S: each loop reversed keeping at most S saved states (binomial "
+                      "checkpointing, adcli grad --checkpoints S); all: every step's residuals kept; "
+                      "forward mode keeps nothing", style="dim"))
+    return Group(table, *notes)
+
+
 def render_comparison(comparison):
     out = console()
     where = (f"{comparison.backend} on {comparison.device}" if "," not in comparison.backend else
@@ -140,6 +171,8 @@ def render_comparison(comparison):
         if run.skipped:
             name = label(run.name) + (f" ({run.backend})" if several else "")
             out.print(Text(f"{name}: {run.skipped}", style="dim"))
+    if comparison.frontier:
+        out.print(frontier_table(comparison))
     message = comparison.agreement.get("message")
     if message:
         out.print(Text(f"✗ {message}", style="bold red"))

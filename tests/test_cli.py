@@ -22,7 +22,7 @@ TOP_KEYS = {"kind", "file", "mode", "mode_requested", "mode_note", "chunk_note",
 EXTRA_KEY = {"jacobian": "blocks", "jvp": "tangent", "vjp": "cotangent"}
 COST_KEYS = {"passes", "sweeps", "primal_sweeps", "chunk", "mults", "flops", "cached_values",
              "cached_inputs", "peak_live_values", "peak_bytes", "time_s", "ops", "values_moved",
-             "gemm_flops", "predicted"}
+             "gemm_flops", "predicted", "checkpoints", "recomputed_steps"}
 ANSI = re.compile(r"\x1b\[")
 
 

@@ -148,7 +148,8 @@ def test_compare_json_keys():
         assert {"method", "backend", "cost", "accuracy", "time_s_median", "times_s", "predicted_bytes",
                 "skipped"} <= set(method)
         assert method["method"] == key and method["backend"] == "numpy"
-    assert set(data["recommendation"]) == {"mode", "reason", "disagreement", "mismatch", "predicted"}
+    assert set(data["recommendation"]) == {"mode", "reason", "disagreement", "mismatch", "checkpointed",
+                                           "predicted"}
     assert set(data["recommendation"]["predicted"]["modes"]) == {"forward", "reverse"}
     assert data["recommendation"]["mismatch"] is None
     assert data["agreement"]["disagreeing"] == [] and data["agreement"]["tolerance"] == 1e-6

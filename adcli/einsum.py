@@ -340,3 +340,34 @@ def summary(subscripts: str, shapes, names: list) -> Summary:
     naive = plan(subs.inputs, subs.output, sizes, left_to_right=True)
     return Summary(subscripts, tree_text(best, names), best.mults, tree_text(naive, names), naive.mults,
                    tuple((s.spec, s.mults) for s in best.steps))
+
+
+def operand_name(graph, node_id: int, longest: int = 16) -> str:
+    """An operand as a reader knows it: the input's or const's name, its expression's text
+    when short, else its node (v7)."""
+    node = graph.nodes[node_id]
+    if node.op in ("input", "const") and "name" in node.attrs:
+        return node.attrs["name"]
+    text = " ".join(node.text.split())
+    return text if text and len(text) <= longest else node.var
+
+
+def report(graph) -> list:
+    """For each einsum of the graph (loop bodies aside): where it is, its subscripts, the order
+    chosen with its mults and the left-to-right order's, and the chosen order's steps (what
+    `adcli show` prints and `adcli compare` and its JSON's `contractions` report)."""
+    import os
+
+    entries = []
+    for node in graph.nodes:
+        if node.op != "einsum":
+            continue
+        names = [operand_name(graph, i) for i in node.inputs]
+        shapes = [graph.nodes[i].shape for i in node.inputs]
+        s = summary(node.attrs["subscripts"], shapes, names)
+        entries.append({"node": node.var, "file": os.path.basename(graph.filename), "line": node.line,
+                        "column": node.column, "subscripts": s.subscripts, "operands": names,
+                        "order": s.order, "mults": s.mults, "left_to_right_order": s.left_to_right_order,
+                        "left_to_right_mults": s.left_to_right_mults,
+                        "steps": [{"subscripts": spec, "mults": m} for spec, m in s.steps]})
+    return entries

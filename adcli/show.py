@@ -215,7 +215,26 @@ def ir_lines(graph, dtype: str = "f64") -> list[str]:
     lines.append(f"equations ({len(body)})")
     lines.extend(aligned([tuple(equation(graph, n, dtype).rsplit("  # ", 1)) for n in body]))
     counts = op_counts(graph)
+    lines.extend(contraction_lines(graph))
     lines.append(f"nodes by op ({len(nodes)}): " + ", ".join(f"{op} {n}" for op, n in counts.items()))
+    return lines
+
+
+def contraction_lines(graph) -> list[str]:
+    """Each einsum's pairwise contractions: the order chosen (fewest mults, adcli.einsum) and
+    what the left-to-right order would cost."""
+    from .einsum import report
+
+    entries = report(graph)
+    if not entries:
+        return []
+    lines = [f"einsum contraction orders ({len(entries)})"]
+    for e in entries:
+        call = f'einsum("{e["subscripts"]}", {", ".join(e["operands"])})'
+        lines.append(f"  {e['node']} = {call}  # {e['file']}:{e['line']}")
+        steps = "; ".join(f"{step['subscripts']} {step['mults']:,}" for step in e["steps"])
+        lines.append(f"    chosen:        {e['order']}: {e['mults']:,} mults" + (f" ({steps})" if steps else ""))
+        lines.append(f"    left to right: {e['left_to_right_order']}: {e['left_to_right_mults']:,} mults")
     return lines
 
 
@@ -235,7 +254,14 @@ def ir_json(graph, dtype: str = "f64") -> dict:
                    dict(zip(("id", "iteration", "count", "line", "position"), n.repeat))}
                   for n in nodes],
         "counts": op_counts(graph),
+        "contractions": contraction_report(graph),
     }
+
+
+def contraction_report(graph) -> list:
+    from .einsum import report
+
+    return report(graph)
 
 
 # -- what reverse mode keeps -----------------------------------------------------------------

@@ -251,3 +251,15 @@ def test_codegen_writes_readable_einsums_that_run(tmp_path, mode):
     assert float(value) == pytest.approx(float(result.value["total"]), rel=1e-12)
     for name in ("A3", "A4"):
         np.testing.assert_allclose(gradient[name], result.blocks["total"][name], rtol=1e-12, atol=1e-12)
+
+
+def test_the_sample_value_is_the_product_numpy_makes():
+    """samples/matrix_chain.ad against its matrices drawn as the file says, multiplied by NumPy."""
+    dims = CLRS_DIMS
+    mats = [np.random.default_rng(s + 1).standard_normal((dims[s], dims[s + 1])) / np.sqrt(dims[s + 1])
+            for s in range(6)]
+    product = mats[0]
+    for m in mats[1:]:
+        product = product @ m
+    value = adcli.load(CHAIN).evaluate()["total"]
+    assert float(value) == pytest.approx(float(product.sum()), rel=1e-12)

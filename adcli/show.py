@@ -106,6 +106,8 @@ def expression(graph, node, name=None) -> str:
         return f"{args[0]}.T"
     if op == "reshape":
         return f"reshape({args[0]}, {', '.join(str(d) for d in node.attrs.get('shape', node.shape))})"
+    if op == "einsum":
+        return f'einsum("{node.attrs["subscripts"]}", {", ".join(args)})'
     extra = []
     if op == "multigammaln":
         extra.append(str(node.attrs["d"]))

@@ -163,3 +163,165 @@ def contraction_table(entry) -> Group:
     table.add_row("chosen", entry["order"], f"{entry['mults']:,}")
     table.add_row("left to right", entry["left_to_right_order"], f"{entry['left_to_right_mults']:,}")
     return Group(head, table)
+
+
+def _sweep_cell(run, figure) -> str:
+    v = run.figure(figure)
+    return (human_bytes(v) if figure == "peak_bytes" else seconds(v) if figure == "time_s" else count(v))
+
+
+def _fitted(cols, rows, width, title):
+    """A table whose cells never wrap (only its headers do), fitted to the width; a plain
+    Rich table where even that cannot fit."""
+    from rich.console import Group
+
+    from .render_trace import fitted_table
+
+    table = fitted_table(cols, rows, width)
+    if table is None:
+        table = Table(box=box.SIMPLE_HEAD)
+        for col in cols:
+            table.add_column(col.header, justify=col.justify)
+        for row in rows:
+            table.add_row(*row)
+    return Group(Text(title), table, Text(""))
+
+
+def sweep_tables(sweep, width: int) -> list:
+    """One table per method (its figures at each value), the recommendation at each value
+    with the crossover, and the fitted slopes, each fitted to `width`."""
+    from .render_trace import Col
+
+    parts = []
+    for method in METHODS:
+        cols = [Col(sweep.name, justify="right", whole=True)]
+        cols += [Col(label(f).replace(" ", "\n", 1) if f != "passes" else "passes", justify="right",
+                     whole=True) for f in FIGURES]
+        rows = []
+        for value, comparison, _ in sweep.points:
+            run = None if comparison is None else comparison.run_of(method)
+            if run is None or run.skipped:
+                rows.append([str(value)] + ["skipped"] * len(FIGURES))
+            else:
+                rows.append([str(value)] + [_sweep_cell(run, f) for f in FIGURES])
+        parts.append(_fitted(cols, rows, width, label(method)))
+    parts += recommendation_table(sweep, width)
+    cols = [Col("figure")] + [Col(label(m).replace(" ", "\n", 1), justify="right", whole=True)
+                              for m in METHODS]
+    rows = [[label(f)] + ["—" if sweep.slopes[m][f] is None else f"{sweep.slopes[m][f]:.2f}" for m in METHODS]
+            for f in FIGURES]
+    parts.append(_fitted(cols, rows, width, f"fitted log-log slopes: figure ~ {sweep.name}^slope"))
+    return parts
+
+
+def recommendation_table(sweep, width: int) -> list:
+    """The recommendation at each value (with the predicted times that decided it) and a
+    sentence on where it changes."""
+    from .render_trace import Col
+
+    cols = [Col(sweep.name, justify="right", whole=True), Col("forward\npredicted", justify="right", whole=True),
+            Col("reverse\npredicted", justify="right", whole=True), Col("recommended", whole=True),
+            Col("note", wrap=True, floor=20)]
+    rows = []
+    for value, comparison, note in sweep.points:
+        if comparison is None:
+            rows.append([str(value), "—", "—", "—", note or ""])
+            continue
+        rec = comparison.recommendation
+        modes = (rec.get("predicted") or {}).get("modes") or {}
+        times = [seconds(modes.get(m, {}).get("time_s")) if modes.get(m, {}).get("fits") else "does not fit"
+                 for m in ("forward", "reverse")]
+        remark = []
+        if rec.get("disagreement"):
+            remark.append("measured times contradict the prediction")
+        if rec.get("mismatch"):
+            remark.append("forward and reverse disagree")
+        rows.append([str(value), *times, rec.get("mode") or "none", "; ".join(remark)])
+    if not any(row[4] for row in rows):
+        cols, rows = cols[:4], [row[:4] for row in rows]
+    parts = [_fitted(cols, rows, width, f"recommendation at each {sweep.name}")]
+    parts.append(Text(crossover_text(sweep)))
+    parts.append(Text(""))
+    return parts
+
+
+def crossover_text(sweep) -> str:
+    """'crossover: forward up to n=10, reverse from n=100 on' (every change), or that there is none."""
+    done = sweep.recommended()
+    if not done:
+        return "crossover: none (no value ran)"
+    name = sweep.name
+    changes = sweep.crossovers()
+    if not changes:
+        mode = done[0][1] or "no mode"
+        return (f"no crossover: {mode} is recommended at every {name} tried "
+                f"({done[0][0]} to {done[-1][0]})")
+    pieces = []
+    for k, change in enumerate(changes):
+        a, b = change["between"]
+        pieces.append(f"{change['from'] or 'no mode'} up to {name}={a}, {change['to'] or 'no mode'} from "
+                      f"{name}={b}" + (" on" if k == len(changes) - 1 else ""))
+    untried = any(c["between"][1] - c["between"][0] > 1 for c in changes)
+    return "crossover: " + "; then ".join(pieces) + (" (the exact point lies between the values tried)"
+                                                     if untried else "")
+
+
+def render_sweep(sweep):
+    out = console()
+    out.print(Panel(Text(f"scaling with {sweep.name} = {', '.join(map(str, sweep.values))}"),
+                    title="adcli compare --scale", title_align="left", expand=False))
+    for part in sweep_tables(sweep, out.width):
+        out.print(part)
+    for figure in ("derivative_mults", "cached_values"):
+        out.print(text_chart(sweep, figure))
+    for note in sweep.notes:
+        out.print(Text(note, style="dim"))
+
+
+def text_chart(sweep, figure, width: int = 56, height: int = 12) -> Panel:
+    """A log-log scatter of one figure against the swept dim, in characters. A method
+    whose figure is 0 (which a log scale cannot show) is named under the chart."""
+    raw = {m: list(zip(*sweep.series(m, figure))) for m in METHODS}
+    series = {m: [(x, y) for x, y in pts if y and y > 0] for m, pts in raw.items()}
+    off = []
+    for m, pts in raw.items():
+        zeros = [x for x, y in pts if not (y and y > 0)]
+        if zeros and len(zeros) == len(pts):
+            off.append(f"{SHORT[m]} ({label(m)}) is 0 at every {sweep.name}")
+        elif zeros:
+            off.append(f"{SHORT[m]} ({label(m)}) is 0 at {sweep.name}={', '.join(map(str, zeros))}")
+    left_out = ("not drawn, 0 has no place on a log scale: " + "; ".join(off)) if off else ""
+    points = [p for pts in series.values() for p in pts]
+    title = f"{label(figure)} vs {sweep.name} (log-log)"
+    if not points:
+        return Panel(Text(f"{label(figure)}: nothing positive to plot"
+                          + (f"\n{left_out}" if left_out else "")), title=title, title_align="left",
+                     expand=False)
+    xs = [log10(p[0]) for p in points]
+    ys = [log10(p[1]) for p in points]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    grid = [[(" ", None)] * width for _ in range(height)]
+    for method, pts in series.items():
+        for x, y in pts:
+            col = 0 if x1 == x0 else round((log10(x) - x0) / (x1 - x0) * (width - 1))
+            row = height // 2 if y1 == y0 else round((log10(y) - y0) / (y1 - y0) * (height - 1))
+            cell = grid[height - 1 - row][col]
+            mark = SHORT[method] if cell[0] == " " else "*"
+            grid[height - 1 - row][col] = (mark, COLOURS[method] if mark != "*" else "bold")
+    text = Text()
+    top, bottom = 10 ** y1, 10 ** y0
+    for i, row in enumerate(grid):
+        tick = f"{top:>10.3g} ┤" if i == 0 else f"{bottom:>10.3g} ┤" if i == height - 1 else " " * 11 + "│"
+        text.append(tick)
+        for char, style in row:
+            text.append(char, style=style)
+        text.append("\n")
+    text.append(" " * 11 + "└" + "─" * width + "\n")
+    left, right = f"{10 ** x0:g}", f"{10 ** x1:g}"
+    text.append(" " * 12 + left + " " * max(width - len(left) - len(right), 1) + right + "\n")
+    legend = "  ".join(f"{SHORT[m]} = {label(m)}" for m in METHODS) + "  * = overlap"
+    text.append(" " * 12 + legend, style="dim")
+    if left_out:
+        text.append("\n" + left_out, style="dim")
+    return Panel(text, title=title, title_align="left", expand=False)

@@ -235,8 +235,10 @@ def contraction_lines(graph) -> list[str]:
         call = f'einsum("{e["subscripts"]}", {", ".join(e["operands"])})'
         lines.append(f"  {e['node']} = {call}  # {e['file']}:{e['line']}")
         steps = "; ".join(f"{step['subscripts']} {step['mults']:,}" for step in e["steps"])
-        lines.append(f"    chosen:        {e['order']}: {e['mults']:,} mults" + (f" ({steps})" if steps else ""))
+        lines.append(f"    chosen:        {e['order']}: {e['mults']:,} mults")
         lines.append(f"    left to right: {e['left_to_right_order']}: {e['left_to_right_mults']:,} mults")
+        if steps:
+            lines.append(f"    the chosen products: {steps}")
     return lines
 
 

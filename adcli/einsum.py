@@ -200,7 +200,7 @@ def plan(terms: tuple, output: str, sizes: dict, free: int | None = None,
          left_to_right: bool = False) -> Plan:
     """The contraction of operands with these letters into `output`, in the order of fewest
     mults (ties: fewest flops, then the first found). An operand `free` is a selection
-    (an identity Seed): a step that contracts it as it is costs nothing. `left_to_right`
+    (a Seed, adcli.tangents): a step that contracts it as it is costs nothing. `left_to_right`
     gives the order ((0 1) 2) ... instead, for comparison."""
     return _plan(tuple(terms), output, tuple(sorted(sizes.items())), free, left_to_right)
 

@@ -18,6 +18,7 @@ from math import prod
 import numpy as np
 
 from . import data_files
+from . import einsum as contraction
 from .errors import (AdError, NameProblem, ResourceProblem, ShapeProblem, SourceLocation, SyntaxProblem,
                      ValueProblem)
 from .ir import Graph, Node, broadcast_shapes, format_shape, with_article
@@ -51,7 +52,8 @@ DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace", "load")
 # A value's sizes, whole numbers known when the file is built. Not reserved (not in BUILTINS):
 # files name values `rows` and `cols`, and a call is told from a name by its parentheses.
 SIZE_FUNCTIONS = ("rows", "cols")
-OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose", "multigammaln")
+OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose", "multigammaln",
+                   "einsum")
 MAX_MULTIGAMMALN_D = 10_000   # multigammaln(a, d) sums d gammaln terms: each is work per element
 GATHER_FUNCTIONS = ("take_along_axis", "scatter_add")
 MOVEMENT_FUNCTIONS = ("reshape", "transpose", "concat", "stack")   # of integer data: integer data
@@ -1548,6 +1550,35 @@ class Builder:
         self._arity(name, args, kwargs, 2 if name == "solve" else 1, ast)
         return self.emit(name, tuple(self.expr(a, scope) for a in args), ast)
 
+    def _einsum(self, ast, args, kwargs, scope) -> int:
+        """einsum("ij,jk->ik", A, B): the subscripts checked against the operands' shapes, a
+        problem in them pointed at within the string (adcli.einsum)."""
+        if kwargs:
+            self.fail(ValueProblem, f"einsum has no argument '{sorted(kwargs)[0]}'", ast)
+        if not args or args[0].kind != "string":
+            self.fail(ValueProblem, 'einsum takes its subscripts first, in quotes, then the operands: '
+                      'einsum("ij,jk->ik", A, B)', args[0] if args else ast)
+        if len(args) < 2:
+            self.fail(ValueProblem, "einsum takes its subscripts and at least one operand", ast)
+        if len(args) - 1 > contraction.MAX_OPERANDS:
+            self.fail(ValueProblem, f"einsum takes at most {contraction.MAX_OPERANDS} operands, got {len(args) - 1} "
+                      "(its contraction order is chosen over every subset of them)", ast,
+                      hint="split it into several einsums")
+        text = args[0].args[0]
+        operands = tuple(self.expr(a, scope) for a in args[1:])
+        shapes = [self.nodes[x].shape for x in operands]
+        try:
+            subs = contraction.parse(text, shapes)
+            contraction.letter_sizes(subs, shapes)
+        except contraction.SubscriptError as exc:
+            where = ast
+            if exc.offset is not None:   # within the string, after its opening quote
+                where = dataclasses.replace(args[0], column=args[0].column + 1 + exc.offset)
+            elif exc.operand is not None:
+                where = args[1 + exc.operand]
+            self.fail(ShapeProblem, str(exc), where)
+        return self.emit("einsum", operands, ast, {"subscripts": subs.text})
+
     def _axis(self, kwargs, scope):
         if "axis" not in kwargs:
             return None
@@ -1614,6 +1645,8 @@ class Builder:
         if name in INTEGER_DATA_FUNCTIONS:
             self.fail(ValueProblem, f"{name}(...) makes integer data; use it as the value of an integer "
                       f"const, e.g. `const idx: ivec[3] = {name}{'(5)' if name == 'randint' else ''}`", ast)
+        if name == "einsum":
+            return self._einsum(ast, args, kwargs, scope)
         if name == "multigammaln":
             if "d" in kwargs and len(args) == 1:   # multigammaln(a, d=2), as SciPy names it
                 args, kwargs = (args[0], kwargs["d"]), {k: v for k, v in kwargs.items() if k != "d"}

@@ -16,6 +16,7 @@ from math import log, prod
 import numpy as np
 
 from .api import _bytes
+from .einsum import report as contraction_report
 from .errors import AdError, ResourceProblem, UsageProblem
 
 # Methods and figures by their keys: snake_case, as every JSON document spells them
@@ -158,6 +159,9 @@ class Comparison:
     theory: dict = field(default_factory=dict)
     agreement: dict = field(default_factory=dict)
     frontier: list = field(default_factory=list)   # FrontierPoint per states kept (loops only)
+    # per einsum of the program: the contraction order chosen and the left-to-right one
+    # (adcli.einsum.report): what a chain of products costs depends on its order
+    contractions: list = field(default_factory=list)
 
     def run_of(self, method: str):
         """The run of a METHODS key (on the first backend, with several), or None."""
@@ -180,7 +184,8 @@ class Comparison:
                 "n": self.n, "m": self.m, "backend": self.backend, "device": self.device,
                 "dtype": self.dtype, "repeat": self.repeat, "memory_limit": self.memory_limit,
                 "methods": methods, "agreement": self.agreement, "recommendation": self.recommendation,
-                "theory": self.theory, "frontier": [point.to_json() for point in self.frontier]}
+                "theory": self.theory, "frontier": [point.to_json() for point in self.frontier],
+                "contractions": self.contractions}
 
 
 def predicted_bytes(program, mode, wrt, itemsize) -> int:
@@ -246,6 +251,7 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
     comparison.recommendation = recommend(program, groups[0], limit, comparison.agreement, wrt,
                                           backends[0], dtype, looped)
     comparison.theory = theory(groups[0], n, m)
+    comparison.contractions = contraction_report(program.graph)
     return comparison
 
 

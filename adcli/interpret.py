@@ -322,7 +322,7 @@ class Runner:
         self.primal.traffic(1, (2 * node.size if prim.movement else sum(map(prod, shapes)) + node.size),
                             f if prim.contraction else 0)
         if prim.scratch is not None:
-            self.live.temporary(*prim.scratch(shapes, node.shape))
+            self.live.temporary(*prim.scratch(shapes, node.shape, node.attrs))
         if self.xp is None:
             return Abstract(node.shape)
         return prim.evaluate(self.xp, *args, **node.attrs)
@@ -828,7 +828,7 @@ class Runner:
                     continue
                 keys = []
                 if not prim.movement:
-                    for name in prim.uses[i]:
+                    for name in prim.uses_of(i, len(node.inputs)):
                         spec = prim.partial_for(i)
                         if name == "out" or (name == "p" and spec.from_out and recompute):
                             keys.append(node.id)   # from_out: the partial is remade from it

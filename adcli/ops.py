@@ -22,6 +22,7 @@ import math
 from math import prod
 from typing import Callable
 
+from . import einsum as contraction
 from .backends import special_functions
 from .ir import broadcast_shapes, format_shape
 from .tangents import matmul_shape, reduced_shape
@@ -74,8 +75,11 @@ class Primitive:
     # ops, sign, heaviside): their tangents and cotangents are symbolic zeros.
     differentiable: bool = True
     # what evaluating it holds besides its result, for the memory prediction: (in_shapes,
-    # out_shape) -> (values, wide, widened) as Counter.temporary takes them
+    # out_shape, attrs) -> (values, wide, widened) as Counter.temporary takes them
     scratch: Callable | None = None
+    # (i, number of inputs) -> input i's residual names, for an op of any number of inputs
+    # whose rules read every other input (einsum); `uses` otherwise
+    uses_for: Callable | None = None
     # Every input's partial is one array (solve's A⁻¹ serves A and b): made once per sweep
     # and kept once, whichever inputs carry derivatives (adcli.interpret).
     shared_partial: bool = False
@@ -85,6 +89,9 @@ class Primitive:
 
     def partial_for(self, i: int):
         return self.partials[i] if i < len(self.partials) else None
+
+    def uses_of(self, i: int, arity: int) -> tuple:
+        return self.uses_for(i, arity) if self.uses_for is not None else self.uses[i]
 
 
 REGISTRY: dict[str, Primitive] = {}
@@ -473,6 +480,90 @@ register(Primitive(
     doc="a matmul (a×b)(b×c) is a·b·c mults and 2·a·b·c flops"))
 
 
+# --- einsum ----------------------------------------------------------------------------------
+# einsum("ij,jk,kl->il", A, B, C) (adcli.einsum): each operand's diagonal and lone sums, then
+# pairwise contractions in the order of fewest mults (dynamic programming over subsets of
+# operands). It is linear in each operand: the JVP for one operand is the einsum with its
+# tangent in its place, the VJP the cotangent contracted with the other operands into its
+# axes (broadcast over the letters only it has, put on the diagonal for `ii`); each plans its
+# own order, the direction axis one more letter (Linear.einsum).
+
+def _einsum_letters(in_shapes, attrs):
+    subs = contraction.from_text(attrs["subscripts"])
+    try:
+        return subs, contraction.letter_sizes(subs, in_shapes)
+    except contraction.SubscriptError as exc:
+        raise ShapeError(str(exc)) from None
+
+
+def einsum_plan(in_shapes, attrs):
+    """The contraction an einsum node runs, and its letters' sizes."""
+    subs, sizes = _einsum_letters(in_shapes, attrs)
+    return contraction.plan(subs.inputs, subs.output, sizes), sizes
+
+
+def _einsum_shape(in_shapes, attrs):
+    subs, sizes = _einsum_letters(in_shapes, attrs)
+    return tuple(sizes[ch] for ch in subs.output)
+
+
+def _einsum(xp, *operands, subscripts):
+    plan, _ = einsum_plan([tuple(x.shape) for x in operands], {"subscripts": subscripts})
+    return contraction.run(xp, plan, operands)
+
+
+def _einsum_cost(in_shapes, out, attrs):
+    plan, _ = einsum_plan(in_shapes, attrs)
+    return plan.mults, plan.flops
+
+
+def _einsum_scratch(in_shapes, out, attrs):
+    plan, sizes = einsum_plan(in_shapes, attrs)
+    return contraction.scratch(plan, sizes), 0, 0
+
+
+def _others(r, subs, i):
+    return [(r.x[j], term) for j, term in enumerate(subs.inputs) if j != i]
+
+
+def _einsum_jvp(i):
+    def rule(T, r, t):
+        subs, sizes = _einsum_letters(r.in_shapes, r.attrs)
+        term = subs.inputs[i]
+        letters = contraction.unique(term)
+        if letters != term:   # `ii`: the tangent's diagonal (a Seed stays a Seed)
+            shape = r.in_shapes[i]
+            t = T.gather(t, _diagonal_positions(T, shape), (shape[0],))
+        return T.einsum(t, letters, _others(r, subs, i), subs.output, sizes)
+    return rule
+
+
+def _einsum_vjp(i):
+    def rule(T, r, ct):
+        subs, sizes = _einsum_letters(r.in_shapes, r.attrs)
+        term = subs.inputs[i]
+        letters = contraction.unique(term)
+        elsewhere = set(subs.output).union(*(other for j, other in enumerate(subs.inputs) if j != i))
+        target = "".join(ch for ch in letters if ch in elsewhere)
+        g = T.einsum(ct, subs.output, _others(r, subs, i), target, sizes)
+        if target != letters:   # letters only this operand has were summed: broadcast back over them
+            kept = tuple(sizes[ch] if ch in target else 1 for ch in letters)
+            g = T.broadcast(T.reshape(g, kept), tuple(sizes[ch] for ch in letters))
+        if letters != term:   # `ii`: onto the diagonal
+            g = T.scatter(g, None, _diagonal_positions(T, r.in_shapes[i]), 0, r.in_shapes[i])
+        return g
+    return rule
+
+
+register(Primitive(
+    "einsum", _einsum_shape, _einsum, _einsum_cost, arity=None, contraction=True,
+    jvp=[_einsum_jvp(i) for i in range(contraction.MAX_OPERANDS)],
+    vjp=[_einsum_vjp(i) for i in range(contraction.MAX_OPERANDS)],
+    uses=[()] * contraction.MAX_OPERANDS, partials=[None] * contraction.MAX_OPERANDS,
+    uses_for=lambda i, n: tuple(f"x{j}" for j in range(n) if j != i), scratch=_einsum_scratch,
+    doc="the einsum of the other operands"))
+
+
 # --- reductions -----------------------------------------------------------------------
 
 # Reductions take an axis (None: every element) and keepdims (attrs["keepdims"] is True, or
@@ -791,7 +882,7 @@ register(Primitive(
     vjp=[lambda T, r, ct: T.gather(ct, r.attrs["targets"], r.in_shapes[0])],
     uses=[()], partials=[None], doc="1 towards each place an element is added to",
     # bincount's float64 sums, and its weights copied to float64 in a float32 run
-    scratch=lambda s, out: (0, prod(out), prod(s[0]))))
+    scratch=lambda s, out, a: (0, prod(out), prod(s[0]))))
 
 
 # --- linear algebra -----------------------------------------------------------------------------
@@ -1091,6 +1182,7 @@ PARTIAL_TEXT = {
     "logdet": ["{x0}⁻ᵀ"], "triangular_solve": ["-tri({x0})⁻¹tri(·){out}", "tri({x0})⁻¹"],
     "cholesky": ["{out}·Φ({out}⁻¹(·){out}⁻ᵀ)"], "trace": ["I"], "diag": ["select"], "tril": ["select"],
     "triu": ["select"], "fill_tril": ["select"],
+    "einsum": ["einsum of the others"] * contraction.MAX_OPERANDS,
 }
 for _name, _prim in REGISTRY.items():
     if not _prim.differentiable:

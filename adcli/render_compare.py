@@ -181,6 +181,21 @@ def render_comparison(comparison):
     out.print(Panel(Text(rec["reason"]), title=title, title_align="left"))
     out.print(theory_table(comparison.theory))
     out.print(Text(comparison.theory["rule"], style="dim"))
+    for entry in comparison.contractions:
+        out.print(contraction_table(entry))
+
+
+def contraction_table(entry) -> Group:
+    """An einsum's order of pairwise products, chosen for the fewest mults, beside the
+    left-to-right order (the matrix-chain problem: the order decides the cost)."""
+    head = Text(f'einsum("{entry["subscripts"]}") at {entry["file"]}:{entry["line"]}: the order of its products')
+    table = Table(box=box.SIMPLE, show_header=True)
+    table.add_column("")
+    table.add_column("order")
+    table.add_column("primal mults", justify="right")
+    table.add_row("chosen", entry["order"], f"{entry['mults']:,}")
+    table.add_row("left to right", entry["left_to_right_order"], f"{entry['left_to_right_mults']:,}")
+    return Group(head, table)
 
 
 def _sweep_cell(run, figure) -> str:

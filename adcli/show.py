@@ -106,6 +106,8 @@ def expression(graph, node, name=None) -> str:
         return f"{args[0]}.T"
     if op == "reshape":
         return f"reshape({args[0]}, {', '.join(str(d) for d in node.attrs.get('shape', node.shape))})"
+    if op == "einsum":
+        return f'einsum("{node.attrs["subscripts"]}", {", ".join(args)})'
     extra = []
     if op == "multigammaln":
         extra.append(str(node.attrs["d"]))
@@ -215,7 +217,28 @@ def ir_lines(graph, dtype: str = "f64") -> list[str]:
     lines.append(f"equations ({len(body)})")
     lines.extend(aligned([tuple(equation(graph, n, dtype).rsplit("  # ", 1)) for n in body]))
     counts = op_counts(graph)
+    lines.extend(contraction_lines(graph))
     lines.append(f"nodes by op ({len(nodes)}): " + ", ".join(f"{op} {n}" for op, n in counts.items()))
+    return lines
+
+
+def contraction_lines(graph) -> list[str]:
+    """Each einsum's pairwise contractions: the order chosen (fewest mults, adcli.einsum) and
+    what the left-to-right order would cost."""
+    from .einsum import report
+
+    entries = report(graph)
+    if not entries:
+        return []
+    lines = [f"einsum contraction orders ({len(entries)})"]
+    for e in entries:
+        call = f'einsum("{e["subscripts"]}", {", ".join(e["operands"])})'
+        lines.append(f"  {e['node']} = {call}  # {e['file']}:{e['line']}")
+        steps = "; ".join(f"{step['subscripts']} {step['mults']:,}" for step in e["steps"])
+        lines.append(f"    chosen:        {e['order']}: {e['mults']:,} mults")
+        lines.append(f"    left to right: {e['left_to_right_order']}: {e['left_to_right_mults']:,} mults")
+        if steps:
+            lines.append(f"    the chosen products: {steps}")
     return lines
 
 
@@ -235,7 +258,14 @@ def ir_json(graph, dtype: str = "f64") -> dict:
                    dict(zip(("id", "iteration", "count", "line", "position"), n.repeat))}
                   for n in nodes],
         "counts": op_counts(graph),
+        "contractions": contraction_report(graph),
     }
+
+
+def contraction_report(graph) -> list:
+    from .einsum import report
+
+    return report(graph)
 
 
 # -- what reverse mode keeps -----------------------------------------------------------------

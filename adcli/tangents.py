@@ -639,6 +639,99 @@ class Linear:
 
         return self._product(t, out, 1, compute, prod(b_shape))
 
+    # -- einsum ------------------------------------------------------------------------------
+    def einsum(self, t, letters: str, residuals, result: str, sizes: dict):
+        """t contracted with residual operands [(array, letters)] into the axes `result`: the
+        one einsum of a JVP (t a tangent of one operand, the others the residuals) or a VJP
+        (t the cotangent of the output). t's letters are distinct. The direction axis is one
+        more letter, of size k, on t's side, and the order of the pairwise contractions is
+        planned for it (adcli.einsum.plan): contracting the other operands first is often
+        cheaper than carrying k directions through every step. A step that contracts a
+        Seed as it is only selects entries of the other side (as A·I = A): not counted."""
+        from .einsum import LETTERS, plan as contraction_plan
+
+        if t is None:
+            return None
+        used = set(letters) | set(result)
+        for _, other in residuals:
+            used |= set(other)
+        d = next(ch for ch in LETTERS if ch not in used)
+        sizes = {**sizes, d: self.k}
+        terms = (d + letters,) + tuple(other for _, other in residuals)
+        needed = set(result).union(*(other for _, other in residuals))
+        # a Seed stays one until a step contracts it, unless its lone letters are summed first
+        free = 0 if isinstance(t, Seed) and set(letters) <= needed else None
+        plan = contraction_plan(terms, d + result, sizes, free=free)
+
+        def size(term: str) -> int:
+            return prod(sizes[ch] for ch in term)
+
+        def shape(term: str) -> tuple:
+            return tuple(sizes[ch] for ch in term)
+
+        xp = self.xp
+        slots = [t] + [x for x, _ in residuals]
+        held = [0] * len(slots)   # scalars of each reduced operand or intermediate made here
+        for i, spec in enumerate(plan.reduces):
+            if spec is None:
+                continue
+            before, after = spec.split("->")
+            if i == 0 and isinstance(t, Seed) and set(before) == set(after):   # a permutation: moved
+                self._traffic(1, 2 * size(before))   # integer selections
+                if xp is not None:
+                    order = tuple(before.index(ch) for ch in after)
+                    slots[0] = Seed(t.src.transpose(tuple(j - 1 for j in order[1:])), self.k, shape(after[1:]))
+                else:
+                    slots[0] = Seed(None, self.k, shape(after[1:]))
+                continue
+            self._count(0, plan.reduce_flops[i])
+            self._traffic(1, size(before) + size(after))
+            if i == 0:
+                self._materialized(t, result=size(after))
+            held[i] = size(after)
+            if xp is None:
+                slots[i] = Abstract(shape(after))
+            else:
+                slots[i] = xp.einsum(spec, self.dense(slots[i]) if i == 0 else slots[i])
+        if not plan.steps:
+            return slots[0]
+        alive, peak = sum(held), 0
+        for index, step in enumerate(plan.steps):
+            (left, right), out = step.spec.split("->")[0].split(","), step.spec.split("->")[1]
+            a, b = slots[step.left], slots[step.right]
+            self._count(step.mults, step.flops)
+            seed_side = next((j for j, x in ((0, a), (1, b)) if isinstance(x, Seed)), None)
+            dense = 0
+            if seed_side is None:
+                self._traffic(1, size(left) + size(right) + size(out), step.flops if step.flops > step.mults else 0)
+            else:   # the Seed's step: entries of the other side put in place
+                self._traffic(2, 2 * size(out))
+                seed, seed_letters = (a, left) if seed_side == 0 else (b, right)
+                other, other_letters = (b, right) if seed_side == 0 else (a, left)
+                shortcut = seed.identity and not set(seed_letters[1:]) & set(out)
+                if not shortcut:
+                    self._materialized(seed)
+                    dense = size(seed_letters)
+            peak = max(peak, alive + dense + size(out))
+            last = index == len(plan.steps) - 1
+            alive += (0 if last else size(out)) - held[step.left] - held[step.right]
+            held.append(0 if last else size(out))
+            slots[step.left] = slots[step.right] = None
+            if xp is None:
+                slots.append(Abstract(shape(out)))
+            elif seed_side is None:
+                slots.append(xp.einsum(step.spec, a, b))
+            elif shortcut:   # I·R: R's axes over the Seed's letters become the directions
+                rest = out[1:]
+                moved = xp.einsum(f"{other_letters}->{seed_letters[1:]}{rest}", other)
+                slots.append(moved.reshape(shape(d + rest)))
+            else:
+                slots.append(xp.einsum(step.spec, self.dense(a), b) if seed_side == 0
+                             else xp.einsum(step.spec, a, self.dense(b)))
+        if peak > size(plan.steps[-1].spec.split("->")[1]):   # intermediates beside the result
+            self.counter.temporary(peak)
+        return slots[-1]
+
 
 def reduced_shape(shape, axis) -> tuple:
     if axis is None:

@@ -37,6 +37,12 @@ cholesky reads from the lower triangle) is outside the safe region. The value or
 triangular_solve from scipy.linalg.solve_triangular (adcli does not use it); the derivative
 oracle differentiates cholesky's loops element by element (adcli uses L Φ(L⁻¹ dS L⁻ᵀ)).
 
+einsum: products and chains of up to four operands, traces, diagonals (and a diagonal times
+a matrix), sums, transposes, outer and elementwise products, a scalar operand, implicit outputs
+and a letter only one operand has, sometimes one operand twice. The value oracle is
+numpy.einsum; the derivative oracle takes the tangent of each operand in its place in one
+numpy.einsum (adcli contracts pairwise, in an order of its own, with Seeds).
+
 Reductions and norm sometimes keep their reduced axes (keepdims=true), often broadcast back
 against their argument (``x - max(x, axis=1, keepdims=true)``, ``x / norm(x, keepdims=true)``);
 both oracles reduce as usual and reshape the value and the tangent to the kept shape.
@@ -340,7 +346,7 @@ def fmt_array(a):
     return "[" + ", ".join(fmt_array(x) for x in a) + "]"
 
 
-ATOMIC = {"var", "fn", "call", "reduce", "norm", "multigammaln", "transpose", "reshape", "concat", "stack", "la", "eye",
+ATOMIC = {"einsum", "var", "fn", "call", "reduce", "norm", "multigammaln", "transpose", "reshape", "concat", "stack", "la", "eye",
           "list", "defcall", "index", "T", "take", "scatter"}
 
 
@@ -409,6 +415,8 @@ def render(e) -> str:
         return f"{p['name']}({', '.join([render(x) for x in k] + extra)})"
     if op == "defcall":
         return f"{p['name']}({', '.join(render(x) for x in k)})"
+    if op == "einsum":
+        return f'einsum("{p["subs"]}", {", ".join(render(x) for x in k)})'
     if op == "take":
         return f"take_along_axis({render(k[0])}, {p['text']}, axis={p['axis']})"
     if op == "scatter":
@@ -807,6 +815,26 @@ def scatter(values, a, n, K=None):
     np.add.at(out, ((slice(None),) if K is not None else ()) + (a,), values)
     return out
 
+def _einsum_dual(subs, pairs):
+    """einsum is linear in each operand: its tangent is the sum, over the operands that carry
+    one, of the einsum with that operand replaced by its tangent (the directions a letter Z of
+    their own; a repeated letter takes the tangent's diagonal, as it takes the value's)."""
+    terms, _, out = subs.partition("->")
+    terms = terms.split(",")
+    if "->" not in subs:   # NumPy's implicit output: the letters that appear once, sorted
+        letters = "".join(terms)
+        out = "".join(sorted(ch for ch in set(letters) if letters.count(ch) == 1))
+    values = [v for v, _ in pairs]
+    tangent = None
+    for i, (_, t) in enumerate(pairs):
+        if t is None:
+            continue
+        spec = ",".join("Z" + term if j == i else term for j, term in enumerate(terms)) + "->Z" + out
+        part = np.einsum(spec, *[t if j == i else v for j, v in enumerate(values)])
+        tangent = part if tangent is None else tangent + part
+    return np.einsum(subs, *values), tangent
+
+
 def ev(e, scope, ctx):
     with np.errstate(all="ignore"):
         out = np.asarray(_ev(e, scope, ctx), dtype=np.float64)
@@ -1012,6 +1040,11 @@ def _ev(e, scope, ctx):
         return np.eye(p["n"].value)
     if op == "la":
         return _linalg(ctx, e, [ev(x, scope, ctx) for x in k])
+    if op == "einsum":
+        ctx.feature(f"einsum:{p['form']}")
+        if len(k) > 1 and ctx.collect and len({render(x) for x in k}) < len(k):
+            ctx.feature("einsum-same-operand")
+        return np.einsum(p["subs"], *[ev(x, scope, ctx) for x in k])
     if op == "defcall":
         f = ctx.defs[p["name"]]
         calls = ctx.trace.def_calls[f.name] = ctx.trace.def_calls.get(f.name, 0) + 1
@@ -1335,6 +1368,8 @@ def dual(e, scope, ctx, K):
         return scatter(x, a, p["n"]), None if t is None else scatter(t, a, p["n"], K)
     if op == "eye":
         return np.eye(p["n"].value), None
+    if op == "einsum":
+        return _einsum_dual(p["subs"], [dual(x, scope, ctx, K) for x in k])
     if op == "la":
         return _linalg_dual(e, [dual(x, scope, ctx, K) for x in k], K)
     if op == "defcall":
@@ -1929,7 +1964,7 @@ class Generator:
         kind = c.weighted([("unary", 5), ("special", 4), ("neg", 1), ("binary", 6), ("pow", 2), ("extreme", 2),
                            ("matmul", 4), ("reduce", 3), ("softmax", 1), ("norm", 1), ("movement", 4),
                            ("defcall", 2 if not env.in_def else 1), ("kink", 2), ("condition", 3),
-                           ("linalg", 3)])
+                           ("linalg", 3), ("einsum", 3)])
         if kind == "unary":
             name = c.choice(UNARY)
             return fn(name, self.operand(env, depth).e)
@@ -2009,6 +2044,8 @@ class Generator:
             return self.condition(env, depth)
         if kind == "linalg":
             return self.linalg(env, depth)
+        if kind == "einsum":
+            return self.einsum(env, depth)
         return None
 
     def conditioned(self, env, n, depth, name):
@@ -2060,6 +2097,53 @@ class Generator:
                 extra["lower"] = c.chance(0.5)
             return E("la", (m, b.e), name=name, **extra)
         return E("la", (m,), name=name)
+
+    # einsum forms: (subscripts, operand shapes from sizes n, m, q, r)
+    EINSUM_FORMS = {
+        "product": ("ij,jk->ik", lambda n, m, q, r: [(n, m), (m, q)]),
+        "chain": ("ij,jk,kl->il", lambda n, m, q, r: [(n, m), (m, q), (q, r)]),
+        "chain-vec": ("ij,jk,k->i", lambda n, m, q, r: [(n, m), (m, q), (q,)]),
+        "chain4": ("i,ij,jk,kl->l", lambda n, m, q, r: [(n,), (n, m), (m, q), (q, r)]),
+        "trace": ("ii->", lambda n, m, q, r: [(n, n)]),
+        "diag": ("ii->i", lambda n, m, q, r: [(n, n)]),
+        "diag-product": ("ii,ij->j", lambda n, m, q, r: [(n, n), (n, m)]),
+        "sum": ("ij->", lambda n, m, q, r: [(n, m)]),
+        "sum-axis": ("ij->j", lambda n, m, q, r: [(n, m)]),
+        "transpose": ("ij->ji", lambda n, m, q, r: [(n, m)]),
+        "implicit": ("ij,jk", lambda n, m, q, r: [(n, m), (m, q)]),
+        "implicit-transpose": ("ba", lambda n, m, q, r: [(n, m)]),
+        "outer": ("i,j->ij", lambda n, m, q, r: [(n,), (m,)]),
+        "hadamard": ("ij,ij->ji", lambda n, m, q, r: [(n, m), (n, m)]),
+        "dot": ("i,i", lambda n, m, q, r: [(n,), (n,)]),
+        "scalar": (",ij->ij", lambda n, m, q, r: [(), (n, m)]),
+        "lone": ("ij,k->i", lambda n, m, q, r: [(n, m), (q,)]),
+    }
+
+    def einsum(self, env, depth):
+        """einsum of one to four operands: products and chains (adcli orders their pairwise
+        products), traces, diagonals, sums, transposes, outer and elementwise products, a scalar
+        operand, implicit outputs, a letter only one operand has; sometimes one operand twice."""
+        c = self.c
+        form = c.choice(sorted(self.EINSUM_FORMS))
+        subs, shapes_of = self.EINSUM_FORMS[form]
+        sizes = [self.size() for _ in range(4)]
+        rank = len(shapes_of(*sizes)[0])
+        first = self.operand(env, depth, (rank,)) if rank else None
+        square = form in ("trace", "diag", "diag-product")
+        if first is not None and first.v.ndim == rank and not (square and first.shape[0] != first.shape[1]):
+            sizes[:rank] = first.shape   # every form's first operand is (n,) or (n, m) (n, n when square)
+        else:
+            first = None
+        shapes = shapes_of(*sizes)
+        terms = []
+        for i, shape in enumerate(shapes):
+            if i == 0 and first is not None:
+                terms.append(first)
+            elif terms and shape == terms[0].shape and c.chance(0.25):
+                terms.append(terms[0])     # the same operand twice: its derivatives add
+            else:
+                terms.append(self.shaped(env, shape, max(depth - 1, 0)))
+        return E("einsum", tuple(t.e for t in terms), subs=subs, form=form)
 
     def mask(self, env, a, depth):
         """A 0/1 mask of a's shape: a comparison of a with a partner, sometimes negated or

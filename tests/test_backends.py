@@ -34,7 +34,7 @@ BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(CUPY_PROBLEM 
 # Every op of the registry, with ties for maximum/minimum and max/min, and
 # index, concat, stack, reshape, transpose, outer (a reshape and a mul) and dot; gathers
 # with repeated indices, scatter_add, and empty slices; reductions with keepdims=true; linear
-# algebra on an SPD matrix.
+# algebra on an SPD matrix; einsum (a chain, a trace, a product of one operand with itself).
 ALL_OPS = """
 dim n = 4
 input x: vec[n] = [0.3, -0.7, 1.1, 0.5]
@@ -71,6 +71,7 @@ L = cholesky(S)
 output la = solve(S, x) + inv(S) @ x + triangular_solve(L, x) + triangular_solve(L.T, x, lower=false)
 T = fill_tril(concat(x, x[0:3], x[1:4]), n)
 output lb = det(S) * logdet(S) + trace(S) * diag(tril(T, -1) + triu(T.T, 1))
+output le = einsum("ij,jk,k->i", A, S, x) + einsum("ii->", S) + einsum("ij,ij->j", A, A)[0:3]
 """
 
 PROGRAMS = [pytest.param(path, id=path.stem) for path in SAMPLES] + [pytest.param("all-ops", id="all-ops")]

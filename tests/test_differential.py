@@ -425,6 +425,10 @@ REQUIRED_FEATURES = {
     "multigammaln:dim", "keepdims:all", "keepdims:axis",
     # linear algebra (the ops themselves are in the registry check)
     "eye", "diag:vec", "diag:mat", "solve:mat", "triangular_solve:upper", "tril:k", "triu:k",
+    # einsum: a chain (its own contraction order), a trace, a diagonal, an implicit output, a
+    # lone letter summed first, a scalar operand, one operand twice
+    "einsum:chain", "einsum:chain4", "einsum:trace", "einsum:diag", "einsum:diag-product", "einsum:implicit",
+    "einsum:lone", "einsum:scalar", "einsum:outer", "einsum-same-operand",
 } | {f"fn:{name}" for name in progen.SPECIAL} | {f"cmp:{sym}" for sym in progen.COMPARE} | {f"fn:{name}" for name in progen.UNARY} | {f"reduce:{name}" for name in progen.REDUCTIONS[:-1]} | {
     f"reduce:{name}:axis" for name in progen.REDUCTIONS[:-1]}
 

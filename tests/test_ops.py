@@ -233,6 +233,20 @@ CASES = [
     Case("cholesky", "input X: mat[3, 3]\noutput y = cholesky(X @ X.T + 3 * eye(3))"),
     # not symmetric: cholesky reads the lower triangle, so the upper one has no derivative
     Case("cholesky", "input A: mat[3, 3]\noutput y = cholesky(A + 10 * eye(3))"),
+    # einsum: products, a chain (its own contraction order), traces, diagonals, sums, transposes,
+    # outer products, implicit outputs, an operand used twice, a scalar operand, a const operand
+    Case("einsum", "input A: mat[2, 3]\ninput B: mat[3, 4]\noutput y = einsum(\"ij,jk->ik\", A, B)"),
+    Case("einsum", "input A: mat[2, 3]\ninput B: mat[3, 4]\ninput C: mat[4, 2]\ninput x: vec[2]\n"
+                   "output y = einsum(\"ij,jk,kl,l->i\", A, B, C, x)"),
+    Case("einsum", "input A: mat[3, 3]\noutput y = einsum(\"ii->\", A) * einsum(\"ii->i\", A)"),
+    Case("einsum", "input A: mat[3, 3]\ninput B: mat[3, 2]\noutput y = einsum(\"ii,ij->j\", A, B)"),
+    Case("einsum", "input A: mat[2, 3]\ninput b: vec[4]\noutput y = einsum(\"ij,k->i\", A, b)"),
+    Case("einsum", "input A: mat[2, 3]\ninput b: vec[3]\noutput y = einsum(\"ij,j\", A, b) + einsum(\"ij->\", A)"),
+    Case("einsum", "input a: vec[3]\ninput b: vec[2]\noutput y = einsum(\"i,j->ji\", a, b)"),
+    Case("einsum", "input A: mat[2, 3]\ninput B: mat[2, 3]\noutput y = einsum(\"ij,ij->ji\", A, B)"),
+    Case("einsum", "input x: vec[3]\noutput y = einsum(\"i,i->\", x, x) * einsum(\"i,j,k->ik\", x, x, x)"),
+    Case("einsum", "input s\ninput A: mat[2, 3]\nconst M: mat[3, 3] = randn(seed=1)\n"
+                   "output y = einsum(\",ij,jk->kj\", s, A, M)"),
 ]
 
 # reductions: over all elements and along each axis (and axis=-1)

@@ -13,10 +13,11 @@ static prediction: the counts without the arithmetic.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from math import prod
 
-from .checkpoint import schedule
+from .checkpoint import cached_schedule as runner_schedule
 from .ops import REGISTRY, Residuals
 from .tangents import Abstract, Counter, Linear, Seed, live_size
 
@@ -1007,7 +1008,7 @@ class _Checkpointed:
         self.child = runner._child(loop)
         self.body_plan = runner._body_plans(analysis, plan)
         self.nc, self.body = sched.carried, loop.attrs["body"]
-        actions = schedule(sched.count, runner.checkpoints)
+        actions = runner_schedule(sched.count, runner.checkpoints)
         first = next(i for i, a in enumerate(actions) if a.kind == "reverse")
         self.prefix, self.rest = actions[:first], actions[first:]
         self.holders = {}   # id(value) -> [value, holders, size]: values the body made, alive
@@ -1015,6 +1016,10 @@ class _Checkpointed:
         self.slots = {}     # slot -> (step, state): the saved states
         self.recorded = (0, [])   # the step recorded now: its residuals' size, the params it keeps
         self.most = 0
+        # predicting: the effect of a step walked from each state, replayed for every later
+        # step from the same state instead of walking it again (a 10^5-step loop reverses
+        # 10^5 steps, and runs as many again between its checkpoints)
+        self.effects = {} if runner.xp is None else None
 
     # -- what holds the body's values ------------------------------------------------------------
     def _hold(self, values, made: dict | None = None):
@@ -1041,6 +1046,61 @@ class _Checkpointed:
         old, self.hand = self.hand, list(state)
         self._hold(self.hand, made)
         self._release(old)
+
+    def _signature(self) -> tuple:
+        """The state in hand as a step sees it: per value, the caller's (0), made by the
+        body and held by the hand alone (1: freed when the hand lets go), or held elsewhere
+        too (2)."""
+        return tuple(None if v is None else 0 if id(v) not in self.holders else
+                     1 if self.holders[id(v)][1] == 1 else 2 for v in self.hand)
+
+    def _drop_hand_quietly(self):
+        """Let go of the hand as _set_hand([]) does, its live values counted already (a
+        replayed effect holds the drops)."""
+        for v in self.hand:
+            entry = None if v is None else self.holders.get(id(v))
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self.holders[id(v)]
+        self.hand = []
+
+    # -- predicting: effects measured once, replayed ----------------------------------------------
+    def _measure(self):
+        r, live = self.runner, self.live
+        start = (r.primal.snapshot(), r.derivative.snapshot(), r.recomputed_steps,
+                 live.now, live.arrays, live.indexes)
+        peaks = (live.peak, live.peak_with_temporaries, live.peak_arrays)
+        live.peak, live.peak_with_temporaries, live.peak_arrays = live.now, live.now + live.indexes, live.arrays
+        return start, peaks
+
+    def _measured(self, start, peaks) -> tuple:
+        """The counts a walk added, how far the live values rose above where it started,
+        and where they ended."""
+        r, live = self.runner, self.live
+        heights = (live.peak - start[3], live.peak_with_temporaries - start[3] - start[5],
+                   live.peak_arrays - start[4])
+        live.peak = max(peaks[0], live.peak)
+        live.peak_with_temporaries = max(peaks[1], live.peak_with_temporaries)
+        live.peak_arrays = max(peaks[2], live.peak_arrays)
+        return (tuple(b - a for a, b in zip(start[0], r.primal.snapshot())),
+                tuple(b - a for a, b in zip(start[1], r.derivative.snapshot())),
+                r.recomputed_steps - start[2], live.now - start[3], live.arrays - start[4],
+                live.indexes - start[5], heights)
+
+    def _replay(self, effect):
+        r, live = self.runner, self.live
+        primal, derivative, recomputed, now, arrays, indexes, heights = effect
+        for counter, delta in ((r.primal, primal), (r.derivative, derivative)):
+            for name, d in zip(counter.COUNTS, delta):
+                setattr(counter, name, getattr(counter, name) + d)
+        r.recomputed_steps += recomputed
+        live.peak = max(live.peak, live.now + heights[0])
+        live.peak_with_temporaries = max(live.peak_with_temporaries, live.now + live.indexes + heights[1])
+        live.peak_arrays = max(live.peak_arrays, live.arrays + heights[2])
+        live.now += now
+        live.arrays += arrays
+        live.indexes += indexes
 
     def cached(self) -> int:
         """Values kept now for the backward sweep: the saved states' (the state going in is
@@ -1073,23 +1133,42 @@ class _Checkpointed:
         runner, sched = self.runner, self.sched
         it = start
         while it < stop:
-            before = runner.primal.snapshot()
-            started = [id(v) in self.holders for v in self.hand]
+            key = None
+            if self.effects is not None:   # predicting
+                key = ("advance", id(sched.analysis(it)), self._signature())
+                effect = self.effects.get(key)
+                if effect is not None:
+                    self._replay(effect[0])
+                    self._drop_hand_quietly()
+                    self._set_hand([None if shape is None else Abstract(shape) for shape in effect[1]],
+                                   {})
+                    for v, shape in zip(self.hand, effect[1]):   # made: counted live by the effect
+                        if v is not None:
+                            self.holders[id(v)] = [v, 1, prod(shape)]
+                    it += 1
+                    # the steps after it, from the state it left, alike: counted at once when
+                    # that state is the one it started from and no value stayed alive
+                    times = min(stop, sched.steady_until(it - 1)) - it
+                    if times > 0 and self._signature() == key[2] and effect[0][3:6] == (0, 0, 0):
+                        primal, derivative, recomputed = effect[0][:3]
+                        for counter, delta in ((runner.primal, primal), (runner.derivative, derivative)):
+                            for name, d in zip(counter.COUNTS, delta):
+                                setattr(counter, name, getattr(counter, name) + d * times)
+                        runner.recomputed_steps += recomputed * times
+                        it += times
+                    continue
+                measuring = self._measure()
             results, made = self._results(it, self.child.run_primal(self._run_body(it)))
             for v in results[self.nc:]:   # results that are not carried: read only after the last step
                 if v is not None and id(v) in made:
                     self.live.drop(made.pop(id(v)))
             self._set_hand(results[:self.nc], made)
             runner.recomputed_steps += 1
+            if key is not None:
+                effect = self._measured(*measuring)
+                if all(v is None or id(v) in made for v in self.hand):   # (a value passed through: walked)
+                    self.effects[key] = (effect, [None if v is None else v.shape for v in self.hand])
             it += 1
-            if runner.xp is None and started == [id(v) in self.holders for v in self.hand]:
-                # predicting: the steps after one like it are counted, not walked (the
-                # state replaced by one of its size: live values as they were)
-                times = min(stop, sched.steady_until(it - 1)) - it
-                if times > 0:
-                    runner.primal.repeat(before, times)
-                    runner.recomputed_steps += times
-                    it += times
 
     def record(self, it: int, residuals) -> tuple:
         """Run step `it` from the state in hand keeping its residuals (in `residuals`, as
@@ -1205,25 +1284,47 @@ class _Checkpointed:
                 self._release(state)
             elif a.kind == "reverse":
                 it = a.start
+                key = None
+                if self.effects is not None and it != last:   # predicting
+                    key = ("reverse", runner._backward_state(sched, it, loop, seeds, cts), self._signature(),
+                           final)
+                    effect = self.effects.get(key)
+                    if effect is not None:   # seeds and sums: of the kinds the walk left
+                        self._replay(effect[0])
+                        params = self.hand + self.closures
+                        self.recorded = (effect[1], [params[k] for k in effect[2]])
+                        self.cached()
+                        self.recorded = (0, [])
+                        self._drop_hand_quietly()
+                        continue
+                    measuring = self._measure()
                 if it == last:
                     record, results, made = last_record, [], {}
                 else:
                     results, made, record = self.record(it, residuals)
                     # results the body's backward keeps alive: the live ones, and those it
                     # reads back (as results, never freed by it); freed below
-                    for key in record[0]:
-                        if isinstance(key, int) and key >= sched.n_params and key in sched.out_ids:
-                            v = residuals[("L", loop.id, it, key)]
-                            made.setdefault(id(v), prod(self.body.nodes[key].shape))
+                    for k in record[0]:
+                        if isinstance(k, int) and k >= sched.n_params and k in sched.out_ids:
+                            v = residuals[("L", loop.id, it, k)]
+                            made.setdefault(id(v), prod(self.body.nodes[k].shape))
                             results.append(v)
                 self.cached()
                 seeds = runner._loop_backward_step(loop, sched, it, self.body_plan, record, residuals, seeds,
                                                    cts, final, final or it != last)
+                if final or it != last:   # what its backward did not free (results it read back)
+                    for k in record[0]:
+                        residuals.pop(("L", loop.id, it, k), None)
                 for v in {id(v): v for v in results if v is not None and id(v) in made}.values():
                     live.drop(made[id(v)])   # a step run again: nothing after it reads its results
+                if key is not None:
+                    kept = [k for k in record[0] if isinstance(k, int) and k < sched.n_params]
+                    size = self.recorded[0]
                 self._release(self.recorded[1])
                 self.recorded = (0, [])
                 self._set_hand([])
+                if key is not None:
+                    self.effects[key] = (self._measured(*measuring), size, kept)
         for slot, (step, state) in self.slots.items():   # what is left: the state going in, and
             self._release(state)                           # (before the last sweep) the graph's
         runner.cached_extra = max(runner.cached_extra, self.most - forward_cached)
@@ -1378,21 +1479,22 @@ class LoopSchedule:
     def analysis(self, iteration: int) -> Analysis:
         return self.analysis_for(self.depends[iteration], self.needed[iteration], self.live[iteration])
 
+    def _runs(self) -> list:
+        """The starts of the runs of iterations with one analysis, then the count."""
+        if not hasattr(self, "_run_starts"):
+            keys = list(zip(self.depends, self.needed, self.live))
+            self._run_starts = [0] + [i for i in range(1, self.count) if keys[i] != keys[i - 1]] + [self.count]
+        return self._run_starts
+
     def steady_from(self, iteration: int) -> int:
         """The first iteration of the run of iterations with `iteration`'s analysis."""
-        key = (self.depends[iteration], self.needed[iteration], self.live[iteration])
-        first = iteration
-        while first > 0 and (self.depends[first - 1], self.needed[first - 1], self.live[first - 1]) == key:
-            first -= 1
-        return first
+        starts = self._runs()
+        return starts[bisect_right(starts, iteration) - 1]
 
     def steady_until(self, iteration: int) -> int:
         """The first iteration after `iteration` whose analysis differs (or the count)."""
-        key = (self.depends[iteration], self.needed[iteration], self.live[iteration])
-        end = iteration + 1
-        while end < self.count and (self.depends[end], self.needed[end], self.live[end]) == key:
-            end += 1
-        return end
+        starts = self._runs()
+        return starts[bisect_right(starts, iteration)]
 
     def analyses(self) -> list:
         """The distinct analyses of the iterations."""

@@ -24,7 +24,8 @@ from .memory import (ARRAY_HEADER_BYTES, BASE_BYTES, INDEXING_SCRATCH_BYTES, LOO
                      JSON_BYTES_PER_LABEL, JSON_BYTES_PER_NUMBER, PER_NODE_BYTES, SEED_INDEX_BYTES,
                      TEMPORARY_FACTOR, available_memory, cgroup_available, default_memory_limit,
                      rlimit_available)
-from .execute import MAX_CACHED_CONSTANT_BYTES, MAX_CACHED_RUNS, CompiledRun, Replay, RunTooLarge, Stager
+from .execute import (MAX_CACHED_CONSTANT_BYTES, MAX_CACHED_EQUATIONS, MAX_CACHED_RUNS, CompiledRun, Replay,
+                      RunTooLarge, Stager)
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
@@ -581,6 +582,9 @@ class Program:
             key = (mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single,
                    tuple(seeds_single or ()), run_inputs["backend"], str(run_inputs["dtype"]), checkpoints)
             compiled = self._last_compiled = self._compiled.get(key)
+            if compile_only and compiled is None and key not in self._too_large and \
+                    self._predicted_ops(mode, wrt, outputs, chunk, sizes, single, checkpoints) > MAX_CACHED_EQUATIONS:
+                self._too_large.add(key)   # every operation is an equation at least: never kept
             if compile_only and (compiled is not None or key in self._too_large):
                 return None   # compiled already, or too large to keep: interpreted by the run itself
             if compiled is not None:
@@ -631,6 +635,10 @@ class Program:
         cost.peak_arrays = runner.live.peak_arrays
         cost.indexed = runner.derivative.indexed
         cost.recomputed_steps = runner.recomputed_steps
+        # what the time model charges: the interpreter's own work per operation, when the
+        # run is too large for compiled plans (predicted: its operations alone pass the limit)
+        cost.interpreted = cost.ops > MAX_CACHED_EQUATIONS if abstract else \
+            (type(runner) is Runner and observer is None)
         if isinstance(runner, Replay):
             return compiled.counted()
         if isinstance(runner, Stager):
@@ -642,6 +650,14 @@ class Program:
             else:
                 self._too_large.add(key)
         return cost
+
+    def _predicted_ops(self, mode, wrt, outputs, chunk, sizes, single, checkpoints) -> int:
+        """The array operations a run will execute, predicted (cached per run kind)."""
+        key = ("ops", mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single, checkpoints)
+        if key not in self._peak_cache:
+            self._peak_cache[key] = self._run(mode, wrt, outputs, chunk, sizes, None, single=single,
+                                              checkpoints=checkpoints).ops
+        return self._peak_cache[key]
 
     def _checked_run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single, seeds_single, checkpoints):
         """The checking mode (check_plans): the compiled run, then the reference interpreter

@@ -46,6 +46,7 @@ class Cost:
     peak_arrays: int = 0                    # the most arrays alive at once (their headers)
     recomputed_steps: int = 0       # checkpointing: loop body steps run beyond keeping everything
     checkpoints: int | None = None  # the states kept per loop (None: every iteration's residuals)
+    interpreted: bool = False       # run (or to be run) by the interpreter: too large to compile
     peak_bytes: int | None = None
     time_s: dict = field(default_factory=dict)
     predicted: dict = field(default_factory=dict)   # {"time_s", "peak_bytes"}, from the graph

@@ -37,13 +37,22 @@ class MachineModel:
     source: str = "default"
 
     def time(self, cost, itemsize: int) -> float:
-        """Predicted seconds of the sweeps whose counts are `cost`."""
-        return (cost.ops * self.op_s + cost.values_moved * itemsize / self.bandwidth
+        """Predicted seconds of the sweeps whose counts are `cost` (a run too large to
+        compile, `cost.interpreted`, pays the interpreter's own work per operation too)."""
+        per_op = self.op_s + (INTERPRETER_OP_S if getattr(cost, "interpreted", False) else 0.0)
+        return (cost.ops * per_op + cost.values_moved * itemsize / self.bandwidth
                 + cost.gemm_flops / self.gemm_rate)
 
     def to_json(self) -> dict:
         return asdict(self)
 
+
+# A run too large to keep as compiled plans (adcli.execute.MAX_CACHED_EQUATIONS) is run by
+# the interpreter, which counts and keeps liveness node by node: 8.5-10.7 µs per array
+# operation on the reference machine against about 1 µs compiled (a 100-wide tanh layer
+# as a loop, 2,000-5,000 steps, reverse mode with and without checkpoints), so about
+# this much more per operation.
+INTERPRETER_OP_S = 8e-6
 
 # Measured with `adcli calibrate` on the project's reference machine (a 2-core
 # x86_64 VM, NumPy 2.4, one thread; benchmarks/README.md). CuPy's are set from the

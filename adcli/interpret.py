@@ -295,12 +295,15 @@ class Runner:
         # at their last use, as it frees what it makes (Runner._loop)
         self.adopt_values, self.adopt_tangents = set(), set()
         self.observer = None   # adcli.trace: called per node as the sweeps run
+        self.index = None      # a loop body's Runner: the iteration it runs (its loop sets it)
 
     # -- shared pieces ---------------------------------------------------------------
     def leaf_value(self, node):
         if self.xp is None:
             return Abstract(node.shape)
         if node.op == "input":
+            if "index" in node.attrs:   # a loop body's index, read as a number: a constant
+                return self.xp.asarray(self.index, dtype=self.dtype)
             return self.input_values[node.attrs["name"]]
         return self.const_values[node.id]
 
@@ -315,6 +318,8 @@ class Runner:
             self.live.temporary(*prim.scratch(shapes, node.shape))
         if self.xp is None:
             return Abstract(node.shape)
+        if node.key_steps is not None:   # X[t] in a loop's body: this iteration's key
+            return prim.evaluate(self.xp, *args, **dict(node.attrs, key=moved_key(node, self.index)))
         return prim.evaluate(self.xp, *args, **node.attrs)
 
     def partial(self, node, i, args, out):
@@ -351,6 +356,9 @@ class Runner:
         if cached is None:
             cached = [(self.xp.asarray(o), self.xp.asarray(i)) for o, i in node.moves]
             self._moves[id(node)] = cached
+        if node.key_steps is not None:   # X[t] in a loop's body: iteration 0's maps, shifted
+            shift = self.index * flat_step(node.key_steps, self.graph.nodes[node.inputs[0]].shape)
+            return [(o, i + shift) for o, i in cached]
         return cached
 
     def seed(self, shape, offset, k):
@@ -408,6 +416,7 @@ class Runner:
             wanted = sched.live[it]   # results needed after this iteration
             passed = {sched.out_ids[q] for q in wanted if sched.out_ids[q] < sched.n_params}   # params kept
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
+            child.index = it
             # the last iteration's results are the body's to free at their last use in it
             child.adopt_values = {p for p in range(nc) if owned[p]}
             child.adopt_tangents = {p for p in range(nc) if held[p]}
@@ -518,6 +527,7 @@ class Runner:
                 steady.begin((id(sched.analysis(it)), tuple(owned)))
             an = sched.analysis(it)
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
+            child.index = it
             wanted = sched.live[it]
             vals, res, refs_i, cached_i, _ = child.reverse_forward_sweep(an, child.residual_plan(an, recompute))
             before = cached
@@ -569,6 +579,24 @@ class Runner:
                 seen.add(id(new[q]))
         return cached
 
+    def _index_kept(self, loop, analysis, plan) -> int:
+        """The iterations of a loop whose backward reads its index as a number: each a
+        const scalar of the unrolled iteration (cached_inputs), a param of the body here."""
+        body = loop.attrs["body"]
+        index = next((node.id for node in body.nodes if node.op == "input" and "index" in node.attrs), None)
+        if index is None:
+            return 0
+        sched, child = self._schedule(loop, analysis), self._child(loop)
+        recompute = self._recompute_of(analysis, plan)
+        kept = it = 0
+        while it < sched.count:   # by runs of iterations with one analysis
+            end = sched.steady_until(it)
+            entries = child.residual_plan(sched.analysis(it), recompute).values()
+            if any(index in keys for entry in entries for _, keys in entry):
+                kept += end - it
+            it = end
+        return kept
+
     def _loop_backward(self, loop, analysis, plan, residuals, pending, cts, final):
         """The backward sweep through a loop: the body's, iteration by iteration from the
         last; carried cotangents go to the iteration before, closed-over ones add up."""
@@ -607,6 +635,7 @@ class Runner:
                     else:
                         target[b] = ct
                         live.hold(ct)
+            child.index = it
             got = child.backward_sweep(an, child.residual_plan(an, recompute), res, refs_i, given,
                                        set(range(sched.n_params)), final)
             for blocks in given.values():
@@ -827,6 +856,7 @@ class Runner:
                 pass
             elif node.op == "loop":
                 cached_values += self._loop_reverse_forward(node, analysis, plan, values, residuals, refs)
+                cached_inputs += self._index_kept(node, analysis, plan)
                 self._free_inputs(node, analysis, values, None, refs)
             else:
                 args = [values[i] for i in node.inputs]
@@ -1003,6 +1033,20 @@ class _Steady:
         live.arrays += times * growth[2]
         self.last = None
         return extra * times
+
+
+def moved_key(node, t: int) -> tuple:
+    """The key of an index node whose key follows a loop's index (Node.key_steps), in
+    iteration t."""
+    return tuple(part if not step else slice(part.start + step * t, part.stop + step * t)
+                 if isinstance(part, slice) else part + step * t
+                 for part, step in zip(node.attrs["key"], node.key_steps))
+
+
+def flat_step(steps, shape) -> int:
+    """How far, in flat positions of a value of `shape`, a key moving by `steps` per part
+    moves each element it picks."""
+    return sum(step * prod(shape[axis + 1:]) for axis, step in enumerate(steps))
 
 
 def _kinds(carried) -> tuple:

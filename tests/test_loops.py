@@ -373,3 +373,26 @@ def test_a_loop_run_by_the_interpreter_stays_within_its_prediction(mode, monkeyp
         result = program.jacobian(mode=mode, measure_memory=True)
         assert result.cost.peak_bytes <= result.cost.predicted["peak_bytes"]
     assert program._too_large and not program._compiled
+
+
+def test_a_loop_too_long_for_kept_plans_is_not_staged(monkeypatch):
+    """Staged, each iteration records an equation per body node at least: past the plans'
+    limit nothing would be kept, so the run is interpreted at once (a 100,000-step loop
+    spent more time staging than running)."""
+    from adcli import api, execute
+
+    monkeypatch.setattr(execute, "MAX_CACHED_EQUATIONS", 500)
+    source = "const X: mat[400, 2] = randn(seed=1)\ninput s: vec[2] = [0.1, 0.2]\nrepeat 400 as t {\n" \
+             "  s = sin(s * X[t])\n}\noutput y = sum(s)\n"
+    program = adcli.loads(source, loops="always")
+
+    class Refused(execute.Stager):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("staged")
+    monkeypatch.setattr(api, "Stager", Refused)
+    for mode in ("forward", "reverse"):
+        result = program.jacobian(mode=mode)
+        assert result.cost.counts() == program.predict(mode).counts()
+    short = adcli.loads(source.replace("400 as", "2 as"), loops="always")
+    with pytest.raises(AssertionError, match="staged"):   # a short loop is still compiled
+        short.jacobian(mode="reverse")

@@ -544,7 +544,7 @@ class Runner:
             for key, value in res.items():
                 residuals[("L", loop.id, it, key)] = value
             records.append((list(res), refs_i, mine))
-            live.indexes += LOOP_RECORD_WIDE * live.wide   # what keeping an iteration costs the books
+            live.indexes += _record_wide(sched, res) * live.wide   # what keeping an iteration costs the books
             live.temporary(0)
             new = [vals[o] if q in wanted else None for q, o in enumerate(sched.out_ids)]
             # a result this iteration keeps is freed by its backward; others are the loop's
@@ -582,11 +582,10 @@ class Runner:
     def _index_kept(self, loop, analysis, plan) -> int:
         """The iterations of a loop whose backward reads its index as a number: each a
         const scalar of the unrolled iteration (cached_inputs), a param of the body here."""
-        body = loop.attrs["body"]
-        index = next((node.id for node in body.nodes if node.op == "input" and "index" in node.attrs), None)
+        sched, child = self._schedule(loop, analysis), self._child(loop)
+        index = sched.index
         if index is None:
             return 0
-        sched, child = self._schedule(loop, analysis), self._child(loop)
         recompute = self._recompute_of(analysis, plan)
         kept = it = 0
         while it < sched.count:   # by runs of iterations with one analysis
@@ -645,7 +644,7 @@ class Runner:
                 for t in blocks.values():
                     live.release(t)
             if final:
-                live.indexes -= LOOP_RECORD_WIDE * live.wide
+                live.indexes -= _record_wide(sched, keys) * live.wide
                 for k in keys:
                     if k not in res:
                         residuals.pop(("L", loop.id, it, k), None)
@@ -982,6 +981,15 @@ class Runner:
 # one-op body (100,000 iterations: 60 MB against 16 MB of values), counted as this many
 # 8-byte elements (interpret._Live.indexes) while the record lives.
 LOOP_RECORD_WIDE = 64
+# and when its backward reads the loop index as a number, that iteration's index kept beside
+# it (a 0-d array and its entry: about 190 bytes measured over 100,000 iterations; the
+# prediction multiplies the books by memory.TEMPORARY_FACTOR, as for the record)
+LOOP_INDEX_WIDE = 15
+
+
+def _record_wide(sched, keys) -> int:
+    """The books' cost of an iteration's record whose residual keys are `keys`."""
+    return LOOP_RECORD_WIDE + (LOOP_INDEX_WIDE if sched.index is not None and sched.index in keys else 0)
 
 
 class _Steady:
@@ -1095,6 +1103,8 @@ class LoopSchedule:
         self.names = list(body.outputs)                 # results, by position
         self.out_ids = [body.outputs[n] for n in self.names]
         self.n_params = len(loop.inputs)
+        # the body's index read as a number (a param after the loop's inputs), or None
+        self.index = next((node.id for node in body.nodes if node.op == "input" and "index" in node.attrs), None)
         self._analyses = {}
         self._computed = {}   # live results -> the body nodes they need
         depends = analysis.loop_depends[loop.id]

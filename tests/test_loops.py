@@ -359,15 +359,17 @@ def test_show_says_a_loop_in_a_line():
     assert "Graph(" not in text
 
 
+@pytest.mark.parametrize("body", ["repeat 2000 {\n  x = sin(x)", "repeat 2000 as t {\n  x = sin(t * x) / (t + 1)"])
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
-def test_a_loop_run_by_the_interpreter_stays_within_its_prediction(mode, monkeypatch):
+def test_a_loop_run_by_the_interpreter_stays_within_its_prediction(mode, body, monkeypatch):
     """A loop too long to keep as compiled plans is run by the interpreter, iteration by
     iteration, keeping a record per iteration in reverse mode: the memory prediction
-    counts those (interpret.LOOP_RECORD_WIDE, memory.LOOP_BYTES)."""
+    counts those (interpret.LOOP_RECORD_WIDE, memory.LOOP_BYTES), and each iteration's
+    index where the backward reads it (interpret.LOOP_INDEX_WIDE)."""
     from adcli import execute
 
     monkeypatch.setattr(execute, "MAX_CACHED_EQUATIONS", 50)   # every run too large to keep
-    source = "input x = 0.5\nrepeat 2000 {\n  x = sin(x)\n}\noutput y = x\n"
+    source = f"input x = 0.5\n{body}\n}}\noutput y = x\n"
     program = adcli.loads(source, loops="always")
     for _ in range(2):
         result = program.jacobian(mode=mode, measure_memory=True)

@@ -24,6 +24,7 @@ from .memory import (ARRAY_HEADER_BYTES, BASE_BYTES, INDEXING_SCRATCH_BYTES, LOO
                      JSON_BYTES_PER_LABEL, JSON_BYTES_PER_NUMBER, PER_NODE_BYTES, SEED_INDEX_BYTES,
                      TEMPORARY_FACTOR, available_memory, cgroup_available, default_memory_limit,
                      rlimit_available)
+from . import execute
 from .execute import (MAX_CACHED_CONSTANT_BYTES, MAX_CACHED_EQUATIONS, MAX_CACHED_RUNS, CompiledRun, Replay,
                       RunTooLarge, Stager)
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
@@ -487,6 +488,14 @@ class Program:
                    + LOOP_BYTES * self._loop_count()
                    + (INDEXING_SCRATCH_BYTES if indexed else 0))
 
+    def _loop_work(self) -> int:
+        """Body nodes the loops of the graph run, over all their iterations."""
+        if "loop_work" not in self._static:
+            self._static["loop_work"] = sum(
+                n.attrs["count"] * sum(b.op not in ("input", "const") for b in n.attrs["body"].nodes)
+                for n in self.graph.nodes if n.op == "loop")
+        return self._static["loop_work"]
+
     def _loop_count(self) -> int:
         """Loop nodes in the graph (repeats that stayed loops), counted once."""
         if "loops" not in self._static:
@@ -582,6 +591,10 @@ class Program:
             key = (mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single,
                    tuple(seeds_single or ()), run_inputs["backend"], str(run_inputs["dtype"]), checkpoints)
             compiled = self._last_compiled = self._compiled.get(key)
+            if compiled is None and self._loop_work() > execute.MAX_CACHED_EQUATIONS:
+                # staged, a loop's every iteration records at least an equation per body
+                # node: plans this large are never kept, so it is interpreted at once
+                self._too_large.add(key)
             if compile_only and compiled is None and key not in self._too_large and \
                     self._predicted_ops(mode, wrt, outputs, chunk, sizes, single, checkpoints) > MAX_CACHED_EQUATIONS:
                 self._too_large.add(key)   # every operation is an equation at least: never kept

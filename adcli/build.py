@@ -201,6 +201,12 @@ class Builder:
         self.base_dir = base_dir   # where load()'s relative paths start (None: the working directory)
         self.loaded = {}      # (path, key) -> the shape seen when the file was built, or a parsed text file
         self.const_overrides = {}   # const name -> host array, while a run's changed consts are made
+        # while a repeat's body is built once as a loop's (Builder._loop): (its index, count),
+        # the first iteration whose position leaves its range (None: none does), and why the
+        # last repeat that could not stay a loop could not
+        self.loop_index = None
+        self.loop_trouble = None
+        self.loop_refusal = None
 
     # -- locations and errors ----------------------------------------------------
     def loc(self, ast) -> SourceLocation | None:
@@ -458,8 +464,9 @@ class Builder:
         name = None if index is None else self._check_index(index, stmt, body, scope)
         # an iteration that changes nothing ends the loop, unless the body reads the index
         stop_early = name is None or not _reads(body, name)
-        loopable = count >= 2 and stop_early and not any(inner.kind == "repeat" for inner in body)
-        if loopable and self.loops == "always" and self._loop(stmt, body, count, scope):
+        loopable = count >= 2 and not any(inner.kind == "repeat" for inner in body)
+        self.loop_refusal = None   # (Builder._loop says why it could not)
+        if loopable and self.loops == "always" and self._loop(stmt, body, count, scope, name):
             return
         if loopable and self.loops == "auto":
             saved = self._save(scope)
@@ -467,12 +474,13 @@ class Builder:
                 self._unroll(stmt, body, count, scope, name, stop_early, foresee=True)
             except _OverNodeLimit:
                 self._restore(saved, scope)
-                if not self._loop(stmt, body, count, scope):
+                if not self._loop(stmt, body, count, scope, name):
+                    why = self._not_a_loop(body, count)
                     try:
                         self._unroll(stmt, body, count, scope, name, stop_early)   # the limit says where
                     except _OverNodeLimit as exc:
                         exc.hint = (f"lower a repeat count or a dim, or raise --node-limit (the repeat at line "
-                                    f"{stmt.line} cannot stay a loop: {self._not_a_loop(body, count)})")
+                                    f"{stmt.line} cannot stay a loop: {why})")
                         raise
             return
         self._unroll(stmt, body, count, scope, name, stop_early)
@@ -490,7 +498,7 @@ class Builder:
                 marker[1], marker[4] = iteration, 0
                 nodes, rebinds = len(self.nodes), self.rebinds
                 if name is not None:
-                    scope.indices[name] = [iteration, stmt.line]
+                    scope.indices[name] = [iteration, stmt.line, None]   # (its const: made when read)
                 try:
                     self._repeat_body(body, scope)
                 except AdError as exc:
@@ -511,21 +519,28 @@ class Builder:
     def _save(self, scope) -> tuple:
         """What unrolling a repeat changes, to go back to when it passes the node limit."""
         return (len(self.nodes), dict(scope.values), dict(self.literals), self.rebinds, self.steps,
-                self.repeats_seen, self.visits, self.inlined)
+                self.repeats_seen, self.visits, self.inlined,
+                {name: entry[2] for name, entry in scope.indices.items()})
 
     def _restore(self, saved, scope):
         (n, values, literals, self.rebinds, self.steps, self.repeats_seen, self.visits,
-         self.inlined) = saved
+         self.inlined, index_nodes) = saved
+        for name, node_id in index_nodes.items():   # an outer index's const made since: gone
+            if name in scope.indices:
+                scope.indices[name][2] = node_id
         del self.nodes[n:]
         scope.values.clear()
         scope.values.update(values)
         self.literals.clear()
         self.literals.update(literals)
 
-    def _loop(self, stmt, body, count, scope) -> bool:
+    def _loop(self, stmt, body, count, scope, name=None) -> bool:
         """Build a repeat as one `loop` node: its body built once, as a graph of its own,
         and `loop_out` nodes for the names it leaves bound. False (nothing built) when
-        the body cannot be a loop: it changes a carried value's shape, or builds nothing.
+        the body cannot be a loop: it changes a carried value's shape, builds nothing, or
+        uses its index `name` other than as positions moving by a fixed step per iteration
+        (X[t], Ws[t * h:(t + 1) * h, :], x[t + 1]) and as a number (0.1 * t): then
+        `self.loop_refusal` says why.
 
         The body graph's leaves are `param` nodes: first the carried values (names the
         body assigns that were bound before it: each iteration's results are the next
@@ -552,14 +567,40 @@ class Builder:
         self.repeats_seen += 1
         marker = [self.repeats_seen, 0, count, stmt.line, 0]
         self.repeat_stack.append(marker)
+        outer = self.loop_index, self.loop_trouble   # (a loop built inside another's body, in a def)
+        if name is not None:   # the index: a·t + b as a position, a param as a number
+            scope.indices[name] = [_Affine(1, 0), stmt.line, None]
+            self.loop_index, self.loop_trouble = (name, count), None
         try:
             self._repeat_body(body, scope)
+        except _NotALoop as exc:
+            self.loop_refusal = exc.reason
+            self._restore(saved, scope)
+            return False
+        except AdError:
+            if name is None:
+                raise
+            # unrolled, the same problem is said with its iteration (t = 0: it does not
+            # depend on the index, or it would have been noted as trouble)
+            self._restore(saved, scope)
+            return False
         finally:
             self.repeat_stack.pop()
+            index_node = scope.indices.pop(name)[2] if name is not None else None
+            trouble = self.loop_trouble
+            self.loop_index, self.loop_trouble = outer
         results = [scope.values[n] for n in assigned]
         if not all(isinstance(r, int) for r in results) or any(
                 self.nodes[scope.values[n]].shape != self.nodes[i].shape for n, i in zip(carried, initial)):
             self._restore(saved, scope)
+            return False
+        if index_node is not None and index_node in results:
+            self.loop_refusal = f"it binds a name to its index {name} itself"
+            self._restore(saved, scope)
+            return False
+        if trouble is not None:   # a position out of range from iteration `trouble` on
+            self._restore(saved, scope)
+            self._say_iteration(stmt, body, scope, name, trouble)
             return False
         body_nodes = sum(node.op not in ("param", "const") for node in self.nodes[start:])
         if not body_nodes or count * body_nodes > LOOP_WORK_PER_NODE * self.node_limit:
@@ -580,6 +621,9 @@ class Builder:
         for value, node_id in list(self.literals.items()):
             if node_id in moved:
                 self.literals[value] = moved[node_id]
+        for entry in scope.indices.values():   # an outer (unrolled) index's const, read in the body
+            if entry[2] in moved:
+                entry[2] = moved[entry[2]]
         outside = lambda i: moved.get(i, i) if i < start or i in moved else None   # noqa: E731
         closed = []   # outer node ids the body reads, in order of first use
         for node in built:
@@ -596,7 +640,7 @@ class Builder:
         local = {}
         nodes = []
         for node in built:   # the carried params first, as emitted
-            if node.op == "param":
+            if node.op == "param" and node.id != index_node:
                 local[node.id] = len(nodes)
                 node.id = len(nodes)
                 node.op = "input"
@@ -609,6 +653,13 @@ class Builder:
                          outer.line, outer.column, outer.start, outer.end, outer.source)
             local[("outer", j)] = len(nodes)
             nodes.append(param)
+        n_inputs = len(nodes)
+        if index_node is not None:   # the index, after the loop's inputs: the loop sets it per iteration
+            node = next(node for node in built if node.id == index_node)
+            local[node.id] = len(nodes)
+            node.id, node.op = len(nodes), "input"
+            node.attrs = {"name": f"${node.id}", "index": name}
+            nodes.append(node)
         resolve = lambda i: local[("outer", outside(i))] if outside(i) is not None else local[i]  # noqa: E731
         for node in built:
             if node.op in ("input", "const"):   # the params (inputs now), the consts moved out
@@ -621,7 +672,8 @@ class Builder:
             if REGISTRY.get(node.op) is not None and REGISTRY[node.op].movement:
                 _set_moves(node, [nodes[i].shape for i in node.inputs])
         outputs = [resolve(r) for r in results]
-        body_graph = Graph(nodes, inputs={f"${i}": i for i in range(len(carried) + len(closed))}, consts={},
+        body_graph = Graph(nodes, inputs={f"${i}": i for i in range(n_inputs + (index_node is not None))},
+                           consts={},
                            outputs={n: o for n, o in zip(assigned, outputs)},
                            dims=dict(self.dims), filename=self.filename, source=self.text)
         for n, node_id in zip(carried, initial):   # the values going in, as before the body
@@ -637,10 +689,27 @@ class Builder:
             scope.values[n] = node_id
         return True
 
+    def _say_iteration(self, stmt, body, scope, name, t):
+        """Build iteration t of a repeat alone, unrolled, to say the problem it has there as
+        unrolling the repeat says it (the iterations before it have none: they are the
+        body's, with positions in range)."""
+        saved = self._save(scope)
+        scope.indices[name] = [t, stmt.line, None]
+        try:
+            self._repeat_body(body, scope)
+        except AdError as exc:
+            _in_iteration(exc, scope.indices)
+            raise
+        finally:
+            scope.indices.pop(name, None)
+            self._restore(saved, scope)
+
     def _not_a_loop(self, body, count) -> str:
         """Why a repeat past the node limit did not stay a loop (docs/language.md)."""
         if any(inner.kind == "repeat" for inner in body):
             return "it holds a nested repeat"
+        if self.loop_refusal:
+            return self.loop_refusal
         return (f"its {count:,} iterations would run more than {LOOP_WORK_PER_NODE:g} body nodes per node "
                 "of the limit, or a value it carries changes shape")
 
@@ -681,7 +750,9 @@ class Builder:
         scope.values["$return"] = values[0] if len(values) == 1 else values
 
     # -- integers (dims, sizes, indices, axes) ----------------------------------------------
-    def integer(self, ast, scope, what: str, positive=False) -> int:
+    def integer(self, ast, scope, what: str, positive=False, affine=False) -> int:
+        """A whole number; with `affine`, while a loop's body is built once for all its
+        iterations (Builder._loop), an _Affine of its index where the number follows it."""
         if ast.kind != "name" and self._is_int_data(ast, scope):   # lab[0], n - lab[k]
             data = self._int_data(ast, None, scope)
             if data.ndim:
@@ -690,6 +761,8 @@ class Builder:
             value = self._small(int(data), what, ast)
         else:
             value = self._integer(ast, scope, what)
+        if isinstance(value, _Affine) and not affine:   # a size, an axis, a step, ...: the same every time
+            raise _NotALoop(f"{what} changes with {self.loop_index[0]}")
         if positive and value < 1:
             self.fail(ValueProblem, f"{what} must be positive, got {value}", ast)
         return value
@@ -723,6 +796,8 @@ class Builder:
         if kind == "binop":
             op, left, right = ast.args
             a, b = self._integer(left, scope, what), self._integer(right, scope, what)
+            if isinstance(a, _Affine) or isinstance(b, _Affine):
+                return self._small(_affine_op(op, a, b, self.loop_index[0]), what, ast)
             if op == "+":
                 return self._small(a + b, what, ast)
             if op == "-":
@@ -778,6 +853,10 @@ class Builder:
             "; a vector's length is rows(v)" if name == "cols" and len(shape) == 1 else ""), ast)
 
     def _small(self, value: int, what, ast) -> int:
+        if isinstance(value, _Affine):   # too large in some iteration: said by unrolling
+            if max(abs(value.b), abs(value.at(self.loop_index[1] - 1))) > MAX_INTEGER:
+                raise _NotALoop(f"{what} passes 2^53 in some iteration")
+            return value
         if abs(value) > MAX_INTEGER:
             self.fail(ValueProblem, f"{what} is too large: {value:,} is over 2^53", ast)
         return value
@@ -1079,7 +1158,7 @@ class Builder:
     # -- expressions ----------------------------------------------------------------------------------
     def lookup(self, name: str, ast, scope: _Scope) -> int:
         if name in scope.indices:   # a loop index: this iteration's number, a constant
-            return self.literal(scope.indices[name][0], ast)
+            return self._index_value(scope.indices[name], ast)
         if name in scope.values:
             return scope.values[name]
         if scope.in_def is not None and name in self.consts:
@@ -1100,6 +1179,18 @@ class Builder:
         known = set(scope.values) | set(scope.indices) | set(self.dims) | set(CONSTANTS) \
             | (set(self.consts) if scope.in_def is not None else set())
         self.fail(NameProblem, f"name '{name}' is not defined{_did_you_mean(name, known)}", ast)
+
+    def _index_value(self, entry: list, ast) -> int:
+        """The node of a loop index read as a number: in an unrolled iteration a const of
+        that iteration's own (not a literal shared with equal numbers: then a loop, whose
+        index is a param of its body, counts what the unrolled program counts), in a loop's
+        body a param that the loop sets per iteration. Made on first use, then shared."""
+        if entry[2] is None:
+            if isinstance(entry[0], _Affine):
+                entry[2] = self.emit("param", (), ast, {"name": self.loop_index[0], "index": True}, shape=())
+            else:
+                entry[2] = self.emit("const", (), ast, {"value": np.float64(entry[0])}, shape=())
+        return entry[2]
 
     def _constant_data_only(self, name, ast):
         """zeros, randn, … in an expression: they take their shape from a declared type."""
@@ -1170,24 +1261,43 @@ class Builder:
                 self.fail(ShapeProblem, "a scalar cannot be indexed", ast)
             self.fail(ShapeProblem, f"{len(subscripts)} indices for {with_article(format_shape(shape))}, which has "
                       f"{len(shape)} ax{'is' if len(shape) == 1 else 'es'}", ast)
-        key = [self._key_part(sub, shape[axis], format_shape(shape), scope)
+        key = [self._key_part(sub, shape[axis], format_shape(shape), scope, affine=True)
                for axis, sub in enumerate(subscripts)]
         key = tuple(key)
+        # in a loop's body, parts that follow its index (_Affine): iteration 0's key, and steps
+        steps = tuple(part.a if isinstance(part, _Affine) else
+                      part.start.a if isinstance(part, slice) and isinstance(part.start, _Affine) else 0
+                      for part in key)
+        if any(steps):
+            key = tuple(part.b if isinstance(part, _Affine) else
+                        slice(part.start.b, part.stop.b) if isinstance(part, slice) and isinstance(part.start, _Affine)
+                        else part for part in key)
         if any(isinstance(part, np.ndarray) for part in key):
+            if any(steps):
+                raise _NotALoop(f"a gather's positions change with {self.loop_index[0]}")
             return self._gather(node, key, ast)
         result_shape = tuple(len(range(*part.indices(size))) for part, size in zip(key, shape)
                              if isinstance(part, slice)) + tuple(shape[len(key):])
-        return self.emit("index", (node,), ast, {"key": key, "result_shape": result_shape})
+        node = self.emit("index", (node,), ast, {"key": key, "result_shape": result_shape})
+        if any(steps):
+            self.nodes[node].key_steps = steps
+        return node
 
-    def _key_part(self, sub, size: int, indexed: str, scope):
+    def _key_part(self, sub, size: int, indexed: str, scope, affine=False):
         """One subscript of a value of type `indexed` along an axis of length `size`: a
-        slice, an index (an int), or integer data (an array: a gather)."""
+        slice, an index (an int), or integer data (an array: a gather). `affine`: positions
+        that follow a loop's index may be _Affine (Builder.index)."""
         if sub.kind == "slice":
             lo_ast, hi_ast, step_ast = (tuple(sub.args) + (None,))[:3]
             if step_ast is not None:
-                return self._step_slice(sub, lo_ast, hi_ast, step_ast, size, scope)
-            lo = 0 if lo_ast is None else self.integer(lo_ast, scope, "a slice bound")
-            hi = size if hi_ast is None else self.integer(hi_ast, scope, "a slice bound")
+                try:
+                    return self._step_slice(sub, lo_ast, hi_ast, step_ast, size, scope)
+                except _NotALoop:
+                    raise _NotALoop(f"a slice with a step moves with {self.loop_index[0]}") from None
+            lo = 0 if lo_ast is None else self.integer(lo_ast, scope, "a slice bound", affine=affine)
+            hi = size if hi_ast is None else self.integer(hi_ast, scope, "a slice bound", affine=affine)
+            if isinstance(lo, _Affine) or isinstance(hi, _Affine):
+                return self._moving_slice(lo, hi, size)
             lo, hi = (lo + size if lo < 0 else lo), (hi + size if hi < 0 else hi)
             if not 0 <= lo <= size or not 0 <= hi <= size:
                 self.fail(ShapeProblem, f"slice {lo}:{hi} is out of range for an axis of "
@@ -1196,14 +1306,55 @@ class Builder:
                 self.fail(ShapeProblem, f"slice {lo}:{hi} ends before it starts (an empty slice "
                           f"is lo:lo, a reversed one lo:hi:-1)", sub)
             return slice(lo, hi)
-        positions = self._index_array(sub, scope)
+        try:
+            positions = self._index_array(sub, scope)
+        except _NotALoop:
+            raise _NotALoop(f"a gather's positions change with {self.loop_index[0]}") from None
         if positions is not None and positions.ndim:   # a gather, NumPy's integer-array indexing
             return self._in_range(positions, size, indexed, sub)
-        i = self.integer(sub, scope, "an index") if positions is None else int(positions)
+        i = self.integer(sub, scope, "an index", affine=affine) if positions is None else int(positions)
+        if isinstance(i, _Affine):
+            i = self._from_the_end(i, size)
+            self._in_range_from(lambda t: 0 <= i.at(t) < size)
+            return i
         if not -size <= i < size:
             self.fail(ShapeProblem, f"index {i} is out of range for an axis of length {size} "
                       f"in {indexed}", sub)
         return i + size if i < 0 else i
+
+    def _from_the_end(self, i: "_Affine", size: int):
+        """A position a·t + b that is negative (counting from the end) in every iteration or in
+        none, as the position it stands for; counting from the end in some iterations only
+        is not a·t + b."""
+        first, last = i.b, i.at(self.loop_index[1] - 1)
+        if (first < 0) != (last < 0):
+            raise _NotALoop("a position counts from the end in some iterations only")
+        return _Affine(i.a, i.b + size) if first < 0 else i
+
+    def _in_range_from(self, ok):
+        """Note the first iteration t where `ok(t)` fails (a position moving by the same step
+        every iteration leaves the range at most once): Builder._loop then says the problem
+        as the unrolled iteration does."""
+        last = self.loop_index[1] - 1
+        if ok(0) and ok(last):
+            return
+        lo, hi = 0, last   # ok(lo), not ok(hi)
+        if not ok(0):
+            hi = 0
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+        self.loop_trouble = hi if self.loop_trouble is None else min(self.loop_trouble, hi)
+
+    def _moving_slice(self, lo, hi, size) -> slice:
+        """lo:hi in a loop's body, one or both following its index: a slice of the same
+        length every iteration, bounds as _Affine."""
+        lo, hi = (x if isinstance(x, _Affine) else _Affine(0, x) for x in (lo, hi))
+        if lo.a != hi.a:
+            raise _NotALoop(f"a slice's length changes with {self.loop_index[0]}")
+        lo, hi = self._from_the_end(lo, size), self._from_the_end(hi, size)
+        self._in_range_from(lambda t: 0 <= lo.at(t) <= hi.at(t) <= size)
+        return slice(lo, hi)
 
     def _step_slice(self, sub, lo_ast, hi_ast, step_ast, size, scope) -> slice:
         """lo:hi:step with Python's meaning (a negative step walks back; open ends go to the
@@ -1245,6 +1396,8 @@ class Builder:
         if kind == "name":
             name = ast.args[0]
             if name in scope.indices:
+                if isinstance(scope.indices[name][0], _Affine):
+                    raise _NotALoop(f"integer data changes with {name}")
                 return np.int64(scope.indices[name][0])
             if name in self.int_consts:
                 return self.int_consts[name]
@@ -1865,7 +2018,7 @@ def _in_iteration(exc: AdError, indices: dict):
     """Say in a problem met while unrolling indexed repeats which iteration it is in
     (once: the innermost repeat names every index)."""
     if indices and not getattr(exc, "iteration_noted", False):
-        where = ", ".join(f"{name} = {value}" for name, (value, _) in indices.items())
+        where = ", ".join(f"{name} = {entry[0]}" for name, entry in indices.items())
         exc.message = f"{exc.message} (in iteration {where})"
         exc.args = (exc.message,)
         exc.iteration_noted = True
@@ -1914,6 +2067,52 @@ def _set_moves(node: Node, in_shapes):
 class _OverNodeLimit(ValueProblem):
     """The node limit (or the unrolled statements' limit) passed: a repeat being
     unrolled may become a loop instead (Builder.stmt_repeat)."""
+
+
+class _NotALoop(Exception):
+    """A repeat's body uses its index in a way that differs between iterations beyond an
+    index's offset (Builder._loop): the repeat is unrolled; `reason` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Affine:
+    """The whole number a·t + b, for the index t of a repeat whose body is being built once
+    for all its iterations (Builder._loop): what `t`, `t + 1` or `t * h` is as an index or
+    a slice bound. An int stands for a = 0."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: int, b: int):
+        self.a, self.b = a, b
+
+    def at(self, t: int) -> int:
+        return self.a * t + self.b
+
+    def __neg__(self):
+        return _Affine(-self.a, -self.b)
+
+
+def _affine_op(op: str, x, y, name: str):
+    """x op y where x or y is an _Affine of the index `name`: an _Affine, or an int when
+    the index cancels; _NotALoop when the result is not a·t + b (t * t, t / 2, t ^ 2)."""
+    ax, bx = (x.a, x.b) if isinstance(x, _Affine) else (0, x)
+    ay, by = (y.a, y.b) if isinstance(y, _Affine) else (0, y)
+    if op == "+":
+        a, b = ax + ay, bx + by
+    elif op == "-":
+        a, b = ax - ay, bx - by
+    elif op == "*" and not (ax and ay):
+        a, b = ax * by + ay * bx, bx * by
+    elif op == "/" and not ay and by and not ax % by and not bx % by:   # whole for every t
+        a, b = ax // by, bx // by
+    else:
+        raise _NotALoop({"*": f"it multiplies {name} by itself",
+                         "/": f"it divides by {name}, or a division by a number is not whole for every {name}"
+                         }.get(op, f"it raises to a power with {name}"))
+    return b if a == 0 else _Affine(a, b)
 
 
 class _MovesRecipe:

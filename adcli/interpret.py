@@ -307,6 +307,7 @@ class Runner:
         self.checkpoints = None
         self.recomputed_steps = 0   # forward body steps run beyond what keeping everything runs
         self.cached_extra = 0       # checkpointing: the most kept at once beyond the forward sweep's
+        self.index = None      # a loop body's Runner: the iteration it runs (its loop sets it)
 
     # -- shared pieces ---------------------------------------------------------------
     def leaf_value(self, node):
@@ -314,6 +315,8 @@ class Runner:
             given = self.input_values.get(node.attrs["name"]) if node.op == "input" else None
             return Abstract(node.shape) if given is None else given
         if node.op == "input":
+            if "index" in node.attrs:   # a loop body's index, read as a number: a constant
+                return self.xp.asarray(self.index, dtype=self.dtype)
             return self.input_values[node.attrs["name"]]
         return self.const_values[node.id]
 
@@ -328,6 +331,8 @@ class Runner:
             self.live.temporary(*prim.scratch(shapes, node.shape, node.attrs))
         if self.xp is None:
             return Abstract(node.shape)
+        if node.key_steps is not None:   # X[t] in a loop's body: this iteration's key
+            return prim.evaluate(self.xp, *args, **dict(node.attrs, key=moved_key(node, self.index)))
         return prim.evaluate(self.xp, *args, **node.attrs)
 
     def partial(self, node, i, args, out):
@@ -364,6 +369,9 @@ class Runner:
         if cached is None:
             cached = [(self.xp.asarray(o), self.xp.asarray(i)) for o, i in node.moves]
             self._moves[id(node)] = cached
+        if node.key_steps is not None:   # X[t] in a loop's body: iteration 0's maps, shifted
+            shift = self.index * flat_step(node.key_steps, self.graph.nodes[node.inputs[0]].shape)
+            return [(o, i + shift) for o, i in cached]
         return cached
 
     def seed(self, shape, offset, k):
@@ -421,6 +429,7 @@ class Runner:
             wanted = sched.live[it]   # results needed after this iteration
             passed = {sched.out_ids[q] for q in wanted if sched.out_ids[q] < sched.n_params}   # params kept
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
+            child.index = it
             # the last iteration's results are the body's to free at their last use in it
             child.adopt_values = {p for p in range(nc) if owned[p]}
             child.adopt_tangents = {p for p in range(nc) if held[p]}
@@ -539,6 +548,7 @@ class Runner:
                 steady.begin((id(sched.analysis(it)), tuple(owned)))
             an = sched.analysis(it)
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
+            child.index = it
             wanted = sched.live[it]
             vals, res, refs_i, cached_i, _ = child.reverse_forward_sweep(an, child.residual_plan(an, recompute))
             before = cached
@@ -555,7 +565,7 @@ class Runner:
             for key, value in res.items():
                 residuals[("L", loop.id, it, key)] = value
             records.append((list(res), refs_i, mine))
-            live.indexes += LOOP_RECORD_WIDE * live.wide   # what keeping an iteration costs the books
+            live.indexes += _record_wide(sched, res) * live.wide   # what keeping an iteration costs the books
             live.temporary(0)
             new = [vals[o] if q in wanted else None for q, o in enumerate(sched.out_ids)]
             # a result this iteration keeps is freed by its backward; others are the loop's
@@ -589,6 +599,23 @@ class Runner:
                 live.drop(prod(body.nodes[sched.out_ids[q]].shape))
                 seen.add(id(new[q]))
         return cached
+
+    def _index_kept(self, loop, analysis, plan) -> int:
+        """The iterations of a loop whose backward reads its index as a number: each a
+        const scalar of the unrolled iteration (cached_inputs), a param of the body here."""
+        sched, child = self._schedule(loop, analysis), self._child(loop)
+        index = sched.index
+        if index is None:
+            return 0
+        recompute = self._recompute_of(analysis, plan)
+        kept = it = 0
+        while it < sched.count:   # by runs of iterations with one analysis
+            end = sched.steady_until(it)
+            entries = child.residual_plan(sched.analysis(it), recompute).values()
+            if any(index in keys for entry in entries for _, keys in entry):
+                kept += end - it
+            it = end
+        return kept
 
     def _loop_backward(self, loop, analysis, plan, residuals, pending, cts, final):
         """The backward sweep through a loop: the body's, iteration by iteration from the
@@ -648,6 +675,7 @@ class Runner:
                 else:
                     target[b] = ct
                     live.hold(ct)
+        child.index = it
         got = child.backward_sweep(an, body_plan(child, an), res, refs_i, given, set(range(sched.n_params)),
                                    free_record)
         for blocks in given.values():
@@ -657,7 +685,7 @@ class Runner:
             for t in blocks.values():
                 live.release(t)
         if free_record:
-            live.indexes -= LOOP_RECORD_WIDE * live.wide
+            live.indexes -= _record_wide(sched, keys) * live.wide
             for k in keys:
                 if k not in res:
                     residuals.pop(("L", loop.id, it, k), None)
@@ -867,6 +895,7 @@ class Runner:
                 pass
             elif node.op == "loop":
                 cached_values += self._loop_reverse_forward(node, analysis, plan, values, residuals, refs)
+                cached_inputs += self._index_kept(node, analysis, plan)
                 self._free_inputs(node, analysis, values, None, refs)
             else:
                 args = [values[i] for i in node.inputs]
@@ -1118,6 +1147,7 @@ class _Checkpointed:
     # -- steps ----------------------------------------------------------------------------------
     def _run_body(self, it: int):
         child = self.child
+        child.index = it
         child.input_values = {f"${p}": v for p, v in enumerate(self.hand + self.closures)}
         child.adopt_values = child.adopt_tangents = set()
         return self.sched.analysis(it)
@@ -1186,7 +1216,7 @@ class _Checkpointed:
         params = [res[k] for k in res if isinstance(k, int) and k < self.sched.n_params]
         self._hold(params)   # the state it reads back: alive until its backward
         self.recorded = (cached_i, params)
-        live.indexes += LOOP_RECORD_WIDE * live.wide
+        live.indexes += _record_wide(self.sched, res) * live.wide
         live.temporary(0)
         return results, made, (list(res), refs_i, [])
 
@@ -1338,6 +1368,15 @@ class _Checkpointed:
 # one-op body (100,000 iterations: 60 MB against 16 MB of values), counted as this many
 # 8-byte elements (interpret._Live.indexes) while the record lives.
 LOOP_RECORD_WIDE = 64
+# and when its backward reads the loop index as a number, that iteration's index kept beside
+# it (a 0-d array and its entry: about 190 bytes measured over 100,000 iterations; the
+# prediction multiplies the books by memory.TEMPORARY_FACTOR, as for the record)
+LOOP_INDEX_WIDE = 15
+
+
+def _record_wide(sched, keys) -> int:
+    """The books' cost of an iteration's record whose residual keys are `keys`."""
+    return LOOP_RECORD_WIDE + (LOOP_INDEX_WIDE if sched.index is not None and sched.index in keys else 0)
 
 
 class _Steady:
@@ -1391,6 +1430,20 @@ class _Steady:
         return extra * times
 
 
+def moved_key(node, t: int) -> tuple:
+    """The key of an index node whose key follows a loop's index (Node.key_steps), in
+    iteration t."""
+    return tuple(part if not step else slice(part.start + step * t, part.stop + step * t)
+                 if isinstance(part, slice) else part + step * t
+                 for part, step in zip(node.attrs["key"], node.key_steps))
+
+
+def flat_step(steps, shape) -> int:
+    """How far, in flat positions of a value of `shape`, a key moving by `steps` per part
+    moves each element it picks."""
+    return sum(step * prod(shape[axis + 1:]) for axis, step in enumerate(steps))
+
+
 def _kinds(carried) -> tuple:
     """The kinds and shapes of carried derivative values (dicts of blocks), for _Steady."""
     return tuple(None if not ts else tuple(sorted(
@@ -1437,6 +1490,8 @@ class LoopSchedule:
         self.names = list(body.outputs)                 # results, by position
         self.out_ids = [body.outputs[n] for n in self.names]
         self.n_params = len(loop.inputs)
+        # the body's index read as a number (a param after the loop's inputs), or None
+        self.index = next((node.id for node in body.nodes if node.op == "input" and "index" in node.attrs), None)
         self._analyses = {}
         self._computed = {}   # live results -> the body nodes they need
         depends = analysis.loop_depends[loop.id]

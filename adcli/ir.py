@@ -34,6 +34,10 @@ class Node:
     # repeat: (repeat id, iteration, count, line, position in the iteration) of the
     # outermost `repeat` this node was unrolled from, or None. Used to draw collapsed graphs.
     repeat: tuple | None = field(default=None, repr=False, compare=False)
+    # an `index` node of a loop body whose key follows the loop index (X[t], Ws[t*h:(t+1)*h]):
+    # per part of its key, how far that part moves per iteration; attrs["key"] is
+    # iteration 0's (adcli.build.Builder._moving_index, adcli.interpret.Runner.evaluate)
+    key_steps: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:

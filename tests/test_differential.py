@@ -436,13 +436,22 @@ REQUIRED_FEATURES = {
 def test_generator_covers_every_op_and_feature():
     """Over a few hundred programs the generator uses every op of the registry (as adcli
     builds them) and every feature the differential test is meant to exercise; and the
-    oracle agrees with adcli's values on all of them (a cheap check of the oracle)."""
+    oracle agrees with adcli's values on all of them (a cheap check of the oracle). Built
+    with loops="always" (as check_program builds half of them), some repeats that read
+    their index stay loops: moving positions (X[i], Ws[i * w:(i + 1) * w, :]) and the
+    index as a number."""
     ops, features = set(), set()
+    indexed_loops = set()
     for s in range(300):
         gp = progen.generate(progen.RandomChooser(s))
         program = adcli.loads(gp.source)
         ops.update(node.op for node in program.graph.nodes)
         features |= gp.features
+        if " as i" in gp.source:
+            for loop in adcli.loads(gp.source, loops="always").graph.nodes:
+                body = loop.attrs["body"].nodes if loop.op == "loop" else []
+                indexed_loops |= {"positions" for node in body if node.key_steps} | {
+                    "number" for node in body if node.op == "input" and "index" in node.attrs}
         values, trace = gp.evaluate()
         assert not trace.problems, gp.source
         got = flat(program.evaluate(), gp.output_names)
@@ -451,6 +460,7 @@ def test_generator_covers_every_op_and_feature():
                                    err_msg=gp.source)
     assert set(REGISTRY) - ops == set(), f"ops never generated: {sorted(set(REGISTRY) - ops)}"
     assert REQUIRED_FEATURES - features == set(), f"features never generated: {sorted(REQUIRED_FEATURES - features)}"
+    assert indexed_loops == {"positions", "number"}, indexed_loops
 
 
 # -- many programs without stopping at the first failure ---------------------------------------------

@@ -82,6 +82,50 @@ input x: vec[2] = [0.2, 0.5]
 input p: scalar = 0.8
 output y = walk(x, p) + walk(2 * x, p)
 """,
+    # issue 12 item 2: bodies that read their index stay loops (positions moving by a fixed
+    # step per iteration, the index as a number)
+    "rnn_per_step_rows_and_weights": """
+input x: vec[3] = [0.1, 0.2, 0.3]
+input Ws: mat[15, 3] = 0.3 * randn(seed=6)
+input U: mat[3, 4] = 0.2 * randn(seed=7)
+input X: mat[5, 4] = randn(seed=8)
+h = x
+repeat 5 as t {
+  h = tanh(Ws[t * 3:(t + 1) * 3, :] @ h + U @ X[t])
+}
+output y = sum(h * h)
+""",
+    "index_as_a_number": """
+input x: vec[2] = [0.4, -0.3]
+input a: scalar = 0.7
+s = 0.0
+h = x
+repeat 4 as t {
+  s = s + 0.1 * t + a * t
+  h = sin(t * h) + cos(h / (t + 1)) * a
+}
+output y = sum(h) * s
+""",
+    "offsets_from_both_ends": """
+input v: vec[8] = linspace(-1, 1)
+input M: mat[3, 6] = 0.5 * randn(seed=9)
+h = v[0:2]
+repeat 3 as t {
+  h = tanh(h * v[t + 1] + v[-1 - t] + M[1:3, (2 * t + 4) / 2] + v[2 * t:2 * t + 2])
+  c = M[:, t] * v[t + 2]
+}
+output y = sum(h) + sum(c * c)
+output z = h * c[0]
+""",
+    "count_of_two_with_a_block_of_rows": """
+input A: mat[4, 3] = 0.5 * randn(seed=10)
+input x: vec[3] = [0.2, 0.1, -0.3]
+h = x
+repeat 2 as t {
+  h = sigmoid(sum(A[2 * t:2 * t + 2] * h, axis=0) + 0.5 * t)
+}
+output y = h
+""",
 }
 
 COUNTS = ("mults_primal", "flops_primal", "mults_derivative", "flops_derivative", "ops", "values_moved",
@@ -121,10 +165,15 @@ def test_derivatives_and_counts_match_the_unrolled_program(name, mode):
         for figure in COUNTS:
             assert getattr(got.cost, figure) == getattr(want.cost, figure), (figure, chunk)
         # a loop keeps each iteration's results to its end (docs/counting.md): never fewer
-        # live values than unrolled, and no more than the results' values and tangents
+        # live values than unrolled, and no more than the results' values and tangents, and
+        # in reverse mode the sums of the closed-over inputs' cotangents (an iteration's
+        # backward adds to the sum so far while the loop still holds it: _loop_backward)
         results = sum(n.size for n in looped.graph.nodes if n.op == "loop_out")
+        closed = sum(looped.graph.nodes[i].size for n in looped.graph.nodes if n.op == "loop"
+                     for i in n.inputs[n.attrs["carried"]:] if looped.graph.nodes[i].op == "input")
+        extra = 2 * (chunk + 1) * results + (chunk * closed if mode == "reverse" else 0)
         assert want.cost.peak_live_values <= got.cost.peak_live_values, chunk
-        assert got.cost.peak_live_values <= want.cost.peak_live_values + 2 * (chunk + 1) * results, chunk
+        assert got.cost.peak_live_values <= want.cost.peak_live_values + extra, chunk
         predicted = looped.predict(mode, chunk=chunk)   # prediction = count, with loops
         for figure in COUNTS + ("peak_live_values",):
             assert getattr(predicted, figure) == getattr(got.cost, figure), (figure, chunk)
@@ -148,13 +197,84 @@ def test_a_repeat_past_the_node_limit_becomes_a_loop():
         assert result.cost.mults_derivative == 4999   # one product per step after the first
 
 
+# bodies that use their index other than as a position moving by a fixed step per
+# iteration, or as a number: unrolled, and why (the node limit's hint says it)
+NOT_LOOPS = {
+    "t * t": ("s = s + X[t * t]", "it multiplies t by itself"),
+    "a slice's length": ("s = s + sum(X[0:(t + 1) * 2])", "a slice's length changes with t"),
+    "an axis": ("s = s + sum(sum(M, axis=t))", "an axis changes with t"),
+    "a step": ("s = s + sum(X[t:t + 4:2])", "a slice with a step moves with t"),
+    "wrapping": ("s = s + X[t - 1]", "a position counts from the end in some iterations only"),
+    "a gather": ("s = s + sum(X[[t, 0]])", "a gather's positions change with t"),
+    "integer data": ("s = s + X[lab[t]]", "a gather's positions change with t"),
+    "integer data from t": ("s = s + sum(X[lab[0:2] + t])", "a gather's positions change with t"),
+    "the index itself": ("s = s + X[t]\n  u = t", "it binds a name to its index t itself"),
+}
+
+
+def _not_a_loop(line, count=3):
+    return (f"const X: vec[2000] = linspace(0, 1)\nconst lab: ivec[40] = arange\nconst M: mat[2, 3] = 1\n"
+            f"input a = 0.5\ns = a\n"
+            f"repeat {count} as t {{\n  {line}\n}}\noutput y = s\n")
+
+
 def test_loops_that_cannot_stay_loops_are_unrolled():
-    # the shape of a carried value changes, or the body reads the index: unrolled as before
+    # the shape of a carried value changes, or the body uses the index otherwise than as
+    # a moving position or a number: unrolled as before
     grows = "input x: vec[1] = [1.0]\nrepeat 3 {\n  x = concat(x, x)\n}\noutput y = sum(x)\n"
-    indexed = "input x: vec[3] = [1.0, 2.0, 3.0]\ns = 0.0\nrepeat 3 as t {\n  s = s + x[t]\n}\noutput y = s\n"
-    for source in (grows, indexed):
+    for source in [grows] + [_not_a_loop(line, count=2 if "axis" in line else 3) for line, _ in NOT_LOOPS.values()]:
         program = adcli.loads(source, loops="always")
-        assert not any(n.op == "loop" for n in program.graph.nodes)
+        assert not any(n.op == "loop" for n in program.graph.nodes), source
+        assert program.evaluate() == adcli.loads(source, loops="never").evaluate()
+
+
+@pytest.mark.parametrize("what", [what for what in NOT_LOOPS if what != "an axis"])   # (valid twice)
+def test_the_node_limit_says_why_an_indexed_repeat_is_unrolled(what):
+    line, why = NOT_LOOPS[what]
+    with pytest.raises(adcli.errors.AdError) as caught:
+        adcli.loads(_not_a_loop(line, count=40), node_limit=30)
+    assert "node limit of 30" in caught.value.message
+    assert f"cannot stay a loop: {why})" in caught.value.hint
+
+
+def test_an_indexed_repeat_past_the_node_limit_stays_a_loop():
+    source = ("const X: mat[901, 2] = randn(seed=1)\ninput W: mat[2, 2] = 0.1 * randn(seed=2)\n"
+              "input h: vec[2] = [0.1, 0.2]\nrepeat 900 as t {\n"
+              "  h = tanh(W @ h + X[t] - X[t + 1] + 0.001 * t)\n}\noutput y = sum(h)\n")
+    program = adcli.loads(source, node_limit=3000)
+    assert [n.op for n in program.graph.nodes].count("loop") == 1
+    unrolled = adcli.loads(source, loops="never")
+    for mode in ("forward", "reverse"):
+        want, got = unrolled.jacobian(mode=mode), program.jacobian(mode=mode)
+        np.testing.assert_allclose(got.jacobian, want.jacobian, rtol=1e-12, atol=1e-15)
+        for figure in COUNTS:
+            assert getattr(got.cost, figure) == getattr(want.cost, figure), (mode, figure)
+        assert program.predict(mode).counts() == got.cost.counts()
+
+
+@pytest.mark.parametrize("loops", ["always", "auto"])
+def test_a_position_out_of_range_is_said_as_unrolled(loops):
+    """The iteration whose position leaves the axis is found without unrolling, and said
+    as the unrolled repeat says it: same sentence, same place, the iteration named."""
+    for body, count in [("s = s + X[t + 3]", 40), ("s = s + sum(X[2 * t:2 * t + 2])", 40),
+                        ("s = s + X[-1 - t]", 45), ("s = s + X[t]\n  s = s * X[40 - t]", 3),
+                        ("s = s + X[t / 2]", 3)]:   # (not whole at t = 1: unrolled to say so)
+        source = f"const X: vec[40] = linspace(0, 1)\ninput a = 0.5\ns = a\nrepeat {count} as t {{\n  {body}\n}}\noutput y = s\n"
+        with pytest.raises(adcli.errors.AdError) as unrolled:
+            adcli.loads(source, loops="never")
+        with pytest.raises(adcli.errors.AdError) as looped:
+            adcli.loads(source, loops=loops, node_limit=60)
+        assert "(in iteration t = " in unrolled.value.message
+        assert str(looped.value) == str(unrolled.value)
+        assert looped.value.location == unrolled.value.location
+
+
+def test_a_count_of_one_reads_its_index_as_unrolled():
+    source = PROGRAMS["count_of_two_with_a_block_of_rows"].replace("repeat 2 ", "repeat 1 ")
+    program = adcli.loads(source, loops="always")
+    assert not any(n.op == "loop" for n in program.graph.nodes)   # one iteration: nothing to loop
+    assert program.jacobian(mode="reverse").value["y"] == pytest.approx(
+        adcli.loads(source, loops="never").jacobian(mode="reverse").value["y"], rel=1e-15)
 
 
 def test_trace_refuses_a_loop_in_one_sentence(tmp_path):
@@ -178,11 +298,26 @@ def test_a_loop_runs_no_more_than_its_budget():
     assert "node limit of 1,000" in caught.value.message
 
 
-@pytest.mark.parametrize("name", ["long_with_a_tail", "two_carried", "matrix_state_with_slices"])
+STEADY_INDEXED = """
+input x: vec[3] = [0.1, 0.2, 0.3]
+input Ws: mat[363, 3] = 0.3 * randn(seed=6)
+input X: mat[121, 3] = randn(seed=8)
+h = x
+s = 0.0
+repeat 120 as t {
+  h = tanh(Ws[t * 3:(t + 1) * 3, :] @ h + X[t + 1] * 0.01 * t)
+  s = s + sum(h) * X[t, 0]
+}
+output y = sum(h * h) + s
+"""
+
+
+@pytest.mark.parametrize("name", ["long_with_a_tail", "two_carried", "matrix_state_with_slices", "indexed"])
 def test_predictions_count_steady_iterations_exactly(name):
     """A prediction multiplies out the iterations that start as the one before did
-    (interpret._Steady): over 120 iterations every figure must still be the run's."""
-    source = PROGRAMS[name]
+    (interpret._Steady): over 120 iterations every figure must still be the run's. An
+    index moving positions changes no count: its iterations are steady too."""
+    source = STEADY_INDEXED if name == "indexed" else PROGRAMS[name]
     for count in ("40", "4", "6"):
         source = source.replace(f"repeat {count} ", "repeat 120 ")
     program = adcli.loads(source, loops="always")
@@ -224,17 +359,42 @@ def test_show_says_a_loop_in_a_line():
     assert "Graph(" not in text
 
 
+@pytest.mark.parametrize("body", ["repeat 2000 {\n  x = sin(x)", "repeat 2000 as t {\n  x = sin(t * x) / (t + 1)"])
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
-def test_a_loop_run_by_the_interpreter_stays_within_its_prediction(mode, monkeypatch):
+def test_a_loop_run_by_the_interpreter_stays_within_its_prediction(mode, body, monkeypatch):
     """A loop too long to keep as compiled plans is run by the interpreter, iteration by
     iteration, keeping a record per iteration in reverse mode: the memory prediction
-    counts those (interpret.LOOP_RECORD_WIDE, memory.LOOP_BYTES)."""
+    counts those (interpret.LOOP_RECORD_WIDE, memory.LOOP_BYTES), and each iteration's
+    index where the backward reads it (interpret.LOOP_INDEX_WIDE)."""
     from adcli import execute
 
     monkeypatch.setattr(execute, "MAX_CACHED_EQUATIONS", 50)   # every run too large to keep
-    source = "input x = 0.5\nrepeat 2000 {\n  x = sin(x)\n}\noutput y = x\n"
+    source = f"input x = 0.5\n{body}\n}}\noutput y = x\n"
     program = adcli.loads(source, loops="always")
     for _ in range(2):
         result = program.jacobian(mode=mode, measure_memory=True)
         assert result.cost.peak_bytes <= result.cost.predicted["peak_bytes"]
     assert program._too_large and not program._compiled
+
+
+def test_a_loop_too_long_for_kept_plans_is_not_staged(monkeypatch):
+    """Staged, each iteration records an equation per body node at least: past the plans'
+    limit nothing would be kept, so the run is interpreted at once (a 100,000-step loop
+    spent more time staging than running)."""
+    from adcli import api, execute
+
+    monkeypatch.setattr(execute, "MAX_CACHED_EQUATIONS", 500)
+    source = "const X: mat[400, 2] = randn(seed=1)\ninput s: vec[2] = [0.1, 0.2]\nrepeat 400 as t {\n" \
+             "  s = sin(s * X[t])\n}\noutput y = sum(s)\n"
+    program = adcli.loads(source, loops="always")
+
+    class Refused(execute.Stager):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("staged")
+    monkeypatch.setattr(api, "Stager", Refused)
+    for mode in ("forward", "reverse"):
+        result = program.jacobian(mode=mode)
+        assert result.cost.counts() == program.predict(mode).counts()
+    short = adcli.loads(source.replace("400 as", "2 as"), loops="always")
+    with pytest.raises(AssertionError, match="staged"):   # a short loop is still compiled
+        short.jacobian(mode="reverse")

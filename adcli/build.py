@@ -29,7 +29,6 @@ DEFAULT_NODE_LIMIT = 200_000
 STEPS_PER_NODE = 10      # unrolled statements allowed per node of the node limit
 # A repeat that stays a loop may run this many body nodes per node of --node-limit (the
 # interpreter runs a loop node by node: about 0.1 ms each per sweep, see docs/language.md)
-LOOP_WORK_PER_NODE = 2.5
 # Inlining emits no node for a def that only passes values on (def f(a) = a), so the
 # node limit alone does not bound it: at most node_limit def calls are inlined, and
 # at most STEPS_PER_NODE * node_limit expressions visited in all.
@@ -603,10 +602,7 @@ class Builder:
             self._say_iteration(stmt, body, scope, name, trouble)
             return False
         body_nodes = sum(node.op not in ("param", "const") for node in self.nodes[start:])
-        if not body_nodes or count * body_nodes > LOOP_WORK_PER_NODE * self.node_limit:
-            # a body that computes nothing (`g = 2; h = h`) is unrolled: it stops early
-            # run per iteration (not yet compiled into a loop), a long loop costs as much
-            # time as its unrolled nodes would: bounded like them
+        if not body_nodes:   # a body that computes nothing (`g = 2; h = h`) is unrolled: it stops early
             self._restore(saved, scope)
             return False
         built = self.nodes[start:]
@@ -710,8 +706,7 @@ class Builder:
             return "it holds a nested repeat"
         if self.loop_refusal:
             return self.loop_refusal
-        return (f"its {count:,} iterations would run more than {LOOP_WORK_PER_NODE:g} body nodes per node "
-                "of the limit, or a value it carries changes shape")
+        return "a value it carries changes shape, or its body computes nothing"
 
     def _check_index(self, index: Ast, stmt, body, scope) -> str:
         """The name of `repeat T as NAME`: a new name, never assigned in the body."""

@@ -527,7 +527,7 @@ class Runner:
         nc, body = sched.carried, loop.attrs["body"]
         params = [values[i] for i in loop.inputs]
         owned = [False] * nc   # made by the loop and kept by no iteration's residuals yet
-        records = []           # per iteration: residual keys, refs, params the loop frees after
+        records = _Records()   # per iteration: residual keys, refs, params the loop frees after
         cached = 0
         child.adopt_values = child.adopt_tangents = set()
         steady = _Steady(self) if self.xp is None else None
@@ -539,11 +539,7 @@ class Runner:
                 more = steady.skip(state, times)
                 if more is not None:
                     cached += more
-                    keys, refs_last, mine_last = records[-1]
-                    for skipped in range(it, it + times):   # what the backward sweep reads
-                        records.append((keys, dict(refs_last), mine_last))
-                        for key in keys:
-                            residuals[("L", loop.id, skipped, key)] = residuals[("L", loop.id, it - 1, key)]
+                    records.alike(it, it + times, it - 1)   # what the backward sweep reads: the same
                     it += times
                 steady.begin((id(sched.analysis(it)), tuple(owned)))
             an = sched.analysis(it)
@@ -564,7 +560,7 @@ class Runner:
                     live.drop(prod(body.nodes[p].shape))   # read, and no longer needed
             for key, value in res.items():
                 residuals[("L", loop.id, it, key)] = value
-            records.append((list(res), refs_i, mine))
+            records.add(it, (list(res), refs_i, mine))
             live.indexes += _record_wide(sched, res) * live.wide   # what keeping an iteration costs the books
             live.temporary(0)
             new = [vals[o] if q in wanted else None for q, o in enumerate(sched.out_ids)]
@@ -636,7 +632,7 @@ class Runner:
                     it = first
                 steady.begin(self._backward_state(sched, it, loop, seeds, cts))
             seeds = self._loop_backward_step(loop, sched, it, body_plan, records[it], residuals, seeds,
-                                             cts, final, final)
+                                             cts, final, final, records.source(it))
             if steady is not None:
                 steady.end()
             it -= 1
@@ -647,16 +643,19 @@ class Runner:
         return lambda child, an: child.residual_plan(an, recompute)
 
     def _loop_backward_step(self, loop, sched, it, body_plan, record, residuals, seeds, cts, final,
-                            free_record):
+                            free_record, source=None):
         """The body's backward sweep for iteration `it`: given the cotangents of its results
         (`seeds`, position -> blocks, held), adds to the loop inputs' sums (`cts`) and returns
         the cotangents of the iteration before's results. `free_record`: the iteration's
-        residuals are freed as they are used (the last sweep, or a checkpointed step)."""
+        residuals are freed as they are used (the last sweep, or a checkpointed step).
+        `source`: the iteration whose residuals stand for this one's (a prediction counts
+        steady iterations with one iteration's records, _Records)."""
         child, live = self._child(loop), self.live
         nc, body = sched.carried, loop.attrs["body"]
         an = sched.analysis(it)
         keys, refs_i, mine = record
-        res = {k: residuals[("L", loop.id, it, k)] for k in keys if ("L", loop.id, it, k) in residuals}
+        source = it if source is None else source
+        res = {k: residuals[("L", loop.id, source, k)] for k in keys if ("L", loop.id, source, k) in residuals}
         given = {}
         # the sums so far of the loop inputs' cotangents go in as the params' own, so the
         # body adds to them as the unrolled iterations add to one sum (not a sum of sums)
@@ -686,11 +685,13 @@ class Runner:
                 live.release(t)
         if free_record:
             live.indexes -= _record_wide(sched, keys) * live.wide
-            for k in keys:
-                if k not in res:
-                    residuals.pop(("L", loop.id, it, k), None)
+            if source == it:   # (another iteration's stand-in: left for them)
+                for k in keys:
+                    if k not in res:
+                        residuals.pop(("L", loop.id, it, k), None)
+                for p in mine:
+                    residuals.pop(("L", loop.id, it, p), None)
             for p in mine:
-                residuals.pop(("L", loop.id, it, p), None)
                 live.drop(prod(body.nodes[p].shape))
         seeds = {}
         for pid, blocks in got.items():
@@ -1363,6 +1364,36 @@ class _Checkpointed:
         runner.cached_extra = max(runner.cached_extra, self.most - forward_cached)
 
 
+class _Records:
+    """A loop's per-iteration records for its backward sweep (residual keys, references,
+    params it frees). A prediction counts runs of steady iterations without walking them:
+    their records stand for them, looked up (a run's iterations are alike), not copied."""
+
+    def __init__(self):
+        self.walked = {}
+        self.runs = []   # (first, end, the walked iteration standing for them), in order
+
+    def add(self, it: int, record: tuple):
+        self.walked[it] = record
+
+    def alike(self, first: int, end: int, model: int):
+        self.runs.append((first, end, model))
+
+    def source(self, it: int) -> int:
+        if it in self.walked:
+            return it
+        k = bisect_right(self.runs, (it, float("inf"))) - 1
+        first, end, model = self.runs[k]
+        assert first <= it < end, "an iteration without a record"
+        return model
+
+    def __getitem__(self, it: int) -> tuple:
+        if it in self.walked:
+            return self.walked[it]
+        keys, refs, mine = self.walked[self.source(it)]
+        return keys, dict(refs), mine   # (a sweep counts references down: its own copy)
+
+
 # Reverse mode keeps a record per iteration of a loop (its residuals' keys and references,
 # dict entries, small arrays' headers): about 500 bytes measured by tracemalloc on a
 # one-op body (100,000 iterations: 60 MB against 16 MB of values), counted as this many
@@ -1460,20 +1491,69 @@ def body_analysis(body, depends: frozenset) -> "Analysis":
     return cache[depends]
 
 
-def loop_depends(loop, inputs_depend: list) -> list:
+class Settling:
+    """A value per iteration of a loop that settles: each follows from its neighbour by
+    one rule, so once two neighbours are equal every value further on is too. Kept as
+    the values before it settles (`head`, from the first iteration on) or after (`tail`,
+    up to the last), and the settled value: memory and time independent of the count."""
+
+    __slots__ = ("count", "head", "steady", "tail")
+
+    def __init__(self, count: int, head: list, steady, tail: list):
+        self.count, self.head, self.steady, self.tail = count, head, steady, tail
+
+    @classmethod
+    def forward(cls, count: int, first, step) -> "Settling":
+        """Values from the first on: value(i + 1) = step(value(i))."""
+        head = [first]
+        while len(head) < count:
+            nxt = step(head[-1])
+            if nxt == head[-1]:
+                return cls(count, head, head[-1], [])
+            head.append(nxt)
+        return cls(count, head, head[-1], [])
+
+    @classmethod
+    def backward(cls, count: int, last, step) -> "Settling":
+        """Values from the last back: value(i − 1) = step(value(i), i)."""
+        tail = [last]
+        while len(tail) < count:
+            nxt = step(tail[-1], count - len(tail))
+            if nxt == tail[-1]:
+                break
+            tail.append(nxt)
+        tail.reverse()
+        return cls(count, [], tail[0], tail)
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, i: int):
+        if i < 0:
+            i += self.count
+        if i < len(self.head):
+            return self.head[i]
+        if i >= self.count - len(self.tail):
+            return self.tail[i - (self.count - len(self.tail))]
+        return self.steady
+
+    def edges(self) -> set:
+        """Iterations where the value may differ from the one before."""
+        return set(range(1, len(self.head) + 1)) | set(range(self.count - len(self.tail), self.count))
+
+
+def loop_depends(loop, inputs_depend: list) -> Settling:
     """Per iteration of a loop, the body params that depend on the wrt inputs: those of its
     inputs that do, then each carried param as its result did in the iteration before."""
     body, carried = loop.attrs["body"], loop.attrs["carried"]
     out_ids = list(body.outputs.values())
-    current = frozenset(p for p, d in enumerate(inputs_depend) if d)
-    sequence = [current]
-    for _ in range(loop.attrs["count"] - 1):
+
+    def step(current):
         a = body_analysis(body, current)
-        nxt = frozenset(p for p in range(carried) if a.depends[out_ids[p]]) | \
+        return frozenset(p for p in range(carried) if a.depends[out_ids[p]]) | \
             frozenset(p for p in current if p >= carried)
-        current = current if nxt == current else nxt
-        sequence.append(current)
-    return sequence
+
+    return Settling.forward(loop.attrs["count"], frozenset(p for p, d in enumerate(inputs_depend) if d), step)
 
 
 class LoopSchedule:
@@ -1498,20 +1578,21 @@ class LoopSchedule:
         outs = analysis.loop_outs.get(loop.id, {})
         # results whose values are needed after each iteration: the last one's that a loop_out
         # reads, before that the carried ones the next iteration reads (as unrolling keeps)
-        live = [frozenset(outs)]
-        for _ in range(self.count - 1):
-            used = self.computed(live[-1])
-            nxt = frozenset(p for p in range(self.carried) if used[p])
-            live.append(nxt if nxt != live[-1] else live[-1])
-        live.reverse()
+        def live_before(current, i):
+            used = self.computed(current)
+            return frozenset(p for p in range(self.carried) if used[p])
+
+        live = Settling.backward(self.count, frozenset(outs), live_before)
         last = tuple(self.names[q] for q in sorted(outs) if analysis.reaches[outs[q]])
-        needed = [last]
         everything = frozenset(range(self.n_params))
-        for i in range(self.count - 1, 0, -1):   # a result is needed if its param reaches a needed one
-            a = self.analysis_for(everything, needed[-1], live[i])
-            nxt = tuple(self.names[p] for p in range(self.carried) if a.reaches[p])
-            needed.append(nxt if nxt != needed[-1] else needed[-1])
-        needed.reverse()
+
+        def needed_before(pair, i):   # a result is needed if its param reaches a needed one
+            a = self.analysis_for(everything, pair[0], live[i])
+            return tuple(self.names[p] for p in range(self.carried) if a.reaches[p]), live[i - 1]
+
+        # (needed, live) settle together: needed(i − 1) follows from needed(i) and live(i)
+        pairs = Settling.backward(self.count, (last, live[self.count - 1]), needed_before)
+        needed = Settling(self.count, [], pairs.steady[0], [pair[0] for pair in pairs.tail])
         self.depends, self.needed, self.live = depends, needed, live
 
     def computed(self, live: frozenset) -> list:
@@ -1537,11 +1618,15 @@ class LoopSchedule:
     def analysis(self, iteration: int) -> Analysis:
         return self.analysis_for(self.depends[iteration], self.needed[iteration], self.live[iteration])
 
+    def _key(self, i: int) -> tuple:
+        return self.depends[i], self.needed[i], self.live[i]
+
     def _runs(self) -> list:
         """The starts of the runs of iterations with one analysis, then the count."""
         if not hasattr(self, "_run_starts"):
-            keys = list(zip(self.depends, self.needed, self.live))
-            self._run_starts = [0] + [i for i in range(1, self.count) if keys[i] != keys[i - 1]] + [self.count]
+            edges = sorted(e for e in self.depends.edges() | self.needed.edges() | self.live.edges()
+                           if 0 < e < self.count)
+            self._run_starts = [0] + [i for i in edges if self._key(i) != self._key(i - 1)] + [self.count]
         return self._run_starts
 
     def steady_from(self, iteration: int) -> int:
@@ -1555,5 +1640,5 @@ class LoopSchedule:
         return starts[bisect_right(starts, iteration)]
 
     def analyses(self) -> list:
-        """The distinct analyses of the iterations."""
-        return list({id(a): a for a in (self.analysis(i) for i in range(self.count))}.values())
+        """The distinct analyses of the iterations (one per run of them)."""
+        return list({id(a): a for a in (self.analysis(i) for i in self._runs()[:-1])}.values())

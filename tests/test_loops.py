@@ -290,12 +290,23 @@ def test_trace_refuses_a_loop_in_one_sentence(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_a_loop_runs_no_more_than_its_budget():
-    # 2.5 body nodes per node of the limit: past that, refused as the unrolled repeat is
-    source = "input x: scalar = 0.5\nrepeat 5000 {\n  x = sin(x)\n}\noutput y = x\n"
-    with pytest.raises(adcli.errors.AdError) as caught:
-        adcli.loads(source, node_limit=1000)
-    assert "node limit of 1,000" in caught.value.message
+def test_the_node_limit_applies_to_the_graph_as_written():
+    """A loop's body counts once against the node limit, whatever the count: 10^9 steps
+    of sin build into three nodes, and predicting either mode walks a few iterations (the
+    per-iteration facts settle: adcli.interpret.Settling); reverse mode is then refused by
+    the memory its residuals would need, in one sentence, before anything runs."""
+    source = "input x: scalar = 0.5\nrepeat 1000000000 {\n  x = sin(x)\n}\noutput y = x\n"
+    program = adcli.loads(source, node_limit=1000)
+    assert [n.op for n in program.graph.nodes] == ["input", "loop", "loop_out"]
+    forward, reverse = program.predict("forward"), program.predict("reverse")
+    assert forward.flops_primal == 10**9   # sin: a flop per step
+    # cos (a flop) and the tangent times it (a mult), but at the first step: the seed is 1
+    assert forward.mults_derivative == 10**9 - 1 and forward.flops_derivative == 2 * 10**9 - 1
+    assert reverse.cached_values == 10**9                              # cos x per step
+    schedule = program._analysis(["x"], ["y"]).loops[program.graph.nodes[1].id]
+    assert len(schedule.depends.head) + len(schedule.live.tail) + len(schedule.needed.tail) < 10
+    with pytest.raises(adcli.errors.ResourceProblem, match="over the memory limit"):
+        program.jacobian(mode="reverse", memory_limit=2**30)
 
 
 STEADY_INDEXED = """

@@ -274,10 +274,19 @@ def cache_plan(graph, wrt: list, outputs: list) -> dict:
     """What reverse mode's forward sweep keeps for the backward sweep, per node:
     {node id: {"value": "intermediate" | "input" | None, "partials": [(input index, text, size)]}},
     from Runner.residual_plan. Intermediate values and partials add up to Cost.cached_values,
-    inputs/consts the backward sweep reads to Cost.cached_inputs."""
-    from .interpret import Analysis, Runner, is_leaf
+    inputs/consts the backward sweep reads to Cost.cached_inputs. Also the plan, and the
+    Analysis and (predicting) Runner it came from, which reach into loop bodies."""
+    from .interpret import Analysis, Runner
 
-    plan = Runner(graph, None, None).residual_plan(Analysis(graph, wrt, outputs))
+    analysis, runner = Analysis(graph, wrt, outputs), Runner(graph, None, None)
+    plan = runner.residual_plan(analysis)
+    return {"plan": plan, "nodes": plan_marks(graph, plan), "analysis": analysis, "runner": runner}
+
+
+def plan_marks(graph, plan, name=None) -> dict:
+    """cache_plan's per-node marks of one residual plan (partials written with `name`)."""
+    from .interpret import is_leaf
+
     info = {n.id: {"value": None, "partials": []} for n in graph.nodes}
     seen = set()
     for node_id, entries in plan.items():
@@ -291,10 +300,10 @@ def cache_plan(graph, wrt: list, outputs: list) -> dict:
                     spec = REGISTRY[node.op].partial_for(i)
                     shape = node.shape if spec is None or spec.like == "out" else \
                         graph.nodes[node.inputs[0]].shape
-                    info[node_id]["partials"].append((i, partial_text(graph, node, i), prod(shape)))
+                    info[node_id]["partials"].append((i, partial_text(graph, node, i, name), prod(shape)))
                 else:
                     info[key]["value"] = "input" if is_leaf(graph.nodes[key]) else "intermediate"
-    return {"plan": plan, "nodes": info}
+    return info
 
 
 def cached_totals(graph, info: dict) -> tuple[int, int]:

@@ -157,17 +157,21 @@ def test_loops_that_cannot_stay_loops_are_unrolled():
         assert not any(n.op == "loop" for n in program.graph.nodes)
 
 
-def test_trace_refuses_a_loop_in_one_sentence(tmp_path):
+def test_trace_shows_a_loop_by_its_first_and_last_iterations(tmp_path):
+    import json
+
     from click.testing import CliRunner
 
     from adcli.cli import cli
 
     path = tmp_path / "deep.ad"
     path.write_text("input x: scalar = 0.5\nrepeat 200 {\n  x = sin(x)\n}\noutput y = x\n")
-    result = CliRunner().invoke(cli, ["trace", str(path), "--node-limit", "100"])
-    assert result.exit_code == 1   # work that cannot fit the node limit (README's exit codes)
-    assert "stays a loop of 200 iterations" in result.output
-    assert "Traceback" not in result.output
+    for mode in ("forward", "reverse"):
+        result = CliRunner().invoke(cli, ["trace", str(path), "--node-limit", "100", "--mode", mode, "--json"])
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.stdout)["rows"]
+        assert {r["iteration"] for r in rows if "iteration" in r} == {1, 200}
+        assert [r["iterations"] for r in rows if r.get("kind") == "iterations"] == [198]
 
 
 def test_a_loop_runs_no_more_than_its_budget():

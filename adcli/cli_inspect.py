@@ -214,7 +214,13 @@ def show(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype, as_js
         from .codegen import show_text
 
         program, dp = _derivative_program(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype)
-        echo_out(show_text(dp, program.graph.filename), nl=False)
+        text = show_text(dp, program.graph.filename)
+        for node in program.graph.nodes:   # the compiled program holds every iteration: say so
+            if node.op == "loop":
+                text += (f"# the loop {node.var} (the repeat at line {node.line}, {node.attrs['count']:,} "
+                         "iterations) is written out above iteration by iteration, its body's values as tN; "
+                         "adcli show without --mode prints its body once\n")
+        echo_out(text, nl=False)
         return
     check_dims(sets)
     program = load_program(file, sets, node_limit)

@@ -421,3 +421,21 @@ def test_trace_on_the_command_line_traces_a_repeat_past_the_node_limit(tmp_path)
         assert result.exit_code == 2 and words in result.stderr, result.output
     unrolled = ok_json("trace", path)   # under the limit: unrolled, as before
     assert not any("iteration" in r or r.get("kind") for r in unrolled["rows"])
+
+
+def test_loop_trace_json_keys_are_snake_case_and_documented(tmp_path):
+    path = tmp_path / "sin_loop.ad"
+    path.write_text(SIN_LOOP)
+    doc = (ROOT / "docs" / "inspect.md").read_text()
+    section = doc[doc.index("## JSON"):doc.index("## `adcli show`: the IR")]
+    for mode in ("forward", "reverse"):
+        data = ok_json("trace", path, "--node-limit", "8", "--mode", mode)
+        keys = {key for row in data["rows"] for key in row}
+        unrolled = {key for row in ok_json("trace", path, "--mode", mode)["rows"] for key in row}
+        assert keys - unrolled == {"loop", "iteration", "count", "carried", "kind", "first", "last",
+                                   "iterations"}
+        for key in keys - unrolled:   # what loops add (the rest: the example row above)
+            assert re.fullmatch(r"[a-z][a-z0-9_]*", key), key
+            assert f"`{key}`" in section, key
+        if mode == "reverse":
+            assert "`values`" in section

@@ -282,6 +282,8 @@ def kept_text(row) -> str:
     parts = []
     if cached.get("values"):   # a loop's iterations not shown: their kept values in all
         parts.append(f"{KEPT} {cached['values']:,} values")
+    if cached.get("inputs"):
+        parts.append(f"{READ} {cached['inputs']:,} read")
     if cached["value"] == "intermediate":
         parts.append(f"{KEPT} value")
     elif cached["value"] == "input":

@@ -246,6 +246,10 @@ def loop_body_pairs(graph, loop, dtype: str = "f64", indent: str = "  ", name=No
                 f"{inner(body.outputs[loop.attrs['results'][p]])}" if p < nc else f"read {name(i)}")
         pairs.append((f"{indent}{inner(p)}:{typed_shape(param.shape, dtype)} = {what}", place(graph, loop)))
     for node in body.nodes[len(loop.inputs):]:
+        if node.op == "input":   # a param after the loop's inputs: its index, a number
+            pairs.append((f"{indent}{inner(node.id)}:{typed_shape(node.shape, dtype)} = the loop's index, "
+                          f"0 … {loop.attrs['count'] - 1:,}", place(graph, loop)))
+            continue
         pairs.append(tuple(indent + part if k == 0 else part
                            for k, part in enumerate(equation(body, node, dtype, inner).rsplit("  # ", 1))))
         if node.op == "loop":

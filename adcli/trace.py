@@ -143,6 +143,7 @@ class Trace:
             if not cached:
                 continue
             values += cached.get("values", 0)   # a loop's iterations not shown, in one row
+            inputs += cached.get("inputs", 0)
             if cached["value"] == "intermediate":
                 values += row["size"]
             elif cached["value"] == "input":
@@ -693,6 +694,8 @@ def _param_text(scopes, scope, node, mark) -> str:
     _, name = scopes.get(scope)
     p = node.id
     mark = mark or (lambda text: text)
+    if p >= len(loop.inputs):   # a param after the loop's inputs: its index, a number
+        return f"the loop's index: {it:,}"
     if p < loop.attrs["carried"]:
         carried = node.attrs.get("carried", f"${p}")
         if it == 0:
@@ -869,7 +872,7 @@ class _ReversePlans:
         nc, count, body = sched.carried, sched.count, loop.attrs["body"]
         owned = [False] * nc
         base = {}
-        middle = 0
+        middle = middle_inputs = 0
         for it in range(count):
             an = sched.analysis(it)
             scope = outer_scope + ((loop_id, it),)
@@ -890,12 +893,15 @@ class _ReversePlans:
                               for n, m in marks.items() if n >= sched.n_params)
                 middle += sum(size for m in marks.values() for *_, size in m["partials"])
                 middle += sum(body.nodes[p].size for p in mine)
+                # the index, where a backward reads it: a number kept per iteration (cached_inputs)
+                middle_inputs += sum(body.nodes[n].size for n, m in marks.items()
+                                     if n >= sched.n_params and m["value"] == "input")
             wanted = sched.live[it]
             owned = [q in wanted and sched.out_ids[q] not in keys and
                      (o >= sched.n_params or (o < nc and owned[o] and o not in mine))
                      for q, o in enumerate(sched.out_ids)][:nc]
         if count > 2:
-            self.middle[(outer_scope, loop_id)] = middle
+            self.middle[(outer_scope, loop_id)] = (middle, middle_inputs)
         # a result the last iteration keeps that the caller keeps too is one value, counted once
         last = self.plans[outer_scope + ((loop_id, count - 1),)][1]
         for q, out_id in analysis.loop_outs.get(loop_id, {}).items():
@@ -1009,8 +1015,9 @@ def reverse_trace(program, cotangent: dict | None = None, at=None, wrt=None, bac
             if what == "middle":
                 row = _middle_row(scopes, key, 0, None)
                 fwd, bwd = recorder.middle.get(key, [(0, 0, 0, 0), (0, 0, 0, 0)])
+                kept, read = plans.middle.get(key, (0, 0))
                 row.update(adjoint=None, adjoint_text="", needed=False,
-                           cached={"value": None, "partials": [], "values": plans.middle.get(key, 0)})
+                           cached={"value": None, "partials": [], "values": kept, "inputs": read})
                 row.update(_work(fwd, bwd))
             else:
                 row = node_row(*key)

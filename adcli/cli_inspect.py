@@ -12,7 +12,7 @@ import click
 
 from .cli import (check_dims, cli, echo_out, load_program, parse_given, parse_bytes, program_options,
                   read_input_values, run_options, split_assignment, value_options, write_atomically)
-from .errors import AdError, ResourceProblem, UsageProblem, shown
+from .errors import AdError, UsageProblem, shown
 
 GRAPHVIZ_FORMATS = ("svg", "png", "pdf")
 
@@ -62,20 +62,16 @@ def trace(file, sets, node_limit, ats, inputs_file, mode, seeds, directions, cot
                                "(use --seed or --direction)")
         if wrt:
             raise UsageProblem("--wrt applies to --mode reverse; in forward mode --seed picks the inputs")
-    if node_var is not None and not re.fullmatch(r"v[1-9][0-9]*", node_var.strip()):
-        raise UsageProblem(f"--node {node_var!r} is not a node name such as v7")
+    if node_var is not None and not re.fullmatch(r"v[1-9][0-9]*(\.[1-9][0-9]*)*(@[1-9][0-9]*)?",
+                                                 node_var.strip()):
+        raise UsageProblem(f"--node {node_var!r} is not a node name such as v7 (in a loop's body: "
+                           "v3.2@1, node 2 of loop v3's body in iteration 1)")
     if memory_limit:
         parse_bytes(memory_limit)   # checked as in grad; one pass needs no chunking
     from .trace import forward_trace, parse_seed, reverse_trace
 
     check_dims(sets)
     program = load_program(file, sets, node_limit)
-    loops = [n for n in program.graph.nodes if n.op == "loop"]
-    if loops:   # a trace is a table of every value the program makes, iteration by iteration
-        raise ResourceProblem(f"trace shows programs with their repeats unrolled; the repeat at line "
-                           f"{loops[0].line} stays a loop of {loops[0].attrs['count']:,} iterations, as "
-                           f"unrolling it passes the node limit of {node_limit:,}",
-                           hint="raise --node-limit to trace it unrolled, or lower the repeat count")
     at = read_input_values(program, ats, inputs_file)
     if mode == "forward":
         chosen = [parse_seed(program, s) for s in seeds]
@@ -218,7 +214,13 @@ def show(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype, as_js
         from .codegen import show_text
 
         program, dp = _derivative_program(file, sets, node_limit, ats, inputs_file, mode, kind, wrt, dtype)
-        echo_out(show_text(dp, program.graph.filename), nl=False)
+        text = show_text(dp, program.graph.filename)
+        for node in program.graph.nodes:   # the compiled program holds every iteration: say so
+            if node.op == "loop":
+                text += (f"# the loop {node.var} (the repeat at line {node.line}, {node.attrs['count']:,} "
+                         "iterations) is written out above iteration by iteration, its body's values as tN; "
+                         "adcli show without --mode prints its body once\n")
+        echo_out(text, nl=False)
         return
     check_dims(sets)
     program = load_program(file, sets, node_limit)

@@ -302,6 +302,10 @@ class Runner:
         # at their last use, as it frees what it makes (Runner._loop)
         self.adopt_values, self.adopt_tangents = set(), set()
         self.observer = None   # adcli.trace: called per node as the sweeps run
+        # a loop body's Runner: its loop node, the Runner running the loop, and the
+        # iteration (0-based) its sweep runs now; an observer with `into_loops` set is
+        # called from inside bodies too (adcli.trace), others only for the outer graph
+        self.loop = self.parent = self.iteration = None
         # reverse mode: reverse each loop keeping at most this many states (binomial
         # checkpointing, adcli.checkpoint); None keeps every iteration's residuals
         self.checkpoints = None
@@ -393,7 +397,9 @@ class Runner:
         if child is None:
             child = self._children[loop.id] = Runner(loop.attrs["body"], self.xp, self.dtype)
             child.live, child.primal, child.derivative = self.live, self.primal, self.derivative
+            child.loop, child.parent = loop, self
         child.xp = self.xp   # a Stager stages each sweep on a module of its own
+        child.observer = self.observer if getattr(self.observer, "into_loops", False) else None
         return child
 
     def _schedule(self, loop, analysis) -> LoopSchedule:
@@ -429,7 +435,7 @@ class Runner:
             wanted = sched.live[it]   # results needed after this iteration
             passed = {sched.out_ids[q] for q in wanted if sched.out_ids[q] < sched.n_params}   # params kept
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
-            child.index = it
+            child.index = child.iteration = it
             # the last iteration's results are the body's to free at their last use in it
             child.adopt_values = {p for p in range(nc) if owned[p]}
             child.adopt_tangents = {p for p in range(nc) if held[p]}
@@ -544,7 +550,7 @@ class Runner:
                 steady.begin((id(sched.analysis(it)), tuple(owned)))
             an = sched.analysis(it)
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
-            child.index = it
+            child.index = child.iteration = it
             wanted = sched.live[it]
             vals, res, refs_i, cached_i, _ = child.reverse_forward_sweep(an, child.residual_plan(an, recompute))
             before = cached
@@ -674,7 +680,7 @@ class Runner:
                 else:
                     target[b] = ct
                     live.hold(ct)
-        child.index = it
+        child.index = child.iteration = it
         got = child.backward_sweep(an, body_plan(child, an), res, refs_i, given, set(range(sched.n_params)),
                                    free_record)
         for blocks in given.values():
@@ -932,6 +938,8 @@ class Runner:
         for node in reversed(graph.nodes):
             node_cts = cts.pop(node.id, None)
             if node.op == "loop_out":   # to its loop, which runs the body's backward
+                if self.observer and getattr(self.observer, "into_loops", False):
+                    self.observer(self, "backward", node, None, node_cts)
                 if node_cts:
                     pending = cts.setdefault(("loop", node.inputs[0]), {})
                     pending[node.attrs["position"]] = node_cts
@@ -1150,6 +1158,7 @@ class _Checkpointed:
         child = self.child
         child.index = it
         child.input_values = {f"${p}": v for p, v in enumerate(self.hand + self.closures)}
+        child.iteration = it
         child.adopt_values = child.adopt_tangents = set()
         return self.sched.analysis(it)
 

@@ -23,7 +23,7 @@ from rich.text import Text
 from .ir import format_shape
 from .render import console
 from .show import fmt_number
-from .trace import bar_var, dot_var, epsilon
+from .trace import bar_var, dot_var, epsilon, row_name
 
 PREVIEW_ITEMS = 3
 MAX_TABLE_ROWS = 300   # longer traces show their first and last rows unless --full
@@ -280,6 +280,10 @@ def _computed_as(row) -> str:
 def kept_text(row) -> str:
     cached = row["cached"]
     parts = []
+    if cached.get("values"):   # a loop's iterations not shown: their kept values in all
+        parts.append(f"{KEPT} {cached['values']:,} values")
+    if cached.get("inputs"):
+        parts.append(f"{READ} {cached['inputs']:,} read")
     if cached["value"] == "intermediate":
         parts.append(f"{KEPT} value")
     elif cached["value"] == "input":
@@ -309,6 +313,11 @@ def _cells(trace, row, full) -> dict:
         cells["kept"] = kept_text(row)
         cells["adjoint"] = preview(row["adjoint"], full) if row["needed"] else "—"
         cells["computed"] = _computed_as(row)
+    if row.get("kind") == "iterations":   # said again beside its work in the derivatives table
+        cells["from" if trace.mode == "forward" else "computed"] = row["expression"]
+    if row["op"] == "loop":   # a loop (or its iterations not shown) has no value of its own
+        cells.update({key: "" for key in cells if key in ("shape", "value", "dual", "adjoint")
+                      or key.startswith("tangent")})
     return cells
 
 
@@ -349,7 +358,12 @@ def shown_rows(trace, full: bool, rows: list | None = None) -> list:
 def _table_rows(trace, keys: list, rows: list, full: bool) -> list:
     """Plain-text cells of the given columns; the elided middle as one row."""
     out = []
+    before = None
     for row in shown_rows(trace, full, rows):
+        heading = _heading(trace, row, before)
+        if heading:
+            out.append(["", heading] + [""] * (len(keys) - 2))
+        before = row
         if row is None:
             hidden = len(trace.rows) - MAX_TABLE_ROWS
             out.append(["⋮", f"{hidden:,} more rows"] + [""] * (len(keys) - 2))
@@ -364,7 +378,17 @@ def _tangent_keys(trace) -> list:
 
 
 def _evaluation_order(trace) -> list:
-    return sorted(trace.rows, key=lambda row: int(row["var"][1:]))
+    return trace.in_evaluation_order()
+
+
+def _heading(trace, row, before) -> str | None:
+    """'iteration 1 of 4' above the first row of each iteration of a loop's body shown."""
+    if row is None or "iteration" not in row or row.get("kind"):
+        return None
+    if before is not None and before.get("loop") == row["loop"] and before.get("iteration") == row["iteration"]:
+        return None
+    count = next(r["count"] for r in trace.rows if r["op"] == "loop" and r["var"] == row["loop"] and "count" in r)
+    return f"iteration {row['iteration']:,} of {count:,}"
 
 
 def _layouts(trace):
@@ -418,12 +442,18 @@ def node_blocks(trace, full: bool) -> list:
     caption = ("nodes in evaluation order" if trace.mode == "forward"
                else "nodes in the order the backward sweep fills the adjoints")
     parts = [Text(caption, style="dim")]
+    before = None
     for row, lines in blocks:
+        heading = _heading(trace, row, before)
+        before = row
+        if heading:
+            parts += [Text(""), Text(f"── {row['loop']}: {heading} ──", style="dim")]
         if row is None:
             parts += [Text(""), Text(f"⋮ {len(trace.rows) - MAX_TABLE_ROWS:,} more rows")]
             continue
         head = Text(row["var"], style="bold cyan")
-        head.append(f" = {row['expression']}   {shape_text(row)}")
+        shape = "" if row["op"] == "loop" else f"   {shape_text(row)}"
+        head.append(f" = {row['expression']}{shape}")
         if row["source"]:
             head.append(f"   {source_text(row, full)}", style="dim")
         grid = Table.grid(padding=(0, 2, 0, 0))
@@ -503,12 +533,20 @@ def _footer_lines(trace) -> list:
                               "a row's ∂ work is its forward-sweep partials plus sending its adjoint on"))
         for name, g in trace.results.items():
             lines.append(("uᵀ·J", f"{name} = {preview(g)}"))
+    for row in trace.rows:
+        if row["op"] == "loop" and "count" in row:
+            count = row["count"]
+            between = "" if count == 2 else \
+                f", the {count - 2:,} between in one row (⋮) with their work summed"
+            lines.append(("loop", f"{row['var']} runs its body {count:,} times: rows {row['var']}.1, "
+                                  f"{row['var']}.2, … are its nodes; the first and last iterations are "
+                                  f"shown{between}"))
     if len(trace.rows) > MAX_TABLE_ROWS:
         lines.append(("rows", f"{len(trace.rows):,} rows: the first and last {MAX_TABLE_ROWS // 2} are "
                               "shown; --full shows all, --json gives all as data"))
-    arrays = [r["var"] for r in trace.rows if len(r["shape"]) > 0]
+    arrays = [row_name(r) for r in trace.in_evaluation_order() if len(r["shape"]) > 0 and not r.get("kind")]
     if arrays:
-        example = max(arrays, key=lambda var: int(var[1:]))
+        example = arrays[-1]
         lines.append(("arrays", f"vectors and matrices are shown elided; --full shows all, --node "
                                 f"{example} one node in full"))
     return lines

@@ -146,9 +146,11 @@ def place(graph, node) -> str:
     return f"{base}:{node.line}" if node.line else base
 
 
-def equation(graph, node, dtype: str = "f64") -> str:
-    """One IR equation, jaxpr-like: 'v7:f64[8,16] = matmul v1 v3  # mlp.ad:15'."""
-    head = f"{node.var}:{typed_shape(node.shape, dtype)}"
+def equation(graph, node, dtype: str = "f64", name=None) -> str:
+    """One IR equation, jaxpr-like: 'v7:f64[8,16] = matmul v1 v3  # mlp.ad:15'. `name(i)` names
+    node i (default its var; a loop body's nodes: v3.1, v3.2, ...)."""
+    name = name or (lambda j: graph.nodes[j].var)
+    head = f"{name(node.id)}:{typed_shape(node.shape, dtype)}"
     if node.op == "input":
         body = f"input {node.attrs['name']}"
     elif node.op == "const":
@@ -157,16 +159,18 @@ def equation(graph, node, dtype: str = "f64") -> str:
     elif node.op == "loop":   # its body is a graph of its own: said in a line, not printed
         inner = node.attrs["body"]
         carried = ", ".join(node.attrs["results"][:node.attrs["carried"]]) or "nothing"
-        body = (f"loop {' '.join(graph.nodes[i].var for i in node.inputs)} count={node.attrs['count']:,} "
+        body = (f"loop {' '.join(name(i) for i in node.inputs)} count={node.attrs['count']:,} "
                 f"body={len(inner.nodes) - len(inner.inputs)} nodes carrying {carried}")
-        head = f"{node.var}:loop"
+        head = f"{name(node.id)}:loop"
     elif node.op == "loop_out":
-        body = f"loop_out {graph.nodes[node.inputs[0]].var} {node.attrs['name']}"
+        body = f"loop_out {name(node.inputs[0])} {node.attrs['name']}"
     else:
-        body = " ".join([node.op] + [graph.nodes[i].var for i in node.inputs])
+        body = " ".join([node.op] + [name(i) for i in node.inputs])
         attrs = []
         for key, value in node.attrs.items():
             if key in ("value", "name", "result_shape", "targets") or value is None:
+                continue
+            if key in ("carried", "outer") and node.op == "input":
                 continue
             if key == "key":
                 value = f"[{_key_text(value, graph.nodes[node.inputs[0]].shape)}]"
@@ -215,11 +219,45 @@ def ir_lines(graph, dtype: str = "f64") -> list[str]:
         lines.append(f"  {name} = {node.var}:{typed_shape(node.shape, dtype)}")
     body = [n for n in nodes if n.op not in ("input", "const")]
     lines.append(f"equations ({len(body)})")
-    lines.extend(aligned([tuple(equation(graph, n, dtype).rsplit("  # ", 1)) for n in body]))
+    pairs = []
+    for n in body:
+        pairs.append(tuple(equation(graph, n, dtype).rsplit("  # ", 1)))
+        if n.op == "loop":
+            pairs.extend(loop_body_pairs(graph, n, dtype))
+    lines.extend(aligned(pairs))
     counts = op_counts(graph)
     lines.extend(contraction_lines(graph))
     lines.append(f"nodes by op ({len(nodes)}): " + ", ".join(f"{op} {n}" for op, n in counts.items()))
     return lines
+
+
+def loop_body_pairs(graph, loop, dtype: str = "f64", indent: str = "  ", name=None) -> list:
+    """A loop's body under its equation, once (it runs `count` times): its params (the carried
+    values, then those it reads from outside), its equations, and its results; nodes named
+    v3.1, v3.2, ... for loop v3. (text, place) pairs, indented."""
+    name = name or (lambda j: graph.nodes[j].var)
+    body, nc = loop.attrs["body"], loop.attrs["carried"]
+    prefix = name(loop.id)
+    inner = lambda j: f"{prefix}.{j + 1}"   # noqa: E731
+    pairs = []
+    for p, i in enumerate(loop.inputs):
+        param = body.nodes[p]
+        what = (f"carried {param.attrs.get('carried', '')}: {name(i)} going in, then the iteration before's "
+                f"{inner(body.outputs[loop.attrs['results'][p]])}" if p < nc else f"read {name(i)}")
+        pairs.append((f"{indent}{inner(p)}:{typed_shape(param.shape, dtype)} = {what}", place(graph, loop)))
+    for node in body.nodes[len(loop.inputs):]:
+        if node.op == "input":   # a param after the loop's inputs: its index, a number
+            pairs.append((f"{indent}{inner(node.id)}:{typed_shape(node.shape, dtype)} = the loop's index, "
+                          f"0 … {loop.attrs['count'] - 1:,}", place(graph, loop)))
+            continue
+        pairs.append(tuple(indent + part if k == 0 else part
+                           for k, part in enumerate(equation(body, node, dtype, inner).rsplit("  # ", 1))))
+        if node.op == "loop":
+            pairs.extend(loop_body_pairs(body, node, dtype, indent + "  ", inner))
+    results = ", ".join(f"{n} = {inner(body.outputs[n])}" for n in loop.attrs["results"])
+    pairs.append((f"{indent}results after each of the {loop.attrs['count']:,} iterations: {results}",
+                  place(graph, loop)))
+    return pairs
 
 
 def contraction_lines(graph) -> list[str]:
@@ -255,7 +293,9 @@ def ir_json(graph, dtype: str = "f64") -> dict:
                    "shape": list(n.shape), "line": n.line, "text": n.text,
                    "expression": expression(graph, n), "equation": equation(graph, n, dtype),
                    "repeat": None if n.repeat is None else
-                   dict(zip(("id", "iteration", "count", "line", "position"), n.repeat))}
+                   dict(zip(("id", "iteration", "count", "line", "position"), n.repeat)),
+                   **({"body": [text for text, _ in loop_body_pairs(graph, n, dtype, indent="")]}
+                      if n.op == "loop" else {})}
                   for n in nodes],
         "counts": op_counts(graph),
         "contractions": contraction_report(graph),
@@ -274,10 +314,19 @@ def cache_plan(graph, wrt: list, outputs: list) -> dict:
     """What reverse mode's forward sweep keeps for the backward sweep, per node:
     {node id: {"value": "intermediate" | "input" | None, "partials": [(input index, text, size)]}},
     from Runner.residual_plan. Intermediate values and partials add up to Cost.cached_values,
-    inputs/consts the backward sweep reads to Cost.cached_inputs."""
-    from .interpret import Analysis, Runner, is_leaf
+    inputs/consts the backward sweep reads to Cost.cached_inputs. Also the plan, and the
+    Analysis and (predicting) Runner it came from, which reach into loop bodies."""
+    from .interpret import Analysis, Runner
 
-    plan = Runner(graph, None, None).residual_plan(Analysis(graph, wrt, outputs))
+    analysis, runner = Analysis(graph, wrt, outputs), Runner(graph, None, None)
+    plan = runner.residual_plan(analysis)
+    return {"plan": plan, "nodes": plan_marks(graph, plan), "analysis": analysis, "runner": runner}
+
+
+def plan_marks(graph, plan, name=None) -> dict:
+    """cache_plan's per-node marks of one residual plan (partials written with `name`)."""
+    from .interpret import is_leaf
+
     info = {n.id: {"value": None, "partials": []} for n in graph.nodes}
     seen = set()
     for node_id, entries in plan.items():
@@ -291,10 +340,10 @@ def cache_plan(graph, wrt: list, outputs: list) -> dict:
                     spec = REGISTRY[node.op].partial_for(i)
                     shape = node.shape if spec is None or spec.like == "out" else \
                         graph.nodes[node.inputs[0]].shape
-                    info[node_id]["partials"].append((i, partial_text(graph, node, i), prod(shape)))
+                    info[node_id]["partials"].append((i, partial_text(graph, node, i, name), prod(shape)))
                 else:
                     info[key]["value"] = "input" if is_leaf(graph.nodes[key]) else "intermediate"
-    return {"plan": plan, "nodes": info}
+    return info
 
 
 def cached_totals(graph, info: dict) -> tuple[int, int]:

@@ -236,3 +236,25 @@ def test_show_errors():
 def test_deep_text_tree_needs_no_recursion():
     text = ok("graph", DEEP, "--set", "depth=700", "--expand")   # 1,400 levels
     assert text.count(" = tanh ") == 700 and "⋯  " in text
+
+
+def test_show_prints_a_loop_body_once_under_its_equation(tmp_path):
+    path = tmp_path / "loop.ad"
+    path.write_text("input x: scalar = 0.5\ninput w: scalar = 1.5\nh = x\nrepeat 4 {\n  h = sin(w * h) + h\n}\n"
+                    "output y = h * h\n")
+    text = ok("show", path, "--node-limit", "8")
+    lines = text.splitlines()
+    at = next(n for n, line in enumerate(lines) if line.startswith("  v3:loop = loop v1 v2 count=4"))
+    body = [line.split("  #")[0].rstrip() for line in lines[at + 1:at + 7]]
+    assert body == ["    v3.1:f64[] = carried h: v1 going in, then the iteration before's v3.5",
+                    "    v3.2:f64[] = read v2",
+                    "    v3.3:f64[] = mul v3.2 v3.1",
+                    "    v3.4:f64[] = sin v3.3",
+                    "    v3.5:f64[] = add v3.4 v3.1",
+                    "    results after each of the 4 iterations: h = v3.5"]
+    assert lines[at + 7].startswith("  v4:f64[] = loop_out v3 h")
+    data = json.loads(ok("show", path, "--node-limit", "8", "--json"))
+    loop = next(n for n in data["nodes"] if n["op"] == "loop")
+    assert loop["body"][2] == "v3.3:f64[] = mul v3.2 v3.1" and len(loop["body"]) == 6
+    derivative = ok("show", path, "--node-limit", "8", "--mode", "reverse")
+    assert derivative.rstrip().splitlines()[-1].startswith("# the loop v3 (the repeat at line 4, 4 iterations)")

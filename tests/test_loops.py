@@ -277,17 +277,21 @@ def test_a_count_of_one_reads_its_index_as_unrolled():
         adcli.loads(source, loops="never").jacobian(mode="reverse").value["y"], rel=1e-15)
 
 
-def test_trace_refuses_a_loop_in_one_sentence(tmp_path):
+def test_trace_shows_a_loop_by_its_first_and_last_iterations(tmp_path):
+    import json
+
     from click.testing import CliRunner
 
     from adcli.cli import cli
 
     path = tmp_path / "deep.ad"
     path.write_text("input x: scalar = 0.5\nrepeat 200 {\n  x = sin(x)\n}\noutput y = x\n")
-    result = CliRunner().invoke(cli, ["trace", str(path), "--node-limit", "100"])
-    assert result.exit_code == 1   # work that cannot fit the node limit (README's exit codes)
-    assert "stays a loop of 200 iterations" in result.output
-    assert "Traceback" not in result.output
+    for mode in ("forward", "reverse"):
+        result = CliRunner().invoke(cli, ["trace", str(path), "--node-limit", "100", "--mode", mode, "--json"])
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.stdout)["rows"]
+        assert {r["iteration"] for r in rows if "iteration" in r} == {1, 200}
+        assert [r["iterations"] for r in rows if r.get("kind") == "iterations"] == [198]
 
 
 def test_the_node_limit_applies_to_the_graph_as_written():

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import adcli
 from adcli.cli import cli
-from adcli.trace import forward_trace, parse_seed, reverse_trace
+from adcli.trace import forward_trace, parse_seed, reverse_trace, row_name
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "samples").glob("*.ad"))
@@ -308,3 +308,134 @@ def test_long_traces_show_their_ends_unless_full():
                env={"NO_COLOR": "1", "COLUMNS": "200"}).stdout
     assert "103 more rows" in text and "403 rows: the first and last 150 are shown" in text
     assert len(ok_json("trace", deep, "--set", "depth=200", "--mode", "reverse")["rows"]) == 403
+
+
+# -- loops: the first and last iterations, and a row for those between (issue 12) -------------------
+
+from test_loops import PROGRAMS as LOOP_PROGRAMS  # noqa: E402
+
+SIN_LOOP = """\
+input x: scalar = 0.5
+input w: scalar = 1.5
+h = x
+repeat 4 {
+  h = sin(w * h) + h
+}
+output y = h * h
+"""
+
+
+def _loop_pair(source):
+    return adcli.loads(source, loops="never"), adcli.loads(source, loops="always")
+
+
+def _iteration_pairs(unrolled, looped_trace, count):
+    """(row of the looped trace, row of the unrolled trace) for every body row shown: the
+    body's operations in order against the same iteration's unrolled nodes, by operation."""
+    pairs = []
+    rows = {row_name(r): r for r in looped_trace["rows"] if r.get("kind") is None}
+    unrolled_rows = {r["var"]: r for r in looped_trace["unrolled"]["rows"]}
+    for iteration in (1, count):
+        body = sorted((r for r in looped_trace["rows"] if r.get("iteration") == iteration and r["op"] != "input"),
+                      key=lambda r: int(r["var"].rsplit(".", 1)[1]))   # (reverse rows: backward order)
+        made = [n for n in unrolled.graph.nodes if n.repeat is not None and n.repeat[1] == iteration - 1
+                and n.op not in ("input", "const") and n.var in unrolled_rows]
+        assert [r["op"] for r in body] == [n.op for n in made], iteration
+        pairs += [(rows[row_name(r)], unrolled_rows[n.var]) for r, n in zip(body, made)]
+    assert pairs
+    return pairs
+
+
+def _same(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    return np.array_equal(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
+
+
+LOOP_CASES = {"sin_loop": SIN_LOOP, **{k: LOOP_PROGRAMS[k] for k in
+                                       ("tanh_layer", "two_carried", "matrix_state_with_slices", "long_with_a_tail")}}
+
+
+@pytest.mark.parametrize("name", LOOP_CASES)
+def test_a_loop_trace_shows_the_first_and_last_iterations_as_unrolled(name):
+    unrolled, looped = _loop_pair(LOOP_CASES[name])
+    loop = next(n for n in looped.graph.nodes if n.op == "loop")
+    count = loop.attrs["count"]
+    seed = [parse_seed(looped, looped.input_names[0])]
+    for mode in ("forward", "reverse"):
+        if mode == "forward":
+            got, want = forward_trace(looped, seed), forward_trace(unrolled, seed)
+        else:
+            got, want = reverse_trace(looped), reverse_trace(unrolled)
+        # the rows (and the row of the iterations between) add up to the run's counts
+        assert got.totals() == want.totals() == {
+            "mults": {"primal": got.cost.mults_primal, "derivative": got.cost.mults_derivative},
+            "flops": {"primal": got.cost.flops_primal, "derivative": got.cost.flops_derivative}}
+        data = got.to_json()
+        data["unrolled"] = want.to_json()
+        for a, b in _iteration_pairs(unrolled, data, count):   # digit for digit
+            assert _same(a["value"], b["value"]), (mode, a["var"], b["var"])
+            if mode == "forward":
+                assert all(_same(s, t) for s, t in zip(a["tangents"], b["tangents"])), (a["var"], b["var"])
+            else:
+                assert _same(a["adjoint"], b["adjoint"]), (a["var"], b["var"])
+        middle = [r for r in data["rows"] if r.get("kind") == "iterations"]
+        assert len(middle) == 1 and middle[0]["iterations"] == count - 2
+        assert (middle[0]["first"], middle[0]["last"]) == (2, count - 1)
+        assert {r["iteration"] for r in data["rows"] if "iteration" in r} == {1, count}
+        if mode == "reverse":   # the marks add up to the cost panel's cached values, loops included
+            assert got.cached_marks() == (got.cost.cached_values, got.cost.cached_inputs)
+            for name_, g in got.results.items():
+                np.testing.assert_allclose(g, want.results[name_], rtol=1e-12, atol=1e-14)   # (sum order)
+            # the backward sweep runs the last iteration first
+            its = [r["iteration"] for r in data["rows"] if "iteration" in r]
+            assert its == sorted(its, reverse=True)
+        else:
+            for name_, ts in got.results.items():
+                assert np.array_equal(ts[0], want.results[name_][0])
+
+
+def test_trace_on_the_command_line_traces_a_repeat_past_the_node_limit(tmp_path):
+    path = tmp_path / "sin_loop.ad"
+    path.write_text(SIN_LOOP)
+    env = {"NO_COLOR": "1", "COLUMNS": "200"}
+    text = run("trace", path, "--node-limit", "8", env=env)
+    assert text.exit_code == 0, text.output
+    assert "iteration 1 of 4" in text.stdout and "iteration 4 of 4" in text.stdout
+    assert "iterations 2 … 3, not shown" in text.stdout
+    assert "h = v3.5 of iteration 4" in text.stdout
+    reverse = run("trace", path, "--node-limit", "8", "--mode", "reverse", env=env).stdout
+    adjoints = reverse[reverse.index("adjoints, in the order"):]
+    assert adjoints.index("iteration 4 of 4") < adjoints.index("iteration 1 of 4")
+    assert "v̄3.5 = v̄3.1 of iteration 2" in reverse and "v̄2 = v̄3.2 of iteration 1" in reverse
+    data = ok_json("trace", path, "--node-limit", "8", "--mode", "reverse")
+    loop = rows_by_var(data)["v3"]
+    assert loop["op"] == "loop" and loop["count"] == 4 and loop["carried"] == ["h"]
+    middle = next(r for r in data["rows"] if r.get("kind") == "iterations")
+    assert middle["loop"] == "v3" and middle["iterations"] == 2 and middle["cached"]["values"] > 0
+    one = ok_json("trace", path, "--node-limit", "8", "--node", "v3.3@4")
+    assert one["rows"][0]["var"] == "v3.3" and one["rows"][0]["iteration"] == 4
+    for args, words in ((["--node", "v3.3"], "name one: v3.3@1 or v3.3@4"),
+                        (["--node", "v3.3@2"], "no node named 'v3.3@2'")):
+        result = run("trace", path, "--node-limit", "8", *args)
+        assert result.exit_code == 2 and words in result.stderr, result.output
+    unrolled = ok_json("trace", path)   # under the limit: unrolled, as before
+    assert not any("iteration" in r or r.get("kind") for r in unrolled["rows"])
+
+
+def test_loop_trace_json_keys_are_snake_case_and_documented(tmp_path):
+    path = tmp_path / "sin_loop.ad"
+    path.write_text(SIN_LOOP)
+    doc = (ROOT / "docs" / "inspect.md").read_text()
+    section = doc[doc.index("## JSON"):doc.index("## `adcli show`: the IR")]
+    for mode in ("forward", "reverse"):
+        data = ok_json("trace", path, "--node-limit", "8", "--mode", mode)
+        keys = {key for row in data["rows"] for key in row}
+        unrolled = {key for row in ok_json("trace", path, "--mode", mode)["rows"] for key in row}
+        assert keys - unrolled == {"loop", "iteration", "count", "carried", "kind", "first", "last",
+                                   "iterations"}
+        for key in keys - unrolled:   # what loops add (the rest: the example row above)
+            assert re.fullmatch(r"[a-z][a-z0-9_]*", key), key
+            assert f"`{key}`" in section, key
+        if mode == "reverse":
+            assert "`values`" in section

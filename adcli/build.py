@@ -463,7 +463,7 @@ class Builder:
         name = None if index is None else self._check_index(index, stmt, body, scope)
         # an iteration that changes nothing ends the loop, unless the body reads the index
         stop_early = name is None or not _reads(body, name)
-        loopable = count >= 2 and not any(inner.kind == "repeat" for inner in body)
+        loopable = count >= 2   # (nested repeats included: an inner one is a loop in the body, or unrolled)
         self.loop_refusal = None   # (Builder._loop says why it could not)
         if loopable and self.loops == "always" and self._loop(stmt, body, count, scope, name):
             return
@@ -558,6 +558,13 @@ class Builder:
             return False
         # results by position: the carried names first (position p is param slot p's next value)
         assigned = carried + [n for n in assigned if n not in carried]
+        # inside an enclosing loop's body, built once for all its iterations, that loop's
+        # index is a·t + b of its own: a loop of this body's own cannot follow it (unrolled,
+        # this repeat reads it as the enclosing body does)
+        enclosing = [n for n, entry in scope.indices.items() if n != name and isinstance(entry[0], _Affine)]
+        if any(_reads(body, n) for n in enclosing):
+            self.loop_refusal = "it reads the index of the loop around it"
+            return False
         saved = self._save(scope)
         start = len(self.nodes)
         initial = [scope.values[n] for n in carried]
@@ -702,8 +709,6 @@ class Builder:
 
     def _not_a_loop(self, body, count) -> str:
         """Why a repeat past the node limit did not stay a loop (docs/language.md)."""
-        if any(inner.kind == "repeat" for inner in body):
-            return "it holds a nested repeat"
         if self.loop_refusal:
             return self.loop_refusal
         return "a value it carries changes shape, or its body computes nothing"

@@ -297,7 +297,10 @@ class Runner:
         self.derivative = Counter(self.live.temporary)
         self._moves = {}
         self._children = {}    # loop node -> the Runner of its body
-        self._loop_records = {}   # loop node -> per iteration, what its backward sweep reads
+        self._loop_records = {}   # (loop node, records_of) -> per iteration, what its backward sweep reads
+        # a loop body's Runner: the iteration of the enclosing loop whose records its own
+        # loops' records are (the iteration it runs, or in a prediction the one standing for it)
+        self.records_of = None
         # inputs (a loop body's params) whose values and tangents this sweep owns and frees
         # at their last use, as it frees what it makes (Runner._loop)
         self.adopt_values, self.adopt_tangents = set(), set()
@@ -435,7 +438,7 @@ class Runner:
             wanted = sched.live[it]   # results needed after this iteration
             passed = {sched.out_ids[q] for q in wanted if sched.out_ids[q] < sched.n_params}   # params kept
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
-            child.index = child.iteration = it
+            child.index = child.iteration = child.records_of = it
             # the last iteration's results are the body's to free at their last use in it
             child.adopt_values = {p for p in range(nc) if owned[p]}
             child.adopt_tangents = {p for p in range(nc) if held[p]}
@@ -550,7 +553,7 @@ class Runner:
                 steady.begin((id(sched.analysis(it)), tuple(owned)))
             an = sched.analysis(it)
             child.input_values = {f"${p}": v for p, v in enumerate(params)}
-            child.index = child.iteration = it
+            child.index = child.iteration = child.records_of = it
             wanted = sched.live[it]
             vals, res, refs_i, cached_i, _ = child.reverse_forward_sweep(an, child.residual_plan(an, recompute))
             before = cached
@@ -585,7 +588,7 @@ class Runner:
             if steady is not None:
                 steady.end(cached - before)
             it += 1
-        self._loop_records[loop.id] = records
+        self._loop_records[(loop.id, self.records_of)] = records
         values[loop.id] = None
         seen = set()
         outs = analysis.loop_outs.get(loop.id, {})
@@ -625,7 +628,7 @@ class Runner:
         if self._checkpointed(loop):
             return _Checkpointed(self, loop, analysis, plan).backward(residuals, pending, cts, final)
         sched = self._schedule(loop, analysis)
-        records = self._loop_records[loop.id]
+        records = self._loop_records[(loop.id, self.records_of)]
         body_plan = self._body_plans(analysis, plan)
         seeds = pending   # position -> {block: cotangent}, held
         steady = _Steady(self) if self.xp is None else None
@@ -642,6 +645,8 @@ class Runner:
             if steady is not None:
                 steady.end()
             it -= 1
+        if final and self.xp is not None:   # (a prediction's records may stand for other iterations')
+            del self._loop_records[(loop.id, self.records_of)]
 
     def _body_plans(self, analysis, plan):
         """The body's residual plan for an iteration's analysis, as the graph's `plan` was made."""
@@ -681,6 +686,7 @@ class Runner:
                     target[b] = ct
                     live.hold(ct)
         child.index = child.iteration = it
+        child.records_of = source
         got = child.backward_sweep(an, body_plan(child, an), res, refs_i, given, set(range(sched.n_params)),
                                    free_record)
         for blocks in given.values():
@@ -715,8 +721,10 @@ class Runner:
     def _backward_state(sched, it, loop, seeds, cts) -> tuple:
         """What a loop's backward iteration starts from (for _Steady): its analysis, the
         kinds of the cotangents it is given and of the sums it adds to."""
+        # (the last iteration's cotangents come from the caller, held by it: never a model
+        # for the others, whose come from the iteration after and are the loop's)
         return (id(sched.analysis(it)), tuple(sorted(seeds)), _kinds(seeds.values()),
-                _kinds(cts.get(i) for i in loop.inputs), it == 0)
+                _kinds(cts.get(i) for i in loop.inputs), it == 0, it == sched.count - 1)
 
     # -- evaluation -----------------------------------------------------------------------
     def run_primal(self, analysis, keep=None):
@@ -1156,7 +1164,7 @@ class _Checkpointed:
     # -- steps ----------------------------------------------------------------------------------
     def _run_body(self, it: int):
         child = self.child
-        child.index = it
+        child.index = child.records_of = it
         child.input_values = {f"${p}": v for p, v in enumerate(self.hand + self.closures)}
         child.iteration = it
         child.adopt_values = child.adopt_tangents = set()
@@ -1282,13 +1290,15 @@ class _Checkpointed:
             v = residuals[("L", loop.id, sched.count - 1, k)]
             if isinstance(k, int) and k < sched.n_params and id(v) in self.holders:
                 last_params.append((k, self.holders[id(v)][2], token(v)))
-        runner._loop_records[loop.id] = (saved, record, self.recorded[0], last_params, cached)
+        runner._loop_records[(loop.id, runner.records_of)] = (saved, record, self.recorded[0], last_params,
+                                                               cached)
         return cached
 
     def backward(self, residuals, pending, cts, final):
         """The backward sweep through the loop: the rest of the schedule."""
         runner, loop, sched, live = self.runner, self.loop, self.sched, self.live
-        saved, last_record, last_size, last_params, forward_cached = runner._loop_records[loop.id]
+        saved, last_record, last_size, last_params, forward_cached = \
+            runner._loop_records[(loop.id, runner.records_of)]
         nc, last = self.nc, sched.count - 1
         self.closures = [residuals[i] for i in loop.inputs[nc:]]
         self.slots = {0: (0, [residuals[i] for i in loop.inputs[:nc]])}

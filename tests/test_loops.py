@@ -71,6 +71,38 @@ repeat 40 {
 }
 output y = sum(h) + sum(last)
 """,
+    # a repeat inside a repeat: the inner one a loop in the outer one's body
+    "nested": """
+input x: vec[3] = [0.1, 0.2, 0.3]
+input W: mat[3, 3] = 0.4 * randn(seed=1)
+h = x
+repeat 4 {
+  g = h
+  repeat 3 {
+    g = tanh(W @ g) + 0.1 * h
+  }
+  h = 0.5 * h + g
+}
+output y = sum(h * h)
+""",
+    # the inner repeat reads the outer index: unrolled inside the outer loop's body;
+    # one with an index of its own stays a loop there
+    "nested_with_indices": """
+input x: vec[2] = [0.3, -0.2]
+const X: mat[5, 2] = randn(seed=2)
+input a: scalar = 0.7
+h = x
+repeat 5 as t {
+  repeat 2 as j {
+    h = sin(a * h + X[t] * 0.1 * j)
+  }
+  repeat 3 as k {
+    h = h * (1 - 0.1 * k) + 0.01
+  }
+  h = h + 0.01 * t
+}
+output y = h
+""",
     "in_a_def": """
 def walk(z, p) {
   repeat 3 {

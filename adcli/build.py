@@ -548,7 +548,7 @@ class Builder:
         values after the last iteration). Consts the body makes (numbers written in it)
         go outside, closed over, so a body holds no leaves but its params."""
         assigned = []
-        for inner in body:
+        for inner in _statements(body):   # (a nested repeat's names are the body's too)
             for target in ([inner.args[0]] if inner.kind == "assign" else
                            inner.args[0] if inner.kind == "unpack" else []):
                 if target not in assigned:
@@ -595,7 +595,7 @@ class Builder:
             index_node = scope.indices.pop(name)[2] if name is not None else None
             trouble = self.loop_trouble
             self.loop_index, self.loop_trouble = outer
-        results = [scope.values[n] for n in assigned]
+        results = [scope.values.get(n) for n in assigned]   # (a name only an inner repeat of 0 binds: none)
         if not all(isinstance(r, int) for r in results) or any(
                 self.nodes[scope.values[n]].shape != self.nodes[i].shape for n, i in zip(carried, initial)):
             self._restore(saved, scope)

@@ -103,6 +103,22 @@ repeat 5 as t {
 }
 output y = h
 """,
+    # the outer loop carries a name that only its inner repeats assign (an inner repeat of
+    # one iteration: unrolled in the body)
+    "carried_by_inner_repeats": """
+input x: scalar = 0.4
+input y: vec[2] = [0.7, -0.3]
+h = y
+repeat 3 {
+  repeat 1 {
+    h = tanh(0.5 * h) + sigmoid(x)
+  }
+  repeat 2 {
+    h = h * x + 0.1
+  }
+}
+output o = h[0] + sum(h)
+""",
     "in_a_def": """
 def walk(z, p) {
   repeat 3 {

@@ -366,8 +366,9 @@ class ViewNode:
     key: str                     # the representative's var, e.g. "v3"
     node: object                 # the representative IR node
     members: list = field(default_factory=list)   # IR node ids it stands for
-    cluster: int | None = None   # repeat id when collapsed into a cluster
+    cluster: int | str | None = None   # repeat id when collapsed into a cluster ("loopN": a loop's body)
     kept: str = ""               # reverse mode: what the backward sweep keeps or reads
+    body_label: str = ""         # a loop body's node: what it computes, in the view's names
 
 
 @dataclass
@@ -382,6 +383,8 @@ class GraphView:
 
     def node_label_lines(self, view_node) -> list[str]:
         node = view_node.node
+        if view_node.body_label:   # (its ids are its body's own)
+            return [f"{view_node.key}: {view_node.body_label}", typed_shape(node.shape)]
         members = view_node.members
         head = node.var if len(members) == 1 else \
             f"{node.var} … {self.graph.nodes[members[-1]].var} ({len(members)} nodes)"
@@ -466,9 +469,18 @@ def build_view(graph, mode: str = "forward", expand: bool = False) -> GraphView:
     def key_of(node_id):
         return graph.nodes[rep.get(node_id, node_id)].var
 
+    loops = {}   # a loop node drawn -> its body's view keys
+    for view_node in list(nodes.values()):
+        if view_node.node.op == "loop":
+            loops[view_node.node.id] = _loop_body(view_node, nodes, clusters, add)
     for node in graph.nodes:
         for i in node.inputs:
             src = graph.nodes[i]
+            if node.op == "loop_out" and src.id in loops:   # from the body's result, not the loop
+                position = node.attrs["position"]
+                body = src.attrs["body"]
+                add(loops[src.id][body.outputs[list(body.outputs)[position]]], key_of(node.id), "data")
+                continue
             carried = (not expand and node.id in rep and i in rep and src.repeat is not None
                        and node.repeat is not None and src.repeat[0] == node.repeat[0]
                        and src.repeat[1] < node.repeat[1])
@@ -479,6 +491,8 @@ def build_view(graph, mode: str = "forward", expand: bool = False) -> GraphView:
             for i, _ in entries:
                 add(key_of(node_id), key_of(graph.nodes[node_id].inputs[i]), "adjoint")
         for view_node in nodes.values():
+            if view_node.body_label:   # a loop's body: the loop node says what it keeps
+                continue
             entry = cache["nodes"][view_node.node.id]
             parts = []
             if entry["value"] == "intermediate":
@@ -490,7 +504,41 @@ def build_view(graph, mode: str = "forward", expand: bool = False) -> GraphView:
     return GraphView(graph, mode, expand, nodes, edges, clusters, notes)
 
 
+def _loop_body(view_node, nodes, clusters, add) -> dict:
+    """Draw a loop node's body once, in a cluster with the loop node: its params fed by the
+    loop node, a "next iteration" edge from each carried result back to its param. Body
+    nodes are named as trace names them (v3.1, v3.2, ... for the body of loop v3). Returns
+    {body node id: view key}."""
+    loop = view_node.node
+    body, carried = loop.attrs["body"], loop.attrs["carried"]
+    cluster = f"loop{loop.id}"
+    clusters[cluster] = f"loop ×{loop.attrs['count']:,} (line {loop.line}): its body, built once"
+    view_node.cluster = cluster
+    keys = {b.id: f"{loop.var}.{b.id + 1}" for b in body.nodes}
+    for b in body.nodes:
+        if b.op == "input":
+            what = (f"param {b.attrs['carried']} (carried)" if "carried" in b.attrs else
+                    "the loop's index" if "index" in b.attrs else f"param {b.attrs.get('outer', '')}".strip())
+        else:
+            what = " ".join([b.op] + [keys[i] for i in b.inputs])
+        nodes[keys[b.id]] = ViewNode(keys[b.id], b, [], cluster, body_label=what)
+    for b in body.nodes:
+        if b.op == "input":
+            add(loop.var, keys[b.id], "data")
+        for i in b.inputs:
+            add(keys[i], keys[b.id], "data")
+    out_ids = list(body.outputs.values())
+    for q in range(carried):
+        add(keys[out_ids[q]], keys[q], "next")
+    return keys
+
+
 # -- DOT -----------------------------------------------------------------------------------------------
+
+def _dot_id(key: str) -> str:
+    """A node's DOT id: its key, quoted when it is not a plain name (v4.1, in a loop's body)."""
+    return key if key.replace("_", "").isalnum() else _dot_quote(key)
+
 
 def _dot_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -519,7 +567,7 @@ def to_dot(view: GraphView) -> str:
             attrs += ['style="rounded,filled"', 'fillcolor="#fde9c9"']
         elif vn.kept:
             attrs += ['color="#b9770e"']
-        return f"{indent}{vn.key} [{', '.join(attrs)}];"
+        return f"{indent}{_dot_id(vn.key)} [{', '.join(attrs)}];"
 
     for rid, label in view.clusters.items():
         members = [vn for vn in view.nodes.values() if vn.cluster == rid]
@@ -532,6 +580,7 @@ def to_dot(view: GraphView) -> str:
         out.append("  }")
     out.extend(node_line(vn) for vn in view.nodes.values() if vn.cluster is None)
     for src, dst, kind in view.edges:
+        src, dst = _dot_id(src), _dot_id(dst)
         if kind == "data":
             out.append(f"  {src} -> {dst};")
         elif kind == "next":
@@ -566,14 +615,19 @@ def _mermaid_label(lines: list) -> str:
     return text.replace('"', "#quot;")
 
 
+def _mermaid_id(key: str) -> str:
+    """A node's Mermaid id: a loop body's v4.1 is v4_1 there (its label keeps v4.1)."""
+    return key.replace(".", "_")
+
+
 def to_mermaid(view: GraphView) -> str:
     out = ["flowchart TB", f"  %% {_title(view)}"]
 
     def node_line(vn, indent="  "):
         label = _mermaid_label(view.node_label_lines(vn))
         if vn.node.op in ("input", "const"):
-            return f'{indent}{vn.key}(["{label}"])'
-        return f'{indent}{vn.key}["{label}"]'
+            return f'{indent}{_mermaid_id(vn.key)}(["{label}"])'
+        return f'{indent}{_mermaid_id(vn.key)}["{label}"]'
 
     for rid, label in view.clusters.items():
         members = [vn for vn in view.nodes.values() if vn.cluster == rid]
@@ -586,6 +640,7 @@ def to_mermaid(view: GraphView) -> str:
     links = 0
     adjoint_links = []
     for src, dst, kind in view.edges:
+        src, dst = _mermaid_id(src), _mermaid_id(dst)
         if kind == "data":
             out.append(f"  {src} --> {dst}")
         elif kind == "next":
@@ -596,7 +651,7 @@ def to_mermaid(view: GraphView) -> str:
         links += 1
     if adjoint_links:
         out.append(f"  linkStyle {','.join(map(str, adjoint_links))} stroke:#c0392b,color:#c0392b")
-    kept = [vn.key for vn in view.nodes.values() if vn.kept.startswith("kept")]
+    kept = [_mermaid_id(vn.key) for vn in view.nodes.values() if vn.kept.startswith("kept")]
     if kept:
         out.append("  classDef kept fill:#fde9c9,stroke:#b9770e")
         out.append(f"  class {','.join(kept)} kept")
@@ -621,8 +676,8 @@ def to_text(view: GraphView) -> str:
 
     def label(vn) -> str:
         node = vn.node
-        body = expression(g, node) if node.op in ("input", "const") else \
-            " ".join([node.op] + [g.nodes[i].var for i in node.inputs])
+        body = vn.body_label or (expression(g, node) if node.op in ("input", "const") else
+                                 " ".join([node.op] + [g.nodes[i].var for i in node.inputs]))
         text = f"{vn.key} = {body} : {typed_shape(node.shape)}"
         if len(vn.members) > 1:
             text += f"  [{view.clusters.get(vn.cluster, 'repeat')}: stands for {len(vn.members)} nodes]"

@@ -258,3 +258,38 @@ def test_show_prints_a_loop_body_once_under_its_equation(tmp_path):
     assert loop["body"][2] == "v3.3:f64[] = mul v3.2 v3.1" and len(loop["body"]) == 6
     derivative = ok("show", path, "--node-limit", "8", "--mode", "reverse")
     assert derivative.rstrip().splitlines()[-1].startswith("# the loop v3 (the repeat at line 4, 4 iterations)")
+
+
+def test_a_loop_is_drawn_with_its_body_once(tmp_path):
+    """A repeat that stays a loop (past --node-limit): the loop node and its body, built
+    once, in one cluster; params fed by the loop node, a next-iteration edge from the
+    carried result back to its param, the loop's result read from the body's result."""
+    from click.testing import CliRunner
+
+    from adcli.cli import cli
+
+    path = tmp_path / "loop.ad"
+    path.write_text("input x: vec[2] = [0.3, 0.5]\nconst X: mat[6, 2] = randn(seed=3)\nh = x\n"
+                    "repeat 6 as t {\n    h = tanh(h * X[t] + 0.1 * t)\n}\noutput y = sum(h)\n")
+
+    def run(*args):
+        result = CliRunner().invoke(cli, ["graph", str(path), "--node-limit", "10", *args])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    dot = run("--format", "dot")
+    assert 'label="loop ×6 (line 4): its body, built once"' in dot
+    assert '"v4.9" -> "v4.1" [style=bold' in dot and "next iteration" in dot   # h carried
+    assert '"v4.9" -> v5;' in dot and "v4 -> v5;" not in dot                    # the loop's result
+    assert 'v4 -> "v4.2";' in dot and '"v4.4" [label="v4.4: the loop\'s index' in dot
+    mermaid = run("--format", "mermaid")
+    assert "v4_9 ==>|next iteration| v4_1" in mermaid and "v4.9" not in mermaid.replace('["v4.9', "")
+    text = run()
+    assert "↻ v4.9 (from the previous iteration)" in text and "v4.9 = tanh v4.8" in text
+    data = json.loads(run("--json"))
+    body = [n for n in data["nodes"] if n["key"].startswith("v4.")]
+    assert len(body) == 9 and all(n["cluster"] == "loop ×6 (line 4): its body, built once" for n in body)
+    assert {"from": "v4.9", "to": "v4.1", "kind": "next"} in data["edges"]
+    reverse = run("--mode", "reverse", "--format", "dot")   # the graph's adjoint flow: y, the loop, x
+    assert sorted(line.split(" [")[0].strip() for line in reverse.splitlines() if 'label="adjoint"' in line) == \
+        ["v4 -> v1", "v5 -> v4", "v6 -> v5"]

@@ -22,19 +22,29 @@ from the initial state). ``schedule(l, S)`` gives the actions that reach it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from math import comb
 
 
 def repetitions(steps: int, slots: int) -> int:
     """r: the least integer with C(slots + r, slots) ≥ steps (how many times, at most,
-    a step is run forward in an optimal schedule)."""
+    a step is run forward in an optimal schedule). Found by doubling, then bisection:
+    with one or two slots r grows like steps or its square root (10^9 steps, 2 slots:
+    r = 44,721), too many to count up to."""
     if slots < 1:
         raise ValueError("checkpointing needs at least one slot (the initial state)")
-    r = 0
-    while comb(slots + r, slots) < steps:
-        r += 1
-    return r
+    if steps <= 1:
+        return 0
+    hi = 1
+    while comb(slots + hi, slots) < steps:
+        hi *= 2
+    lo = hi // 2   # C(slots + lo, slots) < steps, or lo = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if comb(slots + mid, slots) < steps:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def recomputations(steps: int, slots: int) -> int:
@@ -62,7 +72,7 @@ class Action:
     slot: int = 0
 
 
-def _best_split(steps: int, slots: int) -> int:
+def best_split(steps: int, slots: int) -> int:
     """Where to put the next checkpoint (steps ahead of the one in hand) so that the
     rest costs the least: j minimising j + p(steps − j, slots − 1) + p(j, slots). The
     cost is convex in j (each term's increments grow), so the least j whose next
@@ -80,52 +90,78 @@ def _best_split(steps: int, slots: int) -> int:
     return lo
 
 
-def schedule(steps: int, slots: int) -> list[Action]:
+def expand(start: int, stop: int, slot: int, free: int):
+    """The actions of one work item, in order: reverse steps start … stop − 1 (last first)
+    from the state saved in `slot`, with `free` slots (that one included) to use. Where
+    the item splits, its two parts come in place as work items, (start, stop, slot,
+    free) tuples: first the right part, with a checkpoint (slot + 1) and one slot fewer,
+    then the left part, which frees `slot` when it is done (it shares it)."""
+    length = stop - start
+    if length == 0:
+        return
+    yield Action("restore", start, slot=slot)
+    if length == 1:
+        yield Action("reverse", start)
+    elif free == 1:   # nowhere to keep another state: advance to each step in turn
+        for step in range(stop - 1, start - 1, -1):
+            yield from one_slot_step(start, step, slot)
+    else:
+        j = best_split(length, free)
+        yield Action("advance", start, start + j)
+        yield Action("save", start + j, slot=slot + 1)
+        yield (start + j, stop, slot + 1, free - 1)
+        yield (start, start + j, slot, free)
+        return
+    if slot != 0:
+        yield Action("free", start, slot=slot)
+
+
+def one_slot_step(start: int, step: int, slot: int):
+    """Reverse `step` from the state before `start` (in `slot`), with no slot to spare:
+    advance to it, reverse it, and take the saved state in hand again."""
+    if step > start:
+        yield Action("advance", start, step)
+    yield Action("reverse", step)
+    if step > start:
+        yield Action("restore", start, slot=slot)
+
+
+def actions(steps: int, slots: int):
     """The actions reversing steps 0 … steps − 1 (last first) with at most `slots`
     states kept; the initial state is in slot 0 to begin with. Their "advance" actions
-    add up to recomputations(steps, slots) steps."""
+    add up to recomputations(steps, slots) steps. Made as they are read: 10^6 steps at
+    1,000 slots take ~6·10^6 actions, too many to hold."""
     if slots < 1:
         raise ValueError("checkpointing needs at least one slot (the initial state)")
-    actions: list[Action] = [Action("save", 0, slot=0)] if steps else []
-    # work items: reverse steps [start, stop) from the state saved in `slot`, with
-    # `free` slots (that one included) to use; processed last-pushed first
-    work = [(0, steps, 0, slots)]
-    while work:
-        start, stop, slot, free = work.pop()
-        length = stop - start
-        if length == 0:
-            continue
-        actions.append(Action("restore", start, slot=slot))
-        if length == 1:
-            actions.append(Action("reverse", start))
-            if slot != 0:
-                actions.append(Action("free", start, slot=slot))
-            continue
-        if free == 1:   # nowhere to keep another state: advance to each step in turn
-            for step in range(stop - 1, start - 1, -1):
-                if step > start:
-                    actions.append(Action("advance", start, step))
-                actions.append(Action("reverse", step))
-                if step > start:
-                    actions.append(Action("restore", start, slot=slot))
-            if slot != 0:
-                actions.append(Action("free", start, slot=slot))
-            continue
-        j = _best_split(length, free)
-        new_slot = slot + 1
-        actions.append(Action("advance", start, start + j))
-        actions.append(Action("save", start + j, slot=new_slot))
-        # first the right part (its own checkpoint, one slot fewer), then the left part
-        work.append((start, start + j, slot, free))
-        work.append((start + j, stop, new_slot, free - 1))
-    return actions
+    if not steps:
+        return
+    yield Action("save", 0, slot=0)
+    stack = [expand(0, steps, 0, slots)]
+    while stack:
+        for a in stack[-1]:
+            if isinstance(a, tuple):   # a part: its actions come first
+                stack.append(expand(*a))
+                break
+            yield a
+        else:
+            stack.pop()
 
 
-@lru_cache(maxsize=4)
-def cached_schedule(steps: int, slots: int) -> tuple:
-    """schedule(steps, slots), made once: a run's forward and backward sweeps and every
-    prediction of one loop read the same actions (10^5 steps, 10 slots: ~10^6 of them)."""
-    return tuple(schedule(steps, slots))
+def schedule(steps: int, slots: int) -> list[Action]:
+    """actions(steps, slots) as a list."""
+    return list(actions(steps, slots))
+
+
+def spine(steps: int, slots: int) -> list[tuple]:
+    """The work items the forward sweep goes through: the whole loop, then each one's
+    right part, down to the item whose last step is reversed first (length 1, or one
+    slot left). The forward sweep of reverse mode runs their advances and saves."""
+    items = [(0, steps, 0, slots)]
+    while True:
+        start, stop, slot, free = items[-1]
+        if stop - start <= 1 or free == 1:
+            return items
+        items.append((start + best_split(stop - start, free), stop, slot + 1, free - 1))
 
 
 def replay(actions: list[Action], steps: int, slots: int) -> dict:

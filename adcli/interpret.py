@@ -18,7 +18,8 @@ from itertools import islice
 from dataclasses import dataclass, field
 from math import prod
 
-from .checkpoint import cached_schedule as runner_schedule
+from . import checkpoint
+from .checkpoint import Action
 from .ops import REGISTRY, Residuals
 from .tangents import Abstract, Counter, Linear, Seed, live_size
 
@@ -970,6 +971,8 @@ class Runner:
             if (not node_cts and node.op != "loop") or node.id not in plan:
                 for t in (node_cts or {}).values():
                     live.release(t)
+                if final and node.id in plan:   # no cotangent this sweep: its residuals go all the same
+                    self._free_residuals(node, plan, refs, residuals)
                 continue
             prim = REGISTRY.get(node.op)
             shapes = self.in_shapes(node)
@@ -1001,16 +1004,7 @@ class Runner:
             for t in (node_cts or {}).values():
                 live.release(t)
             if final:
-                for _, keys in plan[node.id]:
-                    for key in keys:
-                        refs[key] -= 1
-                        if refs[key] == 0:
-                            value = residuals.pop(key)
-                            if isinstance(key, tuple) or not is_leaf(graph.nodes[key]):
-                                if isinstance(key, int) and key in graph.outputs.values():
-                                    continue   # results stay alive
-                                live.drop(live_size(value) if isinstance(key, tuple)
-                                          else graph.nodes[key].size)
+                self._free_residuals(node, plan, refs, residuals)
             # Drop this node's references now, so the arrays counted as freed are freed
             # (a loop variable would keep the last cotangent alive into the next node).
             node_cts = ct = t = value = x = r = p = out = None
@@ -1020,6 +1014,19 @@ class Runner:
             for t in blocks.values():
                 live.release(t)
         return results
+
+    def _free_residuals(self, node, plan, refs, residuals):
+        """The final sweep is done with `node`: its residuals whose last use it was go."""
+        graph = self.graph
+        for _, keys in plan[node.id]:
+            for key in keys:
+                refs[key] -= 1
+                if refs[key] == 0:
+                    value = residuals.pop(key)
+                    if isinstance(key, tuple) or not is_leaf(graph.nodes[key]):
+                        if isinstance(key, int) and key in graph.outputs.values():
+                            continue   # results stay alive
+                        self.live.drop(live_size(value) if isinstance(key, tuple) else graph.nodes[key].size)
 
     def _accumulate(self, T, target: dict, block, value):
         if value is None:
@@ -1056,10 +1063,7 @@ class _Checkpointed:
         self.child = runner._child(loop)
         self.body_plan = runner._body_plans(analysis, plan)
         self.nc, self.body = sched.carried, loop.attrs["body"]
-        # the schedule's actions (shared, not copied: ~10^6 of them for 10^5 steps), the
-        # forward sweep's up to its first reversed step, the backward sweep's from there
-        self.actions = runner_schedule(sched.count, runner.checkpoints)
-        self.first = next(i for i, a in enumerate(self.actions) if a.kind == "reverse")
+        self.slot_count = runner.checkpoints
         self.holders = {}   # id(value) -> [value, holders, size]: values the body made, alive
         self.hand = []      # the state in hand (the carried values going into the next step)
         self.slots = {}     # slot -> (step, state): the saved states
@@ -1255,7 +1259,7 @@ class _Checkpointed:
         # as two objects, which must be held and counted as one.
         saved, tokens = {}, {}
         token = lambda v: tokens.setdefault(id(v), len(tokens)) if id(v) in self.holders else None  # noqa: E731
-        for a in islice(self.actions, self.first):
+        for a in self._forward_actions():
             if a.kind == "advance":
                 self.advance(a.start, a.stop)
             elif a.kind == "save" and a.slot > 0:   # slot 0: the state going in, the caller's
@@ -1319,68 +1323,228 @@ class _Checkpointed:
             v[1] += 0 if final else 1
         self.recorded = (last_size, kept)
         self._hold(kept)
-        seeds = pending
-        for a in islice(self.actions, self.first, None):
-            if a.kind == "restore":
-                self._set_hand(self.slots[a.slot][1])
-            elif a.kind == "advance":
-                self.advance(a.start, a.stop)
-            elif a.kind == "save":
-                self._hold(self.hand)
-                self.slots[a.slot] = (a.start, list(self.hand))
-                self.cached()
-            elif a.kind == "free":
-                step, state = self.slots.pop(a.slot)
-                if a.slot in saved and final:
-                    for key in self._saved_keys(step):
-                        residuals.pop(key, None)
-                self._release(state)
-            elif a.kind == "reverse":
-                it = a.start
-                key = None
-                if self.effects is not None and it != last:   # predicting
-                    key = ("reverse", runner._backward_state(sched, it, loop, seeds, cts), self._signature(),
-                           final)
-                    effect = self.effects.get(key)
-                    if effect is not None:   # seeds and sums: of the kinds the walk left
-                        self._replay(effect[0])
-                        params = self.hand + self.closures
-                        self.recorded = (effect[1], [params[k] for k in effect[2]])
-                        self.cached()
-                        self.recorded = (0, [])
-                        self._drop_hand_quietly()
-                        continue
-                    measuring = self._measure()
-                if it == last:
-                    record, results, made = last_record, [], {}
-                else:
-                    results, made, record = self.record(it, residuals)
-                    # results the body's backward keeps alive: the live ones, and those it
-                    # reads back (as results, never freed by it); freed below
-                    for k in record[0]:
-                        if isinstance(k, int) and k >= sched.n_params and k in sched.out_ids:
-                            v = residuals[("L", loop.id, it, k)]
-                            made.setdefault(id(v), prod(self.body.nodes[k].shape))
-                            results.append(v)
-                self.cached()
-                seeds = runner._loop_backward_step(loop, sched, it, self.body_plan, record, residuals, seeds,
-                                                   cts, final, final or it != last)
-                if final or it != last:   # what its backward did not free (results it read back)
-                    for k in record[0]:
-                        residuals.pop(("L", loop.id, it, k), None)
-                for v in {id(v): v for v in results if v is not None and id(v) in made}.values():
-                    live.drop(made[id(v)])   # a step run again: nothing after it reads its results
-                if key is not None:
-                    kept = [k for k in record[0] if isinstance(k, int) and k < sched.n_params]
-                    size = self.recorded[0]
-                self._release(self.recorded[1])
-                self.recorded = (0, [])
-                self._set_hand([])
-                if key is not None:
-                    self.effects[key] = (self._measured(*measuring), size, kept)
+        self.seeds, self.cts, self.residuals, self.final = pending, cts, residuals, final
+        self.saved, self.last_record = saved, last_record
+        if self.effects is None:
+            rest = checkpoint.actions(sched.count, self.slot_count)
+            for a in rest:   # (the forward sweep's, up to the first reversed step)
+                if a.kind == "reverse":
+                    break
+            self._act(a)
+            for a in rest:
+                self._act(a)
+        else:
+            self._predict_rest()
         for slot, (step, state) in self.slots.items():   # what is left: the state going in, and
             self._release(state)                           # (before the last sweep) the graph's
         runner.cached_extra = max(runner.cached_extra, self.most - forward_cached)
+
+
+    def _forward_actions(self):
+        """The schedule's actions up to its first reversed step (what the forward sweep runs):
+        the saves and advances of the work items it goes down through, then the advance to
+        the last step where one slot is left. O(S) actions, whatever the count."""
+        for a in checkpoint.actions(self.sched.count, self.slot_count):
+            if a.kind == "reverse":
+                return
+            yield a
+
+    # -- the backward sweep's actions -------------------------------------------------------------
+    def _act(self, a):
+        """Carry out one action of the schedule in the backward sweep."""
+        if a.kind == "restore":
+            self._set_hand(self.slots[a.slot][1])
+        elif a.kind == "advance":
+            self.advance(a.start, a.stop)
+        elif a.kind == "save":
+            self._hold(self.hand)
+            self.slots[a.slot] = (a.start, list(self.hand))
+            self.cached()
+        elif a.kind == "free":
+            step, state = self.slots.pop(a.slot)
+            if a.slot in self.saved and self.final:
+                for key in self._saved_keys(step):
+                    self.residuals.pop(key, None)
+            self._release(state)
+        elif a.kind == "reverse":
+            self._reverse(a.start)
+
+    def _reverse(self, it: int):
+        """Run step `it` again from the state in hand, recording it, then its backward step
+        (the last step's record is the forward sweep's)."""
+        runner, loop, sched, live, residuals = self.runner, self.loop, self.sched, self.live, self.residuals
+        last, final = sched.count - 1, self.final
+        key = None
+        if self.effects is not None and it != last:   # predicting
+            key = ("reverse", runner._backward_state(sched, it, loop, self.seeds, self.cts), self._signature(),
+                   final)
+            effect = self.effects.get(key)
+            if effect is not None:   # seeds and sums: of the kinds the walk left
+                self._replay(effect[0])
+                params = self.hand + self.closures
+                self.recorded = (effect[1], [params[k] for k in effect[2]])
+                self.cached()
+                self.recorded = (0, [])
+                self._drop_hand_quietly()
+                return
+            measuring, kinds = self._measure(), self._seed_kinds()
+        if it == last:
+            record, results, made = self.last_record, [], {}
+        else:
+            results, made, record = self.record(it, residuals)
+            # results the body's backward keeps alive: the live ones, and those it reads back
+            # (as results, never freed by it); freed below
+            for k in record[0]:
+                if isinstance(k, int) and k >= sched.n_params and k in sched.out_ids:
+                    v = residuals[("L", loop.id, it, k)]
+                    made.setdefault(id(v), prod(self.body.nodes[k].shape))
+                    results.append(v)
+        self.cached()
+        self.seeds = runner._loop_backward_step(loop, sched, it, self.body_plan, record, residuals, self.seeds,
+                                                self.cts, final, final or it != last)
+        if final or it != last:   # what its backward did not free (results it read back)
+            for k in record[0]:
+                residuals.pop(("L", loop.id, it, k), None)
+        for v in {id(v): v for v in results if v is not None and id(v) in made}.values():
+            live.drop(made[id(v)])   # a step run again: nothing after it reads its results
+        if key is not None:
+            kept = [k for k in record[0] if isinstance(k, int) and k < sched.n_params]
+            size = self.recorded[0]
+        self._release(self.recorded[1])
+        self.recorded = (0, [])
+        self._set_hand([])
+        if key is not None:
+            effect = self._measured(*measuring)
+            # a replay leaves the cotangents as it found them: only a step that did too is a
+            # model (a loop that swaps its state hands on other kinds every other step)
+            if self._seed_kinds() == kinds:
+                self.effects[key] = (effect, size, kept)
+
+    # -- predicting the backward sweep: work items measured once, replayed ------------------------
+    # The schedule of l steps at S slots has O(l·log) actions (6·10^6 for 10^6 steps at 1,000
+    # slots), but few distinct work items (3,285 there): an item of iterations alike, entered
+    # in the same state, does the same walk. A prediction walks each such item once and replays
+    # it after, and counts a one-slot item's steps in closed form once they are seen to be
+    # alike: time independent of the count for a loop of alike iterations.
+    def _predict_rest(self):
+        """The backward sweep's actions, predicted: the rest of the item whose step is reversed
+        first, then the left part of each item above it, last first."""
+        items = checkpoint.spine(self.sched.count, self.slot_count)
+        start, stop, slot, free = items[-1]
+        self._reverse(stop - 1)
+        if stop - start > 1:   # one slot left: the steps before it, each advanced to
+            self._act(Action("restore", start, slot=slot))
+            self._one_slot(start, stop - 2, slot)
+        for upper, item in zip(reversed(items[:-1]), reversed(items)):
+            if item[2] != 0:
+                self._act(Action("free", item[0], slot=item[2]))
+            self._walk((upper[0], item[0], upper[2], upper[3]))
+        if items[0][2] != 0:
+            self._act(Action("free", 0, slot=items[0][2]))
+
+    def _item_key(self, item) -> tuple | None:
+        """What an item's walk depends on, when its iterations are alike (else None)."""
+        start, stop, slot, free = item
+        sched = self.sched
+        if sched.steady_from(stop - 1) > start:
+            return None
+        return ("item", stop - start, free, slot == 0, start == 0, self._signature(),
+                self.runner._backward_state(sched, stop - 1, self.loop, self.seeds, self.cts), self.final)
+
+    def _seed_kinds(self) -> tuple:
+        return (tuple(sorted(self.seeds)), _kinds(self.seeds.values()),
+                _kinds(self.cts.get(i) for i in self.loop.inputs))
+
+    def _walk(self, item):
+        """Carry out a work item's actions (checkpoint.expand), predicting, but not the free
+        of its own slot: its caller's (an item's left part shares its slot). By a stack of
+        what is left to do, not by recursion: with two slots an item's left parts nest
+        ~√(2l) deep (1,414 for 10^6 steps)."""
+        todo = [("item", item)]
+        while todo:
+            what, *args = todo.pop()
+            if what == "free":
+                self._act(Action("free", args[0], slot=args[1]))
+                continue
+            if what == "close":   # an item measured: a model for the items like it
+                key, measuring, most, kinds, base = args
+                effect, rise = self._measured(*measuring), self.most - base
+                self.most = max(most, self.most)
+                if self._seed_kinds() == kinds:   # leaves what it found
+                    self.effects[key] = (effect, rise)
+                continue
+            start, stop, slot, free = item = args[0]
+            if stop == start:
+                continue
+            self._act(Action("restore", start, slot=slot))
+            key = self._item_key(item)
+            if key is not None and key in self.effects:
+                effect, rise = self.effects[key]
+                self._replay(effect)
+                self.most = max(self.most, self.cached() + rise)
+                self._set_hand([])
+                continue
+            if key is not None:
+                measuring, most, kinds = self._measure(), self.most, self._seed_kinds()
+                self.most = base = self.cached()
+                todo.append(("close", key, measuring, most, kinds, base))
+            if stop - start == 1:
+                self._act(Action("reverse", start))
+            elif free == 1:
+                self._one_slot(start, stop - 1, slot)
+            else:   # (the actions of checkpoint.expand, its parts last first on the stack)
+                _, advance, save, right, left = checkpoint.expand(*item)
+                self._act(advance)
+                self._act(save)
+                todo += [("item", left), ("free", right[0], right[2]), ("item", right)]
+
+    def _one_slot(self, start: int, top: int, slot: int):
+        """Steps top … start reversed from the state in `slot`, with no slot to spare: each
+        advanced to from it, reversed, and the state restored (checkpoint.one_slot).
+        Predicting, steps alike are counted at once: once three in a row of one run of
+        iterations did the same walk but for one more advanced step each (same heights,
+        no value left alive), every step down to that run's start does too."""
+        seen = []   # the last steps walked: (state, their effect)
+        step = top
+        while step >= start:
+            sched = self.sched
+            state = (self.runner._backward_state(sched, step, self.loop, self.seeds, self.cts),
+                     self._signature(), self._seed_kinds())
+            measuring = self._measure()
+            for a in checkpoint.one_slot_step(start, step, slot):
+                self._act(a)
+            seen = (seen + [(state, self._measured(*measuring))])[-3:]
+            step -= 1
+            low = max(start + 1, sched.steady_from(step + 1) + 1)
+            if len(seen) == 3 and step >= low and _alike_steps(seen):
+                self._repeat_steps(seen[1][1], seen[2][1], step - low + 1)
+                step = low - 1
+                seen = []
+
+    def _repeat_steps(self, before, last, times: int):
+        """Count `times` steps more, each like `last` but for one advanced step fewer than
+        the one before it (`before` − `last`: one step's counts)."""
+        runner = self.runner
+        per_step = [tuple(b - a for a, b in zip(x, y)) for x, y in zip(last[:2], before[:2])]
+        series = times * (times + 1) // 2   # the advanced steps fewer, summed
+        for counter, now, less in ((runner.primal, last[0], per_step[0]),
+                                   (runner.derivative, last[1], per_step[1])):
+            for name, d, e in zip(counter.COUNTS, now, less):
+                setattr(counter, name, getattr(counter, name) + d * times - e * series)
+        runner.recomputed_steps += last[2] * times - (before[2] - last[2]) * series
+        self._replay(((0,) * len(last[0]), (0,) * len(last[1]), 0, 0, 0, 0, last[6]))   # its heights
+
+
+def _alike_steps(seen) -> bool:
+    """Three one-slot steps (state, effect), last walked last, that did the same walk but
+    for one more advanced step each: same state, same heights, nothing left alive, and
+    counts falling by one step's each time."""
+    (s0, e0), (s1, e1), (s2, e2) = seen
+    if not s0 == s1 == s2 or not e0[6] == e1[6] == e2[6] or any(e[3:6] != (0, 0, 0) for e in (e0, e1, e2)):
+        return False
+    first = [tuple(b - a for a, b in zip(x, y)) for x, y in zip(e1[:2], e0[:2])] + [e0[2] - e1[2]]
+    second = [tuple(b - a for a, b in zip(x, y)) for x, y in zip(e2[:2], e1[:2])] + [e1[2] - e2[2]]
+    return first == second
 
 
 class _Records:

@@ -211,6 +211,8 @@ class Builder:
         self.loop_index = None
         self.loop_trouble = None
         self.loop_refusal = None
+        # (output, wrt inputs): make the outputs that output's gradient, as nodes (adcli hessian)
+        self.gradient_of = None
 
     # -- locations and errors ----------------------------------------------------
     def loc(self, ast) -> SourceLocation | None:
@@ -274,7 +276,31 @@ class Builder:
             raise ValueProblem("the file declares no output; add a line such as `output f = x * x`",
                                SourceLocation(self.filename, max(len(self.lines), 1), 1,
                                               self.lines[-1] if self.lines else ""))
+        if self.gradient_of is not None:
+            self._gradient_outputs(*self.gradient_of)
         return self.finish()
+
+    def _gradient_outputs(self, output: str, wrt: list):
+        """Make the outputs the gradient of the scalar output `output` with respect to the
+        inputs `wrt`, written out as nodes (one reverse sweep, adcli.derive), named d<output>/d<input>:
+        the program `adcli hessian` differentiates again."""
+        from .derive import Derivatives, NotExpressible, refusal
+
+        node = self.nodes[self.outputs[output]]
+        where = Ast("output", (), node.line, node.column, node.start, node.end, node.source)
+        if node.shape != ():
+            self.fail(ShapeProblem, f"the Hessian needs a scalar output, but '{output}' is "
+                      f"{with_article(format_shape(node.shape))}", where)
+        points = [self.inputs[name] for name in wrt]
+        derive = Derivatives(self, where, min(points), f"the gradient of {output}")
+        try:
+            grads = derive.vjps(points, node.id, derive.e.const(1.0), len(self.nodes))
+        except NotExpressible as exc:
+            self.fail(ValueProblem, refusal(f"the gradient of {output}", exc), where)
+        self.outputs = {}
+        for name, point in zip(wrt, points):
+            g = grads[point]
+            self.outputs[f"d{output}/d{name}"] = (derive.e.zeros(self.nodes[point].shape) if g is None else g).id
 
     def statement(self, stmt: Ast, scope: _Scope):
         handler = getattr(self, "stmt_" + stmt.kind)

@@ -369,11 +369,12 @@ class Derivatives:
         self.xp = NodeArrays(self.e)
         self.partials: dict = {}
 
-    def active(self, point: int, end: int) -> set:
-        """Nodes in [point, end) whose value depends on the point through differentiable ops."""
+    def active(self, points, end: int) -> set:
+        """Nodes before `end` whose value depends on the points through differentiable ops."""
         nodes = self.builder.nodes
-        active = {point}
-        for node in nodes[point + 1:end]:
+        points = {points} if isinstance(points, int) else set(points)
+        active = set(points)
+        for node in nodes[min(points) + 1:end]:
             prim = REGISTRY.get(node.op)
             if any(i in active for i in node.inputs) and (prim is None or prim.differentiable):
                 if prim is None:   # a loop that stayed a loop: its body has no rules here
@@ -451,17 +452,21 @@ class Derivatives:
     # -- reverse -----------------------------------------------------------------------------
     def vjp(self, point: int, out: int, cotangent, end: int):
         """The cotangent of the point for `cotangent` on `out` (None: a symbolic zero)."""
-        active = self.active(point, end)
+        return self.vjps([point], out, cotangent, end)[point]
+
+    def vjps(self, points: list, out: int, cotangent, end: int) -> dict:
+        """The cotangents of several points (a program's inputs) in one reverse sweep."""
+        active = self.active(points, end)
         if out not in active:
-            return None
+            return {point: None for point in points}
         cotangents = {out: cotangent}
-        for node in reversed(self.builder.nodes[point + 1:out + 1]):
+        for node in reversed(self.builder.nodes[min(points) + 1:out + 1]):
             ct = cotangents.pop(node.id, None)
             if ct is None or node.id not in active:
                 continue
-            for i, (x, contribution) in enumerate(self._node_vjp(node, ct, active)):
+            for x, contribution in self._node_vjp(node, ct, active):
                 cotangents[x] = self.T.add(cotangents.get(x), contribution)
-        return cotangents.get(point)
+        return {point: cotangents.get(point) for point in points}
 
     def _node_vjp(self, node, ct, active):
         prim = REGISTRY[node.op]

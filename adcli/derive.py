@@ -460,7 +460,10 @@ class Derivatives:
         if out not in active:
             return {point: None for point in points}
         cotangents = {out: cotangent}
+        wanted = set(points)
         for node in reversed(self.builder.nodes[min(points) + 1:out + 1]):
+            if node.id in wanted:   # a point's cotangent is the result: nothing before it
+                continue
             ct = cotangents.pop(node.id, None)
             if ct is None or node.id not in active:
                 continue

@@ -134,6 +134,74 @@ class Derivative:
 
 
 
+@dataclass
+class Hessian:
+    """The Hessian of a scalar output (or one Hessian-vector product), with f's value and
+    gradient, the cost of getting it, and its check against differences of the gradient."""
+
+    output: str                 # the scalar output differentiated twice
+    wrt: list                   # the inputs, in declaration order
+    value: np.ndarray           # the output's value
+    program: "Program"          # the gradient program (its outputs: d<output>/d<input>)
+    result: Derivative          # its Jacobian (the Hessian, n × n) or its JVP (H·v)
+    check: dict                 # central differences of the gradient (_hessian_check)
+
+    @property
+    def gradient(self) -> dict:
+        """{input: the gradient shaped like the input}."""
+        return {w: self.result.value[f"d{self.output}/d{w}"] for w in self.wrt}
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """n × n (rows: the gradient's elements, columns: the inputs'), or n × 1 for H·v."""
+        return self.result.jacobian
+
+
+def _hessian_check(gradient: Program, result: Derivative, wrt, at, direction, dtype) -> dict:
+    """Central differences of the gradient (adcli.fd's steps): column j of H is
+    (g(x + h e_j) - g(x - h e_j)) / 2h, or H·v is (g(x + h v) - g(x - h v)) / 2h; compared
+    norm-wise, relative to H, with adcli.fd's tolerance. A disagreement is reported."""
+    from .fd import TOLERANCE, step_sizes
+
+    base = {name: np.array(v, dtype=np.float64) for name, v in gradient.resolve_inputs(at).items()}
+    outputs = gradient.output_names
+
+    def g(values) -> np.ndarray:
+        evaluated = gradient.evaluate(at={**at, **values}, dtype=dtype)
+        return np.concatenate([np.asarray(evaluated[o], dtype=np.float64).reshape(-1) for o in outputs])
+
+    columns = []
+    if direction is not None:
+        scale = max(1.0, max(float(np.abs(base[w]).max(initial=0)) for w in direction))
+        size = max(float(np.abs(np.asarray(v)).max(initial=0)) for v in direction.values()) or 1.0
+        h = float(step_sizes(np.array([scale]), dtype)[0]) / size
+        plus = {w: base[w] + h * np.asarray(v, dtype=np.float64) for w, v in direction.items()}
+        minus = {w: base[w] - h * np.asarray(v, dtype=np.float64) for w, v in direction.items()}
+        columns.append((g(plus) - g(minus)) / (2 * h))
+    else:
+        for w in wrt:
+            x = base[w]
+            steps = step_sizes(x, dtype)
+            for j in range(x.size):
+                plus, minus = x.copy(), x.copy()
+                plus.flat[j] += steps.flat[j]
+                minus.flat[j] -= steps.flat[j]
+                columns.append((g({w: plus}) - g({w: minus})) / (2 * steps.flat[j]))
+    fd = np.stack(columns, axis=1) if columns else np.zeros(result.shape)
+    ad = result.jacobian
+    error = float(np.abs(ad - fd).max(initial=0))
+    scale = float(np.linalg.norm(ad)) or 1.0
+    relative = float(np.linalg.norm(ad - fd)) / scale
+    tolerance = TOLERANCE[dtype]
+    agrees = bool(relative <= tolerance)
+    return {"evaluations": 2 * len(columns), "max_abs_error": error, "relative_error": relative,
+            "tolerance": tolerance, "agrees": agrees,
+            "message": None if agrees else
+            (f"the Hessian and central differences of the gradient disagree beyond the tolerance of "
+             f"{tolerance:g} (relative error {relative:.1e}, largest entry error {error:.1e}): the "
+             "function may have a kink near this point, or be badly conditioned for differences")}
+
+
 def _given_value(kind: str, name: str, raw, shape) -> np.ndarray:
     """A value given for an input or const (at=, --at, --inputs) as float64 of its shape;
     a scalar for a vector, say, is broadcast (a copy)."""
@@ -1156,6 +1224,57 @@ class Program:
         `checkpoints` as in jacobian."""
         return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt, observer,
                             warmup=warmup, memory_limit=memory_limit, json=json, checkpoints=checkpoints)
+
+    # -- the Hessian: forward over reverse --------------------------------------------------
+    def gradient_program(self, output: str | None = None, wrt=None) -> "Program":
+        """The program whose outputs are the gradient of the scalar output `output` (default:
+        the only output) with respect to `wrt` (default: all inputs), written out as nodes
+        (one reverse sweep, adcli.derive), named d<output>/d<input>. Its Jacobian is the
+        Hessian. Built again from the file's text, every repeat unrolled."""
+        output = self._scalar_output(output)
+        wrt = self._wrt(wrt)
+        b = self.graph.builder
+        t0 = time.perf_counter()
+        builder = Builder(b.text, b.filename, b.dim_overrides, b.node_limit, b.base_dir, loops="never")
+        builder.gradient_of = (output, wrt)
+        graph = builder.build()
+        program = Program(graph, {"parse": self.times.get("parse", 0.0), "build": time.perf_counter() - t0})
+        program.const_defaults = dict(self.const_defaults)
+        return program
+
+    def _scalar_output(self, output: str | None) -> str:
+        if output is None:
+            if len(self.graph.outputs) != 1:
+                raise UsageProblem(f"the file has {len(self.graph.outputs)} outputs "
+                                   f"({', '.join(self.graph.outputs)}); name one with --of")
+            output = next(iter(self.graph.outputs))
+        if output not in self.graph.outputs:
+            raise UsageProblem(f"--of {output}: the file has no output '{output}' "
+                               f"(outputs: {', '.join(self.graph.outputs)})")
+        return output
+
+    def hessian(self, output: str | None = None, wrt=None, at=None, direction: dict | None = None,
+                mode: str = "forward", chunk: int | None = None, backend="numpy", dtype="float64",
+                memory_limit: int | None = None, measure_memory: bool = False,
+                json: bool = False) -> "Hessian":
+        """The Hessian of a scalar output (or one Hessian-vector product, for a `direction`
+        {input: array}): the Jacobian of its gradient, the gradient written out as nodes.
+        Forward mode (the default) is forward over reverse: one forward pass per wrt scalar,
+        each a Hessian-vector product; `mode="reverse"` is reverse over reverse. The result
+        is checked against central differences of the gradient (Hessian.check)."""
+        output = self._scalar_output(output)
+        wrt = self._wrt(wrt)
+        gradient = self.gradient_program(output, wrt)
+        at = dict(at or {})
+        if direction is not None:
+            result = gradient.jvp(direction, at=at, backend=backend, dtype=dtype,
+                                  measure_memory=measure_memory, memory_limit=memory_limit, json=json)
+        else:
+            result = gradient.jacobian(mode=mode, wrt=wrt, at=at, chunk=chunk, backend=backend, dtype=dtype,
+                                       memory_limit=memory_limit, measure_memory=measure_memory, json=json)
+        value = self.evaluate(at=at, backend=backend, dtype=dtype)[output]
+        check = _hessian_check(gradient, result, wrt, at, direction, dtype)
+        return Hessian(output, wrt, np.asarray(value), gradient, result, check)
 
     @staticmethod
     def _spec(names, shape_of) -> list:

@@ -90,12 +90,13 @@ def get_backend(name: str = "numpy") -> Backend:
 
 def special_functions(xp):
     """The special functions (erf, gammaln, digamma, zeta, ...) for the array module `xp`:
-    ``scipy.special`` for NumPy, ``cupyx.scipy.special`` for CuPy, and for a staging module
-    (adcli.staging) its own, which records the calls. Imported on first use, never at start:
-    most programs need none, and SciPy takes longer to import than all of adcli."""
+    ``scipy.special`` for NumPy, ``cupyx.scipy.special`` for CuPy, and for a module that
+    records calls (adcli.staging's, adcli.derive's) its own. Imported on first use, never at
+    start: most programs need none, and SciPy takes longer to import than all of adcli."""
+    from .derive import NodeArrays
     from .staging import StagingXP
 
-    if isinstance(xp, StagingXP):
+    if isinstance(xp, (StagingXP, NodeArrays)):   # modules that record calls: their own
         return xp.special
     if getattr(xp, "__name__", "") == "cupy":
         import cupyx.scipy.special

@@ -61,8 +61,13 @@ INDEX_DATA_RULE = ("as an index, integer data combines only with whole numbers, 
 LINALG_FUNCTIONS = ("solve", "inv", "det", "logdet", "cholesky", "triangular_solve", "trace", "diag", "eye",
                     "tril", "triu", "fill_tril")
 INTEGER_DATA_FUNCTIONS = ("arange", "randint")   # the values of integer consts only
+# Derivatives inside the language (adcli.derive): grad(f), jacobian(f) and hessian(f) are
+# functions, called on f's arguments (grad(f)(x)); jvp(f, x, v) and vjp(f, x, u) are values.
+DERIVATIVE_FUNCTIONS = ("grad", "jacobian", "hessian")
+DERIVATIVE_PRODUCTS = ("jvp", "vjp")
 BUILTINS = set(UNARY_FUNCTIONS + BINARY_FUNCTIONS + TERNARY_FUNCTIONS + REDUCTIONS + DATA_FUNCTIONS
-               + OTHER_FUNCTIONS + GATHER_FUNCTIONS + INTEGER_DATA_FUNCTIONS + LINALG_FUNCTIONS)
+               + OTHER_FUNCTIONS + GATHER_FUNCTIONS + INTEGER_DATA_FUNCTIONS + LINALG_FUNCTIONS
+               + DERIVATIVE_FUNCTIONS + DERIVATIVE_PRODUCTS)
 # reductions with no value over no elements (NumPy raises, or gives nan for mean)
 NO_EMPTY_REDUCTIONS = ("mean", "max", "min", "logsumexp", "softmax", "log_softmax")
 BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "^": "pow"}
@@ -206,6 +211,8 @@ class Builder:
         self.loop_index = None
         self.loop_trouble = None
         self.loop_refusal = None
+        # (output, wrt inputs): make the outputs that output's gradient, as nodes (adcli hessian)
+        self.gradient_of = None
 
     # -- locations and errors ----------------------------------------------------
     def loc(self, ast) -> SourceLocation | None:
@@ -269,7 +276,31 @@ class Builder:
             raise ValueProblem("the file declares no output; add a line such as `output f = x * x`",
                                SourceLocation(self.filename, max(len(self.lines), 1), 1,
                                               self.lines[-1] if self.lines else ""))
+        if self.gradient_of is not None:
+            self._gradient_outputs(*self.gradient_of)
         return self.finish()
+
+    def _gradient_outputs(self, output: str, wrt: list):
+        """Make the outputs the gradient of the scalar output `output` with respect to the
+        inputs `wrt`, written out as nodes (one reverse sweep, adcli.derive), named d<output>/d<input>:
+        the program `adcli hessian` differentiates again."""
+        from .derive import Derivatives, NotExpressible, refusal
+
+        node = self.nodes[self.outputs[output]]
+        where = Ast("output", (), node.line, node.column, node.start, node.end, node.source)
+        if node.shape != ():
+            self.fail(ShapeProblem, f"the Hessian needs a scalar output, but '{output}' is "
+                      f"{with_article(format_shape(node.shape))}", where)
+        points = [self.inputs[name] for name in wrt]
+        derive = Derivatives(self, where, min(points), f"the gradient of {output}")
+        try:
+            grads = derive.vjps(points, node.id, derive.e.const(1.0), len(self.nodes))
+        except NotExpressible as exc:
+            self.fail(ValueProblem, refusal(f"the gradient of {output}", exc), where)
+        self.outputs = {}
+        for name, point in zip(wrt, points):
+            g = grads[point]
+            self.outputs[f"d{output}/d{name}"] = (derive.e.zeros(self.nodes[point].shape) if g is None else g).id
 
     def statement(self, stmt: Ast, scope: _Scope):
         handler = getattr(self, "stmt_" + stmt.kind)
@@ -919,8 +950,8 @@ class Builder:
             for node in _asts(pending.pop()):
                 if node.kind == "name" and node.args[0] in names:
                     return True
-                if node.kind == "call" and node.args[0] in self.defs and node.args[0] not in seen:
-                    seen.add(node.args[0])
+                if node.kind in ("call", "name") and node.args[0] in self.defs and node.args[0] not in seen:
+                    seen.add(node.args[0])   # (a name: a def given to grad(f), jvp(f, …))
                     pending.append(self.defs[node.args[0]].body)
         return False
 
@@ -1243,6 +1274,8 @@ class Builder:
             return self.index(ast, scope)
         if kind == "call":
             return self.call(ast, scope)
+        if kind == "apply":
+            return self.apply(ast, scope)
         if kind == "string":
             self.fail(ValueProblem, "a string is only the path or key of load(...)", ast)
         if kind == "list":
@@ -1800,6 +1833,11 @@ class Builder:
                       f"const, e.g. `const idx: ivec[3] = {name}{'(5)' if name == 'randint' else ''}`", ast)
         if name == "einsum":
             return self._einsum(ast, args, kwargs, scope)
+        if name in DERIVATIVE_FUNCTIONS:
+            self.fail(ValueProblem, f"{name}(...) is a function: call it on the def's arguments, "
+                      f"{name}({args[0].text if args else 'f'})(x)", ast)
+        if name in DERIVATIVE_PRODUCTS:
+            return self.derivative_product(name, ast, args, kwargs, scope)
         if name == "multigammaln":
             if "d" in kwargs and len(args) == 1:   # multigammaln(a, d=2), as SciPy names it
                 args, kwargs = (args[0], kwargs["d"]), {k: v for k, v in kwargs.items() if k != "d"}
@@ -1859,22 +1897,33 @@ class Builder:
 
     def inline(self, fn: _Def, ast, scope) -> int:
         name, args, kwargs = ast.args
+        self._check_inlining(fn, name, len(args) + len(kwargs), bool(kwargs), ast, scope)
+        self._count_inlining(ast)
+        values = [self.expr(a, scope) for a in args]
+        return self.inline_values(fn, name, values)
+
+    def _check_inlining(self, fn: _Def, name: str, count: int, keywords: bool, ast, scope):
         if name in self.inline_stack:
             self.fail(NameProblem, f"def {name} calls itself; recursion is not supported", ast)
         if scope.in_def is not None and fn.order >= scope.in_def.order:
             self.fail(NameProblem, f"def {scope.in_def.name} calls {name}, which is defined after it; "
                       "a def may only call earlier defs", ast)
-        if kwargs or len(args) != len(fn.params):
+        if keywords or count != len(fn.params):
             self.fail(ValueProblem, f"{name} takes {len(fn.params)} argument"
                       f"{'s' if len(fn.params) != 1 else ''} ({', '.join(fn.params)}), got "
-                      f"{len(args) + len(kwargs)}", ast)
+                      f"{count}", ast)
+
+    def _count_inlining(self, ast):
         if not self.inline_stack:
             self.outer_call = ast   # where an inlining refusal points: the call the file makes
         self.inlined += 1
         if self.inlined > self.node_limit:
             self._too_much_inlining(ast, f"inlines more than {self.node_limit:,} def calls")
-        values = {p: self.expr(a, scope) for p, a in zip(fn.params, args)}
-        inner = _Scope(values, in_def=fn)
+
+    def inline_values(self, fn: _Def, name: str, values: list):
+        """A def's body inlined with its parameters bound to the nodes `values`: its value
+        (a node id, or a tuple of them for a def that returns several)."""
+        inner = _Scope(dict(zip(fn.params, values)), in_def=fn)
         self.inline_stack.append(name)
         try:
             for stmt in fn.body:
@@ -1882,6 +1931,135 @@ class Builder:
         finally:
             self.inline_stack.pop()
         return inner.values["$return"]
+
+    # -- derivatives inside the language (adcli.derive) -------------------------------------------
+    def function(self, ast, scope):
+        """What a callee names: ("def", name) for a def, or (kind, inner function, text) for
+        grad(F), jacobian(F), hessian(F) of a function F (a def, or another of these)."""
+        if ast.kind == "name" and ast.args[0] in self.defs and ast.args[0] not in BUILTINS:
+            fn = self.defs[ast.args[0]]
+            self._check_inlining(fn, ast.args[0], len(fn.params), False, ast, scope)
+            return ("def", ast.args[0])
+        if ast.kind == "call" and ast.args[0] in DERIVATIVE_FUNCTIONS:
+            kind, args, kwargs = ast.args
+            if len(args) != 1 or kwargs:
+                self.fail(ValueProblem, f"{kind} takes one function, a def: {kind}(f)", ast)
+            inner = self.function(args[0], scope)
+            if kind == "hessian":   # the Jacobian of the gradient: forward over reverse
+                return ("jacobian", ("grad", inner, ast.text), ast.text)
+            return (kind, inner, ast.text)
+        if ast.kind == "name":
+            known = ast.args[0] in scope.values or ast.args[0] in self.consts or ast.args[0] in self.inputs
+            what = "a built-in function" if ast.args[0] in BUILTINS else "a value" if known else "not defined"
+            self.fail(NameProblem, f"'{ast.args[0]}' is {what}, not a def: a function here is a def's name, "
+                      "or grad(f), jacobian(f) or hessian(f) of one", ast)
+        self.fail(ValueProblem, f"'{ast.text}' is not a function: a function here is a def's name, "
+                  "or grad(f), jacobian(f) or hessian(f) of one", ast)
+
+    def apply(self, ast, scope) -> int:
+        """grad(f)(x, …), jacobian(f)(x, …), hessian(f)(x, …): the derivative with respect
+        to the first argument, the others held fixed (JAX's argnums=0)."""
+        callee, args, kwargs = ast.args
+        fn = self.function(callee, scope)
+        if kwargs:
+            self.fail(ValueProblem, f"{callee.text}(...) takes no keywords", ast)
+        result = self.apply_function(fn, [self.expr(a, scope) for a in args], ast)
+        if isinstance(result, tuple):
+            self.fail(ValueProblem, f"{callee.text}(...) returns {len(result)} values, where one value "
+                      "is expected", ast)
+        return result
+
+    def apply_function(self, fn, values: list, ast):
+        from .derive import Derivatives, NotExpressible, refusal, unit
+
+        if fn[0] == "def":
+            params = self.defs[fn[1]].params
+            if len(values) != len(params):
+                self.fail(ValueProblem, f"{fn[1]} takes {len(params)} argument{'s' if len(params) != 1 else ''} "
+                          f"({', '.join(params)}), got {len(values)}", ast)
+            self._count_inlining(ast)
+            return self.inline_values(self.defs[fn[1]], fn[1], values)
+        kind, inner, text = fn
+        if not values:
+            self.fail(ValueProblem, f"{text} needs the function's arguments: {text}(x)", ast)
+        point, out, end = self._at_point(inner, values, ast, text)
+        in_shape, out_shape = self.nodes[point].shape, self.nodes[out].shape
+        derive = Derivatives(self, ast, point, text)
+        e = derive.e
+        try:
+            if kind == "grad":
+                if out_shape != ():
+                    self.fail(ShapeProblem, f"{text} needs a function of one number, but it returns "
+                              f"{with_article(format_shape(out_shape))}: use jacobian", ast)
+                g = derive.vjp(point, out, e.const(1.0), end)
+                return (e.zeros(in_shape) if g is None else g).id
+            shape = out_shape + in_shape
+            if len(shape) > 2:
+                self.fail(ShapeProblem, f"{text} of a function from {format_shape(in_shape)} to "
+                          f"{format_shape(out_shape)} would make a {len(shape)}-D value; adcli values have "
+                          "at most 2 dimensions", ast)
+            m, n = prod(out_shape), prod(in_shape)
+            if not m or not n:
+                return e.zeros(shape).id
+            # as many passes as the smaller side: rows by VJPs, or columns by JVPs (n = m, a
+            # Hessian: columns, forward over reverse)
+            if m < n:
+                parts = [derive.vjp(point, out, e.const(unit(i, out_shape)), end) for i in range(m)]
+                parts = [e.reshape(e.zeros(in_shape) if p is None else p, (n,)) for p in parts]
+                table = e.emit("stack", parts)                                 # m × n
+            else:
+                parts = [derive.jvp(point, e.const(unit(j, in_shape)), out, end) for j in range(n)]
+                parts = [e.reshape(e.zeros(out_shape) if p is None else p, (m,)) for p in parts]
+                table = e.reshape(e.emit("stack", parts), (n, m)).T            # m × n
+            return e.reshape(table, shape).id
+        except NotExpressible as exc:
+            self.fail(ValueProblem, refusal(text, exc), ast)
+
+    def _at_point(self, fn, values: list, ast, text: str) -> tuple:
+        """f(x, …) built at a fresh node standing for x (so that x differs from every other
+        argument and const, even one that is the same node): (that node, f's value, the
+        first node after f's body)."""
+        x = values[0]
+        point = self.emit("reshape", (x,), ast, {"shape": self.nodes[x].shape})
+        # repeats in f are unrolled: a loop node's body has no rules as graph nodes
+        saved, self.loops = self.loops, "never"
+        try:
+            out = self.apply_function(fn, [point] + list(values[1:]), ast)
+        finally:
+            self.loops = saved
+        if isinstance(out, tuple):
+            self.fail(ValueProblem, f"{text} needs a function of one value, but it returns {len(out)}", ast)
+        return point, out, len(self.nodes)
+
+    def derivative_product(self, name, ast, args, kwargs, scope) -> int:
+        """jvp(f, x, v, …) = J v and vjp(f, x, u, …) = uᵀ J at x, J the Jacobian of f in its
+        first argument; further arguments are f's others, held fixed."""
+        from .derive import Derivatives, NotExpressible, refusal
+
+        seed_name = "v" if name == "jvp" else "u"
+        if kwargs or len(args) < 3:
+            self.fail(ValueProblem, f"{name} takes a function, a point and a {'direction' if name == 'jvp' else 'cotangent'}"
+                      f" (then f's other arguments, if any): {name}(f, x, {seed_name})", ast)
+        fn = self.function(args[0], scope)
+        x = self.expr(args[1], scope)
+        seed = self.expr(args[2], scope)
+        rest = [self.expr(a, scope) for a in args[3:]]
+        text = f"{name}({args[0].text}, …)"
+        point, out, end = self._at_point(fn, [x] + rest, ast, text)
+        want = self.nodes[point].shape if name == "jvp" else self.nodes[out].shape
+        if self.nodes[seed].shape != want:
+            what = "the point" if name == "jvp" else "the function's value"
+            self.fail(ShapeProblem, f"{name}'s {'direction' if name == 'jvp' else 'cotangent'} must have the shape of "
+                      f"{what}, {format_shape(want)}, got {format_shape(self.nodes[seed].shape)}", args[2])
+        derive = Derivatives(self, ast, point, text)
+        try:
+            if name == "jvp":
+                result = derive.jvp(point, derive.e.node(seed), out, end)
+                return (derive.e.zeros(self.nodes[out].shape) if result is None else result).id
+            result = derive.vjp(point, out, derive.e.node(seed), end)
+            return (derive.e.zeros(self.nodes[point].shape) if result is None else result).id
+        except NotExpressible as exc:
+            self.fail(ValueProblem, refusal(text, exc), ast)
 
     def _too_much_inlining(self, ast, what):
         """Refuse unbounded inlining (def f1(a) = f0(f0(a)), f2 = f1(f1(a)), …, which
@@ -1998,7 +2176,7 @@ def _asts(root):
 def _calls(ast) -> bool:
     """Whether an expression holds a call that is not plain data (evaluated as a graph)."""
     return any((node.kind == "call" and node.args[0] not in DATA_FUNCTIONS)
-               or node.kind in ("compare", "logic", "not", "index") for node in _asts(ast))
+               or node.kind in ("compare", "logic", "not", "index", "apply") for node in _asts(ast))
 
 
 def _statements(body):

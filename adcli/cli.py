@@ -582,6 +582,51 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
                                               if as_json else ""), err=True)
 
 
+@cli.command()
+@program_options
+@value_options
+@click.option("--of", "output", default=None, metavar="OUTPUT",
+              help="The scalar output (default: the file's only output).")
+@click.option("--wrt", multiple=True, metavar="NAMES",
+              help="Differentiate with respect to these inputs (repeat or comma-separate; default all).")
+@click.option("--direction", "directions", multiple=True, metavar="INPUT=EXPR",
+              help="Compute one Hessian-vector product H·v instead of H (one forward pass).")
+@click.option("--mode", type=click.Choice(["forward", "reverse"]), default="forward", show_default=True,
+              help="forward over reverse (one pass per input scalar) or reverse over reverse.")
+@click.option("--chunk", type=click.IntRange(min=1), default=None,
+              help="Directions per sweep (default: all that fit under --memory-limit).")
+@click.option("--full", is_flag=True, help="Print the whole Hessian and gradient, however large.")
+@run_options
+def hessian(file, sets, node_limit, ats, inputs_file, output, wrt, directions, mode, chunk, full,
+            backend, dtype, memory_limit, as_json, debug):
+    """Value, gradient and Hessian of a scalar output (or one Hessian-vector product), with
+    their cost and a check against central differences of the gradient."""
+    if directions and (wrt or mode == "reverse" or chunk):
+        raise UsageProblem("--direction computes one Hessian-vector product, forward over reverse; "
+                           "--wrt, --mode reverse and --chunk do not apply to it")
+    limit = parse_bytes(memory_limit) if memory_limit else None
+    check_dims(sets)
+    program = load_program(file, sets, node_limit)
+    at = read_input_values(program, ats, inputs_file)
+    direction = parse_given(program, "--direction", directions, "input") if directions else None
+    result = program.hessian(output, wrt=list(wrt) or None, at=at, direction=direction, mode=mode, chunk=chunk,
+                             backend=backend, dtype=dtype, memory_limit=limit, measure_memory=True, json=as_json)
+    nonfinite = _check_finite(result.program, result.result, at, dtype)
+    if as_json:
+        from .report import hessian_json
+
+        echo_out(json.dumps(hessian_json(program, result), allow_nan=False))
+    else:
+        from .render import render_hessian
+
+        render_hessian(program, result, full=full)
+    if nonfinite:
+        click.echo(f"warning: {nonfinite}" + ("; non-finite numbers are shown as null in JSON"
+                                              if as_json else ""), err=True)
+    elif result.check["message"]:
+        click.echo(f"warning: {result.check['message']}", err=True)
+
+
 def _check_finite(program, result, at, dtype):
     import numpy as np
 

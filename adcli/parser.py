@@ -375,19 +375,12 @@ def _make_transformer():
             return self._ast("list", meta, tuple(x for x in c if x is not None))
 
         def call(self, meta, c):
-            positional, keywords = [], {}
-            for arg in c[1] or []:
-                if isinstance(arg, tuple):
-                    if arg[0] in keywords:
-                        raise SyntaxProblem(f"keyword argument {arg[0]!r} given twice",
-                                            SourceLocation("", arg[1].line, arg[1].column))
-                    keywords[arg[0]] = arg[1]
-                else:
-                    if keywords:
-                        raise SyntaxProblem("a positional argument follows a keyword argument",
-                                            SourceLocation("", arg.line, arg.column))
-                    positional.append(arg)
-            return self._ast("call", meta, str(c[0]), tuple(positional), keywords)
+            positional, keywords = _arguments(c[1])
+            return self._ast("call", meta, str(c[0]), positional, keywords)
+
+        def apply(self, meta, c):   # grad(f)(x): the callee is itself a call
+            positional, keywords = _arguments(c[1])
+            return self._ast("apply", meta, c[0], positional, keywords)
 
         def args(self, meta, c):
             return [x for x in c if x is not None]
@@ -396,6 +389,23 @@ def _make_transformer():
             return (str(c[0]), c[1])
 
     return ToAst
+
+
+def _arguments(given) -> tuple:
+    """A call's arguments: (positional, keywords), a positional one after a keyword refused."""
+    positional, keywords = [], {}
+    for arg in given or []:
+        if isinstance(arg, tuple):
+            if arg[0] in keywords:
+                raise SyntaxProblem(f"keyword argument {arg[0]!r} given twice",
+                                    SourceLocation("", arg[1].line, arg[1].column))
+            keywords[arg[0]] = arg[1]
+        else:
+            if keywords:
+                raise SyntaxProblem("a positional argument follows a keyword argument",
+                                    SourceLocation("", arg.line, arg.column))
+            positional.append(arg)
+    return tuple(positional), keywords
 
 
 _STATEMENTS = frozenset(("dim", "input", "const", "output", "assign", "unpack", "def", "repeat", "return",

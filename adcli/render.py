@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .decide import seconds
-from .ir import format_shape
+from .ir import element_labels, format_shape
 
 MAX_ROWS, MAX_COLUMNS = 12, 8
 
@@ -85,7 +85,7 @@ def _cell_width(texts) -> int:
     return max((cell_len(t) for t in texts), default=0)
 
 
-def jacobian_table(result, full: bool, width: int = 80):
+def jacobian_table(result, full: bool, width: int = 80, name: str | None = None, row_labels=None):
     """The Jacobian, elided to fit `width` columns of text, under a title line of its own
     (a table's title would wrap to the table's width). One row (a gradient, a VJP) is
     printed as that 1×n row where all of it fits, else as a column whose heading says it
@@ -93,25 +93,26 @@ def jacobian_table(result, full: bool, width: int = 80):
     Returns (renderable, note)."""
     from rich.console import Group
 
+    row_names = result.rows if row_labels is None else row_labels
     m, n = result.shape   # entries are read from the blocks: J itself is never assembled here
-    name = {"jacobian": "Jacobian", "jvp": "JVP  J·v", "vjp": "VJP  uᵀ·J"}[result.kind]
+    name = name or {"jacobian": "Jacobian", "jvp": "JVP  J·v", "vjp": "VJP  uᵀ·J"}[result.kind]
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("", style="bold cyan", no_wrap=True)
     if m == 1 and n > 1:
         labels = [result.columns[j] for j in range(min(n, MAX_COLUMNS + 1))]
         cells = [number(result.entry(0, j)) for j in range(len(labels))]
-        row_width = (_cell_width([result.rows[0]]) + 2
+        row_width = (_cell_width([row_names[0]]) + 2
                      + sum(max(_cell_width([a]), _cell_width([b])) + 3 for a, b in zip(labels, cells)))
         if n <= MAX_COLUMNS and row_width <= width:   # the whole row fits: print it as it is
-            title = f"{name}  (1×{n})" + (f": one row, the gradient of {result.rows[0]}"
+            title = f"{name}  (1×{n})" + (f": one row, the gradient of {row_names[0]}"
                                            if result.kind == "jacobian" else "")
             for label in labels:
                 table.add_column(label, justify="right", no_wrap=True)
-            table.add_row(result.rows[0], *cells)
+            table.add_row(row_names[0], *cells)
             return Group(Text(title), table), ""
         rows = _pick(n, MAX_ROWS, full)
         if result.kind == "jacobian":
-            title = (f"Gradient of {result.rows[0]}: the 1×{n} Jacobian's one row, printed as a "
+            title = (f"Gradient of {row_names[0]}: the 1×{n} Jacobian's one row, printed as a "
                      "column")
             heading = "gradient"
         else:
@@ -125,7 +126,7 @@ def jacobian_table(result, full: bool, width: int = 80):
                 table.add_row(result.columns[j], number(result.entry(0, j)))
         note = "" if len(rows) == n else f"showing {len(rows) - 1} of {n} entries; --full shows all"
         return Group(Text(title), table), note
-    label_width = max((len(result.rows[i]) for i in range(min(m, 50))), default=1)
+    label_width = max((len(row_names[i]) for i in range(min(m, 50))), default=1)
     fitting = max(2, (width - label_width - 4) // 16)   # a number takes up to ~15 characters
     rows = _pick(m, MAX_ROWS, full)
     cols = _pick(n, min(MAX_COLUMNS, fitting), full)
@@ -135,7 +136,7 @@ def jacobian_table(result, full: bool, width: int = 80):
         if i is None:
             table.add_row("⋮", *["⋱" if j is None else "⋮" for j in cols])
             continue
-        table.add_row(result.rows[i], *["…" if j is None else number(result.entry(i, j)) for j in cols])
+        table.add_row(row_names[i], *["…" if j is None else number(result.entry(i, j)) for j in cols])
     note = ""
     if len(rows) < m or len(cols) < n:
         note = (f"showing {sum(r is not None for r in rows)} of {m} rows and "
@@ -267,3 +268,47 @@ def render_derivative(program, result, full=False, summary=False, saved=None):
         out.print(Text(f"saved the {result.shape[0]}×{result.shape[1]} Jacobian to {saved}"))
     out.print(Panel(cost_table(result.cost, result.mode, result.kind), title=f"cost ({result.mode} mode)",
                     title_align="left", expand=False))
+
+
+def render_hessian(program, hessian, full=False):
+    """adcli hessian: the value, the gradient, the Hessian (or H·v), the check against
+    differences of the gradient, and the cost of the forward-over-reverse run."""
+    out = console()
+    result = hessian.result
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    header.add_row("file", program.graph.filename)
+    how = ("forward over reverse: one forward pass per input scalar through the gradient's nodes"
+           if result.mode == "forward" else "reverse over reverse: one reverse pass per gradient element")
+    header.add_row("mode", "forward over reverse: one Hessian-vector product" if result.kind == "jvp" else how)
+    header.add_row("backend", f"{result.backend} on {result.device}, {result.dtype}")
+    header.add_row("output", f"{hessian.output}: scalar")
+    header.add_row("inputs", ", ".join(f"{w}: {format_shape(program.input_shape(w))}" for w in hessian.wrt))
+    out.print(Panel(header, title=f"adcli hessian ({'H·v' if result.kind == 'jvp' else 'Hessian'})",
+                    title_align="left", expand=False))
+    out.print(Text(f"Value  {hessian.output} = {number(float(hessian.value))}"))
+    gradient = Table(box=box.SIMPLE_HEAD)
+    gradient.add_column("", style="bold cyan", no_wrap=True)
+    gradient.add_column("gradient", justify="right", no_wrap=True)
+    labels = [label for w in hessian.wrt for label in element_labels(w, program.input_shape(w))]
+    values = np.concatenate([np.asarray(hessian.gradient[w]).reshape(-1) for w in hessian.wrt])
+    picked = _pick(len(labels), MAX_ROWS, full)
+    for i in picked:
+        gradient.add_row(*(("⋮", "⋮") if i is None else (labels[i], number(values[i]))))
+    out.print(Text(f"Gradient of {hessian.output}"))
+    out.print(gradient)
+    name = "Hessian-vector product  H·v" if result.kind == "jvp" else "Hessian"
+    # rows are the gradient's elements, d<output>/d<input>[i]: labelled as the inputs' elements
+    # (H is symmetric), which are shorter
+    table, note = jacobian_table(result, full, out.width, name=name, row_labels=labels)
+    out.print(table)
+    if note:
+        out.print(Text(note, style="dim"))
+    check = hessian.check
+    verdict = "agrees" if check["agrees"] else "DISAGREES"
+    out.print(Text(f"central differences of the gradient ({check['evaluations']} evaluations): {verdict}, "
+                   f"relative error {check['relative_error']:.1e} (tolerance {check['tolerance']:g})"))
+    out.print(Panel(cost_table(result.cost, result.mode, result.kind),
+                    title=f"cost ({result.mode} mode over the gradient's nodes)", title_align="left",
+                    expand=False))

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .ir import element_labels
+
 JSON_CHUNK = 1 << 16   # numbers (or labels) rendered at a time by derivative_json_pieces
 
 
@@ -174,3 +176,34 @@ def derivative_json_pieces(program, result, chunk: int = JSON_CHUNK, size: int =
             buffer, length = [], 0
     if buffer:
         yield "".join(buffer)
+
+
+def hessian_json(program, hessian) -> dict:
+    """adcli hessian --json (keys listed in README.md's JSON section)."""
+    result = hessian.result
+    labels = [label for w in hessian.wrt for label in element_labels(w, program.input_shape(w))]
+    data = {
+        "kind": "hvp" if result.kind == "jvp" else "hessian",
+        "file": program.graph.filename,
+        "output": hessian.output,
+        "wrt": list(hessian.wrt),
+        "mode": result.mode,
+        "backend": result.backend,
+        "device": result.device,
+        "dtype": result.dtype,
+        "value": finite(float(hessian.value)),
+        "gradient": {w: jsonable(g) for w, g in hessian.gradient.items()},
+        "labels": labels,
+        "hessian": None,
+        "hvp": None,
+        "direction": None,
+        "check": {k: v for k, v in hessian.check.items() if k != "message"},
+        "cost": result.cost.to_json(),
+        "inputs": {name: jsonable(v) for name, v in result.inputs.items() if name in program.graph.inputs},
+    }
+    if result.kind == "jvp":
+        data["hvp"] = {w: jsonable(result.tangent[f"d{hessian.output}/d{w}"]) for w in hessian.wrt}
+        data["direction"] = {w: jsonable(v) for w, v in (result.given or {}).items()}
+    else:
+        data["hessian"] = jsonable(result.jacobian)
+    return finite(data)

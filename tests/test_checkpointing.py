@@ -4,6 +4,7 @@ docs/counting.md), the derivatives against reverse mode keeping every step's res
 prediction = count, the compiled plans against the interpreter, measured memory falling
 as S falls, --checkpoints auto under a memory limit, and the CLI (grad, compare)."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -107,6 +108,50 @@ output y = x
         assert got.recomputed_steps == p + 2 * (p - 11)
         one = program.jacobian(mode="reverse", chunk=3, checkpoints=states).cost
         assert one.sweeps == 1 and one.recomputed_steps == p
+
+
+@pytest.mark.parametrize("name, count, states, chunk", [
+    ("swap_and_rebind", 40, 1, 1), ("swap_and_rebind", 40, 3, 4), ("swap_and_rebind", 77, 2, 1),
+    ("tanh_layer", 77, 2, None), ("tanh_layer", 40, 5, None), ("two_carried", 40, 3, None),
+    ("long_with_a_tail", 40, 2, None)])
+def test_prediction_equals_the_run_where_it_replays_work_items(name, count, states, chunk):
+    """Long enough for a prediction to replay work items and count a one-slot item's steps
+    in closed form (_Checkpointed._walk, _one_slot): every count and the memory model's
+    inputs equal the run's. swap_and_rebind swaps its state, so the cotangents it hands on
+    change kind every other step: no step of it is a model for the next; and with a
+    sweep per output row its final sweep meets nodes no cotangent reaches, whose residuals
+    must go all the same (its peak grew by 2 values every 2 steps)."""
+    source = re.sub(r"repeat (\d+)", f"repeat {count}", PROGRAMS[name], count=1)
+    program = _looped(source)
+    got = program.jacobian(mode="reverse", chunk=chunk, checkpoints=states).cost
+    predicted = program.predict("reverse", chunk=chunk, checkpoints=states)
+    assert predicted.counts() == got.counts()
+    assert predicted.peak_values_with_temporaries == got.peak_values_with_temporaries
+    assert predicted.peak_arrays == got.peak_arrays
+    plain = program.jacobian(mode="reverse", chunk=chunk).cost
+    assert got.mults_derivative == plain.mults_derivative or got.sweeps > 1
+    assert got.peak_live_values < plain.peak_live_values
+
+
+def test_a_billion_steps_are_predicted_from_their_likes():
+    """10^9 steps are predicted without walking them (about a second here): the
+    recomputed steps are p(l, S); the primal work is the run's without checkpoints plus
+    one step's per recomputed step; the states kept are those of any loop long enough to
+    fill the S slots."""
+    def program(steps):
+        return _looped(SCALAR_LOOP.format(l=steps))
+
+    one_step = program(11).predict("reverse").mults_primal - program(10).predict("reverse").mults_primal
+    steps = 10 ** 9
+    big = program(steps)
+    plain = big.predict("reverse")
+    for states in (10, 1000):
+        got = big.predict("reverse", checkpoints=states)
+        p = recomputations(steps, states)
+        assert got.recomputed_steps == p
+        assert got.mults_primal == plain.mults_primal + p * one_step
+        assert got.mults_derivative == plain.mults_derivative
+        assert got.cached_values == program(10 * states).predict("reverse", checkpoints=states).cached_values
 
 
 def test_cached_values_fall_to_the_saved_states():

@@ -1036,9 +1036,16 @@ class Program:
         (prediction = count, so they are the predicted counts) and the predicted peak."""
         from .machine import model_for
 
-        cost.predicted = {"time_s": model_for(be.name).time(cost, itemsize),
-                          "peak_bytes": self.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize,
-                                                                  single=single, checkpoints=checkpoints)}
+        model = model_for(be.name)
+        # the same counts and the same model predict the same: kept per run kind (a cached
+        # call does not work its prediction out again)
+        key = ("predicted", mode, tuple(wrt), tuple(outputs), chunk, itemsize, single, checkpoints,
+               id(model), cost.ops, cost.values_moved, cost.gemm_flops, bool(getattr(cost, "interpreted", False)))
+        predicted = self._peak_cache.get(key)
+        if predicted is None or predicted[0] is not model:
+            predicted = self._peak_cache[key] = (model, model.time(cost, itemsize), self.predicted_peak_bytes(
+                mode, wrt, outputs, chunk, itemsize, single=single, checkpoints=checkpoints))
+        cost.predicted = {"time_s": predicted[1], "peak_bytes": predicted[2]}
 
     def _measured(self, be, measure_memory, warmup, go, run, observer=None):
         """go(run, observer) under be.measure; with a warm-up (default: be.warmup),

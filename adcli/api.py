@@ -641,6 +641,8 @@ class Program:
         except RunTooLarge:   # only when compile_only: the run itself will interpret it
             self._too_large.add(key)
             return cost
+        if isinstance(runner, Replay):   # its counts are the compiled run's, taken once
+            return compiled.counted()
         cost.mults_primal, cost.flops_primal = runner.primal.mults, runner.primal.flops
         cost.mults_derivative, cost.flops_derivative = runner.derivative.mults, runner.derivative.flops
         cost.ops = runner.primal.ops + runner.derivative.ops
@@ -655,8 +657,6 @@ class Program:
         # run is too large for compiled plans (predicted: its operations alone pass the limit)
         cost.interpreted = cost.ops > MAX_CACHED_EQUATIONS if abstract else \
             (type(runner) is Runner and observer is None)
-        if isinstance(runner, Replay):
-            return compiled.counted()
         if isinstance(runner, Stager):
             self._last_compiled = None
             if runner.keep:   # (MAX_CACHED_EQUATIONS, MAX_CACHED_CONSTANT_BYTES)

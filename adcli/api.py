@@ -30,6 +30,7 @@ from .execute import (MAX_CACHED_CONSTANT_BYTES, MAX_CACHED_EQUATIONS, MAX_CACHE
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
+from .backends import NumpyBackend
 from .tangents import Abstract, Counter, Linear, Seed
 
 MODES = ("forward", "reverse")
@@ -245,6 +246,7 @@ class Program:
         self._peak_cache = {}       # predicted peak live values per (mode, wrt, outputs, chunk)
         self._analyses = {}         # static facts per (wrt, outputs)
         self._decisions = {}        # adcli.decide: the mode choice per (wrt, chunk, limit, backend, ...)
+        self._decided = {}          # jacobian()'s decisions per set of arguments (_jacobian_decisions)
         self._default_limits = {}   # backend name -> default memory limit, read once per program
         self._compiled = {}         # adcli.execute.CompiledRun per (mode, wrt, outputs, chunk, backend, ...)
         self._last_compiled = None  # the plans of the last run (adcli.codegen reads them)
@@ -466,10 +468,11 @@ class Program:
             if node.id not in cache:
                 cache[node.id] = be.asarray(np.asarray(node.attrs["value"]), xp_dtype)
             consts[node.id] = cache[node.id]
-        if moves:   # made here, not inside the timed sweeps
+        if moves and not self._static.get("moves_made"):   # made here, not inside the timed sweeps
             for node in self.graph.nodes:
                 if REGISTRY.get(node.op) is not None and REGISTRY[node.op].movement:
                     node.moves
+            self._static["moves_made"] = True   # kept by their nodes from then on
         return be, xp_dtype, host_inputs, inputs, consts, np_dtype, changed
 
     def _const_nodes(self) -> list:
@@ -706,6 +709,8 @@ class Program:
         except RunTooLarge:   # only when compile_only: the run itself will interpret it
             self._too_large.add(key)
             return cost
+        if isinstance(runner, Replay):   # its counts are the compiled run's, taken once
+            return compiled.counted()
         cost.mults_primal, cost.flops_primal = runner.primal.mults, runner.primal.flops
         cost.mults_derivative, cost.flops_derivative = runner.derivative.mults, runner.derivative.flops
         cost.ops = runner.primal.ops + runner.derivative.ops
@@ -720,8 +725,6 @@ class Program:
         # run is too large for compiled plans (predicted: its operations alone pass the limit)
         cost.interpreted = cost.ops > MAX_CACHED_EQUATIONS if abstract else \
             (type(runner) is Runner and observer is None)
-        if isinstance(runner, Replay):
-            return compiled.counted()
         if isinstance(runner, Stager):
             self._last_compiled = None
             if runner.keep:   # (MAX_CACHED_EQUATIONS, MAX_CACHED_CONSTANT_BYTES)
@@ -914,22 +917,22 @@ class Program:
                                   hint="differentiate fewer inputs with --wrt, lower a dim with --set, "
                                        "or raise --memory-limit")
 
-    @_linear_algebra_problems
-    def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
-                 backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
-                 measure_memory: bool = False, warmup: bool | None = None,
-                 json: bool = False, checkpoints: int | str | None = None) -> Derivative:
-        """The full Jacobian of all outputs w.r.t. `wrt` (default: all inputs).
-        `checkpoints` (reverse mode): reverse each loop keeping at most that many states
-        (binomial checkpointing; "auto": none while every residual fits the memory limit,
-        else the most states that fit).
-        `warmup` (default: the backend's choice, on for CuPy) runs the sweeps once
-        before the measured run and reports that run's time as cost.time_s["warmup"].
-        `json`: the result will be written as JSON (report.derivative_json_pieces): refused
-        when that would not fit the memory limit (check_json)."""
+    def _jacobian_decisions(self, mode, wrt, chunk, backend, dtype, memory_limit, checkpoints, json):
+        """What a jacobian() call decides before it runs (the inputs named, the mode, the
+        chunk, the checks against the memory limit): the same for every call with the same
+        arguments, since it reads shapes and the memory limit alone, so it is kept per
+        program (a cached call then costs its sweeps, not these decisions again)."""
+        try:
+            key = (mode, wrt if wrt is None or isinstance(wrt, str) else tuple(wrt), chunk,
+                   backend if isinstance(backend, str) else id(backend), dtype, memory_limit,
+                   checkpoints, bool(json))
+            hash(key)
+        except TypeError:   # an argument that cannot be a key: decided every time
+            key = None
+        if key is not None and key in self._decided:
+            return self._decided[key]
         wrt = self._wrt(wrt)
         outputs = list(self.graph.outputs)
-        mode_requested = mode
         note = ""
         if mode not in ("auto",) + MODES:
             raise UsageProblem(f"unknown mode '{mode}'; choose forward, reverse or auto")
@@ -973,6 +976,30 @@ class Program:
         chunk = min(chunk, passes)
         if json:
             self.check_json(limit, "jacobian", wrt, outputs, itemsize)
+        constant_budget = limit - self.required_bytes(mode, wrt, outputs, chunk, itemsize, checkpoints)
+        decided = (wrt, outputs, mode, note, itemsize, backend, limit, sizes, checkpoints, chunk, chunk_note,
+                   constant_budget)
+        if key is not None and isinstance(backend, NumpyBackend):   # (a GPU's free memory moves)
+            self._decided[key] = decided
+        return decided
+
+    @_linear_algebra_problems
+    def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
+                 backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
+                 measure_memory: bool = False, warmup: bool | None = None,
+                 json: bool = False, checkpoints: int | str | None = None) -> Derivative:
+        """The full Jacobian of all outputs w.r.t. `wrt` (default: all inputs).
+        `checkpoints` (reverse mode): reverse each loop keeping at most that many states
+        (binomial checkpointing; "auto": none while every residual fits the memory limit,
+        else the most states that fit).
+        `warmup` (default: the backend's choice, on for CuPy) runs the sweeps once
+        before the measured run and reports that run's time as cost.time_s["warmup"].
+        `json`: the result will be written as JSON (report.derivative_json_pieces): refused
+        when that would not fit the memory limit (check_json)."""
+        mode_requested = mode
+        (wrt, outputs, mode, note, itemsize, backend, limit, sizes, checkpoints, chunk, chunk_note,
+         constant_budget) = self._jacobian_decisions(mode, wrt, chunk, backend, dtype, memory_limit,
+                                                     checkpoints, json)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)
         xp = be.xp
         stacked = {}   # (output, input) -> derivatives of all directions: (directions,) + node shape
@@ -996,7 +1023,7 @@ class Program:
             stacked[key][offset:offset + k] = dense
 
         run["store"] = store
-        run["constant_budget"] = limit - self.required_bytes(mode, wrt, outputs, chunk, itemsize, checkpoints)
+        run["constant_budget"] = constant_budget
         cost = self._measured(be, measure_memory, warmup,
                               lambda r, observer, only=False: self._run(mode, wrt, outputs, chunk, sizes, r,
                                                                    compile_only=only, checkpoints=checkpoints),
@@ -1077,9 +1104,16 @@ class Program:
         (prediction = count, so they are the predicted counts) and the predicted peak."""
         from .machine import model_for
 
-        cost.predicted = {"time_s": model_for(be.name).time(cost, itemsize),
-                          "peak_bytes": self.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize,
-                                                                  single=single, checkpoints=checkpoints)}
+        model = model_for(be.name)
+        # the same counts and the same model predict the same: kept per run kind (a cached
+        # call does not work its prediction out again)
+        key = ("predicted", mode, tuple(wrt), tuple(outputs), chunk, itemsize, single, checkpoints,
+               id(model), cost.ops, cost.values_moved, cost.gemm_flops, bool(getattr(cost, "interpreted", False)))
+        predicted = self._peak_cache.get(key)
+        if predicted is None or predicted[0] is not model:
+            predicted = self._peak_cache[key] = (model, model.time(cost, itemsize), self.predicted_peak_bytes(
+                mode, wrt, outputs, chunk, itemsize, single=single, checkpoints=checkpoints))
+        cost.predicted = {"time_s": predicted[1], "peak_bytes": predicted[2]}
 
     def _measured(self, be, measure_memory, warmup, go, run, observer=None):
         """go(run, observer) under be.measure; with a warm-up (default: be.warmup),

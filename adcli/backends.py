@@ -72,11 +72,17 @@ class CupyUnavailable(Exception):
     pass
 
 
+_NUMPY = None
+
+
 def get_backend(name: str = "numpy") -> Backend:
     from .errors import AdError, UsageProblem
 
     if name in ("numpy", "auto"):   # auto: NumPy, also where a GPU is present
-        return NumpyBackend()
+        global _NUMPY
+        if _NUMPY is None:   # it keeps no state of a run: one serves every call
+            _NUMPY = NumpyBackend()
+        return _NUMPY
     if name == "cupy":
         from .backend_cupy import CupyBackend, cupy_problem
 

@@ -573,6 +573,35 @@ class Program:
             self._static["loops"] = sum(n.op == "loop" for n in self.graph.nodes)
         return self._static["loops"]
 
+    def _keeping(self, mode, checkpoints) -> str:
+        """For a refusal: the states it was predicted keeping, when --checkpoints set them."""
+        if mode != "reverse" or not isinstance(checkpoints, int) or not self._loop_count():
+            return ""
+        return f" keeping at most {checkpoints:,} state{'s' if checkpoints != 1 else ''} per loop"
+
+    def _fewer_states(self, mode, checkpoints) -> str:
+        """For a refusal's hint: keeping fewer loop states, where that can help."""
+        could = self._loop_count() or any(why.startswith("is written out") for _, why in
+                                          getattr(self.graph, "unrolled", []))
+        if mode != "reverse" or not could or checkpoints == 1:
+            return ""
+        if checkpoints is None:
+            return "keep fewer loop states with --checkpoints auto, "
+        return f"keep fewer loop states than --checkpoints {checkpoints}, "
+
+    def checkpoints_note(self, checkpoints) -> str:
+        """Why `checkpoints` change nothing for this program ("" when they do): it has no
+        repeat that stayed a loop (each one written out iteration by iteration, and why)."""
+        if checkpoints is None or self._loop_count():
+            return ""
+        unrolled = getattr(self.graph, "unrolled", [])
+        shown = "auto" if checkpoints == "auto" else f"{checkpoints}"
+        if not unrolled:
+            return f"--checkpoints {shown} changes nothing: this program has no repeat"
+        line, why = unrolled[0]
+        more = "" if len(unrolled) == 1 else f" (and {len(unrolled) - 1} more repeat{'s' if len(unrolled) > 2 else ''})"
+        return f"--checkpoints {shown} changes nothing: the repeat at line {line} {why}{more}"
+
     def resident_bytes(self, itemsize) -> int:
         """In memory before the sweeps start, and through them: inputs and consts (made
         on the host in float64, and copied to the run's dtype unless that is float64) and
@@ -621,9 +650,10 @@ class Program:
             return passes, ""
         if need(1) > memory_limit:
             raise ResourceProblem(
-                f"{mode} mode needs about {_bytes(need(1))} even one direction at a time, over the "
-                f"memory limit of {_bytes(memory_limit)}",
-                hint="raise --memory-limit, lower a dim with --set, or try the other --mode")
+                f"{mode} mode needs about {_bytes(need(1))} even one direction at a time"
+                f"{self._keeping(mode, checkpoints)}, over the memory limit of {_bytes(memory_limit)}",
+                hint="raise --memory-limit, lower a dim with --set, " + self._fewer_states(mode, checkpoints)
+                     + "or try the other --mode")
         lo, hi = 1, passes
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -960,6 +990,8 @@ class Program:
             mode, note = decision.mode, "auto picked " + decision.reason
         sizes = in_sizes if mode == "forward" else out_sizes
         passes = sum(sizes)
+        if mode == "reverse":   # (say so when there is no loop to checkpoint)
+            note = _joined(note, self.checkpoints_note(checkpoints))
         if mode == "forward" or not self._loop_count():   # nothing to checkpoint
             checkpoints = None
         elif checkpoints == "auto":
@@ -1160,8 +1192,10 @@ class Program:
         need = (self.predicted_peak_bytes(mode, wrt, outputs, 1, itemsize, single=True, checkpoints=checkpoints)
                 + self.resident_bytes(itemsize))
         if need > limit:
-            raise ResourceProblem(f"one {kind.upper()} needs about {_bytes(need)}, over the memory limit "
-                                  f"of {_bytes(limit)}", hint="lower a dim with --set, or raise --memory-limit")
+            raise ResourceProblem(f"one {kind.upper()} needs about {_bytes(need)}{self._keeping(mode, checkpoints)}, "
+                                  f"over the memory limit of {_bytes(limit)}",
+                                  hint="lower a dim with --set, " + self._fewer_states(mode, checkpoints)
+                                       + "or raise --memory-limit")
         if json:
             self.check_json(limit, kind, wrt, outputs, itemsize)
         return limit, limit - need, checkpoints
@@ -1172,6 +1206,7 @@ class Program:
         mode = "forward" if kind == "jvp" else "reverse"
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
         _check_checkpoints(checkpoints)
+        note = self.checkpoints_note(checkpoints) if kind == "vjp" else ""
         if kind == "jvp" or not self._loop_count():
             checkpoints = None
         limit, headroom, checkpoints = self._single_limit(kind, given, wrt_names, backend, dtype, memory_limit,
@@ -1229,7 +1264,7 @@ class Program:
         else:
             jac, rows, cols = flat.reshape(1, -1), [("cotangent", None)], self._spec(result_names, self.input_shape)
         result = Derivative(kind, mode, mode, values, rows, cols, outputs,
-                            wrt_names, cost, be.name, be.device, dtype, host_inputs, matrix=jac,
+                            wrt_names, cost, be.name, be.device, dtype, host_inputs, matrix=jac, note=note,
                             consts=run["changed_consts"], consts_set=run["consts_set"],
                             given={name: np.asarray(be.to_host(v[0])) for name, v in seeds.items()})
         if kind == "jvp":
@@ -1322,9 +1357,12 @@ class Program:
         reach it. None when nothing is found."""
         loop = self._first_loop()
         if loop is not None:   # the node-by-node search needs the program unrolled
+            kept = getattr(getattr(self.graph, "builder", None), "loops", "auto") == "always"
+            how = ("run it without --checkpoints, which keeps it a loop (and raise --node-limit if it "
+                   "is long), to unroll it and see where" if kept else
+                   "raise --node-limit to unroll it and see where")
             return (f"a value or derivative is not finite; the program has a loop (the repeat at line "
-                    f"{loop.line}), inside which adcli does not name the node: raise --node-limit to "
-                    "unroll it and see where")
+                    f"{loop.line}), inside which adcli does not name the node: {how}")
         wrt = result.wrt if result is not None else list(self.graph.inputs)
         outputs = result.outputs if result is not None else list(self.graph.outputs)
         analysis = self._analysis(wrt, outputs)
@@ -1457,6 +1495,11 @@ class Program:
         place = f"{self.graph.filename}:{node.line}" if node.line else self.graph.filename
         text = f" ({node.text.strip()})" if node.text else ""
         return f"{node.var} = {node.op}{text} at {place}"
+
+
+def _joined(note: str, more: str) -> str:
+    """`note`, and `more` after it unless it says it already (auto mode's reason may)."""
+    return note if not more or more in note else f"{note}; {more}" if note else more
 
 
 def _check_checkpoints(checkpoints):

@@ -211,6 +211,7 @@ class Builder:
         self.loop_index = None
         self.loop_trouble = None
         self.loop_refusal = None
+        self.unrolled = []   # (line, why) of each repeat written out iteration by iteration
         # (output, wrt inputs): make the outputs that output's gradient, as nodes (adcli hessian)
         self.gradient_of = None
 
@@ -496,12 +497,16 @@ class Builder:
         stop_early = name is None or not _reads(body, name)
         loopable = count >= 2   # (nested repeats included: an inner one is a loop in the body, or unrolled)
         self.loop_refusal = None   # (Builder._loop says why it could not)
-        if loopable and self.loops == "always" and self._loop(stmt, body, count, scope, name):
-            return
-        if loopable and self.loops == "auto":
+        if loopable and self.loops == "always":
+            if self._loop(stmt, body, count, scope, name):
+                return
+            self.unrolled.append((stmt.line, "cannot stay a loop: " + self._not_a_loop(body, count)))
+        elif loopable and self.loops == "auto":
             saved = self._save(scope)
             try:   # the first iteration tells whether all of them would pass the limit
                 self._unroll(stmt, body, count, scope, name, stop_early, foresee=True)
+                self.unrolled.append((stmt.line, "is written out iteration by iteration, being small "
+                                                 "(load the program with loops=\"always\" to keep it a loop)"))
             except _OverNodeLimit:
                 self._restore(saved, scope)
                 if not self._loop(stmt, body, count, scope, name):
@@ -513,6 +518,9 @@ class Builder:
                                     f"{stmt.line} cannot stay a loop: {why})")
                         raise
             return
+        else:
+            self.unrolled.append((stmt.line, f"runs {count} time{'' if count == 1 else 's'}: no loop "
+                                             "of steps to checkpoint"))
         self._unroll(stmt, body, count, scope, name, stop_early)
 
     def _unroll(self, stmt, body, count, scope, name, stop_early, foresee=False):
@@ -2099,6 +2107,7 @@ class Builder:
                       dims=dict(self.dims), filename=self.filename, source=self.text,
                       input_defaults=self.input_defaults, input_lines=self.input_lines)
         graph.input_types = self.input_types
+        graph.unrolled = self.unrolled
         graph.builder = self
         return graph
 

@@ -115,15 +115,19 @@ def decide(program, wrt=None, chunk=None, memory_limit=None, backend="numpy", dt
     else:
         mode, why = _choose(plans, usable)
         reverse = plans["reverse"]
-        if "reverse" in usable and reverse.checkpoints is not None:   # (checkpoints="auto" chose them)
+        if "reverse" in usable and reverse.checkpoints is not None:
             from .api import _bytes
 
-            full = program.required_bytes("reverse", wrt, outputs, reverse.chunk, itemsize)
-            notes.insert(0, f"reverse mode is predicted keeping at most {reverse.checkpoints:,} states per "
-                            f"loop (--checkpoints {reverse.checkpoints}), running "
-                            f"{reverse.cost.recomputed_steps:,} loop steps again: keeping every step's "
-                            f"residuals would need about {_bytes(full)}, over the memory limit of "
-                            f"{_bytes(limit)}")
+            kept = (f"reverse mode is predicted keeping at most {reverse.checkpoints:,} states per loop "
+                    f"(--checkpoints {reverse.checkpoints}), running {reverse.cost.recomputed_steps:,} loop "
+                    f"steps again")
+            if checkpoints == "auto":   # chosen for the limit: say what keeping everything needs
+                full = program.required_bytes("reverse", wrt, outputs, reverse.chunk, itemsize)
+                kept += (f": keeping every step's residuals would need about {_bytes(full)}, over the "
+                         f"memory limit of {_bytes(limit)}")
+            notes.insert(0, kept)
+        elif checkpoints is not None and program.checkpoints_note(checkpoints):
+            notes.insert(0, program.checkpoints_note(checkpoints))
         reason = why + ("" if not notes else "; " + "; ".join(notes))
         decision = Decision(mode, reason, plans, model, limit)
     program._decisions[key] = decision
@@ -135,7 +139,10 @@ def _choose(plans, usable) -> tuple[str, str]:
 
     if len(usable) == 1:
         p = plans[usable[0]]
-        return p.mode, (f"{p.mode}, the only mode that can run: predicted {seconds(p.time_s)}, "
+        # (the other is out for a disagreement, or does not fit: then checkpointing may still
+        # fit, which compare's recommendation weighs, so this does not say "can run")
+        left = "left" if all(plan.fits for plan in plans.values()) else "that fits the memory limit"
+        return p.mode, (f"{p.mode}, the only mode {left}: predicted {seconds(p.time_s)}, "
                         f"peak {_bytes(p.peak_bytes)}")
     f, r = plans["forward"], plans["reverse"]
     fast, slow = (f, r) if f.time_s <= r.time_s else (r, f)

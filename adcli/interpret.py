@@ -1578,19 +1578,24 @@ class _Records:
 
 
 # Reverse mode keeps a record per iteration of a loop (its residuals' keys and references,
-# dict entries, small arrays' headers): about 500 bytes measured by tracemalloc on a
-# one-op body (100,000 iterations: 60 MB against 16 MB of values), counted as this many
-# 8-byte elements (interpret._Live.indexes) while the record lives.
-LOOP_RECORD_WIDE = 64
+# dict entries): what that costs beyond the values and their array headers, counted as
+# 8-byte elements (interpret._Live.indexes; the prediction multiplies the books by
+# memory.TEMPORARY_FACTOR) per record and per residual key it holds. Measured with
+# tracemalloc (2,000 and 30,000 iterations of bodies of 3 and 12 residual keys): the
+# interpreter's records hold ~600 B + ~100 B per key (736 and 926 B with 3 keys, 1,667 B
+# with 12; a fixed 500 B was counted before, under the 12-key body's need). Compiled
+# plans hold from 6 B to about the same: counted alike, never under.
+LOOP_RECORD_WIDE = (48, 10)
 # and when its backward reads the loop index as a number, that iteration's index kept beside
-# it (a 0-d array and its entry: about 190 bytes measured over 100,000 iterations; the
-# prediction multiplies the books by memory.TEMPORARY_FACTOR, as for the record)
+# it (a 0-d array and its entry: about 190 bytes measured over 100,000 iterations)
 LOOP_INDEX_WIDE = 15
 
 
 def _record_wide(sched, keys) -> int:
     """The books' cost of an iteration's record whose residual keys are `keys`."""
-    return LOOP_RECORD_WIDE + (LOOP_INDEX_WIDE if sched.index is not None and sched.index in keys else 0)
+    per_record, per_key = LOOP_RECORD_WIDE
+    return (per_record + per_key * len(keys)
+            + (LOOP_INDEX_WIDE if sched.index is not None and sched.index in keys else 0))
 
 
 class _Steady:

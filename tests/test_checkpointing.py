@@ -211,6 +211,41 @@ def test_auto_mode_picks_reverse_with_checkpoints_when_the_limit_demands_it():
     assert plain.plans["reverse"].checkpoints is None
 
 
+def test_explicit_checkpoints_are_not_said_to_be_over_the_limit():
+    """--checkpoints S given, not chosen for the limit: the decision says how many states
+    and steps, and nothing about a memory limit that did not choose them."""
+    program = _looped(LAYER.format(n=4, l=50))
+    decision = program.decide(checkpoints=3)
+    reverse = decision.plans["reverse"]
+    assert reverse.checkpoints == 3
+    if decision.mode == "reverse":
+        assert "at most 3 states" in decision.reason
+    assert "over the memory limit" not in decision.reason
+
+
+def test_checkpoints_that_change_nothing_say_why(tmp_path):
+    """A program with no loop to checkpoint: the result's note (the CLI's mode line, JSON
+    mode_note) says why, instead of ignoring --checkpoints in silence."""
+    unrolled = adcli.loads(SCALAR_LOOP.format(l=5))   # a short repeat: unrolled by default
+    note = unrolled.jacobian(mode="reverse", checkpoints=2).note
+    assert note.startswith("--checkpoints 2 changes nothing: the repeat at line 4 is written out")
+    assert 'loops="always"' in note
+    assert "changes nothing" in unrolled.vjp({"y": 1.0}, checkpoints=2).note
+    flat = adcli.loads("input x: scalar = 0.5\noutput y = sin(x)\n")
+    assert flat.jacobian(mode="reverse", checkpoints=2).note == \
+        "--checkpoints 2 changes nothing: this program has no repeat"
+    growing = tmp_path / "growing.ad"
+    growing.write_text("input x: vec[2] = [0.5, 0.1]\nrepeat 3 {\n  x = concat(x, x)\n}\noutput y = sum(x)\n")
+    out = CliRunner().invoke(cli, ["grad", str(growing), "--checkpoints", "2", "--mode", "reverse", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["mode_note"] == ("--checkpoints 2 changes nothing: the repeat at line 2 "
+                                                  "cannot stay a loop: a value it carries changes shape, or "
+                                                  "its body computes nothing")
+    once = adcli.loads("input x: scalar = 0.5\nrepeat 1 {\n  x = sin(x)\n}\noutput y = x\n", loops="always")
+    assert "runs 1 time: no loop of steps to checkpoint" in once.jacobian(mode="reverse", checkpoints=2).note
+    assert _looped(SCALAR_LOOP.format(l=5)).jacobian(mode="reverse", checkpoints=2).note == ""
+
+
 def test_programs_without_loops_and_forward_mode_ignore_checkpoints():
     unrolled = adcli.loads(SCALAR_LOOP.format(l=5))   # a short repeat: unrolled by default
     assert unrolled.jacobian(mode="reverse", checkpoints=2).cost.checkpoints is None

@@ -113,7 +113,8 @@ def expression(graph, node, name=None) -> str:
     if op == "multigammaln":
         extra.append(str(node.attrs["d"]))
     if node.attrs.get("axis") is not None:
-        extra.append(f"axis={node.attrs['axis']}")
+        axis = node.attrs["axis"]   # several axes as the language writes them: [0, 2]
+        extra.append(f"axis={list(axis) if isinstance(axis, tuple) else axis}")
     if node.attrs.get("keepdims"):
         extra.append("keepdims=true")
     return f"{op}({', '.join(args + extra)})"

@@ -23,6 +23,7 @@ from .errors import (AdError, NameProblem, ResourceProblem, ShapeProblem, Source
                      ValueProblem)
 from .ir import Graph, Node, broadcast_shapes, format_shape, with_article
 from .ops import COMPARISONS, REGISTRY, ShapeError
+from .tangents import axes_of
 from .parser import Ast, parse, strip_bom
 
 DEFAULT_NODE_LIMIT = 200_000
@@ -52,7 +53,7 @@ DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace", "load")
 # files name values `rows` and `cols`, and a call is told from a name by its parentheses.
 SIZE_FUNCTIONS = ("rows", "cols")
 OTHER_FUNCTIONS = ("norm", "dot", "outer", "concat", "stack", "reshape", "transpose", "multigammaln",
-                   "einsum")
+                   "einsum", "expand_dims", "squeeze")
 MAX_MULTIGAMMALN_D = 10_000   # multigammaln(a, d) sums d gammaln terms: each is work per element
 GATHER_FUNCTIONS = ("take_along_axis", "scatter_add")
 MOVEMENT_FUNCTIONS = ("reshape", "transpose", "concat", "stack")   # of integer data: integer data
@@ -99,13 +100,11 @@ def _shape_of(value) -> tuple:
 
 
 def _matmul_shape(a: tuple, b: tuple) -> tuple:
-    """numpy.matmul's result shape for 1-D and 2-D operands, or ValueError."""
-    if not a or not b or len(a) > 2 or len(b) > 2:
-        raise ValueError
-    inner_a, inner_b = a[-1], (b[0] if len(b) == 1 else b[-2])
-    if inner_a != inner_b:
-        raise ValueError
-    return a[:-1] + b[1:] if len(b) == 2 else a[:-1]
+    """numpy.matmul's result shape (stacks included), or ValueError."""
+    try:
+        return tuple(REGISTRY["matmul"].shape([tuple(a), tuple(b)], {}))
+    except ShapeError:
+        raise ValueError from None
 
 
 class Data:
@@ -975,8 +974,6 @@ class Builder:
         """The shape the value takes: the declared type, which it must broadcast to."""
         own = _shape_of(value)
         if shape is None:
-            if len(own) > 2:
-                self.fail(ShapeProblem, f"the value of {name} has {len(own)} dimensions; at most 2", ast)
             return tuple(own)
         if broadcast_shapes(own, shape) != tuple(shape) or len(own) > len(shape):
             self.fail(ShapeProblem, f"the value of {name} is {format_shape(own)}, "
@@ -1128,6 +1125,9 @@ class Builder:
                 if abstract:
                     return _Shape(array.shape)
             if integer:   # indices: whole numbers only, as int64
+                if array.ndim > 2:
+                    self.fail(ShapeProblem, f"{shown} holds an array of {array.ndim} dimensions; integer data "
+                              "has at most 2", ast)
                 return data_files.as_integers(array, shown, MAX_INTEGER)
             array = data_files.as_float(array, shown)
             data_files.check_finite(array, shown)
@@ -1277,7 +1277,7 @@ class Builder:
                 self.fail(NameProblem, f"unknown attribute .{attr} (only .T, the transpose, exists)", ast)
             if len(self.nodes[node].shape) < 2:
                 return node   # like NumPy, .T of a scalar or vector is itself
-            return self.emit("transpose", (node,), ast)
+            return self.emit("transpose", (node,), ast)   # (every axis reversed, as NumPy's .T)
         if kind == "index":
             return self.index(ast, scope)
         if kind == "call":
@@ -1640,9 +1640,6 @@ class Builder:
         first = next(i for i, part in enumerate(key) if not isinstance(part, slice))
         # NumPy's rule for 2 axes: the indexed axes' shape stands where the first of them stood
         result_shape = tuple(slices[:first]) + picked[0].shape + tuple(slices[first:])
-        if len(result_shape) > 2:
-            self.fail(ShapeProblem, f"this gather would make a {len(result_shape)}-D value "
-                      f"({', '.join(map(str, result_shape))}); adcli values have at most 2 dimensions", ast)
         # which input element each gathered one is, over the indexed axes: the same element
         # gathered c ≥ 2 times gets c contributions added in reverse mode
         flat = np.ravel_multi_index(tuple(p.reshape(-1) for p in picked),
@@ -1698,9 +1695,6 @@ class Builder:
         positions = self._in_range(positions, n, None, args[1])
         rest = tuple(shape[positions.ndim:])
         out_shape = (n,) + rest
-        if len(out_shape) > 2:
-            self.fail(ShapeProblem, f"scatter_add would make a {len(out_shape)}-D value; adcli values "
-                      "have at most 2 dimensions", ast)
         width = prod(rest)
         targets = (positions.reshape(-1, 1) * width + np.arange(width)).reshape(-1)
         # intp: NumPy's bincount would copy a narrower index on every run
@@ -1776,7 +1770,15 @@ class Builder:
     def _axis(self, kwargs, scope):
         if "axis" not in kwargs:
             return None
-        return self.integer(kwargs["axis"], scope, "an axis")
+        return self._axes(kwargs["axis"], scope)
+
+    def _axes(self, ast, scope):
+        """An axis (a whole number), or several in a list or tuple: `axis=[0, 2]`, `(0, 2)`."""
+        if ast.kind in ("list", "tuple"):
+            if not ast.args[0]:
+                self.fail(ValueProblem, "an empty list of axes", ast)
+            return tuple(self.integer(item, scope, "an axis") for item in ast.args[0])
+        return self.integer(ast, scope, "an axis")
 
     def _reduction_attrs(self, name, kwargs, scope, ast) -> dict:
         """axis= and keepdims= of a reduction (softmax and log_softmax take no keepdims:
@@ -1826,7 +1828,8 @@ class Builder:
             x = self.expr(args[0], scope)
             shape, axis = self.nodes[x].shape, attrs["axis"]
             if name in NO_EMPTY_REDUCTIONS and (not prod(shape) if axis is None or not shape
-                                                else -len(shape) <= axis < len(shape) and not shape[axis]):
+                                                else any(-len(shape) <= a < len(shape) and not shape[a]
+                                                         for a in axes_of(axis))):
                 self.fail(ShapeProblem, f"{name} of no elements is undefined ({format_shape(shape)}"
                           f"{'' if axis is None else f', axis={axis}'})", ast)
             return self.emit(name, (x,), ast, attrs)
@@ -1882,18 +1885,33 @@ class Builder:
                 self.fail(ValueProblem, f"{name} takes one or more values and no keywords", ast)
             return self.emit(name, tuple(self.expr(a, scope) for a in args), ast)
         if name == "reshape":
-            if len(args) not in (2, 3) or kwargs:
-                self.fail(ValueProblem, "reshape takes a value and one or two sizes: reshape(x, r, c)", ast)
+            if len(args) < 2 or kwargs:
+                self.fail(ValueProblem, "reshape takes a value and its new sizes: reshape(x, r, c), "
+                          "reshape(x, a, b, c), or the sizes in a list: reshape(x, [a, b, c])", ast)
             x = self.expr(args[0], scope)
-            shape = tuple(self.integer(a, scope, "a size", positive=True) for a in args[1:])
+            sizes = args[1].args[0] if len(args) == 2 and args[1].kind in ("list", "tuple") else args[1:]
+            shape = tuple(self.integer(a, scope, "a size", positive=True) for a in sizes)
             if prod(shape) != self.nodes[x].size:
                 self.fail(ShapeProblem, f"cannot reshape {format_shape(self.nodes[x].shape)} "
                           f"({self.nodes[x].size} elements) to {format_shape(shape)}", ast)
             return self.emit("reshape", (x,), ast, {"shape": shape})
         if name == "transpose":
-            self._arity(name, args, kwargs, 1, ast)
+            if len(args) == 1 and set(kwargs) == {"axes"}:
+                args, kwargs = (args[0], kwargs["axes"]), {}
+            if len(args) not in (1, 2) or kwargs:
+                self.fail(ValueProblem, "transpose takes a value and, optionally, its axes in their new "
+                          "order: transpose(A), transpose(x, [1, 0, 2])", ast)
             x = self.expr(args[0], scope)
-            return self.emit("transpose", (x,), ast) if len(self.nodes[x].shape) == 2 else x
+            shape = self.nodes[x].shape
+            if len(args) == 1:   # every axis reversed, as NumPy's
+                return self.emit("transpose", (x,), ast) if len(shape) >= 2 else x
+            axes = self._axes(args[1], scope)
+            axes = tuple(a + len(shape) if a < 0 else a for a in ((axes,) if isinstance(axes, int) else axes))
+            if axes == tuple(range(len(shape))):
+                return x
+            return self.emit("transpose", (x,), ast, {"axes": axes})
+        if name in ("expand_dims", "squeeze"):
+            return self._expand_or_squeeze(name, ast, args, kwargs, scope)
         if name in SIZE_FUNCTIONS:
             self._arity(name, args, kwargs, 1, ast)
             return self.literal(self._size(name, self.nodes[self.expr(args[0], scope)].shape, ast), ast)
@@ -1902,6 +1920,42 @@ class Builder:
         if scope.in_def is not None and name == scope.in_def.name:
             self.fail(NameProblem, f"def {name} calls itself; recursion is not supported", ast)
         self.fail(NameProblem, f"unknown function '{name}'{_did_you_mean(name, BUILTINS | set(SIZE_FUNCTIONS) | set(self.defs))}", ast)
+
+    def _expand_or_squeeze(self, name, ast, args, kwargs, scope) -> int:
+        """expand_dims(x, axis) inserts axes of length 1 where the result has them; squeeze(x)
+        drops every axis of length 1, squeeze(x, axis) the ones named (each must be of length
+        1). Both as NumPy's: the same elements in the same order, so a reshape node."""
+        if len(args) == 2 and "axis" not in kwargs:
+            args, kwargs = (args[0],), {**kwargs, "axis": args[1]}
+        self._arity(name, args, kwargs, 1, ast, ("axis",))
+        if name == "expand_dims" and "axis" not in kwargs:
+            self.fail(ValueProblem, "expand_dims takes the new axis (or axes): expand_dims(x, 0)", ast)
+        x = self.expr(args[0], scope)
+        shape = self.nodes[x].shape
+        axis = self._axis(kwargs, scope)
+        axes = None if axis is None else ((axis,) if isinstance(axis, int) else axis)
+        rank = len(shape) + (len(axes) if name == "expand_dims" else 0)
+        if axes is not None:
+            where = kwargs["axis"]
+            for a in axes:
+                if not -rank <= a < rank:
+                    self.fail(ShapeProblem, f"axis={a} is out of range for {name} of "
+                              f"{with_article(format_shape(shape))} (axes 0 … {rank - 1})", where)
+            axes = tuple(a + rank if a < 0 else a for a in axes)
+            if len(set(axes)) != len(axes):
+                self.fail(ShapeProblem, f"{name} names an axis twice", where)
+        if name == "expand_dims":
+            rest = iter(shape)
+            new = tuple(1 if i in axes else next(rest) for i in range(rank))
+        else:
+            if axes is None:
+                axes = tuple(i for i, d in enumerate(shape) if d == 1)
+            for a in axes:
+                if shape[a] != 1:
+                    self.fail(ShapeProblem, f"squeeze drops axes of length 1, but axis {a} of "
+                              f"{format_shape(shape)} has length {shape[a]}", kwargs.get("axis", ast))
+            new = tuple(d for i, d in enumerate(shape) if i not in axes)
+        return self.emit("reshape", (x,), ast, {"shape": new}) if new != shape else x
 
     def inline(self, fn: _Def, ast, scope) -> int:
         name, args, kwargs = ast.args
@@ -2002,10 +2056,6 @@ class Builder:
                 g = derive.vjp(point, out, e.const(1.0), end)
                 return (e.zeros(in_shape) if g is None else g).id
             shape = out_shape + in_shape
-            if len(shape) > 2:
-                self.fail(ShapeProblem, f"{text} of a function from {format_shape(in_shape)} to "
-                          f"{format_shape(out_shape)} would make a {len(shape)}-D value; adcli values have "
-                          "at most 2 dimensions", ast)
             m, n = prod(out_shape), prod(in_shape)
             if not m or not n:
                 return e.zeros(shape).id

@@ -108,9 +108,6 @@ def _refuse_where(bad: np.ndarray, array: np.ndarray, shown: str, what: tuple, w
 
 def check_dimensions(shape, shown: str) -> tuple:
     shape = tuple(int(s) for s in shape)
-    if len(shape) > 2:
-        raise DataFileProblem(f"{shown} holds an array of {len(shape)} dimensions {shape}; at most 2 "
-                              "(a scalar, a vector or a matrix)")
     if 0 in shape:
         raise DataFileProblem(f"{shown} holds an empty array {shape}")
     return shape

@@ -16,7 +16,7 @@ is), the very same rules run here against stand-ins that emit nodes: ``NodeArray
 array module whose functions emit registry nodes (xp.cos → a `cos` node, xp.where → `where`,
 xp.linalg.inv → `inv`), ``NodeValue`` a node seen as an array (its operators emit `add`,
 `mul`, `greater`, ...), and ``NodeLinear`` has ``Linear``'s methods, each emitting the nodes
-of its linear map for one direction (no direction axis: values keep at most 2 dimensions).
+of its linear map for one direction (no direction axis: a derivative has its value's shape).
 This is the route adcli.staging takes for compiled plans (the rules run on a recording
 array module), with registry nodes instead of array calls as the record. Constants a rule
 makes from shapes alone (a triangle mask, a diagonal's positions) are made on the host with
@@ -44,6 +44,7 @@ import numpy as np
 
 from .ir import format_shape
 from .ops import REGISTRY, Residuals
+from .tangents import kept_shape
 
 # xp functions the rules call that are registry ops of the same name (elementwise, of one
 # or two arrays): the partials of sin, sqrt, abs, erf, ... (adcli.ops)
@@ -165,7 +166,7 @@ class NodeValue:
 
     @property
     def T(self) -> "NodeValue":
-        return self.emitter.emit("transpose", (self,)) if self.ndim == 2 else self
+        return self.emitter.emit("transpose", (self,)) if self.ndim >= 2 else self
 
     def reshape(self, *shape) -> "NodeValue":
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape
@@ -316,8 +317,7 @@ class NodeLinear:
         if t is None:
             return None
         shape = tuple(shape)
-        kept = tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape))
-        return self.broadcast(self.reshape(t, kept), shape)
+        return self.broadcast(self.reshape(t, kept_shape(shape, axis)), shape)
 
     def reshape(self, t, shape):
         return None if t is None else self.e.reshape(t, shape)
@@ -487,8 +487,9 @@ class Derivatives:
         in_shape = self.builder.nodes[node.inputs[i]].shape
         if node.op == "reshape":
             return self.e.reshape(ct, in_shape)
-        if node.op == "transpose":
-            return ct.T
+        if node.op == "transpose":   # the inverse permutation (.T, every axis reversed: itself)
+            axes = node.attrs.get("axes")
+            return ct.T if axes is None else self.e.emit("transpose", (ct,), {"axes": tuple(np.argsort(axes).tolist())})
         from .build import index_maps
 
         out_pos, in_pos = index_maps(node, [self.builder.nodes[x].shape for x in node.inputs])[i]

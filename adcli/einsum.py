@@ -108,9 +108,6 @@ def parse(text: str, shapes: list) -> Subscripts:
             seen.add(ch)
             output.append(ch)
         output = "".join(output)
-    if len(output) > 2:
-        raise SubscriptError(f"einsum would make a {len(output)}-D value ('{output}'); adcli values have at "
-                             "most 2 dimensions", arrow + 2 if arrow >= 0 else None)
     if len(counts) >= len(LETTERS):
         raise SubscriptError("einsum may use at most 51 different letters (one is kept for the "
                              "derivative's directions)")

@@ -123,11 +123,11 @@ def format_shape(shape: Shape) -> str:
         return f"vec[{shape[0]}]"
     if len(shape) == 2:
         return f"mat[{shape[0]}, {shape[1]}]"
-    return "array[" + ", ".join(str(d) for d in shape) + "]"
+    return "tensor[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def with_article(kind: str) -> str:
-    """'a vec[3]', 'a scalar', 'an ivec[3]', 'an int', 'an imat[2, 2]', 'an array[…]'."""
+    """'a vec[3]', 'a scalar', 'an ivec[3]', 'an int', 'an imat[2, 2]', 'a tensor[…]'."""
     return ("an " if kind[:1] in "aeiou" else "a ") + kind
 
 

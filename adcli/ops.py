@@ -25,7 +25,7 @@ from typing import Callable
 from . import einsum as contraction
 from .backends import special_functions
 from .ir import broadcast_shapes, format_shape
-from .tangents import matmul_shape, reduced_shape
+from .tangents import Abstract, axes_of, kept_shape, matmul_shape, reduced_shape
 
 
 class ShapeError(Exception):
@@ -137,8 +137,6 @@ def _broadcast_rule(symbol):
             shapes = [format_shape(s) for s in in_shapes]
             raise ShapeError(f"shapes {', '.join(shapes[:-1])} and {shapes[-1]} "
                              f"do not broadcast for '{symbol}'")
-        if len(out) > 2:
-            raise ShapeError(f"'{symbol}' would make a {len(out)}-D value; adcli values have at most 2 dimensions")
         return out
     return rule
 
@@ -444,13 +442,85 @@ register(Primitive(
 def _matmul_shape(in_shapes, attrs):
     a, b = in_shapes
     if not a or not b:
-        raise ShapeError(f"'@' needs vectors or matrices, got {format_shape(a)} @ {format_shape(b)}; "
-                         "use '*' to scale")
-    out = matmul_shape(a, b)
-    if out is None:
+        raise ShapeError(f"'@' needs vectors, matrices or stacks of them, got {format_shape(a)} @ "
+                         f"{format_shape(b)}; use '*' to scale")
+    if len(a) <= 2 and len(b) <= 2:
+        out = matmul_shape(a, b)
+        if out is None:
+            raise ShapeError(f"inner dimensions differ in {format_shape(a)} @ {format_shape(b)} "
+                             f"({a[-1]} vs {b[0]})")
+        return out
+    inner_b = b[0] if len(b) == 1 else b[-2]
+    if a[-1] != inner_b:
         raise ShapeError(f"inner dimensions differ in {format_shape(a)} @ {format_shape(b)} "
-                         f"({a[-1]} vs {b[0]})")
-    return out
+                         f"({a[-1]} vs {inner_b})")
+    batch = broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+    if batch is None:
+        raise ShapeError(f"the stacks of {format_shape(a)} @ {format_shape(b)} do not broadcast "
+                         f"({format_shape(tuple(a[:-2]))} and {format_shape(tuple(b[:-2]))})")
+    return batch + tuple(a[-2:-1]) + tuple(b[-1:] if len(b) > 1 else ())
+
+
+# `@` on stacks (an operand of 3 or more dimensions) is NumPy's matmul: the leading axes are
+# a batch of matrices, broadcast as elementwise ops broadcast them. Its derivatives are the
+# einsums it is: with letters for the batch axes, an operand's axis of length 1 that the
+# batch broadcasts is dropped (reshaped away, free), so that a JVP is the einsum with the
+# tangent in the operand's place and a VJP the cotangent contracted with the other operand,
+# summed over the batch axes that operand was broadcast along. Linear.einsum counts them as
+# einsum counts (b·m·k·n mults for a batch of b products of (m×k)(k×n)).
+_BATCH_LETTERS = "abcdefghlmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def matmul_terms(a, b, out):
+    """Einsum letters of a batched a @ b: (a's, a's shape with broadcast axes dropped, b's,
+    b's such shape, the output's, each letter's size)."""
+    batch = len(out) - (len(a) > 1) - (len(b) > 1)
+    letters = _BATCH_LETTERS[:batch]
+    sizes = {ch: out[i] for i, ch in enumerate(letters)}
+    sizes.update(i=a[-2] if len(a) > 1 else 1, j=a[-1], k=b[-1] if len(b) > 1 else 1)
+
+    def operand(shape, own):
+        lead = len(shape) - len(own)
+        term, kept = "", []
+        for axis, size in enumerate(shape[:lead]):
+            ch = letters[batch - lead + axis]
+            if size == sizes[ch]:
+                term += ch
+                kept.append(size)
+        return term + own, tuple(kept) + tuple(shape[lead:])
+
+    term_a, shape_a = operand(a, "ij" if len(a) > 1 else "j")
+    term_b, shape_b = operand(b, "jk" if len(b) > 1 else "j")
+    return term_a, shape_a, term_b, shape_b, letters + ("i" if len(a) > 1 else "") + ("k" if len(b) > 1 else ""), sizes
+
+
+def _stacked(r) -> bool:
+    return len(r.in_shapes[0]) > 2 or len(r.in_shapes[1]) > 2
+
+
+def _as_shape(T, x, shape):
+    """A residual reshaped (a view; only its shape when counting)."""
+    if T.xp is None:
+        return Abstract(shape)
+    return x if tuple(x.shape) == tuple(shape) else x.reshape(shape)
+
+
+def _batched_jvp(i):
+    def rule(T, r, t):
+        ta, sa, tb, sb, to, sizes = matmul_terms(*r.in_shapes, r.out_shape)
+        own, other = ((ta, sa), (tb, sb)) if i == 0 else ((tb, sb), (ta, sa))
+        return T.einsum(T.reshape(t, own[1]), own[0], [(_as_shape(T, r.x[1 - i], other[1]), other[0])],
+                        to, sizes)
+    return rule
+
+
+def _batched_vjp(i):
+    def rule(T, r, ct):
+        ta, sa, tb, sb, to, sizes = matmul_terms(*r.in_shapes, r.out_shape)
+        own, other = ((ta, sa), (tb, sb)) if i == 0 else ((tb, sb), (ta, sa))
+        g = T.einsum(ct, to, [(_as_shape(T, r.x[1 - i], other[1]), other[0])], own[0], sizes)
+        return T.reshape(g, r.in_shapes[i])
+    return rule
 
 
 def _matmul_cost(in_shapes, out, attrs):
@@ -459,6 +529,8 @@ def _matmul_cost(in_shapes, out, attrs):
 
 
 def _matmul_vjp_left(T, r, ct):
+    if _stacked(r):
+        return _batched_vjp(0)(T, r, ct)
     b = r.x1
     if b.ndim == 2:
         return T.matmul_right(ct, b.T)          # ct @ Bᵀ
@@ -466,6 +538,8 @@ def _matmul_vjp_left(T, r, ct):
 
 
 def _matmul_vjp_right(T, r, ct):
+    if _stacked(r):
+        return _batched_vjp(1)(T, r, ct)
     a = r.x0
     if a.ndim == 2:
         return T.matmul_left(a.T, ct)           # Aᵀ @ ct
@@ -474,7 +548,8 @@ def _matmul_vjp_right(T, r, ct):
 
 register(Primitive(
     "matmul", _matmul_shape, lambda xp, a, b: a @ b, _matmul_cost, arity=2, contraction=True,
-    jvp=[lambda T, r, t: T.matmul_right(t, r.x1), lambda T, r, t: T.matmul_left(r.x0, t)],
+    jvp=[lambda T, r, t: _batched_jvp(0)(T, r, t) if _stacked(r) else T.matmul_right(t, r.x1),
+         lambda T, r, t: _batched_jvp(1)(T, r, t) if _stacked(r) else T.matmul_left(r.x0, t)],
     vjp=[_matmul_vjp_left, _matmul_vjp_right],
     uses=[("x1",), ("x0",)], partials=[None, None],
     doc="a matmul (a×b)(b×c) is a·b·c mults and 2·a·b·c flops"))
@@ -572,18 +647,18 @@ register(Primitive(
 # node's shape (free: a reshape moves nothing), and the transposes broadcast a kept or a
 # dropped axis back alike (Linear.expand).
 
-def kept_shape(shape, axis) -> tuple:
-    """The shape of a reduction over `axis` (None: all) with its reduced axes kept as 1."""
-    return tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape))
-
-
 def _reduce_shape(in_shapes, attrs):
     axis = attrs.get("axis")
     shape = in_shapes[0]
-    if axis is not None and not -len(shape) <= axis < len(shape):
-        raise ShapeError(f"axis={axis} is out of range for {format_shape(shape)}")
-    if axis is not None and axis < 0:
-        attrs["axis"] = axis + len(shape)
+    if axis is not None:   # one axis (an int) or several (a tuple), each from the end if negative
+        axes = axes_of(axis)
+        for a in axes:
+            if not -len(shape) <= a < len(shape):
+                raise ShapeError(f"axis={a} is out of range for {format_shape(shape)}")
+        axes = tuple(a + len(shape) if a < 0 else a for a in axes)
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"axis={axis} names an axis twice")
+        attrs["axis"] = axes[0] if isinstance(axis, int) else tuple(sorted(axes))
     if attrs.get("keepdims"):
         return kept_shape(shape, attrs.get("axis"))
     return reduced_shape(shape, attrs.get("axis"))
@@ -661,12 +736,21 @@ def _prod_others(xp, r):
     if flat:
         x = x.reshape(-1)
         axis = 0
-    moved = xp.moveaxis(x, axis, -1)
+    axes = axes_of(axis)
+    ends = tuple(range(-len(axes), 0))
+    # the reduced axes last, as one axis of their elements (several axes: row-major)
+    moved = xp.moveaxis(x, axes, ends) if len(axes) > 1 else xp.moveaxis(x, axis, -1)
+    lead = tuple(moved.shape[:-len(axes)])
+    moved = moved.reshape(lead + (prod(moved.shape[len(lead):]),)) if len(axes) > 1 else moved
     ones = xp.ones(moved.shape[:-1] + (1,), dtype=x.dtype)
     left = xp.cumprod(xp.concatenate([ones, moved[..., :-1]], axis=-1), axis=-1)
     right = xp.flip(xp.cumprod(xp.concatenate([ones, xp.flip(moved, -1)[..., :-1]], axis=-1), axis=-1), -1)
     # (an empty axis: the leading 1 would make one element where there are none)
-    result = xp.moveaxis((left * right)[..., :moved.shape[-1]], -1, axis)
+    result = (left * right)[..., :moved.shape[-1]]
+    if len(axes) > 1:
+        result = xp.moveaxis(result.reshape(lead + tuple(r.in_shapes[0][a] for a in axes)), ends, axes)
+    else:
+        result = xp.moveaxis(result, -1, axis)
     return result.reshape(r.in_shapes[0]) if flat else result
 
 
@@ -771,7 +855,18 @@ def _index_shape(in_shapes, attrs):
 
 
 _movement("index", _index_shape, lambda xp, x, key=None, result_shape=None: x[key])
-_movement("transpose", lambda s, a: tuple(reversed(s[0])), lambda xp, x: x.T)
+def _transpose_shape(in_shapes, attrs):
+    shape, axes = in_shapes[0], attrs.get("axes")
+    if axes is None:   # .T: every axis reversed, as NumPy's
+        return tuple(reversed(shape))
+    if sorted(axes) != list(range(len(shape))):
+        raise ShapeError(f"transpose of {format_shape(shape)} needs its {len(shape)} axes in a new order "
+                         f"(a permutation of 0 … {len(shape) - 1}), got ({', '.join(map(str, axes))})")
+    return tuple(shape[a] for a in axes)
+
+
+_movement("transpose", _transpose_shape,
+          lambda xp, x, axes=None: x.T if axes is None else xp.transpose(x, axes))
 _movement("reshape", lambda s, a: tuple(a["shape"]),
           lambda xp, x, shape=None: x.reshape(shape))
 
@@ -791,8 +886,6 @@ def _stack_shape(in_shapes, attrs):
     first = in_shapes[0]
     if any(s != first for s in in_shapes):
         raise ShapeError("stack needs equal shapes, got " + ", ".join(format_shape(x) for x in in_shapes))
-    if len(first) >= 2:
-        raise ShapeError("stack of matrices would make a 3-D value; adcli values have at most 2 dimensions")
     return (len(in_shapes),) + tuple(first)
 
 

@@ -308,6 +308,9 @@ def _make_transformer():
         def mat_type(self, meta, c):
             return self._ast("type", meta, c[0], c[1])
 
+        def tensor_type(self, meta, c):
+            return self._ast("type", meta, *(x for x in c if x is not None))
+
         def int_type(self, meta, c):
             return self._ast("itype", meta)
 

@@ -103,7 +103,8 @@ def expression(graph, node, name=None) -> str:
         rows = node.shape[0]
         return f"scatter_add({args[0]}, {index_array_text(node.attrs['index'])}, {rows})"
     if op == "transpose":
-        return f"{args[0]}.T"
+        axes = node.attrs.get("axes")
+        return f"{args[0]}.T" if axes is None else f"transpose({args[0]}, [{', '.join(map(str, axes))}])"
     if op == "reshape":
         return f"reshape({args[0]}, {', '.join(str(d) for d in node.attrs.get('shape', node.shape))})"
     if op == "einsum":
@@ -112,7 +113,8 @@ def expression(graph, node, name=None) -> str:
     if op == "multigammaln":
         extra.append(str(node.attrs["d"]))
     if node.attrs.get("axis") is not None:
-        extra.append(f"axis={node.attrs['axis']}")
+        axis = node.attrs["axis"]   # several axes as the language writes them: [0, 2]
+        extra.append(f"axis={list(axis) if isinstance(axis, tuple) else axis}")
     if node.attrs.get("keepdims"):
         extra.append("keepdims=true")
     return f"{op}({', '.join(args + extra)})"

@@ -314,7 +314,7 @@ class Linear:
         if self.xp is None:
             return Abstract((self.k,) + out)
         t = self.dense(t)
-        axes = tuple(range(1, t.ndim)) if axis is None else axis + 1
+        axes = tuple(range(1, t.ndim)) if axis is None else tuple(a + 1 for a in axes_of(axis))
         return t.sum(axis=axes)
 
     def expand(self, t, shape, axis=None):
@@ -322,8 +322,7 @@ class Linear:
         if t is None:
             return None
         shape = tuple(shape)
-        kept = tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape))
-        return self.broadcast(self.reshape(t, kept), shape)
+        return self.broadcast(self.reshape(t, kept_shape(shape, axis)), shape)
 
     # -- data movement ---------------------------------------------------------------
     def reshape(self, t, shape):
@@ -733,10 +732,22 @@ class Linear:
         return slots[-1]
 
 
+def axes_of(axis) -> tuple:
+    """A reduction's axis attribute (an int, or a tuple of ints for several) as a tuple."""
+    return (axis,) if isinstance(axis, int) else tuple(axis)
+
+
 def reduced_shape(shape, axis) -> tuple:
     if axis is None:
         return ()
-    return tuple(d for i, d in enumerate(shape) if i != axis)
+    axes = axes_of(axis)
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def kept_shape(shape, axis) -> tuple:
+    """The shape of a reduction over `axis` (None: all) with its reduced axes kept as 1."""
+    axes = None if axis is None else axes_of(axis)
+    return tuple(1 if axes is None or i in axes else d for i, d in enumerate(shape))
 
 
 def matmul_shape(a, b) -> tuple | None:

@@ -489,7 +489,11 @@ def adjoint_term(graph, consumer, i, name=None) -> str:
         if op == "gather":   # repeated indices add
             return f"scatter_add({b}, [{expression(graph, consumer, name).split('[', 1)[1]})"
         if op == "transpose":
-            return f"{b}ᵀ"
+            axes = consumer.attrs.get("axes")
+            if axes is None:
+                return f"{b}ᵀ"
+            back = sorted(range(len(axes)), key=lambda a: axes[a])   # the inverse permutation
+            return f"transpose({b}, [{', '.join(map(str, back))}])"
         if op == "reshape":
             return f"reshape({b}, {', '.join(map(str, src.shape)) or '()'})"
         if op == "stack":

@@ -376,7 +376,7 @@ def render(e) -> str:
     if op == "not":
         return f"not {wrap(k[0])}"
     if op == "reduce":
-        axis = "" if p["axis"] is None else f", axis={p['axis']}"
+        axis = "" if p["axis"] is None else f", axis={_axis_text(p['axis'])}"
         keep = ", keepdims=true" if p.get("keepdims") else ""
         return f"{p['name']}({render(k[0])}{axis}{keep})"
     if op == "norm":
@@ -386,7 +386,11 @@ def render(e) -> str:
     if op == "T":
         return f"{wrap(k[0])}.T"
     if op == "transpose":
-        return f"transpose({render(k[0])})"
+        axes = p.get("axes")
+        return f"transpose({render(k[0])}{'' if axes is None else ', ' + _axis_text(list(axes))})"
+    if op in ("expand_dims", "squeeze"):
+        axis = p.get("axis")
+        return f"{op}({render(k[0])}{'' if axis is None else ', ' + _axis_text(axis)})"
     if op == "reshape":
         return f"reshape({render(k[0])}, {', '.join(s.text for s in p['sizes'])})"
     if op in ("concat", "stack"):
@@ -424,6 +428,11 @@ def render(e) -> str:
     raise ValueError(op)
 
 
+def _axis_text(axis) -> str:
+    """An axis, or several as a list: 1, [0, 2]."""
+    return f"[{', '.join(map(str, axis))}]" if isinstance(axis, (tuple, list)) else str(axis)
+
+
 def int_list_text(a) -> str:
     return str(np.asarray(a).tolist())
 
@@ -433,6 +442,8 @@ def type_text(shape, dims):
         return "scalar"
     if len(shape) == 1:
         return f"vec[{size_text(shape[0], dims)}]"
+    if len(shape) > 2:
+        return f"tensor[{', '.join(size_text(d, dims) for d in shape)}]"
     return f"mat[{size_text(shape[0], dims)}, {size_text(shape[1], dims)}]"
 
 
@@ -592,8 +603,12 @@ def _keepdims(ctx, e, x, out):
     return np.reshape(out, _keep_shape(x.shape, _norm_axis(e.p.get("axis"), x.ndim)))
 
 
+def _axes(axis):
+    return axis if isinstance(axis, tuple) else (axis,)
+
+
 def _keep_shape(shape, axis):
-    return tuple(1 if axis is None or i == axis else d for i, d in enumerate(shape))
+    return tuple(1 if axis is None or i in _axes(axis) else d for i, d in enumerate(shape))
 
 
 def _keep(value, shape, axis):
@@ -601,8 +616,9 @@ def _keep(value, shape, axis):
 
 
 def _reduce(name, x, axis):
-    if axis is not None and axis < 0:
-        axis += x.ndim
+    axis = _norm_axis(axis, x.ndim)
+    if name == "log_softmax" and isinstance(axis, tuple):   # over several axes: x - logsumexp
+        return x - _keep(_reduce("logsumexp", x, axis), x.shape, axis)
     if name == "logsumexp":
         top = np.max(x, axis=axis, keepdims=True)
         out = np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True)) + top
@@ -957,12 +973,11 @@ def _ev(e, scope, ctx):
         x = ev(k[0], scope, ctx)
         ctx.feature(p["name"] if p["name"] in ("softmax", "log_softmax") else
                     f"reduce:{p['name']}" + ("" if p["axis"] is None else ":axis"))
+        if x.ndim > 2 or isinstance(p["axis"], tuple):
+            ctx.feature(f"tensor-reduce:{p['name']}" + (":axes" if isinstance(p["axis"], tuple) else ""))
         out = _reduce(p["name"], x, p["axis"])
         if p["name"] in ("max", "min"):
-            axis = p["axis"]
-            if axis is not None and axis < 0:
-                axis += x.ndim
-            ctx.kink(x == _keep(out, x.shape, axis))
+            ctx.kink(x == _keep(out, x.shape, _norm_axis(p["axis"], x.ndim)))
         return _keepdims(ctx, e, x, out)
     if op == "multigammaln":
         ctx.feature("multigammaln" if p["d"].text.isdigit() else "multigammaln:dim")
@@ -983,8 +998,16 @@ def _ev(e, scope, ctx):
         return _keepdims(ctx, e, x, out)
     if op in ("T", "transpose"):
         x = ev(k[0], scope, ctx)
-        ctx.feature("transpose" if x.ndim == 2 else "transpose-vec")
-        return x.T
+        ctx.feature("transpose" if x.ndim == 2 else "transpose-vec" if x.ndim < 2 else
+                    "transpose-axes" if p.get("axes") is not None else "transpose-3d")
+        return x.T if p.get("axes") is None else np.transpose(x, p["axes"])
+    if op in ("expand_dims", "squeeze"):
+        x = ev(k[0], scope, ctx)
+        ctx.feature(op)
+        axis = p.get("axis")
+        if op == "expand_dims":
+            return np.expand_dims(x, axis)
+        return np.squeeze(x) if axis is None else np.squeeze(x, axis)
     if op == "reshape":
         x = ev(k[0], scope, ctx)
         out = np.reshape(x, tuple(s.value for s in p["sizes"]))
@@ -999,7 +1022,7 @@ def _ev(e, scope, ctx):
         return np.concatenate(xs, axis=0)
     if op in ("stack", "list"):
         xs = [ev(x, scope, ctx) for x in k]
-        ctx.feature("gather" if xs[0].ndim == 0 else "stack-vectors")
+        ctx.feature("gather" if xs[0].ndim == 0 else "stack-vectors" if xs[0].ndim == 1 else "stack-matrices")
         if repeated and xs[0].ndim == 0:
             ctx.feature("gather-repeated")
         return np.stack(xs, axis=0)
@@ -1014,6 +1037,10 @@ def _ev(e, scope, ctx):
             ctx.feature("slice-step")
         if any(isinstance(n, Idx) for sub in p["subs"] for n in sub[1:]):
             ctx.feature("repeat-index-slice" if "slice" in kinds else "repeat-index")
+            if x.ndim > 2:
+                ctx.feature("repeat-index-tensor")
+        if x.ndim > 2:
+            ctx.feature(f"index:tensor-{len(p['subs'])}")
         arrays = [sub[1] for sub in p["subs"] if sub[0] == "arr"]
         if arrays:
             ctx.feature("gather-index" if x.ndim == 1 and arrays[0].ndim == 1 else
@@ -1162,10 +1189,12 @@ def _plus(a, b):
 
 def _sum_axes(t, axis):
     """Sum a tangent over value axis `axis` (None: all value axes)."""
-    return t.sum(axis=tuple(range(1, t.ndim)) if axis is None else axis + 1)
+    return t.sum(axis=tuple(range(1, t.ndim)) if axis is None else tuple(a + 1 for a in _axes(axis)))
 
 
 def _norm_axis(axis, ndim):
+    if isinstance(axis, tuple):
+        return tuple(sorted(a + ndim if a < 0 else a for a in axis))
     return axis + ndim if axis is not None and axis < 0 else axis
 
 
@@ -1180,7 +1209,8 @@ def _others_product(x, axis):
             out[index] = np.prod(y)
         else:
             line = list(index)
-            line[axis] = slice(None)
+            for a in _axes(axis):
+                line[a] = slice(None)
             out[index] = np.prod(y[tuple(line)])
     return out
 
@@ -1225,6 +1255,10 @@ def dual(e, scope, ctx, K):
     if op == "bin":
         sym = p["sym"]
         (a, ta), (b, tb) = dual(k[0], scope, ctx, K), dual(k[1], scope, ctx, K)
+        if sym == "@" and max(np.ndim(a), np.ndim(b)) > 2:   # stacks: one matmul per direction
+            out = np.matmul(a, b)
+            return out, _plus(None if ta is None else np.stack([np.matmul(ta[d], b) for d in range(K)]),
+                              None if tb is None else np.stack([np.matmul(a, tb[d]) for d in range(K)]))
         if sym == "@":
             out = np.matmul(a, b)
             left, right = _CONTRACT[(np.ndim(a), np.ndim(b))]
@@ -1316,14 +1350,12 @@ def dual(e, scope, ctx, K):
         if name == "softmax":
             u = out * t
             total = _sum_axes(u, axis)
-            total = total.reshape((K,) + tuple(1 if axis is None or i == axis else d
-                                               for i, d in enumerate(x.shape)))
+            total = total.reshape((K,) + _keep_shape(x.shape, axis))
             return out, u - out * total
         if name == "log_softmax":       # d(x - logsumexp x) = t - Σ softmax·t along the axis
             weights = _reduce("softmax", x, axis)
             total = _sum_axes(weights * t, axis)
-            total = total.reshape((K,) + tuple(1 if axis is None or i == axis else d
-                                               for i, d in enumerate(x.shape)))
+            total = total.reshape((K,) + _keep_shape(x.shape, axis))
             return out, t - total
     if op == "multigammaln":     # d/da log Γ_d(a) = Σ_{j<d} digamma(a - j/2)
         a, t = dual(k[0], scope, ctx, K)
@@ -1339,7 +1371,17 @@ def dual(e, scope, ctx, K):
         return out, _sum_axes((x / out if out > 0 else np.zeros_like(x)) * t, None)
     if op in ("T", "transpose"):
         x, t = dual(k[0], scope, ctx, K)
-        return x.T, t if t is None or np.ndim(x) < 2 else np.swapaxes(t, 1, 2)
+        axes = p.get("axes") or tuple(reversed(range(np.ndim(x))))
+        out = np.transpose(x, axes)
+        return out, None if t is None else np.transpose(t, (0,) + tuple(a + 1 for a in axes))
+    if op in ("expand_dims", "squeeze"):
+        x, t = dual(k[0], scope, ctx, K)
+        axis = p.get("axis")
+        if op == "expand_dims":
+            out = np.expand_dims(x, axis)
+        else:
+            out = np.squeeze(x) if axis is None else np.squeeze(x, axis)
+        return out, None if t is None else t.reshape((K,) + out.shape)
     if op == "reshape":
         x, t = dual(k[0], scope, ctx, K)
         shape = tuple(s.value for s in p["sizes"])
@@ -1561,7 +1603,7 @@ class Generator:
         take_along_axis, scatter_add of rows, or an empty slice joined to something."""
         c = self.c
         r, k = shape
-        kind = c.weighted([("rows", 2), ("cols", 2), ("vec", 2), ("take", 4), ("scatter", 2), ("empty", 1)])
+        kind = c.weighted([("rows", 2), ("cols", 2), ("vec", 2), ("take", 4), ("scatter", 2), ("empty", 2)])
         mats = self.pool(env, (2,))
         if kind == "rows":
             fits = [t for t in mats if t.shape[1] == k]
@@ -1742,6 +1784,8 @@ class Generator:
         values = {d.name: d.value for d in self.consts}
         values.update(env.values)
         terms = [Term(var(n), v) for n, v in values.items()]
+        if ndim is None and shape is None:   # tensors of rank 3 only where asked for (Generator.tensor)
+            ndim = (0, 1, 2)
         if ndim is not None:
             terms = [t for t in terms if t.v.ndim in ndim]
         if shape is not None:
@@ -1819,7 +1863,31 @@ class Generator:
             return self.new_const(shape).e
         if len(shape) == 1:
             return self._shaped_vec(env, shape[0], depth)
+        if len(shape) > 2:
+            return self._shaped_tensor(env, shape, depth)
         return self._shaped_mat(env, shape, depth)
+
+    def _shaped_tensor(self, env, shape, depth):
+        """A term of a shape of rank 3 or more: a name, a function of one, a reshape of a
+        vector, a stack of matrices, expand_dims of a matrix, or a new const."""
+        c = self.c
+        same = self.pool(env, shape=shape)
+        kind = c.weighted([("name", 3), ("fn", 1), ("reshape", 2), ("stack", 2), ("expand", 2), ("const", 1)])
+        if kind == "name" and same:
+            return self.pick(env, same).e
+        if kind == "fn" and same:
+            return fn(c.choice(["sin", "tanh", "square"]), self.pick(env, same).e)
+        if kind == "reshape":
+            v = self.shaped(env, (prod(shape),), 0)
+            return E("reshape", (v.e,), sizes=tuple(self.int_text(d) for d in shape))
+        if kind == "stack" and len(shape) == 3 and shape[0] <= 3:
+            parts = [self.shaped(env, shape[1:], 0).e for _ in range(shape[0])]
+            return E("list" if c.chance(0.5) else "stack", parts)
+        if kind == "expand" and 1 in shape and len(shape) == 3:
+            axis = shape.index(1)
+            rest = tuple(d for i, d in enumerate(shape) if i != axis)
+            return E("expand_dims", (self.shaped(env, rest, 0).e,), axis=c.choice([axis, axis - 3]))
+        return self.new_const(shape).e
 
     def _shaped_vec(self, env, k, depth):
         c = self.c
@@ -1957,6 +2025,8 @@ class Generator:
         t = self.expr(env, depth - 1) if self.c.chance(0.6) else self.leaf(env, ndim)
         if t is None or (ndim is not None and t.v.ndim not in ndim):
             t = self.leaf(env, ndim)
+        if t is None and ndim is None:   # only tensors are named here (a program's one input)
+            t = self.scalar_literal()
         return t
 
     def _expr(self, env, depth):
@@ -1964,7 +2034,7 @@ class Generator:
         kind = c.weighted([("unary", 5), ("special", 4), ("neg", 1), ("binary", 6), ("pow", 2), ("extreme", 2),
                            ("matmul", 4), ("reduce", 3), ("softmax", 1), ("norm", 1), ("movement", 4),
                            ("defcall", 2 if not env.in_def else 1), ("kink", 2), ("condition", 3),
-                           ("linalg", 3), ("einsum", 3)])
+                           ("linalg", 3), ("einsum", 3), ("tensor", 4)])
         if kind == "unary":
             name = c.choice(UNARY)
             return fn(name, self.operand(env, depth).e)
@@ -2046,7 +2116,85 @@ class Generator:
             return self.linalg(env, depth)
         if kind == "einsum":
             return self.einsum(env, depth)
+        if kind == "tensor":
+            return self.tensor(env, depth)
         return None
+
+    def tensor_shape(self):
+        return tuple(self.c.choice([1, 2, 2, 3]) if not self.dims or self.c.chance(0.6) else self.size()
+                     for _ in range(3))
+
+    def tensor(self, env, depth):
+        """An expression through a value of rank 3 (an input or const tensor[a, b, c], or one made
+        from matrices and vectors), brought back to rank ≤ 2 at the end: elementwise ops with
+        broadcasting, @ on stacks, transpose with axes, softmax along axes, then an index, a
+        reduction over one or several axes, a product with a vector, a reshape or a squeeze."""
+        c = self.c
+        tensors = self.pool(env, (3,))
+        x = self.pick(env, tensors) if tensors and c.chance(0.7) else self.shaped(env, self.tensor_shape(), 0)
+        for _ in range(c.integer(0, 2)):
+            step = self.safe(self._tensor_step(env, x), env)
+            if step is not None and step.v.ndim == 3:
+                x = step
+        a, b, n = x.shape
+        form = c.choice(["index", "reduce", "matvec", "reshape", "squeeze", "vecmat"])
+        if form == "index":
+            i, j = self.int_text(c.integer(0, a - 1), a), self.int_text(c.integer(0, b - 1), b)
+            k = self.int_text(c.integer(0, n - 1), n)
+            subs = c.choice([(("at", i),), (("at", i), ("slice", None, None), ("at", k)), (("slice", None, None), ("at", j)),
+                             (("at", i), ("at", j)), (("slice", None, None), ("slice", None, None), ("at", k))])
+            return E("index", (x.e,), subs=subs)
+        if form == "reduce":
+            axis = c.choice([None, 0, 1, 2, -1, (0, 2), (0, 1), (1, 2), (-1, 0)])
+            name = c.choice(REDUCTIONS[:-1])
+            if c.chance(0.2):   # kept axes broadcast back, then one axis summed: sum(x - max(x, …), axis=1)
+                kept = bin_(c.choice(["-", "*"]), x.e, reduce_(name, x.e, axis, keepdims=True))
+                return reduce_("sum", kept, c.choice([0, 1, 2]))
+            return reduce_(name, x.e, axis)
+        if form == "matvec":
+            return bin_("@", x.e, self.shaped(env, (n,), 0).e)
+        if form == "vecmat":
+            return bin_("@", self.shaped(env, (b,), 0).e, x.e)
+        if form == "squeeze" and 1 in x.shape:
+            axis = x.shape.index(1)
+            return E("squeeze", (x.e,), axis=c.choice([axis, axis - 3, None]) if x.shape.count(1) == 1 else axis)
+        return E("reshape", (x.e,), sizes=(self.int_text(a * b), self.int_text(n)))
+
+    def _tensor_step(self, env, x):
+        """One operation from a tensor x to another of rank 3."""
+        c = self.c
+        a, b, n = x.shape
+        kind = c.choice(["fn", "binary", "transpose", "matmul", "softmax", "kept"])
+        if kind == "fn":
+            return fn(c.choice(UNARY + ("erf", "arctan", "softplus")), x.e)
+        if kind == "binary":
+            shape = c.choice([(), (n,), (b, n), (b, 1), (a, 1, n), (1, b, 1), x.shape])
+            other = self.shaped(env, shape, 0)
+            pair = (x.e, other.e) if c.chance(0.5) else (other.e, x.e)
+            if c.chance(0.2):
+                return call(c.choice(["maximum", "minimum"]), *pair)
+            return bin_(c.choice(["+", "-", "*"]), *pair)
+        if kind == "transpose":
+            if c.chance(0.3):
+                return E("T", (x.e,))
+            axes = list(range(3))
+            while axes == [0, 1, 2]:
+                axes = [axes[i] for i in sorted(range(3), key=lambda _: c.integer(0, 99))]
+            return E("transpose", (x.e,), axes=tuple(axes))
+        if kind == "matmul":
+            m = c.integer(1, 3)
+            form = c.choice(["mat", "stack", "broadcast", "left"])
+            if form == "mat":
+                return bin_("@", x.e, self.shaped(env, (n, m), 0).e)
+            if form == "stack":
+                return bin_("@", x.e, self.shaped(env, (a, n, m), 0).e)
+            if form == "broadcast":
+                return bin_("@", x.e, self.shaped(env, (1, n, m), 0).e)
+            return bin_("@", self.shaped(env, (m, b), 0).e, x.e)
+        if kind == "softmax":
+            return reduce_(c.choice(["softmax", "log_softmax"]), x.e, c.choice([None, 0, 2, (1, 2), (0, 2)]))
+        return bin_("-", x.e, reduce_(c.choice(["max", "logsumexp", "mean"]), x.e,
+                                      c.choice([0, (0, 2), (1, 2), None]), keepdims=True))
 
     def conditioned(self, env, n, depth, name):
         """A well-conditioned n×n matrix made from a term X: eye(n) + s·X with s·n·max|X| ≤ ½
@@ -2461,13 +2609,20 @@ class Generator:
         shape = current.shape
         forms = ["element", "element", "value"]
         if len(shape) == 1:
-            forms += ["row", "column", "block", "weights"]
+            forms += ["row", "column", "block", "weights", "stacked"]
         elif len(shape) == 2:
             forms += ["rows"]
         form = c.choice(forms)
         if form == "value":
             name = c.choice([name for name, _ in indices])
             return bin_("*", num(c.choice([0.25, -0.5, 0.1])), var(name))
+        if form == "stacked":   # per-step weights as one tensor read by the index: Ws[i] @ h
+            need, position = self.loop_position(indices)
+            w = shape[0]
+            ws = self.source(env, lambda s: len(s) == 3 and s[0] >= need and s[1:] == (w, w), (need, w, w))
+            at = ("at", position(ws.shape[0]))
+            subs = (at,) if self.c.chance(0.6) else (at, ("slice", None, None), ("slice", None, None))
+            return bin_("@", E("index", (ws.e,), subs=subs), current.e)
         if form in ("element", "row", "column"):
             need, position = self.loop_position(indices)
             if form == "element":
@@ -2520,7 +2675,7 @@ class Generator:
 
     def source(self, env, fits, shape):
         """A named value whose shape `fits` (a vector or matrix to index), or a new const."""
-        terms = [t for t in self.pool(env, (1, 2)) if fits(t.shape)]
+        terms = [t for t in self.pool(env, (1, 2, 3)) if fits(t.shape)]
         if terms and self.c.chance(0.6):
             return self.pick(env, terms)
         return self.new_const(shape)
@@ -2533,11 +2688,13 @@ class Generator:
         # inputs of every shape, within MAX_INPUT_SCALARS
         total = 0
         for name in ["x", "y", "z"][:c.integer(1, 3)]:
-            shape = c.weighted([((), 3), ("vec", 3), ("mat", 2)])
+            shape = c.weighted([((), 3), ("vec", 3), ("mat", 2), ("tensor", 1)])
             if shape == "vec":
                 shape = (self.size(),)
             elif shape == "mat":
                 shape = (self.size(), self.size())
+            elif shape == "tensor":
+                shape = self.tensor_shape()
             if total + prod(shape) > MAX_INPUT_SCALARS:
                 shape = ()
             total += prod(shape)

@@ -403,6 +403,9 @@ def test_reduction_op_table(op, axis):
 
 @pytest.mark.parametrize("a_type, b_type", [
     ("mat[2, 3]", "mat[3, 4]"), ("mat[2, 3]", "vec[3]"), ("vec[3]", "mat[3, 4]"), ("vec[3]", "vec[3]"),
+    # @ on stacks: a batch of b products, b·m·k·n mults, the batch broadcast as NumPy's matmul does
+    ("tensor[2, 2, 3]", "tensor[2, 3, 4]"), ("tensor[2, 2, 3]", "mat[3, 4]"), ("mat[2, 3]", "tensor[2, 3, 4]"),
+    ("tensor[2, 2, 3]", "vec[3]"), ("vec[3]", "tensor[2, 3, 4]"), ("tensor[2, 1, 2, 3]", "tensor[3, 3, 4]"),
 ])
 def test_matmul_op_table(a_type, b_type):
     program = adcli.loads(f"input A: {a_type} = rand(seed=1)\ninput B: {b_type} = rand(seed=2)\n"

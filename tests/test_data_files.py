@@ -116,8 +116,8 @@ output loss = mean(softplus(z) - y * z)
     ('const A = load("plain.csv", "a")', "plain.csv has no header row to name column 'a'; select a column "
                                          "by its number (from 0)", 16),
     ('const A = load("strings.npy")', "strings.npy holds strings, not real numbers", 16),
-    ('const A = load("cube.npy")', "cube.npy holds an array of 3 dimensions (2, 2, 2); at most 2 (a scalar, "
-                                   "a vector or a matrix)", 16),
+    ('const i: imat[2, 2] = load("cube.npy")', "cube.npy holds an array of 3 dimensions; integer data has "
+                                              "at most 2", 23),
     ('const A = load("X.txt")', "load reads .npy, .npz, .json, .csv files, not 'X.txt'", 16),
     ("const A = load(X)", 'the path of load(...) is a string in quotes: load("data.npy")', 16),
     ('const A = load("X.npy", 1, 2)', 'load takes a path and, for some formats, a key: load("data.npz", "x")', 11),

@@ -429,6 +429,13 @@ REQUIRED_FEATURES = {
     # lone letter summed first, a scalar operand, one operand twice
     "einsum:chain", "einsum:chain4", "einsum:trace", "einsum:diag", "einsum:diag-product", "einsum:implicit",
     "einsum:lone", "einsum:scalar", "einsum:outer", "einsum-same-operand",
+    # tensors of rank 3: inputs, @ on stacks (batch axes broadcast), transpose with axes and .T,
+    # expand_dims and squeeze, stacks of matrices, indexing (by the loop index too), reductions
+    # over several axes
+    "input:3d", "matmul:33", "matmul:32", "matmul:23", "matmul:31", "matmul:13", "transpose-3d",
+    "transpose-axes", "expand_dims", "squeeze", "stack-matrices", "index:tensor-1", "index:tensor-2",
+    "index:tensor-3", "repeat-index-tensor", "tensor-reduce:sum:axes", "tensor-reduce:max:axes",
+    "tensor-reduce:prod:axes", "tensor-reduce:softmax:axes", "tensor-reduce:log_softmax:axes",
 } | {f"fn:{name}" for name in progen.SPECIAL} | {f"cmp:{sym}" for sym in progen.COMPARE} | {f"fn:{name}" for name in progen.UNARY} | {f"reduce:{name}" for name in progen.REDUCTIONS[:-1]} | {
     f"reduce:{name}:axis" for name in progen.REDUCTIONS[:-1]}
 

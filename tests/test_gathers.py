@@ -229,8 +229,6 @@ output y = 1
      "'i' is integer data (ivec[2]): it can only index, as in x[i], take_along_axis(x, i, axis=…) "
      "or scatter_add(v, i, n)", 16),
     ("const i: ivec[2] = [0.5, 1]\noutput y = 1", "integer data must be an integer, got 0.5", 21),
-    ("const i: imat[2, 2] = [[0, 1], [1, 0]]\ninput A: mat[2, 2] = 1\noutput y = A[i, :]",
-     "this gather would make a 3-D value (2, 2, 2); adcli values have at most 2 dimensions", 12),
     ("const i: ivec[2] = [0, 1]\nconst j: ivec[3] = [0, 1, 1]\ninput A: mat[2, 2] = 1\noutput y = A[i, j]",
      "the index arrays do not broadcast together: ivec[2], ivec[3]", 12),
     ("const i: ivec[3] = [0, 1, 3]\ninput v: vec[3] = 1\noutput y = scatter_add(v, i, 3)",

@@ -249,6 +249,43 @@ CASES = [
                    "output y = einsum(\",ij,jk->kj\", s, A, M)"),
 ]
 
+# tensors of rank 3 and more: broadcasting, @ on stacks (NumPy's batched matmul, its batch axes
+# broadcast), indexing every axis, transpose with axes, reshape, expand_dims and squeeze (reshapes),
+# reductions over several axes
+T3 = "input X: tensor[2, 3, 4]\n"
+CASES += [
+    Case("add", T3 + "input b: vec[4]\noutput y = X + b"),
+    Case("mul", T3 + "input C: mat[3, 1]\noutput y = X * C"),
+    Case("sub", T3 + "input Y: tensor[2, 1, 4]\noutput y = X - Y"),
+    Case("div", T3 + "input Y: tensor[1, 3, 1]\noutput y = Y / X", {"X": "away0"}),
+    Case("sin", T3 + "output y = sin(X) * X"),
+    Case("matmul", T3 + "input B: tensor[2, 4, 2]\noutput y = X @ B"),
+    Case("matmul", T3 + "input B: mat[4, 2]\noutput y = X @ B"),
+    Case("matmul", T3 + "input v: vec[4]\noutput y = X @ v"),
+    Case("matmul", T3 + "input u: vec[3]\noutput y = u @ X"),
+    Case("matmul", "input A: mat[2, 3]\ninput B: tensor[2, 3, 2]\noutput y = A @ B"),
+    Case("matmul", "input A: tensor[2, 1, 2, 3]\ninput B: tensor[3, 3, 2]\noutput y = A @ B"),
+    Case("matmul", T3 + "output y = X @ transpose(X, [0, 2, 1])"),
+    Case("index", T3 + "output y = X[1]"),
+    Case("index", T3 + "output y = X[1, :, 0:2]"),
+    Case("index", T3 + "output y = X[:, 2, -1]"),
+    Case("gather", T3 + "output y = X[[1, 0, 1]][:, :, 0:2] * X[:, [2, 0], 1:3][0, 0]"),
+    Case("transpose", T3 + "output y = transpose(X, [2, 0, 1])"),
+    Case("transpose", T3 + "output y = X.T"),
+    Case("reshape", T3 + "output y = reshape(X, 4, 2, 3)"),
+    Case("reshape", T3 + "output y = expand_dims(X, 1) * squeeze(reshape(X, 2, 1, 3, 4), 1)"),
+    Case("stack", "input A: mat[2, 3]\ninput B: mat[2, 3]\noutput y = stack(A, B * B)"),
+    Case("concat", T3 + "output y = concat(X, X[0:1] * 2)"),
+    Case("einsum", T3 + "input B: tensor[2, 4, 2]\noutput y = einsum(\"bij,bjk->bik\", X, B)"),
+]
+for _op in ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax", "log_softmax"):
+    # (max and min on fewer elements: Hypothesis rarely draws 24 that differ pairwise)
+    _ok, _t = (distinct("X"), "input X: tensor[2, 2, 2]\n") if _op in ("max", "min") else (None, T3)
+    for _axis in ("", ", axis=1", ", axis=[0, 2]", ", axis=[-1, 0, 1]"):
+        CASES.append(Case(_op, f"{_t}output y = {_op}(X{_axis})", ok=_ok))
+    if _op not in ("softmax", "log_softmax"):
+        CASES.append(Case(_op, f"{_t}output y = X * {_op}(X, axis=[0, 2], keepdims=true)", ok=_ok))
+
 # reductions: over all elements and along each axis (and axis=-1)
 for _op in ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax", "log_softmax"):
     _ok = distinct("x") if _op in ("max", "min") else None

@@ -44,7 +44,7 @@ import numpy as np
 
 from .ir import format_shape
 from .ops import REGISTRY, Residuals
-from .tangents import kept_shape
+from .tangents import Shaped, kept_shape
 
 # xp functions the rules call that are registry ops of the same name (elementwise, of one
 # or two arrays): the partials of sin, sqrt, abs, erf, ... (adcli.ops)
@@ -138,7 +138,7 @@ class Emitter:
         return self.reshape(out, shape)
 
 
-class NodeValue:
+class NodeValue(Shaped):
     """A node seen as an array: its operators and methods emit nodes."""
 
     __slots__ = ("emitter", "id")
@@ -151,14 +151,6 @@ class NodeValue:
     @property
     def shape(self) -> tuple:
         return self.emitter.builder.nodes[self.id].shape
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return prod(self.shape)
 
     @property
     def dtype(self):

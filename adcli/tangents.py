@@ -23,13 +23,10 @@ from math import prod
 from .ir import broadcast_shapes
 
 
-class Abstract:
-    """A shape-only stand-in for an array, used by the predictor."""
+class Shaped:
+    """What an array-like with a `shape` knows from it alone (Abstract, derive.NodeValue)."""
 
-    __slots__ = ("shape",)
-
-    def __init__(self, shape):
-        self.shape = tuple(shape)
+    __slots__ = ()
 
     @property
     def ndim(self) -> int:
@@ -38,6 +35,15 @@ class Abstract:
     @property
     def size(self) -> int:
         return prod(self.shape)
+
+
+class Abstract(Shaped):
+    """A shape-only stand-in for an array, used by the predictor."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
 
     @property
     def T(self) -> "Abstract":

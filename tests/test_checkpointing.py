@@ -246,6 +246,25 @@ def test_checkpoints_that_change_nothing_say_why(tmp_path):
     assert _looped(SCALAR_LOOP.format(l=5)).jacobian(mode="reverse", checkpoints=2).note == ""
 
 
+def test_memory_refusals_say_the_states_kept_and_hint_fewer():
+    """A reverse-mode refusal names the states it was predicted keeping under
+    --checkpoints S and hints fewer; without --checkpoints it hints --checkpoints auto,
+    even where the repeat was written out for being small."""
+    program = _looped(LAYER.format(n=40, l=300))
+    with pytest.raises(ResourceProblem) as refused:
+        program.jacobian(mode="reverse", checkpoints=5, memory_limit=60_000)
+    assert "keeping at most 5 states per loop" in str(refused.value)
+    assert "keep fewer loop states than --checkpoints 5" in refused.value.hint
+    with pytest.raises(ResourceProblem) as refused:
+        program.jacobian(mode="reverse", memory_limit=60_000)
+    assert "--checkpoints auto" in refused.value.hint
+    small = adcli.loads(LAYER.format(n=40, l=20))   # unrolled by default
+    assert not small._loop_count()
+    with pytest.raises(ResourceProblem) as refused:
+        small.jacobian(mode="reverse", memory_limit=30_000)
+    assert "--checkpoints auto" in refused.value.hint
+
+
 def test_programs_without_loops_and_forward_mode_ignore_checkpoints():
     unrolled = adcli.loads(SCALAR_LOOP.format(l=5))   # a short repeat: unrolled by default
     assert unrolled.jacobian(mode="reverse", checkpoints=2).cost.checkpoints is None

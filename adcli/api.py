@@ -573,6 +573,46 @@ class Program:
             self._static["loops"] = sum(n.op == "loop" for n in self.graph.nodes)
         return self._static["loops"]
 
+    def check_time(self, mode, wrt, outputs, chunk, sizes, itemsize, backend, time_limit, single=False,
+                   checkpoints=None):
+        """Refuse a run whose predicted time (the machine model on the predicted counts, as
+        cost.predicted reports it) passes `time_limit` seconds (None: no limit): a loop of
+        10^12 steps would otherwise start without a word and never end."""
+        if time_limit is None:
+            return
+        from .machine import model_for
+
+        name = backend if isinstance(backend, str) else backend.name
+        key = ("time", mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single, itemsize, checkpoints, name)
+        if key not in self._peak_cache:
+            cost = self._run(mode, wrt, outputs, chunk, sizes, None, single=single, itemsize=itemsize,
+                             checkpoints=checkpoints)
+            self._peak_cache[key] = (model_for(name).time(cost, itemsize), cost.ops, cost.recomputed_steps)
+        seconds, ops, recomputed = self._peak_cache[key]
+        if seconds > time_limit:
+            again = f", {recomputed:,} loop steps run again" if recomputed else ""
+            raise ResourceProblem(f"{mode} mode is predicted to take about {duration(seconds)} ({ops:,} array "
+                                  f"operations{again}), over the time limit of {duration(time_limit)}",
+                                  hint="raise --time-limit (0 for none), lower a repeat count or a dim with "
+                                       "--set" + (", or keep more states with --checkpoints" if recomputed
+                                                  else ", or try the other --mode"))
+
+    def predicted_primal_time(self, itemsize, backend="numpy") -> float:
+        """Predicted seconds of one primal evaluation (finite differences make 2n of them):
+        the primal sweep walked on shapes, priced by the machine model."""
+        from .machine import model_for
+
+        name = backend if isinstance(backend, str) else backend.name
+        key = ("primal time", itemsize, name)
+        if key not in self._peak_cache:
+            runner = Runner(self.graph, None, None)
+            runner.moves = lambda node: node.abstract_moves()
+            runner.run_primal(self._analysis([], []))
+            cost = Cost(ops=runner.primal.ops, values_moved=runner.primal.moved, gemm_flops=runner.primal.gemm)
+            cost.interpreted = cost.ops > MAX_CACHED_EQUATIONS
+            self._peak_cache[key] = model_for(name).time(cost, itemsize)
+        return self._peak_cache[key]
+
     def _keeping(self, mode, checkpoints) -> str:
         """For a refusal: the states it was predicted keeping, when --checkpoints set them."""
         if mode != "reverse" or not isinstance(checkpoints, int) or not self._loop_count():
@@ -1019,8 +1059,10 @@ class Program:
     def jacobian(self, mode: str = "auto", wrt=None, at=None, chunk: int | None = None,
                  backend="numpy", dtype: str = "float64", memory_limit: int | None = None,
                  measure_memory: bool = False, warmup: bool | None = None,
-                 json: bool = False, checkpoints: int | str | None = None) -> Derivative:
+                 json: bool = False, checkpoints: int | str | None = None,
+                 time_limit: float | None = None) -> Derivative:
         """The full Jacobian of all outputs w.r.t. `wrt` (default: all inputs).
+        `time_limit` (seconds): refused when the run is predicted to take longer.
         `checkpoints` (reverse mode): reverse each loop keeping at most that many states
         (binomial checkpointing; "auto": none while every residual fits the memory limit,
         else the most states that fit).
@@ -1032,6 +1074,7 @@ class Program:
         (wrt, outputs, mode, note, itemsize, backend, limit, sizes, checkpoints, chunk, chunk_note,
          constant_budget) = self._jacobian_decisions(mode, wrt, chunk, backend, dtype, memory_limit,
                                                      checkpoints, json)
+        self.check_time(mode, wrt, outputs, chunk, sizes, itemsize, backend, time_limit, checkpoints=checkpoints)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)
         xp = be.xp
         stacked = {}   # (output, input) -> derivatives of all directions: (directions,) + node shape
@@ -1122,7 +1165,7 @@ class Program:
             raise ResourceProblem(f"reverse mode needs about {_bytes(need(1))} even keeping one state per loop, "
                                   f"over the memory limit of {_bytes(memory_limit)}",
                                   hint="raise --memory-limit, lower a dim with --set, or try --mode forward")
-        lo, hi = 1, most   # more states: fewer recomputations, more memory
+        lo, hi = 1, min(most, MAX_AUTO_STATES)   # more states: fewer recomputations, more memory
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if fits(mid):
@@ -1201,7 +1244,7 @@ class Program:
         return limit, limit - need, checkpoints
 
     def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None,
-                warmup=None, memory_limit=None, json=False, checkpoints=None):
+                warmup=None, memory_limit=None, json=False, checkpoints=None, time_limit=None):
         """One JVP (kind 'jvp': given = input directions) or VJP (given = output cotangents)."""
         mode = "forward" if kind == "jvp" else "reverse"
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
@@ -1243,6 +1286,8 @@ class Program:
                 collected[name] = t
 
         run["store"] = store
+        self.check_time(mode, wrt_names, outputs, 1, [1], np.dtype(DTYPES[dtype]).itemsize, be, time_limit,
+                        single=True, checkpoints=checkpoints)
         cost = self._measured(be, measure_memory, warmup,
                               lambda r, obs, only=False: self._run(mode, wrt_names, outputs, 1, [1], r, single=True,
                                                                   seeds_single=seeds, observer=obs,
@@ -1276,23 +1321,24 @@ class Program:
     @_linear_algebra_problems
     def jvp(self, direction: dict, at=None, backend="numpy", dtype="float64",
             measure_memory=False, observer=None, warmup: bool | None = None,
-            memory_limit: int | None = None, json: bool = False) -> Derivative:
+            memory_limit: int | None = None, json: bool = False, time_limit: float | None = None) -> Derivative:
         """J·v for a direction {input: array} (inputs left out get no tangent): one forward pass.
         `observer(runner, event, node, value, derivative)` sees every node as the sweep runs
         (not the warm-up run: see jacobian's `warmup`). Refused when predicted to exceed
-        `memory_limit`; `json` as in jacobian."""
+        `memory_limit` or `time_limit`; `json` as in jacobian."""
         return self._single("jvp", direction, at, backend, dtype, measure_memory, observer=observer,
-                            warmup=warmup, memory_limit=memory_limit, json=json)
+                            warmup=warmup, memory_limit=memory_limit, json=json, time_limit=time_limit)
 
     @_linear_algebra_problems
     def vjp(self, cotangent: dict, at=None, wrt=None, backend="numpy", dtype="float64",
             measure_memory=False, observer=None, warmup: bool | None = None,
             memory_limit: int | None = None, json: bool = False,
-            checkpoints: int | str | None = None) -> Derivative:
+            checkpoints: int | str | None = None, time_limit: float | None = None) -> Derivative:
         """uᵀ·J for a cotangent {output: array} (outputs left out get none): one reverse pass.
-        `checkpoints` as in jacobian."""
+        `checkpoints` and `time_limit` as in jacobian."""
         return self._single("vjp", cotangent, at, backend, dtype, measure_memory, wrt, observer,
-                            warmup=warmup, memory_limit=memory_limit, json=json, checkpoints=checkpoints)
+                            warmup=warmup, memory_limit=memory_limit, json=json, checkpoints=checkpoints,
+                            time_limit=time_limit)
 
     # -- the Hessian: forward over reverse --------------------------------------------------
     def gradient_program(self, output: str | None = None, wrt=None) -> "Program":
@@ -1495,6 +1541,19 @@ class Program:
         place = f"{self.graph.filename}:{node.line}" if node.line else self.graph.filename
         text = f" ({node.text.strip()})" if node.text else ""
         return f"{node.var} = {node.op}{text} at {place}"
+
+
+# --checkpoints auto looks for S up to this many states per loop: beyond it a step is run
+# again at most about twice (10^6 steps at 4,096 states: 1.9·10^6 steps again), and each
+# state is a step of a prediction's walk down to the first reversed step.
+MAX_AUTO_STATES = 4096
+
+
+def duration(t: float) -> str:
+    """Seconds as a person reads them (adcli.decide.seconds)."""
+    from .decide import seconds
+
+    return seconds(t)
 
 
 def _joined(note: str, more: str) -> str:

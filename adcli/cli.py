@@ -111,6 +111,31 @@ def parse_bytes(text: str) -> int:
     return int(size)
 
 
+DURATION_UNITS = {"": 1, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour": 3600, "hours": 3600,
+                  "d": 86400, "day": 86400, "days": 86400}
+
+
+def parse_duration(text: str) -> float | None:
+    """'90', '90s', '10min', '2h', '1d' -> seconds; '0' or 'none' -> None (no limit)."""
+    import re
+
+    if text.strip().lower() == "none":
+        return None
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).lower() not in DURATION_UNITS:
+        raise UsageProblem(f"--time-limit {shown(text, 24)} is not a duration such as 90s, 10min, 2h or 1d "
+                           "(0 for none)")
+    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
+    return seconds or None
+
+
+def time_limit_option(f):
+    return click.option(
+        "--time-limit", "time_limit_text", default="1h", show_default=True, metavar="DURATION",
+        help="Refuse a run predicted (by the machine model) to take longer: 90s, 10min, 2h, 1d; 0 for "
+             "no limit.")(f)
+
+
 def split_assignment(option: str, text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     name = name.strip()
@@ -528,9 +553,11 @@ def cli():
 @click.option("--summary", is_flag=True, help="Do not print the Jacobian itself.")
 @click.option("--full", is_flag=True, help="Print the whole Jacobian, however large.")
 @checkpoints_option
+@time_limit_option
 @run_options
 def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotangents, chunk,
-         output_path, summary, full, checkpoints_text, backend, dtype, memory_limit, as_json, debug):
+         output_path, summary, full, checkpoints_text, time_limit_text, backend, dtype, memory_limit, as_json,
+         debug):
     """Value, Jacobian (or one JVP/VJP), and the exact cost of getting it."""
     if directions and cotangents:
         raise UsageProblem("--direction (one JVP) and --cotangent (one VJP) cannot be combined")
@@ -546,6 +573,7 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
     if checkpoints is not None and (mode == "forward" or directions):
         raise UsageProblem("--checkpoints applies to reverse mode, which keeps residuals; forward mode keeps none")
     limit = parse_bytes(memory_limit) if memory_limit else None
+    time_limit = parse_duration(time_limit_text)
     check_dims(sets)
     program = load_program(file, sets, node_limit, loops="auto" if checkpoints is None else "always")
     at = read_input_values(program, ats, inputs_file)
@@ -556,14 +584,15 @@ def grad(file, sets, node_limit, ats, inputs_file, mode, wrt, directions, cotang
             raise UsageProblem("--wrt does not apply to --direction; the direction names its inputs")
         if directions:
             result = program.jvp(given, at=at, backend=backend, dtype=dtype, memory_limit=limit, json=as_json,
-                                 measure_memory=True)
+                                 measure_memory=True, time_limit=time_limit)
         else:
             result = program.vjp(given, at=at, wrt=list(wrt) or None, backend=backend, dtype=dtype,
-                                 memory_limit=limit, json=as_json, measure_memory=True, checkpoints=checkpoints)
+                                 memory_limit=limit, json=as_json, measure_memory=True, checkpoints=checkpoints,
+                                 time_limit=time_limit)
     else:   # the CLI reports peak bytes, so it asks for them (the API does not by default)
         result = program.jacobian(mode=mode or "auto", wrt=list(wrt) or None, at=at, chunk=chunk,
                                   backend=backend, dtype=dtype, memory_limit=limit, json=as_json,
-                                  measure_memory=True, checkpoints=checkpoints)
+                                  measure_memory=True, checkpoints=checkpoints, time_limit=time_limit)
     nonfinite = _check_finite(program, result, at, dtype)
     if output_path:
         _save_jacobian(result, output_path)
@@ -718,14 +747,16 @@ def write_atomically(path: str, write, option: str):
                    "(memory against time), as an image (needs matplotlib).")
 @click.option("--fd-max-inputs", type=click.IntRange(min=0), default=5000, show_default=True,
               help="Skip central differences beyond this many input scalars.")
+@time_limit_option
 @run_options(many_backends=True)
 def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, plot_path,
-            fd_max_inputs, backend, dtype, memory_limit, as_json, debug):
+            fd_max_inputs, time_limit_text, backend, dtype, memory_limit, as_json, debug):
     """Forward vs reverse vs central differences, side by side, with a recommendation."""
     from . import compare as comparing
     from .report import finite
 
     limit = parse_bytes(memory_limit) if memory_limit else None
+    time_limit = parse_duration(time_limit_text)
     if plot_path and not plot_path.lower().endswith((".png", ".svg")):
         raise UsageProblem(f"--plot {shown(plot_path)}: the file name must end in .png or .svg")
     backends = [b.strip() for b in backend.split(",") if b.strip()]
@@ -744,7 +775,7 @@ def compare(file, sets, node_limit, ats, inputs_file, wrt, repeat, scale_spec, p
                        f"({problem}); comparing on {', '.join(backends)} only", err=True)
     options = dict(wrt=list(wrt) or None, repeat=repeat,
                    backend=backends[0] if len(backends) == 1 else backends, dtype=dtype,
-                   fd_max_inputs=fd_max_inputs)
+                   fd_max_inputs=fd_max_inputs, time_limit=time_limit)
     if scale_spec:
         name, values = comparing.parse_scale(scale_spec)
         check_dims(sets)

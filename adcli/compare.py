@@ -199,8 +199,9 @@ def predicted_bytes(program, mode, wrt, itemsize) -> int:
 
 def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype="float64",
             memory_limit: int | None = None, fd_max_inputs: int = 5000,
-            methods=METHODS, looped=None) -> Comparison:
+            methods=METHODS, looped=None, time_limit: float | None = None) -> Comparison:
     """Run every method (on every backend, when `backend` is a list) and compare.
+    `time_limit` (seconds): a mode predicted to take longer is skipped, saying so.
     `looped`: the same file loaded with every repeat that can stay a loop a loop
     (loads(..., loops="always")), for the checkpointing frontier; the methods run on
     `program`, as adcli grad loads it."""
@@ -218,7 +219,7 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
     runs, groups, devices = {}, [], []
     for be in backends:
         group = _run_methods(program, wrt, at, repeat, be, dtype, limit, itemsize, n,
-                             fd_max_inputs, methods)
+                             fd_max_inputs, methods, time_limit)
         _accuracy(group, dtype)
         groups.append(group)
         done = next((r.result for r in group.values() if r.result is not None), None)
@@ -247,7 +248,7 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
         program if program._loop_count() else None
     if "reverse" in methods and looped is not None:
         comparison.frontier = frontier(looped, wrt, at, repeat, backends[0], dtype, limit, itemsize,
-                                       groups[0].get("reverse") if looped is program else None)
+                                       groups[0].get("reverse") if looped is program else None, time_limit)
     comparison.recommendation = recommend(program, groups[0], limit, comparison.agreement, wrt,
                                           backends[0], dtype, looped)
     comparison.theory = theory(groups[0], n, m)
@@ -284,22 +285,29 @@ class FrontierPoint:
                 "time_s": self.time_s, "times_s": self.times, "skipped": self.skipped}
 
 
+# The frontier's largest S: each saved state is a step of the walk down to the first reversed step,
+# each a bisection over binomial counts (10^12 steps at S = 65,536: 20 s to predict)
+# (a 10^12-step loop would otherwise be tried at S = 2^39)
+MAX_FRONTIER_STATES = 2 ** 10
+
+
 def frontier_states(program) -> list:
-    """The numbers of states the frontier tries: 1, 2, 4, … below the longest loop's count,
+    """The numbers of states the frontier tries: 1, 2, 4, … below the longest loop's count
+    (and MAX_FRONTIER_STATES),
     leaving out those that would recompute more than MAX_RECOMPUTATION_FACTOR times the
     loops' steps; then None (no checkpointing)."""
     from .checkpoint import recomputations
 
     counts = [node.attrs["count"] for node in program.graph.nodes if node.op == "loop"]
     states, s = [], 1
-    while s < max(counts):
+    while s < min(max(counts), MAX_FRONTIER_STATES):
         if sum(recomputations(c, s) for c in counts) <= MAX_RECOMPUTATION_FACTOR * sum(counts):
             states.append(s)
         s *= 2
     return states + [None]
 
 
-def frontier(program, wrt, at, repeat, backend, dtype, limit, itemsize, reverse_run) -> list:
+def frontier(program, wrt, at, repeat, backend, dtype, limit, itemsize, reverse_run, time_limit=None) -> list:
     """Reverse mode at each of frontier_states: the time–memory trade-off of checkpointing.
     The run without checkpoints is the method table's reverse run (not run again)."""
     from .machine import model_for
@@ -335,7 +343,7 @@ def frontier(program, wrt, at, repeat, backend, dtype, limit, itemsize, reverse_
                 traced = attempt == 0
                 result = program.jacobian(mode="reverse", wrt=wrt, at=at, backend=backend, dtype=dtype,
                                           memory_limit=limit, warmup=None if traced else False,
-                                          measure_memory=traced, checkpoints=states)
+                                          measure_memory=traced, checkpoints=states, time_limit=time_limit)
                 if traced:
                     _measured_point(point, result.cost)
                 point.times.append(result.cost.time_s["sweeps"])
@@ -417,7 +425,7 @@ def _kept(out, x, axis):
 
 
 def _run_methods(program, wrt, at, repeat, backend, dtype, limit, itemsize, n, fd_max_inputs,
-                 methods) -> dict:
+                 methods, time_limit=None) -> dict:
     from .fd import finite_differences
 
     runs = {}
@@ -433,6 +441,14 @@ def _run_methods(program, wrt, at, repeat, backend, dtype, limit, itemsize, n, f
             run.skipped = (f"skipped: predicted to need {_bytes(run.predicted_bytes)} even one direction "
                            f"at a time, over the memory limit of {_bytes(limit)}")
             continue
+        if name == FD and time_limit is not None:
+            from .api import duration
+
+            fd_time = (2 * n + 1) * program.predicted_primal_time(itemsize, backend)
+            if fd_time > time_limit:
+                run.skipped = (f"skipped: {2 * n:,} evaluations are predicted to take about {duration(fd_time)}, "
+                               f"over the time limit of {duration(time_limit)}")
+                continue
         try:
             # The first run traces allocations for peak_bytes; the others are timed
             # without tracing, which slows small runs 5-10× (an AD run's first time
@@ -444,7 +460,7 @@ def _run_methods(program, wrt, at, repeat, backend, dtype, limit, itemsize, n, f
                 else:   # warm up (where the backend wants it) before the first run only
                     result = program.jacobian(mode=name, wrt=wrt, at=at, backend=backend, dtype=dtype,
                                               memory_limit=limit, warmup=None if traced else False,
-                                              measure_memory=traced)
+                                              measure_memory=traced, time_limit=time_limit)
                 if traced:
                     run.result = result
                 if not (traced and name == FD and repeat > 1):

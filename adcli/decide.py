@@ -196,6 +196,10 @@ def _ratio(a, b) -> str:
 
 
 def seconds(t: float) -> str:
+    """Seconds as a person reads them: '40 ms', '12.50 s', '3.2 h', '41 days', '3.2e+04 years'."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if t >= size:
+            return f"{t / size:.3g} {unit}"
     if t >= 1:
         return f"{t:,.2f} s"
     if t >= 1e-3:

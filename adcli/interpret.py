@@ -1067,6 +1067,9 @@ class _Checkpointed:
         self.holders = {}   # id(value) -> [value, holders, size]: values the body made, alive
         self.hand = []      # the state in hand (the carried values going into the next step)
         self.slots = {}     # slot -> (step, state): the saved states
+        # the values saved in slots other than 0 that the body made: id -> [slots holding it,
+        # size], and their total (cached() in constant time: 10^5 slots are walked otherwise)
+        self.slot_values, self.slot_total = {}, 0
         self.recorded = (0, [])   # the step recorded now: its residuals' size, the params it keeps
         self.most = 0
         # predicting: the effect of a step walked from each state, replayed for every later
@@ -1158,12 +1161,37 @@ class _Checkpointed:
     def cached(self) -> int:
         """Values kept now for the backward sweep: the saved states' (the state going in is
         the caller's) and the recorded step's residuals, each value once."""
-        kept = {id(v): self.holders[id(v)][2] for slot, (_, state) in self.slots.items() if slot
-                for v in state if v is not None and id(v) in self.holders}
-        kept.update((id(v), self.holders[id(v)][2]) for v in self.recorded[1] if id(v) in self.holders)
-        total = sum(kept.values()) + self.recorded[0]
+        params = {id(v): self.holders[id(v)][2] for v in self.recorded[1]
+                  if id(v) in self.holders and id(v) not in self.slot_values}
+        total = self.slot_total + sum(params.values()) + self.recorded[0]
         self.most = max(self.most, total)
         return total
+
+    def _keep_slot(self, slot: int, step: int, state: list):
+        """Save `state` (the state before `step`, held already) in `slot`."""
+        self.slots[slot] = (step, state)
+        if slot:
+            for v in state:
+                if v is not None and id(v) in self.holders:
+                    entry = self.slot_values.get(id(v))
+                    if entry is None:
+                        self.slot_values[id(v)] = [1, self.holders[id(v)][2]]
+                        self.slot_total += self.holders[id(v)][2]
+                    else:
+                        entry[0] += 1
+
+    def _forget_slot(self, slot: int) -> tuple:
+        """Take `slot` out of the saved states; returns its (step, state)."""
+        step, state = self.slots.pop(slot)
+        if slot:
+            for v in state:
+                entry = None if v is None else self.slot_values.get(id(v))
+                if entry is not None:
+                    entry[0] -= 1
+                    if entry[0] == 0:
+                        del self.slot_values[id(v)]
+                        self.slot_total -= entry[1]
+        return step, state
 
     # -- steps ----------------------------------------------------------------------------------
     def _run_body(self, it: int):
@@ -1264,7 +1292,7 @@ class _Checkpointed:
                 self.advance(a.start, a.stop)
             elif a.kind == "save" and a.slot > 0:   # slot 0: the state going in, the caller's
                 self._hold(self.hand)
-                self.slots[a.slot] = (a.start, list(self.hand))
+                self._keep_slot(a.slot, a.start, list(self.hand))
                 saved[a.slot] = (a.start, [None if v is None else token(v) for v in self.hand])
                 for key, v in zip(self._saved_keys(a.start), self.hand):
                     if v is not None:
@@ -1310,10 +1338,10 @@ class _Checkpointed:
         for slot, (step, tokens) in saved.items():   # the forward sweep's, counted live there
             state = [residuals.get(key) if t is None else canonical.setdefault(t, residuals[key])
                      for key, t in zip(self._saved_keys(step), tokens)]
-            self.slots[slot] = (step, state)
             for p, (v, t) in enumerate(zip(state, tokens)):
                 if t is not None:
                     self.holders.setdefault(id(v), [v, 0, prod(self.body.nodes[p].shape)])[1] += 1
+            self._keep_slot(slot, step, state)
         kept = []
         for p, size, t in last_params:   # the state the last step read, kept by its record
             v = canonical.setdefault(t, residuals[("L", loop.id, last, p)])
@@ -1358,10 +1386,10 @@ class _Checkpointed:
             self.advance(a.start, a.stop)
         elif a.kind == "save":
             self._hold(self.hand)
-            self.slots[a.slot] = (a.start, list(self.hand))
+            self._keep_slot(a.slot, a.start, list(self.hand))
             self.cached()
         elif a.kind == "free":
-            step, state = self.slots.pop(a.slot)
+            step, state = self._forget_slot(a.slot)
             if a.slot in self.saved and self.final:
                 for key in self._saved_keys(step):
                     self.residuals.pop(key, None)

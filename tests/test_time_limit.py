@@ -1,0 +1,69 @@
+"""The time guard: a run predicted (by the machine model, adcli.machine) to take longer
+than --time-limit (default 1 h; the API's time_limit, default none) is refused in one
+sentence before it starts, as the memory guard refuses one that would not fit; compare
+skips such a method and says why. A loop of 10^12 steps used to start without a word."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import adcli
+from adcli.cli import cli, parse_duration
+from adcli.errors import ResourceProblem, UsageProblem
+
+HUGE = "input x: scalar = 0.3\nrepeat 1000000000000 {\n  x = sin(x)\n}\noutput y = x\n"
+
+
+def test_a_run_predicted_past_the_limit_is_refused_before_it_starts():
+    program = adcli.loads(HUGE)
+    with pytest.raises(ResourceProblem) as refused:
+        program.jacobian(mode="forward", time_limit=3600)
+    message = str(refused.value)
+    # 3·10^12 operations (sin, its partial, the tangent's product per step), each at the
+    # interpreter's price: days, not hours
+    assert message.startswith("forward mode is predicted to take about ")
+    assert "3,000,000,000,001 array operations" in message and message.endswith("over the time limit of 1 h")
+    assert "--time-limit" in refused.value.hint
+    with pytest.raises(ResourceProblem, match="loop steps run again"):
+        program.vjp({"y": 1.0}, checkpoints=10, time_limit=3600)
+    with pytest.raises(ResourceProblem, match="over the time limit"):
+        program.jvp({"x": 1.0}, time_limit=3600)
+
+
+def test_no_limit_by_default_in_the_api_and_small_runs_pass():
+    program = adcli.loads("input x: scalar = 0.3\noutput y = sin(x)\n")
+    assert program.jacobian(mode="forward", time_limit=1.0).jacobian.shape == (1, 1)
+    assert program.jacobian(mode="reverse").jacobian.shape == (1, 1)
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("10min", 600), ("2h", 7200),
+                                           ("1d", 86400), ("1.5h", 5400), ("0", None), ("none", None)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_the_cli_refuses_with_one_sentence_and_takes_0_for_none(tmp_path):
+    huge = tmp_path / "huge.ad"
+    huge.write_text(HUGE)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["grad", str(huge), "--json"])
+    assert out.exit_code == 1
+    error = json.loads(out.stderr)["error"]
+    assert error["kind"] == "resource" and "over the time limit of 1 h" in error["message"]
+    bad = runner.invoke(cli, ["grad", str(huge), "--time-limit", "soon"])
+    assert bad.exit_code == 2 and "is not a duration" in bad.stderr
+    small = tmp_path / "small.ad"
+    small.write_text("input x: scalar = 0.3\noutput y = sin(x)\n")
+    assert runner.invoke(cli, ["grad", str(small), "--time-limit", "0"]).exit_code == 0
+
+
+def test_compare_skips_what_would_pass_the_limit(tmp_path):
+    source = tmp_path / "seed.ad"
+    source.write_text("input x: vec[3] = [0.1, 0.2, 0.3]\noutput y = sum(sin(x) * x)\n")
+    out = CliRunner().invoke(cli, ["compare", str(source), "--time-limit", "0.000000001", "--json"])
+    assert out.exit_code == 0, out.output
+    methods = json.loads(out.stdout)["methods"]
+    for name in ("forward", "reverse"):
+        assert "is predicted to take about" in methods[name]["skipped"]
+        assert "over the time limit of" in methods[name]["skipped"]
+    assert "evaluations are predicted to take about" in methods["central_differences"]["skipped"]

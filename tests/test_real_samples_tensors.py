@@ -201,6 +201,18 @@ def test_kmeans_gradient_hessian_diagonal_and_lloyd_step(dims):
         check_jacobian(program, lambda C: flatten(kmeans_closed_form(X, C)), {"C": point}, ["C"])
 
 
+def test_kmeans_hessian_diagonal_from_one_hessian_vector_product():
+    """The header's remark: the Hessian is diagonal, so H·1, one Hessian-vector product, is h."""
+    text = SAMPLE["kmeans.ad"].read_text()
+    assert "jvp(grad(cost), C, all_ones, X) with `const all_ones: mat[k, d] = ones`" in text
+    text = text.replace("output lloyd", "const all_ones: mat[k, d] = ones\n"
+                                        "output by_one_product = jvp(grad(cost), C, all_ones, X)\noutput lloyd")
+    values = adcli.loads(text, "kmeans.ad").evaluate()
+    np.testing.assert_array_equal(values["by_one_product"], values["hessian_diagonal"])
+    X = draws(1, (12, 2))
+    np.testing.assert_array_equal(values["by_one_product"], kmeans_closed_form(X, X[:3])[2])
+
+
 # -- Newton's method on Rosenbrock: the gradient and Hessian in closed form ----------------------
 
 def rosenbrock_newton(x0, steps):

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from math import prod
 
+import numpy as np
+
 from .ops import REGISTRY
 
 SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "^", "less": "<", "less_equal": "<=",
@@ -50,6 +52,31 @@ def literal_value(node):
     if node.op == "const" and "name" not in node.attrs and node.shape == ():
         return float(node.attrs["value"])
     return None
+
+
+SHOWN_CONST_ELEMENTS = 16   # an unnamed array const of at most this many elements is shown by value
+
+
+def const_label(node) -> str:
+    """What a const is, in a listing: its name; a literal's number; an unnamed array (eye(n),
+    a derivative's seed direction) by its values when they are few, else by its size, so that
+    no const's line is left blank."""
+    if "name" in node.attrs:
+        return node.attrs["name"]
+    value = literal_value(node)
+    if value is not None:
+        return fmt_number(value)
+    array = np.asarray(node.attrs["value"])
+    if array.size <= SHOWN_CONST_ELEMENTS:
+        return _nested_numbers(array)
+    return f"({array.size:,} numbers)"
+
+
+def _nested_numbers(a) -> str:
+    """[[1,0],[0,1]]: an array's numbers as nested lists without spaces."""
+    if a.ndim == 0:
+        return fmt_number(a)
+    return "[" + ",".join(_nested_numbers(part) for part in a) + "]"
 
 
 def index_array_text(a, most: int = 8) -> str:
@@ -88,7 +115,7 @@ def expression(graph, node, name=None) -> str:
         value = literal_value(node)
         if value is not None:
             return fmt_number(value)
-        return f"const {node.attrs.get('name', '')}".rstrip()
+        return f"const {const_label(node)}"
     if op in SYMBOLS and len(args) == 2:
         return f"{args[0]} {SYMBOLS[op]} {args[1]}"
     if op == "matmul":
@@ -156,8 +183,7 @@ def equation(graph, node, dtype: str = "f64", name=None) -> str:
     if node.op == "input":
         body = f"input {node.attrs['name']}"
     elif node.op == "const":
-        value = literal_value(node)
-        body = f"const {fmt_number(value)}" if value is not None else f"const {node.attrs.get('name', '')}"
+        body = f"const {const_label(node)}"
     elif node.op == "loop":   # its body is a graph of its own: said in a line, not printed
         inner = node.attrs["body"]
         carried = ", ".join(node.attrs["results"][:node.attrs["carried"]]) or "nothing"
@@ -213,8 +239,7 @@ def ir_lines(graph, dtype: str = "f64") -> list[str]:
     lines.extend(aligned([decl(nodes[i], name) for name, i in graph.inputs.items()]))
     consts = [n for n in nodes if n.op == "const"]
     lines.append(f"consts ({len(consts)})")
-    lines.extend(aligned([decl(n, fmt_number(literal_value(n)) if literal_value(n) is not None
-                               else n.attrs.get("name", "")) for n in consts]))
+    lines.extend(aligned([decl(n, const_label(n)) for n in consts]))
     lines.append(f"outputs ({len(graph.outputs)})")
     for name, i in graph.outputs.items():
         node = nodes[i]

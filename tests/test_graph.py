@@ -227,6 +227,22 @@ def test_show_format():
     assert data["kind"] == "ir" and len(data["nodes"]) == 15 and sum(data["counts"].values()) == 15
 
 
+def test_show_names_every_const_unnamed_arrays_by_value(tmp_path):
+    """eye(n) and the seed directions grad and hessian write are consts with neither a name nor
+    one number: show lists them by their values when there are at most 16, else by their count
+    (the listing once had a blank there)."""
+    path = tmp_path / "eye.ad"
+    path.write_text("input x: vec[2] = [1, 2]\ninput y: vec[5] = 1\n"
+                    "output s = sum(eye(2) @ x) + sum(eye(5) @ y)\n")
+    text = ok("show", path)
+    assert re.search(r"^  v\d+:f64\[2,2\] \[\[1,0\],\[0,1\]\] +# eye\.ad:3$", text, re.M)
+    assert re.search(r"^  v\d+:f64\[5,5\] \(25 numbers\) +# eye\.ad:3$", text, re.M)
+    path.write_text("input x: vec[2] = [1, 2]\ndef f(x) = sum(x^3)\noutput H = hessian(f)(x)\n")
+    text = ok("show", path)
+    assert re.search(r"^  v\d+:f64\[2\] \[1,0\] ", text, re.M)
+    assert re.search(r"^  v\d+:f64\[2\] \[0,1\] ", text, re.M)
+
+
 def test_show_errors():
     assert run("show", "no/such.ad").exit_code == 2
     result = run("show", SEED, "--set", "n=x", "--json")

@@ -47,6 +47,8 @@ BINARY_FUNCTIONS = ("maximum", "minimum", "arctan2", "hypot")
 CONSTANTS = {"pi": math.pi, "e": math.e}
 TERNARY_FUNCTIONS = ("where", "clip")
 REDUCTIONS = ("sum", "mean", "max", "min", "prod", "logsumexp", "softmax", "log_softmax")
+TUPLE_PLACES = ("a tuple only lists axes or sizes, as NumPy writes them: axis=(0, 2), transpose(x, (1, 0)), "
+                "reshape(x, (a, b)); a vector is a list, [a, b]")
 NORMALIZATIONS = ("softmax", "log_softmax")   # take an axis, keep the shape: no keepdims
 DATA_FUNCTIONS = ("zeros", "ones", "full", "randn", "rand", "linspace", "load")
 # A value's sizes, whole numbers known when the file is built. Not reserved (not in BUILTINS):
@@ -151,6 +153,13 @@ class _Def:
         self.ast = ast
         self.name, self.params, self.body = ast.args
         self.order = order
+
+
+def _order_text(order) -> str:
+    """norm's ord as a file writes it: 'fro', inf, 3, 0.5."""
+    if order in ("fro", "nuc"):
+        return f"'{order}'"
+    return order if isinstance(order, str) else f"{order:g}"
 
 
 class _Scope:
@@ -1063,6 +1072,8 @@ class Builder:
             return self._computed_constant(ast, abstract)
         if kind == "string":
             self.fail(ValueProblem, "a string is only the path or key of load(...)", ast)
+        if kind == "tuple":
+            self.fail(ValueProblem, TUPLE_PLACES, ast)
         if kind == "attr" and ast.args[1] == "T":
             value = self._constant(ast.args[0], None, abstract)
             if isinstance(value, _Shape):
@@ -1286,6 +1297,8 @@ class Builder:
             return self.apply(ast, scope)
         if kind == "string":
             self.fail(ValueProblem, "a string is only the path or key of load(...)", ast)
+        if kind == "tuple":
+            self.fail(ValueProblem, TUPLE_PLACES, ast)
         if kind == "list":
             items = [self.expr(item, scope) for item in ast.args[0]]
             if not items:
@@ -1780,6 +1793,73 @@ class Builder:
             return tuple(self.integer(item, scope, "an axis") for item in ast.args[0])
         return self.integer(ast, scope, "an axis")
 
+    def _norm_order(self, ast):
+        """norm's ord as the op's attrs hold it: a float, or "inf", "-inf", "fro", "nuc"."""
+        negative = ast.kind == "neg"
+        inner = ast.args[0] if negative else ast
+        if inner.kind == "name" and inner.args[0] == "inf":
+            return "-inf" if negative else "inf"
+        if inner.kind == "number":
+            value = -float(inner.args[0]) if negative else float(inner.args[0])
+            return ("inf" if value > 0 else "-inf") if math.isinf(value) else value
+        if inner.kind == "string" and not negative and inner.args[0] in ("fro", "nuc"):
+            return inner.args[0]
+        self.fail(ValueProblem, f"norm's ord is a number, inf, -inf, 'fro' or 'nuc', got '{ast.text}'", ast)
+
+    def _norm_attrs(self, kwargs, scope, shape, ast) -> dict:
+        """norm's ord and axis as NumPy's numpy.linalg.norm reads them; nothing for the
+        2-norm of all elements (no ord, no axis: any rank)."""
+        order = self._norm_order(kwargs["ord"]) if "ord" in kwargs else None
+        axis = self._axis(kwargs, scope)
+        where = kwargs.get("axis", kwargs.get("ord", ast))
+        if axis is None:
+            if order is None:
+                return {}
+            if len(shape) not in (1, 2):   # NumPy's rule: ord alone means a vector or a matrix
+                self.fail(ShapeProblem, f"norm with ord needs a vector or a matrix, got {format_shape(shape)}: "
+                          "give the axis (one for a vector norm, two for a matrix norm)", ast)
+            axis = 0 if len(shape) == 1 else (0, 1)
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        if len(axes) not in (1, 2):
+            self.fail(ValueProblem, f"norm takes one axis (a vector norm) or two (a matrix norm), "
+                      f"got {len(axes)}", where)
+        for a in axes:
+            if not -len(shape) <= a < len(shape):
+                self.fail(ShapeProblem, f"axis={a} is out of range for {format_shape(shape)}", where)
+        axes = tuple(a % len(shape) for a in axes)
+        if len(set(axes)) != len(axes):
+            self.fail(ShapeProblem, "norm's two axes are one axis", where)
+        if len(axes) == 1:
+            order = 2.0 if order is None else order
+            shown = _order_text(order)
+            if order in ("fro", "nuc"):
+                self.fail(ValueProblem, f"ord={shown} is a matrix norm: give two axes, axis=(0, 1)",
+                          kwargs["ord"])
+            if order == 0:
+                self.fail(ValueProblem, "ord=0 counts the nonzero elements, a step whose derivative is 0 "
+                          "everywhere: write sum(x != 0) for it", kwargs["ord"])
+            if isinstance(order, float) and order < 0:
+                self.fail(ValueProblem, f"a vector norm's ord is a p > 0, inf or -inf, got {shown}",
+                          kwargs["ord"])
+            if order in ("inf", "-inf") and not shape[axes[0]]:
+                self.fail(ShapeProblem, f"norm with ord={shown} of no elements is undefined "
+                          f"({format_shape(shape)}, axis={axes[0]})", ast)
+            return {"axis": axes[0], "ord": order}
+        order = "fro" if order is None else order
+        shown = _order_text(order)
+        if order in (2.0, -2.0, "nuc"):
+            self.fail(ValueProblem, f"ord={shown} of a matrix is a singular value (the largest, the "
+                      "smallest, or their sum), which adcli does not compute: a singular value "
+                      "decomposition is iterative and has no exact count", kwargs["ord"])
+        if order not in ("fro", 1.0, -1.0, "inf", "-inf"):
+            self.fail(ValueProblem, f"ord={shown} is not a matrix norm: NumPy's are 'fro', 'nuc', 1, -1, "
+                      "2, -2, inf and -inf", kwargs["ord"])
+        extreme = axes[1] if order in (1.0, -1.0) else axes[0]   # the axis the max (min) runs along
+        if order != "fro" and not shape[extreme]:
+            self.fail(ShapeProblem, f"norm with ord={shown} of no elements is undefined "
+                      f"({format_shape(shape)}, axis={list(axes)})", ast)
+        return {"axis": axes, "ord": order}
+
     def _reduction_attrs(self, name, kwargs, scope, ast) -> dict:
         """axis= and keepdims= of a reduction (softmax and log_softmax take no keepdims:
         they keep the shape of their argument anyway)."""
@@ -1862,9 +1942,17 @@ class Builder:
                           args[1])
             return self.emit("multigammaln", (a,), ast, {"d": d})
         if name == "norm":
-            self._arity(name, args, kwargs, 1, ast, ("keepdims",))
+            for keyword, arg in zip(("ord", "axis"), args[1:]):   # NumPy's order: norm(x, ord, axis)
+                if keyword in kwargs:
+                    self.fail(ValueProblem, f"norm's {keyword} is given twice (as an argument and as "
+                              f"{keyword}=)", kwargs[keyword])
+                kwargs = {**kwargs, keyword: arg}
+            args = args[:1] + args[3:]
+            self._arity(name, args, kwargs, 1, ast, ("ord", "axis", "keepdims"))
             attrs = self._reduction_attrs(name, kwargs, scope, ast)
-            return self.emit("norm", (self.expr(args[0], scope),), ast, attrs)
+            x = self.expr(args[0], scope)
+            attrs.update(self._norm_attrs(kwargs, scope, self.nodes[x].shape, ast))
+            return self.emit("norm", (x,), ast, attrs)
         if name == "dot":
             self._arity(name, args, kwargs, 2, ast)
             a, b = (self.expr(x, scope) for x in args)

@@ -356,8 +356,13 @@ class Runner:
             self.derivative.traffic(1, prod(self.in_shapes(node)[0]) + n, flops)
             self.live.temporary(2 * n)   # the result, and the factors beside it
         else:
-            mults, flops = spec.per_element(node.attrs)
-            self.derivative.add(mults * n, flops * n)
+            if spec.cost_in is not None:   # figures for the whole partial, from shapes and attrs
+                mults, flops = spec.cost_in(self.in_shapes(node), node.shape, node.attrs)
+                self.derivative.add(mults, flops)
+                flops = flops // max(n, 1)
+            else:
+                mults, flops = spec.per_element(node.attrs)
+                self.derivative.add(mults * n, flops * n)
             kernels = max(1, flops)   # about one array operation per flop per element
             self.derivative.traffic(kernels, 2 * n * kernels)
             self.live.temporary(n * min(kernels, 2))   # the result, and an intermediate beside it

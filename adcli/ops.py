@@ -50,6 +50,10 @@ class Partial:
     # (in_shapes) -> (mults, flops) for the whole partial, for one that is not elementwise
     # (an inverse, for the linear algebra ops): it replaces the per-element figures
     total: Callable | None = None
+    # (in_shapes, out_shape, attrs) -> (mults, flops) for the whole partial, for one made of
+    # elementwise work and sums whose figures depend on the shapes and the attributes (norm's
+    # ord); it replaces the per-element figures
+    cost_in: Callable | None = None
 
     def per_element(self, attrs) -> tuple[int, int]:
         return self.cost_of(attrs) if self.cost_of is not None else (self.mults, self.flops)
@@ -760,22 +764,147 @@ _reduction("prod", _numpy_reduction("prod"),
            [Partial(_prod_others, 3, 3, like="x0")])
 
 
+# norm(x, ord, axis, keepdims): NumPy's numpy.linalg.norm. Without axis and ord, the 2-norm of
+# all elements (any rank). attrs["axis"] an int: a vector norm along it, attrs["ord"] one of
+# 2.0 (√Σx²), 1.0 (Σ|x|), "inf" (max |x|), "-inf" (min |x|), or any p > 0 ((Σ|x|ᵖ)^(1/p));
+# a pair (r, c), in the order given: a matrix norm of the r×c slices, "fro" (√Σx²), 1.0 / -1.0
+# (the largest / smallest Σ|x| down a column: over r, then max or min over c), "inf" / "-inf"
+# (the same across rows: over c, then over r). The builder (adcli.build) fills in NumPy's
+# defaults, so these attrs are the whole meaning. Every norm is a function of the reduced
+# slice alone, so its rules are those of a weighted sum (as max's): the partial, of x's shape,
+# is the gradient. At kinks it follows abs and max: sign(0) = 0, ties share equally, and 0
+# where the norm is 0 (a subgradient; JAX gives nan there).
+_VECTOR_ORDS = ("2", "1", "inf", "-inf")          # and any p > 0
+_MATRIX_ORDS = ("fro", "1", "-1", "inf", "-inf")
+
+
+def _norm_axes(attrs) -> tuple | None:
+    axis = attrs.get("axis")
+    return None if axis is None else axes_of(axis)
+
+
 def _norm_shape(in_shapes, attrs):
-    return kept_shape(in_shapes[0], None) if attrs.get("keepdims") else ()
+    shape, axes = in_shapes[0], _norm_axes(attrs)
+    if axes is None:
+        return kept_shape(shape, None) if attrs.get("keepdims") else ()
+    for a in axes:
+        if not 0 <= a < len(shape):
+            raise ShapeError(f"axis={a} is out of range for {format_shape(shape)}")
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"axis={tuple(axes)} names an axis twice")
+    if attrs.get("keepdims"):
+        return kept_shape(shape, axes)
+    return reduced_shape(shape, axes)
 
 
-def _norm(xp, x, keepdims=False):
-    return xp.sqrt(xp.sum(x * x, keepdims=True) if keepdims else xp.sum(x * x))
+def _abs_sums(xp, x, attrs):
+    """A matrix norm's Σ|x| down the columns (ord ±1) or across the rows (ord ±inf), kept,
+    and the axis the max or min then runs along."""
+    r, c = attrs["axis"]
+    along, over = (r, c) if attrs["ord"] in (1.0, -1.0) else (c, r)
+    return xp.sum(xp.abs(x), axis=along, keepdims=True), over
+
+
+def _norm(xp, x, keepdims=False, axis=None, ord=None):
+    if axis is None:
+        return xp.sqrt(xp.sum(x * x, keepdims=True) if keepdims else xp.sum(x * x))
+    attrs = {"axis": axis, "ord": ord}
+    if ord in (2.0, "fro"):
+        out = xp.sqrt(xp.sum(x * x, axis=axis, keepdims=True))
+    elif isinstance(axis, tuple):
+        sums, over = _abs_sums(xp, x, attrs)
+        out = (xp.max if ord in (1.0, "inf") else xp.min)(sums, axis=over, keepdims=True)
+    elif ord == 1.0:
+        out = xp.sum(xp.abs(x), axis=axis, keepdims=True)
+    elif ord in ("inf", "-inf"):
+        out = (xp.max if ord == "inf" else xp.min)(xp.abs(x), axis=axis, keepdims=True)
+    else:   # a p-norm, as NumPy computes it
+        out = xp.sum(xp.abs(x) ** ord, axis=axis, keepdims=True) ** (1.0 / ord)
+    return out if keepdims else out.reshape(reduced_shape(tuple(x.shape), axes_of(axis)))
+
+
+def _norm_cost(in_shapes, out, attrs):
+    n, s = prod(in_shapes[0]), prod(out)
+    ord, axes = attrs.get("ord"), _norm_axes(attrs)
+    if axes is None or ord in (2.0, "fro"):
+        return n, 2 * n + s                # squares, their sum, a square root per result
+    if len(axes) == 2:                     # |x|, the sums, then the max (min) of the sums
+        return 0, 2 * n + n // max(in_shapes[0][_abs_sums_axis(attrs)], 1)
+    if ord in (1.0, "inf", "-inf"):
+        return 0, 2 * n                    # |x|, then their sum, max or min
+    return 0, 3 * n + s                    # |x|, ^p, the sum, ^(1/p) per result
+
+
+def _abs_sums_axis(attrs) -> int:
+    r, c = attrs["axis"]
+    return r if attrs["ord"] in (1.0, -1.0) else c
+
+
+def _norm_partial(xp, r):
+    x, ord, axes = r.x0, r.attrs.get("ord"), _norm_axes(r.attrs)
+    if axes is None:   # x / ‖x‖, and 0 where ‖x‖ = 0 (a subgradient) rather than nan
+        return x / xp.where(r.out == 0, 1, r.out)
+    if ord in (2.0, "fro"):
+        return x / _keep_norm(xp, xp.where(r.out == 0, 1, r.out), r)
+    if ord == 1.0 and len(axes) == 1:
+        return xp.sign(x)
+    kept = _keep_norm(xp, r.out, r)
+    if len(axes) == 2:   # sign(x) on the slices' columns (rows) that attain it, shared by ties
+        sums, over = _abs_sums(xp, x, r.attrs)
+        hit = (sums == kept).astype(x.dtype)
+        return xp.sign(x) * (hit / xp.sum(hit, axis=over, keepdims=True))
+    if ord in ("inf", "-inf"):   # sign(x) where |x| attains it, shared by ties (as max's)
+        hit = (xp.abs(x) == kept).astype(x.dtype)
+        return xp.sign(x) * (hit / xp.sum(hit, axis=axes[0], keepdims=True))
+    # a p-norm: sign(x)·(|x| / ‖x‖)^(p − 1); 0 where x = 0 (sign 0: for p < 1 the power
+    # there would be inf, so its base is made 1 first) and where ‖x‖ = 0
+    ratio = xp.abs(x) / xp.where(kept == 0, 1, kept)
+    return xp.sign(x) * xp.where(ratio == 0, 1, ratio) ** (ord - 1)
+
+
+def _keep_norm(xp, value, r):
+    """The norm's value reshaped to broadcast against x."""
+    shape = kept_shape(r.in_shapes[0], _norm_axes(r.attrs))
+    return value if tuple(value.shape) == shape else value.reshape(shape)
+
+
+def _norm_partial_cost(in_shapes, out_shape, attrs):
+    n = prod(in_shapes[0])
+    ord, axes = attrs.get("ord"), _norm_axes(attrs)
+    if axes is None or ord in (2.0, "fro"):
+        return n, n                        # x / ‖x‖
+    if ord == 1.0 and len(axes) == 1:
+        return 0, n                        # sign x
+    if len(axes) == 2:                     # |x| and its sums (2n flops), per sum: the test,
+        m = n // max(in_shapes[0][_abs_sums_axis(attrs)], 1)   # the count of ties, the share
+        return n + m, 3 * n + 3 * m        # (m mults, 3m flops); sign x times the share (n, 2n)
+    if ord in ("inf", "-inf"):
+        return 2 * n, 6 * n                # |x|, the test, the count of ties, the share, sign x, ×
+    return 2 * n, 7 * n                    # |x|, ÷‖x‖, the test and the choice, ^(p − 1), sign x, ×
+
+
+def norm_partial_text(attrs) -> str:
+    """How a norm node's partial is written in traces."""
+    ord, axes = attrs.get("ord"), _norm_axes(attrs)
+    if axes is None or ord in (2.0, "fro"):
+        return "{x0}/{out}"
+    if ord == 1.0 and len(axes) == 1:
+        return "sign({x0})"
+    if len(axes) == 2:
+        return "sign({x0})·[Σ|{x0}|={out}]/ties"
+    if ord in ("inf", "-inf"):
+        return "sign({x0})·[|{x0}|={out}]/ties"
+    return f"sign({{x0}})·(|{{x0}}|/{{out}})^{_fmt_ord(ord - 1)}"
+
+
+def _fmt_ord(value) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 register(Primitive(
-    "norm", _norm_shape, _norm,
-    lambda s, out, a: (prod(s[0]), 2 * prod(s[0]) + 1),
-    jvp=[lambda T, r, t: T.reshape(T.sum(T.scale(r.p, t)), r.out_shape)],
-    vjp=[lambda T, r, ct: T.scale(r.p, T.expand(ct, r.in_shapes[0]))],
-    uses=[("p",)],
-    # x / ‖x‖, and 0 at x = 0 (a subgradient) rather than nan
-    partials=[Partial(lambda xp, r: r.x0 / xp.where(r.out == 0, 1, r.out), 1, 1, like="x0")]))
+    "norm", _norm_shape, _norm, _norm_cost,
+    jvp=[_weighted_sum_jvp], vjp=[_weighted_sum_vjp], uses=[("p",)],
+    partials=[Partial(_norm_partial, 1, 1, like="x0", cost_in=_norm_partial_cost)]))
 
 
 def _logsumexp(xp, x, axis=None, keepdims=False):

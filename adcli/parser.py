@@ -377,6 +377,9 @@ def _make_transformer():
         def list(self, meta, c):
             return self._ast("list", meta, tuple(x for x in c if x is not None))
 
+        def tuple(self, meta, c):
+            return self._ast("tuple", meta, tuple(x for x in c if x is not None))
+
         def call(self, meta, c):
             positional, keywords = _arguments(c[1])
             return self._ast("call", meta, str(c[0]), positional, keywords)

@@ -20,7 +20,7 @@ from math import prod
 
 import numpy as np
 
-from .ops import REGISTRY
+from .ops import REGISTRY, norm_partial_text
 
 SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "^", "less": "<", "less_equal": "<=",
            "greater": ">", "greater_equal": ">=", "equal": "==", "not_equal": "!=",
@@ -139,6 +139,9 @@ def expression(graph, node, name=None) -> str:
     extra = []
     if op == "multigammaln":
         extra.append(str(node.attrs["d"]))
+    if op == "norm" and node.attrs.get("ord") not in (None, 2.0, "fro"):   # NumPy's defaults left out
+        order = node.attrs["ord"]
+        extra.append(f"ord={repr(order) if order in ('fro', 'nuc') else order if isinstance(order, str) else fmt_number(order)}")
     if node.attrs.get("axis") is not None:
         axis = node.attrs["axis"]   # several axes as the language writes them: [0, 2]
         extra.append(f"axis={list(axis) if isinstance(axis, tuple) else axis}")
@@ -156,6 +159,8 @@ def partial_text(graph, node, i, name=None) -> str:
     if not texts:
         return f"∂{node.var}/∂{name(src.id)}"
     text = texts[min(i, len(texts) - 1)]
+    if node.op == "norm":   # it depends on ord
+        text = norm_partial_text(node.attrs)
 
     def substitute(match):
         key = match.group(1)

@@ -379,8 +379,15 @@ def render(e) -> str:
         axis = "" if p["axis"] is None else f", axis={_axis_text(p['axis'])}"
         keep = ", keepdims=true" if p.get("keepdims") else ""
         return f"{p['name']}({render(k[0])}{axis}{keep})"
-    if op == "norm":
-        return f"norm({render(k[0])}{', keepdims=true' if p.get('keepdims') else ''})"
+    if op == "norm":   # ord and axis as numpy.linalg.norm takes them; axes as a tuple or a list
+        order = p.get("ord")
+        ord_text = "" if order is None else ", " + (f"'{order}'" if order == "fro" else order
+                                                     if isinstance(order, str) else fmt(order))
+        axis = p.get("axis")
+        axis_text = "" if axis is None else ", axis=" + (
+            f"({', '.join(map(str, axis))}{',' if len(axis) == 1 else ''})" if isinstance(axis, tuple)
+            and p.get("as_tuple") else _axis_text(axis))
+        return f"norm({render(k[0])}{ord_text}{axis_text}{', keepdims=true' if p.get('keepdims') else ''})"
     if op == "multigammaln":
         return f"multigammaln({render(k[0])}, {p['d'].text})"
     if op == "T":
@@ -987,14 +994,27 @@ def _ev(e, scope, ctx):
             ctx.problem(f"multigammaln(a, {d}) with a near or below {(d - 1) / 2}")
         return _multigammaln(a, d)
     if op == "norm":
-        ctx.feature("norm")
         x = ev(k[0], scope, ctx)
-        out = np.sqrt(np.sum(x * x))
+        order, axes = p.get("ord"), _norm_axes(p, x.ndim)
+        ctx.feature("norm" if axes is None else f"norm:{'matrix' if len(axes) == 2 else 'vector'}:" + (
+            "2" if order in (None, 2.0, "fro") else "1" if order == 1.0 and len(axes) == 1 else
+            "extreme" if order in (1.0, -1.0, "inf", "-inf") else "p"))
+        if isinstance(p.get("axis"), tuple) and p.get("as_tuple"):
+            ctx.feature("axis-tuple")
+        # numpy.linalg.norm is the value oracle (adcli computes its own)
+        out = np.linalg.norm(x, ord=_NUMPY_ORD.get(order, order),
+                             axis=None if axes is None else axes if len(axes) == 2 else axes[0])
         # exactly 0 is allowed (norm(a - a)): the documented subgradient there is 0, and so is
         # the central difference while the argument stays 0; anywhere else keep away from 0
-        if 0 < out < 0.2:
+        if np.any((out > 0) & (out < 0.2)):
             ctx.problem("norm near 0")
+        if isinstance(order, float) and order < 1 and np.any((x != 0) & (np.abs(x) < 0.2)):
+            ctx.problem("a p-norm with p < 1 of an element near 0")   # |x|^(p - 1) is steep there
         ctx.kink(out > 0)
+        if order not in (None, 2.0, "fro"):   # |x| at 0, and which elements (sums) attain the max
+            ctx.kink(np.sign(x))
+            if order in (1.0, -1.0, "inf", "-inf"):
+                ctx.kink(_norm_hits(x, order, axes, out))
         return _keepdims(ctx, e, x, out)
     if op in ("T", "transpose"):
         x = ev(k[0], scope, ctx)
@@ -1157,6 +1177,36 @@ def run_statements(stmts, scope, ctx, outputs, in_repeat=False):
             value = scope.values[s[1]] if s[2] is None else ev(s[2], scope, ctx)
             scope.values[s[1]] = value
             outputs[s[1]] = value
+
+
+_NUMPY_ORD = {"inf": np.inf, "-inf": -np.inf}
+
+
+def _norm_axes(p, ndim):
+    """The axes a norm reduces, in the order written (a matrix norm's rows, then columns):
+    None for every element; NumPy's defaults where only ord is given."""
+    axis = p.get("axis")
+    if axis is None:
+        return None if p.get("ord") is None else (0,) if ndim == 1 else (0, 1)
+    return tuple(a % ndim for a in (axis if isinstance(axis, tuple) else (axis,)))
+
+
+def _norm_sums(x, order, axes):
+    """A matrix norm's Σ|x| down the columns (ord ±1) or across the rows (±inf), kept, and the
+    axis the max or min runs along; a vector norm's |x| and its axis."""
+    if len(axes) == 1:
+        return np.abs(x), axes[0]
+    rows, cols = axes
+    along, over = (rows, cols) if order in (1.0, -1.0) else (cols, rows)
+    return np.sum(np.abs(x), axis=along, keepdims=True), over
+
+
+def _norm_hits(x, order, axes, out):
+    """Where the max (min) of a norm of ord ±1 or ±inf is attained."""
+    if order == 1.0 and len(axes) == 1:
+        return np.zeros(np.shape(x), dtype=bool)
+    sums, _ = _norm_sums(x, order, axes)
+    return sums == _keep(out, x.shape, axes)
 
 
 # -- the derivative oracle: forward mode with dual numbers ----------------------------------------------
@@ -1365,10 +1415,36 @@ def dual(e, scope, ctx, K):
         return out, None if t is None else _scale(partial, t, np.shape(out))
     if op == "norm":
         x, t = dual(k[0], scope, ctx, K)
-        out = np.sqrt(np.sum(x * x))
+        order, axes = p.get("ord"), _norm_axes(p, np.ndim(x))
+        if axes is None:
+            out = np.sqrt(np.sum(x * x))
+            if t is None:
+                return out, None
+            return out, _sum_axes((x / out if out > 0 else np.zeros_like(x)) * t, None)
+        out = np.linalg.norm(x, ord=_NUMPY_ORD.get(order, order), axis=axes if len(axes) == 2 else axes[0])
         if t is None:
             return out, None
-        return out, _sum_axes((x / out if out > 0 else np.zeros_like(x)) * t, None)
+        kept = _keep(out, x.shape, axes)
+        signed = np.sign(x) * t                     # d|x| = sign(x) dx, 0 at x = 0 (abs's rule)
+        if order in (None, 2.0, "fro"):             # d√Σx² = Σ x dx / out; 0 where out = 0
+            return out, _sum_axes(np.where(kept > 0, x / np.where(kept > 0, kept, 1), 0) * t, axes)
+        if order == 1.0 and len(axes) == 1:
+            return out, _sum_axes(signed, axes)
+        if order in (1.0, -1.0, "inf", "-inf"):     # the max (min) of |x| or of sums of |x|:
+            sums, over = _norm_sums(x, order, axes)  # their tangents, shared among ties
+            along = [a for a in axes if a != over]   # a matrix norm's sums run along the other axis
+            dsums = np.sum(signed, axis=1 + along[0], keepdims=True) if along else signed
+            hit = (sums == _keep(out, x.shape, axes)).astype(float)
+            share = hit / np.sum(hit, axis=over, keepdims=True)
+            return out, np.sum(share * dsums, axis=tuple(1 + a for a in axes))
+        # a p-norm, (Σ|x|ᵖ)^(1/p), by the chain rule: dΣ = Σ p |x|^(p-1) d|x| (0 at x = 0),
+        # then d(S^(1/p)) = S^(1/p - 1) dS / p (0 where S = 0)
+        a = np.abs(x)
+        weight = np.where(a > 0, order * np.where(a > 0, a, 1) ** (order - 1), 0)
+        total = _keep(np.sum(a ** order, axis=axes), x.shape, axes)
+        dtotal = np.sum(weight * signed, axis=tuple(1 + b for b in axes), keepdims=True)
+        outer = np.where(total > 0, np.where(total > 0, total, 1) ** (1 / order - 1) / order, 0)
+        return out, np.reshape(outer * dtotal, (K,) + np.shape(out))
     if op in ("T", "transpose"):
         x, t = dual(k[0], scope, ctx, K)
         axes = p.get("axes") or tuple(reversed(range(np.ndim(x))))
@@ -1765,7 +1841,7 @@ class Generator:
             yield bin_("^", bin_("+", one, bin_("*", a, a)), b, e.p.get("signed"))
             yield bin_("^", bin_("+", num(1.5), fn("sin", a)), fn("tanh", b))
         elif e.op == "norm":
-            yield bin_("+", num(0.5), E("norm", k))
+            yield bin_("+", num(0.5), E("norm", k, **e.p))
         elif e.op == "call" and e.p["name"] == "arctan2":
             a, b = k
             yield call("arctan2", a, bin_("+", one, bin_("*", b, b)))     # x ≥ 1: right half-plane
@@ -2032,7 +2108,7 @@ class Generator:
     def _expr(self, env, depth):
         c = self.c
         kind = c.weighted([("unary", 5), ("special", 4), ("neg", 1), ("binary", 6), ("pow", 2), ("extreme", 2),
-                           ("matmul", 4), ("reduce", 3), ("softmax", 1), ("norm", 1), ("movement", 4),
+                           ("matmul", 4), ("reduce", 3), ("softmax", 1), ("norm", 2), ("movement", 4),
                            ("defcall", 2 if not env.in_def else 1), ("kink", 2), ("condition", 3),
                            ("linalg", 3), ("einsum", 3), ("tensor", 4)])
         if kind == "unary":
@@ -2100,10 +2176,11 @@ class Generator:
             return reduce_(c.choice(["softmax", "log_softmax"]), t.e, axis)
         if kind == "norm":
             t = self.operand(env, depth)
+            p = self.norm_params(t.v.ndim) if t.v.ndim >= 1 and t.v.size and c.chance(0.6) else {}
             if t.v.ndim >= 1 and c.chance(0.3):        # norm(x, keepdims=true), often x / norm(...)
-                kept = E("norm", (t.e,), keepdims=True)
+                kept = E("norm", (t.e,), keepdims=True, **p)
                 return bin_("/", t.e, kept) if c.chance(0.5) else kept
-            return E("norm", (t.e,))
+            return E("norm", (t.e,), **p)
         if kind == "movement":
             return self.movement(env, depth)
         if kind == "defcall":
@@ -2329,6 +2406,33 @@ class Generator:
             return call("clip", a.e, num(lo), num(lo + c.choice([0.3, 0.5, 1, 2])))
         return call("clip", a.e, self.partner(env, a, depth).e, self.partner(env, a, depth).e)
 
+    def norm_params(self, ndim):
+        """ord and axis of numpy.linalg.norm: a vector norm (2, 1, ±inf, a p > 0) along one
+        axis, or a matrix norm ('fro', ±1, ±inf) over two, in either order; ord alone on a
+        vector or a matrix, as NumPy reads it."""
+        c = self.c
+        if ndim >= 2 and c.chance(0.5):
+            order = c.choice([None, "fro", 1.0, -1.0, "inf", "-inf"])
+            if ndim == 2 and order is not None and c.chance(0.4):
+                return {"ord": order}
+            pair = tuple(c.choice([a, a - ndim]) for a in self.rng_axes(ndim, 2))
+            return {"ord": order, "axis": pair, "as_tuple": c.chance(0.6)}
+        order = c.choice([None, 2.0, 1.0, "inf", "-inf", 3.0, 1.5, 0.5])
+        if ndim == 1 and order is not None and c.chance(0.5):
+            return {"ord": order}
+        axis = c.integer(-ndim, ndim - 1)
+        if c.chance(0.2):
+            return {"ord": order, "axis": (axis,), "as_tuple": c.chance(0.5)}
+        return {"ord": order, "axis": axis}
+
+    def rng_axes(self, ndim, count):
+        """count distinct axes of ndim, in a random order."""
+        axes = list(range(ndim))
+        chosen = []
+        for _ in range(count):
+            chosen.append(axes.pop(self.c.integer(0, len(axes) - 1)))
+        return chosen
+
     def at_kink(self, env, depth):
         """An op exactly at its kink, with a nonzero derivative through it, so that the
         conventions of docs/language.md decide the derivative: a = x - c, where the const c
@@ -2368,7 +2472,8 @@ class Generator:
         if form in ("max", "min"):
             return reduce_(form, anchor if d.shape else E("list", [anchor, num(0)]))
         if form == "norm":
-            return E("norm", (anchor,))
+            p = self.norm_params(len(d.shape)) if d.shape and c.chance(0.5) else {}
+            return E("norm", (anchor,), **p)
         if form == "pow":
             a = Term(anchor, self.value(anchor, env))
             return bin_("^", anchor, bin_("+", num(2), fn("sin", self.partner(env, a, depth).e)))

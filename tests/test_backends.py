@@ -50,6 +50,8 @@ p = sum(M, axis=0) + mean(M, axis=0) + max(M, axis=0) - min(M, axis=0)
 q = prod(1 + 0.1 * M, axis=1) + logsumexp(M, axis=1) + softmax(M, axis=1)[:, 0] + (w @ B)[0:3]
 r = concat(p, q) + 0
 t = stack(p[0], q[1], norm(w), sum(transpose(M) @ q))
+nm = norm(M, axis=1) + norm(M, 1, axis=1) + norm(M, inf, axis=1) + norm(M, -inf, axis=(1,)) + norm(M, 3, 1)
+nn = norm(M, 1) + norm(M, -1) + norm(M, inf) + norm(M, -inf, axis=(1, 0)) + norm(M, 'fro')
 z = reshape(M, 2, 6)
 output f = sum(r) + dot(t, t) + sum(z[1, :]) + prod(x) + max(x) + min(x) + logsumexp(x) + mean(softmax(x))
 output g = concat(z[0, 1:4], t) * -s
@@ -68,6 +70,7 @@ output l = g2 + log_softmax(x) + log_softmax(M, axis=0)[1, 0:n]
 output o = sum(M - logsumexp(M, axis=1, keepdims=true), axis=0) * mean(x / norm(x, keepdims=true), keepdims=true)
 S = A.T @ A + n * eye(n) + diag(x)
 L = cholesky(S)
+output ln = nm * nn
 output la = solve(S, x) + inv(S) @ x + triangular_solve(L, x) + triangular_solve(L.T, x, lower=false)
 T = fill_tril(concat(x, x[0:3], x[1:4]), n)
 output lb = det(S) * logdet(S) + trace(S) * diag(tril(T, -1) + triu(T.T, 1))

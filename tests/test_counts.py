@@ -401,6 +401,37 @@ def test_reduction_op_table(op, axis):
     assert rev.cost.mults_derivative == partials + propagation(s) + s * n
 
 
+# norm(x, ord, axis) of x: mat[2, 3] (n = 6), by hand from docs/counting.md: (primal mults,
+# primal flops), the partial's (mults, flops), and s, the result's elements.
+NORM_TABLE = {
+    "norm(x)": ((6, 2 * 6 + 1), (6, 6), 1),                        # x², Σ, √; x/‖x‖
+    "norm(x, 'fro')": ((6, 2 * 6 + 1), (6, 6), 1),
+    "norm(x, axis=1)": ((6, 2 * 6 + 2), (6, 6), 2),                # a √ per row
+    "norm(x, 1, axis=0)": ((0, 2 * 6), (0, 6), 3),                 # |x|, Σ; sign x
+    "norm(x, inf, axis=1)": ((0, 2 * 6), (2 * 6, 6 * 6), 2),       # |x|, max; sign x · share of ties
+    "norm(x, -inf, axis=(1,))": ((0, 2 * 6), (2 * 6, 6 * 6), 2),
+    "norm(x, 3, axis=1)": ((0, 3 * 6 + 2), (2 * 6, 7 * 6), 2),     # |x|, ^3, Σ, ^(1/3); sign·(|x|/out)²
+    "norm(x, 1)": ((0, 2 * 6 + 3), (6 + 3, 3 * 6 + 3 * 3), 1),     # 3 column sums, their max
+    "norm(x, -inf)": ((0, 2 * 6 + 2), (6 + 2, 3 * 6 + 3 * 2), 1),  # 2 row sums, their min
+    "norm(x, inf, axis=(1, 0))": ((0, 2 * 6 + 3), (6 + 3, 3 * 6 + 3 * 3), 1),   # rows are axis 1
+}
+
+
+@pytest.mark.parametrize("call", sorted(NORM_TABLE))
+def test_norm_op_table(call):
+    (mults, flops), (p_mults, p_flops), s = NORM_TABLE[call]
+    n = 6
+    program = adcli.loads(f"input x: mat[2, 3] = rand(seed=1)\noutput y = {call}")
+    fwd, rev = jacobians(program)
+    for result in (fwd, rev):
+        assert (result.cost.mults_primal, result.cost.flops_primal) == (mults, flops)
+    # reverse, s directions: the partial once, then p·(ct broadcast back), k·n mults and flops
+    assert (rev.cost.mults_derivative, rev.cost.flops_derivative) == (p_mults + s * n, p_flops + s * n)
+    # forward, n directions: the partial once; p times the identity Seed is free (it picks
+    # entries), then the sum over the reduced axes, k·n flops
+    assert (fwd.cost.mults_derivative, fwd.cost.flops_derivative) == (p_mults, p_flops + n * n)
+
+
 @pytest.mark.parametrize("a_type, b_type", [
     ("mat[2, 3]", "mat[3, 4]"), ("mat[2, 3]", "vec[3]"), ("vec[3]", "mat[3, 4]"), ("vec[3]", "vec[3]"),
     # @ on stacks: a batch of b products, b·m·k·n mults, the batch broadcast as NumPy's matmul does

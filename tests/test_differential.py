@@ -420,6 +420,10 @@ REQUIRED_FEATURES = {
     "repeat-index-nested", "rebind", "rebind-input", "dim-as-value", "several-outputs", "output-alias",
     "output-input", "output-bare", "pow:int", "pow:signed", "pow:real", "pow:var", "pow:base",
     "softmax", "norm", "maximum", "minimum", "neg",
+    # norm with ord and axis: vector norms (2, 1, max/min |x|, a p-norm), matrix norms (Frobenius,
+    # max/min of column or row sums), axes written as a tuple
+    "norm:vector:2", "norm:vector:1", "norm:vector:extreme", "norm:vector:p", "norm:matrix:2",
+    "norm:matrix:extreme", "axis-tuple",
     "fn:sign", "fn:heaviside", "logic:and", "logic:or", "not", "where", "clip",
     "arctan2", "hypot", "constant:pi", "constant:e", "constant-data", "log_softmax", "multigammaln",
     "multigammaln:dim", "keepdims:all", "keepdims:axis",

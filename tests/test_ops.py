@@ -52,6 +52,17 @@ def distinct(*names):
     return ok
 
 
+def distinct_abs(x):
+    """|x|'s elements differ pairwise by more than GAP along the last axis (no ties of max |x|)."""
+    a = np.sort(np.abs(np.asarray(x)), axis=-1)
+    return a.shape[-1] < 2 or bool(np.min(np.diff(a, axis=-1)) > GAP)
+
+
+def distinct_sums(sums):
+    """A matrix norm's column (row) sums differ pairwise by more than GAP (no ties)."""
+    return distinct_abs(sums)
+
+
 def apart(a, b):
     """a and b (broadcast) differ by more than GAP everywhere."""
     return lambda at: bool(np.all(np.abs(np.subtract(at[a], at[b])) > GAP))
@@ -153,6 +164,32 @@ CASES = [
     # norm, away from its kink at 0 (where central differences go wrong)
     Case("norm", "input x: vec[4]\noutput y = norm(x)", ok=lambda at: np.linalg.norm(at["x"]) > 0.2),
     Case("norm", "input x: mat[2, 3]\noutput y = norm(x)", ok=lambda at: np.linalg.norm(at["x"]) > 0.2),
+    # norm with ord and axis (NumPy's numpy.linalg.norm), away from 0 (|x| > GAP: the kinks
+    # of |x|) and from ties of the max or min
+    Case("norm", "input A: mat[2, 3]\noutput y = norm(A, axis=1)", {"A": "away0"}),
+    Case("norm", "input A: mat[2, 3]\noutput y = norm(A, axis=0, keepdims=true) * A", {"A": "away0"}),
+    Case("norm", "input x: vec[4]\noutput y = norm(x, 1)", {"x": "away0"}),
+    Case("norm", "input A: mat[3, 2]\noutput y = norm(A, 1, axis=0)", {"A": "away0"}),
+    Case("norm", "input x: vec[4]\noutput y = norm(x, inf)", {"x": "away0"}, ok=lambda at: distinct_abs(at["x"])),
+    Case("norm", "input A: mat[2, 3]\noutput y = norm(A, -inf, axis=1)", {"A": "away0"},
+         ok=lambda at: distinct_abs(at["A"])),
+    Case("norm", "input x: vec[4]\noutput y = norm(x, 3)", {"x": "away0"}),
+    Case("norm", "input A: mat[2, 3]\noutput y = norm(A, ord=0.5, axis=-1)", {"A": "away0"}),
+    Case("norm", "input A: mat[2, 3]\noutput y = norm(A, 1.5, 0)", {"A": "away0"}),
+    Case("norm", "input A: mat[3, 2]\noutput y = norm(A, 'fro')", {"A": "away0"}),
+    Case("norm", "input X: tensor[2, 2, 3]\noutput y = norm(X, axis=(0, 2))", {"X": "away0"}),
+    Case("norm", "input A: mat[3, 3]\noutput y = norm(A, 1)", {"A": "away0"},
+         ok=lambda at: distinct_sums(np.abs(at["A"]).sum(axis=0))),
+    Case("norm", "input A: mat[3, 3]\noutput y = norm(A, -1)", {"A": "away0"},
+         ok=lambda at: distinct_sums(np.abs(at["A"]).sum(axis=0))),
+    Case("norm", "input A: mat[2, 3]\noutput y = norm(A, inf)", {"A": "away0"},
+         ok=lambda at: distinct_sums(np.abs(at["A"]).sum(axis=1))),
+    Case("norm", "input A: mat[2, 3]\noutput y = norm(A, -inf)", {"A": "away0"},
+         ok=lambda at: distinct_sums(np.abs(at["A"]).sum(axis=1))),
+    Case("norm", "input X: tensor[2, 3, 2]\noutput y = norm(X, 1, axis=(2, 1), keepdims=true)", {"X": "away0"},
+         ok=lambda at: all(distinct_sums(np.abs(m).sum(axis=1)) for m in at["X"])),
+    Case("norm", "input X: tensor[2, 3, 2]\noutput y = norm(X, inf, axis=(0, 2))", {"X": "away0"},
+         ok=lambda at: all(distinct_sums(np.abs(at["X"][:, j]).sum(axis=1)) for j in range(3))),
     # data movement
     Case("index", "input x: vec[4]\noutput y = x[1]"),
     Case("index", "input x: vec[4]\noutput y = x[-1]"),
@@ -399,6 +436,18 @@ def both_modes(text, at=None):
     ("input s = 1\ninput b: vec[3] = [1, 1, 0]\noutput y = sum(maximum(s, b))", [[2.0, 0.5, 0.5, 0.0]]),
     # norm at 0: gradient 0 (a subgradient), not nan
     ("input x: vec[3] = zeros\noutput y = norm(x)", [[0.0, 0.0, 0.0]]),
+    # norm with ord follows abs and max: sign(0) = 0, ties share, 0 where the norm is 0
+    ("input x: vec[3] = [-1, 0, 2]\noutput y = norm(x, 1)", [[-1.0, 0.0, 1.0]]),
+    ("input x: vec[3] = [2, -2, 1]\noutput y = norm(x, inf)", [[0.5, -0.5, 0.0]]),
+    ("input x: vec[3] = [0, -1, 1]\noutput y = norm(x, -inf)", [[0.0, 0.0, 0.0]]),
+    ("input x: vec[2] = [0, 2]\noutput y = norm(x, 0.5)", [[0.0, 1.0]]),   # not 0·0^(-1/2) = nan
+    ("input x: vec[2] = zeros\noutput y = norm(x, 3)", [[0.0, 0.0]]),
+    ("input A: mat[2, 2] = [[0, 0], [3, 4]]\noutput y = norm(A, axis=1)", [[0, 0, 0, 0], [0, 0, 0.6, 0.8]]),
+    # columns 0 and 1 tie for the largest Σ|a|: each gets half, sign(0) = 0 in row 1
+    ("input A: mat[2, 2] = [[1, -1], [0, 0]]\noutput y = norm(A, 1)", [[0.5, -0.5, 0.0, 0.0]]),
+    # rows 0 and 1 tie for the smallest Σ|a| (3 and 3)
+    ("input A: mat[2, 2] = [[1, -2], [3, 0]]\noutput y = norm(A, -inf)", [[0.5, -0.5, 0.5, 0.0]]),
+    ("input A: mat[2, 2] = [[1, -2], [4, 0]]\noutput y = norm(A, -inf)", [[1.0, -1.0, 0.0, 0.0]]),
     # a ^ b at a = 0: ∂/∂b is 0, not nan; ∂/∂a = b·0^(b-1) = 0 for b = 2
     ("input a = 0.0\ninput b = 2.0\noutput y = a ^ b", [[0.0, 0.0]]),
     # a ^ 0 is the constant 1 (NumPy's 0^0 = 1 included): ∂/∂a = 0 at a = 0 too, not 0·0^-1 = nan

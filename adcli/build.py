@@ -1335,6 +1335,7 @@ class Builder:
         node = self.emit("index", (node,), ast, {"key": key, "result_shape": result_shape})
         if any(steps):
             self.nodes[node].key_steps = steps
+            self.nodes[node].key_index = self.loop_index[0]
         return node
 
     def _key_part(self, sub, size: int, indexed: str, scope, affine=False):

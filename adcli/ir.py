@@ -38,6 +38,7 @@ class Node:
     # per part of its key, how far that part moves per iteration; attrs["key"] is
     # iteration 0's (adcli.build.Builder._moving_index, adcli.interpret.Runner.evaluate)
     key_steps: tuple | None = field(default=None, repr=False, compare=False)
+    key_index: str | None = field(default=None, repr=False, compare=False)   # the index's name (t)
 
     @property
     def text(self) -> str:

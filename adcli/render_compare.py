@@ -123,8 +123,8 @@ def frontier_table(comparison) -> Group:
     for name in ("states\nkept", "recomputed\nsteps", "cached\nvalues", "peak bytes", "time"):
         table.add_column(name, justify="right", no_wrap=True)
 
-    def pair(a, b, fmt):
-        return f"{fmt(a) if a is not None else '—'} / {fmt(b) if b is not None else '—'}"
+    def pair(a, b, fmt):   # (on two lines: one line each cut the time column at 80 columns)
+        return f"{fmt(a) if a is not None else '—'} /\n{fmt(b) if b is not None else '—'}"
 
     for point in comparison.frontier:
         states = "all" if point.checkpoints is None else count(point.checkpoints)

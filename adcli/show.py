@@ -86,10 +86,23 @@ def index_array_text(a, most: int = 8) -> str:
     return str(a.tolist()).replace(" ", "") if a.ndim > 1 else ", ".join(map(str, a.tolist())).join("[]")
 
 
-def _key_text(key, shape=()) -> str:
+def _moving(b, a: int, index: str) -> str:
+    """a·t + b as the language writes it: 't', 't + 1', '2 * t - 1'."""
+    term = index if a == 1 else f"-{index}" if a == -1 else f"{a} * {index}"
+    return term if not b else f"{term} + {b}" if b > 0 else f"{term} - {-b}"
+
+
+def _key_text(key, shape=(), steps=None, index="t") -> str:
+    """An index node's key as written; `steps` (Node.key_steps): parts that move with a
+    loop's index, shown as a·t + b (the key itself is iteration 0's)."""
     parts = []
     for axis, k in enumerate(key):
-        if isinstance(k, slice):
+        step = steps[axis] if steps else 0
+        if step and isinstance(k, slice):
+            parts.append(f"{_moving(k.start, step, index)}:{_moving(k.stop, step, index)}")
+        elif step:
+            parts.append(_moving(k, step, index))
+        elif isinstance(k, slice):
             size = shape[axis] if axis < len(shape) else None
             stop = "" if k.stop is None or (k.stop == size and k.step in (None, 1)) else k.stop
             text = f"{'' if k.start in (None, 0) or k.step not in (None, 1) else k.start}:{stop}"
@@ -101,6 +114,11 @@ def _key_text(key, shape=()) -> str:
         else:
             parts.append(str(k))
     return ", ".join(parts)
+
+
+def _node_key_text(graph, node) -> str:
+    return _key_text(node.attrs.get("key", ()), graph.nodes[node.inputs[0]].shape, node.key_steps,
+                     node.key_index or "t")
 
 
 def expression(graph, node, name=None) -> str:
@@ -125,7 +143,7 @@ def expression(graph, node, name=None) -> str:
     if op == "logical_not":
         return f"not {args[0]}"
     if op in ("index", "gather"):
-        return f"{args[0]}[{_key_text(node.attrs.get('key', ()), graph.nodes[node.inputs[0]].shape)}]"
+        return f"{args[0]}[{_node_key_text(graph, node)}]"
     if op == "scatter_add":
         rows = node.shape[0]
         return f"scatter_add({args[0]}, {index_array_text(node.attrs['index'])}, {rows})"
@@ -206,7 +224,7 @@ def equation(graph, node, dtype: str = "f64", name=None) -> str:
             if key in ("carried", "outer") and node.op == "input":
                 continue
             if key == "key":
-                value = f"[{_key_text(value, graph.nodes[node.inputs[0]].shape)}]"
+                value = f"[{_node_key_text(graph, node)}]"
             elif hasattr(value, "shape"):   # integer data: a scatter's targets
                 value = index_array_text(value)
             elif isinstance(value, tuple):

@@ -240,3 +240,27 @@ def test_as_is_still_a_name_outside_repeat():
     program = adcli.loads("input x = 2.0\nas = x * 3\nh = as\nrepeat 2 as i {\n    h = h + as * i\n}\n"
                           "output y = h\n")
     assert float(value(program, "y")) == 12.0
+
+
+def test_show_and_trace_write_a_moving_key_with_the_index(tmp_path):
+    """A body's index node keeps iteration 0's key and how far each part moves per
+    iteration (Node.key_steps): show and trace write it as the program does, X[t + 1],
+    not as iteration 0's X[1] (which a trace row of iteration 300,000 showed)."""
+    from click.testing import CliRunner
+
+    from adcli.cli import cli
+
+    source = ("const X: mat[2001, 3] = randn(seed=1)\ninput s: vec[3] = [0.1, 0.2, 0.3]\n"
+              "repeat 1000 as step {\n  s = sin(s * X[step + 1]) + X[2 * step, 0:3] + X[step:step + 1, 1]\n}\n"
+              "output y = sum(s)\n")
+    program = adcli.loads(source, loops="always")
+    from adcli.show import ir_lines
+
+    text = "\n".join(ir_lines(program.graph))
+    for want in ("key=[step + 1]", "key=[2 * step, :]", "key=[step:step + 1, 1]"):
+        assert want in text, text
+    path = tmp_path / "moving.ad"
+    path.write_text(source)
+    out = CliRunner().invoke(cli, ["trace", str(path), "--mode", "reverse"])
+    assert out.exit_code == 0, out.output
+    assert "[step + 1]" in out.output and "[1]   vec[3]" not in out.output

@@ -44,7 +44,7 @@ import numpy as np
 
 from .ir import format_shape
 from .ops import REGISTRY, Residuals
-from .tangents import Shaped, kept_shape
+from .tangents import Linear, Shaped
 
 # xp functions the rules call that are registry ops of the same name (elementwise, of one
 # or two arrays): the partials of sin, sqrt, abs, erf, ... (adcli.ops)
@@ -305,11 +305,8 @@ class NodeLinear:
     def sum(self, t, axis=None):
         return None if t is None else self.e.emit("sum", (t,), {"axis": axis})
 
-    def expand(self, t, shape, axis=None):
-        if t is None:
-            return None
-        shape = tuple(shape)
-        return self.broadcast(self.reshape(t, kept_shape(shape, axis)), shape)
+    # the transpose of sum: broadcast back, written with this class's reshape and broadcast
+    expand = Linear.expand
 
     def reshape(self, t, shape):
         return None if t is None else self.e.reshape(t, shape)

@@ -875,5 +875,7 @@ def main(argv=None):
 from . import cli_calibrate, cli_inspect  # noqa: E402,F401  register calibrate, trace, graph and show
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":   # `python -m adcli.cli`: hand over to the one imported copy of this module
+    from adcli.cli import main as imported_main
+
+    imported_main()

@@ -436,3 +436,17 @@ def test_linear_algebra_problems_are_one_sentence(tmp_path, text, message, caret
         assert lines[0] == f"{path}:{message}", result.output
         assert lines[1].strip() == caret_line and lines[2].strip() == "^"
         assert "Traceback" not in result.output and "LinAlgError" not in result.output
+
+
+def test_python_dash_m_runs_every_command():
+    """`python -m adcli` and `python -m adcli.cli` reach the same commands as the installed
+    script, show/trace/graph/calibrate included (registered by adcli.cli on import)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sample = str(Path(__file__).parent.parent / "samples" / "seed_example.ad")
+    for module in ("adcli", "adcli.cli"):
+        out = subprocess.run([sys.executable, "-m", module, "show", sample], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert "equations" in out.stdout

@@ -498,6 +498,20 @@ class Program:
         flops and the peak live values, are the attributes `mults`, `flops`, `peak`."""
         key = ("evaluate", be.name, str(xp_dtype))
         staged = self._compiled.get(key)
+        if staged is None and self._loop_work() > execute.MAX_CACHED_EQUATIONS:
+            # a loop's every iteration would be an equation of the plan: interpreted instead,
+            # iteration by iteration, as _run does (staging 10^9 steps never ends)
+            analysis = self._analysis([], [])
+
+            def interpreted(values: dict) -> dict:
+                runner = Runner(self.graph, be.xp, xp_dtype, values, consts)
+                env = runner.run_primal(analysis)
+                interpreted.mults, interpreted.flops = runner.primal.mults, runner.primal.flops
+                interpreted.peak = max(interpreted.peak, runner.live.peak)
+                return env
+
+            interpreted.mults = interpreted.flops = interpreted.peak = 0
+            return interpreted
         if staged is None:
             stager = Stager(self.graph, be.xp, xp_dtype, inputs, consts)
             stager.run_primal(self._analysis([], []))

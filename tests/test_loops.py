@@ -481,3 +481,18 @@ def test_a_loop_too_long_for_kept_plans_is_not_staged(monkeypatch):
     short = adcli.loads(source.replace("400 as", "2 as"), loops="always")
     with pytest.raises(AssertionError, match="staged"):   # a short loop is still compiled
         short.jacobian(mode="reverse")
+
+
+def test_evaluating_a_loop_too_long_for_plans_interprets_it(monkeypatch):
+    """Program.evaluate (finite differences, compare's checks) runs a loop past the plans'
+    limit by the interpreter, iteration by iteration, as the modes do: staged, every
+    iteration was an equation of one plan (10^9 steps never ended)."""
+    from adcli import execute
+
+    monkeypatch.setattr(execute, "MAX_CACHED_EQUATIONS", 50)
+    program = adcli.loads("input x: scalar = 0.3\nrepeat 400 {\n  x = sin(x)\n}\noutput y = x\n", loops="always")
+    want = 0.3
+    for _ in range(400):
+        want = np.sin(want)
+    assert float(program.evaluate()["y"]) == pytest.approx(want, rel=1e-14)
+    assert not any(key[0] == "evaluate" for key in program._compiled)

@@ -223,8 +223,10 @@ def test_auto_mode_runs_the_decision(programs, name):
     # take 2.6x fewer array operations forward, where reverse makes each matmul's two
     # adjoints); the tiny seed_example (2 inputs) and deep (8) are near ties, which go
     # to the mode predicted to need less memory (if it differs by over 10%), else to fewer
-    # derivative mults, else forward, and so does bundle_adjustment (R^72 -> R^45:
-    # fewer reverse passes, but each does about 1.8x a forward pass's arithmetic)
+    # derivative mults, else forward; bundle_adjustment (R^72 -> R^45: fewer reverse
+    # passes, but each does more arithmetic) goes forward, predicted 1.2x faster (with
+    # scaled Seeds it moves 251,069 values forward against 340,544 reverse; measured
+    # 0.97 ms forward, 1.12 ms reverse), or by a near tie
     f, r = decision.plans["forward"], decision.plans["reverse"]
     if name in ("seed_example.ad", "deep.ad", "bundle_adjustment.ad") and (
             "within 10%" in decision.reason or "a tie" in decision.reason):
@@ -235,7 +237,8 @@ def test_auto_mode_runs_the_decision(programs, name):
         else:
             expected = "forward"
     else:
-        expected = {"sensitivity.ad": "forward", "robot_arm.ad": "forward"}.get(name, "reverse")
+        expected = {"sensitivity.ad": "forward", "robot_arm.ad": "forward",
+                    "bundle_adjustment.ad": "forward"}.get(name, "reverse")
     assert result.mode == expected
 
 

@@ -31,7 +31,7 @@ from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
 from .backends import NumpyBackend
-from .tangents import Abstract, Counter, Linear, Seed
+from .tangents import Abstract, Counter, Linear, Scaled, Seed
 
 MODES = ("forward", "reverse")
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -1471,6 +1471,8 @@ class Program:
             if event not in ("forward", "backward") or not derivative:
                 return
             for t in derivative.values():
+                if isinstance(t, Scaled):   # its scale holds its values
+                    t = t.scale
                 if t is not None and not isinstance(t, Seed) and not bool(runner.xp.isfinite(t).all()):
                     raise Found(node)
 

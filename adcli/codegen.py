@@ -22,7 +22,7 @@ from math import prod
 import numpy as np
 
 from .plan import _Slot, xp_name
-from .tangents import Linear, Counter, Seed
+from .tangents import Linear, Counter, Scaled, Seed
 
 INLINE_CONSTANT = 16    # constants up to this many elements are written out as literals
 
@@ -78,7 +78,8 @@ def derivative_program(program, mode: str, kind: str = "jacobian", wrt=None, at=
 
 LEGEND = ("# vN: a value of the program (adcli show); vN_dot: its tangents, one per direction on the\n"
           "# leading axis (vN_dot_x: those for input x's directions, with several inputs); vN_bar: its\n"
-          "# adjoint (vN_bar_y: for output y's); dvN_dvM: a local partial; tN: an intermediate;\n"
+          "# adjoint (vN_bar_y: for output y's); vN_bar_scale (vN_dot_scale): a diagonal one, kept\n"
+          "# as its values (a scaled seed); dvN_dvM: a local partial; tN: an intermediate;\n"
           "# cN: a constant made while compiling (listed above its function); xp_F: the array\n"
           "# module's function F (numpy.F, or cupy.F).{special}\n"
           "# A `del` frees a value after its last use; `a += b` accumulates in place.")
@@ -156,6 +157,15 @@ def _value(what, value, shape):
     return array
 
 
+def _placed(scale, src, k):
+    """A scaled seed made dense: direction src[i] of element i is scale[i] (src[i] = -1:
+    element i selects no direction); every other entry is 0."""
+    out = xp.zeros((k, src.size), dtype=DTYPE)
+    where = xp.nonzero(src.reshape(-1) >= 0)[0]
+    out[src.reshape(-1)[where], where] = scale.reshape(-1)[where]
+    return out.reshape((k,) + src.shape)
+
+
 def _given(what, given, shapes):
     """A direction or cotangent {name: array} for every name (a name left out gets zeros)."""
     unknown = sorted(set(given) - set(shapes))
@@ -167,11 +177,18 @@ def _given(what, given, shapes):
 
 
 def _leaf_expr(leaf, outs: str, constants: dict, name: str, dtype: str) -> str | None:
-    """Source for one result leaf: a plan output, a constant (a Seed made dense), or None."""
+    """Source for one result leaf: a plan output, a constant (a Seed made dense), a Scaled
+    (its scale a plan output, put in place: _placed), or None."""
     if isinstance(leaf, _Slot):
         return f"{outs}[{leaf.index}]"
     if leaf is None:
         return None
+    if isinstance(leaf, Scaled) and isinstance(leaf.scale, _Slot):
+        constants[f"{name}_SRC"] = _host(leaf.src).astype(np.int64)
+        return f"_placed({outs}[{leaf.scale.index}], {name}_SRC, {leaf.k})"
+    if isinstance(leaf, Scaled):   # a constant scale: made dense once, here
+        leaf = Linear(np, leaf.k, Counter(), np.dtype(dtype)).dense(
+            Scaled(Seed(_host(leaf.src), leaf.k, leaf.node_shape, leaf.identity), _host(leaf.scale)))
     if isinstance(leaf, Seed):
         leaf = Linear(np, leaf.k, Counter(), np.dtype(dtype)).dense(
             Seed(_host(leaf.src), leaf.k, leaf.node_shape))

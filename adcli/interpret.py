@@ -21,7 +21,7 @@ from math import prod
 from . import checkpoint
 from .checkpoint import Action
 from .ops import REGISTRY, Residuals
-from .tangents import Abstract, Counter, Linear, Seed, live_size
+from .tangents import Abstract, Counter, Linear, Seed, live_size, root, structured
 
 FOREVER = float("inf")
 
@@ -113,10 +113,10 @@ class _Live:
         entry = self._refs.get(id(t))
         if entry is None:
             self._refs[id(t)] = [t, 1]
-            if isinstance(t, Seed):
+            if structured(t):   # its selection's index array; a Scaled's scale is values
                 self.indexes += prod(t.node_shape) * self.wide
                 self.temporary(0)
-            else:
+            if not isinstance(t, Seed):
                 self.add(live_size(t))
         else:
             entry[1] += 1
@@ -128,9 +128,9 @@ class _Live:
         entry[1] -= 1
         if entry[1] == 0:
             del self._refs[id(t)]
-            if isinstance(t, Seed):
+            if structured(t):
                 self.indexes -= prod(t.node_shape) * self.wide
-            else:
+            if not isinstance(t, Seed):
                 self.drop(live_size(t))
 
     def reset(self):
@@ -1697,10 +1697,19 @@ def flat_step(steps, shape) -> int:
 
 
 def _kinds(carried) -> tuple:
-    """The kinds and shapes of carried derivative values (dicts of blocks), for _Steady."""
+    """The kinds and shapes of carried derivative values (dicts of blocks), for _Steady;
+    for Seeds and Scaleds also which of them share one Seed object (numbered in order of
+    appearance), since Scaleds of one Seed add entry by entry and others do not."""
+    seeds: dict = {}
+
+    def kind(t):
+        if not structured(t):
+            return tuple(t.shape)
+        number = seeds.setdefault(id(root(t)), len(seeds))
+        return (t.k, t.node_shape, t.identity, root(t).full, number)
+
     return tuple(None if not ts else tuple(sorted(
-        (str(b), type(t).__name__, (t.k, t.node_shape, t.identity) if isinstance(t, Seed) else tuple(t.shape))
-        for b, t in ts.items())) for ts in carried)
+        (str(b), type(t).__name__, kind(t)) for b, t in ts.items())) for ts in carried)
 
 
 def body_analysis(body, depends: frozenset) -> "Analysis":

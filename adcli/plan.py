@@ -17,7 +17,7 @@ import keyword
 import re
 
 from .staging import BINARY, UNARY, Const, Sym, Var
-from .tangents import Seed
+from .tangents import Scaled, Seed
 
 # Calls and methods whose result is a new array that nothing else refers to.
 FRESH_CALLS = {"sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh", "abs", "sign", "where",
@@ -25,7 +25,7 @@ FRESH_CALLS = {"sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh", "abs"
                "expm1", "log2", "log10", "logaddexp", "hypot", "clip", "heaviside",
                "maximum", "minimum", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
                "empty_like", "concatenate", "stack", "cumprod", "sum", "max", "min", "mean", "prod",
-               "isfinite", "dot", "matmul", "outer"}
+               "isfinite", "dot", "matmul", "outer", "copy"}
 FRESH_METHODS = {"sum", "astype", "copy", "max", "min", "mean", "prod"}
 
 
@@ -37,10 +37,13 @@ class _Slot:
 
 
 def _template(tree, found: list):
-    """The output structure with each staged value replaced by a slot."""
+    """The output structure with each staged value replaced by a slot (a Scaled's scale
+    too: it is data, made by the plan on every call)."""
     if isinstance(tree, Sym):
         found.append(tree.var)
         return _Slot(len(found) - 1)
+    if isinstance(tree, Scaled) and isinstance(tree.scale, Sym):
+        return Scaled(tree.seed, _template(tree.scale, found))
     if isinstance(tree, dict):
         return {k: _template(v, found) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
@@ -56,6 +59,8 @@ def _leaf_bytes(template) -> int:
         return sum(_leaf_bytes(v) for v in template)
     if isinstance(template, Seed):
         return getattr(template.src, "nbytes", 0)
+    if isinstance(template, Scaled):   # its selection's index array (and a constant scale)
+        return getattr(template.src, "nbytes", 0) + getattr(template.scale, "nbytes", 0)
     return getattr(template, "nbytes", 0)
 
 
@@ -269,6 +274,11 @@ class Plan:
                 lines.append(f"{name(left.id)} += {expr(eqn.args[1], name)}")
                 lines.append(f"{name(eqn.out)} = {name(left.id)}")
                 fresh.add(eqn.out)
+            elif self._owned_copy(eqn, read, last, index, fresh, aliased, outputs, inputs):
+                # a copy of a value that dies here and owns its memory (a dense cotangent a
+                # Scaled's entries are added to): the value itself, written into
+                lines.append(f"{name(eqn.out)} = {name(eqn.args[0].id)}")
+                fresh.add(eqn.out)
             else:
                 lines.append(statement(eqn, name))
             dead = sorted({v for v in read if last[v] == index and v not in outputs})
@@ -277,6 +287,16 @@ class Plan:
             if dead:
                 lines.append("del " + ", ".join(name(v) for v in dead))
         return lines, used_consts
+
+    def _owned_copy(self, eqn, read, last, index, fresh, aliased, outputs, inputs) -> bool:
+        """Whether `eqn` is `xp.copy(x)` of an x read for the last time here that owns its
+        memory (made fresh, never viewed, neither an input nor an output)."""
+        if eqn.kind != "call" or eqn.name != "copy" or eqn.kwargs or len(eqn.args) != 1:
+            return False
+        source = eqn.args[0]
+        return (isinstance(source, Var) and last.get(source.id) == index and source.id in fresh
+                and source.id not in aliased and source.id not in outputs and source.id not in inputs
+                and read.count(source.id) == 1)
 
     # -- source -------------------------------------------------------------------------------
     def body(self, indent: str = "    ", returns: str | None = None) -> list:
@@ -312,6 +332,11 @@ class Plan:
             return f"({inner},)" if len(template) == 1 else f"({inner})"
         if template is None:
             return "None"
+        if isinstance(template, Scaled) and isinstance(template.scale, _Slot):
+            # the Seed is the plan's; the scale is this call's: leafN makes the Scaled
+            seed = template.seed
+            leaves.append(lambda scale: Scaled(seed, scale))
+            return f"leaf{len(leaves) - 1}({self._structure(template.scale, leaves)})"
         leaves.append(template)
         return f"leaf{len(leaves) - 1}"
 

@@ -22,6 +22,8 @@ import operator
 
 import numpy as np
 
+from .tangents import Scaled
+
 
 class StagingError(Exception):
     """A rule asked for something a staged program cannot record (a bug in adcli)."""
@@ -71,7 +73,8 @@ UNARY = {"neg": (operator.neg, "-"), "invert": (operator.invert, "~")}
 # Array creation with a floating dtype makes a value the program writes into (a product
 # with a Seed, a scatter): recorded. Integer and boolean ones are index arithmetic on
 # constants: computed now.
-CREATION = {"zeros", "ones", "full", "empty", "zeros_like", "ones_like", "empty_like", "full_like"}
+CREATION = {"zeros", "ones", "full", "empty", "zeros_like", "ones_like", "empty_like", "full_like",
+            "copy"}   # (a copy of a constant that staged entries are added to: Linear._entries)
 
 
 class Tape:
@@ -356,9 +359,12 @@ def _floating(value) -> bool:
 
 
 def real(tree):
-    """Replace every Sym in a nested structure of dicts, lists and tuples by its value."""
+    """Replace every Sym in a nested structure of dicts, lists and tuples (and a Scaled's
+    scale) by its value."""
     if isinstance(tree, Sym):
         return tree.value
+    if isinstance(tree, Scaled):
+        return Scaled(tree.seed, real(tree.scale))
     if isinstance(tree, dict):
         return {k: real(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):

@@ -8,6 +8,12 @@ A derivative value for one node and one block of directions is one of
   the Seed sums the entries it selects for that direction. Applying a linear map
   to a Seed only selects (and, for repeats, adds) entries of the map, so it is
   not counted; data movement keeps a Seed a Seed;
+- ``Scaled``: a Seed times a per-element scale (for the whole identity, a diagonal):
+  element i is direction ``src[i]`` with the value ``scale[i]``. Scaling a Seed makes
+  one (free, as scaling a Seed always was); scaling, negating or adding Scaleds of one
+  Seed costs one flop per element of the node, a product with one scales rows or
+  columns of the other operand, and adding one to a dense value adds its entries
+  only. The scale is data (an array of the node's shape); the selection is the Seed's;
 - a dense array with the directions on a leading axis: shape ``(k,) + shape``.
 
 Every JVP and VJP rule in adcli.ops is written with the methods of
@@ -56,19 +62,73 @@ class Abstract(Shaped):
 class Seed:
     """Directions selected from the identity: element i is direction src[i] (-1: none)."""
 
-    __slots__ = ("src", "k", "node_shape", "identity")
+    __slots__ = ("src", "k", "node_shape", "identity", "full")
 
-    def __init__(self, src, k: int, node_shape, identity: bool = False):
+    def __init__(self, src, k: int, node_shape, identity: bool = False, full: bool | None = None):
         self.src = src              # integer array of node_shape, or None when abstract
         self.k = k
         self.node_shape = tuple(node_shape)
         # the whole identity in order (direction i is element i, every element selected):
         # known from how the seed was made, so a prediction knows it too
         self.identity = identity
+        # every element selects a direction (the identity, moved without leaving holes):
+        # then a Scaled of it has exactly one entry per element, which is what it counts
+        self.full = identity if full is None else full
 
     @property
     def shape(self):
         return (self.k,) + self.node_shape
+
+
+class Scaled:
+    """A Seed times a per-element scale: element i of the node is direction seed.src[i]
+    with the value scale[i] (a diagonal placement, for the whole identity). Its Seed is
+    always full (every element selects one direction), so its entries are its node's
+    elements, as many as a prediction knows from the shape alone. The scale is
+    an array of the node's shape (an Abstract when predicting), never a constant of a
+    plan: it depends on the inputs. Two Scaleds of the same Seed object (or a Scaled and
+    its Seed) add entry by entry; identity of the Seed object is structural (a prediction
+    makes the same objects a run does), so prediction and run agree on when they do."""
+
+    __slots__ = ("seed", "scale")
+
+    def __init__(self, seed: Seed, scale):
+        self.seed = seed
+        self.scale = scale
+
+    @property
+    def k(self) -> int:
+        return self.seed.k
+
+    @property
+    def node_shape(self) -> tuple:
+        return self.seed.node_shape
+
+    @property
+    def identity(self) -> bool:
+        return self.seed.identity
+
+    @property
+    def src(self):
+        return self.seed.src
+
+    @property
+    def full(self) -> bool:
+        return self.seed.full   # (always: only full Seeds are scaled)
+
+    @property
+    def shape(self):
+        return (self.seed.k,) + self.seed.node_shape
+
+
+def structured(t) -> bool:
+    """A Seed or a Scaled: a selection of the identity, scaled or not."""
+    return isinstance(t, (Seed, Scaled))
+
+
+def root(t):
+    """The Seed object a Seed or a Scaled selects by."""
+    return t.seed if isinstance(t, Scaled) else t
 
 
 class Counter:
@@ -117,9 +177,12 @@ def shape_of(value) -> tuple:
 
 
 def live_size(value) -> int:
-    """Scalars a derivative value occupies: Seeds and zeros occupy none."""
+    """Scalars a derivative value occupies: Seeds and zeros occupy none, a Scaled its
+    scale (one per element of its node)."""
     if value is None or isinstance(value, Seed):
         return 0
+    if isinstance(value, Scaled):
+        return prod(value.node_shape)
     return prod(value.shape)
 
 
@@ -134,15 +197,25 @@ class Linear:
 
     # -- helpers -------------------------------------------------------------
     def node_shape(self, t) -> tuple:
-        return t.node_shape if isinstance(t, Seed) else tuple(t.shape[1:])
+        return t.node_shape if structured(t) else tuple(t.shape[1:])
 
     def dense(self, t):
-        """Materialise a Seed as a 0/1 array (bookkeeping: not counted)."""
-        if not isinstance(t, Seed):
+        """Materialise a Seed as a 0/1 array, a Scaled as its entries put in place in
+        zeros (bookkeeping: not counted here, _materialized counts it)."""
+        if not structured(t):
             return t
         if self.xp is None:
             return Abstract(t.shape)
         xp = self.xp
+        if isinstance(t, Scaled):
+            size = prod(t.node_shape)
+            out = xp.zeros((t.k, size), dtype=self.dtype)
+            if t.identity:
+                out.reshape(-1)[::size + 1] = t.scale.reshape(-1)   # the diagonal, strided
+            else:
+                positions, dirs = self._seed_entries(t.seed)
+                out[dirs, positions] = t.scale.reshape(-1)[positions]
+            return out.reshape(t.shape)
         directions = xp.arange(t.k).reshape((t.k,) + (1,) * len(t.node_shape))
         return (t.src[None, ...] == directions).astype(self.dtype)
 
@@ -160,9 +233,11 @@ class Linear:
         method holds as well: a temporary peak."""
         dense = 0
         for t in ts:
-            if isinstance(t, Seed):
+            if structured(t):
                 self._traffic(1, prod(t.shape))
                 dense += prod(t.shape)
+                if isinstance(t, Scaled) and not t.identity:
+                    self._indexes()   # its entries put in place by index arrays
         if dense or wide or widened:
             self.counter.temporary(dense + result, wide, widened)
 
@@ -184,11 +259,13 @@ class Linear:
         if t is None:
             return None
         out = broadcast_shapes(shape_of(p), self.node_shape(t))
+        if (isinstance(t, Scaled) or (isinstance(t, Seed) and t.full)) and out == t.node_shape:
+            return self._scaled(t, p, "mul")
         if not isinstance(t, Seed):
             self._count(self.k * prod(out), self.k * prod(out))
         self._elementwise(t, out, prod(shape_of(p)))
         self._materialized(t, result=self.k * prod(out))
-        if isinstance(t, Seed) and out == t.node_shape and not t.identity:
+        if isinstance(t, Seed) and out == t.node_shape:
             self._indexes()   # the entries are put in place by index arrays
         if self.xp is None:
             return Abstract((self.k,) + out)
@@ -203,11 +280,13 @@ class Linear:
         if t is None:
             return None
         out = broadcast_shapes(shape_of(q), self.node_shape(t))
+        if (isinstance(t, Scaled) or (isinstance(t, Seed) and t.full)) and out == t.node_shape:
+            return self._scaled(t, q, "div")
         if not isinstance(t, Seed):
             self._count(self.k * prod(out), self.k * prod(out))
         self._elementwise(t, out, prod(shape_of(q)))
         self._materialized(t, result=self.k * prod(out))
-        if isinstance(t, Seed) and out == t.node_shape and not t.identity:
+        if isinstance(t, Seed) and out == t.node_shape:
             self._indexes()
         if self.xp is None:
             return Abstract((self.k,) + out)
@@ -215,30 +294,112 @@ class Linear:
             return self._seed_diagonal(t, 1 / q)
         return self._lift(self.dense(t), out) / q
 
-
     def _seed_diagonal(self, t, p):
-        """p scaling a Seed: each selected element's entry of p put in place (a diagonal,
-        for the whole identity), not p times a k × |node| 0/1 array. Same values, one
-        scatter instead of a product over every entry."""
+        """p scaling a Seed that is not full (a chunk of the directions: some elements
+        select none): each selected element's entry of p put in place, not p times a
+        k × |node| 0/1 array. Same values, one scatter instead of a product over every
+        entry. (A full Seed becomes a Scaled instead.)"""
         xp = self.xp
         size = prod(t.node_shape)
         if not (hasattr(p, "reshape") and tuple(p.shape) == t.node_shape):   # a number, or an
             p = p * xp.ones(t.node_shape, dtype=self.dtype)                # array broadcasting in
-        if size == 1 and t.identity:   # one element, one direction: p itself
-            return p.reshape((1,) + t.node_shape)
         out = xp.zeros((self.k, size), dtype=self.dtype)
-        if t.identity:
-            out.reshape(-1)[::size + 1] = p.reshape(-1)   # the diagonal, strided
-        else:
-            positions, dirs = self._seed_entries(t)
-            out[dirs, positions] = p.reshape(-1)[positions]   # one direction per element
+        positions, dirs = self._seed_entries(t)
+        out[dirs, positions] = p.reshape(-1)[positions]   # one direction per element
         return out.reshape((self.k,) + t.node_shape)
+
+    def _densified(self, t):
+        """A Seed or Scaled made dense where a rule needs it so (counted: _materialized)."""
+        if not structured(t):
+            return t
+        self._materialized(t)
+        return Abstract(t.shape) if self.xp is None else self.dense(t)
+
+    def _scaled(self, t, p, how: str):
+        """A Seed or a Scaled times p ("mul") or divided by it ("div"), p broadcasting to
+        its node: a Scaled of the same Seed. Scaling a Seed is free, as a diagonal placement
+        is (the Seed's entries are ones): p spread over the node becomes the scale. Scaling
+        a Scaled is one mult (and flop) per element of the node, not k per element."""
+        shape = t.node_shape
+        size = prod(shape)
+        if isinstance(t, Scaled):
+            self._count(size, size)
+            self._traffic(1, 2 * size + prod(shape_of(p)))
+            if self.xp is None:
+                return Scaled(t.seed, Abstract(shape))
+            return Scaled(t.seed, t.scale * p if how == "mul" else t.scale / p)
+        spread = not (hasattr(p, "shape") and tuple(p.shape) == shape)
+        if spread or how == "div":   # a new array of the node's shape (else p itself)
+            self._traffic(1, size + prod(shape_of(p)))
+        if self.xp is None:
+            return Scaled(t, Abstract(shape))
+        if spread:   # a number, or an array broadcasting in: the scale has the node's shape
+            p = p * self.xp.ones(shape, dtype=self.dtype)
+        return Scaled(t, p if how == "mul" else 1 / p)
+
+    def _entries(self, d, t, negate: bool = False):
+        """A dense d plus (or minus) a Scaled t's entries: a copy of d (the plan writes into
+        d instead when d dies here), then t's entries added where they are (the diagonal,
+        for the whole identity), by index arrays over d's axes: never through a reshape of
+        d, which copies when d is not contiguous and the add would land in the copy."""
+        xp = self.xp
+        out = xp.copy(d)   # (staged even when d is a constant: the entries are data)
+        size = prod(t.node_shape)
+        if t.identity:
+            positions = dirs = xp.arange(size)
+        else:
+            positions, dirs = self._seed_entries(t.seed)
+        values = t.scale.reshape(-1)[positions]
+        index = (dirs,) + tuple(xp.unravel_index(positions, t.node_shape)) if t.node_shape else (dirs,)
+        if negate:
+            out[index] -= values
+        else:
+            out[index] += values   # (direction, place) pairs are distinct: no add is lost
+        return out
+
+    def _combined(self, a, b, how: str):
+        """The sum ("add") or difference ("sub") of two derivative values when one is a
+        Scaled and the structure can stay (else None): of one Seed, a Scaled again (one
+        flop per element); a dense value and a Scaled, the dense value with the Scaled's
+        entries added (one flop per element of the node, not k)."""
+        if not (isinstance(a, Scaled) or isinstance(b, Scaled)):
+            return None
+        shape = self.node_shape(a)
+        size = prod(shape)
+        if structured(a) and structured(b):
+            if root(a) is not root(b):
+                return None
+            self._count(0, size)
+            self._traffic(1, 3 * size)
+            if self.xp is None:
+                return Scaled(root(a), Abstract(shape))
+            sa = a.scale if isinstance(a, Scaled) else 1
+            sb = b.scale if isinstance(b, Scaled) else 1
+            scale = sa + sb if how == "add" else sa - sb
+            if not hasattr(scale, "shape"):   # (both Seeds never come here)
+                scale = scale * self.xp.ones(shape, dtype=self.dtype)
+            return Scaled(root(a), scale)
+        if isinstance(a, Scaled):
+            if how == "sub":   # Scaled − dense: the dense side negated first, as a dense sub
+                return None
+            a, b = b, a
+        if structured(a):   # a Seed and a Scaled of other Seeds: both made dense, as before
+            return None
+        self._count(0, size)
+        self._traffic(2, 2 * self.k * size + 3 * size)   # the copy, then the entries
+        self._indexes()
+        if self.xp is None:
+            return Abstract((self.k,) + shape)
+        return self._entries(a, b, negate=how == "sub")
 
     def add(self, a, b):
         if a is None:
             return b
         if b is None:
             return a
+        combined = self._combined(a, b, "add")
+        if combined is not None:
+            return combined
         shape = self.node_shape(a)
         self._count(0, self.k * prod(shape))
         self._traffic(1, 3 * self.k * prod(shape))
@@ -252,6 +413,9 @@ class Linear:
             return a
         if a is None:
             return self.neg(b)
+        combined = self._combined(a, b, "sub")
+        if combined is not None:
+            return combined
         shape = self.node_shape(a)
         self._count(0, self.k * prod(shape))
         self._traffic(1, 3 * self.k * prod(shape))
@@ -264,6 +428,10 @@ class Linear:
         if t is None:
             return None
         shape = self.node_shape(t)
+        if isinstance(t, Scaled):   # one flop per element
+            self._count(0, prod(shape))
+            self._traffic(1, 2 * prod(shape))
+            return Scaled(t.seed, Abstract(shape) if self.xp is None else -t.scale)
         self._count(0, self.k * prod(shape))
         self._traffic(1, 2 * self.k * prod(shape))
         self._materialized(t, result=self.k * prod(shape))
@@ -277,9 +445,11 @@ class Linear:
         shape = tuple(shape)
         if t is None or self.node_shape(t) == shape:
             return t
+        if isinstance(t, Scaled) and prod(t.node_shape) == prod(shape):   # unit axes only
+            return self.reshape(t, shape)
         if isinstance(t, Seed) and prod(t.node_shape) == prod(shape):
             src = None if self.xp is None else t.src.reshape(shape)
-            return Seed(src, t.k, shape)
+            return Seed(src, t.k, shape, full=t.full)
         self._materialized(t)
         if self.xp is None:
             return Abstract((self.k,) + shape)
@@ -291,9 +461,11 @@ class Linear:
         if t is None or self.node_shape(t) == shape:
             return t
         node_shape = self.node_shape(t)
+        if isinstance(t, Scaled) and prod(node_shape) == prod(shape):   # unit axes only
+            return self.reshape(t, shape)
         if isinstance(t, Seed) and prod(node_shape) == prod(shape):
             src = None if self.xp is None else t.src.reshape(shape)
-            return Seed(src, t.k, shape)
+            return Seed(src, t.k, shape, full=t.full)
         self._count(0, self.k * prod(node_shape))
         self._traffic(1, self.k * (prod(node_shape) + prod(shape)))
         self._materialized(t, result=self.k * prod(shape))
@@ -336,7 +508,10 @@ class Linear:
         if t is None or self.node_shape(t) == shape:
             return t
         if isinstance(t, Seed):   # the flat order is unchanged: still the identity if it was
-            return Seed(None if self.xp is None else t.src.reshape(shape), t.k, shape, t.identity)
+            return Seed(None if self.xp is None else t.src.reshape(shape), t.k, shape, t.identity, t.full)
+        if isinstance(t, Scaled):
+            return Scaled(self.reshape(t.seed, shape),
+                          Abstract(shape) if self.xp is None else t.scale.reshape(shape))
         if self.xp is None:
             return Abstract((self.k,) + shape)
         return t.reshape((t.shape[0],) + shape)
@@ -349,14 +524,28 @@ class Linear:
         out_shape = tuple(out_shape)
         size = prod(out_shape)
         self._indexes()
+        # every output element made from an element that selects a direction
+        full = all(structured(t) and t.full for t, _ in present) and \
+            sum(len(m[0]) for _, m in present) == size
         if all(isinstance(t, Seed) for t, _ in present):
             self._traffic(1 + len(present), 3 * size)   # integer selections, not values
             if self.xp is None:
-                return Seed(None, self.k, out_shape)
+                return Seed(None, self.k, out_shape, full=full)
             src = self.xp.full(size, -1, dtype=present[0][0].src.dtype)
             for t, (out_pos, in_pos) in present:
                 src[out_pos] = t.src.reshape(-1)[in_pos]
-            return Seed(src.reshape(out_shape), self.k, out_shape)
+            return Seed(src.reshape(out_shape), self.k, out_shape, full=full)
+        if full:   # some Scaled: selections and scales moved
+            self._traffic(1 + 2 * len(present), 5 * size)
+            if self.xp is None:
+                return Scaled(Seed(None, self.k, out_shape, full=True), Abstract(out_shape))
+            src = self.xp.full(size, -1, dtype=present[0][0].src.dtype)
+            scale = self.xp.empty(size, dtype=self.dtype)   # every element filled
+            for t, (out_pos, in_pos) in present:
+                src[out_pos] = t.src.reshape(-1)[in_pos]
+                scale[out_pos] = t.scale.reshape(-1)[in_pos] if isinstance(t, Scaled) else 1
+            return Scaled(Seed(src.reshape(out_shape), self.k, out_shape, full=True),
+                          scale.reshape(out_shape))
         # one input filling every output element: a gather; otherwise zeros, then each
         # input's elements put in place (diag of a vector, tril: some elements stay 0)
         single = len(present) == 1 and len(tangents) == 1 and len(present[0][1][0]) == size
@@ -381,7 +570,10 @@ class Linear:
         out = (shape[1], shape[0])
         if isinstance(t, Seed):
             self._traffic(1, 2 * prod(shape))   # integer selections
-            return Seed(None if self.xp is None else t.src.T, self.k, out)
+            return Seed(None if self.xp is None else t.src.T, self.k, out, full=t.full)
+        if isinstance(t, Scaled):
+            self._traffic(2, 4 * prod(shape))   # the selection and the scale
+            return Scaled(self.transpose(t.seed), Abstract(out) if self.xp is None else t.scale.T)
         self._traffic(1, 2 * self.k * prod(shape))
         if self.xp is None:
             return Abstract((self.k,) + out)
@@ -397,13 +589,24 @@ class Linear:
         if adds:
             return self.scatter(ct, out_pos, in_pos, adds, in_shape)
         self._indexes()
+        full = structured(ct) and ct.full and len(in_pos) == prod(in_shape)   # no place left empty
         if isinstance(ct, Seed):
             self._traffic(2, 2 * prod(in_shape) + len(out_pos))   # integer selections
             if self.xp is None:
-                return Seed(None, self.k, in_shape)
+                return Seed(None, self.k, in_shape, full=full)
             src = self.xp.full(prod(in_shape), -1, dtype=ct.src.dtype)
             src[in_pos] = ct.src.reshape(-1)[out_pos]
-            return Seed(src.reshape(in_shape), self.k, in_shape)
+            return Seed(src.reshape(in_shape), self.k, in_shape, full=full)
+        if isinstance(ct, Scaled) and not full:   # places left empty: made dense
+            ct = self._densified(ct)
+        if isinstance(ct, Scaled):   # the selection and the scale put in place
+            self._traffic(4, 4 * prod(in_shape) + 2 * len(out_pos))
+            seed = self.move_back(ct.seed, move, in_shape)
+            if self.xp is None:
+                return Scaled(seed, Abstract(in_shape))
+            scale = self.xp.zeros(prod(in_shape), dtype=self.dtype)
+            scale[in_pos] = ct.scale.reshape(-1)[out_pos]
+            return Scaled(seed, scale.reshape(in_shape))
         self._traffic(2, self.k * (prod(in_shape) + 2 * len(out_pos)))
         if self.xp is None:
             return Abstract((self.k,) + in_shape)
@@ -422,14 +625,26 @@ class Linear:
         size, count = prod(shape), len(dst_pos)
         self._indexes()
         xp = self.xp
+        full = structured(t) and t.full and count == size and not adds   # no place left empty
         if isinstance(t, Seed) and not adds:
             self._traffic(2, 2 * size + count)   # integer selections
             if xp is None:
-                return Seed(None, self.k, shape)
+                return Seed(None, self.k, shape, full=full)
             src = xp.full(size, -1, dtype=t.src.dtype)
             flat = t.src.reshape(-1)
             src[xp.asarray(dst_pos)] = flat if src_pos is None else flat[xp.asarray(src_pos)]
-            return Seed(src.reshape(shape), self.k, shape)
+            return Seed(src.reshape(shape), self.k, shape, full=full)
+        if isinstance(t, Scaled) and not full:   # places left empty, or added: made dense
+            t = self._densified(t)
+        if isinstance(t, Scaled):   # the selection and the scale put in place
+            self._traffic(2, 2 * size + count)
+            seed = self.scatter(t.seed, src_pos, dst_pos, adds, shape)
+            if xp is None:
+                return Scaled(seed, Abstract(shape))
+            scale = xp.zeros(size, dtype=self.dtype)
+            flat = t.scale.reshape(-1)
+            scale[xp.asarray(dst_pos)] = flat if src_pos is None else flat[xp.asarray(src_pos)]
+            return Scaled(seed, scale.reshape(shape))
         if not adds:
             self._traffic(2, self.k * (size + 2 * count))   # zeros, then the elements put in place
             if xp is None:
@@ -487,8 +702,14 @@ class Linear:
         if isinstance(t, Seed):
             self._traffic(2, 3 * size)   # integer selections, not values
             if xp is None:
-                return Seed(None, self.k, shape)
-            return Seed(t.src.reshape(-1)[xp.asarray(positions)].reshape(shape), self.k, shape)
+                return Seed(None, self.k, shape, full=t.full)
+            return Seed(t.src.reshape(-1)[xp.asarray(positions)].reshape(shape), self.k, shape, full=t.full)
+        if isinstance(t, Scaled):   # the selection and the scale gathered
+            self._traffic(1, 2 * size)
+            seed = self.gather(t.seed, positions, shape)
+            if xp is None:
+                return Scaled(seed, Abstract(shape))
+            return Scaled(seed, t.scale.reshape(-1)[xp.asarray(positions)].reshape(shape))
         self._traffic(1, 2 * self.k * size)
         if xp is None:
             return Abstract((self.k,) + shape)
@@ -555,6 +776,8 @@ class Linear:
         t_shape = self.node_shape(t)
         out = matmul_shape(shape_of(a), t_shape)
         contraction = a.shape[-1]
+        if isinstance(t, Scaled):
+            return self._scaled_product(t, a, out, left=True)
         if isinstance(t, Seed):
             self._traffic(2, 2 * self.k * prod(out))   # zeros, then entries of a copied in
             if not (len(t_shape) == 1 and t.identity):
@@ -602,6 +825,8 @@ class Linear:
             return None
         t_shape = self.node_shape(t)
         out = matmul_shape(t_shape, shape_of(b))
+        if isinstance(t, Scaled):
+            return self._scaled_product(t, b, out, left=False)
         if isinstance(t, Seed):
             self._traffic(2, 2 * self.k * prod(out))   # zeros, then entries of b copied in
             if not (len(t_shape) == 1 and t.identity):
@@ -628,6 +853,56 @@ class Linear:
             return (d.reshape(k * rows, inner) @ b).reshape((k, rows) + tuple(b.shape[1:]))
 
         return self._product(t, out, b.shape[0], compute, prod(b.shape))
+
+    def _scaled_product(self, t, r, out, left: bool):
+        """r @ t (left) or t @ r for a Scaled t and a residual r (vec or mat): each selected
+        element's row or column of r (as a product with a Seed selects it) times its scale.
+        One mult per element of t's node per entry of r it scales (for the whole identity of
+        a vector, r's columns or rows scaled: |t|·|r|), not a product with a k × |t| matrix."""
+        t_shape, xp = t.node_shape, self.xp
+        size = prod(t_shape)
+        # what one element of t meets: a column of r (left), a row of r (right)
+        reach = prod(out) // (prod(t_shape[1:]) if left else prod(t_shape[:-1]))
+        mults = size * reach
+        self._count(mults, mults)
+        vector_identity = len(t_shape) == 1 and t.identity
+        if vector_identity:   # r's columns (rows) scaled: one product, no zeros
+            self._traffic(1, size + prod(shape_of(r)) + self.k * prod(out))
+        else:
+            self._traffic(3, 2 * self.k * prod(out) + 2 * mults)   # zeros, the entries, placed
+            self._indexes()
+        if xp is None:
+            return Abstract((self.k,) + tuple(out))
+        scale = t.scale
+        if vector_identity:
+            if r.ndim == 1:    # r · (s_i e_i) = r_i s_i: one number per direction
+                return r * scale
+            if left:           # r @ (s_i e_i) = s_i r[:, i]: r's columns scaled, as rows
+                return scale.reshape(-1, 1) * r.T
+            return scale.reshape(-1, 1) * r   # (s_i e_i) @ r = s_i r[i]: r's rows scaled
+        positions, dirs = self._seed_entries(t.seed)
+        picked = scale.reshape(-1)[positions]
+
+        def fill(result):
+            if len(t_shape) == 1:
+                if left:       # r @ s e_i: column i of r (or r[i]) scaled
+                    values = r[:, positions].T * picked.reshape(-1, 1) if r.ndim == 2 else r[positions] * picked
+                else:          # s e_i @ r: row i of r (or r[i]) scaled
+                    values = r[positions] * (picked.reshape(-1, 1) if r.ndim == 2 else picked)
+                self._place(result, (dirs,), values, dirs)
+                return
+            rows, cols = divmod(positions, t_shape[1])
+            if left:           # r @ s E_ij: column i of r, scaled, in column j
+                key = dirs * t_shape[1] + cols
+                if r.ndim == 2:
+                    self._place(result, (dirs, slice(None), cols), r[:, rows].T * picked.reshape(-1, 1), key)
+                else:
+                    self._place(result, (dirs, cols), r[rows] * picked, key)
+            else:              # s E_ij @ r: row j of r, scaled, in row i
+                values = r[cols] * (picked.reshape(-1, 1) if r.ndim == 2 else picked)
+                self._place(result, (dirs, rows), values, dirs * t_shape[0] + rows)
+
+        return self._seed_product(out, fill)
 
     def outer(self, t, b, t_first: bool = True):
         """t ⊗ b (or b ⊗ t): every element of one times every element of the other."""
@@ -657,6 +932,8 @@ class Linear:
 
         if t is None:
             return None
+        if isinstance(t, Scaled):   # contracted as a dense tangent (made dense: counted)
+            t = self._densified(t)
         used = set(letters) | set(result)
         for _, other in residuals:
             used |= set(other)
@@ -685,9 +962,10 @@ class Linear:
                 self._traffic(1, 2 * size(before))   # integer selections
                 if xp is not None:
                     order = tuple(before.index(ch) for ch in after)
-                    slots[0] = Seed(t.src.transpose(tuple(j - 1 for j in order[1:])), self.k, shape(after[1:]))
+                    slots[0] = Seed(t.src.transpose(tuple(j - 1 for j in order[1:])), self.k, shape(after[1:]),
+                                    full=t.full)
                 else:
-                    slots[0] = Seed(None, self.k, shape(after[1:]))
+                    slots[0] = Seed(None, self.k, shape(after[1:]), full=t.full)
                 continue
             self._count(0, plan.reduce_flops[i])
             self._traffic(1, size(before) + size(after))

@@ -253,9 +253,9 @@ def _directions(runner, blocks):
     t = blocks.get("given")
     if t is None:
         return None
-    from .tangents import Counter, Linear, Seed
+    from .tangents import Counter, Linear, structured
 
-    if isinstance(t, Seed):   # made dense for display: a scratch counter, not the run's
+    if structured(t):   # a Seed or a Scaled made dense for display: a scratch counter, not the run's
         t = Linear(runner.xp, t.k, Counter(), runner.dtype).dense(t)
     return _host(runner, t)
 

@@ -223,10 +223,12 @@ def test_auto_mode_runs_the_decision(programs, name):
     # take 2.6x fewer array operations forward, where reverse makes each matmul's two
     # adjoints); the tiny seed_example (2 inputs) and deep (8) are near ties, which go
     # to the mode predicted to need less memory (if it differs by over 10%), else to fewer
-    # derivative mults, else forward, and so does bundle_adjustment (R^72 -> R^45:
-    # fewer reverse passes, but each does about 1.8x a forward pass's arithmetic) and
-    # determinant (R^16 -> R^3, each reverse pass through n + 1 dets); kmeans (R^6 -> R^19)
-    # and newton (R^2 -> R^4) have fewer inputs than outputs
+    # derivative mults, else forward; bundle_adjustment (R^72 -> R^45: fewer reverse
+    # passes, but each does more arithmetic) goes forward, predicted 1.2x faster (with
+    # scaled Seeds it moves 251,069 values forward against 340,544 reverse; measured
+    # 0.97 ms forward, 1.12 ms reverse), or by a near tie, as may determinant (R^16 -> R^3,
+    # each reverse pass through n + 1 dets); kmeans (R^6 -> R^19) and newton (R^2 -> R^4)
+    # have fewer inputs than outputs
     f, r = decision.plans["forward"], decision.plans["reverse"]
     if name in ("seed_example.ad", "deep.ad", "bundle_adjustment.ad", "determinant.ad") and (
             "within 10%" in decision.reason or "a tie" in decision.reason):
@@ -238,7 +240,7 @@ def test_auto_mode_runs_the_decision(programs, name):
             expected = "forward"
     else:
         expected = {"sensitivity.ad": "forward", "robot_arm.ad": "forward", "kmeans.ad": "forward",
-                    "newton.ad": "forward"}.get(name, "reverse")
+                    "newton.ad": "forward", "bundle_adjustment.ad": "forward"}.get(name, "reverse")
     assert result.mode == expected
 
 

@@ -124,12 +124,13 @@ def test_op_table(expr, mode):
     partial of 0 mults (k·s mults per side); masks and sign propagate nothing."""
     s = 3
     p = adcli.loads(f"dim s = {s}\ninput a: vec[s] = rand(seed=1)\ninput b: vec[s] = rand(seed=2)\n"
-                    f"const c: vec[s] = full(0.5)\nu = c * a + 1\nw = c * b + 2\n"
-                    f"v = {expr}\noutput y = c * v")
+                    f"const C: mat[s, s] = 0.5 * rand(seed=3)\nu = C @ a + 1\nw = C @ b + 2\n"
+                    f"v = {expr}\noutput y = C @ v")
     for result in [p.jacobian(mode=mode, measure_memory=False)]:
         # as test_counts.test_binary_op_table: s directions through each of the two sides,
-        # and the two const scales around the op (c·v̇ in both blocks, or c·ū and c·w̄)
-        assert result.cost.mults_derivative == 2 * s * s + 2 * s * s
+        # and the two const products on dense derivatives around the op (C·v̇ in both
+        # blocks, or Cᵀ·ū and Cᵀ·w̄: s·s·s each; the products with Seeds are free)
+        assert result.cost.mults_derivative == 2 * s * s + 2 * s ** 3
 
 
 # -- conventions at kinks (docs/language.md, "Derivatives at non-differentiable points") ---------

@@ -105,11 +105,14 @@ def test_passes_sweeps_and_primal_sweeps(wide, chunk):
     assert fwd.cost.mults_primal == fwd.cost.sweeps * 10 * 100
     assert rev.cost.mults_primal == 10 * 100
     assert fwd.cost.cached_values == 0 and fwd.cost.cached_inputs == 0
-    # The derivative mults do not depend on the chunk (sin's partial cos costs no mults):
-    # forward: A·ẋ on a Seed is free, cos(a)·ȧ is 100 directions × 10 = 1,000;
-    # reverse: cos(a)·ȳ on a Seed is free, Aᵀ·ā is 10 directions × 100 × 10 = 10,000.
+    # forward: A·ẋ on a Seed is free, cos(a)·ȧ is 100 directions × 10 = 1,000, whatever
+    # the chunk (sin's partial cos costs no mults);
+    # reverse: cos(a)·ȳ on a Seed is free. With all 10 directions in one sweep ȳ is the
+    # whole identity and cos(a)·ȳ a scaled Seed: Aᵀ·ā scales A's 10 rows, 10 × 100 =
+    # 1,000. A chunk of fewer leaves elements of ȳ without a direction: cos(a)·ȳ is
+    # placed dense and Aᵀ·ā is a product, 10 directions × 100 × 10 = 10,000 in all.
     assert fwd.cost.mults_derivative == 1_000
-    assert rev.cost.mults_derivative == 10_000
+    assert rev.cost.mults_derivative == (1_000 if rev_chunk == 10 else 10_000)
     # and the Jacobian itself does not change either
     assert fwd.jacobian == pytest.approx(rev.jacobian, rel=1e-12, abs=1e-14)
 
@@ -123,8 +126,10 @@ def test_forward_recomputes_partials_each_sweep(chunk):
     sweeps = ceil(100 / chunk)
     # forward: 10 partial mults per sweep + 100 directions × 10 (the scale)
     assert fwd.cost.mults_derivative == 10 * sweeps + 100 * 10
-    # reverse: 10 partial mults once + 10 directions × 100 × 10 (Aᵀ·ā); the scale hits a Seed
-    assert rev.cost.mults_derivative == 10 + 10 * 100 * 10
+    # reverse: 10 partial mults once + Aᵀ·ā; the scale hits a Seed: with all 10 directions
+    # in one sweep a scaled Seed, and Aᵀ·ā scales A's 10 rows (10 × 100); in chunks of
+    # fewer a dense placement, and Aᵀ·ā is 10 directions × 100 × 10
+    assert rev.cost.mults_derivative == 10 + (10 * 100 if chunk >= 10 else 10 * 100 * 10)
 
 
 # -- the seed example (docs/counting.md, worked example) -------------------------------------------
@@ -263,8 +268,9 @@ def test_inputs_outside_wrt_cost_nothing():
     rev = run(program, "reverse", wrt=["x"])
     # forward: A·ẋ free (Seed), the add passes the one tangent on, cos·ṫ: n·m = 12
     assert (fwd.cost.passes, fwd.cost.mults_derivative) == (4, 12)
-    # reverse: cos·ȳ free (Seed), the add passes it on to A@x only: Aᵀ·ū is m·m·n = 36
-    assert (rev.cost.passes, rev.cost.mults_derivative) == (3, 36)
+    # reverse: cos·ȳ free (a scaled Seed), the add passes it on to A@x only: Aᵀ·ū scales
+    # A's m rows, m·n = 12 (a dense ū would cost m·m·n = 36)
+    assert (rev.cost.passes, rev.cost.mults_derivative) == (3, 12)
     assert rev.cost.cached_inputs == 12   # A, and not B
 
 
@@ -318,10 +324,12 @@ def test_prediction_equals_count_for_jvp_and_vjp(path):
 
 
 # -- the op table of docs/counting.md, on dense tangents and cotangents ----------------------------
-# Each op sits between two scales by a const (c·x before, d·v after) so that it
-# sees dense tangents in forward mode and dense cotangents in reverse mode
-# (a Seed would make its propagation free). Per direction and element, a scale
-# is 1 mult and 1 flop.
+# Each op sits between two products with a const matrix (C·x before, D·v after): a
+# product with a Seed only selects entries (free) and is dense, so the op sees dense
+# tangents in forward mode and dense cotangents in reverse mode (a Seed would make its
+# propagation free, a scaled Seed one mult per element). The other product is a
+# matmul on dense derivatives: with k = s directions, k·s·s mults and 2·k·s·s flops.
+# (A scale by a const vector would make a scaled Seed: see test_scaled_seeds_*.)
 
 UNARY_PARTIALS = {   # docs/counting.md: local partial (mults, flops) per element
     "sin": (0, 1), "cos": (0, 2), "tan": (1, 2), "exp": (0, 0), "log": (1, 1), "log1p": (1, 2),
@@ -338,18 +346,20 @@ def test_unary_op_table(op):
     s = 4
     inside = "u - 0.3" if op in ("arcsin", "arccos", "arctanh") else "u + 1"   # in the op's domain
     body = "-u" if op == "neg" else f"{op}({inside})"   # ± a const: no derivative work
-    program = adcli.loads(f"dim s = {s}\ninput x: vec[s] = rand(seed=1)\nconst c: vec[s] = full(0.5)\n"
-                          f"u = c * x\nv = {body}\noutput y = c * v")
+    program = adcli.loads(f"dim s = {s}\ninput x: vec[s] = rand(seed=1)\n"
+                          f"const C: mat[s, s] = 0.5 * rand(seed=2)\n"
+                          f"u = C @ x\nv = {body}\noutput y = C @ v")
     pm, pf = UNARY_PARTIALS.get(op, (0, 0))
     for result in jacobians(program):
-        # k = s directions either way. Forward: c·ẋ is free (a Seed), the op's
-        # propagation is k·s, c·v̇ is k·s. Reverse: c·ȳ is free, the op's k·s, c·ū k·s.
-        # Partials: s elements once (one forward sweep). neg propagates with flops only.
+        # k = s directions either way. Forward: C·ẋ is free (a Seed), the op's
+        # propagation is k·s, C·v̇ is k·s·s. Reverse: Cᵀ·ȳ is free, the op's k·s, Cᵀ·ū
+        # k·s·s. Partials: s elements once (one forward sweep). neg propagates with flops only.
         op_mults = 0 if op == "neg" else s * s
-        assert result.cost.mults_derivative == pm * s + op_mults + s * s
-        assert result.cost.flops_derivative == pf * s + s * s + s * s
-        assert result.cost.mults_primal == s * (2 + (op == "square"))
-        assert result.cost.flops_primal == s * (3 + (op != "neg"))
+        assert result.cost.mults_derivative == pm * s + op_mults + s ** 3
+        assert result.cost.flops_derivative == pf * s + s * s + 2 * s ** 3
+        # two matmuls of s·s (2·s·s flops each), the op, ± the const (not for neg)
+        assert result.cost.mults_primal == 2 * s * s + s * (op == "square")
+        assert result.cost.flops_primal == 4 * s * s + s * (1 + (op != "neg"))
 
 
 @pytest.mark.parametrize("expr, partial_mults, propagates", [
@@ -363,15 +373,16 @@ def test_unary_op_table(op):
 def test_binary_op_table(expr, partial_mults, propagates):
     s = 3
     program = adcli.loads(f"dim s = {s}\ninput a: vec[s] = rand(seed=1)\ninput b: vec[s] = rand(seed=2)\n"
-                          f"const c: vec[s] = full(0.5)\nu = c * a + 1\nw = c * b + 2\n"
-                          f"v = {expr}\noutput y = c * v")
+                          f"const C: mat[s, s] = 0.5 * rand(seed=3)\nu = C @ a + 1\nw = C @ b + 2\n"
+                          f"v = {expr}\noutput y = C @ v")
     for result in jacobians(program):
         # Forward: blocks a and b, s directions each; reverse: s directions.
         # Either way each side of the op propagates s directions × s elements (k·s
-        # mults per side, none for + and −), and the two const scales around it cost
-        # 2·s·s (forward: c·v̇ in both blocks; reverse: c·ū and c·w̄). Partials: once.
+        # mults per side, none for + and −), and the two const products around it on
+        # dense derivatives cost 2·s·s·s (forward: C·v̇ in both blocks; reverse: Cᵀ·ū
+        # and Cᵀ·w̄; the products with Seeds are free). Partials: once.
         side = s * s if propagates else 0
-        assert result.cost.mults_derivative == partial_mults * s + 2 * side + 2 * s * s
+        assert result.cost.mults_derivative == partial_mults * s + 2 * side + 2 * s ** 3
 
 
 REDUCTION_PARTIAL_MULTS = {"sum": 0, "mean": 0, "max": 1, "min": 1, "prod": 3, "logsumexp": 0,
@@ -385,8 +396,15 @@ def test_reduction_op_table(op, axis):
     s = n if op in ("softmax", "log_softmax") else {None: 1, 0: 3, 1: 2}[axis]
     out_type = {1: "scalar", 2: "vec[2]", 3: "vec[3]", 6: "mat[2, 3]"}[s]
     call = f"{op}(u)" if axis is None else f"{op}(u, axis={axis})"
-    program = adcli.loads(f"input x: mat[2, 3] = rand(seed=1)\nconst c: mat[2, 3] = full(0.5)\n"
-                          f"const d: {out_type} = full(2)\nu = c * x + 1\nv = {call}\noutput y = d * v")
+    # C·x before and D·v after (d·v for a scalar v: one element, one direction in reverse
+    # mode, where a scaled Seed costs what a dense cotangent does)
+    rows = {1: 1, 2: 2, 3: 3, 6: 2}[s]
+    after = "d * v" if s == 1 else "D @ v"
+    program = adcli.loads(f"input x: mat[2, 3] = rand(seed=1)\nconst C: mat[2, 2] = 0.5 * rand(seed=2)\n"
+                          f"const d = 2\nconst D: mat[{rows}, {rows}] = rand(seed=3)\n"
+                          f"u = C @ x + 1\nv = {call}\noutput y = {after}")
+    # D·v̇ per direction: rows·rows·(columns of v) mults (1 for d·v)
+    after_mults = rows * s
 
     def propagation(k):
         # docs/counting.md: sum none; mean k·s (the ÷count); softmax two scales of
@@ -395,10 +413,10 @@ def test_reduction_op_table(op, axis):
 
     fwd, rev = jacobians(program)
     partials = REDUCTION_PARTIAL_MULTS[op] * n      # per input element, once
-    # forward: k = n directions; c·ẋ is free, d·v̇ is n·s
-    assert fwd.cost.mults_derivative == partials + propagation(n) + n * s
-    # reverse: k = s directions; d·ȳ is free, c·ū is s·n
-    assert rev.cost.mults_derivative == partials + propagation(s) + s * n
+    # forward: k = n directions; C·ẋ is free (a Seed), D·v̇ is n·rows·s
+    assert fwd.cost.mults_derivative == partials + propagation(n) + n * after_mults
+    # reverse: k = s directions; D·ȳ is free, Cᵀ·ū is s·(2·2·3)
+    assert rev.cost.mults_derivative == partials + propagation(s) + s * 2 * n
 
 
 # norm(x, ord, axis) of x: mat[2, 3] (n = 6), by hand from docs/counting.md: (primal mults,
@@ -446,12 +464,23 @@ def test_matmul_op_table(a_type, b_type):
     size_v = int(np.prod(program.output_shape("y")))
     inner = 3                               # the contraction length in every combination
     fwd, rev = jacobians(program)
-    # A matmul costs |v|·inner mults per direction per side (a·b·c for mat @ mat).
-    # forward: block A (|A| directions) through side 0, block B through side 1,
-    #          then 2·v̇ in both blocks; cA·Ȧ and cB·Ḃ hit Seeds (free)
-    assert fwd.cost.mults_derivative == (size_a + size_b) * (size_v * inner + size_v)
-    # reverse: |v| directions through both sides, then cA·Ā and cB·B̄; 2·ȳ is free
-    assert rev.cost.mults_derivative == size_v * (2 * size_v * inner + size_a + size_b)
+    # On dense derivatives a matmul costs |v|·inner mults per direction per side (a·b·c
+    # for mat @ mat). Here cA·Ȧ, cB·Ḃ (forward) and 2·ȳ (reverse) scale Seeds: free, and
+    # scaled Seeds. A product with a scaled Seed scales each selected element's row or
+    # column of the other operand: one mult per element of the Seed's node per entry it
+    # meets, |v|·inner in all (the primal product's own count), whatever the directions.
+    # On stacks the product is an einsum, which takes the scaled Seed dense (k·|v|·inner),
+    # and so is an outer product (the reverse rule of a side whose other operand is a vec).
+    stacked = len(program.input_shape("A")) > 2 or len(program.input_shape("B")) > 2
+    a_vec, b_vec = len(program.input_shape("A")) == 1, len(program.input_shape("B")) == 1
+    # forward: block A (|A| directions) through side 0, block B through side 1, then 2·v̇
+    # (dense) in both blocks
+    fwd_sides = (size_a + size_b) * size_v * inner if stacked else 2 * size_v * inner
+    assert fwd.cost.mults_derivative == fwd_sides + (size_a + size_b) * size_v
+    # reverse: |v| directions through both sides, then cA·Ā and cB·B̄ (dense)
+    side_a = size_v * size_v * inner if stacked or b_vec else size_v * inner
+    side_b = size_v * size_v * inner if stacked or a_vec else size_v * inner
+    assert rev.cost.mults_derivative == side_a + side_b + size_v * (size_a + size_b)
 
 
 @pytest.mark.parametrize("wrt", [["a"], ["b"]])
@@ -460,19 +489,20 @@ def test_partials_only_for_inputs_that_carry_derivatives(wrt):
     --wrt, only that side's partial is computed, in either mode."""
     s = 3
     program = adcli.loads(f"dim s = {s}\ninput a: vec[s] = rand(seed=1)\ninput b: vec[s] = rand(seed=2)\n"
-                          f"const c: vec[s] = full(0.5)\nu = c * a + 1\nw = c * b + 2\n"
-                          f"output y = c * (u ^ w)")
+                          f"const C: mat[s, s] = 0.5 * rand(seed=3)\nu = C @ a + 1\nw = C @ b + 2\n"
+                          f"output y = C @ (u ^ w)")
     for mode in MODES:
-        # one partial (s), one side of the pow (s directions × s), one const scale (s × s)
-        assert run(program, mode, wrt=wrt).cost.mults_derivative == s + 2 * s * s
+        # one partial (s), one side of the pow (s directions × s), one const product on
+        # dense derivatives (s directions × s × s; the other one is with a Seed: free)
+        assert run(program, mode, wrt=wrt).cost.mults_derivative == s + s * s + s ** 3
     # forward, one direction per sweep: each of the 2s sweeps computes the partial of
-    # the one side whose block it carries (s mults), then s + s for the pow and the scale
+    # the one side whose block it carries (s mults), then s for the pow and s·s for C·v̇
     cost = run(program, "forward", chunk=1).cost
     assert cost.sweeps == 2 * s
-    assert cost.mults_derivative == 2 * s * (3 * s)
+    assert cost.mults_derivative == 2 * s * (2 * s + s * s)
     # chunk 2 splits 6 directions as (a, a), (a, b), (b, b): the middle sweep computes
-    # both partials, so 4 partials of s, plus 6 directions × (s + s)
-    assert run(program, "forward", chunk=2).cost.mults_derivative == 4 * s + 6 * 2 * s
+    # both partials, so 4 partials of s, plus 6 directions × (s + s·s)
+    assert run(program, "forward", chunk=2).cost.mults_derivative == 4 * s + 6 * (s + s * s)
 
 
 def test_seed_survives_a_broadcast_that_only_adds_unit_axes():
@@ -517,28 +547,35 @@ def test_linear_algebra_primal_counts(expr, rhs, mults, flops):
     assert run(program, "forward").cost.counts() == cost.counts()
 
 
-def _dense(op_text, rhs=None):
-    """The op between const scales, so that it sees dense tangents and cotangents."""
-    extra = f"input b: {rhs} = rand(seed=2)\nconst cb: {rhs} = full(0.5)\n" if rhs else ""
-    return adcli.loads(f"dim n = 3\ninput A: mat[n, n] = rand(seed=1)\nconst cA: mat[n, n] = full(0.5)\n{extra}"
-                       f"M = cA * A + 4 * eye(n)\n" + ("u = cb * b\n" if rhs else "") + f"output y = 2 * {op_text}")
+def _dense(op_text, rhs=None, scalar=False):
+    """The op between products with const matrices (a product with a Seed selects: free,
+    and dense), so that it sees dense tangents and cotangents; a scalar result is scaled
+    (one element: its scaled Seed costs what a dense cotangent does)."""
+    extra = f"input b: {rhs} = rand(seed=2)\nconst Cb: mat[n, n] = 0.5 * rand(seed=4)\n" if rhs else ""
+    after = f"2 * {op_text}" if scalar else f"D @ {op_text}"
+    return adcli.loads(f"dim n = 3\ninput A: mat[n, n] = rand(seed=1)\nconst CA: mat[n, n] = 0.5 * rand(seed=3)\n"
+                       f"const D: mat[n, n] = rand(seed=5)\n{extra}"
+                       f"M = CA @ A + 4 * eye(n)\n" + ("u = Cb @ b\n" if rhs else "") + f"output y = {after}")
 
 
 @pytest.mark.parametrize("program, forward, reverse", [
+    # CA·Ȧ, Cb·ḃ (forward) and Dᵀ·ȳ (reverse) are products with Seeds: free. The other
+    # products are on dense derivatives: D·ẏ is 9 per direction for a vec[3], 27 for a
+    # mat[3, 3] (2·ẏ: 1 for a scalar); CAᵀ·Ā 27 and Cbᵀ·b̄ 9 per direction.
     # solve: inverse once (35); forward, block A (9 directions): dA·x 81, A⁻¹· 81; block b (3): A⁻¹· 27;
-    # 2·ẏ 12·3. Reverse (3 directions): A⁻ᵀ·ȳ for b 27 and again for A 27, b̄·xᵀ 27, cA·Ā 27, cb·b̄ 9
-    (_dense("solve(M, u)", "vec[n]"), 35 + 81 + 81 + 27 + 36, 35 + 27 + 27 + 27 + 27 + 9),
+    # D·ẏ 12·9. Reverse (3 directions): A⁻ᵀ·ȳ for b 27 and again for A 27, b̄·xᵀ 27, CAᵀ·Ā 81, Cbᵀ·b̄ 27
+    (_dense("solve(M, u)", "vec[n]"), 35 + 81 + 81 + 27 + 108, 35 + 27 + 27 + 27 + 81 + 27),
     # triangular_solve: triangular inverse (18), and the mask on dL: 9·9 forward, 3·9 reverse
-    (_dense("triangular_solve(M, u)", "vec[n]"), 18 + 81 + 81 + 81 + 27 + 36, 18 + 27 * 5 + 9),
-    # inv: C·dA·C, two products of 27 per direction (9 of them), 2·ẏ 9·9; reverse the same and cA·Ā
-    (_dense("inv(M)"), 9 * 54 + 81, 9 * 54 + 81),
-    # det: det·A⁻ᵀ (35 + 9); Σ p·dA 9 per direction; 2·ẏ 9. Reverse: one direction, p·ȳ 9, cA·Ā 9
-    (_dense("det(M)"), 44 + 81 + 9, 44 + 9 + 9),
-    (_dense("logdet(M)"), 35 + 81 + 9, 35 + 9 + 9),
-    # cholesky: L⁻¹ (18); three products (3·27) and three masks (3·9) per direction (9), 2·ẏ 81
-    (_dense("cholesky(M)"), 18 + 9 * (81 + 27) + 81, 18 + 9 * (81 + 27) + 81),
-    # trace: a gather and a sum (flops only); 2·ẏ 9 forward; cA·Ā 9 reverse
-    (_dense("trace(M)"), 9, 9),
+    (_dense("triangular_solve(M, u)", "vec[n]"), 18 + 81 + 81 + 81 + 27 + 108, 18 + 27 * 4 + 81 + 27),
+    # inv: C·dA·C, two products of 27 per direction (9 of them), D·ẏ 9·27; reverse the same and CAᵀ·Ā
+    (_dense("inv(M)"), 9 * 54 + 243, 9 * 54 + 243),
+    # det: det·A⁻ᵀ (35 + 9); Σ p·dA 9 per direction; 2·ẏ 9. Reverse: one direction, p·ȳ 9, CAᵀ·Ā 27
+    (_dense("det(M)", scalar=True), 44 + 81 + 9, 44 + 9 + 27),
+    (_dense("logdet(M)", scalar=True), 35 + 81 + 9, 35 + 9 + 27),
+    # cholesky: L⁻¹ (18); three products (3·27) and three masks (3·9) per direction (9), D·ẏ 243
+    (_dense("cholesky(M)"), 18 + 9 * (81 + 27) + 243, 18 + 9 * (81 + 27) + 243),
+    # trace: a gather and a sum (flops only); 2·ẏ 9 forward; CAᵀ·Ā 27 reverse
+    (_dense("trace(M)", scalar=True), 9, 27),
 ])
 def test_linear_algebra_op_table(program, forward, reverse):
     fwd, rev = jacobians(program)
@@ -553,9 +590,80 @@ def test_solve_makes_its_inverse_once_for_both_inputs():
     inputs carry directions, and kept once for the backward sweep."""
     program = _dense("solve(M, u)", "vec[n]")
     one_block = run(program, "forward", wrt=["b"]).cost
-    assert one_block.mults_derivative == 35 + 27 + 9        # inverse, A⁻¹·, 2·ẏ
+    assert one_block.mults_derivative == 35 + 27 + 27       # inverse, A⁻¹·, D·ẏ
     # one direction per sweep: 12 sweeps, each with its own inverse
-    assert run(program, "forward", chunk=1).cost.mults_derivative == 12 * 35 + 9 * (9 + 9) + 3 * 9 + 12 * 3
+    assert run(program, "forward", chunk=1).cost.mults_derivative == 12 * 35 + 9 * (9 + 9) + 3 * 9 + 12 * 9
     both = run(program, "reverse").cost
     only_b = run(program, "reverse", wrt=["b"]).cost
     assert both.cached_values == only_b.cached_values + 3   # A's rule also keeps x (3); A⁻¹ once
+
+
+# -- scaled Seeds (docs/counting.md, "Symbolic zeros and Seeds") ------------------------------------
+
+SQUARE_MAP = """\
+dim n = {n}
+const A: mat[n, n] = randn(seed=1) / sqrt(n)
+input x: vec[n] = randn(seed=2)
+output y = tanh(A @ x) * x
+"""
+
+
+def test_scaled_seeds_keep_the_square_jacobian_a_row_scaling():
+    """y = tanh(A·x) * x, J = diag((1 − u²)·x)·A + diag(u), u = tanh(A·x); n = 20."""
+    n = 20
+    program = adcli.loads(SQUARE_MAP.format(n=n))
+    fwd, rev = jacobians(program)
+    # reverse, n directions (the whole identity ȳ): ū = x·ȳ and x̄ = u·ȳ are scaled Seeds
+    # (free); the partial 1 − u² is n mults, 2n flops; z̄ = (1 − u²)·ū scales a scaled Seed:
+    # n mults, n flops; Aᵀ·z̄ scales A's n rows: n·n mults, n·n flops; x̄ + Aᵀ·z̄ adds the
+    # scaled Seed's n entries: n flops. (Dense, Aᵀ·z̄ would be n³ mults.)
+    assert rev.cost.mults_derivative == n + n + n * n
+    assert rev.cost.flops_derivative == 2 * n + n + n * n + n
+    # forward, n directions: A·ẋ selects A (free, dense); partial n mults, 2n flops;
+    # (1 − u²)·ż and x·u̇ are dense: n·n each; u·ẋ is a scaled Seed (free), added to x·u̇
+    # by its n entries: n flops
+    assert fwd.cost.mults_derivative == n + 2 * n * n
+    assert fwd.cost.flops_derivative == 2 * n + 2 * n * n + n
+    assert fwd.jacobian == pytest.approx(rev.jacobian, rel=1e-12, abs=1e-14)
+    x = program.resolve_inputs()["x"]
+    A = np.random.default_rng(1).standard_normal((n, n)) / np.sqrt(n)
+    u = np.tanh(A @ x)
+    assert rev.jacobian == pytest.approx(((1 - u * u) * x)[:, None] * A + np.diag(u), rel=1e-12, abs=1e-14)
+    for result in (fwd, rev):
+        assert result.cost.counts() == program.predict(result.mode).counts()
+    # reverse in chunks of n / 2 directions: a chunk of the identity leaves elements of ȳ
+    # without a direction, so x·ȳ is placed dense (free) and the rest is dense work:
+    # z̄ = (1 − u²)·ū k·n per sweep (n² in all), Aᵀ·z̄ k·n·n (n³ in all)
+    chunked = run(program, "reverse", chunk=n // 2)
+    assert chunked.cost.mults_derivative == n + n * n + n ** 3
+    assert chunked.jacobian == pytest.approx(rev.jacobian, rel=1e-12, abs=1e-14)
+
+
+def test_scaled_seeds_of_one_seed_add_entry_by_entry():
+    n = 6
+    program = adcli.loads(f"dim n = {n}\ninput x: vec[n] = rand(seed=1)\noutput y = x * x")
+    for result in jacobians(program):
+        # x·ẋ + x·ẋ (forward), x·ȳ + x·ȳ (reverse): two scaled Seeds of one Seed, one
+        # scaled Seed of their summed scales: n flops, no mults (dense: n·n flops)
+        assert (result.cost.mults_derivative, result.cost.flops_derivative) == (0, n)
+        assert result.jacobian == pytest.approx(np.diag(2 * program.resolve_inputs()["x"]))
+    # scaling a scaled Seed again: one mult per element, not per direction and element
+    program = adcli.loads(f"dim n = {n}\ninput x: vec[n] = rand(seed=1)\noutput y = 3 * sin(x)")
+    for result in jacobians(program):
+        assert result.cost.mults_derivative == n   # cos(x)·ẋ free, 3·(that) n
+
+
+def test_scaled_seeds_are_carried_through_a_loop():
+    """repeat 5 { x = sin(x) }: the first cos·ẋ scales the Seed (free), the next four scale
+    a scaled Seed (n mults each); prediction = count, and the Jacobian is the diagonal."""
+    n = 5
+    program = adcli.loads(f"dim n = {n}\ninput x: vec[n] = rand(seed=1)\nh = x\n"
+                          f"repeat 5 {{\n  h = sin(h)\n}}\noutput y = h")
+    x = program.resolve_inputs()["x"]
+    h, slope = x.copy(), np.ones(n)
+    for _ in range(5):
+        slope, h = slope * np.cos(h), np.sin(h)
+    for result in jacobians(program):
+        assert result.cost.mults_derivative == 4 * n
+        assert result.cost.counts() == program.predict(result.mode).counts()
+        assert result.jacobian == pytest.approx(np.diag(slope), rel=1e-12)

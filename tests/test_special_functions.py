@@ -131,31 +131,34 @@ def test_multigammaln_costs_grow_with_d(d):
     """Primal: (3d - 2 + [d > 1]) flops per element; partial Σ digamma(a - j/2): 3d - 2 flops
     and no mults; its propagation a scale (k·s mults and flops) on a dense tangent."""
     s = 3
-    program = adcli.loads(f"input x: vec[{s}] = [2, 3, 4]\nconst c: vec[{s}] = full(0.5)\n"
-                          f"u = c * x + 2\nv = multigammaln(u, {d})\noutput y = c * v")
+    program = adcli.loads(f"input x: vec[{s}] = [2, 3, 4]\nconst C: mat[{s}, {s}] = 0.5 * rand(seed=1)\n"
+                          f"u = C @ x + 2\nv = multigammaln(u, {d})\noutput y = C @ v")
     for result in jacobians(program):
-        # around the op: c·x and c·v (2 mults, 2 flops per element) and + 2 (1 flop)
-        assert result.cost.flops_primal == s * (3 + 3 * d - 2 + (d > 1))
-        assert result.cost.mults_primal == 2 * s
-        # k = s directions: the op's scale s·s and the const scale after it s·s
-        assert result.cost.mults_derivative == 2 * s * s
-        assert result.cost.flops_derivative == (3 * d - 2) * s + 2 * s * s
+        # around the op: C·x and C·v (s·s mults, 2·s·s flops each) and + 2 (1 flop)
+        assert result.cost.flops_primal == 4 * s * s + s * (1 + 3 * d - 2 + (d > 1))
+        assert result.cost.mults_primal == 2 * s * s
+        # k = s directions: the op's scale s·s, and the const product on a dense derivative
+        # (C·v̇ forward, Cᵀ·ū reverse; the other is with a Seed: free) s·s·s
+        assert result.cost.mults_derivative == s * s + s ** 3
+        assert result.cost.flops_derivative == (3 * d - 2) * s + s * s + 2 * s ** 3
         assert result.cost.counts() == program.predict(result.mode).counts()
 
 
 def test_log_softmax_costs():
     """Primal 5n + s flops (max, shift, exp, Σ, log of s sums, subtract); partial exp(out):
     1 flop per element; propagation k·n mults and 3·k·n flops in either mode."""
-    program = adcli.loads("input x: mat[2, 3] = rand(seed=1)\nconst c: mat[2, 3] = full(0.5)\n"
-                          "u = c * x\nv = log_softmax(u, axis=1)\noutput y = c * v")
+    program = adcli.loads("input x: mat[2, 3] = rand(seed=1)\nconst C: mat[2, 2] = 0.5 * rand(seed=2)\n"
+                          "u = C @ x\nv = log_softmax(u, axis=1)\noutput y = C @ v")
     n, s = 6, 2
     fwd, rev = jacobians(program)
     for result in (fwd, rev):
-        assert result.cost.flops_primal == 2 * n + 5 * n + s and result.cost.mults_primal == 2 * n
-        # partial n; the op k·n mults, 3·k·n flops; the const scale after (forward) or
-        # before (reverse) it n·n mults and flops; k = 6 directions either way
-        assert result.cost.mults_derivative == n * n + n * n
-        assert result.cost.flops_derivative == n + 3 * n * n + n * n
+        # C·x and C·v: 2·2·3 = 12 mults, 24 flops each
+        assert result.cost.flops_primal == 48 + 5 * n + s and result.cost.mults_primal == 24
+        # partial n; the op k·n mults, 3·k·n flops; the const product on a dense derivative
+        # after (forward: C·v̇) or before (reverse: Cᵀ·ū) it 12 mults, 24 flops per
+        # direction (the other is with a Seed: free); k = 6 directions either way
+        assert result.cost.mults_derivative == n * n + n * 12
+        assert result.cost.flops_derivative == n + 3 * n * n + n * 24
 
 
 # -- errors ------------------------------------------------------------------------------------------

@@ -1943,12 +1943,16 @@ class Builder:
                           args[1])
             return self.emit("multigammaln", (a,), ast, {"d": d})
         if name == "norm":
-            for keyword, arg in zip(("ord", "axis"), args[1:]):   # NumPy's order: norm(x, ord, axis)
+            if len(args) > 4:
+                self.fail(ValueProblem, f"norm takes at most 4 arguments (x, ord, axis, keepdims), got "
+                          f"{len(args)}", args[4])
+            # NumPy's order: norm(x, ord, axis, keepdims)
+            for keyword, arg in zip(("ord", "axis", "keepdims"), args[1:]):
                 if keyword in kwargs:
                     self.fail(ValueProblem, f"norm's {keyword} is given twice (as an argument and as "
                               f"{keyword}=)", kwargs[keyword])
                 kwargs = {**kwargs, keyword: arg}
-            args = args[:1] + args[3:]
+            args = args[:1]
             self._arity(name, args, kwargs, 1, ast, ("ord", "axis", "keepdims"))
             attrs = self._reduction_attrs(name, kwargs, scope, ast)
             x = self.expr(args[0], scope)

@@ -88,7 +88,7 @@ def refusal(text):
     ("norm(X, axis=(0, -3))", r"norm's two axes are one axis"),
     ("norm(A, axis=2)", r"axis=2 is out of range for mat\[3, 4\]"),
     ("norm(A, 1, axis=0, ord=2)", r"norm's ord is given twice"),
-    ("norm(A, 1, 0, 1)", r"norm takes 1 argument, got 2"),
+    ("norm(A, 1, 0, 1)", r"keepdims takes true or false, got '1'"),   # (the 4th is keepdims, as in NumPy)
     ("norm(v[0:0], inf)", r"norm with ord=inf of no elements is undefined"),
     ("norm(A[:, 0:0], 1)", r"norm with ord=1 of no elements is undefined"),
 ])
@@ -139,3 +139,25 @@ def test_a_tuple_elsewhere_is_refused(text):
 def test_parenthesised_expressions_are_not_tuples():
     program = adcli.loads(HEADER + "output y = (v + 1) * (2)")
     np.testing.assert_allclose(program.evaluate(at=DATA)["y"], (V + 1) * 2)
+
+
+def test_keepdims_may_be_given_by_position_as_numpy_takes_it():
+    """norm(x, ord, axis, keepdims) in NumPy's order; a fifth argument is refused saying
+    how many norm takes (it said 'norm takes 1 argument, got 2' for four)."""
+    import numpy as np
+
+    import adcli
+    from adcli.errors import AdError
+
+    A = np.array([[1.0, -2, 3], [4, 5, -6]])
+    program = adcli.loads("input A: mat[2, 3] = [[1, -2, 3], [4, 5, -6]]\n"
+                          "output y = norm(A, 1, 1, true)\noutput z = norm(A, -inf, (0, 1), true)\n")
+    values = program.evaluate()
+    np.testing.assert_allclose(values["y"], np.linalg.norm(A, 1, 1, True))
+    np.testing.assert_allclose(values["z"], np.linalg.norm(A, -np.inf, (0, 1), True))
+    try:
+        adcli.loads("input A: mat[2, 3]\noutput y = norm(A, 1, 1, true, 2)\n")
+    except AdError as exc:
+        assert "norm takes at most 4 arguments (x, ord, axis, keepdims), got 5" in str(exc)
+    else:
+        raise AssertionError("a fifth argument was accepted")

@@ -51,7 +51,7 @@ def test_norm_takes_an_axis_and_keepdims_as_the_docs_say():
     kept = program("norm(x, axis=0, keepdims=true)").evaluate()["y"]
     np.testing.assert_allclose(kept, np.linalg.norm(X, axis=0, keepdims=True), rtol=1e-15)
     docs = (Path(__file__).resolve().parents[1] / "docs" / "language.md").read_text()
-    assert "| `norm(x)`, `norm(x, ord, axis)` | NumPy's `numpy.linalg.norm`" in docs
+    assert "| `norm(x)`, `norm(x, ord, axis, keepdims)` | NumPy's `numpy.linalg.norm`" in docs
     assert "(`sum mean max min prod logsumexp norm`)" in docs
 
 

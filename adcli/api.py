@@ -596,7 +596,7 @@ class Program:
             return
         from .machine import model_for
 
-        name = backend if isinstance(backend, str) else backend.name
+        name = backend_name(backend)
         key = ("time", mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single, itemsize, checkpoints, name)
         if key not in self._peak_cache:
             cost = self._run(mode, wrt, outputs, chunk, sizes, None, single=single, itemsize=itemsize,
@@ -611,16 +611,22 @@ class Program:
                                        "--set" + (", or keep more states with --checkpoints" if recomputed
                                                   else ", or try the other --mode"))
 
+    def _abstract_runner(self, itemsize) -> Runner:
+        """A Runner on shapes alone (xp None): the prediction's, counting in `itemsize`'s values."""
+        runner = Runner(self.graph, None, None)
+        runner.moves = lambda node: node.abstract_moves()   # counts only: no index maps made
+        runner.live.wide = max(1, 8 // itemsize)
+        return runner
+
     def predicted_primal_time(self, itemsize, backend="numpy") -> float:
         """Predicted seconds of one primal evaluation (finite differences make 2n of them):
         the primal sweep walked on shapes, priced by the machine model."""
         from .machine import model_for
 
-        name = backend if isinstance(backend, str) else backend.name
+        name = backend_name(backend)
         key = ("primal time", itemsize, name)
         if key not in self._peak_cache:
-            runner = Runner(self.graph, None, None)
-            runner.moves = lambda node: node.abstract_moves()
+            runner = self._abstract_runner(itemsize)
             runner.run_primal(self._analysis([], []))
             cost = Cost(ops=runner.primal.ops, values_moved=runner.primal.moved, gemm_flops=runner.primal.gemm)
             cost.interpreted = cost.ops > MAX_CACHED_EQUATIONS
@@ -635,8 +641,7 @@ class Program:
 
     def _fewer_states(self, mode, checkpoints) -> str:
         """For a refusal's hint: keeping fewer loop states, where that can help."""
-        could = self._loop_count() or any(why.startswith("is written out") for _, why in
-                                          getattr(self.graph, "unrolled", []))
+        could = self._loop_count() or any(why.startswith("is written out") for _, why in self.graph.unrolled)
         if mode != "reverse" or not could or checkpoints == 1:
             return ""
         if checkpoints is None:
@@ -648,7 +653,7 @@ class Program:
         repeat that stayed a loop (each one written out iteration by iteration, and why)."""
         if checkpoints is None or self._loop_count():
             return ""
-        unrolled = getattr(self.graph, "unrolled", [])
+        unrolled = self.graph.unrolled
         shown = "auto" if checkpoints == "auto" else f"{checkpoints}"
         if not unrolled:
             return f"--checkpoints {shown} changes nothing: this program has no repeat"
@@ -735,9 +740,7 @@ class Program:
                                      checkpoints)
         compiled = key = None
         if abstract:
-            runner = Runner(self.graph, None, None)
-            runner.moves = lambda node: node.abstract_moves()   # counts only: no index maps made
-            runner.live.wide = max(1, 8 // itemsize)
+            runner = self._abstract_runner(itemsize)
         elif observer is not None:   # watched node by node: the reference interpreter
             runner = Runner(self.graph, run_inputs["xp"], run_inputs["dtype"],
                             run_inputs["inputs"], run_inputs["consts"])
@@ -1146,7 +1149,7 @@ class Program:
         """The default memory limit (adcli.memory.default_memory_limit), read once per program
         and backend: it reads the system's figures, and a decision cached per limit must
         not be remade because free memory moved by a page."""
-        name = backend if isinstance(backend, str) else backend.name
+        name = backend_name(backend)
         if name not in self._default_limits:
             self._default_limits[name] = default_memory_limit(None if isinstance(backend, str) else backend)
         return self._default_limits[name]
@@ -1563,6 +1566,11 @@ class Program:
 # again at most about twice (10^6 steps at 4,096 states: 1.9·10^6 steps again), and each
 # state is a step of a prediction's walk down to the first reversed step.
 MAX_AUTO_STATES = 4096
+
+
+def backend_name(backend) -> str:
+    """The name of a backend given by name or as a Backend object."""
+    return backend if isinstance(backend, str) else backend.name
 
 
 def duration(t: float) -> str:

@@ -2248,9 +2248,9 @@ class Builder:
                       consts={k: renumber[v] for k, v in self.consts.items() if v in renumber},
                       outputs={k: renumber[v] for k, v in self.outputs.items()},
                       dims=dict(self.dims), filename=self.filename, source=self.text,
-                      input_defaults=self.input_defaults, input_lines=self.input_lines)
+                      input_defaults=self.input_defaults, input_lines=self.input_lines,
+                      unrolled=self.unrolled)
         graph.input_types = self.input_types
-        graph.unrolled = self.unrolled
         graph.builder = self
         return graph
 

@@ -98,14 +98,22 @@ SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12
               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 10**3, "m": 10**6, "g": 10**9}
 
 
-def parse_bytes(text: str) -> int:
-    """'200MB', '1.5GiB', '1e9' -> bytes."""
+def _amount(text: str, units: dict) -> float | None:
+    """'1.5GiB' with `units` {'gib': 2**30, ...} -> 1.5 · 2^30; None when it is not a number
+    followed by one of the units (case aside)."""
     import re
 
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if not match or match.group(2).lower() not in SIZE_UNITS:
+    if not match or match.group(2).lower() not in units:
+        return None
+    return float(match.group(1)) * units[match.group(2).lower()]
+
+
+def parse_bytes(text: str) -> int:
+    """'200MB', '1.5GiB', '1e9' -> bytes."""
+    size = _amount(text, SIZE_UNITS)
+    if size is None:
         raise UsageProblem(f"--memory-limit {text!r} is not a size such as 200MB or 2GiB")
-    size = float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
     if not size < 2**63:
         raise UsageProblem(f"--memory-limit {text!r} is too large to be a size")
     return int(size)
@@ -117,15 +125,12 @@ DURATION_UNITS = {"": 1, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour"
 
 def parse_duration(text: str) -> float | None:
     """'90', '90s', '10min', '2h', '1d' -> seconds; '0' or 'none' -> None (no limit)."""
-    import re
-
     if text.strip().lower() == "none":
         return None
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if not match or match.group(2).lower() not in DURATION_UNITS:
+    seconds = _amount(text, DURATION_UNITS)
+    if seconds is None:
         raise UsageProblem(f"--time-limit {shown(text, 24)} is not a duration such as 90s, 10min, 2h or 1d "
                            "(0 for none)")
-    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2).lower()]
     return seconds or None
 
 

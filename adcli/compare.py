@@ -285,9 +285,9 @@ class FrontierPoint:
                 "time_s": self.time_s, "times_s": self.times, "skipped": self.skipped}
 
 
-# The frontier's largest S: each saved state is a step of the walk down to the first reversed step,
-# each a bisection over binomial counts (10^12 steps at S = 65,536: 20 s to predict)
-# (a 10^12-step loop would otherwise be tried at S = 2^39)
+# The frontier's largest S (a 10^12-step loop would otherwise be tried at S = 2^39): each saved
+# state is a step of a prediction's walk down to the first reversed step, each a bisection over
+# binomial counts (10^12 steps at S = 65,536: 20 s to predict)
 MAX_FRONTIER_STATES = 2 ** 10
 
 
@@ -310,11 +310,12 @@ def frontier_states(program) -> list:
 def frontier(program, wrt, at, repeat, backend, dtype, limit, itemsize, reverse_run, time_limit=None) -> list:
     """Reverse mode at each of frontier_states: the time–memory trade-off of checkpointing.
     The run without checkpoints is the method table's reverse run (not run again)."""
+    from .api import backend_name
     from .machine import model_for
 
     outputs = program.output_names
     points = []
-    be_name = backend if isinstance(backend, str) else backend.name
+    be_name = backend_name(backend)
     model = model_for("numpy" if be_name == "auto" else be_name)
     for states in frontier_states(program):
         point = FrontierPoint(states)

@@ -87,14 +87,14 @@ def decide(program, wrt=None, chunk=None, memory_limit=None, backend="numpy", dt
            model=None, exclude=(), checkpoints=None) -> Decision:
     """The mode to run, and why. `exclude`: modes not to recommend (e.g. ones whose
     results disagreed with the others), each with its reason: {mode: reason}."""
-    from .api import DTYPES
+    from .api import DTYPES, backend_name
     from .machine import model_for
 
     import numpy
 
     wrt = program._wrt(wrt)
     outputs = list(program.output_names)
-    be_name = backend if isinstance(backend, str) else backend.name
+    be_name = backend_name(backend)
     be_name = "numpy" if be_name == "auto" else be_name
     model = model or model_for(be_name)
     limit = program.default_limit(backend) if memory_limit is None else memory_limit

@@ -395,7 +395,6 @@ class Derivatives:
         return r, p
 
     def _rule(self, node, rules, i, r, p, value):
-        prim = REGISTRY[node.op]
         r.p = p.get(i)
         try:
             return rules[i](self.T, r, value)

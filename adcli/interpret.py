@@ -14,7 +14,7 @@ static prediction: the counts without the arithmetic.
 from __future__ import annotations
 
 from bisect import bisect_right
-from itertools import islice
+from itertools import dropwhile, takewhile
 from dataclasses import dataclass, field
 from math import prod
 
@@ -729,8 +729,14 @@ class Runner:
         kinds of the cotangents it is given and of the sums it adds to."""
         # (the last iteration's cotangents come from the caller, held by it: never a model
         # for the others, whose come from the iteration after and are the loop's)
-        return (id(sched.analysis(it)), tuple(sorted(seeds)), _kinds(seeds.values()),
-                _kinds(cts.get(i) for i in loop.inputs), it == 0, it == sched.count - 1)
+        return (id(sched.analysis(it)),) + Runner._cotangent_kinds(loop, seeds, cts) + \
+            (it == 0, it == sched.count - 1)
+
+    @staticmethod
+    def _cotangent_kinds(loop, seeds, cts) -> tuple:
+        """The kinds of the cotangents a loop's backward iteration is given (`seeds`) and of
+        the sums of its inputs' cotangents (`cts`)."""
+        return tuple(sorted(seeds)), _kinds(seeds.values()), _kinds(cts.get(i) for i in loop.inputs)
 
     # -- evaluation -----------------------------------------------------------------------
     def run_primal(self, analysis, keep=None):
@@ -1012,7 +1018,7 @@ class Runner:
                 self._free_residuals(node, plan, refs, residuals)
             # Drop this node's references now, so the arrays counted as freed are freed
             # (a loop variable would keep the last cotangent alive into the next node).
-            node_cts = ct = t = value = x = r = p = out = None
+            node_cts = ct = t = x = r = p = out = None
         if self.observer:
             self.observer(self, "backward-end", None, None, None)
         for blocks in results.values():   # handed to the caller: no longer the sweep's
@@ -1333,7 +1339,7 @@ class _Checkpointed:
 
     def backward(self, residuals, pending, cts, final):
         """The backward sweep through the loop: the rest of the schedule."""
-        runner, loop, sched, live = self.runner, self.loop, self.sched, self.live
+        runner, loop, sched = self.runner, self.loop, self.sched
         saved, last_record, last_size, last_params, forward_cached = \
             runner._loop_records[(loop.id, runner.records_of)]
         nc, last = self.nc, sched.count - 1
@@ -1358,13 +1364,8 @@ class _Checkpointed:
         self._hold(kept)
         self.seeds, self.cts, self.residuals, self.final = pending, cts, residuals, final
         self.saved, self.last_record = saved, last_record
-        if self.effects is None:
-            rest = checkpoint.actions(sched.count, self.slot_count)
-            for a in rest:   # (the forward sweep's, up to the first reversed step)
-                if a.kind == "reverse":
-                    break
-            self._act(a)
-            for a in rest:
+        if self.effects is None:   # the actions from the first reversed step on
+            for a in dropwhile(_not_reverse, checkpoint.actions(sched.count, self.slot_count)):
                 self._act(a)
         else:
             self._predict_rest()
@@ -1377,10 +1378,7 @@ class _Checkpointed:
         """The schedule's actions up to its first reversed step (what the forward sweep runs):
         the saves and advances of the work items it goes down through, then the advance to
         the last step where one slot is left. O(S) actions, whatever the count."""
-        for a in checkpoint.actions(self.sched.count, self.slot_count):
-            if a.kind == "reverse":
-                return
-            yield a
+        return takewhile(_not_reverse, checkpoint.actions(self.sched.count, self.slot_count))
 
     # -- the backward sweep's actions -------------------------------------------------------------
     def _act(self, a):
@@ -1485,8 +1483,7 @@ class _Checkpointed:
                 self.runner._backward_state(sched, stop - 1, self.loop, self.seeds, self.cts), self.final)
 
     def _seed_kinds(self) -> tuple:
-        return (tuple(sorted(self.seeds)), _kinds(self.seeds.values()),
-                _kinds(self.cts.get(i) for i in self.loop.inputs))
+        return Runner._cotangent_kinds(self.loop, self.seeds, self.cts)
 
     def _walk(self, item):
         """Carry out a work item's actions (checkpoint.expand), predicting, but not the free
@@ -1566,6 +1563,10 @@ class _Checkpointed:
                 setattr(counter, name, getattr(counter, name) + d * times - e * series)
         runner.recomputed_steps += last[2] * times - (before[2] - last[2]) * series
         self._replay(((0,) * len(last[0]), (0,) * len(last[1]), 0, 0, 0, 0, last[6]))   # its heights
+
+
+def _not_reverse(action) -> bool:
+    return action.kind != "reverse"
 
 
 def _alike_steps(seen) -> bool:

@@ -95,6 +95,7 @@ class Graph:
     source: str = ""
     input_defaults: dict = field(default_factory=dict)   # name -> host array or None
     input_lines: dict = field(default_factory=dict)      # name -> line number
+    unrolled: list = field(default_factory=list)         # (line, why) of each repeat written out
 
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id]

@@ -498,23 +498,18 @@ class Program:
         flops and the peak live values, are the attributes `mults`, `flops`, `peak`."""
         key = ("evaluate", be.name, str(xp_dtype))
         staged = self._compiled.get(key)
-        if staged is None and self._loop_work() > execute.MAX_CACHED_EQUATIONS:
-            # a loop's every iteration would be an equation of the plan: interpreted instead,
-            # iteration by iteration, as _run does (staging 10^9 steps never ends)
-            analysis = self._analysis([], [])
-
-            def interpreted(values: dict) -> dict:
-                runner = Runner(self.graph, be.xp, xp_dtype, values, consts)
-                env = runner.run_primal(analysis)
-                interpreted.mults, interpreted.flops = runner.primal.mults, runner.primal.flops
-                interpreted.peak = max(interpreted.peak, runner.live.peak)
-                return env
-
-            interpreted.mults = interpreted.flops = interpreted.peak = 0
-            return interpreted
+        if staged is None and (self._loop_work() > execute.MAX_CACHED_EQUATIONS
+                               or len(self.graph.nodes) > execute.MAX_CACHED_EQUATIONS
+                               or self._static.get("primal_too_large")):
+            return self._interpreted_primal(be, xp_dtype, consts)
         if staged is None:
             stager = Stager(self.graph, be.xp, xp_dtype, inputs, consts)
             stager.run_primal(self._analysis([], []))
+            if not stager.plans:
+                # over MAX_CACHED_EQUATIONS (an unrolled program this large): nothing was kept,
+                # so this program's primal is interpreted from now on, as a long loop's is
+                self._static["primal_too_large"] = True
+                return self._interpreted_primal(be, xp_dtype, consts)
             staged = self._compiled[key] = (stager.plans[0], stager.primal.mults, stager.primal.flops,
                                             stager.live.peak)
         plan = staged[0]
@@ -525,6 +520,22 @@ class Program:
 
         compiled.mults, compiled.flops, compiled.peak = staged[1:]
         return compiled
+
+    def _interpreted_primal(self, be, xp_dtype, consts):
+        """The primal sweep run by the interpreter, node by node or iteration by iteration
+        (what primal_plan gives where a plan would be too large to keep: staging 10^9 loop
+        steps never ends), with the same attributes as a compiled one."""
+        analysis = self._analysis([], [])
+
+        def interpreted(values: dict) -> dict:
+            runner = Runner(self.graph, be.xp, xp_dtype, values, consts)
+            env = runner.run_primal(analysis)
+            interpreted.mults, interpreted.flops = runner.primal.mults, runner.primal.flops
+            interpreted.peak = max(interpreted.peak, runner.live.peak)
+            return env
+
+        interpreted.mults = interpreted.flops = interpreted.peak = 0
+        return interpreted
 
     def _sizes(self, names, shape_of):
         return [prod(shape_of(n)) for n in names]

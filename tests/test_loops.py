@@ -496,3 +496,24 @@ def test_evaluating_a_loop_too_long_for_plans_interprets_it(monkeypatch):
         want = np.sin(want)
     assert float(program.evaluate()["y"]) == pytest.approx(want, rel=1e-14)
     assert not any(key[0] == "evaluate" for key in program._compiled)
+
+
+@pytest.mark.parametrize("steps", [8, 400])
+def test_evaluating_an_unrolled_program_too_large_for_plans_interprets_it(steps, monkeypatch):
+    """An unrolled program whose primal plan is over the plans' limit is interpreted by
+    Program.evaluate, whether that is seen from its node count (400 steps: 402 nodes) or
+    only once staged (8 steps: 18 nodes, but softmax stages 5 equations a node, 41 in
+    all). It used to fail with an internal IndexError (`adcli hessian` on a 150,000-step
+    repeat, checking against differences)."""
+    from adcli import execute
+
+    monkeypatch.setattr(execute, "MAX_CACHED_EQUATIONS", 30)
+    program = adcli.loads(f"input x: vec[3] = [0.1, 0.2, 0.3]\nrepeat {steps} {{\n  x = softmax(x) * 2\n}}\n"
+                          "output y = sum(x * x)\n", loops="never", node_limit=10_000)
+    want = np.array([0.1, 0.2, 0.3])
+    for _ in range(steps):
+        want = np.exp(want) / np.exp(want).sum() * 2
+    assert (len(program.graph.nodes) > 30) == (steps == 400)
+    for _ in range(2):
+        assert float(program.evaluate()["y"]) == pytest.approx(float(np.sum(want * want)), rel=1e-13)
+    assert not any(key[0] == "evaluate" for key in program._compiled)

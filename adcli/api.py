@@ -196,11 +196,20 @@ def _hessian_check(gradient: Program, result: Derivative, wrt, at, direction, dt
     tolerance = TOLERANCE[dtype]
     agrees = bool(relative <= tolerance)
     return {"evaluations": 2 * len(columns), "max_abs_error": error, "relative_error": relative,
-            "tolerance": tolerance, "agrees": agrees,
+            "tolerance": tolerance, "agrees": agrees, "skipped": None,
             "message": None if agrees else
             (f"the Hessian and central differences of the gradient disagree beyond the tolerance of "
              f"{tolerance:g} (relative error {relative:.1e}, largest entry error {error:.1e}): the "
              "function may have a kink near this point, or be badly conditioned for differences")}
+
+
+def _hessian_check_skipped(dtype, why: str) -> dict:
+    """A check not run (its evaluations would pass the time limit): `skipped` says why,
+    `agrees` is None (neither a pass nor a failure)."""
+    from .fd import TOLERANCE
+
+    return {"evaluations": 0, "max_abs_error": None, "relative_error": None, "tolerance": TOLERANCE[dtype],
+            "agrees": None, "skipped": why, "message": None}
 
 
 def _given_value(kind: str, name: str, raw, shape) -> np.ndarray:
@@ -1399,24 +1408,34 @@ class Program:
     def hessian(self, output: str | None = None, wrt=None, at=None, direction: dict | None = None,
                 mode: str = "forward", chunk: int | None = None, backend="numpy", dtype="float64",
                 memory_limit: int | None = None, measure_memory: bool = False,
-                json: bool = False) -> "Hessian":
+                json: bool = False, time_limit: float | None = None) -> "Hessian":
         """The Hessian of a scalar output (or one Hessian-vector product, for a `direction`
         {input: array}): the Jacobian of its gradient, the gradient written out as nodes.
         Forward mode (the default) is forward over reverse: one forward pass per wrt scalar,
         each a Hessian-vector product; `mode="reverse"` is reverse over reverse. The result
-        is checked against central differences of the gradient (Hessian.check)."""
+        is checked against central differences of the gradient (Hessian.check). `time_limit`
+        (seconds): the run is refused, and the check skipped (saying so), when predicted to
+        take longer."""
         output = self._scalar_output(output)
         wrt = self._wrt(wrt)
         gradient = self.gradient_program(output, wrt)
         at = dict(at or {})
         if direction is not None:
-            result = gradient.jvp(direction, at=at, backend=backend, dtype=dtype,
-                                  measure_memory=measure_memory, memory_limit=memory_limit, json=json)
+            result = gradient.jvp(direction, at=at, backend=backend, dtype=dtype, measure_memory=measure_memory,
+                                  memory_limit=memory_limit, json=json, time_limit=time_limit)
         else:
             result = gradient.jacobian(mode=mode, wrt=wrt, at=at, chunk=chunk, backend=backend, dtype=dtype,
-                                       memory_limit=memory_limit, measure_memory=measure_memory, json=json)
+                                       memory_limit=memory_limit, measure_memory=measure_memory, json=json,
+                                       time_limit=time_limit)
         value = self.evaluate(at=at, backend=backend, dtype=dtype)[output]
-        check = _hessian_check(gradient, result, wrt, at, direction, dtype)
+        evaluations = 2 * (1 if direction is not None else sum(self._sizes(wrt, self.input_shape)))
+        check_time = evaluations * gradient.predicted_primal_time(np.dtype(DTYPES[dtype]).itemsize, backend)
+        if time_limit is not None and check_time > time_limit:
+            check = _hessian_check_skipped(
+                dtype, f"not checked: its {evaluations:,} evaluations of the gradient are predicted to take "
+                       f"about {duration(check_time)}, over the time limit of {duration(time_limit)}")
+        else:
+            check = _hessian_check(gradient, result, wrt, at, direction, dtype)
         return Hessian(output, wrt, np.asarray(value), gradient, result, check)
 
     @staticmethod

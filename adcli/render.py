@@ -85,7 +85,8 @@ def _cell_width(texts) -> int:
     return max((cell_len(t) for t in texts), default=0)
 
 
-def jacobian_table(result, full: bool, width: int = 80, name: str | None = None, row_labels=None):
+def jacobian_table(result, full: bool, width: int = 80, name: str | None = None, row_labels=None,
+                   column_labels=None):
     """The Jacobian, elided to fit `width` columns of text, under a title line of its own
     (a table's title would wrap to the table's width). One row (a gradient, a VJP) is
     printed as that 1×n row where all of it fits, else as a column whose heading says it
@@ -94,12 +95,13 @@ def jacobian_table(result, full: bool, width: int = 80, name: str | None = None,
     from rich.console import Group
 
     row_names = result.rows if row_labels is None else row_labels
+    column_names = result.columns if column_labels is None else column_labels
     m, n = result.shape   # entries are read from the blocks: J itself is never assembled here
     name = name or {"jacobian": "Jacobian", "jvp": "JVP  J·v", "vjp": "VJP  uᵀ·J"}[result.kind]
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("", style="bold cyan", no_wrap=True)
     if m == 1 and n > 1:
-        labels = [result.columns[j] for j in range(min(n, MAX_COLUMNS + 1))]
+        labels = [column_names[j] for j in range(min(n, MAX_COLUMNS + 1))]
         cells = [number(result.entry(0, j)) for j in range(len(labels))]
         row_width = (_cell_width([row_names[0]]) + 2
                      + sum(max(_cell_width([a]), _cell_width([b])) + 3 for a, b in zip(labels, cells)))
@@ -123,7 +125,7 @@ def jacobian_table(result, full: bool, width: int = 80, name: str | None = None,
             if j is None:
                 table.add_row("⋮", "⋮")
             else:
-                table.add_row(result.columns[j], number(result.entry(0, j)))
+                table.add_row(column_names[j], number(result.entry(0, j)))
         note = "" if len(rows) == n else f"showing {len(rows) - 1} of {n} entries; --full shows all"
         return Group(Text(title), table), note
     label_width = max((len(row_names[i]) for i in range(min(m, 50))), default=1)
@@ -131,7 +133,7 @@ def jacobian_table(result, full: bool, width: int = 80, name: str | None = None,
     rows = _pick(m, MAX_ROWS, full)
     cols = _pick(n, min(MAX_COLUMNS, fitting), full)
     for j in cols:
-        table.add_column("…" if j is None else result.columns[j], justify="right", no_wrap=True)
+        table.add_column("…" if j is None else column_names[j], justify="right", no_wrap=True)
     for i in rows:
         if i is None:
             table.add_row("⋮", *["⋱" if j is None else "⋮" for j in cols])
@@ -301,14 +303,18 @@ def render_hessian(program, hessian, full=False):
     name = "Hessian-vector product  H·v" if result.kind == "jvp" else "Hessian"
     # rows are the gradient's elements, d<output>/d<input>[i]: labelled as the inputs' elements
     # (H is symmetric), which are shorter
-    table, note = jacobian_table(result, full, out.width, name=name, row_labels=labels)
+    table, note = jacobian_table(result, full, out.width, name=name, row_labels=labels,
+                                 column_labels=["H·v"] if result.kind == "jvp" else None)
     out.print(table)
     if note:
         out.print(Text(note, style="dim"))
     check = hessian.check
-    verdict = "agrees" if check["agrees"] else "DISAGREES"
-    out.print(Text(f"central differences of the gradient ({check['evaluations']} evaluations): {verdict}, "
-                   f"relative error {check['relative_error']:.1e} (tolerance {check['tolerance']:g})"))
+    if check["skipped"]:
+        out.print(Text(f"central differences of the gradient: {check['skipped']}", style="yellow"))
+    else:
+        verdict = "agrees" if check["agrees"] else "DISAGREES"
+        out.print(Text(f"central differences of the gradient ({check['evaluations']} evaluations): {verdict}, "
+                       f"relative error {check['relative_error']:.1e} (tolerance {check['tolerance']:g})"))
     out.print(Panel(cost_table(result.cost, result.mode, result.kind),
                     title=f"cost ({result.mode} mode over the gradient's nodes)", title_align="left",
                     expand=False))

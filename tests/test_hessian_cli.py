@@ -20,7 +20,7 @@ output f = (1 - x[0])^2 + 100 * (x[1] - x[0]^2)^2
 """
 TOP_KEYS = {"kind", "file", "output", "wrt", "mode", "backend", "device", "dtype", "value", "gradient",
             "labels", "hessian", "hvp", "direction", "check", "cost", "inputs"}
-CHECK_KEYS = {"evaluations", "max_abs_error", "relative_error", "tolerance", "agrees"}
+CHECK_KEYS = {"evaluations", "max_abs_error", "relative_error", "tolerance", "agrees", "skipped"}
 
 
 def run(*args):
@@ -49,7 +49,7 @@ def test_rosenbrock_json(rosen):
     assert data["value"] == pytest.approx(24.2, rel=1e-14)
     np.testing.assert_allclose(data["gradient"]["x"], [-215.6, -88.0], rtol=1e-13)
     np.testing.assert_allclose(data["hessian"], rosenbrock_hessian(-1.2, 1.0), rtol=1e-14)
-    assert data["check"]["agrees"] and data["check"]["evaluations"] == 4
+    assert data["check"]["agrees"] and data["check"]["evaluations"] == 4 and data["check"]["skipped"] is None
     assert data["check"]["relative_error"] < 1e-9
     assert data["cost"]["passes"] == 2   # one forward pass per input scalar, over the gradient's nodes
     keys = {key for key in data} | set(data["check"])
@@ -125,3 +125,41 @@ def test_a_vector_output_is_refused(tmp_path):
     assert result.exit_code == 1
     assert "the Hessian needs a scalar output, but 'y' is a vec[2]" in result.output
     assert "vec.ad:2:" in result.output
+
+
+WIDE = "input x: vec[300] = 0.01 * randn(seed=1)\noutput y = sum(exp(x) * x) + sum(x)^2\n"
+
+
+def test_the_time_limit_skips_the_check_and_says_so(tmp_path):
+    """The check's 2n evaluations of the gradient are priced before they run: over the
+    time limit they are skipped, saying so (agrees null, neither pass nor failure), while
+    the Hessian itself, predicted within the limit, is computed."""
+    program = adcli.loads(WIDE)
+    gradient = program.gradient_program()
+    check_time = 600 * gradient.predicted_primal_time(8)
+    limit = check_time / 3
+    assert gradient.jacobian(mode="forward").cost.predicted["time_s"] < limit   # the run fits
+    h = program.hessian(time_limit=limit)
+    assert h.check["agrees"] is None and h.check["evaluations"] == 0
+    assert h.check["skipped"].startswith("not checked: its 600 evaluations of the gradient are predicted")
+    x = program.resolve_inputs()["x"]
+    want = np.diag(np.exp(x) * (2 + x)) + 2.0   # d²/dx² of sum(exp(x)·x) + (sum x)²
+    np.testing.assert_allclose(h.matrix, want, rtol=1e-12)
+    path = tmp_path / "wide.ad"
+    path.write_text(WIDE)
+    result = run("hessian", path, "--json", "--time-limit", f"{limit * 1000:.3f}ms")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["check"]["skipped"].startswith("not checked") and data["check"]["agrees"] is None
+    assert result.stderr.startswith("note: central differences of the gradient: not checked")
+    text = run("hessian", path, "--time-limit", f"{limit * 1000:.3f}ms")
+    assert text.exit_code == 0 and "not checked: its 600 evaluations" in text.stdout.replace("\n", " ")
+    assert run("hessian", path, "--json").stdout.count('"skipped": null') == 1   # the default: 1h
+
+
+def test_a_hessian_predicted_over_the_time_limit_is_refused(tmp_path):
+    path = tmp_path / "wide.ad"
+    path.write_text(WIDE)
+    result = run("hessian", path, "--time-limit", "0.000001")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "predicted to take about" in result.output and "over the time limit of" in result.output

@@ -224,7 +224,7 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
         groups.append(group)
         done = next((r.result for r in group.values() if r.result is not None), None)
         be_name = done.backend if done is not None else str(getattr(be, "name", be))
-        devices.append((be_name, done.device if done is not None else "?"))
+        devices.append((be_name, done.device if done is not None else _device(be)))
         for name, run in group.items():
             run.backend = be_name
             runs[name if len(backends) == 1 else f"{name}_{_key(be_name)}"] = run
@@ -250,7 +250,7 @@ def compare(program, wrt=None, at=None, repeat: int = 3, backend="numpy", dtype=
         comparison.frontier = frontier(looped, wrt, at, repeat, backends[0], dtype, limit, itemsize,
                                        groups[0].get("reverse") if looped is program else None, time_limit)
     comparison.recommendation = recommend(program, groups[0], limit, comparison.agreement, wrt,
-                                          backends[0], dtype, looped)
+                                          backends[0], dtype, looped, time_limit)
     comparison.theory = theory(groups[0], n, m)
     comparison.contractions = contraction_report(program.graph)
     return comparison
@@ -494,13 +494,27 @@ def _judged(a: np.ndarray, reference: np.ndarray, tolerance: float) -> dict:
     return d
 
 
+def _device(backend) -> str:
+    """The device a backend runs on, when no run said so (every method skipped)."""
+    from .backends import get_backend
+
+    if not isinstance(backend, str):
+        return backend.device
+    try:
+        return get_backend(backend).device
+    except AdError:   # (cupy without a GPU: its runs said why already)
+        return "?"
+
+
 def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backend="numpy",
-              dtype="float64", looped=None) -> dict:
+              dtype="float64", looped=None, time_limit: float | None = None) -> dict:
     """The mode to recommend: the decision --mode auto makes (adcli.decide: least
     predicted time among the modes predicted to fit the limit), leaving out a mode
-    whose Jacobian disagrees with the other methods (`agreed`, from `agreement`) or
-    whose measured peak exceeded the limit. Then the measured times set beside the
-    prediction: where they contradict it, the recommendation says so and by how much."""
+    whose Jacobian disagrees with the other methods (`agreed`, from `agreement`), whose
+    measured peak exceeded the limit, or whose predicted time passes `time_limit`
+    (seconds). Then the measured times set beside the prediction: where they contradict
+    it, the recommendation says so and by how much."""
+    from .api import duration
     wrong = set((agreed or {}).get("disagreeing", ()))
     mismatch = (agreed or {}).get("message") if wrong & {"forward", "reverse"} else None
     exclude = {}
@@ -514,6 +528,14 @@ def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backen
                              f"limit of {_bytes(limit)}")
     be = backend if isinstance(backend, str) else backend[0]
     decision = program.decide(wrt, None, limit, be, dtype, exclude=exclude)   # as adcli grad --mode auto
+    if time_limit is not None:   # (compare did not run these: a mode it skipped is not recommended)
+        slow = {m: f"it is predicted to take about {duration(plan.time_s)}, over the time limit of "
+                   f"{duration(time_limit)}"
+                for m, plan in decision.plans.items()
+                if m not in exclude and plan.fits and plan.time_s > time_limit}
+        if slow:
+            exclude.update(slow)
+            decision = program.decide(wrt, None, limit, be, dtype, exclude=exclude)
     if decision.mode is None and mismatch and len(wrong & {"forward", "reverse"}) == 2:
         reason = "neither mode can be trusted here: " + mismatch + "."
     else:
@@ -523,7 +545,7 @@ def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backen
         reason += " Note: " + disagreement + "."
     checkpointed = None
     if looped is not None and "reverse" not in exclude:
-        checkpointed = _checkpointed_reverse(looped, decision, wrt, limit, be, dtype)
+        checkpointed = _checkpointed_reverse(looped, decision, wrt, limit, be, dtype, time_limit)
         if checkpointed:
             reason += " " + checkpointed + "."
     if mismatch and decision.mode is not None:
@@ -532,10 +554,12 @@ def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backen
             "checkpointed": checkpointed, "predicted": decision.to_json()}
 
 
-def _checkpointed_reverse(looped, decision, wrt, limit, backend, dtype) -> str | None:
+def _checkpointed_reverse(looped, decision, wrt, limit, backend, dtype, time_limit=None) -> str | None:
     """A sentence when reverse mode keeping fewer states per loop (--checkpoints auto) fits
     the limit where keeping every residual does not, and is predicted faster than what
-    the decision picked (or when it is the only way to run at all); None otherwise."""
+    the decision picked (or when it is the only way to run at all, or would be but for
+    `time_limit`); None otherwise."""
+    from .api import duration
     from .decide import NEAR_TIE, seconds
 
     if decision.plans.get("reverse") is not None and decision.plans["reverse"].fits:
@@ -546,6 +570,9 @@ def _checkpointed_reverse(looped, decision, wrt, limit, backend, dtype) -> str |
     how = (f"reverse mode keeping at most {plan.checkpoints:,} states per loop (adcli grad --mode reverse "
            f"--checkpoints {plan.checkpoints}, or --checkpoints auto) fits the memory limit, running "
            f"{plan.cost.recomputed_steps:,} loop steps again, predicted {seconds(plan.time_s)}")
+    if time_limit is not None and plan.time_s > time_limit:
+        return None if decision.mode is not None else \
+            f"Checkpointing would fit: {how}, over the time limit of {duration(time_limit)}"
     if decision.mode is None:
         return "Checkpointing runs it: " + how
     picked = decision.plans[decision.mode]

@@ -27,6 +27,10 @@ def compact(value) -> str:
 def seconds(t) -> str:
     if t is None:
         return "—"
+    if t >= 60:   # a minute or more in min, h, days, years, as refusals say it
+        from .decide import seconds as spoken
+
+        return spoken(t)
     return f"{t:,.2f} s" if t >= 1 else f"{t * 1e3:,.3f} ms"
 
 

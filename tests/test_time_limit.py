@@ -39,7 +39,8 @@ def test_no_limit_by_default_in_the_api_and_small_runs_pass():
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("10min", 600), ("2h", 7200),
-                                           ("1d", 86400), ("1.5h", 5400), ("0", None), ("none", None)])
+                                           ("1d", 86400), ("1.5h", 5400), ("500ms", 0.5), ("0", None),
+                                           ("none", None)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -69,3 +70,19 @@ def test_compare_skips_what_would_pass_the_limit(tmp_path):
         assert "is predicted to take about" in methods[name]["skipped"]
         assert "over the time limit of" in methods[name]["skipped"]
     assert "evaluations are predicted to take about" in methods["central_differences"]["skipped"]
+    recommendation = json.loads(out.stdout)["recommendation"]
+    assert recommendation["mode"] is None   # it used to recommend a mode it had skipped
+    assert recommendation["reason"].startswith("No mode can run: forward is out: it is predicted to take about")
+    assert recommendation["reason"].count("over the time limit of") == 2
+    assert json.loads(out.stdout)["device"].startswith("CPU")   # not "?" with every method skipped
+    text = CliRunner().invoke(cli, ["compare", str(source), "--time-limit", "0.000000001"])
+    assert "numpy on CPU" in text.stdout and "on ?" not in text.stdout
+
+
+@pytest.mark.parametrize("t, shown", [(0.0123, "12.300 ms"), (2.5, "2.50 s"), (90, "1.5 min"),
+                                      (161_209_743.93, "5.11 years")])
+def test_compare_tables_read_long_times_as_refusals_do(t, shown):
+    """compare's tables (the frontier's predicted times among them) said 161,209,743.93 s."""
+    from adcli.render_compare import seconds
+
+    assert seconds(t) == shown

@@ -670,9 +670,20 @@ class Program:
 
     def checkpoints_note(self, checkpoints) -> str:
         """Why `checkpoints` change nothing for this program ("" when they do): it has no
-        repeat that stayed a loop (each one written out iteration by iteration, and why)."""
-        if checkpoints is None or self._loop_count():
+        repeat that stayed a loop (each one written out iteration by iteration, and why);
+        or what a number of states as large as every loop's count does (it keeps every
+        step's state, not its residuals: each step still runs once more)."""
+        if checkpoints is None:
             return ""
+        if self._loop_count():
+            counts = [n.attrs["count"] for n in self.graph.nodes if n.op == "loop"]
+            if not isinstance(checkpoints, int) or checkpoints < max(counts) - 1:
+                return ""   # (l − 1 states are every state a step of an l-step loop starts from)
+            steps = sum(c - 1 for c in counts)
+            return (f"--checkpoints {checkpoints} keeps the state every step starts from (no loop has more "
+                    f"than {max(counts):,} steps), not its residuals: {steps:,} step{'s' if steps != 1 else ''} "
+                    f"still run{'s' if steps == 1 else ''} again to make them; without --checkpoints every "
+                    f"step's residuals are kept and none runs again")
         unrolled = self.graph.unrolled
         shown = "auto" if checkpoints == "auto" else f"{checkpoints}"
         if not unrolled:

@@ -246,6 +246,22 @@ def test_checkpoints_that_change_nothing_say_why(tmp_path):
     assert _looped(SCALAR_LOOP.format(l=5)).jacobian(mode="reverse", checkpoints=2).note == ""
 
 
+@pytest.mark.parametrize("states", [4, 5, 100])
+def test_checkpoints_as_many_as_the_steps_say_what_they_keep(states):
+    """S ≥ l − 1 states keep the state of every step of an l-step loop, and the binomial
+    schedule still runs each step but the last once more, for its residuals
+    (p(l, S) = l − 1): the note says so, and that without --checkpoints none runs again."""
+    program = _looped(SCALAR_LOOP.format(l=5))
+    result = program.jacobian(mode="reverse", checkpoints=states)
+    assert result.cost.recomputed_steps == 4
+    assert result.note == (f"--checkpoints {states} keeps the state every step starts from (no loop has more than "
+                           "5 steps), not its residuals: 4 steps still run again to make them; without "
+                           "--checkpoints every step's residuals are kept and none runs again")
+    assert program.jacobian(mode="reverse").cost.recomputed_steps == 0
+    fewer = program.jacobian(mode="reverse", checkpoints=3)
+    assert fewer.note == "" and fewer.cost.recomputed_steps > 4
+
+
 def test_memory_refusals_say_the_states_kept_and_hint_fewer():
     """A reverse-mode refusal names the states it was predicted keeping under
     --checkpoints S and hints fewer; without --checkpoints it hints --checkpoints auto,

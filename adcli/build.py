@@ -2144,8 +2144,11 @@ class Builder:
         try:
             if kind == "grad":
                 if out_shape != ():
+                    inner_name = text[text.index("(") + 1:-1]
+                    instead = (f"use jacobian(jacobian({inner_name})) for the second derivatives of a "
+                               "vector-valued function" if text.startswith("hessian") else "use jacobian")
                     self.fail(ShapeProblem, f"{text} needs a function of one number, but it returns "
-                              f"{with_article(format_shape(out_shape))}: use jacobian", ast)
+                              f"{with_article(format_shape(out_shape))}: {instead}", ast)
                 g = derive.vjp(point, out, e.const(1.0), end)
                 return (e.zeros(in_shape) if g is None else g).id
             shape = out_shape + in_shape

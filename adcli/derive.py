@@ -502,6 +502,13 @@ def refusal(what: str, exc: NotExpressible) -> str:
         return (f"{what} cannot differentiate the repeat of line {node.line}, which stays a loop: "
                 "derivatives inside the language need it unrolled (lower its count, or raise --node-limit)")
     where = f"{node.op} (line {node.line})" if node is not None else "a rule"
-    return (f"{what} cannot be made of graph nodes: the derivative of {where} needs {exc.what}, "
+    needs = NEEDS.get(exc.what, exc.what)
+    return (f"{what} cannot be made of graph nodes: the derivative of {where} needs {needs}, "
             "which no node computes yet")
+
+
+# What a rule's array function is for, where its name alone would puzzle (docs/language.md
+# names these refusals so)
+NEEDS = {"moveaxis": "cumulative products", "cumprod": "cumulative products",
+         "zeta": "the Hurwitz zeta function"}
 

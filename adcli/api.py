@@ -21,7 +21,7 @@ from .build import DEFAULT_NODE_LIMIT, Builder, Data
 from .parser import MAX_SOURCE_BYTES
 from .errors import AdError, ResourceProblem, SourceLocation, UsageProblem, ValueProblem
 from .memory import (ARRAY_HEADER_BYTES, BASE_BYTES, INDEXING_SCRATCH_BYTES, LOOP_BYTES,  # noqa: F401 (re-exported)
-                     JSON_BYTES_PER_LABEL, JSON_BYTES_PER_NUMBER, PER_NODE_BYTES, SEED_INDEX_BYTES,
+                     JSON_BYTES_PER_LABEL, JSON_BYTES_PER_NUMBER, PER_NODE_BYTES, SEED_INDEX_BYTES, SPLIT_ENV_BYTES, SPLIT_NODES,
                      TEMPORARY_FACTOR, available_memory, cgroup_available, default_memory_limit,
                      rlimit_available)
 from . import execute
@@ -589,7 +589,8 @@ class Program:
                                      cost.peak_arrays)
         values, result, seeded, indexed, arrays = self._peak_cache[key]
         return int(TEMPORARY_FACTOR * values * itemsize + result * itemsize + SEED_INDEX_BYTES * seeded
-                   + PER_NODE_BYTES * len(self.graph.nodes) + ARRAY_HEADER_BYTES * arrays + BASE_BYTES
+                   + PER_NODE_BYTES * len(self.graph.nodes) + BASE_BYTES
+                   + (ARRAY_HEADER_BYTES + (SPLIT_ENV_BYTES if len(self.graph.nodes) > SPLIT_NODES else 0)) * arrays
                    + LOOP_BYTES * self._loop_count()
                    + (INDEXING_SCRATCH_BYTES if indexed else 0))
 

@@ -11,6 +11,7 @@ import os
 #   + the Jacobian's m·n values when several sweeps fill it (one sweep's result is a live value)
 #   + SEED_INDEX_BYTES per element of the largest seeded block
 #   + PER_NODE_BYTES per node + ARRAY_HEADER_BYTES per array kept for the backward sweep
+#     (+ SPLIT_ENV_BYTES more per array in a program of over SPLIT_NODES nodes)
 #   + BASE_BYTES (+ INDEXING_SCRATCH_BYTES when a rule indexes),
 # fitted so that on every sample and chunk the prediction is at least the peak tracemalloc
 # measures and at most twice it (tests/test_memory_prediction.py).
@@ -20,6 +21,12 @@ PER_NODE_BYTES = 9            # not an environment (plans keep values in local v
 # NumPy's array object (and its plan slot), per array alive at the busiest moment: programs
 # of many small values (samples/black_scholes.ad, robot_arm.ad) spend more on headers than numbers
 ARRAY_HEADER_BYTES = 150
+# A plan too long for one function runs as a chain of functions that pass the values crossing
+# a cut in a dict (adcli.plan, Plan._split_body): a reverse sweep's residuals all cross to its
+# return. Per array: the dict's entry and index, and the copy made while it grows. A 6,000-node
+# program (3,000 steps of sin(x) * 0.999 unrolled) measured 18% above a prediction without it.
+SPLIT_ENV_BYTES = 60
+SPLIT_NODES = 100             # programs this large may have plans that are split (BLOCK_LINES lines)
 BASE_BYTES = 4500             # the run's own dictionaries and objects
 INDEXING_SCRATCH_BYTES = 3000   # NumPy's fancy indexing allocates this much, whatever the size
 # A loop node run by the interpreter holds its body's run dicts and schedule lookups while it

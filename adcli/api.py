@@ -609,25 +609,33 @@ class Program:
         return self._static["loops"]
 
     def check_time(self, mode, wrt, outputs, chunk, sizes, itemsize, backend, time_limit, single=False,
-                   checkpoints=None):
-        """Refuse a run whose predicted time (the machine model on the predicted counts, as
-        cost.predicted reports it) passes `time_limit` seconds (None: no limit): a loop of
-        10^12 steps would otherwise start without a word and never end."""
+                   checkpoints=None, traced=False):
+        """Refuse a run whose predicted time passes `time_limit` seconds (None: no limit): a
+        loop of 10^12 steps would otherwise start without a word and never end. The time is
+        the machine model's on the predicted counts, as cost.predicted reports it, plus what
+        the run costs besides its sweeps: compiling them on a mode's first run, and tracing
+        allocations when `traced` (measure_memory; the CLI's runs), adcli.machine.overheads."""
         if time_limit is None:
             return
-        from .machine import model_for
+        from .machine import model_for, overheads
 
         name = backend_name(backend)
         key = ("time", mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single, itemsize, checkpoints, name)
         if key not in self._peak_cache:
             cost = self._run(mode, wrt, outputs, chunk, sizes, None, single=single, itemsize=itemsize,
                              checkpoints=checkpoints)
-            self._peak_cache[key] = (model_for(name).time(cost, itemsize), cost.ops, cost.recomputed_steps)
-        seconds, ops, recomputed = self._peak_cache[key]
+            self._peak_cache[key] = (model_for(name).time(cost, itemsize), cost.ops, cost.recomputed_steps,
+                                     cost.interpreted)
+        seconds, ops, recomputed, interpreted = self._peak_cache[key]
+        compiled = any(isinstance(k, tuple) and k[:2] == (mode, tuple(wrt)) for k in self._compiled)
+        compiling = not (compiled or interpreted)
+        seconds += overheads(ops, compile=compiling, traced=traced)
+        besides = [what for what, on in (("compiling them", compiling), ("tracing memory", traced)) if on]
+        besides = f", {' and '.join(besides)} included" if besides else ""
         if seconds > time_limit:
             again = f", {recomputed:,} loop steps run again" if recomputed else ""
             raise ResourceProblem(f"{mode} mode is predicted to take about {duration(seconds)} ({ops:,} array "
-                                  f"operations{again}), over the time limit of {duration(time_limit)}",
+                                  f"operations{again}{besides}), over the time limit of {duration(time_limit)}",
                                   hint="raise --time-limit (0 for none), lower a repeat count or a dim with "
                                        "--set" + (", or keep more states with --checkpoints" if recomputed
                                                   else ", or try the other --mode"))
@@ -1123,7 +1131,8 @@ class Program:
         (wrt, outputs, mode, note, itemsize, backend, limit, sizes, checkpoints, chunk, chunk_note,
          constant_budget) = self._jacobian_decisions(mode, wrt, chunk, backend, dtype, memory_limit,
                                                      checkpoints, json)
-        self.check_time(mode, wrt, outputs, chunk, sizes, itemsize, backend, time_limit, checkpoints=checkpoints)
+        self.check_time(mode, wrt, outputs, chunk, sizes, itemsize, backend, time_limit, checkpoints=checkpoints,
+                        traced=measure_memory)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)
         xp = be.xp
         stacked = {}   # (output, input) -> derivatives of all directions: (directions,) + node shape
@@ -1336,7 +1345,7 @@ class Program:
 
         run["store"] = store
         self.check_time(mode, wrt_names, outputs, 1, [1], np.dtype(DTYPES[dtype]).itemsize, be, time_limit,
-                        single=True, checkpoints=checkpoints)
+                        single=True, checkpoints=checkpoints, traced=measure_memory)
         cost = self._measured(be, measure_memory, warmup,
                               lambda r, obs, only=False: self._run(mode, wrt_names, outputs, 1, [1], r, single=True,
                                                                   seeds_single=seeds, observer=obs,

@@ -54,6 +54,21 @@ class MachineModel:
 # this much more per operation.
 INTERPRETER_OP_S = 8e-6
 
+# What a run costs besides its sweeps, per array operation, for the time guard
+# (Program.check_time): a mode's first run stages and compiles its sweeps into plans
+# (unrolled loops of 3,000-30,000 steps of sin(x) * 0.999: 60-100 µs per operation on the
+# reference machine), and tracing allocations (measure_memory, as the CLI does for
+# peak_bytes) slows each allocation (27-34 µs per operation on the same programs, against
+# about 1 µs untraced). A guard that left them out let a 30,000-step run predicted at
+# 0.15 s take 18 s.
+COMPILE_OP_S = 8e-5
+TRACED_OP_S = 3e-5
+
+
+def overheads(ops: int, compile: bool, traced: bool) -> float:
+    """Predicted seconds a run of `ops` array operations spends besides its sweeps."""
+    return ops * ((COMPILE_OP_S if compile else 0.0) + (TRACED_OP_S if traced else 0.0))
+
 # Measured with `adcli calibrate` on the project's reference machine (a 2-core
 # x86_64 VM, NumPy 2.4, one thread; benchmarks/README.md). CuPy's are set from the
 # H100 profile in benchmarks/README.md (≈ 40 µs of host work per array operation,

@@ -86,3 +86,22 @@ def test_compare_tables_read_long_times_as_refusals_do(t, shown):
     from adcli.render_compare import seconds
 
     assert seconds(t) == shown
+
+
+def test_the_guard_prices_compiling_and_tracing_besides_the_sweeps():
+    """A mode's first run compiles its sweeps, and a traced run (measure_memory, as the CLI
+    runs) is slower per allocation: the guard adds both (adcli.machine.overheads). It let
+    a 30,000-step unrolled loop predicted at 0.15 s take 18 s."""
+    from adcli.machine import COMPILE_OP_S, TRACED_OP_S
+
+    program = adcli.loads("input x: vec[3] = [0.1, 0.2, 0.3]\nrepeat 300 {\n  x = sin(x) * 0.999\n}\n"
+                          "output y = sum(x * x)\n")
+    ops = program.predict("reverse").ops
+    sweeps = program.jacobian(mode="reverse", measure_memory=False, warmup=False).cost.predicted["time_s"]
+    fresh = adcli.loads(program.graph.builder.text)
+    limit = sweeps + ops * COMPILE_OP_S / 2
+    with pytest.raises(ResourceProblem, match=r"array operations, compiling them included\), over the time limit"):
+        fresh.jacobian(mode="reverse", time_limit=limit)
+    assert program.jacobian(mode="reverse", time_limit=limit).jacobian.shape == (1, 3)   # compiled already
+    with pytest.raises(ResourceProblem, match="tracing memory included"):
+        program.jacobian(mode="reverse", time_limit=sweeps + ops * TRACED_OP_S / 2, measure_memory=True)

@@ -609,7 +609,7 @@ class Program:
         return self._static["loops"]
 
     def check_time(self, mode, wrt, outputs, chunk, sizes, itemsize, backend, time_limit, single=False,
-                   checkpoints=None, traced=False):
+                   checkpoints=None, traced=False, keeping_all=False):
         """Refuse a run whose predicted time passes `time_limit` seconds (None: no limit): a
         loop of 10^12 steps would otherwise start without a word and never end. The time is
         the machine model's on the predicted counts, as cost.predicted reports it, plus what
@@ -634,11 +634,42 @@ class Program:
         besides = f", {' and '.join(besides)} included" if besides else ""
         if seconds > time_limit:
             again = f", {recomputed:,} loop steps run again" if recomputed else ""
+            even = " even keeping every step's residuals, which runs no step again," if keeping_all else ","
+            other = "reverse" if mode == "forward" else "forward"
+            if recomputed:
+                instead = ", or keep more states with --checkpoints"
+            elif single or self._model_seconds(other, wrt, outputs, itemsize, name, compiling, traced) > time_limit:
+                instead = ""   # (the other mode is past the limit too: not a way out)
+            else:
+                instead = ", or try the other --mode"
             raise ResourceProblem(f"{mode} mode is predicted to take about {duration(seconds)} ({ops:,} array "
-                                  f"operations{again}{besides}), over the time limit of {duration(time_limit)}",
-                                  hint="raise --time-limit (0 for none), lower a repeat count or a dim with "
-                                       "--set" + (", or keep more states with --checkpoints" if recomputed
-                                                  else ", or try the other --mode"))
+                                  f"operations{again}{besides}){even} over the time limit of {duration(time_limit)}",
+                                  hint="raise --time-limit (0 for none), or lower a repeat count or a dim with "
+                                       "--set" + instead)
+
+    def _model_seconds(self, mode, wrt, outputs, itemsize, backend_name_, compiling, traced) -> float:
+        """The machine model's seconds for a run of `mode`, all directions at once, with
+        compiling and tracing as check_time adds them."""
+        from .machine import model_for, overheads
+
+        sizes = self._pass_sizes(mode, wrt, outputs)
+        cost = self._run(mode, wrt, outputs, max(1, sum(sizes)), sizes, None, itemsize=itemsize)
+        return model_for(backend_name_).time(cost, itemsize) + \
+            overheads(cost.ops, compile=compiling and not cost.interpreted, traced=traced)
+
+    def _check_time_keeping_all(self, wrt, chunk, dtype, backend, time_limit, traced, single=False):
+        """Reverse mode with --checkpoints: checkpointing only runs steps again, so a run past
+        the time limit keeping every residual is past it keeping fewer. Refused here, before
+        choosing S (--checkpoints auto's search took 24 s on a 10^12-step loop) or walking
+        a schedule."""
+        if time_limit is None or not self._loop_count():
+            return
+        wrt = self._wrt(wrt)
+        outputs = list(self.graph.outputs)
+        sizes = [1] if single else self._sizes(outputs, self.output_shape)
+        chunk = 1 if single else sum(sizes) if chunk is None else max(1, min(chunk, sum(sizes)))
+        self.check_time("reverse", wrt, outputs, chunk, sizes, np.dtype(DTYPES.get(dtype, np.float64)).itemsize,
+                        backend, time_limit, single=single, traced=traced, keeping_all=True)
 
     def _abstract_runner(self, itemsize) -> Runner:
         """A Runner on shapes alone (xp None): the prediction's, counting in `itemsize`'s values."""
@@ -1128,6 +1159,8 @@ class Program:
         `json`: the result will be written as JSON (report.derivative_json_pieces): refused
         when that would not fit the memory limit (check_json)."""
         mode_requested = mode
+        if mode == "reverse" and checkpoints is not None:
+            self._check_time_keeping_all(wrt, chunk, dtype, backend, time_limit, measure_memory)
         (wrt, outputs, mode, note, itemsize, backend, limit, sizes, checkpoints, chunk, chunk_note,
          constant_budget) = self._jacobian_decisions(mode, wrt, chunk, backend, dtype, memory_limit,
                                                      checkpoints, json)
@@ -1308,6 +1341,8 @@ class Program:
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
         _check_checkpoints(checkpoints)
         note = self.checkpoints_note(checkpoints) if kind == "vjp" else ""
+        if kind == "vjp" and checkpoints is not None:
+            self._check_time_keeping_all(wrt_names, 1, dtype, backend, time_limit, measure_memory, single=True)
         if kind == "jvp" or not self._loop_count():
             checkpoints = None
         limit, headroom, checkpoints = self._single_limit(kind, given, wrt_names, backend, dtype, memory_limit,

@@ -26,8 +26,13 @@ def test_a_run_predicted_past_the_limit_is_refused_before_it_starts():
     assert f"{3 * 10 ** 12 + ends:,} array operations" in message and message.endswith("over the time limit of 1 h")
     assert "days" in message
     assert "--time-limit" in refused.value.hint
-    with pytest.raises(ResourceProblem, match="loop steps run again"):
-        program.vjp({"y": 1.0}, checkpoints=10, time_limit=3600)
+    with pytest.raises(ResourceProblem, match="even keeping every step's residuals, which runs no step again"):
+        program.vjp({"y": 1.0}, checkpoints=10, time_limit=3600)   # refused before any schedule is walked
+    assert "try the other --mode" not in refused.value.hint   # reverse mode is past the limit too
+    shorter = adcli.loads(HUGE.replace("1000000000000", "100000"), loops="always")
+    with pytest.raises(ResourceProblem, match="loop steps run again") as again:
+        shorter.vjp({"y": 1.0}, checkpoints=1, time_limit=60)   # keeping every residual would fit
+    assert "keep more states with --checkpoints" in again.value.hint
     with pytest.raises(ResourceProblem, match="over the time limit"):
         program.jvp({"x": 1.0}, time_limit=3600)
 
@@ -105,3 +110,16 @@ def test_the_guard_prices_compiling_and_tracing_besides_the_sweeps():
     assert program.jacobian(mode="reverse", time_limit=limit).jacobian.shape == (1, 3)   # compiled already
     with pytest.raises(ResourceProblem, match="tracing memory included"):
         program.jacobian(mode="reverse", time_limit=sweeps + ops * TRACED_OP_S / 2, measure_memory=True)
+
+
+def test_checkpoints_auto_past_the_limit_is_refused_without_searching(tmp_path):
+    """Checkpointing only runs steps again: past the limit keeping every residual, reverse
+    mode is refused before --checkpoints auto searches for S (24-46 s on 10^12 steps): only
+    that check words its refusal "even keeping every step's residuals"."""
+    huge = tmp_path / "huge.ad"
+    huge.write_text(HUGE)
+    out = CliRunner().invoke(cli, ["grad", str(huge), "--mode", "reverse", "--checkpoints", "auto", "--json"])
+    assert out.exit_code == 1
+    error = json.loads(out.stderr)["error"]
+    assert "even keeping every step's residuals" in error["message"]
+    assert "try the other --mode" not in error["hint"]

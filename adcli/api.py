@@ -644,6 +644,7 @@ class Program:
                 instead = ", or try the other --mode"
             raise ResourceProblem(f"{mode} mode is predicted to take about {duration(seconds)} ({ops:,} array "
                                   f"operations{again}{besides}){even} over the time limit of {duration(time_limit)}",
+                                  self._longest_loop_location(),
                                   hint="raise --time-limit (0 for none), or lower a repeat count or a dim with "
                                        "--set" + instead)
 
@@ -1634,11 +1635,18 @@ class Program:
         return ValueProblem(f"a matrix is singular where the program runs ({exc})",
                             hint="keep matrices well conditioned, e.g. add a multiple of eye(n)")
 
-    def _node_problem(self, node, what: str) -> AdError:
+    def _node_location(self, node) -> SourceLocation:
         lines = self.graph.source.splitlines() if self.graph.source else []
         line = lines[node.line - 1] if 0 < node.line <= len(lines) else ""
-        return ValueProblem(f"{what} (node {node.var})",
-                            SourceLocation(self.graph.filename, node.line, node.column, line),
+        return SourceLocation(self.graph.filename, node.line, node.column, line)
+
+    def _longest_loop_location(self) -> SourceLocation | None:
+        """Where the repeat that stayed a loop with the most steps is (a time refusal's place)."""
+        loops = [n for n in self.graph.nodes if n.op == "loop"]
+        return self._node_location(max(loops, key=lambda n: n.attrs["count"])) if loops else None
+
+    def _node_problem(self, node, what: str) -> AdError:
+        return ValueProblem(f"{what} (node {node.var})", self._node_location(node),
                             hint="keep matrices well conditioned, e.g. add a multiple of eye(n) "
                                  "(an SPD matrix for cholesky: X @ X.T + eye(n))")
 

@@ -58,6 +58,10 @@ def test_the_cli_refuses_with_one_sentence_and_takes_0_for_none(tmp_path):
     assert out.exit_code == 1
     error = json.loads(out.stderr)["error"]
     assert error["kind"] == "resource" and "over the time limit of 1 h" in error["message"]
+    assert (error["file"], error["line"], error["column"]) == (str(huge), 2, 1)   # the repeat's place
+    text = runner.invoke(cli, ["grad", str(huge)])
+    assert text.stderr.startswith(f"{huge}:2:1: error: forward mode is predicted")
+    assert "\n  repeat 1000000000000 {\n  ^\n" in text.stderr
     bad = runner.invoke(cli, ["grad", str(huge), "--time-limit", "soon"])
     assert bad.exit_code == 2 and "is not a duration" in bad.stderr
     small = tmp_path / "small.ad"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -212,6 +211,8 @@ def calibrate(backend: str = "numpy", budget_s: float = 4.0, dtype: str = "float
         seconds, cost = _best_time(chain, mode, repeats, be)
         per_op.append(seconds / cost.ops)
         runs.append(("overhead", mode, cost, seconds))
+    import statistics   # (calibrate only: not imported at every start)
+
     op_s = statistics.median(per_op)
 
     # 2. bandwidth: the median over three bandwidth-bound programs

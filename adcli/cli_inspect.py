@@ -95,7 +95,13 @@ def trace(file, sets, node_limit, ats, inputs_file, mode, seeds, directions, cot
         result.row(node_var)   # unknown: one sentence, exit 2
     nonfinite = result.nonfinite()
     if as_json:
-        _emit_json(result.to_json(node_var))
+        from .report import jsonable
+
+        data = result.to_json(node_var)
+        # the consts the run set (--at, --inputs), as adcli grad --json gives them: with `inputs`,
+        # what reproduces the trace
+        data["consts"] = {name: jsonable(v) for name, v in program.resolve_consts(at, only_given=True).items()}
+        _emit_json(data)
     else:
         from .render_trace import render_node, render_trace
 

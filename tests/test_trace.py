@@ -2,6 +2,7 @@
 dual numbers, cached-value marks that match the cost panel, per-row counts that add up to
 `adcli grad --direction/--cotangent` on every sample, and errors as in grad."""
 import json
+import math
 import re
 from pathlib import Path
 
@@ -439,3 +440,15 @@ def test_loop_trace_json_keys_are_snake_case_and_documented(tmp_path):
             assert f"`{key}`" in section, key
         if mode == "reverse":
             assert "`values`" in section
+
+
+def test_trace_json_gives_the_consts_the_run_set(tmp_path):
+    """As adcli grad --json: with `inputs`, the consts set by --at reproduce the run."""
+    path = tmp_path / "scaled.ad"
+    path.write_text("const c = 2.0\ninput x = 0.5\noutput y = c * sin(x)\n")
+    data = ok_json("trace", path, "--at", "c=3")
+    assert data["consts"] == {"c": 3.0} and data["inputs"] == {"x": 0.5}
+    assert data["tangent"]["y"][0] == pytest.approx(3 * math.cos(0.5), rel=1e-15)
+    grad = json.loads(run("grad", path, "--at", "c=3", "--json").stdout)
+    assert grad["consts"] == data["consts"]
+    assert ok_json("trace", path, "--mode", "reverse")["consts"] == {}

@@ -768,7 +768,8 @@ class Builder:
         if name in scope.indices:
             self.fail(NameProblem, f"'{name}' is already the index of the repeat at line "
                       f"{scope.indices[name][1]}; a nested repeat needs an index of its own", index)
-        if name in self.dims or name in self.inputs or name in self.consts or name in self.defs:
+        if name in self.dims or name in self.inputs or name in self.consts or name in self.defs \
+                or name in self.int_consts:   # (an integer const too: the index would hide it)
             self.fail(NameProblem, f"'{name}' is already declared; a loop index needs a new name", index)
         if name in scope.values:
             self.fail(NameProblem, f"'{name}' already names a value; a loop index needs a new name", index)

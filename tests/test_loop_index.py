@@ -197,6 +197,8 @@ ERRORS = [
      "'h' already names a value; a loop index needs a new name"),
     ("dim n = 2\ninput x = 1.0\nrepeat 3 as n {\n    x = x\n}\noutput y = x\n", 3, 13,
      "'n' is already declared; a loop index needs a new name"),
+    ("const lab: int = 1\ninput x: vec[3] = [1, 2, 3]\nrepeat 3 as lab {\n    x = x * 2\n}\n"
+     "output y = x[lab]\n", 3, 13, "'lab' is already declared; a loop index needs a new name"),   # it hid the const
     ("input x = 1.0\nrepeat 3 as sum {\n    x = x\n}\noutput y = x\n", 2, 13,
      "'sum' is a built-in function and cannot name a loop index"),
     ("input x: vec[3] = [1, 2, 3]\nh = 0\nrepeat 4 as t {\n    h = h + x[t]\n}\noutput y = h\n", 4, 15,

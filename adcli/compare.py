@@ -564,6 +564,17 @@ def _checkpointed_reverse(looped, decision, wrt, limit, backend, dtype, time_lim
 
     if decision.plans.get("reverse") is not None and decision.plans["reverse"].fits:
         return None   # every residual fits: nothing to trade
+    if time_limit is not None:   # checkpointing only runs steps again: past the limit keeping
+        from .api import DTYPES, backend_name   # every residual, no S is worth searching for
+
+        wrt_names, outputs = looped._wrt(wrt), looped.output_names
+        fastest = looped._model_seconds("reverse", wrt_names, outputs, np.dtype(DTYPES[dtype]).itemsize,
+                                        backend_name(backend), False, False)
+        if fastest > time_limit:
+            return None if decision.mode is not None else \
+                (f"Checkpointing cannot help: reverse mode is predicted to take about {duration(fastest)} even "
+                 f"keeping every step's residuals, which runs no step again, over the time limit of "
+                 f"{duration(time_limit)}")
     plan = looped.decide(wrt, None, limit, backend, dtype, checkpoints="auto").plans["reverse"]
     if not plan.fits or plan.checkpoints is None:
         return None

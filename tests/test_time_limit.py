@@ -127,3 +127,21 @@ def test_checkpoints_auto_past_the_limit_is_refused_without_searching(tmp_path):
     error = json.loads(out.stderr)["error"]
     assert "even keeping every step's residuals" in error["message"]
     assert "try the other --mode" not in error["hint"]
+
+
+def test_compare_on_a_loop_past_the_limit_recommends_nothing_and_says_why(tmp_path):
+    """A 10^9-step loop: forward mode is past the time limit, reverse mode keeping every
+    residual past the memory limit, and checkpointing only adds steps to a reverse run
+    already past the time limit: nothing is recommended, each for its reason, and the
+    search for S that --checkpoints auto makes (minutes) is not made."""
+    path = tmp_path / "long.ad"
+    path.write_text("input x: vec[3] = [0.1, 0.2, 0.3]\nrepeat 1000000000 {\n  x = sin(x) * 0.999\n}\n"
+                    "output y = sum(x * x)\n")
+    out = CliRunner().invoke(cli, ["compare", str(path), "--json", "--memory-limit", "1GB"])
+    assert out.exit_code == 0, out.output
+    recommendation = json.loads(out.stdout)["recommendation"]
+    assert recommendation["mode"] is None
+    reason = recommendation["reason"]
+    assert "forward is out: it is predicted to take about" in reason and "over the time limit of 1 h" in reason
+    assert "reverse does not fit" in reason and "over the memory limit of 1.0 GB" in reason
+    assert recommendation["checkpointed"].startswith("Checkpointing cannot help: reverse mode is predicted")

@@ -62,7 +62,7 @@ CHECK_ARENAS = os.environ.get("ADCLI_CHECK_PLANS") == "1"
 
 class ArenaMismatch(Exception):
     """The checking mode found a plan whose results with its arena differ from its results
-    with fresh arrays, or a second call that changed the first call's results (a bug in adcli)."""
+    with fresh arrays, or a result that is or views a buffer of the arena (a bug in adcli)."""
 
 
 def _ufunc(xp, name: str, nargs: int):

@@ -10,6 +10,8 @@ computed into buffers kept between calls.
   come to the plan's peak of live intermediates;
 - two threads never share an arena; a measured run (tracemalloc) allocates afresh.
 """
+import os
+import subprocess
 import sys
 import threading
 import tracemalloc
@@ -58,6 +60,15 @@ def bits(tree):
 def plans_of(program):
     return [p for run in program._compiled.values()
             for p in (run.plans if hasattr(run, "plans") else run[:1])]
+
+
+def test_the_environments_checking_mode_checks_the_arena():
+    code = "from adcli import plan; print(plan.CHECK_ARENAS)"
+    for env, want in (({"ADCLI_CHECK_PLANS": "1"}, "True"), ({}, "False")):
+        environ = {k: v for k, v in os.environ.items() if k != "ADCLI_CHECK_PLANS"}
+        out = subprocess.run([sys.executable, "-c", code], env={**environ, **env}, text=True,
+                             capture_output=True, check=True, cwd=Path(adcli.__file__).parent.parent)
+        assert out.stdout.strip() == want
 
 
 # -- the same results -------------------------------------------------------------------------

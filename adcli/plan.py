@@ -7,14 +7,23 @@ interpreter used to work out on every run, and writes straight-line Python:
   so memory is freed as early as the rules allow;
 - a sum whose left operand dies there and owns its memory is made in place
   (``a += b``): cotangents accumulate without a new array per contribution;
-- nothing is counted: the counts were taken while staging and are the plan's.
+- nothing is counted: the counts were taken while staging and are the plan's;
+- on NumPy, when memory is not being measured, large intermediates are written into
+  buffers kept between calls (an arena: ``ArenaLayout``) instead of fresh arrays.
 
-The same source, with its constants written out, is what ``adcli codegen`` emits.
+The same source, with its constants written out and fresh arrays throughout, is what
+``adcli codegen`` emits.
 """
 from __future__ import annotations
 
 import keyword
+import os
 import re
+import threading
+import tracemalloc
+import weakref
+
+import numpy
 
 from .staging import BINARY, UNARY, Const, Sym, Var
 from .tangents import Scaled, Seed
@@ -27,6 +36,302 @@ FRESH_CALLS = {"sin", "cos", "tan", "exp", "log", "log1p", "sqrt", "tanh", "abs"
                "empty_like", "concatenate", "stack", "cumprod", "sum", "max", "min", "mean", "prod",
                "isfinite", "dot", "matmul", "outer", "copy"}
 FRESH_METHODS = {"sum", "astype", "copy", "max", "min", "mean", "prod"}
+
+# -- the arena ---------------------------------------------------------------------------------
+# Operators as the ufuncs that compute them into a given array (out=).
+OPERATOR_UFUNCS = {"add": "add", "sub": "subtract", "mul": "multiply", "truediv": "true_divide",
+                   "pow": "power", "matmul": "matmul", "gt": "greater", "lt": "less",
+                   "ge": "greater_equal", "le": "less_equal", "eq": "equal", "ne": "not_equal",
+                   "and": "bitwise_and", "or": "bitwise_or", "neg": "negative", "invert": "invert"}
+# A result smaller than this is allocated fresh on every call: small blocks come back from
+# the allocator's free lists at no cost, and out= costs a keyword argument per call (on the
+# deep chain's 80 kB values, buffers made the sweeps 1% slower). From glibc's mmap threshold
+# (128 kB) up, freed blocks go back to the system and are page-faulted in again on the next
+# call: damped_wave.ad's forward Jacobian, fresh against arena, fastest / median of 21:
+# 0.24 / 0.30 against 0.24 / 0.25 ms at 128 kB a value, 4.3 / 6.5 against 3.6 / 4.1 ms at
+# 2 MB, 21 / 38 against 17 / 20 ms at 8 MB.
+ARENA_MIN_BYTES = 128 * 1024
+# The most bytes all arenas of the process hold at once: a call that would need a new arena
+# past it allocates afresh. Arenas stay between calls, beside whatever runs next, which the
+# memory check (made for one run) does not foresee; this bounds what they add.
+ARENA_MAX_BYTES = 1 << 30
+# The checking mode (also the tests'): every value that can have a buffer gets one, and every
+# call of a plan with an arena is checked against the same plan allocating afresh, bit for bit.
+CHECK_ARENAS = os.environ.get("ADCLI_CHECK_PLANS") == "1"
+
+
+class ArenaMismatch(Exception):
+    """The checking mode found a plan whose results with its arena differ from its results
+    with fresh arrays, or a result that is or views a buffer of the arena (a bug in adcli)."""
+
+
+def _ufunc(xp, name: str, nargs: int):
+    """xp.<name> when it is a ufunc of `nargs` operands and one result (it takes out=)."""
+    target = getattr(xp, name, None)
+    if isinstance(target, numpy.ufunc) and target.nout == 1 and target.nin == nargs:
+        return target
+    return None
+
+
+def _makes_new_array(eqn, xp) -> bool:
+    """Whether an equation's result is a new array (never a view of its operands)."""
+    if eqn.kind in ("binary", "unary", "special"):
+        return True
+    if eqn.kind == "call":
+        return eqn.name in FRESH_CALLS or _ufunc(xp, eqn.name, len(eqn.args)) is not None
+    if eqn.kind == "method":   # (astype(..., copy=False) may return its operand itself)
+        return eqn.name in FRESH_METHODS and "copy" not in eqn.kwargs
+    return False
+
+
+class ArenaLayout:
+    """Which results of a plan are written into buffers kept between calls, and the buffers.
+
+    Decided once, from the plan's liveness: a value computed by a ufunc (an operator, exp,
+    matmul, ...) whose shape and dtype are known owns a buffer from the equation that makes
+    it to the last read of it or of any view of it (a reshape, .T, a slice, a value made
+    from it by an equation that may return a view, the same array after `+=`). Values whose
+    lifetimes do not overlap share a buffer, assigned greedily in program order (the best
+    fitting free buffer, else the largest grown, else a new one), so the buffers held come
+    to about the plan's peak of live intermediates. A buffer is free again only after the
+    equation that reads its value for the last time, never for that equation's own result:
+    no result overlaps an operand. A value that the plan returns, or that views a buffer,
+    gets none: nothing a caller receives is, or views, a buffer.
+
+    A buffer's array is laid out as the value was while staging (a ufunc lays its result out
+    as its operands are, a transposed one say), so that what reads it runs as it would on a
+    fresh array, sums adding in the same order: the results are the same bit for bit.
+
+    `sizes`: bytes of each buffer; `views`: (buffer, shape, dtype, axis order) of each array a
+    plan writes into (its buffer's first bytes, viewed); `assigned`: equation index ->
+    (ufunc, view)."""
+
+    def __init__(self, plan, tape, forms, min_bytes: int):
+        xp, eqns = plan.xp, tape.eqns
+        candidates = {}
+        for index, eqn in enumerate(eqns):
+            fn = self._ufunc_of(eqn, xp, forms[index], tape.consts, plan.info)
+            if fn is None:
+                continue
+            shape, dtype = plan.info[eqn.out]
+            if dtype is None or not shape:   # a 0-d result is a NumPy scalar, not an array
+                continue
+            dtype = numpy.dtype(dtype)
+            nbytes = int(numpy.prod(shape)) * dtype.itemsize
+            order = _axis_order(tuple(shape), dtype, tape.strides.get(eqn.out))
+            if nbytes and nbytes >= min_bytes and order is not None:
+                candidates[eqn.out] = (fn, tuple(shape), dtype, nbytes, order)
+        owners: dict = {}   # variable -> the candidates whose buffer it may be or view
+        for index, eqn in enumerate(eqns):
+            out = eqn.out
+            if out is None:
+                continue
+            if out in candidates:
+                owners[out] = (out,)
+            elif forms[index] != "statement":   # `a += b; out = a`, `out = a`: the same array
+                owners[out] = owners.get(eqn.args[0].id, ())
+            elif not _makes_new_array(eqn, xp):
+                found = {c for v in plan._reads[index] for c in owners.get(v, ())}
+                if found:
+                    owners[out] = tuple(sorted(found))
+        escaped = {c for v in plan.outputs for c in owners.get(v, ())}
+        ends: dict = {}   # candidate -> the last equation reading it or a view of it
+        for v, held in owners.items():
+            end = plan._last.get(v, plan._made[v])
+            for c in held:
+                ends[c] = max(ends.get(c, -1), end)
+        self.sizes: list = []
+        self.views: list = []
+        self.assigned: dict = {}
+        self.buffer: dict = {}   # equation index -> its buffer
+        self.ends: dict = {}     # equation index -> the last equation reading its value or a view
+        view_of: dict = {}
+        free: list = []
+        freed_after: dict = {}
+        for index, eqn in enumerate(eqns):
+            if eqn.out in candidates and eqn.out not in escaped:
+                fn, shape, dtype, need, order = candidates[eqn.out]
+                fits = [b for b in free if self.sizes[b] >= need]
+                if fits:
+                    b = min(fits, key=lambda b: (self.sizes[b], b))
+                elif free:
+                    b = max(free, key=lambda b: (self.sizes[b], -b))
+                    self.sizes[b] = need
+                else:
+                    b = len(self.sizes)
+                    self.sizes.append(need)
+                if b in free:
+                    free.remove(b)
+                key = (b, shape, dtype.str, order)
+                if key not in view_of:
+                    view_of[key] = len(self.views)
+                    self.views.append(key)
+                self.assigned[index] = (fn, view_of[key])
+                self.buffer[index], self.ends[index] = b, ends[eqn.out]
+                freed_after.setdefault(ends[eqn.out], []).append(b)
+            free.extend(freed_after.pop(index, ()))
+        self.sizes = tuple(self.sizes)
+        self.views = tuple(self.views)
+
+    @staticmethod
+    def _ufunc_of(eqn, xp, form, consts, info):
+        """The ufunc that can compute the equation's result into a buffer, or None."""
+        if form != "statement" or eqn.out is None or eqn.kwargs:
+            return None
+        if eqn.kind in ("binary", "unary"):
+            if eqn.kind == "binary" and eqn.name == "pow" and _ndim(eqn.args[1], consts, info) < 1:
+                # x ** 2, x ** 0.5: NumPy's operator may take a shortcut (square, sqrt) that
+                # np.power does not, and round differently
+                return None
+            name = OPERATOR_UFUNCS.get(eqn.name)
+        elif eqn.kind == "call":
+            name = eqn.name
+        else:
+            return None
+        return name if name and _ufunc(xp, name, len(eqn.args)) is not None else None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.sizes)
+
+    def make(self, xp):
+        """A new arena: the buffers, allocated (untouched: the first call pages them in)."""
+        buffers = [xp.empty(size, dtype=xp.uint8) for size in self.sizes]
+        return tuple(_laid_out(buffers[b], shape, numpy.dtype(dtype), order)
+                     for b, shape, dtype, order in self.views)
+
+
+def _laid_out(buffer, shape, dtype, order):
+    """An array of `shape` on the first bytes of `buffer`, its axes in memory in `order`
+    (outermost first)."""
+    flat = buffer[:int(numpy.prod(shape)) * dtype.itemsize].view(dtype)
+    array = flat.reshape([shape[axis] for axis in order])
+    return array.transpose(numpy.argsort(order)) if order != tuple(range(len(shape))) else array
+
+
+def _axis_order(shape, dtype, strides):
+    """The order of a value's axes in memory, outermost first, when an array made by
+    _laid_out in that order has its strides (C order when `strides` is None); else None
+    (a layout with gaps or overlaps: not buffered)."""
+    if strides is None:
+        return tuple(range(len(shape)))
+    order = tuple(sorted(range(len(shape)), key=lambda axis: -strides[axis]))
+    made, step = [0] * len(shape), dtype.itemsize
+    for axis in reversed(order):   # the strides of _laid_out's array, innermost axis first
+        made[axis] = step
+        step *= shape[axis]
+    # (a stride along an axis of length 1 is never used: it may differ)
+    if all(a == b or n <= 1 for a, b, n in zip(made, strides, shape)):
+        return order
+    return None
+
+
+def _ndim(arg, consts, info) -> int:
+    if isinstance(arg, Var):
+        return len(info[arg.id][0])
+    if isinstance(arg, Const):
+        return getattr(consts[arg.id], "ndim", 0)
+    return 0
+
+
+class _Held:
+    """The bytes held by every arena of the process (ARENA_MAX_BYTES)."""
+
+    def __init__(self):
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def reserve(self, nbytes: int) -> bool:
+        with self.lock:
+            if self.bytes + nbytes > ARENA_MAX_BYTES:
+                return False
+            self.bytes += nbytes
+            return True
+
+    def release(self, made: list):
+        with self.lock:
+            self.bytes -= made[0]
+
+
+HELD = _Held()
+
+
+class ArenaPool:
+    """The free arenas of one layout, shared by every plan with that layout (the sweeps of a
+    chunked run are usually the same code on other constants: they run one after another,
+    and one arena serves them all). A call takes an arena out and puts it back after, so
+    two threads running plans of one layout at once never share buffers: a call that finds
+    none free makes one, unless the arenas of the process already hold ARENA_MAX_BYTES
+    (then it runs with fresh arrays). The arenas stay until no plan of that layout is left."""
+
+    def __init__(self, layout: ArenaLayout, xp):
+        self.layout, self.xp = layout, xp
+        self.free: list = []
+        self.made = 0
+        self._bytes = [0]   # (read by the finalizer, which must not hold the pool)
+        weakref.finalize(self, HELD.release, self._bytes)
+
+    def take(self):
+        """A free arena, or a new one; None when a new one would pass ARENA_MAX_BYTES."""
+        try:
+            return self.free.pop()    # (list.pop and list.append are atomic)
+        except IndexError:
+            if not HELD.reserve(self.layout.nbytes):
+                return None
+            self._bytes[0] += self.layout.nbytes
+            self.made += 1
+            return self.layout.make(self.xp)
+
+    def run(self, fn, fresh, inputs):
+        """fn(inputs, buffers) with an arena of this pool, or fresh(inputs) without one."""
+        buffers = self.take()
+        if buffers is None:
+            return fresh(inputs)
+        try:
+            return fn(inputs, buffers)
+        finally:
+            self.free.append(buffers)
+
+
+_POOLS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool_for(layout: ArenaLayout, xp) -> ArenaPool:
+    key = (layout.sizes, layout.views)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = ArenaPool(layout, xp)
+        return pool
+
+
+def _result_arrays(tree, into: list) -> list:
+    """The arrays (and numbers) in a plan's results, in order."""
+    if isinstance(tree, Scaled):
+        _result_arrays(tree.scale, into)
+    elif isinstance(tree, dict):
+        for v in tree.values():
+            _result_arrays(v, into)
+    elif isinstance(tree, (list, tuple)):
+        for v in tree:
+            _result_arrays(v, into)
+    elif tree is not None and not isinstance(tree, Seed):
+        into.append(tree)
+    return into
+
+
+def _poison(buffers):
+    """Every element of an arena's buffers set to garbage (NaN, -1, True)."""
+    for view in buffers:
+        view[...] = numpy.nan if view.dtype.kind in "fc" else numpy.array(-1).astype(view.dtype)
+
+
+def _same_bits(a, b) -> bool:
+    if hasattr(a, "dtype") and hasattr(b, "dtype"):
+        return (a.dtype == b.dtype and numpy.shape(a) == numpy.shape(b)
+                and numpy.ascontiguousarray(a).tobytes() == numpy.ascontiguousarray(b).tobytes())
+    return type(a) is type(b) and repr(a) == repr(b)
 
 
 class _Slot:
@@ -171,7 +476,7 @@ _FACTORIES: dict = {}
 MAX_FACTORIES = 1024
 
 RESERVED = set(keyword.kwlist) | {"xp", "inputs", "consts", "make", "np", "cp", "value", "jacobian",
-                                     "jvp", "vjp", "gradient", "special"}
+                                     "jvp", "vjp", "gradient", "special", "env", "bufs"}
 
 
 def _identifiers(names: dict) -> dict:
@@ -214,6 +519,20 @@ class Plan:
         self.copied: set = set()     # results that could share memory with an input or a constant
         self.lines, used = self._lines(tape.eqns)
         self.consts = {cid: tape.consts[cid] for cid in sorted(used)}
+        # the arena (NumPy only: CuPy's memory pool already keeps freed device memory for
+        # the next allocation, and measures peaks with a hook this plan cannot see)
+        self.arena = None
+        if self.xp is numpy:
+            layout = ArenaLayout(self, tape, self._forms, 1 if CHECK_ARENAS else ARENA_MIN_BYTES)
+            if layout.assigned:
+                self.arena = layout
+                self._arena_lines = {   # equation index -> its line computing into a buffer
+                    index: f"{self.name(tape.eqns[index].out)} = {xp_name(fn)}("
+                           f"{', '.join(expr(a, self.name) for a in tape.eqns[index].args)}, out=bufs[{view}])"
+                    for index, (fn, view) in layout.assigned.items()}
+        self._forms = None
+        self._pool = _pool_for(self.arena, self.xp) if self.arena else None
+        self._arena_fn = None
         self.constant_bytes = sum(getattr(c, "nbytes", 0) for c in self.consts.values()) + \
             _leaf_bytes(self.template)
         self.functions = sorted({e.name for e in tape.eqns if e.kind == "call"})
@@ -257,6 +576,7 @@ class Plan:
         self.copied = {v for v in self.outputs if v in shares_data and v not in self.internal}
         used_consts: set = set()
         lines = []
+        self._forms = []   # per equation: "statement", "accumulate" (a += b), "owned copy"
         # where each equation's lines start, where each value is made, when it is last read:
         # what splitting a long body into functions needs (_split_body)
         self._starts, self._made, self._last, self._reads = [], {v: -1 for v in inputs}, last, uses
@@ -274,13 +594,16 @@ class Plan:
                 lines.append(f"{name(left.id)} += {expr(eqn.args[1], name)}")
                 lines.append(f"{name(eqn.out)} = {name(left.id)}")
                 fresh.add(eqn.out)
+                self._forms.append("accumulate")
             elif self._owned_copy(eqn, read, last, index, fresh, aliased, outputs, inputs):
                 # a copy of a value that dies here and owns its memory (a dense cotangent a
                 # Scaled's entries are added to): the value itself, written into
                 lines.append(f"{name(eqn.out)} = {name(eqn.args[0].id)}")
                 fresh.add(eqn.out)
+                self._forms.append("owned copy")
             else:
                 lines.append(statement(eqn, name))
+                self._forms.append("statement")
             dead = sorted({v for v in read if last[v] == index and v not in outputs})
             if eqn.out is not None and eqn.out not in outputs and eqn.out not in last:
                 dead.append(eqn.out)   # computed (and counted) but never read again
@@ -299,24 +622,35 @@ class Plan:
                 and read.count(source.id) == 1)
 
     # -- source -------------------------------------------------------------------------------
-    def body(self, indent: str = "    ", returns: str | None = None) -> list:
+    def _body_lines(self, arena: bool) -> list:
+        """The body's lines; with `arena`, the buffered results computed into their buffers."""
+        if not arena:
+            return self.lines
+        lines = list(self.lines)
+        for index, line in self._arena_lines.items():
+            lines[self._starts[index]] = line
+        return lines
+
+    def body(self, indent: str = "    ", returns: str | None = None, arena: bool = False) -> list:
         lines = []
         if self.inputs:
             names = ", ".join(self.name(v) for v in self.inputs)
             lines.append(f"{names}{',' if len(self.inputs) == 1 else ''} = inputs")
             if self.clear_inputs:
                 lines.append("inputs.clear()")
-        lines.extend(self.lines)
+        lines.extend(self._body_lines(arena))
         lines.append("return " + (returns or "[" + ", ".join(self._result(v) for v in self.outputs) + "]"))
         return [indent + line for line in lines]
 
     def _result(self, var: int) -> str:
         return f"{self.name(var)}.copy()" if var in self.copied else self.name(var)
 
-    def function(self, indent: str = "", returns: str | None = None) -> list:
+    def function(self, indent: str = "", returns: str | None = None, arena: bool = False) -> list:
         """The plan as a function `label(inputs)` (constants and xp_ functions in scope),
-        returning its outputs as a list (or the expression `returns`)."""
-        return [f"{indent}def {self.label}(inputs):"] + self.body(indent + "    ", returns)
+        returning its outputs as a list (or the expression `returns`); with `arena`,
+        `label(inputs, bufs)`, computing the buffered results into the arrays `bufs`."""
+        params = "inputs, bufs" if arena else "inputs"
+        return [f"{indent}def {self.label}({params}):"] + self.body(indent + "    ", returns, arena)
 
     def _structure(self, template, leaves: list) -> str:
         """Source building the output structure directly (no walk over a template per
@@ -340,7 +674,7 @@ class Plan:
         leaves.append(template)
         return f"leaf{len(leaves) - 1}"
 
-    def _split_body(self, indent: str, returns: str) -> list:
+    def _split_body(self, indent: str, returns: str, arena: bool = False) -> list:
         """The plan as a function whose body runs as a chain of functions of at most about
         BLOCK_LINES lines each, sharing the values that cross a cut in one dict: a block
         takes out what it reads (pops what dies in it, so a value is still freed at its last
@@ -356,35 +690,38 @@ class Plan:
                 start = line_no
         cuts.append(n)
         outputs = set(self.outputs)
+        body = self._body_lines(arena)
+        params = "env, bufs" if arena else "env"
         out = []
         for k, (a, b) in enumerate(zip(cuts, cuts[1:])):
-            lines = self.lines[starts[a]:starts[b] if b < n else len(self.lines)]
+            lines = body[starts[a]:starts[b] if b < n else len(body)]
             read = sorted({v for i in range(a, b) for v in self._reads[i] if self._made[v] < a})
             made = sorted(v for v, at in self._made.items()
                           if a <= at < b and (self._last.get(v, -1) >= b or v in outputs))
-            out.append(f"{indent}def {self.label}_{k}(env):")
+            out.append(f"{indent}def {self.label}_{k}({params}):")
             for v in read:   # what dies here is taken out of the dict, so it is freed here
                 take = "pop" if self._last.get(v, -1) < b and v not in outputs else "__getitem__"
                 out.append(f"{indent}    {self.name(v)} = env.{take}({self.name(v)!r})")
             out.extend(f"{indent}    {line}" for line in lines)
             for v in made:
                 out.append(f"{indent}    env[{self.name(v)!r}] = {self.name(v)}")
-        out.append(f"{indent}def {self.label}(inputs):")
+        out.append(f"{indent}def {self.label}({'inputs, bufs' if arena else 'inputs'}):")
         names = tuple(self.name(v) for v in self.inputs)
         out.append(f"{indent}    env = dict(zip({names!r}, inputs))")
         if self.clear_inputs:
             out.append(f"{indent}    inputs.clear()")
         for k in range(len(cuts) - 1):
-            out.append(f"{indent}    {self.label}_{k}(env)")
+            out.append(f"{indent}    {self.label}_{k}({params})")
         for v in self.outputs:
             out.append(f"{indent}    {self.name(v)} = env[{self.name(v)!r}]")
         out.append(f"{indent}    return {returns}")
         return out
 
-    def source(self) -> str:
+    def source(self, arena: bool = False) -> str:
         """A factory ``make(xp, consts, leaves, special)`` returning the plan as a function of
         its inputs that returns its outputs in the structure they were staged in (`special`:
-        the backend's special-function module, None when the plan uses none)."""
+        the backend's special-function module, None when the plan uses none). With `arena`,
+        a function of its inputs and its arena's arrays (ArenaLayout.make)."""
         self._leaves = []
         returns = self._structure(self.template, self._leaves)
         lines = ["def make(xp, consts, leaves, special):"]
@@ -392,36 +729,86 @@ class Plan:
             lines.append(f"    c{cid} = consts[{cid}]")
         for i in range(len(self._leaves)):
             lines.append(f"    leaf{i} = leaves[{i}]")
-        for fn in self.functions:
+        functions = set(self.functions)
+        if arena:
+            functions.update(fn for fn, _ in self.arena.assigned.values())
+        for fn in sorted(functions):
             lines.append(f"    {xp_name(fn)} = xp.{fn}")
         for fn in self.special_functions:
             lines.append(f"    sp_{fn} = special.{fn}")
         if len(self.lines) > BLOCK_LINES:   # (show and codegen print the body whole)
-            lines.extend(self._split_body("    ", returns))
+            lines.extend(self._split_body("    ", returns, arena))
         else:
-            lines.extend(self.function("    ", returns))
+            lines.extend(self.function("    ", returns, arena))
         lines.append(f"    return {self.label}")
         return "\n".join(lines) + "\n"
 
-    def compile(self):
-        if self._fn is None:
-            source = self.source()
-            make = _FACTORIES.get(source)
-            if make is None:   # sweeps that differ only in their constants share the code
-                namespace = {}
-                exec(compile(source, f"<adcli {self.label}>", "exec"), namespace)
-                make = namespace["make"]
-                if len(_FACTORIES) >= MAX_FACTORIES:
-                    _FACTORIES.pop(next(iter(_FACTORIES)))
-                _FACTORIES[source] = make
-            special = None
-            if self.special_functions:
-                from .backends import special_functions
+    def _make(self, arena: bool):
+        source = self.source(arena)
+        make = _FACTORIES.get(source)
+        if make is None:   # sweeps that differ only in their constants share the code
+            namespace = {}
+            exec(compile(source, f"<adcli {self.label}>", "exec"), namespace)
+            make = namespace["make"]
+            if len(_FACTORIES) >= MAX_FACTORIES:
+                _FACTORIES.pop(next(iter(_FACTORIES)))
+            _FACTORIES[source] = make
+        special = None
+        if self.special_functions:
+            from .backends import special_functions
 
-                special = special_functions(self.xp)
-            self._fn = make(self.xp, self.consts, self._leaves, special)
+            special = special_functions(self.xp)
+        return make(self.xp, self.consts, self._leaves, special)
+
+    def compile(self):
+        """The plan as a function of its inputs, allocating its results afresh (and, with an
+        arena, its arena version made too: compiling is done before anything is timed)."""
+        if self._fn is None:
+            self._fn = self._make(False)
+        if self.arena is not None and self._arena_fn is None:
+            self._arena_fn = self._make(True)
         return self._fn
 
     def __call__(self, inputs: list):
-        """Run the plan; returns its outputs in the structure they were staged in."""
-        return self.compile()(inputs)
+        """Run the plan; returns its outputs in the structure they were staged in.
+
+        With an arena, its buffered results are computed into buffers kept between calls,
+        except while memory is being measured (tracemalloc tracing, as the API's
+        measure_memory=True and the CLI do): then every array is allocated afresh, as the
+        memory prediction assumes, and the measured peak keeps its meaning."""
+        if self._pool is None or tracemalloc.is_tracing():
+            return self.compile()(inputs)
+        fresh = self.compile()
+        if CHECK_ARENAS:
+            return self._checked_call(fresh, inputs)
+        return self._pool.run(self._arena_fn, fresh, inputs)
+
+    def _checked_call(self, fresh, inputs: list):
+        """The checking mode: the plan with fresh arrays, then with its arena, every buffer
+        of it filled with garbage first (a result must not depend on what a buffer held) and
+        again after (a result that is or views a buffer changes). The arena run's results
+        must equal the fresh run's bit for bit, before and after."""
+        given = list(inputs)
+        if self.clear_inputs:
+            inputs.clear()
+        want = _result_arrays(fresh(list(given)), [])
+        pool = self._pool
+        buffers = pool.take()
+        if buffers is None:   # (past ARENA_MAX_BYTES: the fresh run is the run)
+            return fresh(given)
+        try:
+            _poison(buffers)
+            result = self._arena_fn(list(given), buffers)
+            got = _result_arrays(result, [])
+            same = len(got) == len(want) and all(_same_bits(a, b) for a, b in zip(got, want))
+            _poison(buffers)
+            kept = all(_same_bits(a, b) for a, b in zip(got, want))
+        finally:
+            pool.free.append(buffers)
+        if not same:
+            raise ArenaMismatch(f"plan {self.label}: its results with the arena differ from those "
+                                "with fresh arrays")
+        if not kept:
+            raise ArenaMismatch(f"plan {self.label}: a result it returned is, or views, a buffer of "
+                                "its arena (it changed when the buffers were overwritten)")
+        return result

@@ -88,6 +88,10 @@ class Tape:
         self.inputs: list[int] = []   # variables given by the caller, in order
         self.n_vars = 0
         self.info: dict = {}          # variable -> (shape, dtype) of its staged value
+        # variable -> the strides of its staged value, where that is an array not in C order
+        # (a ufunc lays its result out as its operands are: an arena buffer must be laid out
+        # the same, or what reads it, a sum say, adds in another order)
+        self.strides: dict = {}
         self.names: dict = {}         # variable -> what it is (v3, v3_dot, x_bar), for reading
 
     def name(self, value, name: str):
@@ -99,6 +103,9 @@ class Tape:
         var = self.n_vars
         self.n_vars += 1
         self.info[var] = (value.shape, value.dtype) if hasattr(value, "shape") else ((), None)
+        flags = getattr(value, "flags", None)
+        if flags is not None and getattr(value, "ndim", 0) > 1 and not flags.c_contiguous:
+            self.strides[var] = value.strides
         return var
 
     def input(self, value, name: str | None = None) -> "Sym":

@@ -674,12 +674,11 @@ class Linear:
         # the contributions in order, then one scatter-add (a bincount over k·size places)
         self._traffic(1 if src_pos is None else 2, self.k * (3 * count + size))
         # held while bincount runs, beside a Seed made dense: the contributions gathered
-        # in order (k·count), their k·count int64 places, its float64 sums (k·size; the
-        # result once cast), and in a float32 run the contributions copied to float64 for
-        # it (k·count, `widened`)
+        # in order (k·count), their k·count int64 places, and its float64 sums (k·size;
+        # the result once cast). (A float32 run also copies the contributions to float64:
+        # not counted yet, see the session note of 2026-11-25.)
         gathered = self.k * count if src_pos is not None else 0
-        self._materialized(t, result=gathered + self.k * size, wide=self.k * (count + size),
-                           widened=self.k * count)
+        self._materialized(t, result=gathered + self.k * size, wide=self.k * (count + size))
         if xp is None:
             return Abstract((self.k,) + shape)
         flat = self.dense(t).reshape(self.k, -1)

@@ -1329,6 +1329,16 @@ class Program:
     def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None,
                 warmup=None, memory_limit=None, json=False, checkpoints=None, time_limit=None):
         """One JVP (kind 'jvp': given = input directions) or VJP (given = output cotangents)."""
+        repeat_key = None
+        if observer is None and isinstance(given, dict):   # (the given names are part of the key)
+            repeat_key = _repeat_key((kind, tuple(given)), wrt if kind == "vjp" else None, None, backend, dtype,
+                                     memory_limit, json, checkpoints, time_limit)
+        if repeat_key is not None and not (measure_memory or warmup or self.check_plans or self.const_defaults):
+            record = self._repeats.get(repeat_key)
+            if record is not None:
+                result = self._single_again(record, kind, given, at)
+                if result is not None:
+                    return result
         mode = "forward" if kind == "jvp" else "reverse"
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
         _check_checkpoints(checkpoints)
@@ -1339,22 +1349,7 @@ class Program:
                                                           json, checkpoints)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)
         run["constant_budget"] = headroom
-        seeds = {}
-        names = self.graph.inputs if kind == "jvp" else self.graph.outputs
-        shape_of = self.input_shape if kind == "jvp" else self.output_shape
-        what = "input" if kind == "jvp" else "output"
-        for name, raw in given.items():
-            if name not in names:
-                known = ", ".join(names)
-                raise UsageProblem(f"there is no {what} named '{name}' ({what}s: {known})")
-            value = np.asarray(raw, dtype=np.float64)
-            try:
-                value = np.array(np.broadcast_to(value, shape_of(name)))
-            except ValueError:
-                raise ValueProblem(f"the {'direction' if kind == 'jvp' else 'cotangent'} for {name} "
-                                   f"is {format_shape(value.shape)}, but {name} is "
-                                   f"{format_shape(shape_of(name))}") from None
-            seeds[name] = be.asarray(value[None, ...], run["dtype"])
+        seeds = self._single_seeds(kind, given, be, run["dtype"])
         if kind == "jvp":
             wrt_names = [n for n in self.graph.inputs if n in seeds]
             outputs = list(self.graph.outputs)
@@ -1378,7 +1373,40 @@ class Program:
                               run, observer)
         itemsize = np.dtype(DTYPES[dtype]).itemsize
         self._predicted(cost, be, mode, wrt_names, outputs, 1, itemsize, single=True, checkpoints=checkpoints)
-        values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
+        result = self._single_result(kind, be, dtype, run["values"], collected, seeds, cost, host_inputs,
+                                     wrt_names, outputs, note, run["changed_consts"], run["consts_set"])
+        if repeat_key is not None and isinstance(be, NumpyBackend) and not self.check_plans \
+                and not run["changed_consts"]:
+            self._remember_single(repeat_key, result, be, run, seeds, checkpoints)
+        return result
+
+    def _single_seeds(self, kind, given: dict, be, xp_dtype) -> dict:
+        """The given directions (jvp) or cotangents (vjp) on the backend, each broadcast to its
+        input's or output's shape (a copy: the caller's array stays the caller's), as one
+        direction: {name: array of shape (1,) + shape}."""
+        names = self.graph.inputs if kind == "jvp" else self.graph.outputs
+        shape_of = self.input_shape if kind == "jvp" else self.output_shape
+        what = "input" if kind == "jvp" else "output"
+        seeds = {}
+        for name, raw in given.items():
+            if name not in names:
+                known = ", ".join(names)
+                raise UsageProblem(f"there is no {what} named '{name}' ({what}s: {known})")
+            value = np.asarray(raw, dtype=np.float64)
+            shape = shape_of(name)
+            try:   # a copy either way (broadcast_to alone costs a few µs a call)
+                value = np.array(value if value.shape == shape else np.broadcast_to(value, shape))
+            except ValueError:
+                raise ValueProblem(f"the {'direction' if kind == 'jvp' else 'cotangent'} for {name} "
+                                   f"is {format_shape(value.shape)}, but {name} is "
+                                   f"{format_shape(shape_of(name))}") from None
+            seeds[name] = be.asarray(value[None, ...], xp_dtype)
+        return seeds
+
+    def _single_result(self, kind, be, dtype, run_values, collected, seeds, cost, host_inputs, wrt_names,
+                       outputs, note, consts, consts_set) -> Derivative:
+        mode = "forward" if kind == "jvp" else "reverse"
+        values = {name: np.asarray(be.to_host(run_values[i])) for name, i in self.graph.outputs.items()}
         result_names = list(self.graph.outputs) if kind == "jvp" else wrt_names
         shapes = {n: (self.output_shape(n) if kind == "jvp" else self.input_shape(n)) for n in result_names}
         arrays = {}
@@ -1393,13 +1421,70 @@ class Program:
             jac, rows, cols = flat.reshape(1, -1), [("cotangent", None)], self._spec(result_names, self.input_shape)
         result = Derivative(kind, mode, mode, values, rows, cols, outputs,
                             wrt_names, cost, be.name, be.device, dtype, host_inputs, matrix=jac, note=note,
-                            consts=run["changed_consts"], consts_set=run["consts_set"],
+                            consts=consts, consts_set=consts_set,
                             given={name: np.asarray(be.to_host(v[0])) for name, v in seeds.items()})
         if kind == "jvp":
             result.tangent = arrays
         else:
             result.cotangent = arrays
         return result
+
+    def _remember_single(self, repeat_key, result: Derivative, be, run, seeds, checkpoints):
+        """_remember for one JVP or VJP: kept when its run was compiled and kept, and (VJP)
+        no two outputs given a cotangent are one node (the driver adds their cotangents)."""
+        from .machine import model_for
+
+        mode, wrt, outputs = result.mode, result.wrt, result.outputs
+        run_key = self._run_key(mode, wrt, outputs, 1, [1], True, seeds, be.name, run["dtype"], checkpoints)
+        compiled = self._compiled.get(run_key)
+        if compiled is None or len(compiled.plans) != 1 + (mode == "reverse"):
+            return
+        if mode == "forward":
+            targets = list(self.graph.outputs.items())
+        else:
+            targets = [(n, self.graph.inputs[n]) for n in wrt]
+            if len({self.graph.outputs[n] for n in seeds}) != len(seeds):
+                return
+        if len(self._repeats) >= MAX_CACHED_RUNS:
+            self._repeats.pop(next(iter(self._repeats)))
+        self._repeats[repeat_key] = _Repeat(
+            run_key=run_key, compiled=compiled, model_for=model_for, model=model_for(be.name), be=be,
+            xp_dtype=run["dtype"], consts=list(run["consts"].values()), layouts=[((None, 0, 1),)],
+            block_names=[], targets=targets, directions={}, predicted=dict(result.cost.predicted),
+            inputs=[(name, self.input_shape(name)) for name in self.graph.inputs],
+            said=(mode, mode, outputs, wrt, result.dtype, result.note, "", None, None))
+
+    def _single_again(self, record: "_Repeat", kind, given: dict, at) -> Derivative | None:
+        """A repeat jvp() or vjp() call answered from its record (as _jacobian_again), the
+        given directions or cotangents converted as the whole call converts them."""
+        if self._compiled.get(record.run_key) is not record.compiled or \
+                record.model_for(record.be.name) is not record.model:
+            return None
+        host_inputs = self._repeat_inputs(record, at)
+        if host_inputs is None:
+            return None
+        be, xp_dtype = record.be, record.xp_dtype
+        mode, _, outputs, wrt, dtype, note, _, _, _ = record.said
+        seeds = self._single_seeds(kind, given, be, xp_dtype)
+        leaves = [be.asarray(value, xp_dtype) for value in host_inputs.values()] + record.consts
+        collected = {}
+
+        def store(name, block, offset, k, t):
+            if t is not None:
+                collected[name] = t
+
+        def hand_over(sweep, derivatives):
+            _hand_over(store, record.layouts[sweep], derivatives, record.block_names, record.targets)
+
+        start = time.perf_counter()
+        values = execute.replay_plans(record.compiled, mode, leaves, list(seeds.values()), hand_over)
+        seconds = time.perf_counter() - start
+        self._last_compiled = record.compiled
+        cost = record.compiled.counted()
+        cost.time_s = {"parse": self.times["parse"], "build": self.times["build"], "sweeps": seconds}
+        cost.predicted = dict(record.predicted)
+        return self._single_result(kind, be, dtype, values, collected, seeds, cost, host_inputs, wrt, outputs,
+                                   note, {}, ())
 
     @_linear_algebra_problems
     def jvp(self, direction: dict, at=None, backend="numpy", dtype="float64",

@@ -211,3 +211,58 @@ def test_a_recipe_not_made_yet_is_made_by_the_whole_path(monkeypatch):
     assert np.allclose(result.gradient["x"], 2 * result.inputs["x"])
     program.jacobian(mode="reverse")
     assert whole.calls == 1
+
+
+def assert_same_single(short, whole):
+    assert_same_result(short, whole)
+    for part in ("tangent", "cotangent", "given"):
+        mine, theirs = getattr(short, part), getattr(whole, part)
+        assert (mine is None) == (theirs is None), part
+        for name in theirs or {}:
+            assert same(mine[name], theirs[name]), (part, name)
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_a_repeat_jvp_or_vjp_gives_what_the_whole_call_gives(path, monkeypatch):
+    program = adcli.load(path)
+    whole = Whole(monkeypatch)
+    rng = np.random.default_rng(7)
+    directions = lambda: {n: rng.standard_normal(program.input_shape(n)) for n in program.input_names[::2]}   # noqa: E731
+    cotangents = lambda: {n: rng.standard_normal(program.output_shape(n)) for n in program.output_names}   # noqa: E731
+    for kind, make, options in (("jvp", directions, {}), ("vjp", cotangents, {}),
+                                ("vjp", cotangents, {"wrt": program.input_names[-1], "dtype": "float32"})):
+        method = getattr(program, kind)
+        method(make(), **options)
+        for _ in range(2):   # other directions each time: data, not options
+            given = make()
+            program._repeats.clear()
+            full = method(given, **options)
+            before = whole.calls
+            short = method(given, **options)
+            assert whole.calls == before, (kind, "a repeat call took the whole path")
+            assert "compile" not in short.cost.time_s
+            assert_same_single(short, full)
+
+
+def test_a_repeat_jvp_takes_its_inputs_and_refuses_what_the_whole_call_refuses():
+    path = SAMPLE["mlp.ad"]
+    program = adcli.load(path)
+    direction = {"b1": np.ones(program.input_shape("b1")), "b2": 2.0}
+    for _ in range(2):
+        for at in (None, {"b2": 0.5}, {"W1": np.zeros(program.input_shape("W1"))}):
+            got = program.jvp(direction, at=at)
+            assert_same_single(got, adcli.load(path).jvp(direction, at=at))
+            assert got.given["b1"] is not direction["b1"]   # a copy: the caller's array stays theirs
+        with pytest.raises(ValueProblem, match="the direction for b1 is vec\\[3\\]"):
+            program.jvp({"b1": np.ones(3), "b2": 2.0})
+        with pytest.raises(UsageProblem, match="there is no input named 'q'"):
+            program.jvp({"b2": 1.0, "q": 1.0})
+        with pytest.raises(ResourceProblem, match="over the memory limit"):
+            program.jvp(direction, memory_limit=1000)
+
+
+def test_two_outputs_of_one_node_add_their_cotangents_on_every_call():
+    program = adcli.loads("input x: vec[2] = [1, 2]\ny = sin(x)\noutput a = y\noutput b = y\n")
+    for scale in (1.0, 2.0, 3.0):
+        got = program.vjp({"a": [scale, 0.0], "b": [0.5, 1.0]})
+        assert np.allclose(got.cotangent["x"], np.cos([1.0, 2.0]) * [scale + 0.5, 1.0])

@@ -36,6 +36,7 @@ from .tangents import Abstract, Counter, Linear, Scaled, Seed, structured
 MODES = ("forward", "reverse")
 DTYPES = {"float64": np.float64, "float32": np.float32}
 RETIME_BELOW_S = 0.5   # a traced run faster than this is timed again without tracing
+MAX_REPEATS = 64       # records of repeat calls kept per program (_Repeat; several option sets may share a run)
 
 
 def same_to_roundoff(xp, a, b) -> bool:
@@ -817,7 +818,10 @@ class Program:
             self._last_compiled = None
             if runner.keep:   # (MAX_CACHED_EQUATIONS, MAX_CACHED_CONSTANT_BYTES)
                 if len(self._compiled) >= MAX_CACHED_RUNS:
-                    self._compiled.pop(next(iter(self._compiled)))
+                    dropped = self._compiled.pop(next(iter(self._compiled)))
+                    # a record of a repeat call must not keep the dropped run's plans alive
+                    for gone in [k for k, record in self._repeats.items() if record.compiled is dropped]:
+                        del self._repeats[gone]
                 self._compiled[key] = self._last_compiled = CompiledRun(cost.copy(), runner.plans)
             else:
                 self._too_large.add(key)
@@ -1143,7 +1147,7 @@ class Program:
             block_names, targets = wrt, list(self.graph.outputs.items())
         else:
             block_names, targets = outputs, [(n, self.graph.inputs[n]) for n in wrt]
-        if len(self._repeats) >= MAX_CACHED_RUNS:
+        if len(self._repeats) >= MAX_REPEATS:
             self._repeats.pop(next(iter(self._repeats)))
         self._repeats[repeat_key] = _Repeat(
             run_key=run_key, compiled=compiled, model_for=model_for, model=model_for(be.name), be=be,
@@ -1445,7 +1449,7 @@ class Program:
             targets = [(n, self.graph.inputs[n]) for n in wrt]
             if len({self.graph.outputs[n] for n in seeds}) != len(seeds):
                 return
-        if len(self._repeats) >= MAX_CACHED_RUNS:
+        if len(self._repeats) >= MAX_REPEATS:
             self._repeats.pop(next(iter(self._repeats)))
         self._repeats[repeat_key] = _Repeat(
             run_key=run_key, compiled=compiled, model_for=model_for, model=model_for(be.name), be=be,

@@ -186,6 +186,9 @@ def test_a_compiled_run_dropped_from_the_cache_is_compiled_again(monkeypatch):
         assert program._last_compiled is next(iter(program._compiled.values()))
         assert_same_result(result, adcli.load(path).jacobian(mode=mode))
     assert "compile" not in result.cost.time_s   # the last: a repeat of the one before
+    program.jvp({"x1": 1.0})   # another run: the jacobian's plans dropped, and its record with them
+    kept = [record.compiled for record in program._repeats.values()]
+    assert len(kept) == 1 and kept[0] is next(iter(program._compiled.values()))
 
 
 def test_a_calibrated_model_prices_the_next_repeat_call(monkeypatch):

@@ -269,3 +269,52 @@ def test_two_outputs_of_one_node_add_their_cotangents_on_every_call():
     for scale in (1.0, 2.0, 3.0):
         got = program.vjp({"a": [scale, 0.0], "b": [0.5, 1.0]})
         assert np.allclose(got.cotangent["x"], np.cos([1.0, 2.0]) * [scale + 0.5, 1.0])
+
+
+RANDOM_PROGRAMS = 40
+
+
+@pytest.mark.parametrize("start", range(0, RANDOM_PROGRAMS, 10))
+def test_repeat_calls_on_random_programs_agree_with_the_whole_call_and_the_oracle(start):
+    """tests/progen.py's random programs (every op, loops, gathers, outputs that are one
+    node): at a second point, a repeat call's Jacobian equals the whole call's and the
+    oracle's dual-number Jacobian there; so do a repeat JVP and VJP (J·v, uᵀ·J)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import progen
+
+    for index in range(start, start + 10):
+        gp = progen.generate(progen.RandomChooser(1000 + index))
+        program = adcli.loads(gp.source, "generated.ad")
+        rng = np.random.default_rng(index)
+        moved = {d.name: np.asarray(d.value) * (1 + 0.01 * rng.standard_normal(np.shape(d.value)))
+                 for d in gp.inputs}
+        oracle = gp.jacobian(moved)
+        with np.errstate(all="ignore"):
+            finite = np.isfinite(oracle).all()
+        scale = max(1.0, float(np.abs(oracle[np.isfinite(oracle)]).max(initial=0)))
+        for mode in ("forward", "reverse"):
+            program.jacobian(mode=mode)
+            program._repeats.clear()
+            program.jacobian(mode=mode)   # keeps the record
+            short = program.jacobian(mode=mode, at=moved)
+            program._repeats.clear()
+            assert_same_result(short, program.jacobian(mode=mode, at=moved))
+            if finite:
+                assert np.abs(short.jacobian - oracle).max(initial=0) <= 1e-9 * scale, (mode, gp.source)
+        v = {n: rng.standard_normal(program.input_shape(n)) for n in program.input_names}
+        u = {n: rng.standard_normal(program.output_shape(n)) for n in program.output_names}
+        for kind, given in (("jvp", v), ("vjp", u)):
+            method = getattr(program, kind)
+            method(given)
+            short = method(given, at=moved)
+            program._repeats.clear()
+            assert_same_single(short, method(given, at=moved))
+            if finite:
+                flat = lambda d, names: np.concatenate([np.reshape(d[n], -1) for n in names])   # noqa: E731
+                want = (oracle @ flat(v, program.input_names) if kind == "jvp"
+                        else flat(u, program.output_names) @ oracle)
+                assert np.abs(short.jacobian.reshape(-1) - want).max(initial=0) <= 1e-8 * scale * max(
+                    1.0, float(np.abs(want).max(initial=0))), (kind, gp.source)

@@ -31,11 +31,12 @@ from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
 from .backends import NumpyBackend
-from .tangents import Abstract, Counter, Linear, Scaled, Seed
+from .tangents import Abstract, Counter, Linear, Scaled, Seed, structured
 
 MODES = ("forward", "reverse")
 DTYPES = {"float64": np.float64, "float32": np.float32}
 RETIME_BELOW_S = 0.5   # a traced run faster than this is timed again without tracing
+MAX_REPEATS = 64       # records of repeat calls kept per program (_Repeat; several option sets may share a run)
 
 
 def same_to_roundoff(xp, a, b) -> bool:
@@ -258,6 +259,7 @@ class Program:
         self._decided = {}          # jacobian()'s decisions per set of arguments (_jacobian_decisions)
         self._default_limits = {}   # backend name -> default memory limit, read once per program
         self._compiled = {}         # adcli.execute.CompiledRun per (mode, wrt, outputs, chunk, backend, ...)
+        self._repeats = {}          # jacobian()'s _Repeat per set of options: a repeat call's short path
         self._last_compiled = None  # the plans of the last run (adcli.codegen reads them)
         self._too_large = set()     # runs whose plans are not kept: each call stages them
         self._static = {}           # sums over the graph's nodes that do not change (resident bytes)
@@ -818,8 +820,8 @@ class Program:
                             run_inputs["inputs"], run_inputs["consts"])
             runner.observer = observer
         else:
-            key = (mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single,
-                   tuple(seeds_single or ()), run_inputs["backend"], str(run_inputs["dtype"]), checkpoints)
+            key = self._run_key(mode, wrt, outputs, chunk, sizes, single, seeds_single, run_inputs["backend"],
+                                run_inputs["dtype"], checkpoints)
             compiled = self._last_compiled = self._compiled.get(key)
             if compiled is None and self._loop_work() > execute.MAX_CACHED_EQUATIONS:
                 # staged, a loop's every iteration records at least an equation per body
@@ -888,11 +890,21 @@ class Program:
             self._last_compiled = None
             if runner.keep:   # (MAX_CACHED_EQUATIONS, MAX_CACHED_CONSTANT_BYTES)
                 if len(self._compiled) >= MAX_CACHED_RUNS:
-                    self._compiled.pop(next(iter(self._compiled)))
+                    dropped = self._compiled.pop(next(iter(self._compiled)))
+                    # a record of a repeat call must not keep the dropped run's plans alive
+                    for gone in [k for k, record in self._repeats.items() if record.compiled is dropped]:
+                        del self._repeats[gone]
                 self._compiled[key] = self._last_compiled = CompiledRun(cost.copy(), runner.plans)
             else:
                 self._too_large.add(key)
         return cost
+
+    @staticmethod
+    def _run_key(mode, wrt, outputs, chunk, sizes, single, seeds_single, backend: str, xp_dtype, checkpoints):
+        """A compiled run's key in _compiled (checkpoints as _run has them: None but for
+        reverse mode through a loop)."""
+        return (mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single, tuple(seeds_single or ()),
+                backend, str(xp_dtype), checkpoints)
 
     def _predicted_ops(self, mode, wrt, outputs, chunk, sizes, single, checkpoints) -> int:
         """The array operations a run will execute, predicted (cached per run kind)."""
@@ -965,11 +977,7 @@ class Program:
             tangents, values = runner.forward_sweep(analysis, seeds)
             if run is not None:
                 run["values"] = values
-                for b, offset, k in layout:
-                    block = "given" if b is None else wrt[b]
-                    for out_name, node_id in out_ids.items():
-                        t = tangents.get(node_id, {}).get(block)
-                        run["store"](out_name, block, offset, k, t)
+                _hand_over(run["store"], layout, tangents, wrt, out_ids.items())
             if times > 1:   # identical sweeps: count the rest without running them
                 runner.primal.repeat(before[0], times - 1)
                 runner.derivative.repeat(before[1], times - 1)
@@ -986,6 +994,7 @@ class Program:
         if run is not None:
             run["values"] = values
         wrt_ids = {self.graph.inputs[n]: n for n in wrt}
+        targets = [(n, i) for i, n in wrt_ids.items()]
         # The last sweep frees residuals as it goes, so its peak differs: when
         # predicting, split the final composition's last sweep off to run on its own.
         if run is None:
@@ -1007,10 +1016,7 @@ class Program:
                     target[block] = ct
             results = runner.backward_sweep(analysis, plan, residuals, refs, seeds, set(wrt_ids), final)
             if run is not None:
-                for b, offset, k in layout:
-                    block = "given" if b is None else outputs_blocks[b]
-                    for node_id, name in wrt_ids.items():
-                        run["store"](name, block, offset, k, results.get(node_id, {}).get(block))
+                _hand_over(run["store"], layout, results, outputs_blocks, targets)
             if times > 1:   # identical sweeps: count the rest without running them
                 runner.derivative.repeat(before[0], times - 1)
                 runner.primal.repeat(before[1], times - 1)   # steps of a loop run again
@@ -1159,6 +1165,13 @@ class Program:
         before the measured run and reports that run's time as cost.time_s["warmup"].
         `json`: the result will be written as JSON (report.derivative_json_pieces): refused
         when that would not fit the memory limit (check_json)."""
+        repeat_key = _repeat_key(mode, wrt, chunk, backend, dtype, memory_limit, json, checkpoints, time_limit)
+        if repeat_key is not None and not (measure_memory or warmup or self.check_plans or self.const_defaults):
+            record = self._repeats.get(repeat_key)
+            if record is not None:
+                result = self._jacobian_again(record, at)
+                if result is not None:
+                    return result
         mode_requested = mode
         if mode == "reverse" and checkpoints is not None:
             self._check_time_keeping_all(wrt, chunk, dtype, backend, time_limit, measure_memory)
@@ -1168,57 +1181,114 @@ class Program:
         self.check_time(mode, wrt, outputs, chunk, sizes, itemsize, backend, time_limit, checkpoints=checkpoints,
                         traced=measure_memory)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)
-        xp = be.xp
-        stacked = {}   # (output, input) -> derivatives of all directions: (directions,) + node shape
-        block_shape = self.input_shape if mode == "forward" else self.output_shape
-
-        def store(name, block, offset, k, t):
-            """Write one sweep's derivatives into place (a Seed is made dense here). A
-            block made in one sweep is kept as it is (a gradient is the cotangent, no
-            copy); sweeps of a chunked block fill one array allocated on first use, so
-            the Jacobian costs its m·n values and nothing per sweep."""
-            if t is None:
-                return
-            dense = Linear(xp, k, Counter(), run["dtype"]).dense(t)   # not the run's work
-            key = (name, block) if mode == "forward" else (block, name)
-            total = prod(block_shape(block))
-            if offset == 0 and k == total:
-                stacked[key] = dense
-                return
-            if key not in stacked:
-                stacked[key] = xp.zeros((total,) + tuple(dense.shape[1:]), dtype=dense.dtype)
-            stacked[key][offset:offset + k] = dense
-
-        run["store"] = store
+        stacked = _JacobianBlocks(be.xp, run["dtype"], mode, self._directions(mode, wrt, outputs))
+        run["store"] = stacked.store
         run["constant_budget"] = constant_budget
         cost = self._measured(be, measure_memory, warmup,
                               lambda r, observer, only=False: self._run(mode, wrt, outputs, chunk, sizes, r,
                                                                    compile_only=only, checkpoints=checkpoints),
                               run)
         self._predicted(cost, be, mode, wrt, outputs, chunk, itemsize, checkpoints=checkpoints)
-        values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
-        host_dtype = DTYPES[dtype]
-        blocks = {}
-        for o in outputs:
-            oshape = self.output_shape(o)
-            blocks[o] = {}
-            for w in wrt:
-                ishape = self.input_shape(w)
-                if (o, w) not in stacked:
-                    blocks[o][w] = np.zeros(oshape + ishape, dtype=host_dtype)
-                    continue
-                host = np.asarray(be.to_host(stacked.pop((o, w))))
-                if mode == "forward":   # directions are the input's elements
-                    block = host.reshape(prod(ishape), prod(oshape)).T.reshape(oshape + ishape)
-                else:                   # directions are the output's elements
-                    block = host.reshape(oshape + ishape)
-                blocks[o][w] = block
-        return Derivative("jacobian", mode, mode_requested, values,
-                          self._spec(outputs, self.output_shape), self._spec(wrt, self.input_shape),
-                          outputs, wrt, cost,
+        result = self._jacobian_result(be, mode, mode_requested, run["values"], stacked, outputs, wrt, cost,
+                                       dtype, host_inputs, note, chunk_note, run["changed_consts"],
+                                       run["consts_set"], self._spec(outputs, self.output_shape),
+                                       self._spec(wrt, self.input_shape))
+        if repeat_key is not None and isinstance(be, NumpyBackend) and not self.check_plans \
+                and not run["changed_consts"]:   # (a GPU's free memory moves, as in _jacobian_decisions)
+            self._remember(repeat_key, result, be, run, sizes, chunk, checkpoints)
+        return result
+
+    def _jacobian_result(self, be, mode, mode_requested, run_values, stacked, outputs, wrt, cost, dtype,
+                         host_inputs, note, chunk_note, consts, consts_set, rows, columns) -> Derivative:
+        values = {name: np.asarray(be.to_host(run_values[i])) for name, i in self.graph.outputs.items()}
+        blocks = stacked.on_host(be, outputs, wrt, self.output_shape, self.input_shape, DTYPES[dtype])
+        return Derivative("jacobian", mode, mode_requested, values, rows, columns, outputs, wrt, cost,
                           be.name, be.device, dtype, host_inputs, blocks=blocks, note=note,
-                          consts=run["changed_consts"], consts_set=run["consts_set"],
-                          chunk_note=chunk_note)
+                          consts=consts, consts_set=consts_set, chunk_note=chunk_note)
+
+    def _remember(self, repeat_key, result: Derivative, be, run, sizes, chunk, checkpoints):
+        """Keep what this jacobian() call worked out for a repeat call with the same options
+        (_Repeat), when its run was compiled and kept."""
+        from .machine import model_for
+
+        mode, wrt, outputs = result.mode, result.wrt, result.outputs
+        run_key = self._run_key(mode, wrt, outputs, chunk, sizes, False, None, be.name, run["dtype"], checkpoints)
+        compiled = self._compiled.get(run_key)
+        layouts = list(block_layouts(sizes, chunk))
+        staged = len(layouts) + (mode == "reverse")   # a plan per sweep; reverse mode's primal sweep
+        if compiled is None or len(compiled.plans) != staged or not layouts:
+            return
+        if mode == "forward":
+            block_names, targets = wrt, list(self.graph.outputs.items())
+        else:
+            block_names, targets = outputs, [(n, self.graph.inputs[n]) for n in wrt]
+        if len(self._repeats) >= MAX_REPEATS:
+            self._repeats.pop(next(iter(self._repeats)))
+        self._repeats[repeat_key] = _Repeat(
+            run_key=run_key, compiled=compiled, model_for=model_for, model=model_for(be.name), be=be,
+            xp_dtype=run["dtype"], consts=list(run["consts"].values()), layouts=layouts,
+            block_names=block_names, targets=targets, directions=self._directions(mode, wrt, outputs),
+            predicted=dict(result.cost.predicted), inputs=[(name, self.input_shape(name)) for name in self.graph.inputs],
+            said=(result.mode, result.mode_requested, result.outputs, result.wrt, result.dtype, result.note,
+                  result.chunk_note, result.row_spec, result.column_spec))
+
+    def _directions(self, mode, wrt, outputs) -> dict:
+        """{block: directions}: the elements of each input (forward mode) or output (reverse)."""
+        names, shape_of = (wrt, self.input_shape) if mode == "forward" else (outputs, self.output_shape)
+        return {name: prod(shape_of(name)) for name in names}
+
+    def _jacobian_again(self, record: "_Repeat", at) -> Derivative | None:
+        """A repeat jacobian() call answered from its record: the inputs converted, the plans
+        run, the blocks wrapped. None when the record cannot answer it (its compiled run gone
+        from the cache, the machine model calibrated since, a const set by `at`, an input
+        whose recipe is not made yet): the whole call then runs, and decides anew."""
+        if self._compiled.get(record.run_key) is not record.compiled or \
+                record.model_for(record.be.name) is not record.model:
+            return None
+        host_inputs = self._repeat_inputs(record, at)
+        if host_inputs is None:
+            return None
+        be, xp_dtype = record.be, record.xp_dtype
+        mode, mode_requested, outputs, wrt, dtype, note, chunk_note, rows, columns = record.said
+        leaves = [be.asarray(value, xp_dtype) for value in host_inputs.values()] + record.consts
+        stacked = _JacobianBlocks(be.xp, xp_dtype, mode, record.directions)
+        store, layouts, block_names, targets = stacked.store, record.layouts, record.block_names, record.targets
+
+        def hand_over(sweep, derivatives):
+            _hand_over(store, layouts[sweep], derivatives, block_names, targets)
+
+        start = time.perf_counter()
+        values = execute.replay_plans(record.compiled, mode, leaves, [], hand_over)
+        seconds = time.perf_counter() - start
+        self._last_compiled = record.compiled
+        cost = record.compiled.counted()
+        cost.time_s = {"parse": self.times["parse"], "build": self.times["build"], "sweeps": seconds}
+        cost.predicted = dict(record.predicted)
+        return self._jacobian_result(be, mode, mode_requested, values, stacked, outputs, wrt, cost, dtype,
+                                     host_inputs, note, chunk_note, {}, (), rows, columns)
+
+    def _repeat_inputs(self, record: "_Repeat", at) -> dict | None:
+        """resolve_inputs(at) for a repeat call when `at` sets inputs alone and every default
+        it reads is made (else None: resolve_inputs and the memory check decide)."""
+        defaults = self.graph.input_defaults
+        host = {}
+        if at:
+            for name in at:
+                if name not in self.graph.inputs:   # a const (or a name to refuse)
+                    return None
+        for name, shape in record.inputs:
+            if at and name in at:
+                host[name] = _given_value("input", name, at[name], shape)
+                continue
+            value = defaults.get(name)
+            if isinstance(value, Data):
+                if not value.made:
+                    return None
+                value = value.value
+            elif value is None:
+                return None
+            host[name] = value
+        return host
 
     def default_limit(self, backend) -> int:
         """The default memory limit (adcli.memory.default_memory_limit), read once per program
@@ -1338,6 +1408,16 @@ class Program:
     def _single(self, kind, given: dict, at, backend, dtype, measure_memory, wrt=None, observer=None,
                 warmup=None, memory_limit=None, json=False, checkpoints=None, time_limit=None):
         """One JVP (kind 'jvp': given = input directions) or VJP (given = output cotangents)."""
+        repeat_key = None
+        if observer is None and isinstance(given, dict):   # (the given names are part of the key)
+            repeat_key = _repeat_key((kind, tuple(given)), wrt if kind == "vjp" else None, None, backend, dtype,
+                                     memory_limit, json, checkpoints, time_limit)
+        if repeat_key is not None and not (measure_memory or warmup or self.check_plans or self.const_defaults):
+            record = self._repeats.get(repeat_key)
+            if record is not None:
+                result = self._single_again(record, kind, given, at)
+                if result is not None:
+                    return result
         mode = "forward" if kind == "jvp" else "reverse"
         wrt_names = self._wrt(wrt) if kind == "vjp" else None
         _check_checkpoints(checkpoints)
@@ -1350,22 +1430,7 @@ class Program:
                                                           json, checkpoints)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)
         run["constant_budget"] = headroom
-        seeds = {}
-        names = self.graph.inputs if kind == "jvp" else self.graph.outputs
-        shape_of = self.input_shape if kind == "jvp" else self.output_shape
-        what = "input" if kind == "jvp" else "output"
-        for name, raw in given.items():
-            if name not in names:
-                known = ", ".join(names)
-                raise UsageProblem(f"there is no {what} named '{name}' ({what}s: {known})")
-            value = np.asarray(raw, dtype=np.float64)
-            try:
-                value = np.array(np.broadcast_to(value, shape_of(name)))
-            except ValueError:
-                raise ValueProblem(f"the {'direction' if kind == 'jvp' else 'cotangent'} for {name} "
-                                   f"is {format_shape(value.shape)}, but {name} is "
-                                   f"{format_shape(shape_of(name))}") from None
-            seeds[name] = be.asarray(value[None, ...], run["dtype"])
+        seeds = self._single_seeds(kind, given, be, run["dtype"])
         if kind == "jvp":
             wrt_names = [n for n in self.graph.inputs if n in seeds]
             outputs = list(self.graph.outputs)
@@ -1389,7 +1454,40 @@ class Program:
                               run, observer)
         itemsize = np.dtype(DTYPES[dtype]).itemsize
         self._predicted(cost, be, mode, wrt_names, outputs, 1, itemsize, single=True, checkpoints=checkpoints)
-        values = {name: np.asarray(be.to_host(run["values"][i])) for name, i in self.graph.outputs.items()}
+        result = self._single_result(kind, be, dtype, run["values"], collected, seeds, cost, host_inputs,
+                                     wrt_names, outputs, note, run["changed_consts"], run["consts_set"])
+        if repeat_key is not None and isinstance(be, NumpyBackend) and not self.check_plans \
+                and not run["changed_consts"]:
+            self._remember_single(repeat_key, result, be, run, seeds, checkpoints)
+        return result
+
+    def _single_seeds(self, kind, given: dict, be, xp_dtype) -> dict:
+        """The given directions (jvp) or cotangents (vjp) on the backend, each broadcast to its
+        input's or output's shape (a copy: the caller's array stays the caller's), as one
+        direction: {name: array of shape (1,) + shape}."""
+        names = self.graph.inputs if kind == "jvp" else self.graph.outputs
+        shape_of = self.input_shape if kind == "jvp" else self.output_shape
+        what = "input" if kind == "jvp" else "output"
+        seeds = {}
+        for name, raw in given.items():
+            if name not in names:
+                known = ", ".join(names)
+                raise UsageProblem(f"there is no {what} named '{name}' ({what}s: {known})")
+            value = np.asarray(raw, dtype=np.float64)
+            shape = shape_of(name)
+            try:   # a copy either way (broadcast_to alone costs a few µs a call)
+                value = np.array(value if value.shape == shape else np.broadcast_to(value, shape))
+            except ValueError:
+                raise ValueProblem(f"the {'direction' if kind == 'jvp' else 'cotangent'} for {name} "
+                                   f"is {format_shape(value.shape)}, but {name} is "
+                                   f"{format_shape(shape_of(name))}") from None
+            seeds[name] = be.asarray(value[None, ...], xp_dtype)
+        return seeds
+
+    def _single_result(self, kind, be, dtype, run_values, collected, seeds, cost, host_inputs, wrt_names,
+                       outputs, note, consts, consts_set) -> Derivative:
+        mode = "forward" if kind == "jvp" else "reverse"
+        values = {name: np.asarray(be.to_host(run_values[i])) for name, i in self.graph.outputs.items()}
         result_names = list(self.graph.outputs) if kind == "jvp" else wrt_names
         shapes = {n: (self.output_shape(n) if kind == "jvp" else self.input_shape(n)) for n in result_names}
         arrays = {}
@@ -1404,13 +1502,70 @@ class Program:
             jac, rows, cols = flat.reshape(1, -1), [("cotangent", None)], self._spec(result_names, self.input_shape)
         result = Derivative(kind, mode, mode, values, rows, cols, outputs,
                             wrt_names, cost, be.name, be.device, dtype, host_inputs, matrix=jac, note=note,
-                            consts=run["changed_consts"], consts_set=run["consts_set"],
+                            consts=consts, consts_set=consts_set,
                             given={name: np.asarray(be.to_host(v[0])) for name, v in seeds.items()})
         if kind == "jvp":
             result.tangent = arrays
         else:
             result.cotangent = arrays
         return result
+
+    def _remember_single(self, repeat_key, result: Derivative, be, run, seeds, checkpoints):
+        """_remember for one JVP or VJP: kept when its run was compiled and kept, and (VJP)
+        no two outputs given a cotangent are one node (the driver adds their cotangents)."""
+        from .machine import model_for
+
+        mode, wrt, outputs = result.mode, result.wrt, result.outputs
+        run_key = self._run_key(mode, wrt, outputs, 1, [1], True, seeds, be.name, run["dtype"], checkpoints)
+        compiled = self._compiled.get(run_key)
+        if compiled is None or len(compiled.plans) != 1 + (mode == "reverse"):
+            return
+        if mode == "forward":
+            targets = list(self.graph.outputs.items())
+        else:
+            targets = [(n, self.graph.inputs[n]) for n in wrt]
+            if len({self.graph.outputs[n] for n in seeds}) != len(seeds):
+                return
+        if len(self._repeats) >= MAX_REPEATS:
+            self._repeats.pop(next(iter(self._repeats)))
+        self._repeats[repeat_key] = _Repeat(
+            run_key=run_key, compiled=compiled, model_for=model_for, model=model_for(be.name), be=be,
+            xp_dtype=run["dtype"], consts=list(run["consts"].values()), layouts=[((None, 0, 1),)],
+            block_names=[], targets=targets, directions={}, predicted=dict(result.cost.predicted),
+            inputs=[(name, self.input_shape(name)) for name in self.graph.inputs],
+            said=(mode, mode, outputs, wrt, result.dtype, result.note, "", None, None))
+
+    def _single_again(self, record: "_Repeat", kind, given: dict, at) -> Derivative | None:
+        """A repeat jvp() or vjp() call answered from its record (as _jacobian_again), the
+        given directions or cotangents converted as the whole call converts them."""
+        if self._compiled.get(record.run_key) is not record.compiled or \
+                record.model_for(record.be.name) is not record.model:
+            return None
+        host_inputs = self._repeat_inputs(record, at)
+        if host_inputs is None:
+            return None
+        be, xp_dtype = record.be, record.xp_dtype
+        mode, _, outputs, wrt, dtype, note, _, _, _ = record.said
+        seeds = self._single_seeds(kind, given, be, xp_dtype)
+        leaves = [be.asarray(value, xp_dtype) for value in host_inputs.values()] + record.consts
+        collected = {}
+
+        def store(name, block, offset, k, t):
+            if t is not None:
+                collected[name] = t
+
+        def hand_over(sweep, derivatives):
+            _hand_over(store, record.layouts[sweep], derivatives, record.block_names, record.targets)
+
+        start = time.perf_counter()
+        values = execute.replay_plans(record.compiled, mode, leaves, list(seeds.values()), hand_over)
+        seconds = time.perf_counter() - start
+        self._last_compiled = record.compiled
+        cost = record.compiled.counted()
+        cost.time_s = {"parse": self.times["parse"], "build": self.times["build"], "sweeps": seconds}
+        cost.predicted = dict(record.predicted)
+        return self._single_result(kind, be, dtype, values, collected, seeds, cost, host_inputs, wrt, outputs,
+                                   note, {}, ())
 
     @_linear_algebra_problems
     def jvp(self, direction: dict, at=None, backend="numpy", dtype="float64",
@@ -1708,6 +1863,105 @@ def _with_last(items):
         yield current, False
         current = following
     yield current, True
+
+
+@dataclass(eq=False)
+class _Repeat:
+    """What a jacobian() call worked out that a repeat call with the same options would work
+    out again, to the same end (its decisions, its checks against the memory and time limits,
+    the compiled run, the file's consts on the backend, the sweeps' layouts, the prediction):
+    a repeat call then converts its inputs, runs the plans and wraps the blocks
+    (Program._jacobian_again). Kept per program and options, for NumPy runs without a const
+    set (a GPU's free memory moves)."""
+
+    run_key: tuple              # the compiled run's key in Program._compiled
+    compiled: CompiledRun
+    model_for: object           # adcli.machine.model_for, and the model the prediction priced
+    model: object
+    be: object
+    xp_dtype: object
+    consts: list                # the file's consts on the backend, in graph order (the plans' leaves)
+    layouts: list               # each sweep's (block, offset, count)s
+    block_names: list
+    targets: list               # [(name, node)] each sweep hands over (_hand_over)
+    directions: dict            # block -> its directions (_JacobianBlocks)
+    predicted: dict
+    inputs: list                # [(input name, shape)]
+    said: tuple                 # what the first result said: mode, mode requested, outputs, wrt, dtype,
+                                # notes, row and column specs (not its arrays: they are the caller's)
+
+
+def _repeat_key(mode, wrt, chunk, backend, dtype, memory_limit, json, checkpoints, time_limit):
+    """jacobian()'s options as a key of Program._repeats, or None (a Backend object, an
+    argument that cannot be hashed: such calls are worked out in full every time)."""
+    if not isinstance(backend, str):
+        return None
+    try:
+        key = (mode, wrt if wrt is None or isinstance(wrt, str) else tuple(wrt), chunk, backend, dtype,
+               memory_limit, bool(json), checkpoints, time_limit)
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+class _JacobianBlocks:
+    """jacobian()'s store: each sweep's derivatives written into place (a Seed is made dense
+    here), then handed back on the host, a block per output and input (on_host)."""
+
+    __slots__ = ("xp", "dtype", "mode", "directions", "stacked")
+
+    def __init__(self, xp, dtype, mode, directions: dict):
+        self.xp, self.dtype, self.mode = xp, dtype, mode
+        self.directions = directions   # block (an input, forward mode; an output, reverse) -> its size
+        self.stacked = {}   # (output, input) -> derivatives of all directions: (directions,) + node shape
+
+    def store(self, name, block, offset, k, t):
+        """Write one sweep's derivatives into place. A block made in one sweep is kept as it
+        is (a gradient is the cotangent, no copy); sweeps of a chunked block fill one array
+        allocated on first use, so the Jacobian costs its m·n values and nothing per sweep."""
+        if t is None:
+            return
+        dense = Linear(self.xp, k, Counter(), self.dtype).dense(t) if structured(t) else t   # not the run's work
+        key = (name, block) if self.mode == "forward" else (block, name)
+        total = self.directions[block]
+        stacked = self.stacked
+        if offset == 0 and k == total:
+            stacked[key] = dense
+            return
+        if key not in stacked:
+            stacked[key] = self.xp.zeros((total,) + tuple(dense.shape[1:]), dtype=dense.dtype)
+        stacked[key][offset:offset + k] = dense
+
+    def on_host(self, be, outputs, wrt, output_shape, input_shape, host_dtype) -> dict:
+        """{output: {input: block shaped output + input}}; zeros where no sweep reached."""
+        stacked = self.stacked
+        blocks = {}
+        for o in outputs:
+            oshape = output_shape(o)
+            blocks[o] = {}
+            for w in wrt:
+                ishape = input_shape(w)
+                if (o, w) not in stacked:
+                    blocks[o][w] = np.zeros(oshape + ishape, dtype=host_dtype)
+                    continue
+                host = np.asarray(be.to_host(stacked.pop((o, w))))
+                if self.mode == "forward":   # directions are the input's elements
+                    block = host.reshape(prod(ishape), prod(oshape)).T.reshape(oshape + ishape)
+                else:                        # directions are the output's elements
+                    block = host.reshape(oshape + ishape)
+                blocks[o][w] = block
+        return blocks
+
+
+def _hand_over(store, layout, derivatives: dict, block_names, targets):
+    """Give one sweep's derivatives to `store`: for each block the sweep seeded (`layout`:
+    (block, offset, count), block None for a given direction or cotangent), the derivative
+    of each target [(name, node)] (forward mode: the outputs; reverse: the wrt inputs)."""
+    for b, offset, k in layout:
+        block = "given" if b is None else block_names[b]
+        for name, node_id in targets:
+            store(name, block, offset, k, derivatives.get(node_id, {}).get(block))
 
 
 def _labels(spec) -> list:

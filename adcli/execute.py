@@ -233,3 +233,26 @@ class Replay:
         if final:   # the plan empties `inputs` once read: residuals die at their last use
             residuals.clear()
         return step(inputs)
+
+
+def replay_plans(compiled: CompiledRun, mode: str, leaves: list, given: list, hand_over):
+    """A compiled run's plans run in the order they were staged, without the drivers (what a
+    repeat call of adcli.api takes, its decisions already made): as Replay answers them, on
+    `leaves` (the inputs, then the consts, as staged) and the `given` direction or cotangent;
+    hand_over(sweep, derivatives) after each sweep, numbered from 0. Returns the primal values
+    {output node: value} (forward mode: those of the last sweep, as the driver keeps them)."""
+    plans = compiled.plans
+    if mode == "forward":
+        values = None
+        for sweep, plan in enumerate(plans):
+            tangents, values = plan(leaves + given)
+            hand_over(sweep, tangents)
+        return values
+    values, residuals = plans[0](list(leaves))
+    last = len(plans) - 1
+    for index in range(1, len(plans)):
+        inputs = list(residuals.values()) + given
+        if index == last:   # the plan empties `inputs` once read: residuals die at their last use
+            residuals.clear()
+        hand_over(index - 1, plans[index](inputs))
+    return values

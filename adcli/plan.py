@@ -25,7 +25,7 @@ import weakref
 
 import numpy
 
-from .staging import BINARY, UNARY, Const, Sym, Var
+from .staging import BINARY, INPLACE, UNARY, Const, Sym, Var
 from .tangents import Scaled, Seed
 
 # Calls and methods whose result is a new array that nothing else refers to.
@@ -499,6 +499,136 @@ def _identifiers(names: dict) -> dict:
 BLOCK_LINES = 400
 
 
+# -- constants folded while compiling --------------------------------------------------------
+# What a rule computes from constants alone (the seed of a mean, 1/n placed on a diagonal; an
+# exponent's `where(p == 0, 1, p - 1)` for a literal p) is the same on every call: computed
+# once here, it becomes a constant of the plan. The staging records floating array creation
+# (zeros, ones) because a program may write into such an array; folding keeps that safe by
+# leaving alone every value that shares memory with one written at run time, or returned.
+FOLDED_KINDS = {"call", "method", "attr", "getitem", "binary", "unary", "setitem", "inplace"}
+
+
+def _substituted(arg, folded: dict):
+    """`arg` with each Var of `folded` (var -> Const) replaced, through tuples, lists,
+    dicts and slices."""
+    if isinstance(arg, Var):
+        return folded.get(arg.id, arg)
+    if isinstance(arg, tuple):
+        return tuple(_substituted(a, folded) for a in arg)
+    if isinstance(arg, list):
+        return [_substituted(a, folded) for a in arg]
+    if isinstance(arg, dict):
+        return {k: _substituted(a, folded) for k, a in arg.items()}
+    if isinstance(arg, slice):
+        return slice(*(_substituted(a, folded) for a in (arg.start, arg.stop, arg.step)))
+    return arg
+
+
+def _evaluated(arg, values: dict, consts: list):
+    if isinstance(arg, Var):
+        return values[arg.id]
+    if isinstance(arg, Const):
+        return consts[arg.id]
+    if isinstance(arg, tuple):
+        return tuple(_evaluated(a, values, consts) for a in arg)
+    if isinstance(arg, list):
+        return [_evaluated(a, values, consts) for a in arg]
+    if isinstance(arg, dict):
+        return {k: _evaluated(a, values, consts) for k, a in arg.items()}
+    if isinstance(arg, slice):
+        return slice(*(_evaluated(a, values, consts) for a in (arg.start, arg.stop, arg.step)))
+    return arg
+
+
+def _run_equation(eqn, xp, values: dict, consts: list):
+    """Run one equation on real values (kinds of FOLDED_KINDS); its result, or None."""
+    args = [_evaluated(a, values, consts) for a in eqn.args]
+    kwargs = {k: _evaluated(a, values, consts) for k, a in eqn.kwargs.items()}
+    if eqn.kind == "call":
+        return getattr(xp, eqn.name)(*args, **kwargs)
+    if eqn.kind == "method":
+        return getattr(args[0], eqn.name)(*args[1:], **kwargs)
+    if eqn.kind == "attr":
+        return getattr(args[0], eqn.name)
+    if eqn.kind == "getitem":
+        return args[0][args[1]]
+    if eqn.kind == "binary":
+        return BINARY[eqn.name][0](*args)
+    if eqn.kind == "unary":
+        return UNARY[eqn.name][0](*args)
+    if eqn.kind == "setitem":
+        args[0][args[1]] = args[2]
+        return None
+    values[eqn.args[0].id] = INPLACE[eqn.name](args[0], args[1])   # (kind "inplace")
+    return None
+
+
+def fold_constants(tape, kept: set):
+    """A copy of `tape` whose equations computed from constants alone are run now, their
+    values made constants of the tape. `kept`: variables the plan returns (never folded: a
+    caller may write into what it is given). A value is folded only when nothing sharing
+    its memory (views of it, what it views) is written at run time or returned."""
+    eqns, xp = tape.eqns, tape.xp
+    group = {}   # union-find over variables that may share memory
+
+    def root(v):
+        while group.get(v, v) != v:
+            v = group[v]
+        return v
+
+    def join(a, b):
+        a, b = root(a), root(b)
+        if a != b:
+            group[a] = b
+
+    for eqn in eqns:
+        if eqn.out is not None and not _makes_new_array(eqn, xp):
+            for v in _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, []):
+                join(eqn.out, v)
+    unsafe = {root(v) for v in kept}
+    inputs = set(tape.inputs)
+    while True:   # what is constant, leaving out every group written at run time
+        constant, runtime_writes = set(), set()
+        for eqn in eqns:
+            reads = _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, [])
+            foldable = eqn.kind in FOLDED_KINDS and all(v in constant for v in reads)
+            if eqn.kind in ("setitem", "inplace"):
+                target = eqn.args[0]
+                if not (foldable and isinstance(target, Var) and root(target.id) not in unsafe):
+                    if isinstance(target, Var):
+                        runtime_writes.add(root(target.id))
+            elif eqn.out is not None and foldable and eqn.out not in inputs and root(eqn.out) not in unsafe:
+                constant.add(eqn.out)
+        if runtime_writes <= unsafe:
+            break
+        unsafe |= runtime_writes
+    if not constant:
+        return tape
+    values, consts = {}, list(tape.consts)
+    folded_eqns = []
+    for index, eqn in enumerate(eqns):
+        reads = _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, [])
+        writes_constant = eqn.kind in ("setitem", "inplace") and isinstance(eqn.args[0], Var) \
+            and eqn.args[0].id in constant and all(v in constant for v in reads)
+        if eqn.out in constant or writes_constant:
+            result = _run_equation(eqn, xp, values, consts)
+            if eqn.out is not None:
+                values[eqn.out] = result
+            folded_eqns.append(index)
+    folded = {}
+    for var, value in values.items():
+        folded[var] = Const(len(consts))
+        consts.append(value)
+    dropped = set(folded_eqns)
+    copy = object.__new__(type(tape))
+    copy.__dict__.update(tape.__dict__)
+    copy.consts = consts
+    copy.eqns = [type(e)(e.out, e.kind, e.name, tuple(_substituted(a, folded) for a in e.args),
+                         {k: _substituted(a, folded) for k, a in e.kwargs.items()})
+                 for i, e in enumerate(eqns) if i not in dropped]
+    return copy
+
+
 class Plan:
     """One staged sweep, compiled: call it with its inputs' values, in order."""
 
@@ -510,6 +640,7 @@ class Plan:
         out_vars: list = []
         self.template = _template(outputs, out_vars)
         self.outputs = out_vars
+        tape = fold_constants(tape, set(out_vars))
         self.clear_inputs = clear_inputs   # the inputs list is emptied once read (the last sweep
         #                                    frees residuals as it goes: the caller keeps none)
         self.names = _identifiers(tape.names)

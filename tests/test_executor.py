@@ -419,3 +419,45 @@ def test_long_plans_run_as_a_chain_of_functions(path, monkeypatch):
     compiled = [p for run in program._compiled.values() for p in run.plans]
     assert any(len(p.lines) > 3 for p in compiled)
     assert any("_1(env)" in p.source() for p in compiled)   # the chain was made
+
+
+# -- constants folded while compiling -------------------------------------------------------------
+
+def _plan_sources(program) -> str:
+    return "\n".join(plan.source() for run in program._compiled.values() for plan in run.plans)
+
+
+def test_what_rules_compute_from_constants_alone_is_folded_into_the_plan():
+    """The seed of mean() (1/n on a diagonal: ones, a product, zeros, a strided write,
+    broadcast_to) is the same on every call: computed once while compiling, it is a
+    constant of the backward plan, which used to run those nine lines every call."""
+    from conftest import SAMPLE
+
+    program = adcli.load(SAMPLE["mlp.ad"])
+    result = program.jacobian(mode="reverse")
+    source = _plan_sources(program)
+    assert "xp_ones" not in source and "xp_zeros" not in source and "xp_broadcast_to" not in source
+    reference = adcli.load(SAMPLE["mlp.ad"])
+    reference.check_plans = True   # against the interpreter, which folds nothing
+    checked = reference.jacobian(mode="reverse")
+    for name in result.blocks["loss"]:
+        np.testing.assert_allclose(result.blocks["loss"][name], checked.blocks["loss"][name], rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_folded_constants_are_never_written_by_a_later_call(mode):
+    """A folded value is the same array on every call: nothing sharing its memory may be
+    written at run time or handed to the caller. Every sample, at its defaults, at moved
+    inputs, then at its defaults again: the third call equals the first bit for bit, and
+    the second a fresh program's answer there."""
+    from conftest import SAMPLES
+
+    for path in SAMPLES:
+        program = adcli.load(path)
+        first = program.jacobian(mode=mode)
+        moved = {name: np.asarray(value) * 1.01 + 0.003 for name, value in program.resolve_inputs().items()}
+        second = program.jacobian(mode=mode, at=moved)
+        third = program.jacobian(mode=mode)
+        fresh = adcli.load(path).jacobian(mode=mode, at=moved)
+        np.testing.assert_array_equal(first.jacobian, third.jacobian, err_msg=path.name)
+        np.testing.assert_allclose(second.jacobian, fresh.jacobian, rtol=1e-12, atol=1e-300, err_msg=path.name)

@@ -16,10 +16,13 @@ import io
 import json
 import math
 import os
-import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:   # (zipfile is imported where .npz files are read, not at every start)
+    import zipfile
 
 FORMATS = (".npy", ".npz", ".json", ".csv")
 # Parsing text holds each number as a Python object in a list (about 32 bytes) while the
@@ -163,6 +166,8 @@ def _open(path: Path, shown: str):
 
 
 def _zip(path: Path, shown: str) -> zipfile.ZipFile:
+    import zipfile
+
     handle = _open(path, shown)
     try:
         return zipfile.ZipFile(handle)

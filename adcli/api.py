@@ -31,7 +31,7 @@ from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
 from .backends import NumpyBackend
-from .tangents import Abstract, Counter, Linear, Scaled, Seed, structured
+from .tangents import Abstract, Counter, Linear, Scaled, ScaledDense, Seed, structured
 
 MODES = ("forward", "reverse")
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -1718,6 +1718,8 @@ class Program:
             for t in derivative.values():
                 if isinstance(t, Scaled):   # its scale holds its values
                     t = t.scale
+                elif isinstance(t, ScaledDense):   # its values: the product, not yet made
+                    t = t.scale * t.base
                 if t is not None and not isinstance(t, Seed) and not bool(runner.xp.isfinite(t).all()):
                     raise Found(node)
 

@@ -78,8 +78,9 @@ def derivative_program(program, mode: str, kind: str = "jacobian", wrt=None, at=
 
 LEGEND = ("# vN: a value of the program (adcli show); vN_dot: its tangents, one per direction on the\n"
           "# leading axis (vN_dot_x: those for input x's directions, with several inputs); vN_bar: its\n"
-          "# adjoint (vN_bar_y: for output y's); vN_bar_scale (vN_dot_scale): a diagonal one, kept\n"
-          "# as its values (a scaled seed); dvN_dvM: a local partial; tN: an intermediate;\n"
+          "# adjoint (vN_bar_y: for output y's); vN_bar_scale (vN_dot_scale): the values of a\n"
+          "# diagonal one (a scaled seed), or the scale a dense one waits to be multiplied by;\n"
+          "# dvN_dvM: a local partial; tN: an intermediate;\n"
           "# cN: a constant made while compiling (listed above its function); xp_F: the array\n"
           "# module's function F (numpy.F, or cupy.F).{special}\n"
           "# A `del` frees a value after its last use; `a += b` accumulates in place.")

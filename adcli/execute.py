@@ -18,7 +18,7 @@ from __future__ import annotations
 from .interpret import Runner, _Live
 from .plan import Plan
 from .staging import StagingXP, Tape, real
-from .tangents import Counter, Scaled
+from .tangents import Counter, Scaled, ScaledDense
 
 # A compiled run larger than either is not kept (the reference interpreter runs it on every
 # call instead): its plans and their constants would stay in memory after the run, which
@@ -89,7 +89,7 @@ class Stager(Runner):
         suffix = "_dot" if event == "forward" else "_bar"
         for block, t in (derivative or {}).items():
             extra = f"_{block}" if len(derivative) > 1 and block != "given" else ""
-            if isinstance(t, Scaled):   # its scale is the value the program makes
+            if isinstance(t, (Scaled, ScaledDense)):   # its scale is the value the program makes
                 self.tape.name(t.scale, label + suffix + extra + "_scale")
             else:
                 self.tape.name(t, label + suffix + extra)

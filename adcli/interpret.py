@@ -21,7 +21,7 @@ from math import prod
 from . import checkpoint
 from .checkpoint import Action
 from .ops import REGISTRY, Residuals
-from .tangents import Abstract, Counter, Linear, Seed, live_size, root, structured
+from .tangents import Abstract, Counter, Linear, ScaledDense, Seed, live_size, root, structured
 
 FOREVER = float("inf")
 
@@ -116,6 +116,8 @@ class _Live:
             if structured(t):   # its selection's index array; a Scaled's scale is values
                 self.indexes += prod(t.node_shape) * self.wide
                 self.temporary(0)
+            if isinstance(t, ScaledDense):   # its base is an array of its own, perhaps shared
+                self.hold(t.base)
             if not isinstance(t, Seed):
                 self.add(live_size(t))
         else:
@@ -132,6 +134,8 @@ class _Live:
                 self.indexes -= prod(t.node_shape) * self.wide
             if not isinstance(t, Seed):
                 self.drop(live_size(t))
+            if isinstance(t, ScaledDense):
+                self.release(t.base)
 
     def reset(self):
         """A new forward sweep: nothing of the last one is alive."""
@@ -687,7 +691,7 @@ class Runner:
             target = given.setdefault(sched.out_ids[q], {})
             for b, ct in blocks.items():
                 if b in target:   # two results that are one value: their cotangents add
-                    self._accumulate(Linear(self.xp, ct.shape[0], self.derivative, self.dtype), target, b, ct)
+                    self._accumulate(self._linear(ct.shape[0]), target, b, ct)
                 else:
                     target[b] = ct
                     live.hold(ct)
@@ -720,7 +724,7 @@ class Runner:
             else:                     # to the loop's input
                 target = cts.setdefault(loop.inputs[pid], {})
                 for b, ct in blocks.items():
-                    self._accumulate(Linear(self.xp, ct.shape[0], self.derivative, self.dtype), target, b, ct)
+                    self._accumulate(self._linear(ct.shape[0]), target, b, ct)
         return seeds
 
     @staticmethod
@@ -777,6 +781,9 @@ class Runner:
         Returns ({output node: {block: tangent}}, values)."""
         graph, live = self.graph, self.live
         values, tangents = {}, {}
+        # a sweep's results leave it dense (the caller stores them); a loop body's pass to its
+        # next iteration as they are, as the unrolled iterations would
+        results = set(graph.outputs.values()) if self.loop is None else set()
         for node in graph.nodes:
             if is_leaf(node):
                 values[node.id] = self.leaf_value(node)
@@ -791,6 +798,8 @@ class Runner:
             if not analysis.computed[node.id]:   # dead in this iteration of a loop's body
                 continue
             if node.op == "loop_out":   # made by its loop
+                if node.id in results:
+                    self._made_dense([tangents.get(node.id)])
                 if self.observer:
                     self.observer(self, "forward", node, values[node.id], tangents.get(node.id))
                 continue
@@ -806,6 +815,8 @@ class Runner:
             if any(in_tangents) and analysis.reaches[node.id]:   # a tangent no output needs
                 #                                                 (a mask's input) is not made
                 result = self.jvp(node, args, out, in_tangents)
+                if result and node.id in results:
+                    self._made_dense([result])
                 if result:
                     tangents[node.id] = result
             if self.observer:
@@ -826,7 +837,8 @@ class Runner:
             for b in blocks:
                 ts = [t.get(b) if t else None for t in in_tangents]
                 k = next(t for t in ts if t is not None).shape[0]
-                result[b] = Linear(self.xp, k, self.derivative, self.dtype).move(ts, moves, node.shape)
+                T = self._linear(k)
+                result[b] = T.move(ts, moves, node.shape)
         else:
             partials = []
             for i in range(len(node.inputs)):
@@ -843,7 +855,7 @@ class Runner:
             for b in blocks:
                 ts = [t.get(b) if t else None for t in in_tangents]
                 k = next(t for t in ts if t is not None).shape[0]
-                T = Linear(self.xp, k, self.derivative, self.dtype)
+                T = self._linear(k)
                 if prim.jvp_all is not None:
                     t_out = prim.jvp_all(T, rs[0], ts)
                 else:
@@ -857,6 +869,21 @@ class Runner:
         for t in result.values():
             self.live.hold(t)
         return result
+
+    def _linear(self, k: int) -> Linear:
+        """The counted linear algebra for k directions."""
+        return Linear(self.xp, k, self.derivative, self.dtype)
+
+    def _made_dense(self, holders):
+        """Every ScaledDense in these dicts of derivative values made dense (counted) in its
+        place: where values leave a sweep (an output's tangent, a wrt input's cotangent)."""
+        for blocks in holders:
+            for b, t in list((blocks or {}).items()):
+                if isinstance(t, ScaledDense):
+                    dense = self._linear(t.k)._plain(t)
+                    blocks[b] = dense
+                    self.live.hold(dense)
+                    self.live.release(t)
 
     # -- reverse mode -------------------------------------------------------------------------
     def residual_plan(self, analysis, recompute: bool = True):
@@ -957,6 +984,8 @@ class Runner:
         results = {}
         for node in reversed(graph.nodes):
             node_cts = cts.pop(node.id, None)
+            if node.id in wrt_ids and node_cts and self.loop is None:   # a sweep's results leave
+                self._made_dense([node_cts])                                # it dense (not a body's)
             if node.op == "loop_out":   # to its loop, which runs the body's backward
                 if self.observer and getattr(self.observer, "into_loops", False):
                     self.observer(self, "backward", node, None, node_cts)
@@ -987,14 +1016,17 @@ class Runner:
                 continue
             prim = REGISTRY.get(node.op)
             shapes = self.in_shapes(node)
+            # one Linear a block for every input's rule: a ScaledDense cotangent two rules
+            # need dense is made dense once
+            linear = {b: self._linear(ct.shape[0])
+                      for b, ct in (node_cts or {}).items()}
             for i, keys in (() if prim is None else plan[node.id]):   # a loop: done above
                 src = node.inputs[i]
                 target = cts.setdefault(src, {})
                 if prim.movement:
                     move = self.moves(node)[i]
                     for b, ct in node_cts.items():
-                        k = ct.shape[0]
-                        T = Linear(self.xp, k, self.derivative, self.dtype)
+                        T = linear[b]
                         self._accumulate(T, target, b, T.move_back(ct, move, shapes[i],
                                                                    node.attrs.get("adds", 0)))
                     continue
@@ -1008,7 +1040,7 @@ class Runner:
                     live.add(live_size(p))
                 r = Residuals(x, out, p, node.attrs, shapes, node.shape)
                 for b, ct in node_cts.items():
-                    T = Linear(self.xp, ct.shape[0], self.derivative, self.dtype)
+                    T = linear[b]
                     self._accumulate(T, target, b, prim.vjp[i](T, r, ct))
                 if remade:
                     live.drop(live_size(p))
@@ -1018,7 +1050,7 @@ class Runner:
                 self._free_residuals(node, plan, refs, residuals)
             # Drop this node's references now, so the arrays counted as freed are freed
             # (a loop variable would keep the last cotangent alive into the next node).
-            node_cts = ct = t = x = r = p = out = None
+            node_cts = ct = t = x = r = p = out = linear = T = None
         if self.observer:
             self.observer(self, "backward-end", None, None, None)
         for blocks in results.values():   # handed to the caller: no longer the sweep's
@@ -1700,10 +1732,14 @@ def flat_step(steps, shape) -> int:
 def _kinds(carried) -> tuple:
     """The kinds and shapes of carried derivative values (dicts of blocks), for _Steady;
     for Seeds and Scaleds also which of them share one Seed object (numbered in order of
-    appearance), since Scaleds of one Seed add entry by entry and others do not."""
+    appearance), since Scaleds of one Seed add entry by entry and others do not; for
+    ScaledDenses their base's and scale's shapes and which share a base (they add by scales)."""
     seeds: dict = {}
 
     def kind(t):
+        if isinstance(t, ScaledDense):   # the shapes it is counted by, and which share a base
+            number = seeds.setdefault(id(t.base), len(seeds))
+            return (t.k, tuple(t.base.shape), tuple(t.scale.shape), number)
         if not structured(t):
             return tuple(t.shape)
         number = seeds.setdefault(id(root(t)), len(seeds))

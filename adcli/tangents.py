@@ -14,7 +14,12 @@ A derivative value for one node and one block of directions is one of
   Seed costs one flop per element of the node, a product with one scales rows or
   columns of the other operand, and adding one to a dense value adds its entries
   only. The scale is data (an array of the node's shape); the selection is the Seed's;
-- a dense array with the directions on a leading axis: shape ``(k,) + shape``.
+- a dense array with the directions on a leading axis: shape ``(k,) + shape``;
+- ``ScaledDense``: a dense tangent times a scale whose product is not made yet: the
+  value ``scale * base`` (broadcasting). Scaling it again multiplies the scale when that
+  is smaller than the base (a per-element vector, not k copies of it), the base
+  otherwise; it is made dense, counted, where a rule needs the product. It lives inside
+  one sweep only: a sweep's results and what crosses a loop's boundary are made dense.
 
 Every JVP and VJP rule in adcli.ops is written with the methods of
 ``Linear``, which do the work on the array module ``xp`` and count the scalar
@@ -121,6 +126,40 @@ class Scaled:
         return (self.seed.k,) + self.seed.node_shape
 
 
+class ScaledDense:
+    """A dense tangent times a scale, the product not made yet: its value, of shape
+    (k,) + node shape, is ``scale * base`` with NumPy's broadcasting. `base` is dense, of
+    shape (kb,) + node shape, kb = k, or 1 for one row every direction shares (p·ṡ for a
+    tangent ṡ of one element: the row p, the scale ṡ per direction). `scale` has the full
+    rank, 1 + the node's: a direction axis of k or 1, then each node axis its length or
+    1; it has fewer elements than the value (a vector over the node, one number per
+    direction, a number). Scaling it again costs what the smaller of scale and base
+    costs to scale; making it dense costs k·|node|. The base and the scale are arrays a
+    rule made (or residuals), never constants of a plan unless made of constants only.
+    Two ScaledDenses of the same base object add by their scales; identity of the base is
+    structural, as a Seed's is (a prediction makes the same objects a run does)."""
+
+    __slots__ = ("base", "scale", "k")
+
+    def __init__(self, base, scale, k: int):
+        self.base = base
+        self.scale = scale
+        self.k = k
+
+    @property
+    def node_shape(self) -> tuple:
+        return tuple(self.base.shape[1:])
+
+    @property
+    def shape(self):
+        return (self.k,) + self.node_shape
+
+    @property
+    def per_direction(self) -> bool:
+        """The scale is the same for every element of the node (a number per direction)."""
+        return all(d == 1 for d in self.scale.shape[1:])
+
+
 def structured(t) -> bool:
     """A Seed or a Scaled: a selection of the identity, scaled or not."""
     return isinstance(t, (Seed, Scaled))
@@ -170,6 +209,13 @@ class Counter:
             setattr(self, name, getattr(self, name) + (getattr(self, name) - old) * times)
 
 
+def _column_major(a) -> bool:
+    """Whether an array (a staged value's array, while compiling) is laid out column-major
+    and not row-major: a layout choice for speed, never for correctness."""
+    flags = getattr(getattr(a, "value", a), "flags", None)
+    return flags is not None and bool(flags.f_contiguous) and not bool(flags.c_contiguous)
+
+
 def shape_of(value) -> tuple:
     if isinstance(value, (int, float)):
         return ()
@@ -178,11 +224,14 @@ def shape_of(value) -> tuple:
 
 def live_size(value) -> int:
     """Scalars a derivative value occupies: Seeds and zeros occupy none, a Scaled its
-    scale (one per element of its node)."""
+    scale (one per element of its node), a ScaledDense its scale (and its base, an array
+    of its own: adcli.interpret._Live holds it)."""
     if value is None or isinstance(value, Seed):
         return 0
     if isinstance(value, Scaled):
         return prod(value.node_shape)
+    if isinstance(value, ScaledDense):   # its scale (its base is counted as its own array)
+        return prod(value.scale.shape)
     return prod(value.shape)
 
 
@@ -194,14 +243,20 @@ class Linear:
         self.k = k
         self.counter = counter
         self.dtype = dtype
+        # ScaledDenses this Linear made dense: id -> (the ScaledDense, its product): the
+        # rules of one node (one block) that need one dense make it once
+        self.resolved = {}
 
     # -- helpers -------------------------------------------------------------
     def node_shape(self, t) -> tuple:
-        return t.node_shape if structured(t) else tuple(t.shape[1:])
+        return t.node_shape if structured(t) or isinstance(t, ScaledDense) else tuple(t.shape[1:])
 
     def dense(self, t):
         """Materialise a Seed as a 0/1 array, a Scaled as its entries put in place in
-        zeros (bookkeeping: not counted here, _materialized counts it)."""
+        zeros (bookkeeping: not counted here, _materialized counts it), a ScaledDense as
+        its product (for display and the store; rules make it with _plain, counted)."""
+        if isinstance(t, ScaledDense):
+            return Abstract(t.shape) if self.xp is None else t.scale * t.base
         if not structured(t):
             return t
         if self.xp is None:
@@ -259,8 +314,14 @@ class Linear:
         if t is None:
             return None
         out = broadcast_shapes(shape_of(p), self.node_shape(t))
+        if isinstance(t, ScaledDense) and out == t.node_shape:
+            return self._rescaled(t, p, "mul")
+        t = self._plain(t)
         if (isinstance(t, Scaled) or (isinstance(t, Seed) and t.full)) and out == t.node_shape:
             return self._scaled(t, p, "mul")
+        later = self._scaled_later(t, p, out)
+        if later is not None:
+            return later
         if not isinstance(t, Seed):
             self._count(self.k * prod(out), self.k * prod(out))
         self._elementwise(t, out, prod(shape_of(p)))
@@ -280,6 +341,9 @@ class Linear:
         if t is None:
             return None
         out = broadcast_shapes(shape_of(q), self.node_shape(t))
+        if isinstance(t, ScaledDense) and out == t.node_shape:
+            return self._rescaled(t, q, "div")
+        t = self._plain(t)
         if (isinstance(t, Scaled) or (isinstance(t, Seed) and t.full)) and out == t.node_shape:
             return self._scaled(t, q, "div")
         if not isinstance(t, Seed):
@@ -293,6 +357,81 @@ class Linear:
         if isinstance(t, Seed) and out == t.node_shape:
             return self._seed_diagonal(t, 1 / q)
         return self._lift(self.dense(t), out) / q
+
+    def _scaled_later(self, t, p, out):
+        """p * t left unmade, as a ScaledDense, where that is exact and smaller (else None):
+        - t dense, of more than one element, and p over its node (out is t's node shape)
+          with less than half as many elements as t (a smaller scale saves too little to
+          pay for a tangent two rules each make dense from it): the scale p, t the base
+          (free now; made dense where needed: k·|node|);
+        - t of one element (dense, or a scaled Seed with one direction) and p as large as
+          the result: the row p shared by every direction, t's values the scale per direction
+          (free now: p·ṫ is an outer product, made dense where needed: k·|out|).
+        Seeds keep their own free products."""
+        if isinstance(t, Seed):
+            return None
+        size, rank = prod(out), 1 + len(out)
+        if out == self.node_shape(t):
+            # (a tangent of one element is k numbers, as few as any scale of it: made now, as
+            # a course's trace shows it, in the row of the op that scales it)
+            if isinstance(t, Scaled) or size == 1 or 2 * prod(shape_of(p)) >= self.k * size:
+                return None
+            if self.xp is None:
+                return ScaledDense(t, Abstract((1,) * (rank - len(shape_of(p))) + shape_of(p)), self.k)
+            return ScaledDense(t, self._full_rank(p, rank), self.k)
+        if prod(self.node_shape(t)) != 1 or prod(shape_of(p)) != size or size == 1:
+            return None
+        if isinstance(t, Scaled) and self.k != 1:   # one entry among k directions: made dense
+            return None
+        if self.xp is None:
+            return ScaledDense(Abstract((1,) + out), Abstract((self.k,) + (1,) * len(out)), self.k)
+        per_direction = t.scale if isinstance(t, Scaled) else t
+        return ScaledDense(p.reshape((1,) + out), per_direction.reshape((self.k,) + (1,) * len(out)), self.k)
+
+    def _full_rank(self, p, rank: int):
+        """A residual (or a number) as a scale of a ScaledDense: leading unit axes up to `rank`."""
+        if not hasattr(p, "shape"):
+            return self.xp.asarray(p, dtype=self.dtype).reshape((1,) * rank)
+        return p.reshape((1,) * (rank - p.ndim) + tuple(p.shape))
+
+    def _rescaled(self, t, p, how: str):
+        """A ScaledDense times p ("mul") or divided by it ("div"), p over its node: the scale
+        takes p when the two together are smaller than the base (the scale's elements of
+        mults), else the base does (the base's elements): a ScaledDense again."""
+        rank = 1 + len(t.node_shape)
+        scale_shape, p_shape = tuple(t.scale.shape), shape_of(p)
+        joint = broadcast_shapes(scale_shape, (1,) * (rank - len(p_shape)) + p_shape)
+        base_size = prod(t.base.shape)
+        if prod(joint) < base_size:   # the scale takes p
+            n = prod(joint)
+            self._count(n, n)
+            self._traffic(1, prod(scale_shape) + prod(p_shape) + n)
+            if self.xp is None:
+                return ScaledDense(t.base, Abstract(joint), self.k)
+            q = self._full_rank(p, rank)
+            return ScaledDense(t.base, t.scale * q if how == "mul" else t.scale / q, self.k)
+        self._count(base_size, base_size)   # the base takes p
+        self._traffic(1, 2 * base_size + prod(p_shape))
+        if self.xp is None:
+            return ScaledDense(Abstract(t.base.shape), t.scale, self.k)
+        return ScaledDense(p * t.base if how == "mul" else t.base / p, t.scale, self.k)
+
+    def _plain(self, t):
+        """A ScaledDense made dense where a rule needs the product: k·|node| mults and
+        flops, one array operation (once per Linear: the same ScaledDense again is the same
+        product, self.resolved). Anything else as it is."""
+        if not isinstance(t, ScaledDense):
+            return t
+        made = self.resolved.get(id(t))
+        if made is not None:
+            return made[1]
+        size = self.k * prod(t.node_shape)
+        self._count(size, size)
+        self._traffic(1, prod(t.scale.shape) + prod(t.base.shape) + size)
+        self.counter.temporary(size)
+        dense = Abstract(t.shape) if self.xp is None else t.scale * t.base
+        self.resolved[id(t)] = (t, dense)
+        return dense
 
     def _seed_diagonal(self, t, p):
         """p scaling a Seed that is not full (a chunk of the directions: some elements
@@ -309,9 +448,10 @@ class Linear:
         return out.reshape((self.k,) + t.node_shape)
 
     def _densified(self, t):
-        """A Seed or Scaled made dense where a rule needs it so (counted: _materialized)."""
+        """A Seed, Scaled or ScaledDense made dense where a rule needs it so (counted:
+        _materialized, _plain)."""
         if not structured(t):
-            return t
+            return self._plain(t)
         self._materialized(t)
         return Abstract(t.shape) if self.xp is None else self.dense(t)
 
@@ -339,9 +479,10 @@ class Linear:
 
     def _entries(self, d, t, negate: bool = False):
         """A dense d plus (or minus) a Scaled t's entries: a copy of d (the plan writes into
-        d instead when d dies here), then t's entries added where they are (the diagonal,
-        for the whole identity), by index arrays over d's axes: never through a reshape of
-        d, which copies when d is not contiguous and the add would land in the copy."""
+        d instead when d dies here), then t's entries added where they are. Where their
+        places in d's memory are an arithmetic progression (the diagonal, for the whole
+        identity), known while compiling, one strided slice of d flattened takes them;
+        otherwise index arrays over d's axes do."""
         xp = self.xp
         out = xp.copy(d)   # (staged even when d is a constant: the entries are data)
         size = prod(t.node_shape)
@@ -349,6 +490,16 @@ class Linear:
             positions = dirs = xp.arange(size)
         else:
             positions, dirs = self._seed_entries(t.seed)
+        strided = self._strided(out, positions, dirs, t.node_shape)
+        if strided is not None:
+            flat, places, picked, unflatten = strided
+            values = t.scale.reshape(-1) if picked is None else t.scale.reshape(-1)[picked]
+            part = flat[places]
+            if negate:
+                part -= values
+            else:
+                part += values
+            return unflatten(flat)
         values = t.scale.reshape(-1)[positions]
         index = (dirs,) + tuple(xp.unravel_index(positions, t.node_shape)) if t.node_shape else (dirs,)
         if negate:
@@ -356,6 +507,40 @@ class Linear:
         else:
             out[index] += values   # (direction, place) pairs are distinct: no add is lost
         return out
+
+    def _strided(self, out, positions, dirs, node_shape):
+        """Where entries (direction dirs[i], element positions[i]) of a dense (k,) + node
+        array `out` lie in its memory at a constant stride (the identity's diagonal: every
+        size + 1): (out flattened, the slice, the order of the entries along it as flat
+        positions in the node (None: in order, 0, 1, ...), a function that shapes the flat
+        array back), else None. The layout is the one `out` has while compiling: row-major,
+        or column-major (a product with a transposed matrix), then flattened through its
+        transpose. A flattening that copies (another layout at run time) is still right:
+        the result is the flat array shaped back, never `out`."""
+        xp, k, size = self.xp, self.k, prod(node_shape)
+        count = int(positions.shape[0])
+        if count == 0:
+            return None
+        column_major = _column_major(out)
+        if column_major:   # out.T is row-major: element (d, place) at d + k·(place, column-major)
+            place = xp.ravel_multi_index(xp.unravel_index(positions, node_shape), node_shape, order="F") \
+                if len(node_shape) > 1 else positions
+            keys = dirs + k * place
+        else:
+            keys = dirs * size + positions
+        order = xp.argsort(keys)
+        keys = keys[order]
+        step = int(keys[1] - keys[0]) if count > 1 else 1
+        if step <= 0 or (count > 1 and not bool((keys[1:] - keys[:-1] == step).all())):
+            return None
+        picked = positions[order]
+        if bool((picked == xp.arange(size)).all()) if count == size else False:
+            picked = None   # every element once, in order: the scale itself
+        places = slice(int(keys[0]), int(keys[-1]) + 1, step)
+        if column_major:
+            transposed = out.T
+            return transposed.reshape(-1), places, picked, lambda flat: flat.reshape(transposed.shape).T
+        return out.reshape(-1), places, picked, lambda flat: flat.reshape(out.shape)
 
     def _combined(self, a, b, how: str):
         """The sum ("add") or difference ("sub") of two derivative values when one is a
@@ -392,11 +577,30 @@ class Linear:
             return Abstract((self.k,) + shape)
         return self._entries(a, b, negate=how == "sub")
 
+    def _same_base(self, a, b, how: str):
+        """The sum or difference of two ScaledDenses of one base: the scales added (their
+        joint elements of flops), a ScaledDense again while that is smaller (else None)."""
+        if not (isinstance(a, ScaledDense) and isinstance(b, ScaledDense) and a.base is b.base):
+            return None
+        joint = broadcast_shapes(tuple(a.scale.shape), tuple(b.scale.shape))
+        n = prod(joint)
+        if n >= self.k * prod(a.node_shape):
+            return None
+        self._count(0, n)
+        self._traffic(1, prod(a.scale.shape) + prod(b.scale.shape) + n)
+        if self.xp is None:
+            return ScaledDense(a.base, Abstract(joint), self.k)
+        return ScaledDense(a.base, a.scale + b.scale if how == "add" else a.scale - b.scale, self.k)
+
     def add(self, a, b):
         if a is None:
             return b
         if b is None:
             return a
+        same = self._same_base(a, b, "add")
+        if same is not None:
+            return same
+        a, b = self._plain(a), self._plain(b)
         combined = self._combined(a, b, "add")
         if combined is not None:
             return combined
@@ -413,6 +617,10 @@ class Linear:
             return a
         if a is None:
             return self.neg(b)
+        same = self._same_base(a, b, "sub")
+        if same is not None:
+            return same
+        a, b = self._plain(a), self._plain(b)
         combined = self._combined(a, b, "sub")
         if combined is not None:
             return combined
@@ -428,6 +636,14 @@ class Linear:
         if t is None:
             return None
         shape = self.node_shape(t)
+        if isinstance(t, ScaledDense):   # the smaller of scale and base negated (flops)
+            if prod(t.scale.shape) <= prod(t.base.shape):
+                self._count(0, prod(t.scale.shape))
+                self._traffic(1, 2 * prod(t.scale.shape))
+                return ScaledDense(t.base, Abstract(t.scale.shape) if self.xp is None else -t.scale, self.k)
+            self._count(0, prod(t.base.shape))
+            self._traffic(1, 2 * prod(t.base.shape))
+            return ScaledDense(Abstract(t.base.shape) if self.xp is None else -t.base, t.scale, self.k)
         if isinstance(t, Scaled):   # one flop per element
             self._count(0, prod(shape))
             self._traffic(1, 2 * prod(shape))
@@ -445,6 +661,7 @@ class Linear:
         shape = tuple(shape)
         if t is None or self.node_shape(t) == shape:
             return t
+        t = self._plain(t)
         if isinstance(t, Scaled) and prod(t.node_shape) == prod(shape):   # unit axes only
             return self.reshape(t, shape)
         if isinstance(t, Seed) and prod(t.node_shape) == prod(shape):
@@ -460,6 +677,7 @@ class Linear:
         shape = tuple(shape)
         if t is None or self.node_shape(t) == shape:
             return t
+        t = self._plain(t)
         node_shape = self.node_shape(t)
         if isinstance(t, Scaled) and prod(node_shape) == prod(shape):   # unit axes only
             return self.reshape(t, shape)
@@ -484,6 +702,7 @@ class Linear:
         """Sum over `axis` of the node (None: all); n values summed is n flops."""
         if t is None:
             return None
+        t = self._plain(t)
         node_shape = self.node_shape(t)
         self._count(0, self.k * prod(node_shape))
         out = reduced_shape(node_shape, axis)
@@ -507,6 +726,7 @@ class Linear:
         shape = tuple(shape)
         if t is None or self.node_shape(t) == shape:
             return t
+        t = self._plain(t)
         if isinstance(t, Seed):   # the flat order is unchanged: still the identity if it was
             return Seed(None if self.xp is None else t.src.reshape(shape), t.k, shape, t.identity, t.full)
         if isinstance(t, Scaled):
@@ -518,6 +738,7 @@ class Linear:
 
     def move(self, tangents, moves, out_shape):
         """Forward through a data-movement op: out[out_pos] = in_i[in_pos] for each input i."""
+        tangents = [self._plain(t) for t in tangents]
         present = [(t, m) for t, m in zip(tangents, moves) if t is not None]
         if not present:
             return None
@@ -566,6 +787,7 @@ class Linear:
         """Each direction's matrix transposed: data movement (a Seed stays a Seed), not counted."""
         if t is None:
             return None
+        t = self._plain(t)
         shape = self.node_shape(t)
         out = (shape[1], shape[0])
         if isinstance(t, Seed):
@@ -584,6 +806,7 @@ class Linear:
         in_pos repeats an element (a gather, `adds` > 0), its contributions add."""
         if ct is None:
             return None
+        ct = self._plain(ct)
         in_shape = tuple(in_shape)
         out_pos, in_pos = move
         if adds:
@@ -621,6 +844,7 @@ class Linear:
         Seed (a pure scatter); with some, the sum of two directions is not a selection."""
         if t is None:
             return None
+        t = self._plain(t)
         shape = tuple(shape)
         size, count = prod(shape), len(dst_pos)
         self._indexes()
@@ -695,6 +919,7 @@ class Linear:
         may be selected by several elements)."""
         if t is None:
             return None
+        t = self._plain(t)
         shape = tuple(shape)
         size = prod(shape)
         self._indexes()
@@ -719,6 +944,7 @@ class Linear:
     def _product(self, t, result_node_shape, contraction: int, compute, residual_size: int):
         if t is None:
             return None
+        t = self._plain(t)
         if not isinstance(t, Seed):
             mults = self.k * prod(result_node_shape) * contraction
             self._count(mults, 2 * mults if contraction > 1 else mults)
@@ -773,6 +999,7 @@ class Linear:
         """a @ t for a residual a (vec or mat) and a tangent t of the right operand."""
         if t is None:
             return None
+        t = self._plain(t)
         t_shape = self.node_shape(t)
         out = matmul_shape(shape_of(a), t_shape)
         contraction = a.shape[-1]
@@ -823,6 +1050,7 @@ class Linear:
         """t @ b for a tangent t of the left operand and a residual b."""
         if t is None:
             return None
+        t = self._plain(t)
         t_shape = self.node_shape(t)
         out = matmul_shape(t_shape, shape_of(b))
         if isinstance(t, Scaled):
@@ -908,6 +1136,7 @@ class Linear:
         """t ⊗ b (or b ⊗ t): every element of one times every element of the other."""
         if t is None:
             return None
+        t = self._plain(t)
         t_shape, b_shape = self.node_shape(t), shape_of(b)
         out = t_shape + b_shape if t_first else b_shape + t_shape
         k = self.k
@@ -932,6 +1161,7 @@ class Linear:
 
         if t is None:
             return None
+        t = self._plain(t)
         if isinstance(t, Scaled):   # contracted as a dense tangent (made dense: counted)
             t = self._densified(t)
         used = set(letters) | set(result)

@@ -253,9 +253,9 @@ def _directions(runner, blocks):
     t = blocks.get("given")
     if t is None:
         return None
-    from .tangents import Counter, Linear, structured
+    from .tangents import Counter, Linear, ScaledDense, structured
 
-    if structured(t):   # a Seed or a Scaled made dense for display: a scratch counter, not the run's
+    if structured(t) or isinstance(t, ScaledDense):   # made dense for display: a scratch counter, not the run's
         t = Linear(runner.xp, t.k, Counter(), runner.dtype).dense(t)
     return _host(runner, t)
 

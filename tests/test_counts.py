@@ -217,11 +217,13 @@ def test_mlp_forward_counts_by_hand():
     cost = run(program, "forward").cost
     # One sweep of 24 directions: block W (k = 20) and block v (k = 4).
     #   partial 1 − a² once:                                 batch·h            = 12
-    #   block W: X·Ẇ on a Seed is free; (1 − a²)·ż:           20·batch·h         = 240
+    #   block W: X·Ẇ on a Seed is free; (1 − a²)·ż waits as a scaled dense ż, then made
+    #            dense for the product with v:                 20·batch·h         = 240
     #            ȧ·v:                                         20·batch·h         = 240
-    #            ṗ·p + p·ṗ:                                   2·20·batch         = 120
-    #   block v: a·v̇ on a Seed is free; ṗ·p + p·ṗ:            2·4·batch          = 24
-    assert cost.mults_derivative == 12 + 240 + 240 + 120 + 24
+    #            ṗ·p + p·ṗ: two scalings of one ṗ, kept as scales and added (batch
+    #            flops, no mults), made dense once for the sum: 20·batch           = 60
+    #   block v: a·v̇ on a Seed is free; ṗ·p + p·ṗ as above:   4·batch            = 12
+    assert cost.mults_derivative == 12 + 240 + 240 + 60 + 12
     assert (cost.passes, cost.sweeps, cost.cached_values) == (n * h + h, 1, 0)
 
 
@@ -620,10 +622,11 @@ def test_scaled_seeds_keep_the_square_jacobian_a_row_scaling():
     assert rev.cost.mults_derivative == n + n + n * n
     assert rev.cost.flops_derivative == 2 * n + n + n * n + n
     # forward, n directions: A·ẋ selects A (free, dense); partial n mults, 2n flops;
-    # (1 − u²)·ż and x·u̇ are dense: n·n each; u·ẋ is a scaled Seed (free), added to x·u̇
-    # by its n entries: n flops
-    assert fwd.cost.mults_derivative == n + 2 * n * n
-    assert fwd.cost.flops_derivative == 2 * n + 2 * n * n + n
+    # (1 − u²)·ż waits as a scale of the dense ż (free) and x·u̇ multiplies that scale by x
+    # (n mults, n flops, where scaling u̇ itself was n·n); x·u̇ is made dense to take u·ẋ
+    # (n·n mults and flops), and u·ẋ, a scaled Seed (free), is added by its n entries: n flops
+    assert fwd.cost.mults_derivative == n + n + n * n
+    assert fwd.cost.flops_derivative == 2 * n + n + n * n + n
     assert fwd.jacobian == pytest.approx(rev.jacobian, rel=1e-12, abs=1e-14)
     x = program.resolve_inputs()["x"]
     A = np.random.default_rng(1).standard_normal((n, n)) / np.sqrt(n)

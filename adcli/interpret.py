@@ -123,6 +123,11 @@ class _Live:
         else:
             entry[1] += 1
 
+    def refs(self, t) -> int:
+        """How many hold `t` now (0: not held)."""
+        entry = self._refs.get(id(t))
+        return 0 if entry is None else entry[1]
+
     def release(self, t):
         if t is None:
             return
@@ -1076,8 +1081,13 @@ class Runner:
             return
         old = target.get(block)
         new = T.add(old, value)
-        if old is not None:   # the rule's result and the sum are alive beside the old sum
-            self.live.temporary(live_size(value) + live_size(new))
+        if old is not None:   # the rule's result and the sum are alive beside the old sum,
+            # unless the old sum dies here as a plain array as large as the new one: then the
+            # plan adds in place (a += b), or, where it is a view it must not write, makes a
+            # sum of the size already counted for it
+            dies = self.live.refs(old) == 1 and not structured(old) and not isinstance(old, ScaledDense) \
+                and not structured(new) and not isinstance(new, ScaledDense) and live_size(new) == live_size(old)
+            self.live.temporary(live_size(value) + (0 if dies else live_size(new)))
         self.live.release(old)
         self.live.hold(new)
         target[block] = new

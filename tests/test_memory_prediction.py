@@ -17,8 +17,18 @@ CASES = [(path, mode, dtype) for path in SAMPLES for mode in ("forward", "revers
 NOISE_BYTES = 1024
 
 
+# Known over-predictions past twice the measured peak, each with why (docs/counting.md).
+# bundle_adjustment.ad, reverse, float32, 45 directions a sweep: a scatter-add's k·count
+# int64 places are counted as the interpreter makes them each run; a compiled plan makes
+# them once, while compiling (index arithmetic on constants), so at run time they are not
+# there: 169,920 B predicted against 77,456 B measured (2.19×). Waiting scales (lazyscale11)
+# took the measured peak from 84 KB to 77 KB, past the 2× the prediction had kept.
+LOOSER_BOUND = {("bundle_adjustment.ad", "reverse", "float32"): 2.3}
+
+
 @pytest.mark.parametrize("path, mode, dtype", CASES, ids=lambda v: getattr(v, "name", v))
 def test_predicted_peak_bounds_the_measured_peak(path, mode, dtype):
+    bound = LOOSER_BOUND.get((path.name, mode, dtype), 2)
     program = adcli.load(path)
     passes = program.predict(mode).passes
     for chunk in sorted({1, 2, 7, passes} & set(range(1, passes + 1))):
@@ -26,7 +36,7 @@ def test_predicted_peak_bounds_the_measured_peak(path, mode, dtype):
         runs = [program.jacobian(mode=mode, chunk=chunk, dtype=dtype, measure_memory=True) for _ in range(2)]
         measured = max(r.cost.peak_bytes for r in runs)
         predicted = runs[0].cost.predicted["peak_bytes"]
-        assert measured - NOISE_BYTES <= predicted <= 2 * (measured + NOISE_BYTES), (chunk, predicted, measured)
+        assert measured - NOISE_BYTES <= predicted <= bound * (measured + NOISE_BYTES), (chunk, predicted, measured)
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)

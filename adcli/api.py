@@ -1237,20 +1237,30 @@ class Program:
         names, shape_of = (wrt, self.input_shape) if mode == "forward" else (outputs, self.output_shape)
         return {name: prod(shape_of(name)) for name in names}
 
-    def _jacobian_again(self, record: "_Repeat", at) -> Derivative | None:
-        """A repeat jacobian() call answered from its record: the inputs converted, the plans
-        run, the blocks wrapped. None when the record cannot answer it (its compiled run gone
-        from the cache, the machine model calibrated since, a const set by `at`, an input
-        whose recipe is not made yet): the whole call then runs, and decides anew."""
+    def _replay_leaves(self, record: "_Repeat", at) -> tuple | None:
+        """(host inputs, the plans' leaves: the inputs converted, then the file's consts) of a
+        repeat call from its record; None when the record cannot answer it (its compiled run
+        gone from the cache, the machine model calibrated since, a const set by `at`, an
+        input whose recipe is not made yet)."""
         if self._compiled.get(record.run_key) is not record.compiled or \
                 record.model_for(record.be.name) is not record.model:
             return None
         host_inputs = self._repeat_inputs(record, at)
         if host_inputs is None:
             return None
+        return host_inputs, [record.be.asarray(v, record.xp_dtype) for v in host_inputs.values()] + record.consts
+
+    def _jacobian_again(self, record: "_Repeat", at) -> Derivative | None:
+        """A repeat jacobian() call answered from its record: the inputs converted, the plans
+        run, the blocks wrapped. None when the record cannot answer it (its compiled run gone
+        from the cache, the machine model calibrated since, a const set by `at`, an input
+        whose recipe is not made yet): the whole call then runs, and decides anew."""
+        replayed = self._replay_leaves(record, at)
+        if replayed is None:
+            return None
+        host_inputs, leaves = replayed
         be, xp_dtype = record.be, record.xp_dtype
         mode, mode_requested, outputs, wrt, dtype, note, chunk_note, rows, columns = record.said
-        leaves = [be.asarray(value, xp_dtype) for value in host_inputs.values()] + record.consts
         stacked = _JacobianBlocks(be.xp, xp_dtype, mode, record.directions)
         store, layouts, block_names, targets = stacked.store, record.layouts, record.block_names, record.targets
 
@@ -1538,16 +1548,13 @@ class Program:
     def _single_again(self, record: "_Repeat", kind, given: dict, at) -> Derivative | None:
         """A repeat jvp() or vjp() call answered from its record (as _jacobian_again), the
         given directions or cotangents converted as the whole call converts them."""
-        if self._compiled.get(record.run_key) is not record.compiled or \
-                record.model_for(record.be.name) is not record.model:
+        replayed = self._replay_leaves(record, at)
+        if replayed is None:
             return None
-        host_inputs = self._repeat_inputs(record, at)
-        if host_inputs is None:
-            return None
+        host_inputs, leaves = replayed
         be, xp_dtype = record.be, record.xp_dtype
         mode, _, outputs, wrt, dtype, note, _, _, _ = record.said
         seeds = self._single_seeds(kind, given, be, xp_dtype)
-        leaves = [be.asarray(value, xp_dtype) for value in host_inputs.values()] + record.consts
         collected = {}
 
         def store(name, block, offset, k, t):

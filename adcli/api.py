@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from math import prod
@@ -647,7 +648,7 @@ class Program:
             raise ResourceProblem(f"{mode} mode is predicted to take about {duration(seconds)} ({ops:,} array "
                                   f"operations{again}{besides}){even} over the time limit of {duration(time_limit)}",
                                   self._longest_loop_location(),
-                                  hint="raise --time-limit (0 for none), or lower a repeat count or a dim with "
+                                  hint="raise --time-limit (0 for none), or lower a repeat count, or a dim with "
                                        "--set" + instead)
 
     def _model_seconds(self, mode, wrt, outputs, itemsize, backend_name_, compiling, traced) -> float:
@@ -673,6 +674,38 @@ class Program:
         chunk = 1 if single else sum(sizes) if chunk is None else max(1, min(chunk, sum(sizes)))
         self.check_time("reverse", wrt, outputs, chunk, sizes, np.dtype(DTYPES.get(dtype, np.float64)).itemsize,
                         backend, time_limit, single=single, traced=traced, keeping_all=True)
+
+    def _past_time_keeping_all(self, wrt, chunk, dtype, backend, time_limit, traced) -> bool:
+        """Whether reverse mode keeping every residual is predicted past `time_limit`."""
+        try:
+            self._check_time_keeping_all(wrt, chunk, dtype, backend, time_limit, traced)
+        except ResourceProblem:
+            return True
+        return False
+
+    def _memory_refusal(self, exc: ResourceProblem, wrt, dtype, backend, time_limit, traced) -> ResourceProblem:
+        """A memory refusal as the user should read it: at the longest repeat's place (for a
+        program with a loop), its hint without a way out that `time_limit` refuses too
+        (keeping fewer loop states when reverse mode keeping all is past it already; the
+        other mode when that is past it)."""
+        if exc.location is None:
+            exc.location = self._longest_loop_location()
+        if time_limit is None or not exc.hint:
+            return exc
+        hint = exc.hint
+        wrt_names, outputs = self._wrt(wrt), list(self.graph.outputs)
+        itemsize = np.dtype(DTYPES.get(dtype, np.float64)).itemsize
+        name = backend_name(backend)
+        if "--checkpoints" in hint and self._past_time_keeping_all(wrt, None, dtype, backend, time_limit, traced):
+            hint = re.sub(r"keep fewer loop states (with|than) --checkpoints \S+, ", "", hint)
+        if "or try the other --mode" in hint:
+            modes = [m for m in MODES if m in exc.message.split(" mode ")[0].split()]
+            other = "reverse" if modes == ["forward"] else "forward" if modes == ["reverse"] else None
+            if other and self._model_seconds(other, wrt_names, outputs, itemsize, name, True, traced) > time_limit:
+                hint = hint.replace(", or try the other --mode", "").replace("or try the other --mode", "")
+                hint = hint.rstrip(", ")
+        exc.hint = hint
+        return exc
 
     def _abstract_runner(self, itemsize) -> Runner:
         """A Runner on shapes alone (xp None): the prediction's, counting in `itemsize`'s values."""
@@ -1175,9 +1208,15 @@ class Program:
         mode_requested = mode
         if mode == "reverse" and checkpoints is not None:
             self._check_time_keeping_all(wrt, chunk, dtype, backend, time_limit, measure_memory)
-        (wrt, outputs, mode, note, itemsize, backend, limit, sizes, checkpoints, chunk, chunk_note,
-         constant_budget) = self._jacobian_decisions(mode, wrt, chunk, backend, dtype, memory_limit,
-                                                     checkpoints, json)
+        elif mode == "auto" and checkpoints is not None and self._past_time_keeping_all(
+                wrt, chunk, dtype, backend, time_limit, measure_memory):
+            checkpoints = None   # reverse mode is past the time limit with any S: no S to search for
+        try:
+            (wrt, outputs, mode, note, itemsize, backend, limit, sizes, checkpoints, chunk, chunk_note,
+             constant_budget) = self._jacobian_decisions(mode, wrt, chunk, backend, dtype, memory_limit,
+                                                         checkpoints, json)
+        except ResourceProblem as exc:
+            raise self._memory_refusal(exc, wrt, dtype, backend, time_limit, measure_memory) from None
         self.check_time(mode, wrt, outputs, chunk, sizes, itemsize, backend, time_limit, checkpoints=checkpoints,
                         traced=measure_memory)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)

@@ -145,3 +145,33 @@ def test_compare_on_a_loop_past_the_limit_recommends_nothing_and_says_why(tmp_pa
     assert "forward is out: it is predicted to take about" in reason and "over the time limit of 1 h" in reason
     assert "reverse does not fit" in reason and "over the memory limit of 1.0 GB" in reason
     assert recommendation["checkpointed"].startswith("Checkpointing cannot help: reverse mode is predicted")
+
+
+LONG = "input x = 0.5\nrepeat 1000000000 {\n  x = sin(x) * 0.999\n}\noutput y = x\n"
+
+
+def test_a_memory_refusal_on_a_loop_has_its_place_and_no_hint_the_time_limit_refuses(tmp_path):
+    """Reverse mode keeping every residual of 10^9 steps needs about 1 TB; keeping fewer
+    states, or forward mode, would each be past the time limit: the hint offers neither
+    (found by a fresh-user review), and the refusal points at the repeat."""
+    path = tmp_path / "long.ad"
+    path.write_text(LONG)
+    out = CliRunner().invoke(cli, ["grad", str(path), "--mode", "reverse", "--json"])
+    assert out.exit_code == 1
+    error = json.loads(out.stderr)["error"]
+    assert "even one direction at a time, over the memory limit" in error["message"]
+    assert (error["line"], error["column"]) == (2, 1)
+    assert "--checkpoints" not in error["hint"] and "--mode" not in error["hint"]
+    assert error["hint"].startswith("raise --memory-limit")
+    roomy = CliRunner().invoke(cli, ["grad", str(path), "--mode", "reverse", "--json", "--time-limit", "0"])
+    assert "--checkpoints auto" in json.loads(roomy.stderr)["error"]["hint"]   # no time limit: a way out
+
+
+def test_checkpoints_auto_in_auto_mode_skips_the_search_when_reverse_is_past_the_limit(monkeypatch):
+    program = adcli.loads(LONG, loops="always")
+
+    def searched(*args, **kwargs):
+        raise AssertionError("searched for S")
+    monkeypatch.setattr(program, "choose_checkpoints", searched)
+    with pytest.raises(ResourceProblem, match="forward mode is predicted to take about .* over the time limit"):
+        program.jacobian(mode="auto", checkpoints="auto", time_limit=3600)

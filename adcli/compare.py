@@ -529,10 +529,20 @@ def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backen
     be = backend if isinstance(backend, str) else backend[0]
     decision = program.decide(wrt, None, limit, be, dtype, exclude=exclude)   # as adcli grad --mode auto
     if time_limit is not None:   # (compare did not run these: a mode it skipped is not recommended)
-        slow = {m: f"it is predicted to take about {duration(plan.time_s)}, over the time limit of "
-                   f"{duration(time_limit)}"
-                for m, plan in decision.plans.items()
-                if m not in exclude and plan.fits and plan.time_s > time_limit}
+        # a mode compare skipped for the time limit, for the reason its skip gave (the same
+        # figure: the sweeps with compiling and tracing, as adcli grad's guard counts them);
+        # a mode it did not try, by the decision's predicted time of its sweeps
+        slow = {}
+        for m, plan in decision.plans.items():
+            run = runs.get(m)
+            skipped = getattr(run, "skipped", None) or ""
+            if m in exclude or not plan.fits:
+                continue
+            if "over the time limit" in skipped:
+                slow[m] = "it " + skipped.split(f"{m} mode ", 1)[-1]
+            elif run is None and plan.time_s > time_limit:
+                slow[m] = (f"it is predicted to take about {duration(plan.time_s)}, over the time limit of "
+                           f"{duration(time_limit)}")
         if slow:
             exclude.update(slow)
             decision = program.decide(wrt, None, limit, be, dtype, exclude=exclude)
@@ -569,12 +579,13 @@ def _checkpointed_reverse(looped, decision, wrt, limit, backend, dtype, time_lim
 
         wrt_names, outputs = looped._wrt(wrt), looped.output_names
         fastest = looped._model_seconds("reverse", wrt_names, outputs, np.dtype(DTYPES[dtype]).itemsize,
-                                        backend_name(backend), False, False)
+                                        backend_name(backend), True, True)   # (as compare runs it: traced)
         if fastest > time_limit:
             return None if decision.mode is not None else \
-                (f"Checkpointing cannot help: reverse mode is predicted to take about {duration(fastest)} even "
-                 f"keeping every step's residuals, which runs no step again, over the time limit of "
-                 f"{duration(time_limit)}")
+                (f"Checkpointing cannot help: reverse mode is predicted to take about {duration(fastest)} "
+                 f"({'' if looped.predict('reverse', wrt_names).interpreted else 'compiling and '}tracing memory "
+                 f"included) even keeping every step's residuals, which runs no step again, over the time limit "
+                 f"of {duration(time_limit)}")
     plan = looped.decide(wrt, None, limit, backend, dtype, checkpoints="auto").plans["reverse"]
     if not plan.fits or plan.checkpoints is None:
         return None

@@ -1678,13 +1678,26 @@ class Program:
         wrt = self._wrt(wrt)
         gradient = self.gradient_program(output, wrt)
         at = dict(at or {})
-        if direction is not None:
-            result = gradient.jvp(direction, at=at, backend=backend, dtype=dtype, measure_memory=measure_memory,
-                                  memory_limit=memory_limit, json=json, time_limit=time_limit)
-        else:
-            result = gradient.jacobian(mode=mode, wrt=wrt, at=at, chunk=chunk, backend=backend, dtype=dtype,
-                                       memory_limit=memory_limit, measure_memory=measure_memory, json=json,
-                                       time_limit=time_limit)
+        try:
+            if direction is not None:
+                result = gradient.jvp(direction, at=at, backend=backend, dtype=dtype, measure_memory=measure_memory,
+                                      memory_limit=memory_limit, json=json, time_limit=time_limit)
+            else:
+                result = gradient.jacobian(mode=mode, wrt=wrt, at=at, chunk=chunk, backend=backend, dtype=dtype,
+                                           memory_limit=memory_limit, measure_memory=measure_memory, json=json,
+                                           time_limit=time_limit)
+        except ResourceProblem as exc:   # said of the Hessian, at the file's first repeat (every
+            for run in ("forward", "reverse"):   # repeat is written out in the gradient's nodes)
+                if exc.message.startswith(f"{run} mode "):
+                    exc.message = f"the Hessian, {run} over reverse, " + exc.message[len(f"{run} mode "):]
+                    exc.args = (exc.message,)
+            if exc.location is None and self.graph.unrolled:
+                line = self.graph.unrolled[0][0]
+                lines = self.graph.source.splitlines() if self.graph.source else []
+                source = lines[line - 1] if 0 < line <= len(lines) else ""
+                exc.location = SourceLocation(self.graph.filename, line, len(source) - len(source.lstrip()) + 1,
+                                              source)
+            raise
         value = self.evaluate(at=at, backend=backend, dtype=dtype)[output]
         evaluations = 2 * (1 if direction is not None else sum(self._sizes(wrt, self.input_shape)))
         check_time = evaluations * gradient.predicted_primal_time(np.dtype(DTYPES[dtype]).itemsize, backend)

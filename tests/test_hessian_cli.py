@@ -163,3 +163,17 @@ def test_a_hessian_predicted_over_the_time_limit_is_refused(tmp_path):
     result = run("hessian", path, "--time-limit", "0.000001")
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "predicted to take about" in result.output and "over the time limit of" in result.output
+
+
+def test_a_hessian_refusal_names_the_hessian_and_the_repeat(tmp_path):
+    """The gradient program's refusal ("forward mode is predicted…") is said of the
+    Hessian, forward over reverse, at the file's repeat (found by a fresh-user review)."""
+    path = tmp_path / "looped.ad"
+    path.write_text("input x: vec[2] = [0.1, 0.2]\nrepeat 2000 {\n  x = sin(x) * 0.999\n}\noutput y = sum(x * x)\n")
+    result = run("hessian", path, "--time-limit", "0.001", "--json")
+    assert result.exit_code == 1
+    error = json.loads(result.stderr)["error"]
+    assert error["message"].startswith("the Hessian, forward over reverse, is predicted to take about")
+    assert (error["line"], error["column"]) == (2, 1)
+    text = run("hessian", path, "--time-limit", "0.001", "--mode", "reverse")
+    assert f"{path}:2:1: error: the Hessian, reverse over reverse, is predicted" in text.stderr

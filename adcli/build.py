@@ -2148,7 +2148,7 @@ class Builder:
                     inner_name = text[text.index("(") + 1:-1]
                     instead = (f"use jacobian(jacobian({inner_name})) for the second derivatives of a "
                                "vector-valued function" if text.startswith("hessian") else "use jacobian")
-                    self.fail(ShapeProblem, f"{text} needs a function of one number, but it returns "
+                    self.fail(ShapeProblem, f"{text} needs a scalar-valued function, but it returns "
                               f"{with_article(format_shape(out_shape))}: {instead}", ast)
                 g = derive.vjp(point, out, e.const(1.0), end)
                 return (e.zeros(in_shape) if g is None else g).id

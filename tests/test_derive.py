@@ -298,9 +298,9 @@ output H = hessian(f)(x)
 
 @pytest.mark.parametrize("text, message", [
     ("input x: vec[3]\ndef f(x) = x * 2\noutput g = grad(f)(x)",
-     "grad(f) needs a function of one number, but it returns a vec[3]: use jacobian"),
+     "grad(f) needs a scalar-valued function, but it returns a vec[3]: use jacobian"),
     ("input x: vec[3]\ndef g(x) = sin(x)\noutput h = hessian(g)(x)",
-     "hessian(g) needs a function of one number, but it returns a vec[3]: use jacobian(jacobian(g)) for the "
+     "hessian(g) needs a scalar-valued function, but it returns a vec[3]: use jacobian(jacobian(g)) for the "
      "second derivatives of a vector-valued function"),
     ("input x: vec[3]\ndef f(x) = sum(digamma(x))\noutput g = grad(f)(x)",
      "the derivative of digamma (line 2) needs the Hurwitz zeta function, which no node computes yet"),

@@ -57,7 +57,8 @@ def method_table(comparison, backend: str | None = None) -> Table:
     entry of each row is marked ◂, among the methods whose Jacobian agrees with the
     others: a method that disagrees beyond the tolerance (✗ in its header and its
     accuracy rows) is not ranked."""
-    # a method skipped everywhere gets no column (the note below the table says why)
+    # a method skipped everywhere gets no column (the note below the table says why), unless
+    # every method was: then the table keeps its columns, each "skipped"
     ran = {run.name for run in comparison.runs.values() if not run.skipped}
     runs = {key: run for key, run in comparison.runs.items()
             if (run.name in ran or not ran) and backend in (None, run.backend)}

@@ -26,7 +26,7 @@ from .memory import (ARRAY_HEADER_BYTES, BASE_BYTES, INDEXING_SCRATCH_BYTES, LOO
                      TEMPORARY_FACTOR, available_memory, cgroup_available, default_memory_limit,
                      rlimit_available)
 from . import execute
-from .execute import (MAX_CACHED_CONSTANT_BYTES, MAX_CACHED_EQUATIONS, MAX_CACHED_RUNS, CompiledRun, Replay,
+from .execute import (MAX_CACHED_CONSTANT_BYTES, MAX_CACHED_RUNS, CompiledRun, Replay,
                       RunTooLarge, Stager)
 from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
@@ -725,7 +725,7 @@ class Program:
             runner = self._abstract_runner(itemsize)
             runner.run_primal(self._analysis([], []))
             cost = Cost(ops=runner.primal.ops, values_moved=runner.primal.moved, gemm_flops=runner.primal.gemm)
-            cost.interpreted = cost.ops > MAX_CACHED_EQUATIONS
+            cost.interpreted = cost.ops > execute.MAX_CACHED_EQUATIONS
             self._peak_cache[key] = model_for(name).time(cost, itemsize)
         return self._peak_cache[key]
 
@@ -861,7 +861,7 @@ class Program:
                 # node: plans this large are never kept, so it is interpreted at once
                 self._too_large.add(key)
             if compile_only and compiled is None and key not in self._too_large and \
-                    self._predicted_ops(mode, wrt, outputs, chunk, sizes, single, checkpoints) > MAX_CACHED_EQUATIONS:
+                    self._predicted_ops(mode, wrt, outputs, chunk, sizes, single, checkpoints) > execute.MAX_CACHED_EQUATIONS:
                 self._too_large.add(key)   # every operation is an equation at least: never kept
             if compile_only and (compiled is not None or key in self._too_large):
                 return None   # compiled already, or too large to keep: interpreted by the run itself
@@ -917,7 +917,7 @@ class Program:
         cost.recomputed_steps = runner.recomputed_steps
         # what the time model charges: the interpreter's own work per operation, when the
         # run is too large for compiled plans (predicted: its operations alone pass the limit)
-        cost.interpreted = cost.ops > MAX_CACHED_EQUATIONS if abstract else \
+        cost.interpreted = cost.ops > execute.MAX_CACHED_EQUATIONS if abstract else \
             (type(runner) is Runner and observer is None)
         if isinstance(runner, Stager):
             self._last_compiled = None

@@ -597,31 +597,23 @@ class Linear:
             return b
         if b is None:
             return a
-        same = self._same_base(a, b, "add")
-        if same is not None:
-            return same
-        a, b = self._plain(a), self._plain(b)
-        combined = self._combined(a, b, "add")
-        if combined is not None:
-            return combined
-        shape = self.node_shape(a)
-        self._count(0, self.k * prod(shape))
-        self._traffic(1, 3 * self.k * prod(shape))
-        self._materialized(a, b, result=self.k * prod(shape))
-        if self.xp is None:
-            return Abstract((self.k,) + shape)
-        return self.dense(a) + self.dense(b)
+        return self._sum(a, b, "add")
 
     def sub(self, a, b):
         if b is None:
             return a
         if a is None:
             return self.neg(b)
-        same = self._same_base(a, b, "sub")
+        return self._sum(a, b, "sub")
+
+    def _sum(self, a, b, how: str):
+        """a + b (`how` "add") or a − b ("sub") of two tangents, neither None: on the scales
+        where both scale one base, entry by entry where structure allows, else dense."""
+        same = self._same_base(a, b, how)
         if same is not None:
             return same
         a, b = self._plain(a), self._plain(b)
-        combined = self._combined(a, b, "sub")
+        combined = self._combined(a, b, how)
         if combined is not None:
             return combined
         shape = self.node_shape(a)
@@ -630,7 +622,7 @@ class Linear:
         self._materialized(a, b, result=self.k * prod(shape))
         if self.xp is None:
             return Abstract((self.k,) + shape)
-        return self.dense(a) - self.dense(b)
+        return self.dense(a) + self.dense(b) if how == "add" else self.dense(a) - self.dense(b)
 
     def neg(self, t):
         if t is None:

@@ -16,6 +16,7 @@ The same source, with its constants written out and fresh arrays throughout, is 
 """
 from __future__ import annotations
 
+import functools
 import keyword
 import os
 import re
@@ -25,7 +26,7 @@ import weakref
 
 import numpy
 
-from .staging import BINARY, INPLACE, UNARY, Const, Sym, Var
+from .staging import BINARY, UNARY, Const, Sym, Var
 from .tangents import Scaled, Seed
 
 # Calls and methods whose result is a new array that nothing else refers to.
@@ -524,45 +525,6 @@ def _substituted(arg, folded: dict):
     return arg
 
 
-def _evaluated(arg, values: dict, consts: list):
-    if isinstance(arg, Var):
-        return values[arg.id]
-    if isinstance(arg, Const):
-        return consts[arg.id]
-    if isinstance(arg, tuple):
-        return tuple(_evaluated(a, values, consts) for a in arg)
-    if isinstance(arg, list):
-        return [_evaluated(a, values, consts) for a in arg]
-    if isinstance(arg, dict):
-        return {k: _evaluated(a, values, consts) for k, a in arg.items()}
-    if isinstance(arg, slice):
-        return slice(*(_evaluated(a, values, consts) for a in (arg.start, arg.stop, arg.step)))
-    return arg
-
-
-def _run_equation(eqn, xp, values: dict, consts: list):
-    """Run one equation on real values (kinds of FOLDED_KINDS); its result, or None."""
-    args = [_evaluated(a, values, consts) for a in eqn.args]
-    kwargs = {k: _evaluated(a, values, consts) for k, a in eqn.kwargs.items()}
-    if eqn.kind == "call":
-        return getattr(xp, eqn.name)(*args, **kwargs)
-    if eqn.kind == "method":
-        return getattr(args[0], eqn.name)(*args[1:], **kwargs)
-    if eqn.kind == "attr":
-        return getattr(args[0], eqn.name)
-    if eqn.kind == "getitem":
-        return args[0][args[1]]
-    if eqn.kind == "binary":
-        return BINARY[eqn.name][0](*args)
-    if eqn.kind == "unary":
-        return UNARY[eqn.name][0](*args)
-    if eqn.kind == "setitem":
-        args[0][args[1]] = args[2]
-        return None
-    values[eqn.args[0].id] = INPLACE[eqn.name](args[0], args[1])   # (kind "inplace")
-    return None
-
-
 def fold_constants(tape, kept: set):
     """A copy of `tape` whose equations computed from constants alone are run now, their
     values made constants of the tape. `kept`: variables the plan returns (never folded: a
@@ -604,21 +566,24 @@ def fold_constants(tape, kept: set):
         unsafe |= runtime_writes
     if not constant:
         return tape
-    values, consts = {}, list(tape.consts)
     folded_eqns = []
     for index, eqn in enumerate(eqns):
         reads = _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, [])
         writes_constant = eqn.kind in ("setitem", "inplace") and isinstance(eqn.args[0], Var) \
             and eqn.args[0].id in constant and all(v in constant for v in reads)
         if eqn.out in constant or writes_constant:
-            result = _run_equation(eqn, xp, values, consts)
-            if eqn.out is not None:
-                values[eqn.out] = result
             folded_eqns.append(index)
-    folded = {}
-    for var, value in values.items():
+    # run now as the plan would run them: the same lines (statement), in order
+    namespace = {f"c{cid}": tape.consts[cid] for cid in
+                 _consts_in([(eqns[i].args, eqns[i].kwargs) for i in folded_eqns], set())}
+    for i in folded_eqns:
+        if eqns[i].kind == "call":
+            namespace[xp_name(eqns[i].name)] = functools.reduce(getattr, eqns[i].name.split("."), xp)
+    exec(compile("\n".join(statement(eqns[i]) for i in folded_eqns), "<adcli folded>", "exec"), namespace)
+    consts, folded = list(tape.consts), {}
+    for var in sorted(constant):
         folded[var] = Const(len(consts))
-        consts.append(value)
+        consts.append(namespace[_plain(var)])
     dropped = set(folded_eqns)
     copy = object.__new__(type(tape))
     copy.__dict__.update(tape.__dict__)

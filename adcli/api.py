@@ -683,11 +683,12 @@ class Program:
             return True
         return False
 
-    def _memory_refusal(self, exc: ResourceProblem, wrt, dtype, backend, time_limit, traced) -> ResourceProblem:
-        """A memory refusal as the user should read it: at the longest repeat's place (for a
-        program with a loop), its hint without a way out that `time_limit` refuses too
-        (keeping fewer loop states when reverse mode keeping all is past it already; the
-        other mode when that is past it)."""
+    def _memory_refusal(self, exc: ResourceProblem, mode, wrt, dtype, backend, time_limit,
+                        traced) -> ResourceProblem:
+        """A memory refusal of a run of `mode` (as requested) as the user should read it: at
+        the longest repeat's place (for a program with a loop), its hint without a way out
+        that `time_limit` refuses too (keeping fewer loop states when reverse mode keeping
+        all is past it already; the other mode when that is past it)."""
         if exc.location is None:
             exc.location = self._longest_loop_location()
         if time_limit is None or not exc.hint:
@@ -699,8 +700,7 @@ class Program:
         if "--checkpoints" in hint and self._past_time_keeping_all(wrt, None, dtype, backend, time_limit, traced):
             hint = re.sub(r"keep fewer loop states (with|than) --checkpoints \S+, ", "", hint)
         if "or try the other --mode" in hint:
-            modes = [m for m in MODES if m in exc.message.split(" mode ")[0].split()]
-            other = "reverse" if modes == ["forward"] else "forward" if modes == ["reverse"] else None
+            other = {"forward": "reverse", "reverse": "forward"}.get(mode)
             if other and self._model_seconds(other, wrt_names, outputs, itemsize, name, True, traced) > time_limit:
                 hint = hint.replace(", or try the other --mode", "").replace("or try the other --mode", "")
                 hint = hint.rstrip(", ")
@@ -1216,7 +1216,8 @@ class Program:
              constant_budget) = self._jacobian_decisions(mode, wrt, chunk, backend, dtype, memory_limit,
                                                          checkpoints, json)
         except ResourceProblem as exc:
-            raise self._memory_refusal(exc, wrt, dtype, backend, time_limit, measure_memory) from None
+            raise self._memory_refusal(exc, mode_requested, wrt, dtype, backend, time_limit,
+                                       measure_memory) from None
         self.check_time(mode, wrt, outputs, chunk, sizes, itemsize, backend, time_limit, checkpoints=checkpoints,
                         traced=measure_memory)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)

@@ -265,6 +265,10 @@ class Program:
         self._too_large = set()     # runs whose plans are not kept: each call stages them
         self._static = {}           # sums over the graph's nodes that do not change (resident bytes)
         self.const_defaults = {}    # const name -> host array set for every run (set_defaults)
+        # what the file's consts alone make (cos(3 * t) of a const t) is computed once per
+        # compiled run, not on every call; adcli.codegen and show turn it off, so that the
+        # derivative program they print computes it (and a const can be set there)
+        self.fold_consts = True
         # the checking mode: every run also runs the reference interpreter and compares
         # (tests; ADCLI_CHECK_PLANS=1 turns it on for every program)
         self.check_plans = os.environ.get("ADCLI_CHECK_PLANS") == "1"
@@ -854,7 +858,7 @@ class Program:
             runner.observer = observer
         else:
             key = self._run_key(mode, wrt, outputs, chunk, sizes, single, seeds_single, run_inputs["backend"],
-                                run_inputs["dtype"], checkpoints)
+                                run_inputs["dtype"], checkpoints, run_inputs.get("fold_consts", False))
             compiled = self._last_compiled = self._compiled.get(key)
             if compiled is None and self._loop_work() > execute.MAX_CACHED_EQUATIONS:
                 # staged, a loop's every iteration records at least an equation per body
@@ -877,7 +881,8 @@ class Program:
             else:
                 runner = Stager(self.graph, run_inputs["xp"], run_inputs["dtype"],
                                 run_inputs["inputs"], run_inputs["consts"], give_up=compile_only,
-                                constant_budget=run_inputs.get("constant_budget", MAX_CACHED_CONSTANT_BYTES))
+                                constant_budget=run_inputs.get("constant_budget", MAX_CACHED_CONSTANT_BYTES),
+                                fold_consts=run_inputs.get("fold_consts", False))
         analysis = self._analysis(wrt, outputs)
         cost = Cost(passes=sum(sizes), chunk=chunk, checkpoints=checkpoints)
         if not isinstance(runner, Replay):
@@ -927,17 +932,20 @@ class Program:
                     # a record of a repeat call must not keep the dropped run's plans alive
                     for gone in [k for k, record in self._repeats.items() if record.compiled is dropped]:
                         del self._repeats[gone]
-                self._compiled[key] = self._last_compiled = CompiledRun(cost.copy(), runner.plans)
+                self._compiled[key] = self._last_compiled = CompiledRun(cost.copy(), runner.plans,
+                                                                        runner.folded_bytes)
             else:
                 self._too_large.add(key)
         return cost
 
     @staticmethod
-    def _run_key(mode, wrt, outputs, chunk, sizes, single, seeds_single, backend: str, xp_dtype, checkpoints):
+    def _run_key(mode, wrt, outputs, chunk, sizes, single, seeds_single, backend: str, xp_dtype, checkpoints,
+                 folds_consts: bool):
         """A compiled run's key in _compiled (checkpoints as _run has them: None but for
-        reverse mode through a loop)."""
+        reverse mode through a loop; folds_consts: whether its plans computed what the
+        file's consts alone make while compiling, so that a run setting a const needs others)."""
         return (mode, tuple(wrt), tuple(outputs), chunk, tuple(sizes), single, tuple(seeds_single or ()),
-                backend, str(xp_dtype), checkpoints)
+                backend, str(xp_dtype), checkpoints, folds_consts)
 
     def _predicted_ops(self, mode, wrt, outputs, chunk, sizes, single, checkpoints) -> int:
         """The array operations a run will execute, predicted (cached per run kind)."""
@@ -1064,6 +1072,8 @@ class Program:
         given = set(self.const_defaults) | {name for name in (at or {}) if name not in self.graph.inputs}
         return be, {"xp": be.xp, "dtype": xp_dtype, "inputs": inputs, "consts": consts,
                     "backend": be.name, "changed_consts": changed,
+                    # no const changes in this run: its plans may fold the consts' values
+                    "fold_consts": self.fold_consts and not changed,
                     "consts_set": tuple(name for name in changed if name in given)}, host_inputs
 
     def json_values(self, kind: str = "jacobian", wrt=None, outputs=None) -> tuple:
@@ -1198,7 +1208,8 @@ class Program:
         before the measured run and reports that run's time as cost.time_s["warmup"].
         `json`: the result will be written as JSON (report.derivative_json_pieces): refused
         when that would not fit the memory limit (check_json)."""
-        repeat_key = _repeat_key(mode, wrt, chunk, backend, dtype, memory_limit, json, checkpoints, time_limit)
+        repeat_key = _repeat_key(mode, wrt, chunk, backend, dtype, memory_limit, json, checkpoints, time_limit,
+                                 self.fold_consts)
         if repeat_key is not None and not (measure_memory or warmup or self.check_plans or self.const_defaults):
             record = self._repeats.get(repeat_key)
             if record is not None:
@@ -1252,7 +1263,8 @@ class Program:
         from .machine import model_for
 
         mode, wrt, outputs = result.mode, result.wrt, result.outputs
-        run_key = self._run_key(mode, wrt, outputs, chunk, sizes, False, None, be.name, run["dtype"], checkpoints)
+        run_key = self._run_key(mode, wrt, outputs, chunk, sizes, False, None, be.name, run["dtype"], checkpoints,
+                                run["fold_consts"])
         compiled = self._compiled.get(run_key)
         layouts = list(block_layouts(sizes, chunk))
         staged = len(layouts) + (mode == "reverse")   # a plan per sweep; reverse mode's primal sweep
@@ -1418,6 +1430,10 @@ class Program:
         with be.measure(measure_memory) as report:
             cost = go(run, observer)
         cost.peak_bytes = report["peak_bytes"]
+        if cost.peak_bytes is not None and observer is None and self._last_compiled is not None:
+            # what the plans folded from the consts while compiling (cos(3t) of a const t) is
+            # memory the sweeps use that they did not allocate
+            cost.peak_bytes += self._last_compiled.folded_bytes
         sweeps = report["seconds"]
         if report["peak_bytes"] is not None and sweeps < RETIME_BELOW_S:
             # Tracing allocations (for peak_bytes) slows small runs 5-10×: time them
@@ -1461,7 +1477,7 @@ class Program:
         repeat_key = None
         if observer is None and isinstance(given, dict):   # (the given names are part of the key)
             repeat_key = _repeat_key((kind, tuple(given)), wrt if kind == "vjp" else None, None, backend, dtype,
-                                     memory_limit, json, checkpoints, time_limit)
+                                     memory_limit, json, checkpoints, time_limit, self.fold_consts)
         if repeat_key is not None and not (measure_memory or warmup or self.check_plans or self.const_defaults):
             record = self._repeats.get(repeat_key)
             if record is not None:
@@ -1566,7 +1582,8 @@ class Program:
         from .machine import model_for
 
         mode, wrt, outputs = result.mode, result.wrt, result.outputs
-        run_key = self._run_key(mode, wrt, outputs, 1, [1], True, seeds, be.name, run["dtype"], checkpoints)
+        run_key = self._run_key(mode, wrt, outputs, 1, [1], True, seeds, be.name, run["dtype"], checkpoints,
+                                run["fold_consts"])
         compiled = self._compiled.get(run_key)
         if compiled is None or len(compiled.plans) != 1 + (mode == "reverse"):
             return
@@ -1953,14 +1970,15 @@ class _Repeat:
                                 # notes, row and column specs (not its arrays: they are the caller's)
 
 
-def _repeat_key(mode, wrt, chunk, backend, dtype, memory_limit, json, checkpoints, time_limit):
-    """jacobian()'s options as a key of Program._repeats, or None (a Backend object, an
-    argument that cannot be hashed: such calls are worked out in full every time)."""
+def _repeat_key(mode, wrt, chunk, backend, dtype, memory_limit, json, checkpoints, time_limit, fold_consts):
+    """jacobian()'s options (and Program.fold_consts) as a key of Program._repeats, or None
+    (a Backend object, an argument that cannot be hashed: such calls are worked out in full
+    every time)."""
     if not isinstance(backend, str):
         return None
     try:
         key = (mode, wrt if wrt is None or isinstance(wrt, str) else tuple(wrt), chunk, backend, dtype,
-               memory_limit, bool(json), checkpoints, time_limit)
+               memory_limit, bool(json), checkpoints, time_limit, fold_consts)
         hash(key)
     except TypeError:
         return None

@@ -49,6 +49,16 @@ def derivative_program(program, mode: str, kind: str = "jacobian", wrt=None, at=
         raise UsageProblem(f"unknown mode '{mode}'; choose forward or reverse")
     wrt = program._wrt(wrt)
     outputs = list(program.graph.outputs)
+    # plans that compute what the consts make, as the file says: a module whose consts can
+    # be set, and a program to read (Program.fold_consts)
+    folding, program.fold_consts = program.fold_consts, False
+    try:
+        return _derivative_program(program, mode, kind, wrt, outputs, at, backend, dtype, memory_limit)
+    finally:
+        program.fold_consts = folding
+
+
+def _derivative_program(program, mode, kind, wrt, outputs, at, backend, dtype, memory_limit):
     if kind == "jacobian":
         passes = sum(program._pass_sizes(mode, wrt, outputs))
         result = program.jacobian(mode=mode, wrt=wrt, at=at, chunk=max(passes, 1), backend=backend,

@@ -16,7 +16,7 @@ methods on an engine: ``forward_sweep``, ``reverse_forward_sweep`` and
 from __future__ import annotations
 
 from .interpret import Runner, _Live
-from .plan import Plan
+from .plan import KnownValues, Plan
 from .staging import StagingXP, Tape, real
 from .tangents import Counter, Scaled, ScaledDense
 
@@ -38,11 +38,13 @@ def _outputs_only(env: dict, out_ids) -> dict:
 
 
 class CompiledRun:
-    """The plans of one run (one mode, wrt, outputs, chunk, backend, dtype) and its counts."""
+    """The plans of one run (one mode, wrt, outputs, chunk, backend, dtype) and its counts;
+    folded_bytes: what they keep that they folded from the file's consts (KnownValues)."""
 
-    def __init__(self, cost, plans: list):
+    def __init__(self, cost, plans: list, folded_bytes: int = 0):
         self.cost = cost
         self.plans = plans
+        self.folded_bytes = folded_bytes
 
     def counted(self):
         """A copy of the counts made while staging (the caller fills in times)."""
@@ -53,8 +55,13 @@ class Stager(Runner):
     """A Runner whose sweeps record plans while they run on real values."""
 
     def __init__(self, graph, xp, dtype, input_values, const_values, give_up: bool = False,
-                 constant_budget: int = MAX_CACHED_CONSTANT_BYTES):
+                 constant_budget: int = MAX_CACHED_CONSTANT_BYTES, fold_consts: bool = False):
         super().__init__(graph, xp, dtype, input_values, const_values)
+        # the consts' values are fixed while the plans are kept (the run's key says so):
+        # what is computed from them alone is computed once, while compiling
+        self.fold_consts = fold_consts
+        self.known = {}   # the tape being recorded: its input var -> a const's fixed value
+        self.shared = KnownValues(const_values.values()) if fold_consts else None
         self.give_up = give_up   # raise RunTooLarge at the limits rather than stage on
         # the plans' constants stay in memory beside the run: no more than the memory
         # limit leaves above the run's predicted need (and MAX_CACHED_CONSTANT_BYTES)
@@ -63,12 +70,17 @@ class Stager(Runner):
         self.plans: list[Plan] = []
         self.out_ids = list(dict.fromkeys(graph.outputs.values()))
         self.equations = 0
-        self.constant_bytes = 0
+        self.constant_bytes = 0   # the plans' own (what they fold from consts: shared)
         self.keep = True   # whether the plans are kept (a CompiledRun) or the run is too large
         self.tape = None
 
+    @property
+    def folded_bytes(self) -> int:
+        return self.shared.new_bytes if self.shared is not None else 0
+
     def _begin(self):
         tape = Tape(self.real_xp)
+        self.known = {}
         self.xp = StagingXP(tape)
         self.tape = tape
         self.observer = self._name_values
@@ -105,6 +117,8 @@ class Stager(Runner):
         real_inputs, real_consts = self.input_values, self.const_values
         self.input_values = {k: tape.input(v, k) for k, v in real_inputs.items()}
         self.const_values = {k: tape.input(v, self.label(k)) for k, v in real_consts.items()}
+        if self.fold_consts:
+            self.known = {self.const_values[k].var: v for k, v in real_consts.items()}
         return real_inputs, real_consts
 
     @staticmethod
@@ -131,10 +145,12 @@ class Stager(Runner):
 
     def _end(self, tape, outputs, label, clear_inputs=False, internal=()):
         if self.keep:
-            plan = Plan(tape, outputs, label, clear_inputs, internal)
+            if self.shared is not None:
+                self.shared.budget = self.constant_budget - self.constant_bytes - self.shared.new_bytes
+            plan = Plan(tape, outputs, label, clear_inputs, internal, self.known, self.shared)
             self.equations += plan.n_eqns
             self.constant_bytes += plan.constant_bytes
-            if self.equations > MAX_CACHED_EQUATIONS or self.constant_bytes > self.constant_budget:
+            if self.equations > MAX_CACHED_EQUATIONS or self.constant_bytes + self.folded_bytes > self.constant_budget:
                 self.keep = False   # too large to keep: this run's results are the staged ones
                 self.plans.clear()
                 if self.give_up:

@@ -525,11 +525,41 @@ def _substituted(arg, folded: dict):
     return arg
 
 
-def fold_constants(tape, kept: set):
+class KnownValues:
+    """What a compiled run's plans fold from its known inputs (the file's consts), shared
+    by the plans: the sweeps of a chunked run fold the same `cos(3 * t)`, kept once.
+
+    names: an equation's text over the names of what it reads (the known input's own
+    name, or the name of a value made from them) -> that value's name m<n>; values:
+    name -> value, for those a plan reads (the temporaries in between are not kept);
+    budget: the bytes of new arrays folding may still add (the Stager sets it)."""
+
+    def __init__(self, values, budget: float = float("inf")):
+        self.known = list(values)
+        self.names: dict = {}
+        self.values: dict = {}
+        self.budget = budget
+        self.new_bytes = 0   # of the values kept (not views of a known input)
+
+
+# Kinds of equation folded from known inputs: pure ones (no writes: a plan never writes
+# into a const), with no constant of the tape among their operands (those are a sweep's
+# seeds: folding what is made from them would keep a copy per sweep).
+KNOWN_KINDS = {"call", "method", "attr", "getitem", "binary", "unary"}
+
+
+def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValues | None = None):
     """A copy of `tape` whose equations computed from constants alone are run now, their
     values made constants of the tape. `kept`: variables the plan returns (never folded: a
     caller may write into what it is given). A value is folded only when nothing sharing
-    its memory (views of it, what it views) is written at run time or returned."""
+    its memory (views of it, what it views) is written at run time or returned.
+
+    `known`: inputs whose values are fixed for as long as the plan is kept (input var ->
+    value: the file's consts, when the run sets none). What is made from them alone is
+    folded too, so that `cos(3 * t)` of a const t is computed once, not on every call, and
+    kept in `shared` (one per compiled run), within its budget of new bytes: past it, what
+    would pass it is left to run."""
+    known = known or {}
     eqns, xp = tape.eqns, tape.xp
     group = {}   # union-find over variables that may share memory
 
@@ -551,6 +581,7 @@ def fold_constants(tape, kept: set):
     inputs = set(tape.inputs)
     while True:   # what is constant, leaving out every group written at run time
         constant, runtime_writes = set(), set()
+        derived = {v for v in known if root(v) not in unsafe}   # made from known inputs alone
         for eqn in eqns:
             reads = _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, [])
             foldable = eqn.kind in FOLDED_KINDS and all(v in constant for v in reads)
@@ -559,32 +590,74 @@ def fold_constants(tape, kept: set):
                 if not (foldable and isinstance(target, Var) and root(target.id) not in unsafe):
                     if isinstance(target, Var):
                         runtime_writes.add(root(target.id))
-            elif eqn.out is not None and foldable and eqn.out not in inputs and root(eqn.out) not in unsafe:
-                constant.add(eqn.out)
+            elif eqn.out is not None and eqn.out not in inputs and root(eqn.out) not in unsafe:
+                if foldable:
+                    constant.add(eqn.out)
+                elif eqn.kind in KNOWN_KINDS and reads and all(v in derived for v in reads) \
+                        and not _consts_in((eqn.args, eqn.kwargs), set()):
+                    derived.add(eqn.out)
         if runtime_writes <= unsafe:
             break
         unsafe |= runtime_writes
-    if not constant:
+    derived -= set(known)   # they stay inputs; what is made from them is folded
+    if shared is None or not known:
+        derived = set()
+    if not constant and not derived:
         return tape
     folded_eqns = []
     for index, eqn in enumerate(eqns):
         reads = _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, [])
         writes_constant = eqn.kind in ("setitem", "inplace") and isinstance(eqn.args[0], Var) \
             and eqn.args[0].id in constant and all(v in constant for v in reads)
-        if eqn.out in constant or writes_constant:
+        if eqn.out in constant or eqn.out in derived or writes_constant:
             folded_eqns.append(index)
-    # run now as the plan would run them: the same lines (statement), in order
+    # only what the equations left read becomes a constant of the plan; the rest is freed
+    # after its last use while folding (a chain of folded temporaries is not kept)
+    dropped = set(folded_eqns)
+    frontier = set()
+    for index, eqn in enumerate(eqns):
+        if index not in dropped:
+            frontier.update(v for v in _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, [])
+                            if v in constant or v in derived)
+    # run now as the plan would run them: the same lines (statement), in order; a value
+    # made from known inputs that `shared` keeps already is taken from it
     namespace = {f"c{cid}": tape.consts[cid] for cid in
                  _consts_in([(eqns[i].args, eqns[i].kwargs) for i in folded_eqns], set())}
+    namespace.update({_plain(var): value for var, value in known.items()})
+    namespace.update(shared.values if derived else {})
+    structure = {var: f"k{id(value)}" for var, value in known.items()} if derived else {}
+    last = {}
     for i in folded_eqns:
-        if eqns[i].kind == "call":
-            namespace[xp_name(eqns[i].name)] = functools.reduce(getattr, eqns[i].name.split("."), xp)
-    exec(compile("\n".join(statement(eqns[i]) for i in folded_eqns), "<adcli folded>", "exec"), namespace)
+        for v in _vars_in(eqns[i].args, []) + _vars_in(eqns[i].kwargs, []):
+            last[v] = i
+    lines = []
+    for i in folded_eqns:
+        eqn = eqns[i]
+        if eqn.kind == "call":
+            namespace[xp_name(eqn.name)] = functools.reduce(getattr, eqn.name.split("."), xp)
+        if eqn.out in derived:
+            text = statement(eqn, lambda v: structure.get(v, "_"))
+            name = structure[eqn.out] = shared.names.setdefault(text, f"m{len(shared.names)}")
+            lines.append(f"{_plain(eqn.out)} = {name}" if name in shared.values else statement(eqn))
+        else:
+            lines.append(statement(eqn))
+        done = sorted(v for v, at in last.items() if at == i and v not in frontier and v not in known)
+        if done:
+            lines.append("del " + ", ".join(_plain(v) for v in done))
+    exec(compile("\n".join(lines), "<adcli folded>", "exec"), namespace)
+    if derived:   # keep what this plan reads, within the budget
+        kept_now = {structure[v]: namespace[_plain(v)] for v in frontier
+                    if v in derived and structure[v] not in shared.values}
+        new_bytes = sum(getattr(v, "nbytes", 0) for v in kept_now.values()
+                        if not any(_may_share(v, k) for k in shared.known))
+        if new_bytes > shared.budget:   # past it: fold none from the known inputs here
+            return fold_constants(tape, kept)
+        shared.new_bytes += new_bytes
+        shared.values.update(kept_now)
     consts, folded = list(tape.consts), {}
-    for var in sorted(constant):
+    for var in sorted(frontier):
         folded[var] = Const(len(consts))
         consts.append(namespace[_plain(var)])
-    dropped = set(folded_eqns)
     copy = object.__new__(type(tape))
     copy.__dict__.update(tape.__dict__)
     copy.consts = consts
@@ -594,10 +667,21 @@ def fold_constants(tape, kept: set):
     return copy
 
 
+def _may_share(a, b) -> bool:
+    try:
+        return bool(numpy.may_share_memory(a, b))
+    except TypeError:   # a CuPy array, a Python number: compare the memory they view
+        base_a, base_b = getattr(a, "base", None), getattr(b, "base", None)
+        return a is b or base_a is b or base_b is a or (base_a is not None and base_a is base_b)
+
+
 class Plan:
     """One staged sweep, compiled: call it with its inputs' values, in order."""
 
-    def __init__(self, tape, outputs, label: str = "plan", clear_inputs: bool = False, internal=()):
+    def __init__(self, tape, outputs, label: str = "plan", clear_inputs: bool = False, internal=(),
+                 known: dict | None = None, shared: KnownValues | None = None):
+        """`known`, `shared`: inputs whose values are fixed while the plan is kept, and what
+        the run's plans fold from them (fold_constants)."""
         self.label = label
         self.xp = tape.xp
         self.info = tape.info
@@ -605,7 +689,7 @@ class Plan:
         out_vars: list = []
         self.template = _template(outputs, out_vars)
         self.outputs = out_vars
-        tape = fold_constants(tape, set(out_vars))
+        tape = fold_constants(tape, set(out_vars), known, shared)
         self.clear_inputs = clear_inputs   # the inputs list is emptied once read (the last sweep
         #                                    frees residuals as it goes: the caller keeps none)
         self.names = _identifiers(tape.names)
@@ -629,7 +713,10 @@ class Plan:
         self._forms = None
         self._pool = _pool_for(self.arena, self.xp) if self.arena else None
         self._arena_fn = None
-        self.constant_bytes = sum(getattr(c, "nbytes", 0) for c in self.consts.values()) + \
+        # (what it folded from known inputs is the run's: KnownValues.new_bytes)
+        shared_ids = {id(v) for v in shared.values.values()} if shared is not None else set()
+        self.constant_bytes = sum(getattr(c, "nbytes", 0) for c in self.consts.values()
+                                  if id(c) not in shared_ids and id(getattr(c, "base", None)) not in shared_ids) + \
             _leaf_bytes(self.template)
         self.functions = sorted({e.name for e in tape.eqns if e.kind == "call"})
         # special functions (erf, gammaln, ...): the module that has them is imported only

@@ -278,8 +278,9 @@ def test_a_measured_run_allocates_afresh(monkeypatch):
     assert sweep.arena is not None
     # (the untraced runs around the measured one, a warm-up or a retiming, may use it)
     assert not any(tracing)
-    # what the fresh path allocates while the sweep runs: the memory prediction's figure
-    assert measured.cost.peak_bytes >= 5 * 8 * (10**5 + 3)
+    # what the fresh path allocates while the sweep runs (cos(3t) of the const t is made
+    # while compiling): at least four arrays of N
+    assert measured.cost.peak_bytes >= 4 * 8 * (10**5 + 3)
     assert measured.cost.peak_bytes <= measured.cost.predicted["peak_bytes"]
     program.jacobian(mode="forward")
     assert tracing and not any(tracing)

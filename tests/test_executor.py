@@ -461,3 +461,102 @@ def test_folded_constants_are_never_written_by_a_later_call(mode):
         fresh = adcli.load(path).jacobian(mode=mode, at=moved)
         np.testing.assert_array_equal(first.jacobian, third.jacobian, err_msg=path.name)
         np.testing.assert_allclose(second.jacobian, fresh.jacobian, rtol=1e-12, atol=1e-300, err_msg=path.name)
+
+
+# -- what the file's consts alone make, computed once per compiled run ---------------------------
+
+WAVE_TEXT = """dim N = 1000
+const t: vec[N] = linspace(0, 10)
+input a = 1.5
+input k = 0.3
+output y = a * exp(-k * t) * cos(3 * t)
+"""
+
+
+def _calls(program) -> set:
+    return {name for run in program._compiled.values() for plan in run.plans for name in plan.functions}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_what_the_consts_alone_make_is_computed_once(mode):
+    """cos(3t) of a const t is the same on every call: computed while compiling, kept once
+    for the run (not once per sweep), and the answer is the one computing it on every call
+    gives, bit for bit."""
+    program = adcli.loads(WAVE_TEXT, "wave.ad")
+    folded = program.jacobian(mode=mode, chunk=1)   # forward: two sweeps, one cos(3t)
+    (run,) = program._compiled.values()
+    if mode == "forward":
+        assert "cos" not in _calls(program) and "exp" in _calls(program)
+        assert run.folded_bytes == 8 * 1000   # cos(3t); 3t is a temporary, t.reshape a view
+    # (reverse mode: cos(3t) is a residual, handed from sweep to sweep, and a value a
+    # plan returns is never folded; the rules' constants are)
+    unfolded = adcli.loads(WAVE_TEXT, "wave.ad")
+    unfolded.fold_consts = False
+    computed = unfolded.jacobian(mode=mode, chunk=1)
+    assert "cos" in _calls(unfolded)
+    np.testing.assert_array_equal(folded.jacobian, computed.jacobian)
+    np.testing.assert_array_equal(folded.value["y"], computed.value["y"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_run_that_sets_a_const_computes_from_it(mode):
+    """A const set by `at` is not the file's: that run's plans take it as an argument and
+    compute from it (another compiled run), and the file's folded values are not used
+    for it, nor it for a later call at the file's values."""
+    program = adcli.loads(WAVE_TEXT, "wave.ad")
+    first = program.jacobian(mode=mode)
+    other_t = np.linspace(0, 5, 1000)
+    moved = program.jacobian(mode=mode, at={"t": other_t})
+    again = program.jacobian(mode=mode)
+    y = 1.5 * np.exp(-0.3 * other_t) * np.cos(3 * other_t)
+    np.testing.assert_allclose(moved.value["y"], y, rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(moved.jacobian)[:, 1], -other_t * y, rtol=1e-13, atol=1e-300)
+    np.testing.assert_array_equal(first.jacobian, again.jacobian)
+    assert len(program._compiled) == 2 and sorted(k[-1] for k in program._compiled) == [False, True]
+
+
+def test_folding_stays_within_the_constant_budget(monkeypatch):
+    """What would pass the plans' constant budget is left to run on every call; the run is
+    still compiled and kept (folding never costs a run its plans)."""
+    from adcli import execute
+
+    monkeypatch.setattr(execute, "MAX_CACHED_CONSTANT_BYTES", 4000)   # cos(3t) needs 8000
+    program = adcli.loads(WAVE_TEXT, "wave.ad")
+    result = program.jacobian(mode="forward")
+    (run,) = program._compiled.values()
+    assert "cos" in _calls(program) and run.folded_bytes == 0
+    np.testing.assert_allclose(result.value["y"], 1.5 * np.exp(-0.3 * np.linspace(0, 10, 1000))
+                               * np.cos(3 * np.linspace(0, 10, 1000)), rtol=1e-14)
+
+
+def test_a_value_made_from_consts_that_is_returned_is_never_folded():
+    """An output made from consts alone is handed to the caller, who may write into it:
+    it is made afresh on every call, and writing into one call's result leaves the next
+    call's as it was."""
+    program = adcli.loads(WAVE_TEXT + "output z = cos(t) * 2\n", "wave.ad")
+    first = program.jacobian(mode="reverse")
+    first.value["z"][:] = 7.0
+    second = program.jacobian(mode="reverse")
+    np.testing.assert_allclose(second.value["z"], 2 * np.cos(np.linspace(0, 10, 1000)), rtol=1e-15)
+
+
+def test_a_measured_run_counts_what_its_plans_folded():
+    """peak_bytes is what the sweeps allocate plus what compiling folded for them (the
+    memory they use besides their own): cos(3t) is in it, and the prediction bounds it."""
+    program = adcli.loads(WAVE_TEXT.replace("1000", "100000"), "wave.ad")
+    result = program.jacobian(mode="forward", measure_memory=True)
+    (run,) = program._compiled.values()
+    assert run.folded_bytes == 8 * 100000
+    assert run.folded_bytes < result.cost.peak_bytes <= result.cost.predicted["peak_bytes"]
+
+
+def test_show_and_codegen_compute_what_the_consts_make():
+    """The derivative program printed or written out computes cos(3t) from t, as the file
+    says, so that a generated module's const can be set; the program folds again after."""
+    from adcli.codegen import derivative_program
+
+    program = adcli.loads(WAVE_TEXT, "wave.ad")
+    program.jacobian(mode="forward")
+    dp = derivative_program(program, "forward")
+    assert any("xp_cos" in line for plan in dp.compiled.plans for line in plan.function())
+    assert program.fold_consts

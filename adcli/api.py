@@ -383,9 +383,12 @@ class Program:
                                + (f"; consts: {consts})" if consts else ")"))
 
     def set_defaults(self, at: dict):
-        """Make values of `at` (inputs and consts) the defaults of every later run."""
+        """Make values of `at` (inputs and consts) the defaults of every later run. An input
+        `at` leaves out keeps its default, the file's recipe included: one computed from a
+        const follows that const when a later call sets it."""
         consts = self.resolve_consts(at, only_given=True)
-        self.graph.input_defaults.update(self.resolve_inputs(at))
+        given = self.resolve_inputs(at)
+        self.graph.input_defaults.update({name: value for name, value in given.items() if name in at})
         self.const_defaults.update(consts)
 
     def resolve_consts(self, at: dict | None = None, only_given: bool = False) -> dict:

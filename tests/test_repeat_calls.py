@@ -142,6 +142,21 @@ def test_consts_and_defaults_changed_between_repeat_calls_are_honoured(mode):
         assert_same_result(got, fresh.jacobian(mode=mode, at=at))
 
 
+def test_set_defaults_in_either_order_gives_one_answer():
+    """set_defaults of one input leaves the others' defaults as the file has them: an input
+    computed from a const follows that const when a later set_defaults sets it (it used to be
+    frozen at the value it had when the first call was made)."""
+    text = "const c = 2\ninput x = c * 3\ninput y = 1\noutput f = x * y\n"
+    answers = []
+    for order in ([{"y": 2}, {"c": 5}], [{"c": 5}, {"y": 2}], [{"c": 5, "y": 2}]):
+        program = adcli.loads(text)
+        for given in order:
+            program.set_defaults(given)
+        answers.append(program.jacobian(mode="reverse"))
+    for result in answers:
+        assert result.value["f"] == 30.0 and result.jacobian.tolist() == [[2.0, 15.0]]
+
+
 def test_another_option_is_another_record():
     path = SAMPLE["chain.ad"]
     program = adcli.load(path)

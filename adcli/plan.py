@@ -26,7 +26,7 @@ import weakref
 
 import numpy
 
-from .staging import BINARY, UNARY, Const, Sym, Var
+from .staging import BINARY, UNARY, Const, Eqn, Sym, Var
 from .tangents import Scaled, Seed
 
 # Calls and methods whose result is a new array that nothing else refers to.
@@ -548,7 +548,8 @@ class KnownValues:
 KNOWN_KINDS = {"call", "method", "attr", "getitem", "binary", "unary"}
 
 
-def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValues | None = None):
+def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValues | None = None,
+                   needed=()):
     """A copy of `tape` whose equations computed from constants alone are run now, their
     values made constants of the tape. `kept`: variables the plan returns (never folded: a
     caller may write into what it is given). A value is folded only when nothing sharing
@@ -558,7 +559,9 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
     value: the file's consts, when the run sets none). What is made from them alone is
     folded too, so that `cos(3 * t)` of a const t is computed once, not on every call, and
     kept in `shared` (one per compiled run), within its budget of new bytes: past it, what
-    would pass it is left to run."""
+    would pass it is left to run. `needed`: variables the plan hands on to the next plan
+    (residuals), which may be folded: the copy's `folded_outputs` maps those that were to
+    their constants."""
     known = known or {}
     eqns, xp = tape.eqns, tape.xp
     group = {}   # union-find over variables that may share memory
@@ -603,6 +606,7 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
     if shared is None or not known:
         derived = set()
     if not constant and not derived:
+        tape.folded_outputs = {}
         return tape
     folded_eqns = []
     for index, eqn in enumerate(eqns):
@@ -619,6 +623,7 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
         if index not in dropped:
             frontier.update(v for v in _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, [])
                             if v in constant or v in derived)
+    frontier.update(v for v in needed if v in constant or v in derived)
     # run now as the plan would run them: the same lines (statement), in order; a value
     # made from known inputs that `shared` keeps already is taken from it
     namespace = {f"c{cid}": tape.consts[cid] for cid in
@@ -651,7 +656,7 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
         new_bytes = sum(getattr(v, "nbytes", 0) for v in kept_now.values()
                         if not any(_may_share(v, k) for k in shared.known))
         if new_bytes > shared.budget:   # past it: fold none from the known inputs here
-            return fold_constants(tape, kept)
+            return fold_constants(tape, kept, needed=needed)
         shared.new_bytes += new_bytes
         shared.values.update(kept_now)
     consts, folded = list(tape.consts), {}
@@ -664,6 +669,7 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
     copy.eqns = [type(e)(e.out, e.kind, e.name, tuple(_substituted(a, folded) for a in e.args),
                          {k: _substituted(a, folded) for k, a in e.kwargs.items()})
                  for i, e in enumerate(eqns) if i not in dropped]
+    copy.folded_outputs = {v: folded[v] for v in needed if v in folded}
     return copy
 
 
@@ -689,13 +695,18 @@ class Plan:
         out_vars: list = []
         self.template = _template(outputs, out_vars)
         self.outputs = out_vars
-        tape = fold_constants(tape, set(out_vars), known, shared)
-        self.clear_inputs = clear_inputs   # the inputs list is emptied once read (the last sweep
-        #                                    frees residuals as it goes: the caller keeps none)
-        self.names = _identifiers(tape.names)
         inner: list = []
         _template(internal, inner)
         self.internal = set(inner)   # outputs only the next plan reads (residuals)
+        # a residual may be folded (the next plan never writes into what it is given); what
+        # the caller gets may not (the caller may write into it)
+        tape = fold_constants(tape, set(out_vars) - self.internal, known, shared, needed=inner)
+        if tape.folded_outputs:   # handed on as a view of the constant
+            tape.eqns = tape.eqns + [Eqn(var, "getitem", None, (const, Ellipsis), {})
+                                     for var, const in tape.folded_outputs.items()]
+        self.clear_inputs = clear_inputs   # the inputs list is emptied once read (the last sweep
+        #                                    frees residuals as it goes: the caller keeps none)
+        self.names = _identifiers(tape.names)
         self.copied: set = set()     # results that could share memory with an input or a constant
         self.lines, used = self._lines(tape.eqns)
         self.consts = {cid: tape.consts[cid] for cid in sorted(used)}

@@ -482,17 +482,17 @@ def test_what_the_consts_alone_make_is_computed_once(mode):
     """cos(3t) of a const t is the same on every call: computed while compiling, kept once
     for the run (not once per sweep), and the answer is the one computing it on every call
     gives, bit for bit."""
+    chunk = 1 if mode == "forward" else 7   # two sweeps; 143 backward sweeps
     program = adcli.loads(WAVE_TEXT, "wave.ad")
-    folded = program.jacobian(mode=mode, chunk=1)   # forward: two sweeps, one cos(3t)
+    folded = program.jacobian(mode=mode, chunk=chunk)
     (run,) = program._compiled.values()
-    if mode == "forward":
-        assert "cos" not in _calls(program) and "exp" in _calls(program)
-        assert run.folded_bytes == 8 * 1000   # cos(3t); 3t is a temporary, t.reshape a view
-    # (reverse mode: cos(3t) is a residual, handed from sweep to sweep, and a value a
-    # plan returns is never folded; the rules' constants are)
+    # (reverse mode: cos(3t) is a residual, handed on to the backward sweeps as a view of the
+    # constant; 3t is a temporary, t.reshape a view of t)
+    assert "cos" not in _calls(program) and "exp" in _calls(program)
+    assert run.folded_bytes == 8 * 1000
     unfolded = adcli.loads(WAVE_TEXT, "wave.ad")
     unfolded.fold_consts = False
-    computed = unfolded.jacobian(mode=mode, chunk=1)
+    computed = unfolded.jacobian(mode=mode, chunk=chunk)
     assert "cos" in _calls(unfolded)
     np.testing.assert_array_equal(folded.jacobian, computed.jacobian)
     np.testing.assert_array_equal(folded.value["y"], computed.value["y"])

@@ -652,11 +652,13 @@ class Program:
                 instead = ""   # (the other mode is past the limit too: not a way out)
             else:
                 instead = ", or try the other --mode"
-            raise ResourceProblem(f"{mode} mode is predicted to take about {duration(seconds)} ({ops:,} array "
-                                  f"operations{again}{besides}){even} over the time limit of {duration(time_limit)}",
-                                  self._longest_loop_location(),
-                                  hint="raise --time-limit (0 for none), or lower a repeat count, or a dim with "
-                                       "--set" + instead)
+            why = (f"is predicted to take about {duration(seconds)} ({ops:,} array operations{again}{besides})"
+                   f"{even} over the time limit of {duration(time_limit)}")
+            refusal = ResourceProblem(f"{mode} mode {why}", self._longest_loop_location(),
+                                      hint="raise --time-limit (0 for none), or lower a repeat count, or a dim "
+                                           "with --set" + instead)
+            refusal.over_time_limit = f"it {why}"
+            raise refusal
 
     def _model_seconds(self, mode, wrt, outputs, itemsize, backend_name_, compiling, traced) -> float:
         """The machine model's seconds for a run of `mode`, all directions at once, with

@@ -43,6 +43,7 @@ class MethodRun:
     times: list = field(default_factory=list)
     predicted_bytes: int | None = None
     skipped: str | None = None
+    over_time_limit: str | None = None   # when skipped for the time limit: why, as a clause
     accuracy: dict = field(default_factory=dict)   # reference name -> {max_abs, max_rel}
     backend: str | None = None       # the backend it ran on (its key names it with several)
 
@@ -468,7 +469,7 @@ def _run_methods(program, wrt, at, repeat, backend, dtype, limit, itemsize, n, f
                     run.times.append(result.cost.time_s["sweeps"])
         except ResourceProblem as exc:
             run.result, run.times = None, []
-            run.skipped = f"skipped: {exc.message}"
+            run.skipped, run.over_time_limit = f"skipped: {exc.message}", exc.over_time_limit
     return runs
 
 
@@ -535,11 +536,10 @@ def recommend(program, runs, limit, agreed: dict | None = None, wrt=None, backen
         slow = {}
         for m, plan in decision.plans.items():
             run = runs.get(m)
-            skipped = getattr(run, "skipped", None) or ""
             if m in exclude or not plan.fits:
                 continue
-            if "over the time limit" in skipped:
-                slow[m] = "it " + skipped.split(f"{m} mode ", 1)[-1]
+            if getattr(run, "over_time_limit", None):
+                slow[m] = run.over_time_limit
             elif run is None and plan.time_s > time_limit:
                 slow[m] = (f"it is predicted to take about {duration(plan.time_s)}, over the time limit of "
                            f"{duration(time_limit)}")

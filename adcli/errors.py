@@ -101,7 +101,11 @@ class ValueProblem(AdError):
 
 
 class ResourceProblem(AdError):
+    """A run refused before it starts. `over_time_limit`: for a refusal by the time limit,
+    why, as a clause ("it is predicted to take about 12.5 h (…), over the time limit of 1
+    h"), for callers that say it in their own sentence (compare's recommendation)."""
     kind = "resource"
+    over_time_limit: str | None = None
 
 
 class UsageProblem(AdError):

@@ -1,4 +1,5 @@
-"""Text → AST: the Lark grammar in grammars/adl.lark and a Transformer.
+"""Text → AST: the Lark grammar in grammars/adl.lark (its parser generated into
+adcli/_adl_parser.py) and a Transformer.
 
 The AST is deliberately small (``Ast`` records with a kind, children and a
 source span); adcli.build turns it into the typed graph IR.
@@ -67,18 +68,12 @@ class _BracketNewlines:
 
 
 @lru_cache(maxsize=1)
-def _lark():
-    from lark import Lark  # imported lazily: only parsing needs it
+def _parser():
+    # The LALR tables of grammars/adl.lark, generated into the package with Lark's runtime
+    # (grammars/generate_parser.py): no `lark` import, no grammar analysis per process.
+    from . import _adl_parser
 
-    path = grammar_path()
-    # cache=True stores the built LALR tables in the temp dir, keyed by a hash
-    # of the grammar, so later processes skip building them.
-    try:
-        return Lark(path.read_text(), parser="lalr", propagate_positions=True,
-                    postlex=_BracketNewlines(), maybe_placeholders=True, cache=True)
-    except OSError:
-        return Lark(path.read_text(), parser="lalr", propagate_positions=True,
-                    postlex=_BracketNewlines(), maybe_placeholders=True)
+    return _adl_parser.Lark_StandAlone(postlex=_BracketNewlines())
 
 
 _SYMBOLS = {
@@ -172,8 +167,8 @@ def _lines(text: str):
 def parse(text: str, filename: str = "<input>", max_statements: int | None = None) -> list[Ast]:
     """Parse .ad source into a list of statement ASTs, or raise SyntaxProblem.
     With `max_statements`, a file of more statements is refused before parsing."""
-    from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF,
-                                 UnexpectedInput, UnexpectedToken, VisitError)
+    from ._adl_parser import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
+                              VisitError)
 
     text = strip_bom(text)
     if max_statements is not None:
@@ -187,7 +182,7 @@ def parse(text: str, filename: str = "<input>", max_statements: int | None = Non
         return SourceLocation(filename, line, column, source)
 
     try:
-        tree = _lark().parse(text)
+        tree = _parser().parse(text)
     except UnexpectedCharacters as exc:
         char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
         raise SyntaxProblem(f"unexpected character {char!r}",
@@ -210,7 +205,7 @@ def parse(text: str, filename: str = "<input>", max_statements: int | None = Non
         raise SyntaxProblem(
             f"{problem}; expected {_describe_expected(exc.accepts or exc.expected)}",
             location(line, column), hint=_keyword_hint(lines, line, column)) from None
-    except UnexpectedInput as exc:  # any other lark parse failure
+    except UnexpectedInput as exc:  # any other parse failure
         raise SyntaxProblem("could not parse this", location(exc.line, exc.column)) from None
     try:
         return _ToAst(text).transform(tree)
@@ -228,8 +223,7 @@ def parse(text: str, filename: str = "<input>", max_statements: int | None = Non
 
 
 def _make_transformer():
-    from lark import v_args
-    from lark.visitors import Transformer_NonRecursive
+    from ._adl_parser import Transformer_NonRecursive, v_args
 
     @v_args(meta=True)
     class ToAst(Transformer_NonRecursive):   # a sum of 5,000 terms is a tree 5,000 deep

@@ -35,11 +35,40 @@ def header(grammar: bytes, lark_version: str) -> str:
         "# GENERATED FILE: do not edit. Lark's stand-alone LALR(1) parser for grammars/adl.lark\n"
         f"# (lark {lark_version}, options {' '.join(OPTIONS)}); grammar sha256 {grammar_digest(grammar)}\n"
         f"# Regenerate after changing the grammar: {COMMAND}\n"
-        "# The code below is Lark's (MPL-2.0, see its licence notice); the tables come from adl.lark.\n"
-        # lark 1.3.1's stand-alone output calls typing.cast (Transformer_NonRecursive.transform,
-        # which adcli.parser uses) without importing it
-        "from typing import cast  # (missing from Lark's stand-alone output)\n"
+        "# The code below is Lark's (MPL-2.0, see its licence notice); the tables come from adl.lark,\n"
+        "# and grammars/generate_parser.py patched it where PATCHES there says why.\n"
     )
+
+
+# (text in Lark's output, its replacement, why). Each must be found exactly once: a lark whose
+# output differs stops the generator instead of being patched blindly.
+PATCHES = [
+    ("from typing import (\n",
+     "from typing import cast  # (patched in: Transformer_NonRecursive calls it)\nfrom typing import (\n",
+     "lark 1.3.1's stand-alone output calls typing.cast without importing it"),
+    ("import logging\n", "",
+     "importing logging costs about 2 ms a start"),
+    ('logger: logging.Logger = logging.getLogger("lark")\nlogger.addHandler(logging.StreamHandler())\n',
+     "class _SilentLogger:   # (patched in) Lark set its logger to CRITICAL and logs below it\n"
+     "    def _drop(self, *args, **kwargs):\n"
+     "        pass\n"
+     "    debug = info = warning = exception = _drop\n\n\n"
+     "logger = _SilentLogger()\n",
+     "the same silence without the logging module"),
+    ("logger.setLevel(logging.CRITICAL)\n", "",
+     "(the silent logger has no level)"),
+    ("import pickle, zlib, base64\nDATA = (", "import pickle\nDATA = (",
+     "zlib and base64 decode compressed tables (--compress), which these are not"),
+]
+
+
+def patched(tables: str) -> str:
+    for old, new, why in PATCHES:
+        if tables.count(old) != 1:
+            raise SystemExit(f"Lark's output has {tables.count(old)} copies of {old!r} (expected one; the "
+                             f"patch was: {why}): update PATCHES in grammars/generate_parser.py")
+        tables = tables.replace(old, new)
+    return tables
 
 
 def generate() -> str:
@@ -49,7 +78,7 @@ def generate() -> str:
     grammar = GRAMMAR.read_bytes()
     tables = subprocess.run([sys.executable, "-m", "lark.tools.standalone", *OPTIONS, str(GRAMMAR)],
                             check=True, capture_output=True, text=True).stdout
-    return header(grammar, lark.__version__) + tables
+    return header(grammar, lark.__version__) + patched(tables)
 
 
 def recorded_digest(module_text: str) -> str | None:

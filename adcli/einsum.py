@@ -21,9 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
-import string
 
-LETTERS = string.ascii_letters
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"   # string.ascii_letters, without importing string
 # Exact dynamic programming visits every split of every subset (3ⁿ of them): beyond this
 # many operands a program is refused rather than planned for seconds.
 MAX_OPERANDS = 10

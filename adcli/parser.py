@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from .errors import AdError, ResourceProblem, SourceLocation, SyntaxProblem
 
@@ -18,8 +17,10 @@ MAX_NESTING = 4_000             # levels of nested expressions: -(-(-x)), sin(si
 BOM = "\ufeff"                  # a UTF-8 byte-order mark some editors write first
 
 
-def grammar_path() -> Path:
-    """The grammar shipped inside the package, else the checkout's grammars/."""
+def grammar_path():
+    """The grammar shipped inside the package, else the checkout's grammars/ (a Path)."""
+    from pathlib import Path   # here, not at start-up: parsing uses the generated tables
+
     packaged = Path(__file__).parent / "grammars" / GRAMMAR_NAME
     if packaged.exists():
         return packaged

@@ -7,7 +7,7 @@ The generated module holds the parse tables and the part of Lark's runtime that 
 so parsing a file at start-up imports no `lark` (whose import and grammar loading cost
 about 30 ms per process). Lark numbers the parser's states in an order that changes from
 run to run, so the file is not reproducible byte for byte: its header records the grammar's
-sha256 instead, and tests/test_parser_generated.py checks that digest and that the module
+sha256 instead, and tests/test_startup.py checks that digest and that the module
 parses like a Lark parser built from the grammar.
 """
 from __future__ import annotations

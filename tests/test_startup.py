@@ -1,6 +1,6 @@
-"""The generated parser (adcli/_adl_parser.py): made from the grammar as it is now, parsing
-exactly like a Lark parser built from grammars/adl.lark (trees, positions, errors), and
-keeping `lark` out of the process that runs a command."""
+"""Start-up (issue 11): the generated parser (adcli/_adl_parser.py) made from the grammar as it
+is now and parsing exactly like a Lark parser built from grammars/adl.lark (trees, positions,
+errors); the modules `grad --json` does not import; the subcommands imported when named."""
 import os
 import subprocess
 import sys
@@ -133,9 +133,10 @@ def test_an_empty_file_parses_to_no_statements():
 
 # Modules `adcli grad --json` leaves alone, for start-up time (benchmarks/README.md, issue 11):
 # the lark package (the generated parser replaces it), logging (patched out of the generated
-# parser), pathlib (about 3 ms: the machine model is read by os.path), and the data-file
-# readers that only load(...) needs.
-NOT_IMPORTED_AT_START = ("lark", "logging", "pathlib", "csv", "adcli.data_files")
+# parser), pathlib (about 3 ms: the machine model is read by os.path), the data-file
+# readers that only load(...) needs, and the modules of the other subcommands.
+NOT_IMPORTED_AT_START = ("lark", "logging", "pathlib", "csv", "adcli.data_files", "adcli.cli_inspect",
+                         "adcli.cli_calibrate")
 
 
 def test_grad_json_leaves_slow_imports_alone():
@@ -152,3 +153,13 @@ def test_grad_json_leaves_slow_imports_alone():
 
 def test_the_generated_module_is_the_one_parse_uses():
     assert type(_parser()).__module__ == _adl_parser.__name__
+
+
+def test_every_lazily_imported_command_is_named_where_it_is_defined():
+    import adcli.cli_calibrate   # noqa: F401  (importing registers their commands)
+    import adcli.cli_inspect   # noqa: F401
+    from adcli.cli import AdcliGroup, cli
+
+    defined = {name: cli.commands[name].callback.__module__.rsplit(".", 1)[-1] for name in cli.commands
+               if cli.commands[name].callback.__module__ != "adcli.cli"}
+    assert defined == AdcliGroup.LAZY_COMMANDS

@@ -894,6 +894,23 @@ def main(argv=None):
         code = 128 + exc.signum
         os.write(2, _signal_line(code, "--json" in (sys.argv[1:] if argv is None else argv)).encode())
         sys.exit(code)
+    except SystemExit as exc:
+        if isinstance(exc.code, int) and _launched_as_adcli():
+            _end_process(exc.code)
+        raise
+
+
+def _end_process(code: int) -> None:
+    """End the `adcli` process now, its output flushed, without the interpreter's teardown
+    (freeing every module and object: about a tenth of a small command's time). Every file
+    adcli writes is closed by then, and no atexit handler or thread of its own is waiting.
+    A flush that fails returns, and the usual exit reports it."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code)
 
 
 if __name__ == "__main__":   # `python -m adcli.cli`: hand over to the one imported copy of this module

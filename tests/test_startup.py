@@ -1,9 +1,11 @@
 """Start-up (issue 11): the generated parser (adcli/_adl_parser.py) made from the grammar as it
 is now and parsing exactly like a Lark parser built from grammars/adl.lark (trees, positions,
 errors); the modules `grad --json` does not import; the subcommands imported when named."""
+import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -140,7 +142,8 @@ NOT_IMPORTED_AT_START = ("lark", "logging", "pathlib", "csv", "adcli.data_files"
 
 
 def test_grad_json_leaves_slow_imports_alone():
-    code = ("import sys\nfrom adcli.cli import main\nsys.argv = ['adcli', 'grad', sys.argv[1], '--json']\n"
+    # (not named adcli: the command would end before printing what it imported)
+    code = ("import sys\nfrom adcli.cli import main\nsys.argv = ['run', 'grad', sys.argv[1], '--json']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print(' '.join(sorted(sys.modules)), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT / "samples" / "seed_example.ad")],
@@ -163,3 +166,51 @@ def test_every_lazily_imported_command_is_named_where_it_is_defined():
     defined = {name: cli.commands[name].callback.__module__.rsplit(".", 1)[-1] for name in cli.commands
                if cli.commands[name].callback.__module__ != "adcli.cli"}
     assert defined == AdcliGroup.LAZY_COMMANDS
+
+
+# -- the `adcli` process ends without the interpreter's teardown, its output and status intact --------
+
+def as_adcli(tmp_path, *args, stdout=subprocess.PIPE):
+    """Run main() in a script named `adcli`, as the console script does. Its atexit handler
+    would print 'teardown' if the interpreter's usual exit ran."""
+    script = tmp_path / "adcli"
+    script.write_text("import atexit, sys\natexit.register(lambda: print('teardown', file=sys.stderr))\n"
+                      "from adcli.cli import main\nsys.exit(main())\n")
+    return subprocess.Popen([sys.executable, str(script), *map(str, args)], stdout=stdout,
+                            stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"})
+
+
+def test_the_command_prints_everything_and_its_status(tmp_path):
+    process = as_adcli(tmp_path, "grad", ROOT / "samples" / "mlp.ad", "--json")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert json.loads(out)["kind"] == "jacobian" and err == b""
+    process = as_adcli(tmp_path, "grad", tmp_path / "missing.ad")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 2 and out == b"" and b"no such file" in err and b"teardown" not in err
+
+
+def test_the_command_on_a_closed_pipe_still_ends_with_141(tmp_path):
+    process = as_adcli(tmp_path, "grad", ROOT / "samples" / "mlp.ad", "--set", "n=200", "--full")
+    process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read()
+    process.wait(timeout=60)
+    assert process.returncode == 141 and stderr == b"", stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_the_command_on_a_full_disk_still_ends_with_4(tmp_path):
+    with open("/dev/full", "w") as full:
+        process = as_adcli(tmp_path, "grad", ROOT / "samples" / "seed_example.ad", "--json", stdout=full)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 4, err
+    assert json.loads(err)["error"]["message"] == "cannot write the output (No space left on device)"
+
+
+def test_main_called_by_another_program_raises_system_exit():
+    from adcli.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["--version"])
+    assert ended.value.code == 0

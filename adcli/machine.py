@@ -22,6 +22,10 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # (pathlib is imported where a Path is made, not at every start)
+    from pathlib import Path
 
 CACHE_NAME = "machine.json"
 

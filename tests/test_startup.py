@@ -1,11 +1,11 @@
 """Start-up (issue 11): the generated parser (adcli/_adl_parser.py) made from the grammar as it
 is now and parsing exactly like a Lark parser built from grammars/adl.lark (trees, positions,
 errors); the modules `grad --json` does not import; the subcommands imported when named."""
+import functools
 import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -74,6 +74,7 @@ ERRORS = [
 ]
 
 
+@functools.lru_cache(maxsize=1)
 def reference_parser():
     lark = pytest.importorskip("lark")
     return lark.Lark(grammar_path().read_text(), parser="lalr", propagate_positions=True,

@@ -17,7 +17,6 @@ from math import prod
 
 import numpy as np
 
-from . import data_files
 from . import einsum as contraction
 from .errors import (AdError, NameProblem, ResourceProblem, ShapeProblem, SourceLocation, SyntaxProblem,
                      ValueProblem)
@@ -1105,6 +1104,8 @@ class Builder:
                 self.fail(ValueProblem, "the key of load(...) is a string in quotes (or a .csv column's "
                           "number)", args[1])
         shown = args[0].args[0]
+        from . import data_files   # here, not at start-up: only load(...) reads files (csv, pathlib)
+
         path = data_files.resolve(shown, self.base_dir)
         where = (str(path), key)
         try:

@@ -18,12 +18,11 @@ with the same rules, the tangent or cotangent one operand among the others.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
-import string
+from typing import NamedTuple
 
-LETTERS = string.ascii_letters
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"   # string.ascii_letters, without importing string
 # Exact dynamic programming visits every split of every subset (3ⁿ of them): beyond this
 # many operands a program is refused rather than planned for seconds.
 MAX_OPERANDS = 10
@@ -38,8 +37,9 @@ class SubscriptError(Exception):
         self.operand = operand
 
 
-@dataclass(frozen=True)
-class Subscripts:
+# This module's records are NamedTuples: immutable like frozen dataclasses, and defined in a tenth
+# of the time (this module is imported at every start).
+class Subscripts(NamedTuple):
     inputs: tuple          # one string of letters per operand
     output: str
 
@@ -146,8 +146,7 @@ def unique(term: str) -> str:
 
 # -- the contraction order ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """One pairwise contraction: slots `left` and `right` (operands 0..n-1, then the results of
     earlier steps in order) into the next slot, as `spec` (einsum subscripts of the two)."""
     left: int
@@ -157,8 +156,7 @@ class Step:
     flops: int
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     reduces: tuple     # per operand: the subscripts of its diagonal and sums ("ii->i", "ij->i"), or None
     reduce_flops: tuple
     steps: tuple       # Step, in the order they run
@@ -319,8 +317,7 @@ def tree_text(plan: Plan, names: list) -> str:
     return parts[-1] if plan.steps else parts[0]
 
 
-@dataclass(frozen=True)
-class Summary:
+class Summary(NamedTuple):
     """What `show` and `compare` print about one einsum node."""
     subscripts: str
     order: str           # the chosen order, as nested brackets

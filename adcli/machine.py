@@ -22,7 +22,10 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # (pathlib is imported where a Path is made, not at every start)
+    from pathlib import Path
 
 CACHE_NAME = "machine.json"
 
@@ -78,11 +81,18 @@ DEFAULTS = {
 }
 
 
-def cache_dir() -> Path:
+def cache_dir_name() -> str:
+    """The cache directory, as text: reading the model at start-up does not import pathlib."""
     if os.environ.get("ADCLI_CACHE_DIR"):
-        return Path(os.environ["ADCLI_CACHE_DIR"])
+        return os.environ["ADCLI_CACHE_DIR"]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "adcli"
+    return os.path.join(base, "adcli")
+
+
+def cache_dir() -> Path:
+    from pathlib import Path
+
+    return Path(cache_dir_name())
 
 
 def machine_key(backend: str) -> str:
@@ -102,7 +112,8 @@ def model_for(backend: str) -> MachineModel:
         return _loaded[backend]
     model = DEFAULTS.get(backend, DEFAULTS["numpy"])
     try:
-        data = json.loads((cache_dir() / CACHE_NAME).read_text())
+        with open(os.path.join(cache_dir_name(), CACHE_NAME)) as cache:
+            data = json.load(cache)
         entry = data.get(machine_key(backend))
         if entry:
             model = MachineModel(**entry)

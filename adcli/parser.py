@@ -1,4 +1,5 @@
-"""Text → AST: the Lark grammar in grammars/adl.lark and a Transformer.
+"""Text → AST: the Lark grammar in grammars/adl.lark (its parser generated into
+adcli/_adl_parser.py) and a Transformer.
 
 The AST is deliberately small (``Ast`` records with a kind, children and a
 source span); adcli.build turns it into the typed graph IR.
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from .errors import AdError, ResourceProblem, SourceLocation, SyntaxProblem
 
@@ -17,8 +17,10 @@ MAX_NESTING = 4_000             # levels of nested expressions: -(-(-x)), sin(si
 BOM = "\ufeff"                  # a UTF-8 byte-order mark some editors write first
 
 
-def grammar_path() -> Path:
-    """The grammar shipped inside the package, else the checkout's grammars/."""
+def grammar_path():
+    """The grammar shipped inside the package, else the checkout's grammars/ (a Path)."""
+    from pathlib import Path   # here, not at start-up: parsing uses the generated tables
+
     packaged = Path(__file__).parent / "grammars" / GRAMMAR_NAME
     if packaged.exists():
         return packaged
@@ -67,18 +69,12 @@ class _BracketNewlines:
 
 
 @lru_cache(maxsize=1)
-def _lark():
-    from lark import Lark  # imported lazily: only parsing needs it
+def _parser():
+    # The LALR tables of grammars/adl.lark, generated into the package with Lark's runtime
+    # (grammars/generate_parser.py): no `lark` import, no grammar analysis per process.
+    from . import _adl_parser
 
-    path = grammar_path()
-    # cache=True stores the built LALR tables in the temp dir, keyed by a hash
-    # of the grammar, so later processes skip building them.
-    try:
-        return Lark(path.read_text(), parser="lalr", propagate_positions=True,
-                    postlex=_BracketNewlines(), maybe_placeholders=True, cache=True)
-    except OSError:
-        return Lark(path.read_text(), parser="lalr", propagate_positions=True,
-                    postlex=_BracketNewlines(), maybe_placeholders=True)
+    return _adl_parser.Lark_StandAlone(postlex=_BracketNewlines())
 
 
 _SYMBOLS = {
@@ -172,8 +168,8 @@ def _lines(text: str):
 def parse(text: str, filename: str = "<input>", max_statements: int | None = None) -> list[Ast]:
     """Parse .ad source into a list of statement ASTs, or raise SyntaxProblem.
     With `max_statements`, a file of more statements is refused before parsing."""
-    from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF,
-                                 UnexpectedInput, UnexpectedToken, VisitError)
+    from ._adl_parser import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
+                              VisitError)
 
     text = strip_bom(text)
     if max_statements is not None:
@@ -187,7 +183,7 @@ def parse(text: str, filename: str = "<input>", max_statements: int | None = Non
         return SourceLocation(filename, line, column, source)
 
     try:
-        tree = _lark().parse(text)
+        tree = _parser().parse(text)
     except UnexpectedCharacters as exc:
         char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
         raise SyntaxProblem(f"unexpected character {char!r}",
@@ -210,7 +206,7 @@ def parse(text: str, filename: str = "<input>", max_statements: int | None = Non
         raise SyntaxProblem(
             f"{problem}; expected {_describe_expected(exc.accepts or exc.expected)}",
             location(line, column), hint=_keyword_hint(lines, line, column)) from None
-    except UnexpectedInput as exc:  # any other lark parse failure
+    except UnexpectedInput as exc:  # any other parse failure
         raise SyntaxProblem("could not parse this", location(exc.line, exc.column)) from None
     try:
         return _ToAst(text).transform(tree)
@@ -228,8 +224,7 @@ def parse(text: str, filename: str = "<input>", max_statements: int | None = Non
 
 
 def _make_transformer():
-    from lark import v_args
-    from lark.visitors import Transformer_NonRecursive
+    from ._adl_parser import Transformer_NonRecursive, v_args
 
     @v_args(meta=True)
     class ToAst(Transformer_NonRecursive):   # a sum of 5,000 terms is a tree 5,000 deep

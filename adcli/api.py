@@ -233,16 +233,14 @@ def _linear_algebra_problems(method):
     """A matrix a linear algebra op cannot take where the program runs (singular, not
     positive definite) is one sentence naming the node and its place, not NumPy's
     LinAlgError (Program.linear_algebra_problem finds the node)."""
-    import inspect
-
-    signature = inspect.signature(method)
-
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except np.linalg.LinAlgError as exc:
-            bound = signature.bind(self, *args, **kwargs).arguments
+            import inspect   # (here, not at import: inspecting ten methods is ~1 ms of every start)
+
+            bound = inspect.signature(method).bind(self, *args, **kwargs).arguments
             raise self.linear_algebra_problem(exc, bound.get("at"), bound.get("dtype", "float64")) from None
     return wrapper
 

@@ -592,6 +592,8 @@ class Program:
         checkpoints = checkpoints if mode == "reverse" and self._loop_count() else None
         if not self._loop_count():
             interpreted = False   # (the same prediction either way: no loop, no records)
+        elif self.check_plans:
+            interpreted = True   # the checking mode runs the interpreter after the plans, both measured
         elif interpreted is None:
             interpreted = self.interpreted_before_compiling(mode, wrt, outputs, chunk, single, checkpoints)
         # the prediction depends on the graph alone: made once per program and layout

@@ -581,27 +581,55 @@ class Program:
             self._sizes(outputs, self.output_shape)
 
     def predicted_peak_bytes(self, mode, wrt, outputs, chunk, itemsize, single=False,
-                             checkpoints=None) -> int:
+                             checkpoints=None, interpreted=None) -> int:
         """The bytes a run of `mode` with `chunk` directions per sweep (`single`: one
         given JVP or VJP) is predicted to need at its peak: what the chunk choice, the
-        refusal and --mode auto use."""
+        refusal and --mode auto use. `interpreted`: whether the reference interpreter runs
+        it (its loops' per-iteration records and LOOP_BYTES a loop counted) rather than
+        compiled plans, which hold neither; None: as far as is known before compiling
+        (interpreted_before_compiling)."""
+        checkpoints = checkpoints if mode == "reverse" and self._loop_count() else None
+        if not self._loop_count():
+            interpreted = False   # (the same prediction either way: no loop, no records)
+        elif self.check_plans:
+            interpreted = True   # the checking mode runs the interpreter after the plans, both measured
+        elif interpreted is None:
+            interpreted = self.interpreted_before_compiling(mode, wrt, outputs, chunk, single, checkpoints)
         # the prediction depends on the graph alone: made once per program and layout
-        key = (mode, tuple(wrt), tuple(outputs), chunk, single, itemsize, checkpoints)
+        key = (mode, tuple(wrt), tuple(outputs), chunk, single, itemsize, checkpoints, interpreted)
         if key not in self._peak_cache:
             sizes = [1] if single else self._pass_sizes(mode, wrt, outputs)
             cost = self._run(mode, wrt, outputs, chunk, sizes, None, single=single, itemsize=itemsize,
-                             checkpoints=checkpoints)
+                             checkpoints=checkpoints, records=interpreted)
             m, n = self._jacobian_shape(wrt, outputs)
             result = 0 if single or cost.sweeps == 1 else m * n
             seeded = 0 if single else max(sizes, default=0)
             self._peak_cache[key] = (cost.peak_values_with_temporaries, result, seeded, cost.indexed,
                                      cost.peak_arrays)
+        from .memory import SCHEDULE_LEVEL_BYTES, SCHEDULE_STATE_BYTES
+
         values, result, seeded, indexed, arrays = self._peak_cache[key]
+        # compiled plans are as long as the loops unrolled, and split as such (SPLIT_ENV_BYTES)
+        plan_nodes = len(self.graph.nodes) if interpreted else self._unrolled_nodes()
         return int(TEMPORARY_FACTOR * values * itemsize + result * itemsize + SEED_INDEX_BYTES * seeded
                    + PER_NODE_BYTES * len(self.graph.nodes) + BASE_BYTES
-                   + (ARRAY_HEADER_BYTES + (SPLIT_ENV_BYTES if len(self.graph.nodes) > SPLIT_NODES else 0)) * arrays
-                   + LOOP_BYTES * self._loop_count()
+                   + (ARRAY_HEADER_BYTES + (SPLIT_ENV_BYTES if plan_nodes > SPLIT_NODES else 0)) * arrays
+                   + (LOOP_BYTES * self._loop_count() + SCHEDULE_LEVEL_BYTES * self._schedule_depth(checkpoints)
+                      + SCHEDULE_STATE_BYTES * self._states_kept(checkpoints) if interpreted else 0)
                    + (INDEXING_SCRATCH_BYTES if indexed else 0))
+
+    def interpreted_before_compiling(self, mode, wrt, outputs, chunk, single=False, checkpoints=None) -> bool:
+        """Whether a run is interpreted whatever compiling it would find: its loops' work
+        or its predicted operations pass execute.MAX_CACHED_EQUATIONS (every operation is
+        an equation at least), so its plans would never be kept (_run). A run that passes
+        the plans' limits only while compiling (equations, constants: execute.Stager) is
+        interpreted too, found then (_run checks its memory again)."""
+        if self._loop_work() > execute.MAX_CACHED_EQUATIONS:
+            return True
+        sizes = [1] if single else self._pass_sizes(mode, wrt, outputs)
+        chunk = max(1, min(chunk, sum(sizes) or 1))
+        return self._predicted_ops(mode, wrt, outputs, chunk, sizes, single, checkpoints) > \
+            execute.MAX_CACHED_EQUATIONS
 
     def _loop_work(self) -> int:
         """Body nodes the loops of the graph run, over all their iterations."""
@@ -610,6 +638,37 @@ class Program:
                 n.attrs["count"] * sum(b.op not in ("input", "const") for b in n.attrs["body"].nodes)
                 for n in self.graph.nodes if n.op == "loop")
         return self._static["loop_work"]
+
+    def _schedule_depth(self, checkpoints) -> int:
+        """The most generators checkpoint.actions nests at once reversing the graph's loops
+        keeping `checkpoints` states (None: no schedule), one loop at a time: r + S for r
+        repetitions of the binomial schedule (tests/test_memory_prediction.py checks the
+        bound against the schedule), 1 with a single slot."""
+        from .checkpoint import repetitions
+
+        if checkpoints is None:
+            return 0
+        counts = [n.attrs["count"] for n in self.graph.nodes if n.op == "loop" and n.attrs["count"] >= 2]
+        return max((1 if checkpoints == 1 else min(count, repetitions(count, checkpoints) + checkpoints)
+                    for count in counts), default=0)
+
+    def _states_kept(self, checkpoints) -> int:
+        """The most states reversing the graph's loops keeping `checkpoints` keeps at once:
+        S, or a loop's count where that is less (one loop is reversed at a time)."""
+        if checkpoints is None:
+            return 0
+        return max((min(n.attrs["count"], checkpoints) for n in self.graph.nodes
+                    if n.op == "loop" and n.attrs["count"] >= 2), default=0)
+
+    def _unrolled_nodes(self) -> int:
+        """The graph's nodes with every loop's body counted once per iteration (a body's
+        params left out): as many as the compiled plans, which unroll the loops, stage."""
+        if "unrolled_nodes" not in self._static:
+            def unrolled(graph) -> int:
+                return sum(n.attrs["count"] * unrolled(n.attrs["body"]) if n.op == "loop" else
+                           int(graph is self.graph or n.op != "input") for n in graph.nodes)
+            self._static["unrolled_nodes"] = unrolled(self.graph)
+        return self._static["unrolled_nodes"]
 
     def _loop_count(self) -> int:
         """Loop nodes in the graph (repeats that stayed loops), counted once."""
@@ -715,11 +774,15 @@ class Program:
         exc.hint = hint
         return exc
 
-    def _abstract_runner(self, itemsize) -> Runner:
-        """A Runner on shapes alone (xp None): the prediction's, counting in `itemsize`'s values."""
+    def _abstract_runner(self, itemsize, records=True) -> Runner:
+        """A Runner on shapes alone (xp None): the prediction's, counting in `itemsize`'s
+        values, and loops' per-iteration records as the interpreter keeps them (`records`)."""
         runner = Runner(self.graph, None, None)
         runner.moves = lambda node: node.abstract_moves()   # counts only: no index maps made
         runner.live.wide = max(1, 8 // itemsize)
+        if not records:
+            from .interpret import PLAN_RECORD_WIDE
+            runner.live.records = PLAN_RECORD_WIDE
         return runner
 
     def predicted_primal_time(self, itemsize, backend="numpy") -> float:
@@ -839,7 +902,7 @@ class Program:
                     f"{_bytes(need(passes))}, over the memory limit of {_bytes(memory_limit)}")
 
     def _run(self, mode, wrt, outputs, chunk, sizes, run_inputs, single=False, seeds_single=None,
-             observer=None, compile_only=False, itemsize=8, checkpoints=None):
+             observer=None, compile_only=False, itemsize=8, checkpoints=None, records=True):
         """Run (or, with run_inputs None, predict) one mode. Returns a Cost, and with
         run_inputs also hands the derivative arrays to run_inputs['store'].
 
@@ -847,7 +910,8 @@ class Program:
         its counts are taken) and replayed from then on (Replay). `compile_only`: make
         sure it is compiled; returns None when it already was. `itemsize`: of the dtype a
         prediction's temporaries are counted in (an int64 index is 8 / itemsize values).
-        `checkpoints`: reverse mode keeps at most that many states per loop."""
+        `checkpoints`: reverse mode keeps at most that many states per loop. `records`: a
+        prediction's live values count loops' per-iteration records (the interpreter's)."""
         abstract = run_inputs is None
         checkpoints = checkpoints if mode == "reverse" and self._loop_count() else None
         if self.check_plans and not abstract and observer is None and not compile_only:
@@ -855,7 +919,7 @@ class Program:
                                      checkpoints)
         compiled = key = None
         if abstract:
-            runner = self._abstract_runner(itemsize)
+            runner = self._abstract_runner(itemsize, records)
         elif observer is not None:   # watched node by node: the reference interpreter
             runner = Runner(self.graph, run_inputs["xp"], run_inputs["dtype"],
                             run_inputs["inputs"], run_inputs["consts"])
@@ -880,6 +944,7 @@ class Program:
                 # Interpreted: values are freed at their last use, as the memory prediction
                 # (the same walk) assumes; a Stager would keep the constants it folds
                 # until each sweep ends, and its plans until it passes the limits.
+                self._check_interpreted(mode, wrt, outputs, chunk, single, checkpoints, run_inputs)
                 runner = Runner(self.graph, run_inputs["xp"], run_inputs["dtype"],
                                 run_inputs["inputs"], run_inputs["consts"])
             else:
@@ -941,6 +1006,27 @@ class Program:
             else:
                 self._too_large.add(key)
         return cost
+
+    def _check_interpreted(self, mode, wrt, outputs, chunk, single, checkpoints, run_inputs):
+        """Refuse an interpreted run whose need passes the memory limit it was given
+        (run_inputs["memory_limit"]). The limit was checked against the compiled plans'
+        need where nothing said the run would be interpreted; compiling found it too large
+        to keep (its equations, or the constants the limit leaves room for), and the
+        interpreter keeps a record per loop iteration that the plans do not."""
+        limit = run_inputs.get("memory_limit")
+        if limit is None:
+            return
+        itemsize = np.dtype(run_inputs["dtype"]).itemsize
+        need = (self.predicted_peak_bytes(mode, wrt, outputs, chunk, itemsize, single, checkpoints, interpreted=True)
+                + self.resident_bytes(itemsize))
+        if need <= limit:
+            return
+        what = ("one JVP" if mode == "forward" else "one VJP") if single else f"{mode} mode"
+        hint = ("raise --memory-limit, " + ("lower --chunk, " if chunk > 1 else "") + "lower a dim with --set, "
+                + self._fewer_states(mode, checkpoints) + ("" if single else "or try the other --mode"))
+        raise ResourceProblem(f"{what} is too large to keep as compiled plans, and run by the interpreter it needs "
+                              f"about {_bytes(need)}{self._keeping(mode, checkpoints)}, over the memory limit of "
+                              f"{_bytes(limit)}", self._longest_loop_location(), hint=hint.rstrip(", "))
 
     @staticmethod
     def _run_key(mode, wrt, outputs, chunk, sizes, single, seeds_single, backend: str, xp_dtype, checkpoints,
@@ -1239,6 +1325,7 @@ class Program:
         stacked = _JacobianBlocks(be.xp, run["dtype"], mode, self._directions(mode, wrt, outputs))
         run["store"] = stacked.store
         run["constant_budget"] = constant_budget
+        run["memory_limit"] = limit   # (an interpreted run is checked against it again: _check_interpreted)
         cost = self._measured(be, measure_memory, warmup,
                               lambda r, observer, only=False: self._run(mode, wrt, outputs, chunk, sizes, r,
                                                                    compile_only=only, checkpoints=checkpoints),
@@ -1415,7 +1502,8 @@ class Program:
         predicted = self._peak_cache.get(key)
         if predicted is None or predicted[0] is not model:
             predicted = self._peak_cache[key] = (model, model.time(cost, itemsize), self.predicted_peak_bytes(
-                mode, wrt, outputs, chunk, itemsize, single=single, checkpoints=checkpoints))
+                mode, wrt, outputs, chunk, itemsize, single=single, checkpoints=checkpoints,
+                interpreted=bool(getattr(cost, "interpreted", False))))
         cost.predicted = {"time_s": predicted[1], "peak_bytes": predicted[2]}
 
     def _measured(self, be, measure_memory, warmup, go, run, observer=None):
@@ -1506,6 +1594,7 @@ class Program:
                                                           json, checkpoints)
         be, run, host_inputs = self._prepare(backend, dtype, at, limit)
         run["constant_budget"] = headroom
+        run["memory_limit"] = limit
         seeds = self._single_seeds(kind, given, be, run["dtype"])
         if kind == "jvp":
             wrt_names = [n for n in self.graph.inputs if n in seeds]

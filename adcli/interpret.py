@@ -86,7 +86,7 @@ class _Live:
     shares one array, which is alive once, however many env slots refer to it."""
 
     __slots__ = ("now", "peak", "peak_with_temporaries", "_refs", "arrays", "peak_arrays", "wide",
-                 "indexes")
+                 "indexes", "records")
 
     def __init__(self):
         self.now = 0
@@ -105,6 +105,10 @@ class _Live:
         # Seeds alive hold an int64 direction per element of their node (not values, not
         # in peak_live_values): in values, as `wide` says
         self.indexes = 0
+        # what keeping a loop iteration's residuals costs beyond their values and headers:
+        # the interpreter's records (LOOP_RECORD_WIDE) or the compiled plans' entries
+        # (PLAN_RECORD_WIDE); the memory prediction sets which
+        self.records = LOOP_RECORD_WIDE
         self._refs = {}   # id -> [array, references]; the array is kept so its id stays unique
 
     def hold(self, t):
@@ -585,7 +589,7 @@ class Runner:
             for key, value in res.items():
                 residuals[("L", loop.id, it, key)] = value
             records.add(it, (list(res), refs_i, mine))
-            live.indexes += _record_wide(sched, res) * live.wide   # what keeping an iteration costs the books
+            live.indexes += _record_wide(live, sched, res)   # what keeping an iteration costs the books
             live.temporary(0)
             new = [vals[o] if q in wanted else None for q, o in enumerate(sched.out_ids)]
             # a result this iteration keeps is freed by its backward; others are the loop's
@@ -711,7 +715,7 @@ class Runner:
             for t in blocks.values():
                 live.release(t)
         if free_record:
-            live.indexes -= _record_wide(sched, keys) * live.wide
+            live.indexes -= _record_wide(live, sched, keys)
             if source == it:   # (another iteration's stand-in: left for them)
                 for k in keys:
                     if k not in res:
@@ -1319,7 +1323,7 @@ class _Checkpointed:
         params = [res[k] for k in res if isinstance(k, int) and k < self.sched.n_params]
         self._hold(params)   # the state it reads back: alive until its backward
         self.recorded = (cached_i, params)
-        live.indexes += _record_wide(self.sched, res) * live.wide
+        live.indexes += _record_wide(live, self.sched, res)
         live.temporary(0)
         return results, made, (list(res), refs_i, [])
 
@@ -1656,22 +1660,27 @@ class _Records:
 # Reverse mode keeps a record per iteration of a loop (its residuals' keys and references,
 # dict entries): what that costs beyond the values and their array headers, counted as
 # 8-byte elements (interpret._Live.indexes; the prediction multiplies the books by
-# memory.TEMPORARY_FACTOR) per record and per residual key it holds. Measured with
-# tracemalloc (2,000 and 30,000 iterations of bodies of 3 and 12 residual keys): the
-# interpreter's records hold ~600 B + ~100 B per key (736 and 926 B with 3 keys, 1,667 B
-# with 12; a fixed 500 B was counted before, under the 12-key body's need). Compiled
-# plans hold from 6 B to about the same: counted alike, never under.
-LOOP_RECORD_WIDE = (48, 10)
-# and when its backward reads the loop index as a number, that iteration's index kept beside
-# it (a 0-d array and its entry: about 190 bytes measured over 100,000 iterations)
-LOOP_INDEX_WIDE = 15
+# memory.TEMPORARY_FACTOR) per record, per residual key it holds, and for the loop index
+# kept beside it when its backward reads the index as a number. Measured with tracemalloc
+# (2,000 and 30,000 iterations of bodies of 3 and 12 residual keys): the interpreter's
+# records hold ~600 B + ~100 B per key (736 and 926 B with 3 keys, 1,667 B with 12; a fixed
+# 500 B was counted before, under the 12-key body's need); the index, a 0-d array and its
+# entry, about 190 B (100,000 iterations).
+LOOP_RECORD_WIDE = (48, 10, 15)
+# Compiled plans unroll the loop and keep no record: what remains per residual key is its
+# entry in the dict of residuals the forward sweep's plan returns (~30 B with the dict's
+# slack; a closed-over param is one entry per iteration, one array) and its slot in the
+# list the backward sweep's plan reads them from (8 B); the index is a constant of the plan.
+# Measured over 200-400 iterations (tests/test_memory_prediction.py, loop programs).
+PLAN_RECORD_WIDE = (0, 3, 0)
 
 
-def _record_wide(sched, keys) -> int:
-    """The books' cost of an iteration's record whose residual keys are `keys`."""
-    per_record, per_key = LOOP_RECORD_WIDE
+def _record_wide(live, sched, keys) -> int:
+    """The books' cost of an iteration's record whose residual keys are `keys`, in values
+    of `live`'s dtype, as `live.records` prices it."""
+    per_record, per_key, index = live.records
     return (per_record + per_key * len(keys)
-            + (LOOP_INDEX_WIDE if sched.index is not None and sched.index in keys else 0))
+            + (index if sched.index is not None and sched.index in keys else 0)) * live.wide
 
 
 class _Steady:

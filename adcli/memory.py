@@ -32,6 +32,16 @@ INDEXING_SCRATCH_BYTES = 3000   # NumPy's fancy indexing allocates this much, wh
 # A loop node run by the interpreter holds its body's run dicts and schedule lookups while it
 # runs (measured 18.7 KB above the values on a one-op body of 100,000 iterations)
 LOOP_BYTES = 32_000
+# Reverse mode with --checkpoints, interpreted: the schedule's actions are made as they are
+# read (adcli.checkpoint.actions), by a stack of generators, one per work item entered and
+# not finished, at most r + S deep (r the repetitions of the binomial schedule; one with a
+# single slot): 365 B a level measured (S = 2, 300 to 10,000 steps, depth 24 to 140).
+# Compiled plans hold none of it: the schedule is walked while compiling.
+SCHEDULE_LEVEL_BYTES = 400
+# and per state it keeps at once (at most S, at most the count), the interpreter's books of
+# it beyond its values (the slot's list and tuple, its residual keys made per step, the
+# holders' entries): 350-510 B measured (300 steps, S = 100 to 300, states of 1 and 10 numbers)
+SCHEDULE_STATE_BYTES = 600
 # Writing a result as JSON (docs/counting.md, "Predicted memory"): per number written,
 # a Python float in a list (32 B) and its text (up to 25 characters) held about twice;
 # per row or column label, a str object and its text. report.derivative_json_pieces

@@ -449,10 +449,10 @@ def test_a_loop_run_by_the_interpreter_stays_within_its_prediction(mode, body, m
 
 @pytest.mark.parametrize("body", [WIDE_BODY, "repeat 1000 {\n  x = tanh(x * W)"])
 def test_a_loop_in_compiled_plans_stays_within_its_prediction(body):
-    """Compiled plans keep an iteration's residuals in slots of their own, which cost less
-    than the interpreter's records; the prediction counts them as the interpreter's
-    (interpret.LOOP_RECORD_WIDE): never under (the wide body, 12 residual keys an
-    iteration, measured above a fixed 500 B per record)."""
+    """Compiled plans keep an iteration's residuals as entries of the dict their forward
+    sweep returns, which cost less than the interpreter's records: the prediction counts
+    those entries (interpret.PLAN_RECORD_WIDE), never under (the wide body, 12 residual
+    keys an iteration)."""
     source = f"input x: vec[10] = 0.1 * randn(seed=1)\nconst W: vec[10] = randn(seed=2)\n{body}\n}}\n" \
              "output y = sum(x)\n"
     program = adcli.loads(source, loops="always")

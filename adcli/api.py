@@ -22,13 +22,15 @@ from .build import DEFAULT_NODE_LIMIT, Builder, Data
 from .parser import MAX_SOURCE_BYTES
 from .errors import AdError, ResourceProblem, SourceLocation, UsageProblem, ValueProblem
 from .memory import (ARRAY_HEADER_BYTES, BASE_BYTES, INDEXING_SCRATCH_BYTES, LOOP_BYTES,  # noqa: F401 (re-exported)
-                     JSON_BYTES_PER_LABEL, JSON_BYTES_PER_NUMBER, PER_NODE_BYTES, SEED_INDEX_BYTES, SPLIT_ENV_BYTES, SPLIT_NODES,
+                     JSON_BYTES_PER_LABEL, JSON_BYTES_PER_NUMBER, PER_NODE_BYTES, SCHEDULE_LEVEL_BYTES,
+                     SCHEDULE_STATE_BYTES, SEED_INDEX_BYTES, SPLIT_ENV_BYTES, SPLIT_NODES,
                      TEMPORARY_FACTOR, available_memory, cgroup_available, default_memory_limit,
                      rlimit_available)
 from . import execute
 from .execute import (MAX_CACHED_CONSTANT_BYTES, MAX_CACHED_RUNS, CompiledRun, Replay,
                       RunTooLarge, Stager)
-from .interpret import Analysis, Cost, Runner, block_layouts, layout_groups
+from .checkpoint import repetitions
+from .interpret import PLAN_RECORD_WIDE, Analysis, Cost, Runner, block_layouts, layout_groups
 from .ir import element_labels, format_shape
 from .ops import REGISTRY, Residuals
 from .backends import NumpyBackend
@@ -606,7 +608,6 @@ class Program:
             seeded = 0 if single else max(sizes, default=0)
             self._peak_cache[key] = (cost.peak_values_with_temporaries, result, seeded, cost.indexed,
                                      cost.peak_arrays)
-        from .memory import SCHEDULE_LEVEL_BYTES, SCHEDULE_STATE_BYTES
 
         values, result, seeded, indexed, arrays = self._peak_cache[key]
         # compiled plans are as long as the loops unrolled, and split as such (SPLIT_ENV_BYTES)
@@ -644,7 +645,6 @@ class Program:
         keeping `checkpoints` states (None: no schedule), one loop at a time: r + S for r
         repetitions of the binomial schedule (tests/test_memory_prediction.py checks the
         bound against the schedule), 1 with a single slot."""
-        from .checkpoint import repetitions
 
         if checkpoints is None:
             return 0
@@ -781,7 +781,6 @@ class Program:
         runner.moves = lambda node: node.abstract_moves()   # counts only: no index maps made
         runner.live.wide = max(1, 8 // itemsize)
         if not records:
-            from .interpret import PLAN_RECORD_WIDE
             runner.live.records = PLAN_RECORD_WIDE
         return runner
 

@@ -44,6 +44,9 @@ class ModePlan:
 
 @dataclass
 class Decision:
+    """The mode --mode auto picks (None: none fits), the sentence saying why, and each
+    mode's ModePlan."""
+
     mode: str | None
     reason: str
     plans: dict = field(default_factory=dict)     # mode -> ModePlan

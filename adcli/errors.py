@@ -24,6 +24,8 @@ CARET_WINDOW = 100   # the most characters of a source line an error echoes (a w
 
 @dataclass
 class SourceLocation:
+    """A place in a source file (1-based line and column), with its line's text for a caret."""
+
     file: str
     line: int
     column: int

@@ -28,6 +28,9 @@ FOREVER = float("inf")
 
 @dataclass
 class Cost:
+    """The counts of one run (docs/counting.md defines each), its measured peak and times,
+    and what was predicted for it."""
+
     passes: int = 0
     sweeps: int = 0
     primal_sweeps: int = 0

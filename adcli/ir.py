@@ -13,6 +13,9 @@ Shape = tuple
 
 @dataclass
 class Node:
+    """One equation of the graph: `op` applied to the values of `inputs` (node ids), of
+    `shape`, with the op's `attrs`."""
+
     id: int
     op: str
     inputs: tuple
@@ -86,6 +89,9 @@ class Node:
 
 @dataclass
 class Graph:
+    """A program as a flat list of nodes in evaluation order, with its named inputs,
+    consts and outputs."""
+
     nodes: list
     inputs: dict            # input name -> node id, in declaration order
     consts: dict            # const name -> node id

@@ -32,6 +32,9 @@ CACHE_NAME = "machine.json"
 
 @dataclass(frozen=True)
 class MachineModel:
+    """What an array operation, a byte moved and a GEMM flop cost on one backend here
+    (adcli calibrate measures them)."""
+
     backend: str
     op_s: float          # seconds per array operation
     bandwidth: float     # bytes per second, elementwise work and reductions

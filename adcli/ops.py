@@ -61,6 +61,9 @@ class Partial:
 
 @dataclass
 class Primitive:
+    """One op of the registry: its shape rule, evaluation, cost, local partials, JVP and
+    VJP rules, and what it keeps for reverse mode, declared once."""
+
     name: str
     shape: Callable              # (in_shapes, attrs) -> out shape
     evaluate: Callable           # (xp, *args, **attrs) -> array

@@ -59,6 +59,12 @@ PATCHES = [
      "(the silent logger has no level)"),
     ("import pickle, zlib, base64\nDATA = (", "import pickle\nDATA = (",
      "zlib and base64 decode compressed tables (--compress), which these are not"),
+    ('__version__ = "', 'from __future__ import annotations  # (patched in)\n__version__ = "',
+     "annotations kept as text, not evaluated while the module loads: about 0.8 ms a start"),
+    ("class TextSlice(Generic[AnyStr]):\n    #--\n",
+     'class TextSlice(Generic[AnyStr]):\n    """A slice of a text (patched in: a docstring spares dataclass the signature it '
+     'would otherwise write as one)."""\n',
+     "a dataclass without a docstring inspects its own signature to make one: about 0.4 ms a start"),
 ]
 
 

@@ -26,7 +26,7 @@ from .tangents import Abstract, Counter, Linear, ScaledDense, Seed, live_size, r
 FOREVER = float("inf")
 
 
-@dataclass
+@dataclass(eq=False)   # compared by identity (no field-by-field __eq__ to generate at start-up)
 class Cost:
     """The counts of one run (docs/counting.md defines each), its measured peak and times,
     and what was predicted for it."""

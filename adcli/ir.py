@@ -11,7 +11,7 @@ from math import prod
 Shape = tuple
 
 
-@dataclass
+@dataclass(eq=False)   # compared by identity (no field-by-field __eq__ to generate at start-up)
 class Node:
     """One equation of the graph: `op` applied to the values of `inputs` (node ids), of
     `shape`, with the op's `attrs`."""
@@ -87,7 +87,7 @@ class Node:
         return f"{self.var}:{format_shape(self.shape)} = {self.op} {args}".rstrip()
 
 
-@dataclass
+@dataclass(eq=False)   # compared by identity (no field-by-field __eq__ to generate at start-up)
 class Graph:
     """A program as a flat list of nodes in evaluation order, with its named inputs,
     consts and outputs."""

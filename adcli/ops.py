@@ -32,7 +32,7 @@ class ShapeError(Exception):
     """A shape rule's complaint; the builder adds the source location."""
 
 
-@dataclass
+@dataclass(eq=False)   # compared by identity (no field-by-field __eq__ to generate at start-up)
 class Partial:
     """A local partial derivative for one input, computed from the residuals."""
 
@@ -59,7 +59,7 @@ class Partial:
         return self.cost_of(attrs) if self.cost_of is not None else (self.mults, self.flops)
 
 
-@dataclass
+@dataclass(eq=False)   # compared by identity (no field-by-field __eq__ to generate at start-up)
 class Primitive:
     """One op of the registry: its shape rule, evaluation, cost, local partials, JVP and
     VJP rules, and what it keeps for reverse mode, declared once."""

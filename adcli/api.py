@@ -65,7 +65,7 @@ class PlanMismatch(AssertionError):
     adcli, never to be swallowed."""
 
 
-@dataclass
+@dataclass(eq=False)   # (arrays inside: a field-by-field == could not say True or False)
 class Derivative:
     """A Jacobian, JVP or VJP with the value of f and the cost of getting it."""
 
@@ -140,7 +140,7 @@ class Derivative:
 
 
 
-@dataclass
+@dataclass(eq=False)   # (arrays inside: a field-by-field == could not say True or False)
 class Hessian:
     """The Hessian of a scalar output (or one Hessian-vector product), with f's value and
     gradient, the cost of getting it, and its check against differences of the gradient."""

@@ -19,7 +19,7 @@ MODES = ("forward", "reverse")
 NEAR_TIE = 0.10   # predicted times within 10% of each other count as a tie
 
 
-@dataclass
+@dataclass(eq=False)   # compared by identity (no field-by-field __eq__ to generate at start-up)
 class ModePlan:
     """One mode, predicted: what it would cost under the memory limit."""
 
@@ -42,7 +42,7 @@ class ModePlan:
                 "ops": None if self.cost is None else self.cost.ops}
 
 
-@dataclass
+@dataclass(eq=False)   # compared by identity (no field-by-field __eq__ to generate at start-up)
 class Decision:
     """The mode --mode auto picks (None: none fits), the sentence saying why, and each
     mode's ModePlan."""

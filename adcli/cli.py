@@ -276,7 +276,7 @@ class AdcliGroup(click.Group):
         except OSError as exc:   # the environment (a full disk, a permission) on a file not named yet
             problem = os_problem(exc, f"cannot use {shown(exc.filename)}" if exc.filename else
                                  "cannot write the output" if exc.errno in (errno.ENOSPC, errno.EDQUOT,
-                                                                            errno.EFBIG)
+                                                                            errno.EFBIG, errno.EBADF)
                                  else "reading or writing failed")
             _silence_stdout()
             emit_error(problem, as_json)
@@ -888,6 +888,9 @@ def main(argv=None):
     importing (which end at once) are replaced."""
     sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
     _handle_signals(_raise_signalled)
+    for name in ("stdout", "stderr"):   # started with it closed: writing it fails, as on a bad descriptor
+        if getattr(sys, name) is None:
+            setattr(sys, name, _ClosedStream(name))
     try:
         cli.main(args=argv, prog_name="adcli")
     except _Signalled as exc:   # it landed while a result or an error was being reported
@@ -900,11 +903,32 @@ def main(argv=None):
         raise
 
 
+class _ClosedStream:
+    """Standard output or error of a process started with it closed (Python makes it None,
+    and click then drops what is written without a word): writing fails as it would on
+    a bad descriptor, so a lost result is an error (exit 4), not a silent success."""
+
+    def __init__(self, name: str):
+        self.name = f"<{name}>"
+        self.what = {"stdout": "standard output", "stderr": "standard error"}[name]
+
+    def write(self, text):
+        raise OSError(errno.EBADF, f"{self.what} is closed")
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
 def _end_process(code: int) -> None:
     """End the `adcli` process now, its output flushed, without the interpreter's teardown
     (freeing every module and object: about a tenth of a small command's time). Every file
     adcli writes is closed by then, and no atexit handler or thread of its own is waiting.
     A flush that fails returns, and the usual exit reports it."""
+    if sys.stdout is None or sys.stderr is None:   # (started with one closed: the usual exit)
+        return
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -215,3 +215,27 @@ def test_main_called_by_another_program_raises_system_exit():
     with pytest.raises(SystemExit) as ended:
         main(["--version"])
     assert ended.value.code == 0
+
+
+def _started_with_closed(tmp_path, descriptor: int, *args):
+    """The adcli script run with file descriptor 1 or 2 closed before it starts."""
+    script = tmp_path / "adcli"
+    script.write_text("from adcli.cli import main\nimport sys\nsys.exit(main())\n")
+    keep = 2 if descriptor == 1 else 1
+    shell = f"exec {descriptor}>&-; exec {sys.executable} {script} " + " ".join(map(str, args))
+    return subprocess.run(["sh", "-c", shell], stdout=subprocess.PIPE if keep == 1 else None,
+                          stderr=subprocess.PIPE if keep == 2 else None, env={**os.environ, "NO_COLOR": "1"},
+                          timeout=60)
+
+
+def test_a_closed_standard_output_is_an_error_not_a_silent_success(tmp_path):
+    """Python makes a closed stdout None, and click drops what is written to it: the result
+    is lost, so the command says so (exit 4) instead of ending 0 or with a traceback."""
+    done = _started_with_closed(tmp_path, 1, "grad", ROOT / "samples" / "seed_example.ad", "--json")
+    assert done.returncode == 4, done.stderr
+    assert json.loads(done.stderr)["error"]["message"] == "cannot write the output (standard output is closed)"
+
+
+def test_a_closed_standard_error_leaves_a_good_run_alone(tmp_path):
+    done = _started_with_closed(tmp_path, 2, "grad", ROOT / "samples" / "seed_example.ad", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["kind"] == "jacobian"

@@ -357,6 +357,21 @@ def _template(tree, found: list):
     return tree
 
 
+def _vars_outside(tree, inner) -> list:
+    """The staged values of `tree` found outside its subtree `inner` (by identity)."""
+    if tree is inner:
+        return []
+    if isinstance(tree, Sym):
+        return [tree.var]
+    if isinstance(tree, Scaled) and isinstance(tree.scale, Sym):
+        return [tree.scale.var]
+    if isinstance(tree, dict):
+        tree = list(tree.values())
+    if isinstance(tree, (list, tuple)):
+        return [v for item in tree for v in _vars_outside(item, inner)]
+    return []
+
+
 def _leaf_bytes(template) -> int:
     """Bytes of the output leaves a plan keeps (Seeds' index arrays, constant arrays)."""
     if isinstance(template, dict):
@@ -697,7 +712,9 @@ class Plan:
         self.outputs = out_vars
         inner: list = []
         _template(internal, inner)
-        self.internal = set(inner)   # outputs only the next plan reads (residuals)
+        # outputs only the next plan reads (residuals); a value that is also handed to the
+        # caller (an output that is a residual too) is not one of them
+        self.internal = set(inner) - set(_vars_outside(outputs, internal))
         # a residual may be folded (the next plan never writes into what it is given); what
         # the caller gets may not (the caller may write into it)
         tape = fold_constants(tape, set(out_vars) - self.internal, known, shared, needed=inner)

@@ -560,3 +560,30 @@ def test_show_and_codegen_compute_what_the_consts_make():
     dp = derivative_program(program, "forward")
     assert any("xp_cos" in line for plan in dp.compiled.plans for line in plan.function())
     assert program.fold_consts
+
+
+@pytest.mark.parametrize("kind", ["forward", "reverse", "vjp", "jvp"])
+def test_an_output_that_is_a_const_is_the_callers_own_array(kind):
+    """An output that is a const, or made from consts alone, is also a residual in reverse
+    mode (the backward sweep reads it): it is still copied for the caller, so that writing
+    into one call's result changes neither the program's const nor a later call."""
+    text = ("const t: vec[3] = linspace(0, 1)\nconst w = cos(3 * t)\ninput x: vec[3] = [0.3, -0.2, 0.5]\n"
+            "output g = w\noutput c = t\noutput h = w * x\n")
+    program = adcli.loads(text, "consts.ad")
+
+    def call():
+        if kind == "vjp":
+            return program.vjp({"g": np.ones(3), "c": np.ones(3), "h": np.ones(3)})
+        if kind == "jvp":
+            return program.jvp({"x": np.ones(3)})
+        return program.jacobian(mode=kind)
+    for _ in range(2):   # (the second call replays the compiled run)
+        result = call()
+        result.value["g"][:] = 1e9
+        result.value["c"][:] = -1e9
+    w = np.cos(3 * np.linspace(0, 1, 3))
+    for later in (call(), program.jacobian(mode="forward"), program.jacobian(mode="reverse")):
+        np.testing.assert_allclose(later.value["g"], w, rtol=1e-15)
+        np.testing.assert_allclose(later.value["c"], np.linspace(0, 1, 3), rtol=1e-15)
+        np.testing.assert_allclose(later.value["h"], w * [0.3, -0.2, 0.5], rtol=1e-15)
+    np.testing.assert_allclose(program.evaluate()["h"], w * [0.3, -0.2, 0.5], rtol=1e-15)

@@ -204,7 +204,7 @@ def _leaf_expr(leaf, outs: str, constants: dict, name: str, dtype: str) -> str |
         leaf = Linear(np, leaf.k, Counter(), np.dtype(dtype)).dense(
             Seed(_host(leaf.src), leaf.k, leaf.node_shape))
     constants[name] = leaf
-    return name
+    return f"{name}.copy()"   # (the caller's own array: writing into it must not change the module)
 
 
 def module_source(dp: DerivativeProgram, filename: str, backend: str = "numpy", version: str = "") -> str:

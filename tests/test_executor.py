@@ -587,3 +587,29 @@ def test_an_output_that_is_a_const_is_the_callers_own_array(kind):
         np.testing.assert_allclose(later.value["c"], np.linspace(0, 1, 3), rtol=1e-15)
         np.testing.assert_allclose(later.value["h"], w * [0.3, -0.2, 0.5], rtol=1e-15)
     np.testing.assert_allclose(program.evaluate()["h"], w * [0.3, -0.2, 0.5], rtol=1e-15)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_generated_modules_results_are_the_callers_own(tmp_path, mode):
+    """What a generated module returns is never its own stored data (a const, an identity
+    block made dense): writing into one call's results leaves the next call's as they were."""
+    source = tmp_path / "consts.ad"
+    source.write_text("dim n = 3\nconst t: vec[n] = linspace(0, 1)\nconst w = cos(3 * t)\n"
+                      "input x: vec[n] = [0.3, -0.2, 0.5]\ninput s = 1.5\n"
+                      "output g = w\noutput h = w * s + x\n")
+    target = tmp_path / "grad.py"
+    assert run("codegen", source, "--mode", mode, "-o", target).exit_code == 0
+    module = load_module(target)
+    first_value, first_jacobian = module.jacobian()
+    want = ({o: np.array(v) for o, v in first_value.items()},
+            {o: {i: np.array(b) for i, b in blocks.items()} for o, blocks in first_jacobian.items()})
+    for value in first_value.values():
+        np.asarray(value)[...] = 5.0
+    for blocks in first_jacobian.values():
+        for block in blocks.values():
+            np.asarray(block)[...] = 5.0
+    value, jacobian = module.jacobian()
+    for o in want[0]:
+        np.testing.assert_array_equal(value[o], want[0][o])
+        for i in want[1][o]:
+            np.testing.assert_array_equal(jacobian[o][i], want[1][o][i])

@@ -40,8 +40,11 @@ LOOP_BYTES = 32_000
 SCHEDULE_LEVEL_BYTES = 400
 # and per state it keeps at once (at most S, at most the count), the interpreter's books of
 # it beyond its values (the slot's list and tuple, its residual keys made per step, the
-# holders' entries): 350-510 B measured (300 steps, S = 100 to 300, states of 1 and 10 numbers)
-SCHEDULE_STATE_BYTES = 600
+# holders' entries): 350-510 B measured (300 steps, S = 100 to 300, states of 1 and 10 numbers),
+# but 1,700 B a state at 20,000 steps (S = 200 to 1,600, a state of 4 numbers: predicted at
+# 600 B it was 0.65-0.78× the measured peak). 1,200 B keeps both within 1.1-2× (what makes
+# the books grow with the steps is not pinned down: a loop of 10^5 steps and more may pass it)
+SCHEDULE_STATE_BYTES = 1_200
 # Writing a result as JSON (docs/counting.md, "Predicted memory"): per number written,
 # a Python float in a list (32 B) and its text (up to 25 characters) held about twice;
 # per row or column label, a str object and its text. report.derivative_json_pieces

@@ -575,10 +575,11 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
     folded too, so that `cos(3 * t)` of a const t is computed once, not on every call, and
     kept in `shared` (one per compiled run), within its budget of new bytes: past it, what
     would pass it is left to run. `needed`: variables the plan hands on to the next plan
-    (residuals), which may be folded: the copy's `folded_outputs` maps those that were to
-    their constants."""
+    (residuals), which may be folded. Returns the copy and {needed variable: its constant}
+    for those that were."""
     known = known or {}
     eqns, xp = tape.eqns, tape.xp
+    reads_of = [_vars_in(eqn.args, []) + _vars_in(eqn.kwargs, []) for eqn in eqns]   # per equation
     group = {}   # union-find over variables that may share memory
 
     def root(v):
@@ -591,17 +592,16 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
         if a != b:
             group[a] = b
 
-    for eqn in eqns:
+    for eqn, reads in zip(eqns, reads_of):
         if eqn.out is not None and not _makes_new_array(eqn, xp):
-            for v in _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, []):
+            for v in reads:
                 join(eqn.out, v)
     unsafe = {root(v) for v in kept}
     inputs = set(tape.inputs)
     while True:   # what is constant, leaving out every group written at run time
         constant, runtime_writes = set(), set()
         derived = {v for v in known if root(v) not in unsafe}   # made from known inputs alone
-        for eqn in eqns:
-            reads = _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, [])
+        for eqn, reads in zip(eqns, reads_of):
             foldable = eqn.kind in FOLDED_KINDS and all(v in constant for v in reads)
             if eqn.kind in ("setitem", "inplace"):
                 target = eqn.args[0]
@@ -621,11 +621,9 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
     if shared is None or not known:
         derived = set()
     if not constant and not derived:
-        tape.folded_outputs = {}
-        return tape
+        return tape, {}
     folded_eqns = []
-    for index, eqn in enumerate(eqns):
-        reads = _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, [])
+    for index, (eqn, reads) in enumerate(zip(eqns, reads_of)):
         writes_constant = eqn.kind in ("setitem", "inplace") and isinstance(eqn.args[0], Var) \
             and eqn.args[0].id in constant and all(v in constant for v in reads)
         if eqn.out in constant or eqn.out in derived or writes_constant:
@@ -634,10 +632,9 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
     # after its last use while folding (a chain of folded temporaries is not kept)
     dropped = set(folded_eqns)
     frontier = set()
-    for index, eqn in enumerate(eqns):
+    for index, reads in enumerate(reads_of):
         if index not in dropped:
-            frontier.update(v for v in _vars_in(eqn.args, []) + _vars_in(eqn.kwargs, [])
-                            if v in constant or v in derived)
+            frontier.update(v for v in reads if v in constant or v in derived)
     frontier.update(v for v in needed if v in constant or v in derived)
     # run now as the plan would run them: the same lines (statement), in order; a value
     # made from known inputs that `shared` keeps already is taken from it
@@ -648,7 +645,7 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
     structure = {var: f"k{id(value)}" for var, value in known.items()} if derived else {}
     last = {}
     for i in folded_eqns:
-        for v in _vars_in(eqns[i].args, []) + _vars_in(eqns[i].kwargs, []):
+        for v in reads_of[i]:
             last[v] = i
     lines = []
     for i in folded_eqns:
@@ -684,8 +681,7 @@ def fold_constants(tape, kept: set, known: dict | None = None, shared: KnownValu
     copy.eqns = [type(e)(e.out, e.kind, e.name, tuple(_substituted(a, folded) for a in e.args),
                          {k: _substituted(a, folded) for k, a in e.kwargs.items()})
                  for i, e in enumerate(eqns) if i not in dropped]
-    copy.folded_outputs = {v: folded[v] for v in needed if v in folded}
-    return copy
+    return copy, {v: folded[v] for v in needed if v in folded}
 
 
 def _may_share(a, b) -> bool:
@@ -717,10 +713,10 @@ class Plan:
         self.internal = set(inner) - set(_vars_outside(outputs, internal))
         # a residual may be folded (the next plan never writes into what it is given); what
         # the caller gets may not (the caller may write into it)
-        tape = fold_constants(tape, set(out_vars) - self.internal, known, shared, needed=inner)
-        if tape.folded_outputs:   # handed on as a view of the constant
+        tape, folded_outputs = fold_constants(tape, set(out_vars) - self.internal, known, shared, needed=inner)
+        if folded_outputs:   # handed on as a view of the constant
             tape.eqns = tape.eqns + [Eqn(var, "getitem", None, (const, Ellipsis), {})
-                                     for var, const in tape.folded_outputs.items()]
+                                     for var, const in folded_outputs.items()]
         self.clear_inputs = clear_inputs   # the inputs list is emptied once read (the last sweep
         #                                    frees residuals as it goes: the caller keeps none)
         self.names = _identifiers(tape.names)

@@ -645,7 +645,6 @@ class Program:
         keeping `checkpoints` states (None: no schedule), one loop at a time: r + S for r
         repetitions of the binomial schedule (tests/test_memory_prediction.py checks the
         bound against the schedule), 1 with a single slot."""
-
         if checkpoints is None:
             return 0
         counts = [n.attrs["count"] for n in self.graph.nodes if n.op == "loop" and n.attrs["count"] >= 2]

@@ -926,9 +926,8 @@ def _end_process(code: int) -> None:
     """End the `adcli` process now, its output flushed, without the interpreter's teardown
     (freeing every module and object: about a tenth of a small command's time). Every file
     adcli writes is closed by then, and no atexit handler or thread of its own is waiting.
-    A flush that fails returns, and the usual exit reports it."""
-    if sys.stdout is None or sys.stderr is None:   # (started with one closed: the usual exit)
-        return
+    A flush that fails returns, and the usual exit reports it. (A stream closed at start
+    is a _ClosedStream by then, main() makes it one: never None here.)"""
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -58,8 +58,8 @@ class Stager(Runner):
                  constant_budget: int = MAX_CACHED_CONSTANT_BYTES, fold_consts: bool = False):
         super().__init__(graph, xp, dtype, input_values, const_values)
         # the consts' values are fixed while the plans are kept (the run's key says so):
-        # what is computed from them alone is computed once, while compiling
-        self.fold_consts = fold_consts
+        # what is computed from them alone is computed once, while compiling, and kept in
+        # `shared` (None: nothing is folded from the consts)
         self.known = {}   # the tape being recorded: its input var -> a const's fixed value
         self.shared = KnownValues(const_values.values()) if fold_consts else None
         self.give_up = give_up   # raise RunTooLarge at the limits rather than stage on
@@ -117,7 +117,7 @@ class Stager(Runner):
         real_inputs, real_consts = self.input_values, self.const_values
         self.input_values = {k: tape.input(v, k) for k, v in real_inputs.items()}
         self.const_values = {k: tape.input(v, self.label(k)) for k, v in real_consts.items()}
-        if self.fold_consts:
+        if self.shared is not None:
             self.known = {self.const_values[k].var: v for k, v in real_consts.items()}
         return real_inputs, real_consts
 
